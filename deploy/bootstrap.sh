@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything Eunomia needs on a Debian 12 host.
+# Quick when already done: every step checks before it acts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV=${EUNOMIA_VENV:-$ROOT/.venv}
+log() { echo "bootstrap: $*" >&2; }
+
+APT_PKGS=(python3-bpfcc python3-venv podman runc busybox-static conmon uidmap
+          catatonit slirp4netns postgresql chromium chromium-driver prometheus iproute2)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+# Kernel headers for bcc: matching ones if the distro has them, else the
+# fallback known to work (see shared/ENVIRONMENT.md).
+KREL=$(uname -r)
+HDR_PKG=""
+if [ ! -e "/lib/modules/$KREL/build/include" ]; then
+  if apt-cache show "linux-headers-$KREL" >/dev/null 2>&1; then HDR_PKG="linux-headers-$KREL"
+  else HDR_PKG="linux-headers-6.1.0-50-cloud-amd64"; fi
+  dpkg-query -W -f='${Status}' "$HDR_PKG" 2>/dev/null | grep -q "install ok installed" || missing+=("$HDR_PKG")
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  log "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # linux-headers for an unknown kernel may not exist: retry without it
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || {
+    [ -n "$HDR_PKG" ] && apt-cache show "$HDR_PKG" >/dev/null 2>&1 || { HDR_PKG="linux-headers-6.1.0-50-cloud-amd64"; }
+    apt-get install -y -qq --no-install-recommends "${missing[@]/linux-headers-$KREL/$HDR_PKG}" >/dev/null; }
+fi
+
+if [ ! -e "/lib/modules/$KREL/build/include" ]; then
+  build=$(ls -d /usr/src/linux-headers-*-cloud-amd64 2>/dev/null | sort -V | tail -1)
+  common=$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -1)
+  [ -n "$build" ] || { log "no kernel headers found under /usr/src"; exit 1; }
+  log "linking kernel headers $build for $KREL"
+  mkdir -p "/lib/modules/$KREL"
+  ln -sfn "$build" "/lib/modules/$KREL/build"
+  [ -n "$common" ] && ln -sfn "$common" "/lib/modules/$KREL/source"
+fi
+
+mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing || log "cannot mount tracefs"
+mountpoint -q /sys/kernel/debug || mount -t debugfs nodev /sys/kernel/debug || log "cannot mount debugfs"
+
+# The venv uses the system Python, so Debian's bcc binding matches it.
+PY=/usr/bin/python3
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating venv $VENV"
+  $PY -m venv "$VENV"
+fi
+SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+[ -e "$SITE/bcc" ] || ln -sfn /usr/lib/python3/dist-packages/bcc "$SITE/bcc"
+
+STAMP="$VENV/.deps-$(sha1sum pyproject.toml | cut -c1-12)"
+if [ ! -e "$STAMP" ]; then
+  log "pip install"
+  "$VENV/bin/pip" install -q -e ".[test]" 2>&1 | grep -v "is ignored: it is neither" >&2 || true
+  "$VENV/bin/python" -c "import nats, orjson, aiohttp, yaml, asyncpg, bcc" 
+  rm -f "$VENV"/.deps-*; touch "$STAMP"
+fi
+log "ready ($VENV)"

@@ -1,0 +1,253 @@
+"""The NATS bus: connection lifecycle, batched publishing, safe subscriptions.
+
+Messages are orjson-encoded JSON arrays of events. Nothing malformed ever
+reaches a handler: bad messages are logged, counted in `Stats` and skipped.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import nats
+import orjson
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from . import log
+from .schema import missing_fields
+from .stats import Stats
+
+_log = log.get("bus")
+
+MAX_BATCH_EVENTS = 256
+MAX_MESSAGE_BYTES = 900 * 1024  # under NATS' default 1 MiB max_payload
+SUB_PENDING_MSGS = 4096         # bounded buffer per subscription
+
+
+class BadMessage(ValueError):
+    """A bus message that is not a batch of events; the text says why."""
+
+
+def encode_batch(events: list[dict]) -> bytes:
+    return orjson.dumps(events)
+
+
+def decode_batch(data: bytes, *, validate: bool = True) -> list[dict]:
+    """Decode one message into a list of events, or raise BadMessage."""
+    if len(data) > MAX_MESSAGE_BYTES * 2:
+        raise BadMessage(f"message of {len(data)} bytes exceeds limit")
+    try:
+        batch = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise BadMessage(f"not JSON: {e}") from None
+    if not isinstance(batch, list):
+        raise BadMessage(f"not a JSON array but {type(batch).__name__}")
+    if validate:
+        for i, ev in enumerate(batch):
+            why = missing_fields(ev)
+            if why:
+                raise BadMessage(f"item {i}: {why}")
+    return batch
+
+
+def split_encoded(events: list[dict]) -> list[bytes]:
+    """Encode `events` as one or more messages, each under MAX_MESSAGE_BYTES."""
+    data = orjson.dumps(events)
+    if len(data) <= MAX_MESSAGE_BYTES or len(events) <= 1:
+        return [data]
+    mid = len(events) // 2
+    return split_encoded(events[:mid]) + split_encoded(events[mid:])
+
+
+class Bus:
+    """A connected NATS client plus our batch conventions."""
+
+    def __init__(self, nc: Client, stats: Stats) -> None:
+        self.nc = nc
+        self.stats = stats
+        self._subs: list[Any] = []
+        self._tasks: list[asyncio.Task] = []
+
+    @property
+    def js(self):
+        return self.nc.jetstream()
+
+    async def publish(self, subject: str, data: bytes, headers: dict | None = None) -> None:
+        await self.nc.publish(subject, data, headers=headers)
+
+    async def publish_batch(self, subject: str, events: list[dict]) -> None:
+        for data in split_encoded(events):
+            await self.nc.publish(subject, data)
+        self.stats.inc("bus_published_events_total", len(events))
+
+    async def subscribe_batches(
+        self,
+        subject: str,
+        handler: Callable[[str, list[dict]], Awaitable[None]],
+        queue: str = "",
+        validate: bool = True,
+    ) -> None:
+        """Run `handler(subject, events)` for every well-formed batch.
+
+        Malformed messages are counted (`bus_malformed_total`) and skipped;
+        a handler exception is counted (`handler_errors_total`) and logged:
+        neither ends the subscription.
+        """
+        sub = await self.nc.subscribe(subject, queue=queue, pending_msgs_limit=SUB_PENDING_MSGS,
+                                      pending_bytes_limit=256 * 1024 * 1024)
+        self._subs.append(sub)
+        self._tasks.append(asyncio.create_task(self._consume(sub, handler, validate), name=f"sub {subject}"))
+
+    async def _consume(self, sub, handler, validate: bool) -> None:
+        async for msg in sub.messages:
+            try:
+                events = decode_batch(msg.data, validate=validate)
+            except BadMessage as e:
+                self.stats.inc("bus_malformed_total", subject=_subject_family(msg.subject))
+                _log.warning("dropped malformed message on %s (%d bytes): %s", msg.subject, len(msg.data), e)
+                continue
+            self.stats.inc("bus_received_events_total", len(events))
+            try:
+                await handler(msg.subject, events)
+            except Exception:
+                self.stats.inc("handler_errors_total", subject=_subject_family(msg.subject))
+                _log.exception("handler failed on %s", msg.subject)
+
+    async def subscribe_raw(self, subject: str, handler: Callable[[Msg], Awaitable[None]], queue: str = "") -> None:
+        """Plain subscription for request/reply and control messages."""
+        async def cb(msg: Msg) -> None:
+            try:
+                await handler(msg)
+            except Exception as e:
+                self.stats.inc("handler_errors_total", subject=_subject_family(msg.subject))
+                _log.exception("handler failed on %s", msg.subject)
+                if msg.reply:
+                    try:
+                        await msg.respond(orjson.dumps({"error": f"{type(e).__name__}: {e}"}))
+                    except Exception:
+                        pass
+        self._subs.append(await self.nc.subscribe(subject, queue=queue, cb=cb, pending_msgs_limit=SUB_PENDING_MSGS))
+
+    async def request_json(self, subject: str, body: dict, timeout: float = 5.0) -> Any:
+        msg = await self.nc.request(subject, orjson.dumps(body), timeout=timeout)
+        return orjson.loads(msg.data)
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        try:
+            await self.nc.drain()
+        except Exception:
+            await self.nc.close()
+
+
+def _subject_family(subject: str) -> str:
+    """Bounded label for metrics: the first three tokens of a subject."""
+    return ".".join(subject.split(".")[:3])
+
+
+@asynccontextmanager
+async def connect(servers: list[str] | str, stats: Stats, name: str = "eunomia") -> AsyncIterator[Bus]:
+    """Connect (retrying forever on later disconnects) and yield a Bus."""
+    if isinstance(servers, str):
+        servers = servers.split(",")
+
+    async def error_cb(e: Exception) -> None:
+        if isinstance(e, nats.errors.SlowConsumerError):
+            stats.inc("bus_slow_consumer_dropped_total", subject=_subject_family(e.subject))
+        else:
+            stats.inc("bus_errors_total")
+            _log.warning("%s: NATS error: %s", name, e)
+
+    async def disconnected_cb() -> None:
+        stats.inc("bus_disconnects_total")
+        _log.warning("%s: disconnected from NATS", name)
+
+    async def reconnected_cb() -> None:
+        _log.info("%s: reconnected to NATS", name)
+
+    nc = await nats.connect(
+        servers=servers, name=name, error_cb=error_cb, disconnected_cb=disconnected_cb,
+        reconnected_cb=reconnected_cb, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+        connect_timeout=5, allow_reconnect=True, pending_size=64 * 1024 * 1024,
+    )
+    bus = Bus(nc, stats)
+    try:
+        yield bus
+    finally:
+        await bus.close()
+
+
+class Batcher:
+    """Collects events per subject and publishes them as batches.
+
+    Flushes when a subject has `max_events` pending or every `interval` s.
+    Bounded: past `max_pending` events in all, `add` waits (backpressure)
+    rather than growing without limit.
+    """
+
+    def __init__(self, bus: Bus, max_events: int = MAX_BATCH_EVENTS, interval: float = 0.05,
+                 max_pending: int = 50_000) -> None:
+        self.bus, self.max_events, self.interval, self.max_pending = bus, max_events, interval, max_pending
+        self._buf: dict[str, list[dict]] = {}
+        self._pending = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self._task: asyncio.Task | None = None
+
+    async def add(self, subject: str, event: dict) -> None:
+        while self._pending >= self.max_pending:
+            self._room.clear()
+            await self._room.wait()
+        buf = self._buf.setdefault(subject, [])
+        buf.append(event)
+        self._pending += 1
+        if len(buf) >= self.max_events:
+            await self._flush_subject(subject)
+
+    async def _flush_subject(self, subject: str) -> None:
+        events = self._buf.pop(subject, None)
+        if not events:
+            return
+        try:
+            await self.bus.publish_batch(subject, events)
+        except Exception as e:
+            self.bus.stats.inc("bus_publish_failed_events_total", len(events))
+            _log.error("publish of %d events to %s failed: %s", len(events), subject, e)
+        finally:
+            self._pending -= len(events)
+            self._room.set()
+
+    async def flush(self) -> None:
+        for subject in list(self._buf):
+            await self._flush_subject(subject)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.flush()
+
+    async def __aenter__(self) -> "Batcher":
+        self._task = asyncio.create_task(self._loop(), name="batcher")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self.flush()

@@ -1,0 +1,73 @@
+"""The event schema shared by every service on both sides of the bus.
+
+An event is a flat dict with a common head plus kind-specific fields.
+The enricher adds `proc`, `container` and `k8s` (null on the host).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import time
+
+# Fields every raw event carries (set by the probe).
+HEAD_FIELDS = ("id", "ts", "node", "kind", "pid", "tid", "ppid", "uid", "gid", "comm", "cgroup_id")
+REQUIRED_FIELDS = ("id", "ts", "node", "kind", "pid")
+
+# Added by the enricher.
+ENRICHED_FIELDS = ("proc", "container", "k8s")
+
+# kind -> kind-specific fields (documentation and validation of presence).
+KINDS: dict[str, tuple[str, ...]] = {
+    "exec": ("filename", "argv", "ret"),
+    "exit": ("exit_code",),
+    "fork": ("child_pid",),
+    "open": ("path", "flags", "mode", "ret"),
+    "unlink": ("path", "ret"),
+    "rename": ("oldpath", "newpath", "ret"),
+    "chmod": ("path", "mode", "ret"),
+    "symlink": ("target", "path", "ret"),
+    "link": ("oldpath", "newpath", "ret"),
+    "connect": ("family", "daddr", "dport", "saddr", "sport", "proto", "ret"),
+    "accept": ("family", "daddr", "dport", "saddr", "sport", "proto"),
+    "listen": ("family", "saddr", "sport"),
+    "socket": ("family", "type", "protocol", "ret"),
+    "dup": ("syscall", "oldfd", "newfd", "fd_type", "ret"),
+    "ptrace": ("request", "target_pid", "ret"),
+    "setuid": ("syscall", "uid", "euid", "suid", "ret"),
+    "setgid": ("syscall", "gid", "egid", "sgid", "ret"),
+    "capset": ("ret",),
+    "mount": ("source", "target", "fstype", "flags", "ret"),
+    "bpf": ("cmd", "prog_type", "ret"),
+    "module": ("syscall", "name", "fd", "ret"),
+    "memfd": ("name", "flags", "ret"),
+    "unshare": ("flags", "ret"),
+    "setns": ("fd", "nstype", "ret"),
+    "signal": ("sig", "target_pid", "ret"),
+}
+
+# Families and other numeric constants rules and UIs want by name.
+AF_NAMES = {1: "unix", 2: "inet", 10: "inet6", 16: "netlink", 17: "packet"}
+
+_seq = itertools.count()
+_boot = f"{os.getpid():x}{time.time_ns() & 0xFFFFFFFF:08x}"
+
+
+def new_event_id(node: str) -> str:
+    """Unique id for dedupe: node, a per-process prefix and a sequence."""
+    return f"{node}-{_boot}-{next(_seq):x}"
+
+
+def missing_fields(ev: object) -> str | None:
+    """Why `ev` is not a usable event, or None when it is."""
+    if not isinstance(ev, dict):
+        return f"event is {type(ev).__name__}, not an object"
+    for f in REQUIRED_FIELDS:
+        if f not in ev:
+            return f"event lacks field {f!r}"
+    if not isinstance(ev["kind"], str) or not ev["kind"]:
+        return "field 'kind' is not a non-empty string"
+    if not isinstance(ev["id"], str):
+        return "field 'id' is not a string"
+    if not isinstance(ev["ts"], int) or isinstance(ev["ts"], bool):
+        return "field 'ts' is not an integer (ns)"
+    return None

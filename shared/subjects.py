@@ -1,0 +1,54 @@
+"""Every NATS subject Eunomia uses, in one place."""
+
+PREFIX = "eunomia"
+
+
+def raw(node: str, kind: str) -> str:
+    """Probe output: raw kernel events of one kind from one node."""
+    return f"{PREFIX}.raw.{node}.{kind}"
+
+
+def raw_all(node: str) -> str:
+    return f"{PREFIX}.raw.{node}.>"
+
+
+def event(node: str, kind: str) -> str:
+    """Enricher output: enriched events."""
+    return f"{PREFIX}.event.{node}.{kind}"
+
+
+EVENT_ALL = f"{PREFIX}.event.>"
+
+
+def alert(priority: str) -> str:
+    return f"{PREFIX}.alert.{priority.lower()}"
+
+
+ALERT_ALL = f"{PREFIX}.alert.>"
+
+
+def ctl_probe(node: str) -> str:
+    """Request/reply control of one node's probe."""
+    return f"{PREFIX}.ctl.probe.{node}"
+
+
+def ctl_enricher(node: str) -> str:
+    return f"{PREFIX}.ctl.enricher.{node}"
+
+
+def stats(service: str, node: str) -> str:
+    """Periodic counters and heartbeats of one service instance."""
+    return f"{PREFIX}.stats.{service}.{node}"
+
+
+STATS_ALL = f"{PREFIX}.stats.>"
+
+
+def store(op: str) -> str:
+    """Store queries (request/reply), e.g. store('events')."""
+    return f"{PREFIX}.store.{op}"
+
+
+def valid_token(token: str) -> bool:
+    """A single subject token: non-empty, no wildcards, dots or whitespace."""
+    return bool(token) and not any(c in token for c in ".*> \t\r\n")

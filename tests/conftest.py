@@ -1,0 +1,48 @@
+"""Fixtures with real parts: nats-server processes, podman containers."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from shared.natsserver import NatsServer, NatsServerConfig, free_port  # noqa: E402
+from tests import containers  # noqa: E402
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+@pytest.fixture
+async def nats_server(tmp_path):
+    """A real nats-server with JetStream on a free loopback port."""
+    async with NatsServer(NatsServerConfig(port=free_port(), store_dir=tmp_path / "js")) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def bb_image():
+    """The locally built busybox image (podman, runc)."""
+    if not shutil.which("podman"):
+        pytest.fail("podman is not installed: run `make bootstrap`")
+    return containers.build_busybox_image()
+
+
+@pytest.fixture(scope="session")
+def podman_socket(bb_image):
+    """Docker-compatible Engine API served by `podman system service`."""
+    proc = containers.start_api_service()
+    yield containers.PODMAN_SOCK
+    if proc:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

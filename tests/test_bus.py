@@ -1,0 +1,79 @@
+"""The bus against a real nats-server: batches, malformed input, JetStream."""
+import asyncio
+
+import orjson
+import pytest
+
+from shared import bus as busmod, subjects
+from shared.schema import new_event_id
+from shared.stats import Stats
+from shared.streams import ensure_streams
+
+
+def ev(kind="open", **kw):
+    return {"id": new_event_id("n1"), "ts": 1, "node": "n1", "kind": kind, "pid": 1, **kw}
+
+
+async def test_batches_round_trip_and_malformed_are_counted(nats_server):
+    got: list[dict] = []
+    done = asyncio.Event()
+    stats = Stats("test")
+
+    async def handler(subject, events):
+        got.extend(events)
+        if len(got) >= 1000:
+            done.set()
+
+    async with busmod.connect(nats_server.url, stats) as bus:
+        await bus.subscribe_batches("eunomia.event.>", handler)
+        await bus.nc.flush()
+        # malformed first: not JSON, not an array, item without head
+        await bus.publish("eunomia.event.n1.open", b"{nope")
+        await bus.publish("eunomia.event.n1.open", b'{"a":1}')
+        await bus.publish("eunomia.event.n1.open", b'[{"kind":"open"}]')
+        async with busmod.Batcher(bus, max_events=100) as b:
+            for i in range(1000):
+                await b.add(subjects.event("n1", "open"), ev(i=i))
+        await asyncio.wait_for(done.wait(), 10)
+    assert [e["i"] for e in got] == list(range(1000))
+    assert stats.get("bus_malformed_total", subject="eunomia.event.n1") == 3
+    assert stats.total("bus_published_events_total") == 1000
+
+
+async def test_oversized_batches_are_split_under_max_payload(nats_server):
+    big = [ev(path="x" * 10_000) for _ in range(300)]  # ~3 MB in all
+    parts = busmod.split_encoded(big)
+    assert len(parts) > 1 and all(len(p) <= busmod.MAX_MESSAGE_BYTES for p in parts)
+    assert sum(len(orjson.loads(p)) for p in parts) == 300
+    got = []
+    done = asyncio.Event()
+
+    async def handler(subject, events):
+        got.extend(events)
+        if len(got) == 300:
+            done.set()
+
+    async with busmod.connect(nats_server.url, Stats("t")) as bus:
+        await bus.subscribe_batches("eunomia.event.>", handler)
+        await bus.nc.flush()
+        await bus.publish_batch("eunomia.event.n1.open", big)
+        await asyncio.wait_for(done.wait(), 10)
+
+
+async def test_streams_capture_events_and_alerts(nats_server):
+    async with busmod.connect(nats_server.url, Stats("t")) as bus:
+        await ensure_streams(bus.js)
+        await ensure_streams(bus.js)  # idempotent
+        await bus.publish_batch(subjects.event("n1", "exec"), [ev("exec")])
+        await bus.publish_batch(subjects.alert("critical"), [ev("alert")])
+        await bus.nc.flush()
+        await asyncio.sleep(0.2)
+        assert (await bus.js.stream_info("EVENTS")).state.messages == 1
+        assert (await bus.js.stream_info("ALERTS")).state.messages == 1
+
+
+def test_decode_batch_reasons():
+    with pytest.raises(busmod.BadMessage, match="not JSON"):
+        busmod.decode_batch(b"\xff")
+    with pytest.raises(busmod.BadMessage, match="item 0: event lacks field 'id'"):
+        busmod.decode_batch(b'[{"ts":1}]')
