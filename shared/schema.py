@@ -1,7 +1,18 @@
 """The event schema shared by every service on both sides of the bus.
 
 An event is a flat dict with a common head plus kind-specific fields.
-The enricher adds `proc`, `container` and `k8s` (null on the host).
+The enricher adds `proc`, `container` and `k8s` (null on the host):
+
+    proc:      {"exe": str, "args": [str], "cmdline": str, "name": str, "cwd": str|None,
+                "ppid": int, "pname": str, "pexe": str, "pcmdline": str,
+                "ancestors": [{"pid", "comm", "exe", "args"}, ...]}   # parent first, up to 8
+    container: {"id": 64-hex, "name": str, "image": str, "runtime": "podman"|"docker"|
+                "containerd"|"cri-o", "labels": {str: str}} | null
+    k8s:       {"pod": str, "namespace": str, "labels": {}} | null
+
+Alerts travel in the same batch format with kind "alert":
+    {"id", "ts", "node", "kind": "alert", "pid", "rule", "priority", "output",
+     "tags": [...], "event": <the enriched event that matched>, "container", "k8s"}
 """
 from __future__ import annotations
 
