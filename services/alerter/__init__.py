@@ -1,0 +1,1 @@
+"""The alerter: evaluates rules against enriched events and raises alerts."""
