@@ -1,0 +1,269 @@
+// Eunomia dashboard: vanilla JS, no build, no external resources.
+// Every value from events is inserted with textContent (events are attacker-controlled data).
+"use strict";
+
+const API = "/api/v1";
+const MAX_ALERTS = 200;
+const $ = (sel) => document.querySelector(sel);
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v; else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c == null ? "" : (c instanceof Node ? c : String(c)));
+  return e;
+}
+
+function svgEl(tag, attrs) {
+  const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  return e;
+}
+
+function fmtTime(ns) {
+  if (!ns) return "";
+  const d = new Date(Number(BigInt(ns) / 1000000n));
+  return d.toISOString().replace("T", " ").replace("Z", "");
+}
+
+// ---- token ----
+const token = {
+  get() { return localStorage.getItem("eunomia.token") || ""; },
+  set(t) { localStorage.setItem("eunomia.token", t); },
+  fromUrl() {
+    const url = new URL(location.href);
+    const t = url.searchParams.get("token");
+    if (t) {
+      this.set(t);
+      url.searchParams.delete("token");
+      history.replaceState(null, "", url.pathname + url.search + url.hash);
+    }
+  },
+  ask() {
+    const d = $("#token-dialog");
+    if (!d.open) d.showModal();
+  },
+};
+
+class AuthError extends Error {}
+
+async function api(path, params) {
+  const url = new URL(API + path, location.origin);
+  for (const [k, v] of Object.entries(params || {})) if (v !== "" && v != null) url.searchParams.set(k, v);
+  const r = await fetch(url, { headers: { Authorization: "Bearer " + token.get() } });
+  let body = null;
+  try { body = await r.json(); } catch (e) { /* not JSON */ }
+  if (r.status === 401) { token.ask(); throw new AuthError((body && body.error) || "unauthorized"); }
+  if (!r.ok) throw new Error((body && body.error) || `HTTP ${r.status}`);
+  return body;
+}
+
+// ---- live alerts ----
+let alertCount = 0;
+const alertIds = new Set();  // history and live feed may both carry an alert
+function addAlert(a) {
+  if (alertIds.has(a.id)) return;
+  alertIds.add(a.id);
+  const prio = String(a.priority || "").toLowerCase();
+  const c = a.container || (a.event && a.event.container) || null;
+  const li = el("li", { class: `alert new p-${prio}`, "data-rule": a.rule || "" },
+    el("div", {}, el("span", { class: "prio" }, prio), el("span", { class: "rule" }, a.rule || "(rule)")),
+    el("div", { class: "output" }, a.output || ""),
+    el("div", { class: "meta" }, `${fmtTime(a.ts)} · ${a.node || ""} · ${c ? (c.name || String(c.id).slice(0, 12)) : "host"}`));
+  const list = $("#alerts-list");
+  list.prepend(li);
+  while (list.children.length > MAX_ALERTS) list.lastChild.remove();
+  if (alertIds.size > 10 * MAX_ALERTS) alertIds.clear();
+  $("#alerts-count").textContent = String(++alertCount);
+}
+
+let ws = null, wsRetry = 1000;
+function connectAlerts() {
+  if (!token.get()) return;
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  ws = new WebSocket(`${proto}//${location.host}${API}/alerts/ws?token=${encodeURIComponent(token.get())}`);
+  const status = $("#ws-status");
+  ws.onopen = () => { status.textContent = "live: on"; status.className = "status on"; wsRetry = 1000; };
+  ws.onmessage = (m) => {
+    let msg;
+    try { msg = JSON.parse(m.data); } catch (e) { return; }
+    if (msg.type === "alert" && msg.alert) addAlert(msg.alert);
+  };
+  ws.onclose = () => {
+    status.textContent = "live: off"; status.className = "status off";
+    setTimeout(connectAlerts, wsRetry);
+    wsRetry = Math.min(wsRetry * 2, 30000);
+  };
+}
+
+async function loadRecentAlerts() {
+  try {
+    const page = await api("/alerts", { limit: 50 });
+    for (const a of page.items.slice().reverse()) addAlert(a);
+  } catch (e) { if (!(e instanceof AuthError)) console.warn("alerts:", e.message); }
+}
+
+// ---- containers ----
+async function loadContainers() {
+  const body = $("#containers-table tbody");
+  let items;
+  try { items = (await api("/containers")).items; } catch (e) {
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 5, class: "error" }, e.message)));
+    return;
+  }
+  body.replaceChildren(...items.map((c) => {
+    const tr = el("tr", { class: "clickable", "data-id": c.id },
+      el("td", {}, c.name || String(c.id).slice(0, 12)), el("td", {}, c.image || ""), el("td", {}, c.node || ""),
+      el("td", {}, c.events ?? ""), el("td", {}, fmtTime(c.last_seen)));
+    tr.addEventListener("click", () => chooseContainer(c.id));
+    return tr;
+  }));
+  if (!items.length) body.append(el("tr", {}, el("td", { colspan: 5, class: "empty" }, "no containers seen yet")));
+  const sel = $("#tree-container");
+  const keep = sel.value;
+  sel.replaceChildren(el("option", { value: "" }, "(choose a container)"),
+    ...items.map((c) => el("option", { value: c.id }, c.name || String(c.id).slice(0, 12))));
+  sel.value = keep;
+}
+
+function chooseContainer(id) {
+  $("#tree-container").value = id;
+  loadTree();
+  const f = $("#event-form");
+  f.elements.container.value = id.slice(0, 12);
+  searchEvents(true);
+}
+
+// ---- event search ----
+const pager = { cursors: [null], index: 0, next: null };
+
+function eventDetail(e) {
+  const p = e.proc || {};
+  if (e.kind === "fork") return `child ${e.child_pid}`;
+  if (e.kind === "exit") return `exit ${e.exit_code}`;
+  if (e.kind === "exec") return (p.cmdline || (e.argv || []).join(" ") || e.filename || "");
+  if (["connect", "accept"].includes(e.kind)) return `${e.saddr || ""}:${e.sport ?? ""} → ${e.daddr || ""}:${e.dport ?? ""}`;
+  for (const k of ["path", "newpath", "target", "name"]) if (e[k]) return (e.oldpath ? e.oldpath + " → " : "") + e[k];
+  return p.cmdline || "";
+}
+
+async function searchEvents(fresh) {
+  const f = $("#event-form");
+  if (fresh) { pager.cursors = [null]; pager.index = 0; }
+  const params = {};
+  for (const k of ["kind", "container", "pid", "q", "since", "limit"]) params[k] = f.elements[k].value.trim();
+  params.cursor = pager.cursors[pager.index];
+  const err = $("#events-error");
+  const body = $("#events-table tbody");
+  let page;
+  try { page = await api("/events", params); err.hidden = true; } catch (e) {
+    err.textContent = e.message; err.hidden = false; body.replaceChildren(); return;
+  }
+  pager.next = page.next_cursor;
+  body.replaceChildren(...page.items.map((e) => el("tr", { "data-id": e.id, "data-kind": e.kind },
+    el("td", {}, fmtTime(e.ts)), el("td", {}, e.kind),
+    el("td", {}, e.container ? (e.container.name || String(e.container.id).slice(0, 12)) : "host"),
+    el("td", {}, e.pid), el("td", {}, e.comm || ""), el("td", { class: "detail" }, eventDetail(e)))));
+  if (!page.items.length) body.append(el("tr", {}, el("td", { colspan: 6, class: "empty" }, "no events match")));
+  $("#events-prev").disabled = pager.index === 0;
+  $("#events-next").disabled = !pager.next;
+  $("#events-page").textContent = `page ${pager.index + 1}`;
+}
+
+// ---- process tree ----
+function treeNode(p) {
+  const args = Array.isArray(p.args) ? p.args.join(" ") : (p.args || "");
+  const li = el("li", { class: p.exited ? "exited" : "", "data-pid": p.pid },
+    el("span", { class: "pid" }, p.pid), " ", p.exe || p.comm || "?", args ? "  " + args : "");
+  if (p.children && p.children.length) li.append(el("ul", {}, ...p.children.map(treeNode)));
+  return li;
+}
+
+async function loadTree() {
+  const id = $("#tree-container").value;
+  const box = $("#tree");
+  if (!id) { box.replaceChildren(el("p", { class: "empty" }, "choose a container")); return; }
+  try {
+    const items = (await api("/processes/tree", { container: id })).items;
+    box.replaceChildren(items.length ? el("ul", {}, ...items.map(treeNode)) : el("p", { class: "empty" }, "no processes"));
+  } catch (e) { box.replaceChildren(el("p", { class: "error" }, e.message)); }
+}
+
+// ---- network graph (circular layout, drawn as SVG) ----
+async function loadGraph() {
+  const box = $("#graph");
+  let g;
+  try { g = await api("/network/graph"); } catch (e) { box.replaceChildren(el("p", { class: "error" }, e.message)); return; }
+  const W = 600, H = 380, cx = W / 2, cy = H / 2, r = Math.min(W, H) / 2 - 50;
+  const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "network graph" });
+  const pos = new Map();
+  g.nodes.forEach((n, i) => {
+    const a = Math.PI + (2 * Math.PI * i) / Math.max(g.nodes.length, 1);  // first node on the left
+    pos.set(n.id, g.nodes.length === 1 ? [cx, cy] : [cx + r * Math.cos(a), cy + r * Math.sin(a)]);
+  });
+  const maxCount = Math.max(1, ...g.edges.map((e) => e.count || 1));
+  for (const e of g.edges) {
+    const [x1, y1] = pos.get(e.source) || [cx, cy], [x2, y2] = pos.get(e.target) || [cx, cy];
+    const line = svgEl("line", { x1, y1, x2, y2, "stroke-width": 1 + 4 * ((e.count || 1) / maxCount),
+      "marker-end": "url(#arrow)", "data-source": e.source, "data-target": e.target });
+    line.append(svgEl("title"));
+    line.firstChild.textContent = `${e.source} → ${e.target} ${e.proto || ""}/${e.port ?? ""} ×${e.count}`;
+    svg.append(line);
+    const t = svgEl("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 3, class: "port", "text-anchor": "middle" });
+    t.textContent = `${e.proto || ""}/${e.port ?? ""} ×${e.count}`;
+    svg.append(t);
+  }
+  const defs = svgEl("defs");
+  const marker = svgEl("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 21, refY: 5, markerWidth: 8,
+    markerHeight: 8, markerUnits: "userSpaceOnUse", orient: "auto-start-reverse" });
+  marker.append(svgEl("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#4a5a6a" }));
+  defs.append(marker);
+  svg.prepend(defs);
+  for (const n of g.nodes) {
+    const [x, y] = pos.get(n.id);
+    const c = svgEl("circle", { cx: x, cy: y, r: 9, class: n.kind, "data-id": n.id });
+    c.append(svgEl("title"));
+    c.firstChild.textContent = `${n.kind}: ${n.id}`;
+    const t = svgEl("text", { x, y: y + 22, "text-anchor": "middle" });
+    t.textContent = n.label || n.id;
+    svg.append(c, t);
+  }
+  if (!g.nodes.length) {
+    const t = svgEl("text", { x: cx, y: cy, "text-anchor": "middle" });
+    t.textContent = "no connections seen yet";
+    svg.append(t);
+  }
+  box.replaceChildren(svg);
+}
+
+// ---- wiring ----
+function loadAll() {
+  loadRecentAlerts();
+  loadContainers();
+  searchEvents(true);
+  loadGraph();
+  loadTree();
+  if (!ws || ws.readyState === WebSocket.CLOSED) connectAlerts();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  token.fromUrl();
+  $("#token-form").addEventListener("submit", () => {
+    token.set($("#token-input").value.trim());
+    if (ws) { ws.onclose = null; ws.close(); ws = null; }
+    loadAll();
+  });
+  $("#token-change").addEventListener("click", () => token.ask());
+  $("#event-form").addEventListener("submit", (e) => { e.preventDefault(); searchEvents(true); });
+  $("#events-next").addEventListener("click", () => {
+    if (!pager.next) return;
+    pager.cursors[pager.index + 1] = pager.next; pager.index++; searchEvents(false);
+  });
+  $("#events-prev").addEventListener("click", () => { if (pager.index > 0) { pager.index--; searchEvents(false); } });
+  $("#containers-refresh").addEventListener("click", loadContainers);
+  $("#graph-refresh").addEventListener("click", loadGraph);
+  $("#tree-container").addEventListener("change", loadTree);
+  if (!token.get()) token.ask(); else loadAll();
+  setInterval(() => { if (token.get()) { loadContainers(); loadGraph(); } }, 15000);
+});
