@@ -28,19 +28,26 @@ REQUIRED_FIELDS = ("id", "ts", "node", "kind", "pid")
 ENRICHED_FIELDS = ("proc", "container", "k8s")
 
 # kind -> kind-specific fields (documentation and validation of presence).
+# Set by the probe (services/probe/decode.py); None where the kernel side
+# cannot know (e.g. connect saddr/sport, proto; module name). Paths are as
+# the process passed them (relative to `dirfd`/cwd when not absolute).
+# Extras beyond these: chmod has "dirfd" or, for fchmod, "fd" (path None);
+# unlink "dirfd", "flags"; rename/link "flags"; signal only for sig != 0 to
+# another process; socket only for AF_PACKET or SOCK_RAW; dup only when
+# oldfd is a socket or newfd is 0-2 (fd_type "socket" | "other").
 KINDS: dict[str, tuple[str, ...]] = {
-    "exec": ("filename", "argv", "ret"),
+    "exec": ("filename", "argv", "ret", "argv_truncated"),
     "exit": ("exit_code",),
-    "fork": ("child_pid",),
-    "open": ("path", "flags", "mode", "ret"),
+    "fork": ("child_pid", "clone_flags"),
+    "open": ("path", "flags", "mode", "ret", "dirfd"),
     "unlink": ("path", "ret"),
     "rename": ("oldpath", "newpath", "ret"),
     "chmod": ("path", "mode", "ret"),
     "symlink": ("target", "path", "ret"),
     "link": ("oldpath", "newpath", "ret"),
-    "connect": ("family", "daddr", "dport", "saddr", "sport", "proto", "ret"),
-    "accept": ("family", "daddr", "dport", "saddr", "sport", "proto"),
-    "listen": ("family", "saddr", "sport"),
+    "connect": ("family", "daddr", "dport", "saddr", "sport", "proto", "ret", "fd"),
+    "accept": ("family", "daddr", "dport", "saddr", "sport", "proto", "ret", "fd"),
+    "listen": ("family", "saddr", "sport", "ret", "fd", "backlog"),
     "socket": ("family", "type", "protocol", "ret"),
     "dup": ("syscall", "oldfd", "newfd", "fd_type", "ret"),
     "ptrace": ("request", "target_pid", "ret"),
@@ -49,7 +56,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "capset": ("ret",),
     "mount": ("source", "target", "fstype", "flags", "ret"),
     "bpf": ("cmd", "prog_type", "ret"),
-    "module": ("syscall", "name", "fd", "ret"),
+    "module": ("syscall", "name", "fd", "ret", "params"),
     "memfd": ("name", "flags", "ret"),
     "unshare": ("flags", "ret"),
     "setns": ("fd", "nstype", "ret"),

@@ -1,0 +1,261 @@
+// Shared by every bpf/*.bpf.c file: the probe compiles them all into one
+// bcc object (services/probe/loader.py), so maps and helpers here exist once.
+//
+// Portability rule: tracepoint arguments, BPF helpers and user memory (UAPI
+// structs) only; never kernel struct offsets.
+//
+// Every event starts with struct ev_head; kind-specific numbers go in a[]
+// (a[0] is always the syscall's return value) and strings follow in one of
+// the shapes below. services/probe/decode.py turns them into dicts; it reads
+// the K_* numbers from this file, so they are defined only here.
+#include <uapi/linux/ptrace.h>
+#include <linux/sched.h>
+#include <linux/capability.h>
+
+#ifndef RINGBUF_PAGES
+#define RINGBUF_PAGES 256
+#endif
+#ifndef WAKEUP_EVERY
+#define WAKEUP_EVERY 64  // wake user space once per this many events per CPU
+#endif
+
+// HAVE_TP(cat, name) is 1 when the loader found that tracepoint in tracefs
+// (it passes -DHAVE_TP_cat__name=1); guard optional probes with #if HAVE_TP().
+#define HAVE_TP(c, e) HAVE_TP_##c##__##e
+
+// Event kinds: class = kind / 10 (0 process, 1 file, 2 net, 3 priv, 4 kernel).
+#define K_EXEC 1
+#define K_EXIT 2
+#define K_FORK 3
+#define K_OPEN 10
+#define K_UNLINK 11
+#define K_RENAME 12
+#define K_CHMOD 13
+#define K_SYMLINK 14
+#define K_LINK 15
+#define K_CONNECT 20
+#define K_ACCEPT 21
+#define K_LISTEN 22
+#define K_SOCKET 23
+#define K_DUP 24
+#define K_PTRACE 30
+#define K_SETUID 31
+#define K_SETGID 32
+#define K_CAPSET 33
+#define K_UNSHARE 34
+#define K_SETNS 35
+#define K_SIGNAL 36
+#define K_MOUNT 40
+#define K_BPF 41
+#define K_MODULE 42
+#define K_MEMFD 43
+#define K_MAX 48
+
+#define CLASS_EXEC 0
+#define CLASS_FILE 1
+#define CLASS_NET 2
+
+#define STR_SZ 256
+#define STR3_SZ 32
+#define SA_SZ 128
+#define ARGV_SZ 1024
+#define ARG_MAX_LEN 256
+#define ARGC_MAX 20
+
+struct ev_head {
+    u64 ts;         // bpf_ktime_get_boot_ns(); decode.py adds the wall-clock offset
+    u64 cgroup_id;
+    u32 kind;
+    u32 pid;        // tgid
+    u32 tid;
+    u32 ppid;       // from the parents map (0 = unknown)
+    u32 uid;
+    u32 gid;
+    char comm[16];
+};
+
+// Shapes: which one a kind uses is fixed per kind (decode.py knows).
+struct ev_num   { struct ev_head h; s64 a[6]; };
+struct ev_str1  { struct ev_head h; s64 a[6]; char s1[STR_SZ]; };
+struct ev_str2  { struct ev_head h; s64 a[6]; char s1[STR_SZ]; char s2[STR_SZ]; };
+struct ev_str3  { struct ev_head h; s64 a[6]; char s1[STR_SZ]; char s2[STR_SZ]; char s3[STR3_SZ]; };
+// net: sa = the raw user sockaddr (peer for connect/accept, local for listen);
+// la = local address remembered from bind(), for accept.
+struct ev_sock  { struct ev_head h; s64 a[6]; u8 sa[SA_SZ]; u8 la[16]; };
+// exec: a[1] = bytes used in argv, a[2] = argc seen, a[3] = 1 if argv truncated
+struct ev_exec  { struct ev_head h; s64 a[6]; char filename[STR_SZ]; char argv[ARGV_SZ + ARG_MAX_LEN]; };
+
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(lost, u64, K_MAX);          // reserve failures per kind
+BPF_PERCPU_ARRAY(submitted, u64, 1);         // events submitted on this CPU (wakeup pacing)
+BPF_ARRAY(kind_on, u8, K_MAX);               // per-kind switch, set by the loader
+BPF_HASH(excluded, u32, u8, 1024);           // tgids never traced (our own services)
+BPF_HASH(parents, u32, u32, 65536);          // tgid -> parent tgid (fork, /proc at start)
+
+struct cg_count { u64 n[4]; };               // per class: exec, file, net (n[3] unused)
+BPF_HASH(cg_counts, u64, struct cg_count, 4096);
+
+// A syscall's arguments kept from sys_enter to sys_exit (one per thread).
+struct stash {
+    u32 kind;
+    u32 shape;
+    s64 a[6];
+    u64 p[3];  // user pointers to strings (or a struct) read at exit,
+               // when the kernel has already paged them in
+};
+BPF_HASH(stash, u64, struct stash, 16384);
+
+#define SHAPE_NUM 0
+#define SHAPE_STR1 1
+#define SHAPE_STR2 2
+#define SHAPE_STR3 3
+
+// 1 when events of `kind` from the current task are not wanted.
+static __always_inline int skip(u32 kind)
+{
+    u8 *on = kind_on.lookup(&kind);
+    if (!on || !*on)
+        return 1;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    return excluded.lookup(&tgid) ? 1 : 0;
+}
+
+static __always_inline void count_lost(u32 kind)
+{
+    u64 *c = lost.lookup(&kind);
+    if (c)
+        *c += 1;  // per-cpu slot: no atomic needed
+}
+
+static __always_inline void count_cgroup(u64 cg, u32 kind)
+{
+    u32 cls = kind / 10;
+    if (cg <= 1 || cls > CLASS_NET)  // root cgroup (host) or a class without counter
+        return;
+    struct cg_count *c = cg_counts.lookup(&cg);
+    if (!c) {
+        struct cg_count zero = {};
+        cg_counts.insert(&cg, &zero);  // BPF_NOEXIST: a racing CPU's counts survive
+        c = cg_counts.lookup(&cg);
+        if (!c)
+            return;  // map full: counts for new cgroups are dropped
+    }
+    __sync_fetch_and_add(&c->n[cls & 3], 1);
+}
+
+static __always_inline void fill_head(struct ev_head *h, u32 kind)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u64 ug = bpf_get_current_uid_gid();
+    u32 tgid = id >> 32;
+    h->ts = bpf_ktime_get_boot_ns();
+    h->cgroup_id = bpf_get_current_cgroup_id();
+    h->kind = kind;
+    h->pid = tgid;
+    h->tid = (u32)id;
+    u32 *pp = parents.lookup(&tgid);
+    h->ppid = pp ? *pp : 0;
+    h->uid = (u32)ug;
+    h->gid = ug >> 32;
+    bpf_get_current_comm(&h->comm, sizeof(h->comm));
+    count_cgroup(h->cgroup_id, kind);
+}
+
+// Reserve an event of `size` bytes with its head filled; NULL (and counted) if the ring is full.
+static __always_inline void *ev_reserve(u32 kind, u32 size)
+{
+    struct ev_head *h = events.ringbuf_reserve(size);
+    if (!h) {
+        count_lost(kind);
+        return 0;
+    }
+    fill_head(h, kind);
+    return h;
+}
+
+// Submit without a wakeup per event: user space polls with a short timeout
+// and is woken early once per WAKEUP_EVERY events per CPU (batching).
+static __always_inline void ev_submit(void *e)
+{
+    u32 zero = 0;
+    u64 *n = submitted.lookup(&zero);
+    u64 flags = BPF_RB_NO_WAKEUP;
+    if (n && (++*n % WAKEUP_EVERY) == 0)
+        flags = BPF_RB_FORCE_WAKEUP;
+    events.ringbuf_submit(e, flags);
+}
+
+// sys_enter side of a stashed syscall.
+static __always_inline void stash_put(u32 kind, u32 shape, s64 a1, s64 a2, s64 a3, s64 a4, s64 a5,
+                                      const void *p0, const void *p1, const void *p2)
+{
+    if (skip(kind))
+        return;
+    u64 id = bpf_get_current_pid_tgid();
+    struct stash s = {};
+    s.kind = kind;
+    s.shape = shape;
+    s.a[1] = a1; s.a[2] = a2; s.a[3] = a3; s.a[4] = a4; s.a[5] = a5;
+    s.p[0] = (u64)p0; s.p[1] = (u64)p1; s.p[2] = (u64)p2;
+    if (stash.update(&id, &s) < 0)
+        count_lost(kind);  // stash full (threads stuck in syscalls): counted, not silent
+}
+
+// sys_exit side: take the stash of this thread (copied to `out`); 0 if none.
+static __always_inline int stash_take(struct stash *out)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    struct stash *s = stash.lookup(&id);
+    if (!s)
+        return 0;
+    __builtin_memcpy(out, s, sizeof(*out));
+    stash.delete(&id);
+    return 1;
+}
+
+// sys_exit side for kinds whose event is numbers plus up to three user strings.
+static __always_inline int stash_emit(long ret)
+{
+    struct stash s;
+    if (!stash_take(&s))
+        return 0;
+    s.a[0] = ret;
+    if (s.shape == SHAPE_NUM) {
+        struct ev_num *e = ev_reserve(s.kind, sizeof(*e));
+        if (!e)
+            return 0;
+        __builtin_memcpy(e->a, s.a, sizeof(e->a));
+        ev_submit(e);
+    } else if (s.shape == SHAPE_STR1) {
+        struct ev_str1 *e = ev_reserve(s.kind, sizeof(*e));
+        if (!e)
+            return 0;
+        __builtin_memcpy(e->a, s.a, sizeof(e->a));
+        if (bpf_probe_read_user_str(e->s1, sizeof(e->s1), (void *)s.p[0]) < 0)
+            e->s1[0] = 0;
+        ev_submit(e);
+    } else if (s.shape == SHAPE_STR2) {
+        struct ev_str2 *e = ev_reserve(s.kind, sizeof(*e));
+        if (!e)
+            return 0;
+        __builtin_memcpy(e->a, s.a, sizeof(e->a));
+        if (bpf_probe_read_user_str(e->s1, sizeof(e->s1), (void *)s.p[0]) < 0)
+            e->s1[0] = 0;
+        if (bpf_probe_read_user_str(e->s2, sizeof(e->s2), (void *)s.p[1]) < 0)
+            e->s2[0] = 0;
+        ev_submit(e);
+    } else {
+        struct ev_str3 *e = ev_reserve(s.kind, sizeof(*e));
+        if (!e)
+            return 0;
+        __builtin_memcpy(e->a, s.a, sizeof(e->a));
+        if (bpf_probe_read_user_str(e->s1, sizeof(e->s1), (void *)s.p[0]) < 0)
+            e->s1[0] = 0;
+        if (bpf_probe_read_user_str(e->s2, sizeof(e->s2), (void *)s.p[1]) < 0)
+            e->s2[0] = 0;
+        if (bpf_probe_read_user_str(e->s3, sizeof(e->s3), (void *)s.p[2]) < 0)
+            e->s3[0] = 0;
+        ev_submit(e);
+    }
+    return 0;
+}

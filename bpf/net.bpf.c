@@ -1,0 +1,370 @@
+// Network: connect, accept, listen, raw/packet sockets, and dup of sockets.
+//
+// Every socket fd (from socket, connect, accept) is remembered per tgid in
+// sock_fds so that dup2/dup3 can say "oldfd is a socket": a shell whose
+// stdin/stdout become a socket is a reverse shell. bind() adds the local
+// address, which listen and accept report.
+//
+// a[]: connect {ret, fd, addrlen, socket type}; accept {ret, listen_fd, type, lport, lfamily};
+//      listen {ret, fd, backlog, lport, lfamily}; socket {ret, family, type, protocol};
+//      dup {ret, oldfd, newfd, is_socket, syscall (0 dup, 1 dup2, 2 dup3)}.
+
+#define AF_INET_ 2
+#define AF_INET6_ 10
+#define AF_PACKET_ 17
+#define SOCK_RAW_ 3
+
+struct fd_key { u32 tgid; u32 fd; };
+struct sock_info {
+    u16 family;
+    u16 type;
+    u16 port;      // local port from bind(), host order
+    u16 pad;
+    u8 addr[16];   // local address from bind()
+};
+BPF_TABLE("lru_hash", struct fd_key, struct sock_info, sock_fds, 65536);
+
+// Tracking sockets does not depend on the kinds enabled, only on exclusion.
+static __always_inline int excluded_now(void)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    return excluded.lookup(&tgid) ? 1 : 0;
+}
+
+static __always_inline void net_stash(u32 kind, s64 a1, s64 a2, s64 a3, const void *p0, const void *p1)
+{
+    if (excluded_now())
+        return;
+    u64 id = bpf_get_current_pid_tgid();
+    struct stash s = {};
+    s.kind = kind;
+    s.a[1] = a1; s.a[2] = a2; s.a[3] = a3;
+    s.p[0] = (u64)p0; s.p[1] = (u64)p1;
+    if (stash.update(&id, &s) < 0)
+        count_lost(kind);
+}
+
+static __always_inline void remember_fd(u32 fd, u16 family, u16 type)
+{
+    struct fd_key k = {bpf_get_current_pid_tgid() >> 32, fd};
+    struct sock_info *old = sock_fds.lookup(&k);
+    if (old)
+        return;
+    struct sock_info v = {};
+    v.family = family;
+    v.type = type;
+    sock_fds.update(&k, &v);
+}
+
+// Copy a user sockaddr of length `len` (at most 110 bytes).
+static __always_inline void read_sa(u8 *dst, const void *uaddr, s64 len)
+{
+    if (!uaddr || len <= 0)
+        return;
+    // Constant sizes keep the verifier simple: sockaddr_in, _in6, _un.
+    if (len <= 16)
+        bpf_probe_read_user(dst, 16, uaddr);
+    else if (len <= 28)
+        bpf_probe_read_user(dst, 28, uaddr);
+    else
+        bpf_probe_read_user(dst, 110, uaddr);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_socket)
+{
+    net_stash(K_SOCKET, args->family, args->type, args->protocol, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_socket)
+{
+    struct stash s;
+    if (!stash_take(&s))
+        return 0;
+    long ret = args->ret;
+    if (ret >= 0)
+        remember_fd(ret, s.a[1], s.a[2]);
+    // Only raw and packet sockets are events: everything else shows up as connect/accept.
+    if ((s.a[1] != AF_PACKET_ && (s.a[2] & 0xf) != SOCK_RAW_) || skip(K_SOCKET))
+        return 0;
+    struct ev_num *e = ev_reserve(K_SOCKET, sizeof(*e));
+    if (!e)
+        return 0;
+    __builtin_memcpy(e->a, s.a, sizeof(e->a));
+    e->a[0] = ret;
+    ev_submit(e);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_bind)
+{
+    net_stash(0, args->fd, args->addrlen, 0, args->umyaddr, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_bind)
+{
+    struct stash s;
+    if (!stash_take(&s) || args->ret != 0)
+        return 0;
+    struct { u16 family; u16 port; u32 addr4; u8 addr6[16]; } sa = {};
+    bpf_probe_read_user(&sa, sizeof(sa), (void *)s.p[0]);
+    struct sock_info v = {};
+    v.family = sa.family;
+    v.port = (sa.port >> 8) | ((sa.port & 0xff) << 8);
+    if (sa.family == AF_INET_)
+        __builtin_memcpy(v.addr, &sa.addr4, 4);
+    else if (sa.family == AF_INET6_)
+        __builtin_memcpy(v.addr, sa.addr6, 16);  // sin6_addr follows sin6_flowinfo: u32 at 4, addr at 8
+    struct fd_key k = {bpf_get_current_pid_tgid() >> 32, (u32)s.a[1]};
+    struct sock_info *old = sock_fds.lookup(&k);
+    if (old)
+        v.type = old->type;
+    sock_fds.update(&k, &v);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+{
+    net_stash(K_CONNECT, args->fd, args->addrlen, 0, args->uservaddr, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_connect)
+{
+    struct stash s;
+    if (!stash_take(&s))
+        return 0;
+    u16 family = 0;
+    bpf_probe_read_user(&family, sizeof(family), (void *)s.p[0]);
+    struct fd_key k = {bpf_get_current_pid_tgid() >> 32, (u32)s.a[1]};
+    struct sock_info *si = sock_fds.lookup(&k);
+    s64 type = si ? si->type : 0;  // 0: socket made before the probe started
+    remember_fd(s.a[1], family, 0);
+    if (skip(K_CONNECT))
+        return 0;
+    struct ev_sock *e = ev_reserve(K_CONNECT, sizeof(*e));
+    if (!e)
+        return 0;
+    __builtin_memcpy(e->a, s.a, sizeof(e->a));
+    e->a[0] = args->ret;
+    e->a[3] = type;
+    __builtin_memset(e->sa, 0, sizeof(e->sa));
+    __builtin_memset(e->la, 0, sizeof(e->la));
+    read_sa(e->sa, (void *)s.p[0], s.a[2]);
+    ev_submit(e);
+    return 0;
+}
+
+static __always_inline int accept_exit(long ret)
+{
+    struct stash s;
+    if (!stash_take(&s) || ret < 0)
+        return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct fd_key lk = {tgid, (u32)s.a[1]};
+    struct sock_info *l = sock_fds.lookup(&lk);
+    struct sock_info li = {};
+    if (l)
+        __builtin_memcpy(&li, l, sizeof(li));
+    remember_fd(ret, li.family, li.type);
+    if (skip(K_ACCEPT))
+        return 0;
+    struct ev_sock *e = ev_reserve(K_ACCEPT, sizeof(*e));
+    if (!e)
+        return 0;
+    __builtin_memcpy(e->a, s.a, sizeof(e->a));
+    e->a[0] = ret;
+    e->a[2] = li.type;
+    e->a[3] = li.port;
+    e->a[4] = li.family;
+    __builtin_memcpy(e->la, li.addr, sizeof(e->la));
+    __builtin_memset(e->sa, 0, sizeof(e->sa));
+    int alen = 0;
+    if (s.p[1])
+        bpf_probe_read_user(&alen, sizeof(alen), (void *)s.p[1]);
+    read_sa(e->sa, (void *)s.p[0], alen);
+    ev_submit(e);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_accept)
+{
+    net_stash(K_ACCEPT, args->fd, 0, 0, args->upeer_sockaddr, args->upeer_addrlen);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_accept)
+{
+    return accept_exit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_accept4)
+{
+    net_stash(K_ACCEPT, args->fd, 0, 0, args->upeer_sockaddr, args->upeer_addrlen);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_accept4)
+{
+    return accept_exit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_listen)
+{
+    net_stash(K_LISTEN, args->fd, args->backlog, 0, 0, 0);
+    return 0;
+}
+
+// The listening address, as the kernel chose it (port 0 in bind() means
+// "any"): sock:inet_sock_set_state fires inside listen() in the caller's
+// context when the socket enters TCP_LISTEN.
+struct listen_addr { u16 family; u16 port; u8 addr[16]; };
+BPF_HASH(listen_addrs, u32, struct listen_addr, 1024);  // tid -> address, during listen()
+
+#if HAVE_TP(sock, inet_sock_set_state)
+#define TCP_LISTEN_ 10
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+    if (args->newstate != TCP_LISTEN_)
+        return 0;
+    u32 tid = bpf_get_current_pid_tgid();
+    struct listen_addr la = {};
+    la.family = args->family;
+    la.port = args->sport;
+    if (la.family == AF_INET6_)
+        __builtin_memcpy(la.addr, args->saddr_v6, 16);
+    else
+        __builtin_memcpy(la.addr, args->saddr, 4);
+    listen_addrs.update(&tid, &la);
+    return 0;
+}
+#endif
+
+TRACEPOINT_PROBE(syscalls, sys_exit_listen)
+{
+    u32 tid = bpf_get_current_pid_tgid();
+    struct listen_addr *la = listen_addrs.lookup(&tid);
+    struct fd_key k = {bpf_get_current_pid_tgid() >> 32, 0};
+    struct stash s;
+    int have = stash_take(&s);
+    if (!have) {
+        listen_addrs.delete(&tid);
+        return 0;
+    }
+    k.fd = (u32)s.a[1];
+    struct sock_info *l = sock_fds.lookup(&k);
+    if (l && la) {  // remember the real local address for accept()
+        l->family = la->family;
+        l->port = la->port;
+        __builtin_memcpy(l->addr, la->addr, 16);
+    }
+    if (skip(K_LISTEN)) {
+        listen_addrs.delete(&tid);
+        return 0;
+    }
+    struct ev_sock *e = ev_reserve(K_LISTEN, sizeof(*e));
+    if (!e) {
+        listen_addrs.delete(&tid);
+        return 0;
+    }
+    __builtin_memcpy(e->a, s.a, sizeof(e->a));
+    e->a[0] = args->ret;
+    __builtin_memset(e->sa, 0, sizeof(e->sa));
+    __builtin_memset(e->la, 0, sizeof(e->la));
+    if (la) {
+        e->a[3] = la->port;
+        e->a[4] = la->family;
+        __builtin_memcpy(e->la, la->addr, sizeof(e->la));
+    } else if (l) {
+        e->a[3] = l->port;
+        e->a[4] = l->family;
+        __builtin_memcpy(e->la, l->addr, sizeof(e->la));
+    }
+    ev_submit(e);
+    listen_addrs.delete(&tid);
+    return 0;
+}
+
+// dup family: the new fd inherits "socket" from oldfd (looked up in this
+// process, then in its parent: nc -e forks before it dups).
+static __always_inline int dup_exit(long ret)
+{
+    struct stash s;
+    if (!stash_take(&s) || ret < 0)
+        return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    u32 newfd = ret;
+    struct fd_key ok = {tgid, (u32)s.a[1]};
+    struct sock_info *si = sock_fds.lookup(&ok);
+    if (!si) {
+        u32 *pp = parents.lookup(&tgid);
+        if (pp) {
+            struct fd_key pk = {*pp, (u32)s.a[1]};
+            si = sock_fds.lookup(&pk);
+        }
+    }
+    struct fd_key nk = {tgid, newfd};
+    int is_sock = 0;
+    if (si) {
+        struct sock_info copy = {};
+        __builtin_memcpy(&copy, si, sizeof(copy));
+        sock_fds.update(&nk, &copy);
+        is_sock = 1;
+    } else {
+        sock_fds.delete(&nk);
+    }
+    if ((!is_sock && newfd > 2) || skip(K_DUP))
+        return 0;
+    struct ev_num *e = ev_reserve(K_DUP, sizeof(*e));
+    if (!e)
+        return 0;
+    __builtin_memcpy(e->a, s.a, sizeof(e->a));
+    e->a[0] = ret;
+    e->a[2] = newfd;
+    e->a[4] = s.a[3];  // syscall code, stashed in a[3]
+    e->a[3] = is_sock;
+    ev_submit(e);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_dup)
+{
+    net_stash(K_DUP, args->fildes, -1, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_dup)
+{
+    return dup_exit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_dup2)
+{
+    net_stash(K_DUP, args->oldfd, args->newfd, 1, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_dup2)
+{
+    return dup_exit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_dup3)
+{
+    net_stash(K_DUP, args->oldfd, args->newfd, 2, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_dup3)
+{
+    return dup_exit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close)
+{
+    struct fd_key k = {bpf_get_current_pid_tgid() >> 32, args->fd};
+    if (sock_fds.lookup(&k))  // a lookup is much cheaper than a (locking) LRU delete
+        sock_fds.delete(&k);
+    return 0;
+}

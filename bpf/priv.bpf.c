@@ -1,0 +1,144 @@
+// Privilege and isolation changes: ptrace, set*uid, set*gid, capset,
+// unshare, setns, and signals sent to other processes.
+// a[]: ptrace {ret, request, target}; setuid/setgid {ret, id, eid, sid, syscall
+// (0 set*id, 1 setre*id, 2 setres*id)}; unshare {ret, flags}; setns {ret, fd,
+// nstype}; signal {ret, target, sig, tid (tgkill)}.
+
+#define ID_UNCHANGED 0xffffffffLL
+
+TRACEPOINT_PROBE(syscalls, sys_enter_ptrace)
+{
+    stash_put(K_PTRACE, SHAPE_NUM, args->request, args->pid, 0, 0, 0, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_ptrace)
+{
+    return stash_emit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_setuid)
+{
+    stash_put(K_SETUID, SHAPE_NUM, (u32)args->uid, ID_UNCHANGED, ID_UNCHANGED, 0, 0, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_setuid)
+{
+    return stash_emit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_setreuid)
+{
+    stash_put(K_SETUID, SHAPE_NUM, (u32)args->ruid, (u32)args->euid, ID_UNCHANGED, 1, 0, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_setreuid)
+{
+    return stash_emit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_setresuid)
+{
+    stash_put(K_SETUID, SHAPE_NUM, (u32)args->ruid, (u32)args->euid, (u32)args->suid, 2, 0, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_setresuid)
+{
+    return stash_emit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_setgid)
+{
+    stash_put(K_SETGID, SHAPE_NUM, (u32)args->gid, ID_UNCHANGED, ID_UNCHANGED, 0, 0, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_setgid)
+{
+    return stash_emit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_setregid)
+{
+    stash_put(K_SETGID, SHAPE_NUM, (u32)args->rgid, (u32)args->egid, ID_UNCHANGED, 1, 0, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_setregid)
+{
+    return stash_emit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_setresgid)
+{
+    stash_put(K_SETGID, SHAPE_NUM, (u32)args->rgid, (u32)args->egid, (u32)args->sgid, 2, 0, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_setresgid)
+{
+    return stash_emit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_capset)
+{
+    stash_put(K_CAPSET, SHAPE_NUM, 0, 0, 0, 0, 0, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_capset)
+{
+    return stash_emit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_unshare)
+{
+    stash_put(K_UNSHARE, SHAPE_NUM, args->unshare_flags, 0, 0, 0, 0, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_unshare)
+{
+    return stash_emit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_setns)
+{
+    stash_put(K_SETNS, SHAPE_NUM, args->fd, args->flags, 0, 0, 0, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_setns)
+{
+    return stash_emit(args->ret);
+}
+
+// Signals: only real ones (sig != 0) sent to another process.
+TRACEPOINT_PROBE(syscalls, sys_enter_kill)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (args->sig != 0 && args->pid != tgid)
+        stash_put(K_SIGNAL, SHAPE_NUM, args->pid, args->sig, 0, 0, 0, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_kill)
+{
+    return stash_emit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_tgkill)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (args->sig != 0 && args->tgid != tgid)
+        stash_put(K_SIGNAL, SHAPE_NUM, args->tgid, args->sig, args->pid, 0, 0, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_tgkill)
+{
+    return stash_emit(args->ret);
+}

@@ -1,0 +1,184 @@
+// Process life cycle: exec (with argv), fork (processes, not threads), exit.
+
+struct exec_stash {
+    s64 argv_len;
+    s64 argc;
+    s64 truncated;
+    char filename[STR_SZ];
+    char argv[ARGV_SZ + ARG_MAX_LEN];
+};
+BPF_PERCPU_ARRAY(exec_scratch, struct exec_stash, 1);
+BPF_HASH(exec_args, u32, struct exec_stash, 1024);   // tid -> args, until exec or its failure
+BPF_HASH(clone_flags, u32, u64, 4096);               // tid -> flags of the clone in progress
+BPF_HASH(exit_codes, u32, s64, 4096);                // tgid -> exit_group() status
+
+static __always_inline void exec_enter(const char *filename, const char *const *argv)
+{
+    if (skip(K_EXEC))
+        return;
+    u32 zero = 0;
+    struct exec_stash *s = exec_scratch.lookup(&zero);
+    if (!s)
+        return;
+    s->argc = 0;
+    s->truncated = 0;
+    if (bpf_probe_read_user_str(s->filename, sizeof(s->filename), filename) < 0)
+        s->filename[0] = 0;
+    u32 off = 0;
+#pragma unroll
+    for (int i = 0; i < ARGC_MAX; i++) {
+        const char *arg = 0;
+        if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) < 0 || !arg)
+            goto done;
+        if (off > ARGV_SZ - 1) {
+            s->truncated = 1;
+            goto done;
+        }
+        long n = bpf_probe_read_user_str(&s->argv[off & (ARGV_SZ - 1)], ARG_MAX_LEN, arg);
+        if (n <= 0)
+            goto done;
+        off += n;
+        s->argc++;
+    }
+    s->truncated = 1;  // more than ARGC_MAX arguments (or the last one unread)
+done:
+    s->argv_len = off > ARGV_SZ ? ARGV_SZ : off;
+    u32 tid = bpf_get_current_pid_tgid();
+    if (exec_args.update(&tid, s) < 0)
+        count_lost(K_EXEC);
+}
+
+static __always_inline void exec_emit(u32 key, long ret)
+{
+    struct exec_stash *s = exec_args.lookup(&key);
+    if (!s)
+        return;
+    struct ev_exec *e = ev_reserve(K_EXEC, sizeof(*e));
+    if (e) {
+        e->a[0] = ret;
+        e->a[1] = s->argv_len;
+        e->a[2] = s->argc;
+        e->a[3] = s->truncated;
+        bpf_probe_read_kernel(e->filename, sizeof(e->filename), s->filename);
+        bpf_probe_read_kernel(e->argv, sizeof(e->argv), s->argv);
+        ev_submit(e);
+    }
+    exec_args.delete(&key);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execve)
+{
+    exec_enter(args->filename, args->argv);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
+{
+    exec_enter(args->filename, args->argv);
+    return 0;
+}
+
+// Success: the new image runs; old_pid is the tid that called execve.
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+    exec_emit(args->old_pid, 0);
+    return 0;
+}
+
+// Failure (ret < 0): nothing was exec'd, report the attempt.
+TRACEPOINT_PROBE(syscalls, sys_exit_execve)
+{
+    if (args->ret < 0)
+        exec_emit((u32)bpf_get_current_pid_tgid(), args->ret);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_execveat)
+{
+    if (args->ret < 0)
+        exec_emit((u32)bpf_get_current_pid_tgid(), args->ret);
+    return 0;
+}
+
+// clone flags tell threads (CLONE_THREAD) from processes at sched_process_fork.
+TRACEPOINT_PROBE(syscalls, sys_enter_clone)
+{
+    u32 tid = bpf_get_current_pid_tgid();
+    u64 flags = args->clone_flags;
+    clone_flags.update(&tid, &flags);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_clone3)
+{
+    u32 tid = bpf_get_current_pid_tgid();
+    u64 flags = 0;
+    bpf_probe_read_user(&flags, sizeof(flags), args->uargs);  // clone_args.flags is the first field
+    clone_flags.update(&tid, &flags);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_clone)
+{
+    u32 tid = bpf_get_current_pid_tgid();
+    clone_flags.delete(&tid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_clone3)
+{
+    u32 tid = bpf_get_current_pid_tgid();
+    clone_flags.delete(&tid);
+    return 0;
+}
+
+// Runs in the parent. Records the parent of every new process (for ppid).
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = id, tgid = id >> 32;
+    u64 *fl = clone_flags.lookup(&tid);
+    if (fl && (*fl & CLONE_THREAD))
+        return 0;
+    u32 child = args->child_pid;
+    parents.update(&child, &tgid);
+    if (skip(K_FORK))
+        return 0;
+    struct ev_num *e = ev_reserve(K_FORK, sizeof(*e));
+    if (!e)
+        return 0;
+    e->a[0] = 0;
+    e->a[1] = child;
+    e->a[2] = fl ? *fl : 0;
+    ev_submit(e);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_exit_group)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    s64 code = args->error_code;
+    exit_codes.update(&tgid, &code);
+    return 0;
+}
+
+// One event per process (the last thread out: group_dead).
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    if (!args->group_dead)
+        return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    s64 *code = exit_codes.lookup(&tgid);
+    s64 c = code ? *code : -1;
+    exit_codes.delete(&tgid);
+    if (!skip(K_EXIT)) {
+        struct ev_num *e = ev_reserve(K_EXIT, sizeof(*e));
+        if (e) {
+            e->a[0] = 0;
+            e->a[1] = c;  // -1: killed or exit status unknown
+            ev_submit(e);
+        }
+    }
+    parents.delete(&tgid);
+    return 0;
+}

@@ -1,0 +1,20 @@
+"""The probe: bcc BPF programs from bpf/ feeding raw events to the bus.
+
+Contract for other services:
+- output: orjson batches on `eunomia.raw.<node>.<kind>`; fields per kind in
+  shared/schema.py KINDS (decode.py fills them; None where unknown).
+- control (request/reply JSON) on `eunomia.ctl.probe.<node>`:
+    {"op": "status"}                     -> files, missing_tracepoints, errors, tracepoints,
+                                            kinds, excluded_pids, counters
+    {"op": "exclude", "pids": [int]}     -> {"added": [...], "excluded_pids": [...]}
+    {"op": "syscalls", "cgroup_id": N}   -> {"cgroup_id", "syscalls": [nr, ...]}
+    {"op": "syscalls_reset", "cgroup_id": N} -> {"cgroup_id", "reset": bool}
+  bad requests get {"error": "..."} (counted in probe_ctl_errors_total).
+- Stats ("probe"): probe_events_total{kind}, probe_lost_events_total,
+  probe_queue_dropped_events_total, probe_decode_errors_total,
+  probe_cgroup_events{cgroup_id,class} (gauge; class exec|file|net; not the
+  root cgroup), probe_excluded_pids, probe_tracepoints_missing, plus the
+  seccomp_* series of syscall_profile.export().
+- Exclusion: the probe's own pid, ProbeConfig.exclude_pids and every pid a
+  service announces on eunomia.stats.> for this node.
+"""

@@ -1,0 +1,41 @@
+"""`eunomia probe`: run the probe standalone (as root)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from shared.service import run_main
+
+from .config import DEFAULT_KINDS, ProbeConfig
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("probe", help="run the eBPF probe (root): kernel events -> eunomia.raw.<node>.<kind>")
+    p.add_argument("--kinds", help=f"comma-separated kinds to trace (default all: {','.join(DEFAULT_KINDS)})")
+    p.add_argument("--exclude-pid", type=int, action="append", default=[], help="pid never traced (repeatable)")
+    p.add_argument("--ringbuf-pages", type=int, default=None, help="ring buffer size in pages (power of two)")
+    p.add_argument("--open-skip-prefix", action="append", default=[],
+                   help="drop read-only opens under this path prefix in the kernel (repeatable, max 8)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from services.cli.main import common_config
+
+    from .loader import ProbeLoadError
+    from .service import ProbeService
+
+    kw: dict = {"exclude_pids": tuple(args.exclude_pid)}
+    if args.kinds:
+        kw["kinds"] = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    if args.ringbuf_pages:
+        kw["ringbuf_pages"] = args.ringbuf_pages
+    if args.open_skip_prefix:
+        kw["open_skip_prefixes"] = tuple(args.open_skip_prefix)
+    cfg, common = ProbeConfig(**kw), common_config(args)
+    try:
+        run_main(lambda: ProbeService(cfg, common))
+    except ProbeLoadError as e:
+        print(f"eunomia probe: {e}", file=sys.stderr)
+        return 1
+    return 0

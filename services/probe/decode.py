@@ -1,0 +1,201 @@
+"""Raw ring-buffer records (bpf/common.h layouts) -> event dicts (shared/schema.py).
+
+The record size names the shape (numbers only, 1/2/3 strings, sockaddr,
+exec); the kind in the head says what the numbers a[0..5] mean. Kind numbers
+are read from bpf/common.h, so they are defined in one place.
+"""
+from __future__ import annotations
+
+import re
+import socket
+import struct
+import time
+from pathlib import Path
+
+from shared.schema import new_event_id
+
+from .loader import BPF_DIR
+
+HEAD = struct.Struct("<QQIIIIII16s6q")  # struct ev_head + s64 a[6]
+STR_SZ, STR3_SZ, SA_SZ, ARGV_SZ, ARG_MAX_LEN = 256, 32, 128, 1024, 256
+SIZE_NUM = HEAD.size
+SIZE_STR1 = SIZE_NUM + STR_SZ
+SIZE_STR2 = SIZE_STR1 + STR_SZ
+SIZE_STR3 = SIZE_STR2 + STR3_SZ
+SIZE_SOCK = SIZE_NUM + SA_SZ + 16
+SIZE_EXEC = SIZE_NUM + STR_SZ + ARGV_SZ + ARG_MAX_LEN
+ID_UNCHANGED = 0xFFFFFFFF
+
+
+def read_kinds(header: Path = BPF_DIR / "common.h") -> dict[int, str]:
+    """{number: name} from the `#define K_NAME n` lines of bpf/common.h."""
+    found = re.findall(r"^#define K_([A-Z]+) (\d+)$", header.read_text(), re.M)
+    return {int(n): name.lower() for name, n in found if name != "MAX"}
+
+
+KIND_NAMES = read_kinds()
+KIND_NUMBERS = {v: k for k, v in KIND_NAMES.items()}
+
+
+class DecodeError(ValueError):
+    """A ring-buffer record that matches no known layout."""
+
+
+def _s(data: bytes, off: int, size: int = STR_SZ) -> str:
+    end = data.find(b"\0", off, off + size)
+    return data[off:end if end >= 0 else off + size].decode("utf-8", "replace")
+
+
+def _i32(v: int) -> int:
+    """A C int the kernel passed in a 64-bit slot without sign extension."""
+    return v - (1 << 32) if (1 << 31) <= v < (1 << 32) else v
+
+
+def _id(v: int) -> int | None:
+    return None if v == ID_UNCHANGED or v < 0 else v
+
+
+def _sockaddr(sa: bytes) -> tuple[int, str | None, int | None]:
+    """(family, address, port) of a raw user sockaddr."""
+    family = int.from_bytes(sa[0:2], "little")
+    if family == socket.AF_INET:
+        return family, socket.inet_ntop(socket.AF_INET, sa[4:8]), int.from_bytes(sa[2:4], "big")
+    if family == socket.AF_INET6:
+        return family, socket.inet_ntop(socket.AF_INET6, sa[8:24]), int.from_bytes(sa[2:4], "big")
+    if family == socket.AF_UNIX:
+        path = sa[2:110]
+        if path[:1] == b"\0":  # abstract socket
+            return family, "@" + path[1:].partition(b"\0")[0].decode("utf-8", "replace"), None
+        return family, path.partition(b"\0")[0].decode("utf-8", "replace"), None
+    return family, None, None
+
+
+def _local(family: int, raw: bytes) -> str | None:
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    if family == socket.AF_INET6:
+        return socket.inet_ntop(socket.AF_INET6, raw[:16])
+    return None
+
+
+SOCK_TYPE_PROTO = {1: "tcp", 2: "udp", 3: "raw"}  # SOCK_STREAM, SOCK_DGRAM, SOCK_RAW
+
+
+def _proto(family: int, sock_type: int) -> str | None:
+    """"tcp"/"udp"/... for inet sockets whose type the probe saw at socket()."""
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    return SOCK_TYPE_PROTO.get(sock_type & 0xF)
+
+
+SETID_SYSCALLS = ("set{x}id", "setre{x}id", "setres{x}id")
+DUP_SYSCALLS = ("dup", "dup2", "dup3")
+
+
+def _fields(kind: str, a: tuple, data: bytes) -> dict:
+    """Kind-specific fields from the numbers `a` and the string area of `data`."""
+    n = len(data)
+    ret = a[0]
+    if kind == "open":
+        return {"path": _s(data, SIZE_NUM), "flags": a[1], "mode": a[2], "ret": ret, "dirfd": _i32(a[3])}
+    if kind == "exec":
+        argv = data[SIZE_STR1:SIZE_STR1 + a[1]].split(b"\0")[:a[2]]
+        return {"filename": _s(data, SIZE_NUM), "argv": [x.decode("utf-8", "replace") for x in argv],
+                "argv_truncated": bool(a[3]), "ret": ret}
+    if kind == "exit":
+        return {"exit_code": a[1] if a[1] >= 0 else None}
+    if kind == "fork":
+        return {"child_pid": a[1], "clone_flags": a[2]}
+    if kind == "unlink":
+        return {"path": _s(data, SIZE_NUM), "ret": ret, "dirfd": _i32(a[1]), "flags": a[2]}
+    if kind in ("rename", "link"):
+        return {"oldpath": _s(data, SIZE_NUM), "newpath": _s(data, SIZE_STR1), "ret": ret, "flags": a[1]}
+    if kind == "symlink":
+        return {"target": _s(data, SIZE_NUM), "path": _s(data, SIZE_STR1), "ret": ret}
+    if kind == "chmod":
+        if n == SIZE_NUM:  # fchmod: no path, an fd
+            return {"path": None, "mode": a[1], "ret": ret, "fd": a[2]}
+        return {"path": _s(data, SIZE_NUM), "mode": a[1], "ret": ret, "dirfd": _i32(a[2])}
+    if kind in ("connect", "accept", "listen"):
+        family, addr, port = _sockaddr(data[SIZE_NUM:SIZE_NUM + SA_SZ])
+        la = data[SIZE_NUM + SA_SZ:SIZE_SOCK]
+        if kind == "connect":
+            return {"family": family, "daddr": addr, "dport": port, "saddr": None, "sport": None,
+                    "proto": _proto(family, a[3]), "ret": ret, "fd": _i32(a[1])}
+        lfamily = a[4] or family
+        if kind == "accept":
+            return {"family": family or lfamily, "daddr": addr, "dport": port, "saddr": _local(lfamily, la),
+                    "sport": a[3] or None, "proto": _proto(family or lfamily, a[2]), "ret": ret,
+                    "fd": _i32(a[1])}
+        return {"family": lfamily, "saddr": _local(lfamily, la), "sport": a[3] or None, "ret": ret,
+                "fd": a[1], "backlog": a[2]}
+    if kind == "socket":
+        return {"family": a[1], "type": a[2], "protocol": a[3], "ret": ret}
+    if kind == "dup":
+        return {"syscall": DUP_SYSCALLS[a[4] % 3], "oldfd": a[1], "newfd": a[2],
+                "fd_type": "socket" if a[3] else "other", "ret": ret}
+    if kind == "ptrace":
+        return {"request": a[1], "target_pid": _i32(a[2]), "ret": ret}
+    if kind in ("setuid", "setgid"):
+        x = kind[3]  # "u" or "g"
+        return {"syscall": SETID_SYSCALLS[a[4] % 3].format(x=x), f"{x}id": _id(a[1]), f"e{x}id": _id(a[2]),
+                f"s{x}id": _id(a[3]), "ret": ret}
+    if kind == "capset":
+        return {"ret": ret}
+    if kind == "unshare":
+        return {"flags": a[1], "ret": ret}
+    if kind == "setns":
+        return {"fd": _i32(a[1]), "nstype": a[2], "ret": ret}
+    if kind == "signal":
+        return {"sig": a[2], "target_pid": _i32(a[1]), "ret": ret}
+    if kind == "mount":
+        return {"source": _s(data, SIZE_NUM), "target": _s(data, SIZE_STR1),
+                "fstype": _s(data, SIZE_STR2, STR3_SZ), "flags": a[1], "ret": ret}
+    if kind == "bpf":
+        return {"cmd": a[1], "prog_type": a[2] if a[2] >= 0 else None, "ret": ret}
+    if kind == "module":
+        return {"syscall": "finit_module" if a[3] == 1 else "init_module", "name": None,
+                "params": _s(data, SIZE_NUM), "fd": _i32(a[1]) if _i32(a[1]) >= 0 else None, "ret": ret}
+    if kind == "memfd":
+        return {"name": _s(data, SIZE_NUM), "flags": a[1], "ret": ret}
+    return {}
+
+
+class Decoder:
+    """Turns records into events; boot-time stamps become wall-clock ns."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self._comms: dict[bytes, str] = {}
+        self.resync_clock()
+
+    def resync_clock(self) -> None:
+        self.boot_to_wall = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+    def decode(self, data: bytes) -> dict:
+        if len(data) < SIZE_NUM:
+            raise DecodeError(f"record of {len(data)} bytes is shorter than the {SIZE_NUM}-byte head")
+        v = HEAD.unpack_from(data)
+        kind = KIND_NAMES.get(v[2])
+        if kind is None:
+            raise DecodeError(f"unknown kind number {v[2]} (record of {len(data)} bytes)")
+        comm = self._comms.get(v[8])
+        if comm is None:
+            comm = self._comm(v[8])
+        if kind == "open" and len(data) == SIZE_STR1:  # the hot path: one dict literal
+            dirfd = v[12]
+            return {"id": new_event_id(self.node), "ts": v[0] + self.boot_to_wall, "node": self.node,
+                    "kind": kind, "pid": v[3], "tid": v[4], "ppid": v[5] or None, "uid": v[6], "gid": v[7],
+                    "comm": comm, "cgroup_id": v[1], "path": _s(data, SIZE_NUM), "flags": v[10], "mode": v[11],
+                    "ret": v[9], "dirfd": dirfd - (1 << 32) if (1 << 31) <= dirfd < (1 << 32) else dirfd}
+        ev = {"id": new_event_id(self.node), "ts": v[0] + self.boot_to_wall, "node": self.node, "kind": kind,
+              "pid": v[3], "tid": v[4], "ppid": v[5] or None, "uid": v[6], "gid": v[7], "comm": comm,
+              "cgroup_id": v[1]}
+        ev.update(_fields(kind, v[9:], data))
+        return ev
+
+    def _comm(self, raw: bytes) -> str:
+        if len(self._comms) >= 4096:  # bounded cache of task names
+            self._comms.clear()
+        comm = self._comms[raw] = raw.partition(b"\0")[0].decode("utf-8", "replace")
+        return comm

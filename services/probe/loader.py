@@ -1,0 +1,100 @@
+"""Compile every bpf/*.bpf.c into one bcc object and attach its tracepoints.
+
+All sources are concatenated after bpf/common.h (with #line markers, so
+compiler errors name the real file and line). Before compiling, every
+tracepoint a file uses is looked up in tracefs: a missing one that the file
+guards with `#if HAVE_TP(cat, name)` only disables that part; a missing one
+that is not guarded drops the whole file. Either way the probe carries on
+with the rest and reports what is missing, naming the tracepoint.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared import log
+
+_log = log.get("probe.loader")
+
+BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+
+_TP_PROBE = re.compile(r"^\s*TRACEPOINT_PROBE\(\s*(\w+)\s*,\s*(\w+)\s*\)", re.M)
+_TP_GUARD = re.compile(r"HAVE_TP\(\s*(\w+)\s*,\s*(\w+)\s*\)")
+
+
+class ProbeLoadError(RuntimeError):
+    """The probe cannot run here; the message says what is missing and how to fix it."""
+
+
+@dataclass
+class SourcePlan:
+    files: list[Path] = field(default_factory=list)        # compiled, in order
+    dropped: dict[str, str] = field(default_factory=dict)  # file name -> why
+    missing: list[str] = field(default_factory=list)       # "cat:name" not in tracefs
+    present: set[str] = field(default_factory=set)         # "cat:name" found
+    errors: list[str] = field(default_factory=list)        # human-readable, one per problem
+
+
+def tracefs_root() -> Path:
+    """The mounted tracefs, or ProbeLoadError saying how to mount it."""
+    for root in TRACEFS_CANDIDATES:
+        if (root / "events").is_dir():
+            return root
+    raise ProbeLoadError("tracefs is not mounted (no /sys/kernel/tracing/events): run "
+                         "`mount -t tracefs nodev /sys/kernel/tracing` as root (deploy/bootstrap.sh does)")
+
+
+def plan_sources(bpf_dir: Path = BPF_DIR, tracefs: Path | None = None) -> SourcePlan:
+    """Decide which bpf/*.bpf.c files and guarded sections can be compiled here."""
+    events = (tracefs or tracefs_root()) / "events"
+    plan = SourcePlan()
+    for path in sorted(Path(bpf_dir).glob("*.bpf.c")):
+        text = path.read_text()
+        used = {f"{c}:{e}" for c, e in _TP_PROBE.findall(text)}
+        guarded = {f"{c}:{e}" for c, e in _TP_GUARD.findall(text)}
+        for tp in sorted(used | guarded):
+            cat, name = tp.split(":")
+            if (events / cat / name).is_dir():
+                plan.present.add(tp)
+            elif tp not in plan.missing:
+                plan.missing.append(tp)
+        fatal = sorted(tp for tp in used - guarded if tp in plan.missing)
+        if fatal:
+            why = f"tracepoint {fatal[0]} not found in {events}"
+            plan.dropped[path.name] = why
+            plan.errors.append(f"{path.name}: {why}; all of {path.name} is disabled")
+            continue
+        for tp in sorted(guarded & set(plan.missing)):
+            plan.errors.append(f"{path.name}: tracepoint {tp} not found in {events}; the part using it is disabled")
+        plan.files.append(path)
+    return plan
+
+
+def program_text(plan: SourcePlan, bpf_dir: Path = BPF_DIR) -> str:
+    parts = []
+    for path in [Path(bpf_dir) / "common.h", *plan.files]:
+        parts.append(f'#line 1 "bpf/{path.name}"\n{path.read_text()}\n')
+    return "".join(parts)
+
+
+def cflags(plan: SourcePlan, ringbuf_pages: int, wakeup_every: int) -> list[str]:
+    flags = [f"-DRINGBUF_PAGES={ringbuf_pages}", f"-DWAKEUP_EVERY={wakeup_every}", "-Wno-macro-redefined"]
+    flags += [f"-DHAVE_TP_{tp.replace(':', '__')}=1" for tp in sorted(plan.present)]
+    return flags
+
+
+def compile_and_attach(plan: SourcePlan, ringbuf_pages: int, wakeup_every: int, bpf_dir: Path = BPF_DIR):
+    """Blocking (seconds): compile, load and attach; returns the bcc BPF object."""
+    try:
+        from bcc import BPF
+    except ImportError as e:
+        raise ProbeLoadError(f"bcc is not importable ({e}): install python3-bpfcc and link it into the "
+                             "venv (make bootstrap)") from None
+    if not plan.files:
+        raise ProbeLoadError("no BPF source can be loaded: " + "; ".join(plan.errors))
+    try:
+        return BPF(text=program_text(plan, bpf_dir).encode(), cflags=cflags(plan, ringbuf_pages, wakeup_every))
+    except Exception as e:
+        raise ProbeLoadError(f"BPF compile/load of {[p.name for p in plan.files]} failed: {e}") from e

@@ -1,0 +1,356 @@
+"""ProbeService: kernel events from bpf/ to `eunomia.raw.<node>.<kind>`.
+
+A reader thread polls the ring buffer (short timeout, so stop is honoured),
+decodes records and hands lists of events to the event loop through a
+bounded asyncio queue (a full queue drops and counts). The loop publishes
+them in batches with shared.bus.Batcher, answers control requests and
+copies the kernel's counters (lost events, per-cgroup counts) into Stats.
+"""
+from __future__ import annotations
+
+import asyncio
+import mmap
+import os
+import threading
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import orjson
+
+from shared import bus as busmod, log, subjects
+from shared.config import CommonConfig
+from shared.stats import Stats, StatsPublisher
+
+from . import loader
+from .config import MAX_PREFIXES, ProbeConfig
+from .decode import KIND_NUMBERS, DecodeError, Decoder
+from .ringbuf import RingReader
+
+try:  # written with bpf/syscalls.bpf.c by the seccomp side; optional here
+    from . import syscall_profile
+except ImportError:  # pragma: no cover
+    syscall_profile = None
+
+_log = log.get("probe")
+
+CLASS_NAMES = ("exec", "file", "net")
+ROOT_CGROUP = 1
+MAX_DRAIN = 4096  # records per hand-over to the event loop
+PRUNE_INTERVAL_S = 30.0   # how often to look for cgroups that are gone
+PRUNE_GRACE_S = 300.0     # how long a gone cgroup's counters stay visible
+
+
+def proc_parents() -> dict[int, int]:
+    """{pid: ppid} of every process now running (seeds the kernel's parents map)."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        if len(fields) > 1:
+            out[int(d.name)] = int(fields[1])
+    return out
+
+
+class ProbeService:
+    name = "probe"
+
+    def __init__(self, cfg: ProbeConfig, common: CommonConfig) -> None:
+        self.cfg, self.common = cfg, common
+        self.node = common.node
+        self.stats = Stats("probe")
+        self.decoder = Decoder(self.node)
+        self.bpf = None
+        self.plan: loader.SourcePlan | None = None
+        self.excluded: set[int] = set()
+        self._stack = AsyncExitStack()
+        self._queue: asyncio.Queue[list[dict]] = asyncio.Queue(maxsize=cfg.queue_batches)
+        self._reader: threading.Thread | None = None
+        self._reader_stop = threading.Event()
+        self.reader_paused = threading.Event()
+        self._reader_error: BaseException | None = None
+        self._ring: RingReader | None = None
+        self._lost_seen = 0
+        self._last_prune = float("-inf")
+        self._gone_since: dict[int, float] = {}
+        self.bus: busmod.Bus | None = None
+        self.batcher: busmod.Batcher | None = None
+        self._subjects = {k: subjects.raw(self.node, k) for k in KIND_NUMBERS}
+
+    # ---- life cycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> "ProbeService":
+        loop = asyncio.get_running_loop()
+        self.plan = loader.plan_sources()  # raises ProbeLoadError if tracefs is not mounted
+        for err in self.plan.errors:
+            _log.error("%s", err)
+        self.stats.set("probe_tracepoints_missing", len(self.plan.missing))
+        try:
+            self.bpf = await loop.run_in_executor(
+                None, loader.compile_and_attach, self.plan, self.cfg.ringbuf_pages, self.cfg.wakeup_every)
+            self._configure_kernel()
+            self.bus = await self._stack.enter_async_context(
+                busmod.connect(self.common.servers, self.stats, name=f"probe-{self.node}"))
+            self.batcher = await self._stack.enter_async_context(
+                busmod.Batcher(self.bus, max_events=self.cfg.batch_size))
+            await self._stack.enter_async_context(
+                StatsPublisher(self.bus, self.stats, self.node, self.common.stats_interval))
+            await self.bus.subscribe_raw(subjects.ctl_probe(self.node), self._on_ctl)
+            if self.cfg.exclude_own_services:
+                await self.bus.subscribe_raw(subjects.STATS_ALL, self._on_stats)
+            self._ring = RingReader(self.bpf[b"events"].map_fd, self.cfg.ringbuf_pages * mmap.PAGESIZE)
+            self._reader = threading.Thread(target=self._read_loop, args=(loop,), name="probe-ringbuf",
+                                            daemon=True)
+            self._reader.start()
+        except BaseException:
+            await self._release()
+            raise
+        _log.info("probe loaded %s (%d tracepoints); missing: %s", [p.name for p in self.plan.files],
+                  self.bpf.num_open_tracepoints(), self.plan.missing or "none")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._release()
+
+    async def _release(self) -> None:
+        self._reader_stop.set()
+        if self._reader:
+            await asyncio.get_running_loop().run_in_executor(None, self._reader.join, 5)
+            self._reader = None
+        try:
+            await self._publish_queued()
+        except Exception:
+            pass
+        await self._stack.aclose()
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        if self.bpf is not None:  # detaching ~100 tracepoints takes seconds: not on the loop
+            await asyncio.get_running_loop().run_in_executor(None, self.bpf.cleanup)
+            self.bpf = None
+
+    def _configure_kernel(self) -> None:
+        """Exclusions and parents first, then the kind switches (which start the flow)."""
+        self.exclude([os.getpid(), *self.cfg.exclude_pids])
+        parents = self.bpf[b"parents"]
+        for pid, ppid in proc_parents().items():
+            parents[parents.Key(pid)] = parents.Leaf(ppid)
+        self.set_open_skip_prefixes(self.cfg.open_skip_prefixes)
+        on = self.bpf[b"kind_on"]
+        for kind in self.cfg.kinds:
+            on[on.Key(KIND_NUMBERS[kind])] = on.Leaf(1)
+
+    def set_open_skip_prefixes(self, prefixes) -> None:
+        """Read-only opens under these prefixes are dropped in the kernel (validated by ProbeConfig)."""
+        if "file.bpf.c" not in [p.name for p in self.plan.files]:
+            return
+        table = self.bpf[b"open_skip_prefixes"]
+        for i in range(MAX_PREFIXES):
+            leaf = table.Leaf()
+            if i < len(prefixes):
+                raw = prefixes[i].encode()
+                leaf.len, leaf.s = len(raw), raw
+            table[table.Key(i)] = leaf
+
+    def exclude(self, pids) -> list[int]:
+        """Add pids to the kernel's exclusion map; returns the ones that were new."""
+        table = self.bpf[b"excluded"]
+        new = [int(p) for p in pids if int(p) > 0 and int(p) not in self.excluded]
+        for pid in new:
+            try:
+                table[table.Key(pid)] = table.Leaf(1)
+            except Exception as e:  # map full (1024 pids)
+                self.stats.inc("probe_exclude_failed_total")
+                _log.error("cannot exclude pid %d: %s", pid, e)
+                continue
+            self.excluded.add(pid)
+        self.stats.set("probe_excluded_pids", len(self.excluded))
+        return new
+
+    # ---- reader thread ----------------------------------------------------------
+
+    def _read_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        ring, timeout = self._ring, self.cfg.poll_timeout_ms / 1000
+        try:
+            while not self._reader_stop.is_set():
+                if self.reader_paused.is_set():  # benchmarks fill the ring, then time its drain
+                    self._reader_stop.wait(timeout)
+                    continue
+                records = ring.drain(MAX_DRAIN)
+                if not records:
+                    ring.wait(timeout)  # most records come without a wakeup: the timeout paces us
+                    continue
+                events, bad = [], 0
+                for rec in records:
+                    try:
+                        events.append(self.decoder.decode(rec))
+                    except DecodeError as e:
+                        bad += 1
+                        _log.warning("dropped undecodable ring-buffer record: %s", e)
+                loop.call_soon_threadsafe(self._hand_over, events, bad)
+        except BaseException as e:  # noqa: BLE001 - reported by run()
+            self._reader_error = e
+            _log.exception("ring buffer reader failed")
+
+    def _hand_over(self, events: list[dict], bad: int) -> None:
+        if bad:
+            self.stats.inc("probe_decode_errors_total", bad)
+        try:
+            self._queue.put_nowait(events)
+        except asyncio.QueueFull:
+            self.stats.inc("probe_queue_dropped_events_total", len(events))
+
+    # ---- event loop side ---------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        counters = asyncio.create_task(self._counters_loop(), name="probe-counters")
+        stopper = asyncio.create_task(stop.wait())
+        getter: asyncio.Task | None = None
+        try:
+            while not stop.is_set():
+                if self._reader_error is not None:
+                    raise RuntimeError(f"ring buffer reader died: {self._reader_error}")
+                getter = getter or asyncio.create_task(self._queue.get())
+                done, _ = await asyncio.wait({getter, stopper}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    await self._publish(getter.result())
+                    getter = None
+        finally:
+            if getter is not None:
+                getter.cancel()
+            stopper.cancel()
+            counters.cancel()
+            await asyncio.gather(counters, stopper, return_exceptions=True)
+            self.read_counters()
+
+    async def _publish(self, events: list[dict]) -> None:
+        counts: dict[str, int] = {}
+        subject = self._subjects
+        add = self.batcher.add
+        for ev in events:
+            kind = ev["kind"]
+            counts[kind] = counts.get(kind, 0) + 1
+            await add(subject[kind], ev)
+        for kind, n in counts.items():
+            self.stats.inc("probe_events_total", n, kind=kind)
+
+    async def _publish_queued(self) -> None:
+        while not self._queue.empty():
+            await self._publish(self._queue.get_nowait())
+        if self.batcher:
+            await self.batcher.flush()
+
+    async def _counters_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.counters_interval)
+            self.read_counters()
+            self.decoder.resync_clock()
+
+    def read_counters(self) -> None:
+        """Kernel counters -> Stats: lost events, per-cgroup event counts."""
+        if self.bpf is None:
+            return
+        lost = sum(sum(v) for v in self.bpf[b"lost"].values())
+        if lost > self._lost_seen:
+            self.stats.inc("probe_lost_events_total", lost - self._lost_seen)
+            self._lost_seen = lost
+        else:
+            self.stats.inc("probe_lost_events_total", 0)  # present (as 0) from the start
+        for k, v in self.bpf[b"cg_counts"].items():
+            if k.value <= ROOT_CGROUP:
+                continue
+            for i, cls in enumerate(CLASS_NAMES):
+                if v.n[i]:
+                    self.stats.set("probe_cgroup_events", v.n[i], cgroup_id=k.value, **{"class": cls})
+        self._prune_cgroups()
+        if syscall_profile is not None and "syscalls.bpf.c" in [p.name for p in self.plan.files]:
+            syscall_profile.export(self.bpf, self.stats)
+
+    def _prune_cgroups(self) -> None:
+        """Forget counters of cgroups gone for PRUNE_GRACE_S (map and gauge series stay bounded)."""
+        now = time.monotonic()
+        if syscall_profile is None or now - self._last_prune < PRUNE_INTERVAL_S:
+            return
+        self._last_prune = now
+        live = syscall_profile.live_cgroup_ids()
+        if not live:  # no cgroup-v2 tree visible: never guess
+            return
+        table = self.bpf[b"cg_counts"]
+        gone = {k.value for k in table.keys()} - live
+        self._gone_since = {cg: self._gone_since.get(cg, now) for cg in gone}
+        series = self.stats.gauges.get("probe_cgroup_events", {})
+        for cg, since in list(self._gone_since.items()):
+            if now - since < PRUNE_GRACE_S:
+                continue
+            try:
+                del table[table.Key(cg)]
+            except KeyError:
+                pass
+            for key in [key for key in series if ("cgroup_id", str(cg)) in key]:
+                del series[key]
+            del self._gone_since[cg]
+
+    # ---- bus handlers -------------------------------------------------------------
+
+    async def _on_stats(self, msg) -> None:
+        try:
+            snap = orjson.loads(msg.data)
+        except orjson.JSONDecodeError:
+            self.stats.inc("probe_bad_stats_messages_total")
+            return
+        if isinstance(snap, dict) and snap.get("node") == self.node and isinstance(snap.get("pid"), int):
+            if snap["pid"] not in self.excluded:
+                new = self.exclude([snap["pid"]])
+                if new:
+                    _log.info("excluding pid %d (service %s)", snap["pid"], snap.get("service"))
+
+    async def _on_ctl(self, msg) -> None:
+        reply = self.control(msg.data)
+        if msg.reply:
+            await msg.respond(orjson.dumps(reply))
+
+    def control(self, data: bytes) -> dict:
+        """One control request (JSON object with "op") -> reply dict; bad requests get {"error"}."""
+        try:
+            req = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            return self._ctl_error(f"request is not JSON: {e}")
+        if not isinstance(req, dict) or not isinstance(req.get("op"), str):
+            return self._ctl_error('request must be a JSON object with a string "op"')
+        op = req["op"]
+        if op == "status":
+            self.read_counters()
+            return {"node": self.node, "pid": os.getpid(), "files": [p.name for p in self.plan.files],
+                    "dropped_files": self.plan.dropped, "missing_tracepoints": self.plan.missing,
+                    "errors": self.plan.errors, "tracepoints": self.bpf.num_open_tracepoints(),
+                    "kinds": list(self.cfg.kinds), "excluded_pids": sorted(self.excluded),
+                    "counters": self.stats.snapshot(self.node)["counters"]}
+        if op == "exclude":
+            pids = req.get("pids")
+            if not isinstance(pids, list) or not all(isinstance(p, int) and p > 0 for p in pids):
+                return self._ctl_error('op "exclude" needs "pids": a list of positive integers')
+            return {"added": self.exclude(pids), "excluded_pids": sorted(self.excluded)}
+        if op in ("syscalls", "syscalls_reset"):
+            cg = req.get("cgroup_id")
+            if not isinstance(cg, int) or cg <= 0:
+                return self._ctl_error(f'op "{op}" needs "cgroup_id": a positive integer')
+            if syscall_profile is None or "syscalls.bpf.c" not in [p.name for p in self.plan.files]:
+                return self._ctl_error("syscall profiles are not available (services/probe/syscall_profile.py "
+                                       "and bpf/syscalls.bpf.c)")
+            try:
+                if op == "syscalls":
+                    return {"cgroup_id": cg, "syscalls": syscall_profile.dump(self.bpf, cg)}
+                return {"cgroup_id": cg, "reset": syscall_profile.reset(self.bpf, cg)}
+            except KeyError as e:
+                return self._ctl_error(f"syscall profile maps are not loaded: {e}")
+        return self._ctl_error(f"unknown op {op!r}; known: status, exclude, syscalls, syscalls_reset")
+
+    def _ctl_error(self, why: str) -> dict:
+        self.stats.inc("probe_ctl_errors_total")
+        _log.warning("probe control request refused: %s", why)
+        return {"error": why}

@@ -1,0 +1,381 @@
+"""The probe with real BPF in the kernel, a real nats-server and real
+processes and containers: what they do must arrive as raw events on the bus.
+
+One probe is loaded for the whole module (compiling takes seconds). Other
+tests may run at the same time, so every assertion filters by our own child
+pids or container cgroup.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+import pytest_asyncio
+
+from services.probe import loader
+from services.probe.config import ProbeConfig
+from services.probe.service import ProbeService
+from shared import bus as busmod, subjects
+from shared.config import CommonConfig, ConfigError
+from shared.natsserver import NatsServer, NatsServerConfig, free_port
+from shared.stats import Stats
+from tests import containers
+
+pytestmark = [pytest.mark.bpf, pytest.mark.asyncio(loop_scope="module"),
+              pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs: needs root")]
+
+NODE = f"probe{uuid.uuid4().hex[:6]}"
+
+# One child process doing many things we must see, each once.
+ACTIONS = r'''
+import ctypes, os, socket, sys, time
+d = sys.argv[1]
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+fd = os.open(f"{d}/created", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640); os.close(fd)
+os.rename(f"{d}/created", f"{d}/renamed")
+os.chmod(f"{d}/renamed", 0o600)
+os.symlink(f"{d}/renamed", f"{d}/sym")
+os.link(f"{d}/renamed", f"{d}/hard")
+os.unlink(f"{d}/hard")
+os.close(os.memfd_create("eun-memfd", 0))
+socket.socket(socket.AF_PACKET, socket.SOCK_RAW).close()
+
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+port = srv.getsockname()[1]
+cli = socket.create_connection(("127.0.0.1", port))
+conn, peer = srv.accept()
+srv6 = socket.socket(socket.AF_INET6); srv6.bind(("::1", 0)); srv6.listen(1)
+port6 = srv6.getsockname()[1]
+cli6 = socket.create_connection(("::1", port6)); srv6.accept()[0].close(); cli6.close()
+print(port, peer[1], port6, flush=True)
+os.setresuid(0, 0, 0)
+os.setgid(0)
+
+# capset of the capabilities we have (version 3 header), setns into our own uts namespace
+hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)
+caps = (ctypes.c_uint32 * 6)()
+libc.capget(hdr, caps); libc.capset(hdr, caps)
+ns = os.open("/proc/self/ns/uts", os.O_RDONLY); libc.setns(ns, 0x04000000); os.close(ns)  # CLONE_NEWUTS
+
+# bpf(): BPF_MAP_CREATE (cmd 0), then BPF_PROG_LOAD (cmd 5) of "r0 = 0; exit" as a socket filter (type 1)
+attr = (ctypes.c_uint32 * 32)(2, 4, 4, 1)  # array map: key 4, value 4, 1 entry
+libc.syscall(321, 0, ctypes.byref(attr), 128)
+insns = (ctypes.c_uint64 * 2)(0x00000000000000b7, 0x0000000000000095)
+lic = ctypes.create_string_buffer(b"GPL")
+pattr = (ctypes.c_uint8 * 128)()
+ctypes.memmove(pattr, (ctypes.c_uint32 * 2)(1, 2), 8)
+ctypes.memmove(ctypes.byref(pattr, 8), (ctypes.c_uint64 * 2)(ctypes.addressof(insns), ctypes.addressof(lic)), 16)
+libc.syscall(321, 5, pattr, 128)
+
+# ptrace: attach to a child of ours (PTRACE_ATTACH = 16), then detach (17)
+kid = os.fork()
+if kid == 0:
+    time.sleep(5); os._exit(0)
+libc.ptrace(16, kid, 0, 0); os.waitpid(kid, 0); libc.ptrace(17, kid, 0, 0)
+os.kill(kid, 9); os.waitpid(kid, 0)
+
+try:
+    os.execv(f"{d}/no-such-binary", ["no-such-binary", "--flag"])
+except FileNotFoundError:
+    pass
+
+# nc -e shape: a forked child puts the parent's socket on its stderr
+kid = os.fork()
+if kid == 0:
+    os.dup2(cli.fileno(), 2); os._exit(0)
+os.waitpid(kid, 0)
+
+# reverse shell shape: stdin and stdout become the connected socket
+os.dup2(cli.fileno(), 0)
+os.dup2(cli.fileno(), 1)
+os._exit(7)
+'''
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+        self.changed = asyncio.Event()
+
+    async def handler(self, subject: str, events: list[dict]) -> None:
+        for ev in events:
+            assert subject == subjects.raw(NODE, ev["kind"])
+        self.events.extend(events)
+        self.changed.set()
+
+    async def wait(self, pred, n: int = 1, timeout: float = 20.0) -> list[dict]:
+        """The events matching `pred`, once there are at least `n` of them."""
+        async def poll():
+            while True:
+                found = [e for e in self.events if pred(e)]
+                if len(found) >= n:
+                    return found
+                self.changed.clear()
+                await self.changed.wait()
+        try:
+            return await asyncio.wait_for(poll(), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"no {n} matching event(s) in {timeout}s among {len(self.events)}") from None
+
+
+class Probe:
+    def __init__(self, svc: ProbeService, bus: busmod.Bus, col: Collector) -> None:
+        self.svc, self.bus, self.col = svc, bus, col
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def probe(tmp_path_factory):
+    js = tmp_path_factory.mktemp("js")
+    async with NatsServer(NatsServerConfig(port=free_port(), store_dir=js)) as srv:
+        common = CommonConfig(nats_url=srv.url, node=NODE, data_dir=js, stats_interval=0.5)
+        col = Collector()
+        async with busmod.connect(srv.url, Stats("test")) as bus:
+            await bus.subscribe_batches(subjects.raw_all(NODE), col.handler)
+            await bus.nc.flush()
+            svc = ProbeService(ProbeConfig(counters_interval=0.5), common)
+            stop = asyncio.Event()
+            async with svc:
+                task = asyncio.create_task(svc.run(stop))
+                yield Probe(svc, bus, col)
+                stop.set()
+                await task
+
+
+async def run_child(*argv: str) -> asyncio.subprocess.Process:
+    p = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                             stderr=asyncio.subprocess.PIPE)
+    out, err = await p.communicate()
+    p.out, p.err = out.decode(), err.decode()
+    return p
+
+
+async def test_actions_of_a_child_process_arrive_as_raw_events(probe, tmp_path):
+    script = tmp_path / "actions.py"
+    script.write_text(ACTIONS)
+    p = await run_child(sys.executable, str(script), str(tmp_path))
+    assert p.returncode == 7, p.err
+    port, peer_port, port6 = map(int, p.out.split())
+    col, pid, d = probe.col, p.pid, str(tmp_path)
+
+    def of(kind, **want):
+        return lambda e: e["kind"] == kind and e["pid"] == pid and all(e.get(k) == v for k, v in want.items())
+
+    ex = (await col.wait(of("exec", ret=0)))[0]
+    assert ex["argv"] == [sys.executable, str(script), d] and ex["ret"] == 0
+    assert ex["filename"] == sys.executable and ex["ppid"] == os.getpid()
+    assert isinstance(ex["cgroup_id"], int) and ex["uid"] == 0 and ex["tid"] == pid
+    assert abs(ex["ts"] - __import__("time").time_ns()) < 60e9  # wall clock, not boot time
+
+    bad = (await col.wait(of("exec", ret=-2)))[0]  # failed execs are reported too
+    assert bad["filename"] == f"{d}/no-such-binary" and bad["argv"] == ["no-such-binary", "--flag"]
+
+    op = (await col.wait(of("open", path=f"{d}/created")))[0]
+    assert op["flags"] & 0o3 == os.O_WRONLY and op["flags"] & os.O_CREAT and op["flags"] & os.O_TRUNC
+    assert op["mode"] == 0o640 and op["ret"] >= 0
+    await col.wait(of("rename", oldpath=f"{d}/created", newpath=f"{d}/renamed", ret=0))
+    await col.wait(of("chmod", path=f"{d}/renamed", mode=0o600, ret=0))
+    await col.wait(of("symlink", target=f"{d}/renamed", path=f"{d}/sym", ret=0))
+    await col.wait(of("link", oldpath=f"{d}/renamed", newpath=f"{d}/hard", ret=0))
+    await col.wait(of("unlink", path=f"{d}/hard", ret=0))
+    mfd = (await col.wait(of("memfd", name="eun-memfd")))[0]
+    assert mfd["ret"] >= 0
+    pk = (await col.wait(of("socket", family=socket.AF_PACKET)))[0]
+    assert pk["type"] & 0xF == socket.SOCK_RAW and pk["ret"] >= 0
+
+    cn = (await col.wait(of("connect", dport=port)))[0]
+    assert cn["family"] == socket.AF_INET and cn["daddr"] == "127.0.0.1" and cn["ret"] == 0
+    assert cn["proto"] == "tcp"
+    ls = (await col.wait(of("listen")))[0]
+    assert ls["sport"] == port and ls["saddr"] == "127.0.0.1" and ls["ret"] == 0
+    ac = (await col.wait(of("accept", dport=peer_port)))[0]
+    assert ac["daddr"] == "127.0.0.1" and ac["sport"] == port and ac["ret"] >= 0 and ac["proto"] == "tcp"
+
+    cn6 = (await col.wait(of("connect", dport=port6)))[0]
+    assert (cn6["family"], cn6["daddr"], cn6["ret"]) == (socket.AF_INET6, "::1", 0)
+    ls6 = (await col.wait(of("listen", sport=port6)))[0]
+    assert ls6["saddr"] == "::1" and ls6["family"] == socket.AF_INET6
+
+    su = (await col.wait(of("setuid", syscall="setresuid")))[0]
+    assert (su["uid"], su["euid"], su["suid"], su["ret"]) == (0, 0, 0, 0)
+    sg = (await col.wait(of("setgid", syscall="setgid")))[0]
+    assert sg["gid"] == 0 and sg["egid"] is None
+
+    assert (await col.wait(of("capset")))[0]["ret"] == 0
+    sn = (await col.wait(of("setns")))[0]
+    assert sn["nstype"] == 0x04000000 and sn["ret"] == 0 and sn["fd"] >= 0
+    assert (await col.wait(of("bpf", cmd=0)))[0]["prog_type"] is None
+    assert (await col.wait(of("bpf", cmd=5)))[0]["prog_type"] == 1
+
+    pt = (await col.wait(of("ptrace", request=16)))[0]
+    forks = await col.wait(of("fork"), n=2)
+    assert pt["target_pid"] in [f["child_pid"] for f in forks] and pt["ret"] == 0
+    sig = (await col.wait(of("signal", sig=9)))[0]
+    assert sig["target_pid"] == pt["target_pid"]
+
+    dups = await col.wait(of("dup", fd_type="socket"), n=2)
+    assert sorted(e["newfd"] for e in dups) == [0, 1] and all(e["syscall"] == "dup2" for e in dups)
+    kid_dup = (await col.wait(lambda e: e["kind"] == "dup" and e["ppid"] == pid and e["newfd"] == 2))[0]
+    assert kid_dup["fd_type"] == "socket"  # found through the parent's socket table
+    ext = (await col.wait(of("exit")))[0]
+    assert ext["exit_code"] == 7
+
+
+async def test_unshare_and_mount_in_a_private_mount_namespace(probe, tmp_path):
+    target = tmp_path / "mnt"
+    target.mkdir()
+    p = await run_child("unshare", "-m", "--propagation", "private", "sh", "-c",
+                        f"exec mount -t tmpfs eunomia-tmpfs {target}")
+    assert p.returncode == 0, p.err
+    col = probe.col
+    un = (await col.wait(lambda e: e["kind"] == "unshare" and e["pid"] == p.pid))[0]
+    assert un["flags"] & 0x00020000 and un["ret"] == 0  # CLONE_NEWNS
+    mnt = (await col.wait(lambda e: e["kind"] == "mount" and e["target"] == str(target)))[0]
+    assert (mnt["source"], mnt["fstype"], mnt["ret"]) == ("eunomia-tmpfs", "tmpfs", 0)
+    assert mnt["pid"] == p.pid  # unshare exec'd sh, which exec'd mount: one process
+
+
+async def test_container_events_carry_the_container_cgroup_id(probe, bb_image, tmp_path):
+    name = f"eun-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        containers.run(["sh", "-c", "sleep 1; cat /etc/hostname; nc -w 1 169.254.169.254 80; sleep 1"],
+                       name=name, detach=True, flags=["--network", "none"])
+        cid = containers.inspect_id(name)
+        cg_dir = Path(f"/sys/fs/cgroup/unified/libpod_parent/libpod-{cid}")
+        inode = cg_dir.stat().st_ino
+        subprocess.run([*containers.PODMAN, "wait", name], capture_output=True, timeout=60)
+    finally:
+        containers.remove(name)
+    col = probe.col
+    ex = (await col.wait(lambda e: e["kind"] == "exec" and e["cgroup_id"] == inode
+                         and e["argv"] == ["cat", "/etc/hostname"]))[0]
+    assert ex["ret"] == 0  # busybox sh runs applets as /proc/self/exe: comm is "exe"
+    await col.wait(lambda e: e["kind"] == "fork" and e["child_pid"] == ex["pid"] and e["cgroup_id"] == inode)
+    await col.wait(lambda e: e["kind"] == "exit" and e["pid"] == ex["pid"] and e["exit_code"] == 0)
+    await col.wait(lambda e: e["kind"] == "open" and e["cgroup_id"] == inode and e["path"] == "/etc/hostname")
+    cn = (await col.wait(lambda e: e["kind"] == "connect" and e["cgroup_id"] == inode))[0]
+    assert (cn["daddr"], cn["dport"], cn["family"]) == ("169.254.169.254", 80, socket.AF_INET)
+    assert cn["ret"] == -101  # ENETUNREACH: --network none, nothing left the machine
+    probe.svc.read_counters()
+    assert probe.svc.stats.get("probe_cgroup_events", cgroup_id=inode, **{"class": "exec"}) >= 2
+    assert probe.svc.stats.get("probe_cgroup_events", cgroup_id=inode, **{"class": "file"}) >= 1
+    assert probe.svc.stats.get("probe_cgroup_events", cgroup_id=1, **{"class": "exec"}) == 0  # host: none
+
+
+async def test_own_and_announced_service_pids_are_excluded(probe, tmp_path):
+    svc, col = probe.svc, probe.col
+    mine = tmp_path / "mine"
+    mine.write_text("x")  # the probe's own process (this test runs in it) opens files
+    # A child that announces itself as a service on this node, like the store would.
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", f"import sys; sys.stdin.readline(); open({str(tmp_path / 'svc')!r}, 'w')",
+        stdin=asyncio.subprocess.PIPE)
+    snap = {"service": "store", "node": NODE, "pid": child.pid, "ts": 1, "counters": {}, "gauges": {}}
+    await probe.bus.publish(subjects.stats("store", NODE), orjson.dumps(snap))
+    other = {**snap, "node": "some-other-node", "pid": 999_999}
+    await probe.bus.publish(subjects.stats("store", "some-other-node"), orjson.dumps(other))
+    for _ in range(100):
+        if child.pid in svc.excluded:
+            break
+        await asyncio.sleep(0.05)
+    assert child.pid in svc.excluded and 999_999 not in svc.excluded
+    child.stdin.write(b"go\n")
+    await child.stdin.drain()
+    await child.wait()
+    # A later event from an unexcluded process proves the ring buffer was drained past the child's actions.
+    marker = await run_child("sh", "-c", "exit 0")
+    await col.wait(lambda e: e["kind"] == "exit" and e["pid"] == marker.pid)
+    assert not [e for e in col.events if e["pid"] == os.getpid()]
+    # The child was traced until it was announced (its exec), not after (its open).
+    assert [e for e in col.events if e["pid"] == child.pid and e["kind"] == "exec"]
+    assert not [e for e in col.events if e["kind"] == "open" and e["path"] == str(tmp_path / "svc")]
+    assert os.getpid() in svc.excluded
+    snap = svc.stats.snapshot(NODE)
+    assert "probe_lost_events_total" in snap["counters"]
+    assert svc.stats.total("probe_events_total") >= len(col.events)
+
+
+async def test_open_prefix_filter_drops_reads_not_writes(probe):
+    d = Path(f"/tmp/eunskip-{uuid.uuid4().hex[:8]}")
+    d.mkdir()
+    (d / "r").write_text("x")
+    probe.svc.set_open_skip_prefixes((f"{d}/",))
+    try:
+        p = await run_child(sys.executable, "-c", f"open('{d}/r').read(); open('{d}/w', 'w').write('x')")
+    finally:
+        probe.svc.set_open_skip_prefixes(())
+    col = probe.col
+    await col.wait(lambda e: e["kind"] == "open" and e["pid"] == p.pid and e["path"] == f"{d}/w")
+    await col.wait(lambda e: e["kind"] == "exit" and e["pid"] == p.pid)
+    assert not [e for e in col.events if e["kind"] == "open" and e["path"] == f"{d}/r"]
+    for f in d.iterdir():
+        f.unlink()
+    d.rmdir()
+
+
+async def test_control_requests(probe):
+    bus, ctl = probe.bus, subjects.ctl_probe(NODE)
+    st = await bus.request_json(ctl, {"op": "status"})
+    assert "process.bpf.c" in st["files"] and st["tracepoints"] > 50 and st["pid"] == os.getpid()
+    assert set(st["kinds"]) >= {"exec", "open", "connect"}
+    add = await bus.request_json(ctl, {"op": "exclude", "pids": [4_000_001]})
+    assert add["added"] == [4_000_001] and 4_000_001 in probe.svc.excluded
+    bad = await bus.request_json(ctl, {"op": "exclude", "pids": "1"})
+    assert "pids" in bad["error"]
+    assert "unknown op" in (await bus.request_json(ctl, {"op": "nope"}))["error"]
+    msg = await bus.nc.request(ctl, b"{not json", timeout=5)
+    assert "not JSON" in orjson.loads(msg.data)["error"]
+    sc = await bus.request_json(ctl, {"op": "syscalls", "cgroup_id": 12345678})
+    assert sc.get("syscalls") == [] or "error" in sc
+    assert probe.svc.stats.total("probe_ctl_errors_total") >= 3
+
+
+async def test_missing_tracepoint_is_named_and_the_rest_loads(probe, tmp_path):
+    st = await probe.bus.request_json(subjects.ctl_probe(NODE), {"op": "status"})
+    if "syscalls:sys_enter_init_module" in st["missing_tracepoints"]:  # no module support on this kernel
+        assert any("sys_enter_init_module" in e and "kernel.bpf.c" in e for e in st["errors"])
+        assert "kernel.bpf.c" in st["files"]  # guarded: only that part is off
+    bpf_dir = tmp_path / "bpf"
+    bpf_dir.mkdir()
+    (bpf_dir / "common.h").write_text((loader.BPF_DIR / "common.h").read_text())
+    (bpf_dir / "good.bpf.c").write_text(
+        "TRACEPOINT_PROBE(syscalls, sys_enter_getppid) { return 0; }\n"
+        "#if HAVE_TP(syscalls, sys_enter_no_such_call)\n"
+        "TRACEPOINT_PROBE(syscalls, sys_enter_no_such_call) { return 0; }\n#endif\n")
+    (bpf_dir / "bad.bpf.c").write_text("TRACEPOINT_PROBE(nosuchcat, nosuchevent) { return 0; }\n")
+    plan = loader.plan_sources(bpf_dir)
+    assert [p.name for p in plan.files] == ["good.bpf.c"]
+    assert "nosuchcat:nosuchevent" in plan.dropped["bad.bpf.c"]
+    assert any("bad.bpf.c" in e and "nosuchcat:nosuchevent" in e for e in plan.errors)
+    assert any("good.bpf.c" in e and "syscalls:sys_enter_no_such_call" in e for e in plan.errors)
+    b = await asyncio.get_running_loop().run_in_executor(None, loader.compile_and_attach, plan, 8, 1, bpf_dir)
+    try:
+        assert b.num_open_tracepoints() == 1
+    finally:
+        b.cleanup()
+    with pytest.raises(loader.ProbeLoadError, match="tracefs is not mounted"):
+        orig = loader.TRACEFS_CANDIDATES
+        loader.TRACEFS_CANDIDATES = (tmp_path / "no-tracefs",)
+        try:
+            loader.tracefs_root()
+        finally:
+            loader.TRACEFS_CANDIDATES = orig
+
+
+def test_config_is_validated():
+    with pytest.raises(ConfigError, match="probe.kinds"):
+        ProbeConfig(kinds=("exec", "teleport"))
+    with pytest.raises(ConfigError, match="probe.ringbuf_pages"):
+        ProbeConfig(ringbuf_pages=100)
+    with pytest.raises(ConfigError, match="probe.exclude_pids"):
+        ProbeConfig(exclude_pids=(-1,))
+    with pytest.raises(ConfigError, match="probe.open_skip_prefixes"):
+        ProbeConfig(open_skip_prefixes=("relative/",))
