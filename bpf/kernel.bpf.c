@@ -67,6 +67,30 @@ TRACEPOINT_PROBE(syscalls, sys_exit_finit_module)
 }
 #endif
 
+// Fallback for kernels without the *_module syscall tracepoints (built without
+// CONFIG_MODULES: the syscalls still exist and fail with -ENOSYS, and an attempt
+// to load a module is still worth an alert). syscalls.bpf.c calls this from
+// raw_syscalls:sys_enter; the event goes out at once with ret -ENOSYS.
+#define NR_INIT_MODULE_ 175
+#define NR_FINIT_MODULE_ 313
+#define ENOSYS_ 38
+static __always_inline void module_fallback(long nr, u64 a0, u64 a1, u64 a2)
+{
+#if !(HAVE_TP(syscalls, sys_enter_init_module) && HAVE_TP(syscalls, sys_exit_init_module))
+    if (nr == NR_INIT_MODULE_) {
+        stash_put(K_MODULE, SHAPE_STR1, -1, 0, 0, 0, 0, (const void *)a2, 0, 0);
+        stash_emit(-ENOSYS_);
+    }
+#endif
+#if !(HAVE_TP(syscalls, sys_enter_finit_module) && HAVE_TP(syscalls, sys_exit_finit_module))
+    if (nr == NR_FINIT_MODULE_) {
+        stash_put(K_MODULE, SHAPE_STR1, (s64)a0, (s64)a2, 1, 0, 0, (const void *)a1, 0, 0);
+        stash_emit(-ENOSYS_);
+    }
+#endif
+}
+#define HAVE_MODULE_FALLBACK 1
+
 TRACEPOINT_PROBE(syscalls, sys_enter_memfd_create)
 {
     stash_put(K_MEMFD, SHAPE_STR1, args->flags, 0, 0, 0, 0, args->uname, 0, 0);

@@ -39,6 +39,9 @@ static __always_inline void sc_count(int idx)
 
 TRACEPOINT_PROBE(raw_syscalls, sys_enter)
 {
+#ifdef HAVE_MODULE_FALLBACK
+    module_fallback(args->id, args->args[0], args->args[1], args->args[2]);
+#endif
     u64 cg = bpf_get_current_cgroup_id();
     if (cg <= SC_ROOT_CGROUP)  // host processes in the root cgroup (or no v2 cgroup)
         return 0;

@@ -83,6 +83,9 @@ if kid == 0:
 libc.ptrace(16, kid, 0, 0); os.waitpid(kid, 0); libc.ptrace(17, kid, 0, 0)
 os.kill(kid, 9); os.waitpid(kid, 0)
 
+# kernel modules: attempts with no module at all (both fail; the attempt is the event)
+libc.syscall(175, None, 0, b"eun-params")       # init_module
+libc.syscall(313, -1, b"eun-fparams", 0)        # finit_module
 try:
     os.execv(f"{d}/no-such-binary", ["no-such-binary", "--flag"])
 except FileNotFoundError:
@@ -214,6 +217,11 @@ async def test_actions_of_a_child_process_arrive_as_raw_events(probe, tmp_path):
     assert sn["nstype"] == 0x04000000 and sn["ret"] == 0 and sn["fd"] >= 0
     assert (await col.wait(of("bpf", cmd=0)))[0]["prog_type"] is None
     assert (await col.wait(of("bpf", cmd=5)))[0]["prog_type"] == 1
+
+    init_m = (await col.wait(of("module", syscall="init_module")))[0]
+    fin_m = (await col.wait(of("module", syscall="finit_module")))[0]
+    assert init_m["params"] == "eun-params" and fin_m["params"] == "eun-fparams" and fin_m["fd"] in (-1, None)
+    assert init_m["ret"] < 0 and fin_m["ret"] < 0
 
     pt = (await col.wait(of("ptrace", request=16)))[0]
     forks = await col.wait(of("fork"), n=2)

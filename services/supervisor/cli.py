@@ -12,7 +12,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="run the whole single-node stack: embedded NATS and every service")
     p.add_argument("--only", nargs="+", choices=ALL_SERVICES, help="run only these services")
     p.add_argument("--external-nats", action="store_true", help="use --nats instead of starting nats-server")
-    p.add_argument("--nats-port", type=int, default=4222)
+    p.add_argument("--nats-port", type=int, default=4222, help="embedded nats-server port")
+    p.add_argument("--api-host", default=None, help="API listen address (default 127.0.0.1)")
+    p.add_argument("--api-port", type=int, default=None, help="API port (default 8080)")
+    p.add_argument("--store", default=None, help="store URL: sqlite:///path (default) or postgresql://...")
     p.set_defaults(func=_up)
 
 
@@ -21,8 +24,15 @@ def _up(args: argparse.Namespace) -> int:
 
     from .supervisor import Supervisor
 
+    overrides: dict[str, dict] = {"api": {}, "store": {}}
+    if args.api_host:
+        overrides["api"]["host"] = args.api_host
+    if args.api_port is not None:
+        overrides["api"]["port"] = args.api_port
+    if args.store:
+        overrides["store"]["url"] = args.store
     cfg = SupervisorConfig(services=tuple(args.only or ALL_SERVICES), embedded_nats=not args.external_nats,
-                           nats_port=args.nats_port)
+                           nats_port=args.nats_port, overrides=overrides)
     common = common_config(args)
     run_main(lambda: Supervisor(cfg, common))
     return 0
