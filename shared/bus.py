@@ -182,6 +182,8 @@ async def connect(servers: list[str] | str, stats: Stats, name: str = "eunomia")
         servers=servers, name=name, error_cb=error_cb, disconnected_cb=disconnected_cb,
         reconnected_cb=reconnected_cb, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
         connect_timeout=5, allow_reconnect=True, pending_size=64 * 1024 * 1024,
+        # bounded shutdown: a JetStream pull subscription left open never finishes draining
+        drain_timeout=2,
     )
     bus = Bus(nc, stats)
     try:

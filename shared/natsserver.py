@@ -10,10 +10,11 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import log
+from . import log, partition
 
 _log = log.get("nats-server")
 
@@ -45,6 +46,13 @@ class NatsServerConfig:
     routes: list[str] = field(default_factory=list)
     http_port: int | None = None    # monitoring endpoint
     extra_args: list[str] = field(default_factory=list)
+    # Subject mapping for partitioned stateful rules (shared/partition.py); 0 = none.
+    partitions: int = field(default_factory=partition.server_partitions)
+    extra_config: str = ""          # more nats.conf text, written with the mapping
+
+    def config_text(self) -> str:
+        """The config file given with -c (flags from args() override it)."""
+        return (partition.server_config(self.partitions) if self.partitions else "") + self.extra_config
 
     def __post_init__(self) -> None:
         if not (0 < self.port < 65536):
@@ -73,6 +81,7 @@ class NatsServer:
     def __init__(self, cfg: NatsServerConfig) -> None:
         self.cfg = cfg
         self.proc: asyncio.subprocess.Process | None = None
+        self._conf: str | None = None
 
     @property
     def url(self) -> str:
@@ -85,8 +94,15 @@ class NatsServer:
     async def start(self, wait: float = 15.0) -> None:
         if self.cfg.store_dir is not None:
             Path(self.cfg.store_dir).mkdir(parents=True, exist_ok=True)
+        conf_args: list[str] = []
+        if self.cfg.config_text():
+            if self._conf is None:
+                fd, self._conf = tempfile.mkstemp(prefix=f"nats-{self.cfg.port}-", suffix=".conf")
+                os.close(fd)
+            Path(self._conf).write_text(self.cfg.config_text())
+            conf_args = ["-c", self._conf]
         self.proc = await asyncio.create_subprocess_exec(
-            find_binary(), *self.cfg.args(), stdout=asyncio.subprocess.DEVNULL,
+            find_binary(), *conf_args, *self.cfg.args(), stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL if not os.environ.get("EUNOMIA_NATS_LOG") else None,
             start_new_session=True)
         deadline = asyncio.get_running_loop().time() + wait
@@ -126,3 +142,6 @@ class NatsServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+        if self._conf:
+            Path(self._conf).unlink(missing_ok=True)
+            self._conf = None

@@ -1,11 +1,13 @@
 """JetStream streams that make events and alerts durable."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from . import log, subjects
+from .config import ConfigError
 
 _log = log.get("streams")
 
@@ -14,14 +16,23 @@ _log = log.get("streams")
 class StreamLimits:
     max_age_s: float = 24 * 3600
     max_bytes: int = 2 * 1024**3
-    replicas: int = 1
+    replicas: int = field(default_factory=lambda: _replicas_from_env())  # env EUNOMIA_STREAM_REPLICAS
     duplicate_window_s: float = 120
 
     def __post_init__(self) -> None:
         if self.max_age_s <= 0 or self.max_bytes <= 0:
             raise ValueError("stream limits must be positive")
         if self.replicas not in (1, 3, 5):
-            raise ValueError(f"stream replicas {self.replicas}: use 1, 3 or 5")
+            raise ConfigError(f"stream replicas (EUNOMIA_STREAM_REPLICAS) {self.replicas}: use 1, 3 or 5")
+
+
+def _replicas_from_env() -> int:
+    """Stream replicas for a NATS cluster (3 in deploy/), 1 on a single node."""
+    raw = os.environ.get("EUNOMIA_STREAM_REPLICAS", "1")
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"EUNOMIA_STREAM_REPLICAS: {raw!r} is not an integer") from None
 
 
 EVENTS = "EVENTS"
@@ -30,8 +41,9 @@ ALERTS = "ALERTS"
 STREAM_SUBJECTS = {EVENTS: [subjects.EVENT_ALL], ALERTS: [subjects.ALERT_ALL]}
 
 
-async def ensure_streams(js, limits: StreamLimits = StreamLimits()) -> None:
+async def ensure_streams(js, limits: StreamLimits | None = None) -> None:
     """Create or update the EVENTS and ALERTS streams (idempotent)."""
+    limits = limits or StreamLimits()  # read the env at call time, not import time
     for name, subs in STREAM_SUBJECTS.items():
         cfg = StreamConfig(
             name=name, subjects=subs, retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,

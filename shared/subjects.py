@@ -52,3 +52,6 @@ def store(op: str) -> str:
 def valid_token(token: str) -> bool:
     """A single subject token: non-empty, no wildcards, dots or whitespace."""
     return bool(token) and not any(c in token for c in ".*> \t\r\n")
+
+
+CTL_ALERTER = f"{PREFIX}.ctl.alerter"  # request/reply to every alerter replica (first reply wins)
