@@ -24,6 +24,9 @@ _log = log.get("bus")
 MAX_BATCH_EVENTS = 256
 MAX_MESSAGE_BYTES = 900 * 1024  # under NATS' default 1 MiB max_payload
 SUB_PENDING_MSGS = 4096         # bounded buffer per subscription
+DURABLE_ACK_TIMEOUT_S = 2.0     # wait for JetStream's ack of one message
+DURABLE_RETRY_S = 30.0          # keep retrying a durable publish this long
+STREAM_CACHE_S = 30.0           # how long "does a stream capture this subject" is believed
 
 
 class BadMessage(ValueError):
@@ -61,6 +64,16 @@ def split_encoded(events: list[dict]) -> list[bytes]:
     return split_encoded(events[:mid]) + split_encoded(events[mid:])
 
 
+def _with_ids(parts: list[bytes], events: list[dict]):
+    """(message, event count, stable message id) for each encoded part."""
+    i = 0
+    for data in parts:
+        n = len(orjson.loads(data)) if len(parts) > 1 else len(events)
+        chunk = events[i:i + n]
+        i += n
+        yield data, n, f"{chunk[0].get('id')}+{n}" if chunk else f"empty-{id(data)}"
+
+
 class Bus:
     """A connected NATS client plus our batch conventions."""
 
@@ -69,6 +82,7 @@ class Bus:
         self.stats = stats
         self._subs: list[Any] = []
         self._tasks: list[asyncio.Task] = []
+        self._stream_cache: dict[str, tuple[bool, float]] = {}
 
     @property
     def js(self):
@@ -81,6 +95,50 @@ class Bus:
         for data in split_encoded(events):
             await self.nc.publish(subject, data)
         self.stats.inc("bus_published_events_total", len(events))
+
+    async def publish_batch_durable(self, subject: str, events: list[dict]) -> None:
+        """Publish and wait for JetStream's ack when a stream captures `subject`.
+
+        Each message carries a Nats-Msg-Id derived from its events, so a retry
+        after a lost ack is dropped by the stream's duplicate window. Failures
+        (a node down, a leader election) are retried with backoff for up to
+        DURABLE_RETRY_S; only then are the events counted as failed and the
+        error raised. Subjects no stream captures go out as plain messages.
+        """
+        if not await self._persisted(subject):
+            await self.publish_batch(subject, events)
+            return
+        parts = split_encoded(events)
+        for data, n, msg_id in _with_ids(parts, events):
+            delay, waited = 0.05, 0.0
+            while True:
+                try:
+                    await self.js.publish(subject, data, timeout=DURABLE_ACK_TIMEOUT_S,
+                                          headers={"Nats-Msg-Id": msg_id})
+                    break
+                except Exception as e:  # timeout, no responders, stream leader moving
+                    if waited >= DURABLE_RETRY_S:
+                        raise
+                    self.stats.inc("bus_publish_retries_total")
+                    _log.debug("durable publish to %s failed (%s); retrying", subject, e)
+                    await asyncio.sleep(delay)
+                    waited += delay + DURABLE_ACK_TIMEOUT_S * isinstance(e, asyncio.TimeoutError)
+                    delay = min(delay * 2, 1.0)
+            self.stats.inc("bus_published_events_total", n)
+
+    async def _persisted(self, subject: str) -> bool:
+        """Whether a JetStream stream captures `subject` (cached for a while)."""
+        now = asyncio.get_running_loop().time()
+        hit = self._stream_cache.get(subject)
+        if hit and now - hit[1] < STREAM_CACHE_S:
+            return hit[0]
+        try:
+            await self.js.find_stream_name_by_subject(subject)
+            found = True
+        except Exception:  # no such stream, or no JetStream at all
+            found = False
+        self._stream_cache[subject] = (found, now)
+        return found
 
     async def subscribe_batches(
         self,
@@ -201,8 +259,10 @@ class Batcher:
     """
 
     def __init__(self, bus: Bus, max_events: int = MAX_BATCH_EVENTS, interval: float = 0.05,
-                 max_pending: int = 50_000) -> None:
+                 max_pending: int = 50_000, durable: bool = False) -> None:
         self.bus, self.max_events, self.interval, self.max_pending = bus, max_events, interval, max_pending
+        # durable: wait for JetStream acks (retrying) where a stream captures the subject
+        self._publish = bus.publish_batch_durable if durable else bus.publish_batch
         self._buf: dict[str, list[dict]] = {}
         self._pending = 0
         self._room = asyncio.Event()
@@ -224,7 +284,7 @@ class Batcher:
         if not events:
             return
         try:
-            await self.bus.publish_batch(subject, events)
+            await self._publish(subject, events)
         except Exception as e:
             self.bus.stats.inc("bus_publish_failed_events_total", len(events))
             _log.error("publish of %d events to %s failed: %s", len(events), subject, e)
@@ -233,8 +293,8 @@ class Batcher:
             self._room.set()
 
     async def flush(self) -> None:
-        for subject in list(self._buf):
-            await self._flush_subject(subject)
+        # subjects in parallel: a durable publish waits for its ack
+        await asyncio.gather(*(self._flush_subject(s) for s in list(self._buf)))
 
     async def _loop(self) -> None:
         while True:

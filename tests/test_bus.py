@@ -77,3 +77,23 @@ def test_decode_batch_reasons():
         busmod.decode_batch(b"\xff")
     with pytest.raises(busmod.BadMessage, match="item 0: event lacks field 'id'"):
         busmod.decode_batch(b'[{"ts":1}]')
+
+
+async def test_durable_publish_is_acked_and_deduplicated(nats_server):
+    stats = Stats("t")
+    async with busmod.connect(nats_server.url, stats) as bus:
+        # no stream yet: durable falls back to a plain publish
+        await bus.publish_batch_durable(subjects.event("n1", "open"), [ev()])
+        assert stats.total("bus_published_events_total") == 1
+        await ensure_streams(bus.js)
+        bus._stream_cache.clear()
+        batch = [ev() for _ in range(50)]
+        async with busmod.Batcher(bus, max_events=10, durable=True) as b:
+            for e in batch:
+                await b.add(subjects.event("n1", "open"), e)
+        # the stream acked every message before add()/flush returned
+        assert (await bus.js.stream_info("EVENTS")).state.messages == 5
+        # the same batch again (a retry after a lost ack) is dropped by the stream
+        await bus.publish_batch_durable(subjects.event("n1", "open"), batch[:10])
+        assert (await bus.js.stream_info("EVENTS")).state.messages == 5
+        assert stats.get("bus_publish_failed_events_total") == 0

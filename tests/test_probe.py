@@ -295,6 +295,16 @@ async def test_own_and_announced_service_pids_are_excluded(probe, tmp_path):
             break
         await asyncio.sleep(0.05)
     assert child.pid in svc.excluded and 999_999 not in svc.excluded
+    # a process that is not ours, announced by anyone on the bus, is not hidden
+    intruder = await asyncio.create_subprocess_exec("sleep", "5")
+    await probe.bus.publish(subjects.stats("store", NODE), orjson.dumps({**snap, "pid": intruder.pid}))
+    for _ in range(100):
+        if svc.stats.get("probe_exclude_refused_total"):
+            break
+        await asyncio.sleep(0.05)
+    assert intruder.pid not in svc.excluded and svc.stats.get("probe_exclude_refused_total") >= 1
+    intruder.kill()
+    await intruder.wait()
     child.stdin.write(b"go\n")
     await child.stdin.drain()
     await child.wait()

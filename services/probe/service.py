@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import mmap
 import os
+import sys
 import threading
 import time
 from contextlib import AsyncExitStack
@@ -55,6 +56,15 @@ def proc_parents() -> dict[int, int]:
         if len(fields) > 1:
             out[int(d.name)] = int(fields[1])
     return out
+
+
+def runs_our_program(pid: int) -> bool:
+    """Whether `pid` runs the same interpreter as this probe (an Eunomia service)."""
+    try:
+        exe = os.path.realpath(f"/proc/{pid}/exe")
+    except OSError:
+        return False
+    return exe == os.path.realpath(sys.executable)
 
 
 class ProbeService:
@@ -306,6 +316,12 @@ class ProbeService:
             return
         if isinstance(snap, dict) and snap.get("node") == self.node and isinstance(snap.get("pid"), int):
             if snap["pid"] not in self.excluded:
+                if not runs_our_program(snap["pid"]):
+                    # anyone on the bus could announce a pid: only our own programs are hidden
+                    self.stats.inc("probe_exclude_refused_total")
+                    _log.warning("refused to exclude pid %d announced as service %r: it does not run "
+                                 "Eunomia's interpreter", snap["pid"], snap.get("service"))
+                    return
                 new = self.exclude([snap["pid"]])
                 if new:
                     _log.info("excluding pid %d (service %s)", snap["pid"], snap.get("service"))
