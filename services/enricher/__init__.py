@@ -1,0 +1,1 @@
+"""The enricher: raw probe events + process tree + container identity -> enriched events."""

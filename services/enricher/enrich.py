@@ -1,0 +1,139 @@
+"""Turn a batch of raw events into enriched ones (proc, container, k8s).
+
+Per batch: keep the process table by fork/exec/exit, resolve every event's
+cgroup to a container, start the runtime lookups the batch needs and wait
+for them at most `lookup_timeout` (the rest of the batch goes out with
+id-only containers; the answers land in the cache for the next events).
+Only one batch is in here at a time, so waiting events are bounded by one
+batch plus the subscription's bounded pending queue.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from shared import log, subjects
+from shared.schema import KINDS
+from shared.stats import Stats
+
+from .cgroups import CgroupMatch, parse_path
+from .containers import ContainerRegistry
+from .proctable import ProcTable
+
+_log = log.get("enricher")
+CLONE_THREAD = 0x10000
+
+
+def _kind_label(kind: str) -> str:
+    return kind if kind in KINDS else "other"
+
+
+class Enricher:
+    def __init__(self, procs: ProcTable, containers: ContainerRegistry, stats: Stats,
+                 lookup_timeout: float) -> None:
+        self.procs, self.containers, self.stats = procs, containers, stats
+        self.lookup_timeout = lookup_timeout
+
+    def _malformed(self, reason: str, ev: dict) -> None:
+        self.stats.inc("enricher_malformed_total", reason=reason)
+        _log.warning("dropped raw event %s (kind %r): %s", ev.get("id"), ev.get("kind"), reason)
+
+    def _check(self, ev: dict) -> str | None:
+        if not subjects.valid_token(ev["kind"]):
+            return "kind is not a subject token"
+        pid = ev["pid"]
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid < 0:
+            return "pid is not a non-negative integer"
+        cg = ev.get("cgroup_id")
+        if cg is not None and (not isinstance(cg, int) or isinstance(cg, bool) or cg < 0):
+            return "cgroup_id is not a non-negative integer"
+        return None
+
+    def _track(self, ev: dict) -> None:
+        """Fork/exec/exit change the table; exit after the event is described."""
+        kind, pid = ev["kind"], ev["pid"]
+        if kind == "fork":
+            child, flags = ev.get("child_pid"), ev.get("clone_flags")
+            if isinstance(flags, int) and flags & CLONE_THREAD:
+                return  # a thread, not a process
+            if isinstance(child, int) and child > 0:
+                self.procs.on_fork(pid, child, ev.get("comm") or "")
+        elif kind == "exec" and (ev.get("ret") in (None, 0)):
+            argv = ev.get("argv")
+            self.procs.on_exec(pid, ev.get("filename") if isinstance(ev.get("filename"), str) else None,
+                               argv if isinstance(argv, list) else None, ev.get("comm") or "",
+                               ev.get("ppid") if isinstance(ev.get("ppid"), int) else 0)
+
+    def prime(self, events: list[dict]) -> None:
+        """On arrival (before the reorder hold): resolve new cgroups while they still
+        exist and start the container lookups the events will need."""
+        for ev in events:
+            cg = ev.get("cgroup_id")
+            if not isinstance(cg, int) or cg <= 1 or self.containers.cgroups.known(cg):
+                continue
+            pid = ev.get("pid") if isinstance(ev.get("pid"), int) else 0
+            ts = ev.get("ts") if isinstance(ev.get("ts"), int) else 0
+            m = self.containers.resolve(cg, ts, pid)
+            if m is not None and self.containers.needs_lookup(m):
+                self.containers.runtime.start(m.container_id)
+
+    async def enrich(self, events: list[dict]) -> list[dict]:
+        out: list[dict] = []
+        matches = []
+        kinds_in: dict[str, int] = {}
+        views: dict[int, tuple[dict, int]] = {}  # pid -> proc view, shared within the batch
+        for ev in events:
+            kind = _kind_label(ev["kind"]) if isinstance(ev.get("kind"), str) else "other"
+            kinds_in[kind] = kinds_in.get(kind, 0) + 1
+            why = self._check(ev)
+            if why:
+                self._malformed(why, ev)
+                continue
+            if ev["kind"] in ("fork", "exec"):
+                self._track(ev)
+                views.clear()  # the tree changed
+            pid = ev["pid"]
+            ppid = ev.get("ppid") if isinstance(ev.get("ppid"), int) else 0
+            view = views.get(pid)
+            if view is None:
+                comm = ev.get("comm") if isinstance(ev.get("comm"), str) else ""
+                view = views[pid] = self.procs.proc_view(pid, comm, ppid)
+            ev["proc"], table_ppid = view
+            if not ppid and table_ppid:
+                ev["ppid"] = table_ppid
+            if ev["kind"] == "exit":
+                self.procs.on_exit(pid)
+            cg = ev.get("cgroup_id") or 0
+            m = self.containers.resolve(cg, ev["ts"], pid) if cg else self._by_proc(pid)
+            matches.append(m)
+            out.append(ev)
+        for kind, n in kinds_in.items():
+            self.stats.inc("enricher_events_in_total", n, kind=kind)
+        await self._lookups([m for m in matches if m is not None])
+        kinds_out: dict[str, int] = {}
+        for ev, m in zip(out, matches):
+            if m is None:
+                ev["container"], ev["k8s"] = None, None
+            else:
+                ev["container"], ev["k8s"] = self.containers.view_cached(m)
+                if ev["container"]["name"] is None:
+                    self.stats.inc("enricher_container_id_only_total")
+            kind = _kind_label(ev["kind"])
+            kinds_out[kind] = kinds_out.get(kind, 0) + 1
+        for kind, n in kinds_out.items():
+            self.stats.inc("enricher_events_out_total", n, kind=kind)
+        self.procs.tick()
+        return out
+
+    def _by_proc(self, pid: int) -> CgroupMatch | None:
+        """No cgroup id from the probe: the process's cgroup path from the table or /proc."""
+        p = self.procs.get(pid)
+        return parse_path(p.cgroup) if p is not None and p.cgroup else None
+
+    async def _lookups(self, matches) -> None:
+        needed = {m.container_id: m for m in matches if self.containers.needs_lookup(m)}
+        if not needed:
+            return
+        tasks = [self.containers.runtime.start(cid) for cid in needed]
+        _, pending = await asyncio.wait(tasks, timeout=self.lookup_timeout)
+        if pending:  # they go on in the background; this batch goes out id-only
+            self.stats.inc("enricher_lookup_failures_total", len(pending), source="batch", reason="wait_timeout")

@@ -1,0 +1,233 @@
+"""The process table: who every pid is, kept by fork/exec/exit events.
+
+Seeded from /proc at start; a pid first seen in an event and unknown here is
+read from /proc/<pid> once (a miss is remembered too). Bounded: least
+recently used entries go first, exited processes stay for a grace period so
+late events still resolve, and every eviction is counted.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+MAX_ANCESTORS = 8
+MAX_ARGS = 64
+MAX_ARG_LEN = 4096
+SELF_EXEC = re.compile(r"^/proc/(?:self|\d+)/exe$")
+FD_EXEC = re.compile(r"^/proc/(?:self|\d+)/fd/\d+$|^/dev/fd/\d+$")
+
+
+@dataclass
+class Proc:
+    pid: int
+    ppid: int = 0
+    comm: str = ""
+    exe: str = ""
+    args: list[str] = field(default_factory=list)
+    cwd: str | None = None
+    cgroup: str | None = None   # cgroup-v2 path when read from /proc
+    exited_at: float | None = None  # monotonic
+    argv0_name: bool = False    # re-exec of itself (/proc/self/exe, fexecve): the name is argv[0]'s
+
+    @property
+    def name(self) -> str:
+        if self.argv0_name and self.args:
+            return os.path.basename(self.args[0])
+        return os.path.basename(self.exe) if self.exe else self.comm
+
+    @property
+    def cmdline(self) -> str:
+        return " ".join(self.args)
+
+
+def _readlink(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def read_proc(pid: int) -> Proc | None:
+    """A live process as /proc shows it, or None when it is gone."""
+    base = f"/proc/{pid}"
+    try:
+        with open(f"{base}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+    lp, rp = stat.find("("), stat.rfind(")")
+    comm = stat[lp + 1:rp]
+    rest = stat[rp + 2:].split()
+    ppid = int(rest[1]) if len(rest) > 1 and rest[1].isdigit() else 0
+    try:
+        with open(f"{base}/cmdline", "rb") as f:
+            raw = f.read(MAX_ARG_LEN * 4)
+        args = [a.decode(errors="replace") for a in raw.split(b"\0")[:MAX_ARGS] if a] if raw else []
+    except OSError:
+        args = []
+    exe = _readlink(f"{base}/exe") or ""
+    if exe.endswith(" (deleted)"):
+        exe = exe[:-10]
+    cgroup = None
+    try:
+        with open(f"{base}/cgroup", "rb") as f:
+            for line in f.read().decode(errors="replace").splitlines():
+                if line.startswith("0::"):
+                    cgroup = line[3:]
+    except OSError:
+        pass
+    return Proc(pid=pid, ppid=ppid, comm=comm, exe=exe, args=args, cwd=_readlink(f"{base}/cwd"), cgroup=cgroup)
+
+
+class ProcTable:
+    def __init__(self, max_entries: int = 65536, exit_grace_s: float = 30.0) -> None:
+        self.max_entries = max_entries
+        self.exit_grace_s = exit_grace_s
+        self._procs: OrderedDict[int, Proc] = OrderedDict()
+        self._exited: OrderedDict[int, float] = OrderedDict()  # pid -> exit time, oldest first
+        self._missing: OrderedDict[int, None] = OrderedDict()  # pids /proc did not know
+        self.evictions = 0          # entries dropped (LRU over capacity or exit grace over)
+        self.proc_reads = 0         # /proc fallbacks tried
+        self.proc_misses = 0        # ... that found no such process
+
+    def __len__(self) -> int:
+        return len(self._procs)
+
+    def __contains__(self, pid: int) -> bool:
+        return pid in self._procs
+
+    # --- filling -------------------------------------------------------
+    def seed(self) -> int:
+        """Read every process in /proc; returns how many."""
+        n = 0
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                p = read_proc(int(name))
+                if p:
+                    self._put(p)
+                    n += 1
+        return n
+
+    def _put(self, p: Proc) -> Proc:
+        self._procs[p.pid] = p
+        self._procs.move_to_end(p.pid)
+        self._missing.pop(p.pid, None)
+        self._evict()
+        return p
+
+    def _evict(self) -> None:
+        now = time.monotonic()
+        while self._exited:
+            pid, at = next(iter(self._exited.items()))
+            if now - at < self.exit_grace_s:
+                break
+            self._exited.popitem(last=False)
+            if self._procs.pop(pid, None) is not None:
+                self.evictions += 1
+        while len(self._procs) > self.max_entries:
+            pid, _ = self._procs.popitem(last=False)
+            self._exited.pop(pid, None)
+            self.evictions += 1
+
+    def get(self, pid: int, lookup: bool = True) -> Proc | None:
+        """The entry for `pid`; unknown pids are read from /proc once."""
+        p = self._procs.get(pid)
+        if p is not None:
+            self._procs.move_to_end(pid)
+            return p
+        if not lookup or pid <= 0 or pid in self._missing:
+            return None
+        self.proc_reads += 1
+        p = read_proc(pid)
+        if p is None:
+            self.proc_misses += 1
+            self._missing[pid] = None
+            while len(self._missing) > self.max_entries:
+                self._missing.popitem(last=False)
+            return None
+        return self._put(p)
+
+    # --- kept by events --------------------------------------------------
+    def on_fork(self, parent_pid: int, child_pid: int, comm: str = "") -> None:
+        parent = self.get(parent_pid)
+        if parent is not None:
+            child = Proc(pid=child_pid, ppid=parent_pid, comm=comm or parent.comm, exe=parent.exe,
+                         args=list(parent.args), cwd=parent.cwd, cgroup=parent.cgroup,
+                         argv0_name=parent.argv0_name)
+        else:
+            child = Proc(pid=child_pid, ppid=parent_pid, comm=comm)
+        self._exited.pop(child_pid, None)  # pid reuse
+        self._put(child)
+
+    def on_exec(self, pid: int, filename: str | None, argv: list | None, comm: str = "",
+                ppid: int = 0) -> Proc:
+        p = self._procs.get(pid) or read_proc(pid) or Proc(pid=pid)
+        p.argv0_name = False
+        if filename and SELF_EXEC.match(filename):
+            # busybox and runc re-exec themselves: the file is the one already running
+            p.exe = p.exe or _readlink(f"/proc/{pid}/exe") or filename
+            p.argv0_name = True
+        elif filename and FD_EXEC.match(filename):
+            # fexecve (e.g. of a memfd): what the fd was, if the process still shows it
+            p.exe = _readlink(f"/proc/{pid}/exe") or filename
+            p.argv0_name = True
+        elif filename:
+            p.exe = filename
+        if isinstance(argv, list):
+            p.args = [str(a)[:MAX_ARG_LEN] for a in argv[:MAX_ARGS]]
+        if comm:
+            p.comm = comm
+        if ppid:
+            p.ppid = ppid
+        if p.cwd is None:
+            p.cwd = _readlink(f"/proc/{pid}/cwd")
+        p.exited_at = None
+        self._exited.pop(pid, None)
+        return self._put(p)
+
+    def on_exit(self, pid: int) -> None:
+        p = self._procs.get(pid)
+        if p is None or p.exited_at is not None:
+            return
+        p.exited_at = time.monotonic()
+        self._exited[pid] = p.exited_at
+        self._evict()
+
+    def tick(self) -> None:
+        """Drop exited processes past their grace period."""
+        self._evict()
+
+    # --- reading -----------------------------------------------------------
+    def proc_view(self, pid: int, comm: str = "", ppid: int = 0) -> tuple[dict, int]:
+        """(`proc` as in shared/schema.py, ppid) for an event of `pid`."""
+        p = self.get(pid)
+        if p is None:
+            p = Proc(pid=pid, ppid=ppid, comm=comm)
+        elif comm and not p.comm:
+            p.comm = comm
+        if ppid and not p.ppid:
+            p.ppid = ppid
+        parent = self.get(p.ppid) if p.ppid > 0 else None
+        ancestors = []
+        seen = {pid}
+        cur = parent
+        while cur is not None and len(ancestors) < MAX_ANCESTORS and cur.pid not in seen:
+            seen.add(cur.pid)
+            ancestors.append({"pid": cur.pid, "comm": cur.comm, "exe": cur.exe, "args": cur.args})
+            cur = self.get(cur.ppid) if cur.ppid > 0 else None
+        return {
+            "exe": p.exe or None,
+            "args": p.args,
+            "cmdline": p.cmdline,
+            "name": p.name or comm,
+            "cwd": p.cwd,
+            "ppid": p.ppid,
+            "pname": parent.name if parent else None,
+            "pexe": (parent.exe or None) if parent else None,
+            "pcmdline": parent.cmdline if parent else None,
+            "ancestors": ancestors,
+        }, p.ppid

@@ -1,0 +1,193 @@
+"""EnricherService: eunomia.raw.<node>.> in, eunomia.event.<node>.<kind> out.
+
+Control (request/reply) on eunomia.ctl.enricher.<node>:
+    {"op": "containers"[, "all": true]} -> {"containers": [{"id", "name", "image", "runtime",
+        "labels", "k8s", "cgroup_id", "cgroup_ids", "running", "last_seen"}, ...]}
+    {"op": "stats"} -> the Stats snapshot
+"""
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+import orjson
+from nats.aio.msg import Msg
+
+from shared import log, partition, subjects
+from shared.bus import Batcher, connect
+from shared.config import CommonConfig
+from shared.stats import Stats, StatsPublisher
+
+from .cgroups import CgroupResolver
+from .config import EnricherConfig
+from .containers import ContainerRegistry
+from .enrich import Enricher
+from .proctable import ProcTable
+from .reorder import Reorder
+from .runtime_api import RuntimeClient
+
+_log = log.get("enricher")
+CTL_OPS = ("containers", "stats")
+GAUGE_INTERVAL_S = 1.0
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Exception):
+        pass
+
+
+class EnricherService:
+    name = "enricher"
+
+    def __init__(self, cfg: EnricherConfig, common: CommonConfig) -> None:
+        self.cfg, self.common = cfg, common
+        self.stats = Stats("enricher")
+        self.procs = ProcTable(cfg.max_processes, cfg.exit_grace_s)
+        self.runtime = RuntimeClient(cfg.runtime_sockets, cfg.lookup_timeout_s, cfg.container_ttl_s,
+                                     cfg.negative_ttl_s, cfg.max_containers, self.stats)
+        self.containers = ContainerRegistry(CgroupResolver(cfg.max_cgroups), self.runtime, cfg.max_containers)
+        self.enricher = Enricher(self.procs, self.containers, self.stats, cfg.lookup_timeout_s)
+        self._stack = AsyncExitStack()
+        self._queue: asyncio.Queue[list[dict]] = asyncio.Queue(maxsize=cfg.queue_batches)
+        self.reorder = Reorder(cfg.reorder_ms, cfg.max_held_events)
+        self._counted = {"forced": 0, "evictions": 0, "proc_reads": 0, "proc_misses": 0, "unresolved": 0}
+        self._partitioned = partition.configured() > 0   # env EUNOMIA_PARTITIONS
+
+    async def __aenter__(self) -> "EnricherService":
+        try:
+            if self.cfg.seed_from_proc:
+                n = await asyncio.to_thread(self.procs.seed)
+                _log.info("process table seeded with %d processes from /proc", n)
+            await self.containers.rescan()
+            await self._stack.enter_async_context(self.runtime)
+            if self.cfg.watch_events:
+                watcher = asyncio.create_task(self.runtime.watch(), name="enricher-runtime-events")
+                self._stack.push_async_callback(_cancel, watcher)
+            self.bus = await self._stack.enter_async_context(
+                connect(self.common.servers, self.stats, name=f"eunomia-enricher-{self.common.node}"))
+            self.batcher = await self._stack.enter_async_context(
+                Batcher(self.bus, self.cfg.max_batch_events, max_pending=self.cfg.max_pending_events))
+            await self.bus.subscribe_raw(subjects.ctl_enricher(self.common.node), self._on_ctl)
+            await self.bus.subscribe_batches(subjects.raw_all(self.common.node), self._on_raw,
+                                             queue=self.cfg.queue_group)
+            await self.bus.nc.flush()
+            await self._stack.enter_async_context(
+                StatsPublisher(self.bus, self.stats, self.common.node, self.common.stats_interval))
+            _log.info("enricher on node %s: %s -> %s", self.common.node, subjects.raw_all(self.common.node),
+                      subjects.event(self.common.node, "<kind>"))
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        worker = asyncio.create_task(self._work(), name="enricher-worker")
+        try:
+            while not stop.is_set():
+                self.update_gauges()
+                if worker.done():
+                    worker.result()  # raises what killed it
+                try:
+                    await asyncio.wait_for(stop.wait(), GAUGE_INTERVAL_S)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            worker.cancel()
+            try:
+                await worker
+            except asyncio.CancelledError:
+                pass
+            await self._drain()
+            self.update_gauges()
+
+    async def _work(self) -> None:
+        """Raw batches -> reorder buffer -> enriched events, in ts order."""
+        held = self.reorder
+        while True:
+            wait = held.wait_s()
+            try:
+                batch = await asyncio.wait_for(self._queue.get(), wait) if wait is not None \
+                    else await self._queue.get()
+                while True:
+                    self.enricher.prime(batch)
+                    held.add(batch)
+                    if self._queue.empty():
+                        break
+                    batch = self._queue.get_nowait()
+            except asyncio.TimeoutError:
+                pass
+            events = held.ready()
+            step = self.cfg.max_batch_events * 4
+            for i in range(0, len(events), step):  # in slices, so the loop breathes between them
+                await self._enrich_and_publish(events[i:i + step])
+                await asyncio.sleep(0)
+
+    async def _drain(self) -> None:
+        """What is still queued or held at shutdown goes out too."""
+        while not self._queue.empty():
+            self.reorder.add(self._queue.get_nowait())
+        events = self.reorder.all()
+        if events:
+            await self._enrich_and_publish(events)
+
+    async def _enrich_and_publish(self, events: list[dict]) -> None:
+        node = self.common.node
+        try:
+            out = await self.enricher.enrich(events)
+        except Exception:
+            self.stats.inc("enricher_batch_errors_total")
+            self.stats.inc("enricher_dropped_events_total", len(events))
+            _log.exception("enrichment of a batch of %d events failed; dropped", len(events))
+            return
+        for ev in out:
+            await self.batcher.add(subjects.event(node, ev["kind"]), ev)
+            if self._partitioned:  # also keyed by container, for stateful rules (shared/partition.py)
+                await self.batcher.add(partition.publish_subject(ev, node, ev["kind"]), ev)
+
+    def update_gauges(self) -> None:
+        s = self.stats
+        self.procs.tick()
+        s.set("enricher_proc_table_size", len(self.procs))
+        s.set("enricher_containers_known", len(self.containers))
+        s.set("enricher_cgroup_cache_size", len(self.containers.cgroups))
+        s.set("enricher_reorder_held_events", len(self.reorder))
+        for key, value, name, labels in (
+            ("evictions", self.procs.evictions, "enricher_proc_evictions_total", {}),
+            ("proc_reads", self.procs.proc_reads, "enricher_proc_fallback_reads_total", {}),
+            ("proc_misses", self.procs.proc_misses, "enricher_lookup_failures_total", {"source": "proc"}),
+            ("forced", self.reorder.forced, "enricher_reorder_forced_total", {}),
+            ("unresolved", self.containers.cgroups.unresolved, "enricher_lookup_failures_total",
+             {"source": "cgroup"}),
+        ):
+            if value > self._counted[key]:
+                s.inc(name, value - self._counted[key], **labels)
+                self._counted[key] = value
+
+    async def _on_raw(self, subject: str, events: list[dict]) -> None:
+        await self._queue.put(events)  # bounded: a full queue holds the subscription back
+
+    async def _on_ctl(self, msg: Msg) -> None:
+        try:
+            req = orjson.loads(msg.data)
+            if not isinstance(req, dict):
+                raise ValueError("request is not a JSON object")
+        except ValueError as e:
+            self.stats.inc("enricher_ctl_bad_requests_total")
+            await msg.respond(orjson.dumps({"error": f"bad request on {msg.subject}: {e}"}))
+            return
+        op = req.get("op")
+        if op == "containers":
+            reply = {"containers": await self.containers.listing(self.cfg.lookup_timeout_s, bool(req.get("all")))}
+        elif op == "stats":
+            self.update_gauges()
+            reply = self.stats.snapshot(self.common.node)
+        else:
+            self.stats.inc("enricher_ctl_bad_requests_total")
+            reply = {"error": f"unknown op {op!r} on {msg.subject}; known: {', '.join(CTL_OPS)}"}
+        await msg.respond(orjson.dumps(reply))

@@ -1,0 +1,206 @@
+"""The enricher's parts with real inputs: /proc, the cgroup tree, podman's
+Engine API, a real nats-server (raw events published by the test)."""
+import asyncio
+import os
+import subprocess
+import time
+import uuid
+
+import orjson
+import pytest
+
+from services.enricher.cgroups import CgroupMatch, CgroupResolver, cgroup2_root, parse_path
+from services.enricher.config import EnricherConfig
+from services.enricher.proctable import ProcTable, read_proc
+from services.enricher.runtime_api import RuntimeClient, k8s_of
+from shared import subjects
+from shared.config import ConfigError
+from tests import containers
+from tests.pipeline import Pipeline
+
+CID = "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize("path,runtime", [
+    (f"/system.slice/docker-{CID}.scope", "docker"),
+    (f"/docker/{CID}", "docker"),
+    (f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1234.slice/cri-containerd-{CID}.scope",
+     "containerd"),
+    (f"/kubepods/besteffort/pod0a1b2c3d-1111-2222-3333-444455556666/{CID}", "containerd"),
+    (f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podab.slice/crio-{CID}.scope", "cri-o"),
+    (f"/libpod_parent/libpod-{CID}", "podman"),
+    (f"/machine.slice/libpod-{CID}.scope", "podman"),
+    (f"/machine.slice/libpod-{CID}.scope/container", "podman"),
+])
+def test_cgroup_paths_of_every_runtime(path, runtime):
+    assert parse_path(path) == CgroupMatch(CID, runtime)
+
+
+@pytest.mark.parametrize("path", [
+    "/", "/system.slice/ssh.service", "/user.slice/user-0.slice/session-1.scope",
+    f"/machine.slice/libpod-conmon-{CID}.scope", f"/system.slice/crio-conmon-{CID}.scope",
+    "/docker/not-an-id", f"/{CID}",  # a bare id with nothing above it names no runtime
+])
+def test_host_cgroup_paths(path):
+    assert parse_path(path) is None
+
+
+def test_config_errors_name_the_setting():
+    with pytest.raises(ConfigError, match="enricher.lookup_timeout_s"):
+        EnricherConfig(lookup_timeout_s=0)
+    with pytest.raises(ConfigError, match="enricher.runtime_sockets"):
+        EnricherConfig(runtime_sockets=("relative.sock",))
+    with pytest.raises(ConfigError, match="enricher.max_processes"):
+        EnricherConfig(max_processes=1)
+
+
+def test_proc_table_from_proc_and_events():
+    child = subprocess.Popen(["/bin/sleep", "30"], cwd="/tmp")
+    try:
+        t = ProcTable(max_entries=10_000, exit_grace_s=0)
+        assert t.seed() > 3
+        proc, ppid = t.proc_view(child.pid)
+        assert proc["exe"].endswith("sleep") and proc["args"] == ["/bin/sleep", "30"]
+        assert proc["cwd"] == "/tmp" and ppid == os.getpid() and proc["ancestors"][0]["pid"] == os.getpid()
+        assert proc["pcmdline"] == " ".join(read_proc(os.getpid()).args)
+        # fork then exec of a (made-up) child, then exit: the table follows the events
+        t.on_fork(child.pid, 999_999_001, "sleep")
+        t.on_exec(999_999_001, "/usr/bin/cat", ["cat", "/etc/hostname"], "cat")
+        proc, ppid = t.proc_view(999_999_001)
+        assert (proc["exe"], proc["name"], proc["cmdline"], ppid) == ("/usr/bin/cat", "cat", "cat /etc/hostname",
+                                                                      child.pid)
+        assert proc["pname"] == "sleep" and [a["pid"] for a in proc["ancestors"][:2]] == [child.pid, os.getpid()]
+        t.on_exit(999_999_001)
+        t.tick()
+        assert 999_999_001 not in t and t.evictions == 1
+        # an unknown, dead pid is read from /proc once and remembered as missing
+        assert t.get(999_999_002) is None and t.get(999_999_002) is None
+        assert (t.proc_reads, t.proc_misses) == (1, 1)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_proc_table_is_bounded():
+    t = ProcTable(max_entries=16, exit_grace_s=60)
+    for pid in range(1_000_000, 1_000_100):
+        t.on_exec(pid, "/bin/x", ["x"])
+    assert len(t) == 16 and t.evictions == 84
+
+
+async def test_runtime_api_against_podman(podman_socket, bb_image):
+    name = f"enr-api-{uuid.uuid4().hex[:8]}"
+    containers.run(["sleep", "60"], name=name, detach=True, labels={
+        "io.kubernetes.pod.name": "web-1", "io.kubernetes.pod.namespace": "shop", "app": "web"})
+    try:
+        cid = containers.inspect_id(name)
+        async with RuntimeClient((podman_socket,), timeout=5) as rc:
+            info = await rc.get(cid)
+            assert (info.id, info.name, info.image) == (cid, name, bb_image)
+            assert info.labels["app"] == "web"
+            assert k8s_of(info.labels) == {"pod": "web-1", "namespace": "shop", "container": None,
+                                           "labels": {"app": "web"}}
+            assert rc.cached(cid) == (True, info)
+            assert await rc.get("f" * 64) is None and rc.failures == {"not_found": 1}
+        async with RuntimeClient(("/nonexistent/docker.sock",)) as rc:
+            assert await rc.get(cid) is None and rc.failures == {"socket_missing": 1}
+
+        # the cgroup tree knows the running container by the inode of its directory
+        res = CgroupResolver()
+        found = {m.container_id: ino for ino, m in res.scan().items()}
+        assert cid in found
+        assert res.resolve(found[cid]) == (True, CgroupMatch(cid, "podman"))
+        assert os.stat(cgroup2_root() / f"libpod_parent/libpod-{cid}").st_ino == found[cid]
+    finally:
+        containers.remove(name)
+
+
+async def test_enricher_alone_raw_events_in_enriched_out(nats_server):
+    """No probe: raw events published by the test, malformed ones among them."""
+    sleeper = subprocess.Popen(["/bin/sleep", "30"])
+    try:
+        async with Pipeline(nats_server.url, probe=False,
+                            enricher_cfg=EnricherConfig(runtime_sockets=("/nonexistent.sock",))) as p:
+            node = p.node
+            # malformed: not JSON, not an array, item lacking a head field, bad pid, bad kind token
+            for data in (b"{nope", b'{"a":1}', b'[{"kind":"open"}]'):
+                await p.bus.publish(subjects.raw(node, "open"), data)
+            await p.publish_raw([{"kind": "open", "pid": "x", "path": "/a"},
+                                 {"kind": "op.en", "pid": 1, "path": "/b"}])
+            await p.publish_raw([
+                {"kind": "open", "pid": sleeper.pid, "ppid": None, "path": "/etc/hostname", "flags": 0, "mode": 0,
+                 "ret": 3},
+                {"kind": "fork", "pid": sleeper.pid, "child_pid": 999_999_101, "clone_flags": 0},
+                {"kind": "exec", "pid": 999_999_101, "filename": "/bin/cat", "argv": ["cat", "/etc/shadow"],
+                 "ret": 0, "comm": "cat"},
+                {"kind": "open", "pid": 999_999_101, "path": "/etc/shadow", "flags": 0, "mode": 0, "ret": 3},
+                {"kind": "exit", "pid": 999_999_101, "exit_code": 0},
+                {"kind": "newkind", "pid": 999_999_101, "x": 1},  # unknown kinds pass through
+            ])
+            evs = await p.wait_for_all(lambda e: e["pid"] in (sleeper.pid, 999_999_101), n=6)
+            by = {(e["kind"], e["pid"]): e for e in evs}
+            first = by[("open", sleeper.pid)]
+            assert first["ppid"] == os.getpid()  # filled from the table
+            assert first["proc"]["args"] == ["/bin/sleep", "30"] and first["container"] is None
+            assert first["k8s"] is None
+            opened = by[("open", 999_999_101)]
+            assert opened["proc"]["exe"] == "/bin/cat" and opened["proc"]["name"] == "cat"
+            assert opened["proc"]["cmdline"] == "cat /etc/shadow" and opened["ppid"] == sleeper.pid
+            assert opened["proc"]["pexe"].endswith("sleep") and opened["proc"]["pname"] == "sleep"
+            assert opened["proc"]["ancestors"][1]["pid"] == os.getpid()
+            assert by[("exit", 999_999_101)]["proc"]["name"] == "cat"
+            assert ("newkind", 999_999_101) in by
+
+            st = p.enricher.stats
+            assert st.get("bus_malformed_total", subject=f"eunomia.raw.{node}") == 3
+            assert st.get("enricher_malformed_total", reason="pid is not a non-negative integer") == 1
+            assert st.get("enricher_malformed_total", reason="kind is not a subject token") == 1
+            assert st.get("enricher_events_in_total", kind="open") == 3
+            assert st.get("enricher_events_out_total", kind="other") == 1
+
+            reply = await p.bus.request_json(subjects.ctl_enricher(node), {"op": "nope"})
+            assert "unknown op 'nope'" in reply["error"]
+            msg = await p.bus.nc.request(subjects.ctl_enricher(node), b"[1", timeout=5)
+            assert "bad request" in orjson.loads(msg.data)["error"]
+            snap = await p.bus.request_json(subjects.ctl_enricher(node), {"op": "stats"})
+            assert snap["gauges"]["enricher_proc_table_size"][0][1] > 3
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_reorder_releases_in_ts_order_after_the_hold():
+    from services.enricher.reorder import Reorder
+    r = Reorder(hold_ms=100, max_held=5)
+    now = time.time_ns()
+    r.add([{"ts": now - 50_000_000, "n": 2}, {"ts": now - 200_000_000, "n": 1}])  # arrived out of order
+    r.add([{"ts": now + 10**12, "n": 3}, {"ts": "bad", "n": 4}])  # clock ahead / no ts: held from arrival
+    assert [e["n"] for e in r.ready(now)] == [1]
+    assert [e["n"] for e in r.ready(now + 60_000_000)] == [2]
+    assert r.wait_s(now + 60_000_000) > 0
+    assert sorted(e["n"] for e in r.ready(now + 10**9)) == [3, 4]
+    r.add([{"ts": now, "n": i} for i in range(8)])  # over the bound: the oldest go out early, counted
+    assert len(r.ready(now)) == 3 and r.forced == 3 and len(r.all()) == 5
+
+
+async def test_runtime_events_name_containers_before_any_lookup(podman_socket, bb_image):
+    name = f"enr-watch-{uuid.uuid4().hex[:8]}"
+    async with RuntimeClient((podman_socket,), timeout=5) as rc:
+        watcher = asyncio.create_task(rc.watch())
+        try:
+            await asyncio.sleep(0.5)  # subscribed
+            r = await asyncio.to_thread(subprocess.run, [*containers.PODMAN, "create", "--label", "app=w",
+                                                         "--name", name, bb_image, "true"],
+                                        capture_output=True, text=True, check=True)
+            cid = r.stdout.strip()
+            for _ in range(100):
+                if rc.cached(cid)[1] is not None:
+                    break
+                await asyncio.sleep(0.05)
+            info = rc.cached(cid)[1]
+            assert (info.name, info.image, info.labels) == (name, bb_image, {"app": "w"})
+            assert rc.failures == {}  # nothing was inspected
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            await asyncio.to_thread(containers.remove, name)

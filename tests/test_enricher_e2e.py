@@ -1,0 +1,63 @@
+"""Real probe (BPF) -> real enricher -> NATS, with real podman containers."""
+import asyncio
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from services.enricher.cgroups import cgroup2_root
+from shared import subjects
+from tests import containers
+from tests.pipeline import Pipeline
+
+pytestmark = [pytest.mark.bpf, pytest.mark.podman]
+
+
+async def test_container_and_host_events_are_enriched(nats_server, bb_image, podman_socket):
+    name = f"enr-e2e-{uuid.uuid4().hex[:8]}"
+    labels = {"io.kubernetes.pod.name": "web-7", "io.kubernetes.pod.namespace": "shop",
+              "io.kubernetes.container.name": "nginx", "app": "web"}
+    async with Pipeline(nats_server.url) as p:
+        try:
+            # the container waits for a file we create, so the control op below sees it running
+            await asyncio.to_thread(containers.run, [
+                "sh", "-c", "cat /etc/hostname; echo x > /tmp/f; while [ ! -e /tmp/go ]; do sleep 0.1; done"],
+                name=name, labels=labels, detach=True)
+            cid = await asyncio.to_thread(containers.inspect_id, name)
+            mine = lambda e: (e["container"] or {}).get("id") == cid  # noqa: E731
+            ex = await p.wait_for(lambda e: mine(e) and e["kind"] == "exec" and e["argv"] == ["cat", "/etc/hostname"])
+            assert ex["container"] == {"id": cid, "name": name, "image": bb_image, "runtime": "podman",
+                                       "labels": labels}
+            assert ex["k8s"] == {"pod": "web-7", "namespace": "shop", "container": "nginx", "labels": {"app": "web"}}
+            proc = ex["proc"]
+            assert proc["name"] == "cat" and proc["args"] == ["cat", "/etc/hostname"] and proc["exe"]
+            assert proc["cmdline"] == "cat /etc/hostname" and proc["pname"] == "sh"
+            assert proc["pcmdline"].startswith("sh -c cat /etc/hostname")
+            assert ex["ppid"] and proc["ancestors"][0]["pid"] == ex["ppid"]
+            opened = await p.wait_for(lambda e: mine(e) and e["kind"] == "open" and e["path"] == "/etc/hostname"
+                                      and e["pid"] == ex["pid"])
+            assert opened["proc"]["name"] == "cat" and opened["container"]["name"] == name
+            await p.wait_for(lambda e: mine(e) and e["kind"] == "open" and e["path"] == "/tmp/f")
+
+            # control: the running container with the inode of its cgroup-v2 directory
+            reply = await p.bus.request_json(subjects.ctl_enricher(p.node), {"op": "containers"})
+            row = next(c for c in reply["containers"] if c["id"] == cid)
+            inode = os.stat(cgroup2_root() / f"libpod_parent/libpod-{cid}").st_ino
+            assert (row["name"], row["cgroup_id"], row["running"]) == (name, inode, True)
+            assert row["k8s"]["pod"] == "web-7" and ex["cgroup_id"] == inode
+            await asyncio.to_thread(subprocess.run, [*containers.PODMAN, "exec", name, "touch", "/tmp/go"],
+                                    capture_output=True, timeout=60)
+        finally:
+            await asyncio.to_thread(containers.remove, name)
+
+        # a host process: container and k8s null, parent is this test process
+        tag = f"/tmp/enr-host-{uuid.uuid4().hex}"
+        await asyncio.to_thread(subprocess.run, ["/bin/cat", tag], capture_output=True)
+        host = await p.wait_for(lambda e: e["kind"] == "exec" and e["argv"] == ["/bin/cat", tag])
+        assert host["container"] is None and host["k8s"] is None
+        assert host["proc"]["exe"] == "/bin/cat" and host["proc"]["name"] == "cat"
+        assert host["ppid"] == os.getpid() and host["proc"]["pexe"] == os.readlink("/proc/self/exe")
+        opened = await p.wait_for(lambda e: e["kind"] == "open" and e["path"] == tag)
+        assert opened["container"] is None and opened["proc"]["cmdline"] == f"/bin/cat {tag}"
+        assert p.enricher.stats.total("enricher_malformed_total") == 0
