@@ -46,3 +46,13 @@ def podman_socket(bb_image):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real throwaway PostgreSQL 15 server (tests/pg.py); `await postgres.new_database()` gives a URL."""
+    from tests.pg import PgServer
+
+    srv = PgServer().start()
+    yield srv
+    srv.stop()

@@ -69,7 +69,9 @@ class EnricherService:
             self.bus = await self._stack.enter_async_context(
                 connect(self.common.servers, self.stats, name=f"eunomia-enricher-{self.common.node}"))
             self.batcher = await self._stack.enter_async_context(
-                Batcher(self.bus, self.cfg.max_batch_events, max_pending=self.cfg.max_pending_events))
+                # durable: each batch is acked by the EVENTS stream (retried across NATS failover)
+                Batcher(self.bus, self.cfg.max_batch_events, max_pending=self.cfg.max_pending_events,
+                        durable=True))
             await self.bus.subscribe_raw(subjects.ctl_enricher(self.common.node), self._on_ctl)
             await self.bus.subscribe_batches(subjects.raw_all(self.common.node), self._on_raw,
                                              queue=self.cfg.queue_group)
