@@ -1,0 +1,51 @@
+"""Store settings: a small validated dataclass."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.config import ConfigError
+
+DAY_S = 24 * 3600
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    url: str = ""                      # "" = sqlite:///<data_dir>/eunomia.db; or postgresql://...
+    fetch_batch: int = 64              # stream messages (each a batch of events) per fetch/transaction
+    fetch_timeout_s: float = 1.0
+    ack_wait_s: float = 30.0           # unacked messages are redelivered after this
+    max_ack_pending: int = 1024
+    retention_max_age_s: float = 7 * DAY_S
+    max_rows: int = 5_000_000          # per table (events, alerts)
+    max_bytes: int = 4 * 1024**3       # database size
+    retention_interval_s: float = 60.0
+    events_durable: str = "store-events"
+    alerts_durable: str = "store-alerts"
+    query_queue: str = "store"
+    lag_interval_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.url and not self.url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ConfigError(f"store url: {self.url!r} is neither sqlite:///path nor postgresql://...")
+        checks = {
+            "fetch_batch": 1 <= self.fetch_batch <= 10_000,
+            "fetch_timeout_s": 0.01 <= self.fetch_timeout_s <= 60,
+            "ack_wait_s": 0.5 <= self.ack_wait_s <= 3600,
+            "max_ack_pending": self.max_ack_pending >= self.fetch_batch,
+            "retention_max_age_s": self.retention_max_age_s > 0,
+            "max_rows": self.max_rows >= 1,
+            "max_bytes": self.max_bytes >= 1024 * 1024,
+            "retention_interval_s": 0.05 <= self.retention_interval_s <= 86400,
+            "lag_interval_s": 0.05 <= self.lag_interval_s <= 3600,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"store {name}: {getattr(self, name)!r} is out of range")
+        for name in ("events_durable", "alerts_durable", "query_queue"):
+            v = getattr(self, name)
+            if not v or not all(c.isalnum() or c in "-_" for c in v):
+                raise ConfigError(f"store {name}: {v!r} must be letters, digits, '-' or '_'")
+
+    def resolved_url(self, data_dir: Path) -> str:
+        return self.url or f"sqlite:///{Path(data_dir) / 'eunomia.db'}"

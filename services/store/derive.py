@@ -1,0 +1,267 @@
+"""Rows derived from enriched events: table rows, containers, connections, processes.
+
+Pure functions over a list of *newly inserted* events (duplicates were
+already filtered by the id primary key), so aggregates count each event once.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .query import prio_level
+
+RANK_ANCESTOR, RANK_SEEN, RANK_FORK, RANK_EXEC = 0, 1, 2, 3
+_PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
+_INET = {2, 10, "inet", "inet6", "AF_INET", "AF_INET6"}
+
+
+def dumps(v: Any) -> str:
+    return orjson.dumps(v).decode()
+
+
+INT64_MAX = 2**63 - 1
+
+
+def _s(v: Any, n: int = 512) -> str | None:
+    return None if v is None else str(v)[:n].replace("\x00", "")
+
+
+def _i(v: Any) -> int | None:
+    """An int that fits BIGINT, else None."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and -INT64_MAX <= v <= INT64_MAX else None
+
+
+def unstorable(item: dict) -> str | None:
+    """Why a schema-valid item still cannot be stored, or None."""
+    if not 0 <= item["ts"] <= INT64_MAX:
+        return f"ts {item['ts']} out of range"
+    if len(item["id"]) > 256 or "\x00" in item["id"]:
+        return "id longer than 256 characters or with NUL"
+    return None
+
+
+def unique_by_id(items: list[dict]) -> list[dict]:
+    """First occurrence of each id, sorted by id (a stable lock order across replicas)."""
+    seen: dict[str, dict] = {}
+    for it in items:
+        seen.setdefault(it["id"], it)
+    return [seen[k] for k in sorted(seen)]
+
+
+def _container(ev: dict) -> dict:
+    c = ev.get("container")
+    return c if isinstance(c, dict) and isinstance(c.get("id"), str) else {}
+
+
+def _k8s(ev: dict) -> dict:
+    k = ev.get("k8s")
+    return k if isinstance(k, dict) else {}
+
+
+def event_row(ev: dict) -> tuple:
+    c, k = _container(ev), _k8s(ev)
+    return (ev["id"], ev["ts"], _s(ev.get("node"), 128), _s(ev["kind"], 64), _i(ev.get("pid")), _s(ev.get("comm"), 64),
+            _s(c.get("id"), 64), _s(c.get("name"), 256), _s(c.get("image"), 512),
+            _s(k.get("namespace"), 256), _s(k.get("pod"), 256), _i(ev.get("cgroup_id")), dumps(ev))
+
+
+EVENT_COLS = ("id", "ts", "node", "kind", "pid", "comm", "container_id", "container_name", "image",
+              "k8s_ns", "k8s_pod", "cgroup_id", "body")
+
+
+def alert_row(al: dict) -> tuple:
+    c = _container(al) or _container(al.get("event") or {})
+    return (al["id"], al["ts"], _s(al.get("rule"), 256) or "", _s(al.get("priority"), 32) or "",
+            prio_level(al.get("priority")), _s(c.get("id"), 64), _s(c.get("name"), 256), _s(al.get("node"), 128),
+            _s(al.get("output"), 4096), dumps(al))
+
+
+ALERT_COLS = ("id", "ts", "rule", "priority", "prio_level", "container_id", "container_name", "node", "output", "body")
+
+
+def endpoint_key(ev: dict) -> str:
+    """Graph node of the process that made the event: its container, else its host."""
+    c = _container(ev)
+    return f"c:{c['id']}" if c else f"host:{ev.get('node')}"
+
+
+def _routable(addr: Any) -> str | None:
+    """Normalized IP text when it names a peer worth a graph node (not loopback/unspecified)."""
+    if not isinstance(addr, str) or not addr:
+        return None
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return None
+    if ip.is_loopback or ip.is_unspecified:
+        return None
+    return str(ip)
+
+
+def _port(v: Any) -> int:
+    return v if isinstance(v, int) and 0 <= v <= 65535 else 0
+
+
+@dataclass
+class Derived:
+    containers: dict[str, dict] = field(default_factory=dict)
+    connections: dict[tuple, list] = field(default_factory=dict)   # (src, dst, port, proto, origin) -> [count, last]
+    container_ips: dict[str, tuple[str, int]] = field(default_factory=dict)  # ip -> (container id, ts)
+    processes: dict[tuple, tuple] = field(default_factory=dict)     # (node, pid) -> row
+    exits: dict[tuple, int] = field(default_factory=dict)           # (node, pid) -> ts
+
+    def container_rows(self) -> list[tuple]:
+        return [(cid, c["name"], c["image"], c["runtime"], c["node"], c["cgroup_id"], c["labels"],
+                 c["first_seen"], c["last_seen"], c["events"]) for cid, c in sorted(self.containers.items())]
+
+    def connection_rows(self) -> list[tuple]:
+        return [(*k, v[0], v[1]) for k, v in sorted(self.connections.items())]
+
+    def ip_rows(self) -> list[tuple]:
+        return [(ip, cid, ts) for ip, (cid, ts) in sorted(self.container_ips.items())]
+
+    def process_rows(self) -> list[tuple]:
+        return [self.processes[k] for k in sorted(self.processes)]
+
+    def exit_rows(self) -> list[tuple]:
+        return [(ts, node, pid) for (node, pid), ts in sorted(self.exits.items())]
+
+
+CONTAINER_COLS = ("id", "name", "image", "runtime", "node", "cgroup_id", "labels", "first_seen", "last_seen", "events")
+CONNECTION_COLS = ("src", "dst", "port", "proto", "origin", "count", "last_seen")
+IP_COLS = ("ip", "container_id", "last_seen")
+PROCESS_COLS = ("node", "pid", "ppid", "container_id", "exe", "args", "comm", "ts", "rank")
+
+
+def _add_process(d: Derived, node: str, pid: Any, row: tuple) -> None:
+    if not isinstance(pid, int) or not 0 < pid <= INT64_MAX:
+        return
+    key = (node, pid)
+    old = d.processes.get(key)
+    if old is None or (row[8], row[7]) >= (old[8], old[7]):
+        d.processes[key] = row
+
+
+def _processes(d: Derived, ev: dict, cid: str | None) -> None:
+    node, kind, ts = str(ev.get("node")), ev["kind"], ev["ts"]
+    proc = ev.get("proc") if isinstance(ev.get("proc"), dict) else {}
+    pid = ev.get("pid")
+    ppid = _i(ev.get("ppid")) or _i(proc.get("ppid"))
+    exe = _s(proc.get("exe") or ev.get("filename"))
+    args = proc.get("args") or ev.get("argv") or []
+    comm = _s(ev.get("comm"), 64)
+    rank = RANK_EXEC if kind == "exec" else RANK_SEEN
+    if kind != "exec" or ev.get("ret", 0) in (0, None):
+        _add_process(d, node, pid, (node, pid, ppid, cid, exe, dumps(args), comm, ts, rank))
+    if kind == "fork":
+        _add_process(d, node, _i(ev.get("child_pid")), (node, ev.get("child_pid"), pid, cid, exe, dumps(args),
+                                                         comm, ts, RANK_FORK))
+    if kind == "exit" and isinstance(pid, int):
+        d.exits[(node, pid)] = max(ts, d.exits.get((node, pid), 0))
+    anc = proc.get("ancestors") if isinstance(proc.get("ancestors"), list) else []
+    for i, a in enumerate(anc):
+        if not isinstance(a, dict):
+            break
+        parent = anc[i + 1].get("pid") if i + 1 < len(anc) and isinstance(anc[i + 1], dict) else None
+        # an ancestor may live outside the container (conmon, runc): its container stays unknown
+        _add_process(d, node, _i(a.get("pid")), (node, a.get("pid"), _i(parent), None, _s(a.get("exe")),
+                                                 dumps(a.get("args") or []), _s(a.get("comm"), 64), ts, RANK_ANCESTOR))
+
+
+def _network(d: Derived, ev: dict, cid: str | None) -> None:
+    kind = ev["kind"]
+    if kind not in ("connect", "accept", "listen") or ev.get("family") not in _INET:
+        return
+    ts, me = ev["ts"], endpoint_key(ev)
+    local = _routable(ev.get("saddr"))
+    if cid and local:
+        d.container_ips[local] = (cid, ts)
+    if kind == "listen":
+        return
+    peer = _routable(ev.get("daddr"))
+    if not peer:
+        return
+    proto = _PROTO_NAMES.get(ev.get("proto"), str(ev.get("proto") or "tcp").lower()[:16])
+    if kind == "connect":
+        key = (me, f"ip:{peer}", _port(ev.get("dport")), proto, "connect")
+    else:
+        key = (f"ip:{peer}", me, _port(ev.get("sport")), proto, "accept")
+    cur = d.connections.setdefault(key, [0, 0])
+    cur[0] += 1
+    cur[1] = max(cur[1], ts)
+
+
+def derive(events: list[dict]) -> Derived:
+    d = Derived()
+    for ev in events:
+        c = _container(ev)
+        cid = c.get("id")
+        if cid:
+            agg = d.containers.get(cid)
+            if agg is None:
+                agg = d.containers[cid] = {
+                    "name": _s(c.get("name"), 256), "image": _s(c.get("image")), "runtime": _s(c.get("runtime"), 32),
+                    "node": _s(ev.get("node"), 128), "cgroup_id": _i(ev.get("cgroup_id")),
+                    "labels": dumps(c.get("labels") or {}), "first_seen": ev["ts"], "last_seen": ev["ts"], "events": 0}
+            agg["first_seen"] = min(agg["first_seen"], ev["ts"])
+            agg["last_seen"] = max(agg["last_seen"], ev["ts"])
+            agg["events"] += 1
+        _processes(d, ev, cid)
+        _network(d, ev, cid)
+    return d
+
+
+def build_tree(rows: list[dict], root_pid: int | None = None) -> list[dict]:
+    """Process rows -> forest. With root_pid, only that process's subtree."""
+    by_pid = {r["pid"]: {**r, "children": []} for r in rows}
+    roots, up = [], {}          # up: pid -> parent pid, for links made so far
+    for p in sorted(by_pid.values(), key=lambda r: r["pid"]):
+        parent = by_pid.get(p["ppid"]) if p["ppid"] != p["pid"] else None
+        q = parent["pid"] if parent else None
+        while q is not None and q != p["pid"]:     # pid reuse can make loops: never close one
+            q = up.get(q)
+        if parent and q is None:
+            parent["children"].append(p)
+            up[p["pid"]] = parent["pid"]
+        else:
+            roots.append(p)
+    if root_pid is not None:
+        return [by_pid[root_pid]] if root_pid in by_pid else []
+    return roots
+
+
+def build_graph(edges: list[tuple], ip_owner: dict[str, str], names: dict[str, str]) -> dict:
+    """Rows (src, dst, port, proto, origin, count, last_seen) -> {"nodes", "edges"}.
+
+    Endpoints "ip:<addr>" that belong to a known container become that container;
+    a connection seen from both ends (connect + accept) is counted once (max)."""
+    def resolve(key: str) -> str:
+        if key.startswith("ip:") and key[3:] in ip_owner:
+            return f"c:{ip_owner[key[3:]]}"
+        return key
+
+    per_origin: dict[tuple, dict[str, list]] = {}
+    for src, dst, port, proto, origin, count, last in edges:
+        k = (resolve(src), resolve(dst), port, proto)
+        slot = per_origin.setdefault(k, {}).setdefault(origin, [0, 0])
+        slot[0] += count
+        slot[1] = max(slot[1], last)
+    out_edges, node_ids = [], set()
+    for (s, t, port, proto), origins in sorted(per_origin.items()):
+        out_edges.append({"source": s, "target": t, "port": port, "proto": proto,
+                          "count": max(v[0] for v in origins.values()),
+                          "last_seen": max(v[1] for v in origins.values())})
+        node_ids.update((s, t))
+
+    def node(key: str) -> dict:
+        kind, _, rest = key.partition(":")
+        if kind == "c":
+            return {"id": key, "label": names.get(rest) or rest[:12], "kind": "container"}
+        if kind == "host":
+            return {"id": key, "label": rest, "kind": "host"}
+        return {"id": key, "label": rest, "kind": "external"}
+
+    return {"nodes": [node(k) for k in sorted(node_ids)], "edges": out_edges}
