@@ -388,7 +388,7 @@ async def test_missing_tracepoint_is_named_and_the_rest_loads(probe, tmp_path):
             loader.TRACEFS_CANDIDATES = orig
 
 
-def test_config_is_validated():
+async def test_config_is_validated():
     with pytest.raises(ConfigError, match="probe.kinds"):
         ProbeConfig(kinds=("exec", "teleport"))
     with pytest.raises(ConfigError, match="probe.ringbuf_pages"):
