@@ -1,0 +1,234 @@
+"""The alerter: enriched events in, rules evaluated, alerts out to sinks.
+
+Subscribes `eunomia.event.>` in a queue group (replicas share the load),
+remembers sequence facts (state.py), evaluates the ruleset, throttles
+repeats (throttle.py) and hands alerts to its sinks (NATS always; stdout,
+file, webhooks by config), each behind its own bounded queue.
+
+Reload: request `eunomia.ctl.alerter` {"op": "reload"} or change a rule
+file (mtime poll). A broken file keeps the old rules; the RuleError
+(file:line:col: reason) goes to the log, the reply and the stats.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import orjson
+
+from shared import bus as busmod, log, subjects
+from shared.config import CommonConfig, ConfigError
+from shared.schema import new_event_id
+from shared.stats import Stats, StatsPublisher
+
+from .config import AlerterConfig
+from .engine import RuleError, Ruleset, load_rules, priority_rank
+from .sinks import FileSink, NatsSink, Sink, StdoutSink, WebhookSink
+from .state import ExecState
+from .throttle import Summary, Throttle
+
+_log = log.get("alerter")
+
+
+def _signature(files: list[Path]) -> tuple:
+    sig = []
+    for f in files:
+        try:
+            st = f.stat()
+            sig.append((str(f), st.st_mtime_ns, st.st_size))
+        except OSError:
+            sig.append((str(f), None, None))
+    return tuple(sig)
+
+
+class AlerterService:
+    name = "alerter"
+
+    def __init__(self, cfg: AlerterConfig, common: CommonConfig) -> None:
+        self.cfg, self.common = cfg, common
+        self.stats = Stats("alerter")
+        self.ruleset: Ruleset | None = None
+        self.throttle = Throttle(cfg.throttle_window_s, cfg.throttle_max_repeats, cfg.throttle_max_keys)
+        self.state = ExecState(cfg.state_table_size)
+        self.sinks: list[Sink] = []
+        self.bus: busmod.Bus | None = None
+        self.last_reload_error: str | None = None
+        self._min_rank = priority_rank(cfg.min_priority)
+        self._sig: tuple = ()
+        self._failed_sig: tuple | None = None
+        self._eval_errors_seen = 0
+        self._stack = AsyncExitStack()
+        self._reload_lock = asyncio.Lock()
+
+    # --- lifecycle ---------------------------------------------------------
+
+    async def __aenter__(self) -> "AlerterService":
+        files = self.cfg.files()
+        self._sig = _signature(files)
+        try:
+            self._install(await asyncio.to_thread(load_rules, files))
+        except RuleError as e:
+            raise ConfigError(f"rules: {e}") from None
+        try:
+            st = self._stack
+            self.bus = await st.enter_async_context(busmod.connect(self.common.servers, self.stats, "alerter"))
+            await st.enter_async_context(StatsPublisher(self.bus, self.stats, self.common.node,
+                                                        self.common.stats_interval))
+            q = self.cfg.sink_queue
+            sinks: list[Sink] = [NatsSink(self.bus, self.stats, q)]
+            if self.cfg.stdout:
+                sinks.append(StdoutSink(self.stats, q))
+            if self.cfg.file:
+                sinks.append(FileSink(self.cfg.file, self.stats, q))
+            for url in self.cfg.webhooks:
+                sinks.append(WebhookSink(url, self.stats, q, self.cfg.webhook_retries,
+                                         self.cfg.webhook_backoff_s, self.cfg.webhook_timeout_s))
+            for s in sinks:
+                self.sinks.append(await st.enter_async_context(s))
+            await self.bus.subscribe_raw(subjects.CTL_ALERTER, self._on_ctl)
+            for subject, queue in self.cfg.subscriptions():  # queue group, or owned partitions
+                await self.bus.subscribe_batches(subject, self._on_events, queue=queue)
+            await self.bus.nc.flush()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        _log.info("alerter: %d rules from %d files, queue group %r", len(self.ruleset.rules), len(files),
+                  self.cfg.queue_group)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.bus:  # summarize what was suppressed; the stack then drains the sinks
+            self._emit_summaries(self.throttle.summaries(float("inf")))
+        await self._stack.aclose()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tasks = [asyncio.create_task(self._summary_loop(), name="alerter-summaries")]
+        if self.cfg.reload_check_s > 0:
+            tasks.append(asyncio.create_task(self._watch_loop(), name="alerter-rules-watch"))
+        try:
+            await stop.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- rules -------------------------------------------------------------
+
+    def _install(self, rs: Ruleset) -> None:
+        self.ruleset = rs
+        self._eval_errors_seen = rs.eval_errors
+        self.stats.set("rules_loaded", sum(r.enabled for r in rs.rules))
+        for w in rs.warnings:
+            _log.warning("rules: %s", w)
+
+    async def reload(self) -> dict:
+        """Load the rule files again; on error keep the old rules."""
+        async with self._reload_lock:
+            files = self.cfg.files()
+            sig = _signature(files)
+            try:
+                rs = await asyncio.to_thread(load_rules, files)
+            except RuleError as e:
+                self._sig = self._failed_sig = sig
+                self.last_reload_error = str(e)
+                where = f"{e.file}:{e.line}:{e.column}"
+                self.stats.inc("rule_reload_errors_total", where=where)
+                self.stats.set("rule_reload_failed", 1)
+                _log.error("rules reload failed, keeping %d old rules: %s", len(self.ruleset.rules), e)
+                return {"ok": False, "error": str(e), "errors": [str(x) for x in e.errors],
+                        "rules": len(self.ruleset.rules), "node": self.common.node}
+            self._install(rs)
+            self._sig, self._failed_sig, self.last_reload_error = sig, None, None
+            self.stats.inc("rule_reloads_total")
+            self.stats.set("rule_reload_failed", 0)
+            _log.info("rules reloaded: %d rules from %d files", len(rs.rules), len(files))
+            return {"ok": True, "rules": len(rs.rules), "files": [str(f) for f in files], "node": self.common.node}
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.reload_check_s)
+            try:
+                sig = await asyncio.to_thread(lambda: _signature(self.cfg.files()))
+            except OSError as e:
+                _log.warning("rules watch: %s", e)
+                continue
+            if sig != self._sig and sig != self._failed_sig:
+                _log.info("rule files changed; reloading")
+                await self.reload()
+
+    async def _on_ctl(self, msg) -> None:
+        try:
+            req = orjson.loads(msg.data) if msg.data else {}
+            op = req.get("op") if isinstance(req, dict) else None
+        except orjson.JSONDecodeError as e:
+            op, req = None, {"error": f"not JSON: {e}"}
+        if op == "reload":
+            reply = await self.reload()
+        elif op == "status":
+            rs = self.ruleset
+            reply = {"ok": True, "node": self.common.node, "rules": rs.summary(),
+                     "files": [str(f) for f in self.cfg.files()], "last_reload_error": self.last_reload_error,
+                     "throttle_keys": len(self.throttle)}
+        else:
+            self.stats.inc("ctl_bad_requests_total")
+            reply = {"ok": False, "error": f"unknown op {op!r}: use 'reload' or 'status'"}
+        if msg.reply:
+            await msg.respond(orjson.dumps(reply))
+
+    # --- the hot path ------------------------------------------------------
+
+    async def _on_events(self, subject: str, events: list[dict]) -> None:
+        rs, now = self.ruleset, time.monotonic()
+        state = self.state
+        for ev in events:
+            ev = state.annotate(ev)
+            hits = [(ev, m) for m in rs.evaluate(ev)]
+            if ev.get("kind") == "exec":
+                state.remember_exec(ev, {m.rule for _, m in hits})
+            else:
+                for late_ev, seen in state.late(ev):  # an exec whose cause arrived after it
+                    hits += [(late_ev, m) for m in rs.evaluate(late_ev) if m.rule not in seen]
+            for ev, m in hits:
+                if priority_rank(m.priority) > self._min_rank:
+                    continue
+                alert = self._alert(ev, m)
+                self.stats.inc("alerts_total", rule=m.rule, priority=m.priority)
+                ctr = ev.get("container") or {}
+                if self.throttle.admit((m.rule, ctr.get("id") or "host", m.output), alert, now):
+                    self._offer(alert)
+                else:
+                    self.stats.inc("alerts_suppressed_total", rule=m.rule)
+        self.stats.inc("events_evaluated_total", len(events))
+        if rs.eval_errors != self._eval_errors_seen:
+            self.stats.inc("rule_errors_total", rs.eval_errors - self._eval_errors_seen)
+            _log.warning("rule evaluation errors: %s", rs.last_eval_error)
+            self._eval_errors_seen = rs.eval_errors
+
+    def _alert(self, ev: dict, m) -> dict:
+        return {"id": new_event_id(self.common.node), "ts": time.time_ns(), "node": ev.get("node"),
+                "kind": "alert", "pid": ev.get("pid"), "rule": m.rule, "priority": m.priority,
+                "output": m.output, "tags": list(m.tags), "fields": m.fields, "event": ev,
+                "container": ev.get("container"), "k8s": ev.get("k8s")}
+
+    def _offer(self, alert: dict) -> None:
+        for s in self.sinks:
+            s.offer(alert)
+
+    # --- throttle summaries ------------------------------------------------
+
+    async def _summary_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.summary_interval_s)
+            self._emit_summaries(self.throttle.summaries(time.monotonic()))
+
+    def _emit_summaries(self, summaries: list[Summary]) -> None:
+        for s in summaries:
+            last = s.last
+            alert = {**last, "id": new_event_id(self.common.node), "ts": time.time_ns(),
+                     "output": f"{s.count} repeated alert(s) suppressed: {s.output}",
+                     "tags": [*last.get("tags", []), "throttled"], "suppressed": s.count}
+            _log.info("throttle: rule %r container %s: %d repeats suppressed", s.rule, s.container, s.count)
+            self.stats.inc("alert_summaries_total", rule=s.rule)
+            self._offer(alert)

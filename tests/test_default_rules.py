@@ -1,0 +1,184 @@
+"""The default ruleset against real behaviour: probe (real BPF) -> enricher ->
+alerter in one module-scoped pipeline; every behaviour is performed for real
+in a podman container (busybox, plus a static C helper for what busybox
+cannot do, tests/data/alerter_actions.c) and the alert must name that
+container.
+
+Syscalls that podman's default seccomp profile refuses never reach the
+syscall tracepoints (seccomp runs first), so those behaviours run with
+`--security-opt seccomp=unconfined` (still unprivileged: they fail with
+EPERM, and the attempt is what the rules flag). The release_agent rule is
+exercised by opening for write a created file named release_agent.
+"""
+import asyncio
+import shutil
+import subprocess
+import uuid
+
+import pytest
+import pytest_asyncio
+
+from services.alerter.config import AlerterConfig
+from services.alerter.service import AlerterService
+from services.enricher.config import EnricherConfig
+from shared.natsserver import NatsServer, NatsServerConfig, free_port
+from tests import containers
+from tests.conftest import ROOT, is_root
+from tests.pipeline import Pipeline, new_node
+
+pytestmark = [pytest.mark.bpf, pytest.mark.podman, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+UNCONFINED = ["--security-opt", "seccomp=unconfined"]
+NO_NET = ["--network", "none"]
+
+
+@pytest.fixture(scope="module")
+def actions(tmp_path_factory):
+    """tests/data/alerter_actions.c built static, in a folder to mount at /x."""
+    if not shutil.which("gcc"):
+        pytest.fail("gcc is needed to build the test helper: run `make bootstrap`")
+    d = tmp_path_factory.mktemp("actions")
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(d / "actions"), str(ROOT / "tests/data/alerter_actions.c")],
+                   check=True, capture_output=True)
+    return ["-v", f"{d}:/x:ro"]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def pipe(tmp_path_factory, podman_socket, bb_image):
+    if not is_root():
+        pytest.fail("the probe needs root")
+    tmp = tmp_path_factory.mktemp("rules-e2e")
+    node = new_node()
+    async with NatsServer(NatsServerConfig(port=free_port(), store_dir=tmp / "js")) as srv:
+        alerter = AlerterService(AlerterConfig(subject=f"eunomia.event.{node}.>", throttle_window_s=0,
+                                               queue_group=f"q{uuid.uuid4().hex[:8]}"),
+                                 Pipeline.common_for(srv.url, node))
+        async with Pipeline(srv.url, node, enricher_cfg=EnricherConfig(runtime_sockets=(podman_socket,)),
+                            extra=[alerter]) as p:
+            await p.collect("eunomia.alert.>", n=0)  # subscribe now, before anything happens
+            p.alerter = alerter
+            yield p
+
+
+async def in_container(script: str, flags: list[str] = (), check: bool = False) -> str:
+    """Run `sh -c script` in a new busybox container; return its full id.
+
+    The container lingers a second after the script: the enricher maps a
+    cgroup to its container by looking the cgroup up, which fails once a
+    very short-lived container is gone (its events then carry no container)."""
+    name = f"eunomia-rules-{uuid.uuid4().hex[:10]}"
+    cid_file = f"/tmp/{name}.cid"
+    try:
+        r = await asyncio.to_thread(containers.run, ["sh", "-c", f"{script}\nsleep 1"], name=name, check=False,
+                                    flags=[*flags, "--cidfile", cid_file], timeout=60)
+        if check and r.returncode:
+            pytest.fail(f"container failed ({r.returncode}): {r.stderr}")
+        with open(cid_file) as f:
+            return f.read().strip()
+    finally:
+        await asyncio.to_thread(containers.remove, name)
+        subprocess.run(["rm", "-f", cid_file])
+
+
+async def alert_for(p, rule: str, cid: str, timeout: float = 20.0) -> dict:
+    def match(a):
+        return a.get("rule") == rule and (a.get("container") or {}).get("id") == cid
+    try:
+        return (await p.collect("eunomia.alert.>", match, n=1, timeout=timeout))[0]
+    except (TimeoutError, asyncio.TimeoutError):
+        seen = sorted({a.get("rule") for a in p._by_subject["eunomia.alert.>"].matching(
+            lambda a: (a.get("container") or {}).get("id") == cid)})
+        evs = [(e["kind"], e.get("comm"), {k: e.get(k) for k in ("filename", "path", "flags", "mode", "ret", "syscall",
+                                                             "target", "request", "cmd", "family") if k in e})
+               for e in p.events.matching(lambda e: (e.get("container") or {}).get("id") == cid
+                                          and not str(e.get("comm")).startswith(("runc", "exe", "conmon")))]
+        pytest.fail(f"no {rule!r} alert for container {cid[:12]}; its alerts: {seen}; its events: {evs}")
+
+
+BEHAVIOURS = [
+    # (rule, script, needs: "unconfined" | "privileged" | "actions" | "nonet" | "shm")
+    ("Shell spawned in a container", 'sh -c "echo inner"; echo done', ()),
+    ("Read sensitive file", "cat /etc/shadow >/dev/null", ()),
+    ("Write below etc", "echo x > /etc/eunomia-test", ()),
+    ("Write below binary dir", "echo x > /usr/bin/eunomia-test; echo x > /sbin/eunomia-test", ()),
+    ("Netcat remote code execution",
+     "nc -l -p 4444 >/dev/null </dev/null & L=$!; sleep 0.5; nc -w 2 127.0.0.1 4444 -e /bin/true; kill $L; true", ("nonet",)),
+    ("Redirect STDOUT/STDIN to network connection in container",
+     "nc -l -p 4444 >/dev/null </dev/null & L=$!; sleep 0.5; nc -w 2 127.0.0.1 4444 -e /bin/true; kill $L; true", ("nonet",)),
+    ("Search for private keys", "find /etc -name id_rsa; grep -r 'BEGIN PRIVATE' /etc; true", ()),
+    ("Clear log activities", ": > /var/log/app.log", ()),
+    ("Disk wipe or filesystem creation", "echo secret > /tmp/f; shred -u /tmp/f; mke2fs /tmp/none 2>/dev/null; true",
+     ()),
+    ("Create symlink over sensitive files", "ln -s /etc/shadow /tmp/s", ()),
+    ("Create hardlink over sensitive files", "ln /etc/passwd /tmp/p 2>/dev/null; true", ()),
+    ("Packet socket created in container", "/x/actions packet; true", ("actions",)),
+    ("Linux kernel module injection", "echo garbage > /tmp/evil.ko; insmod /tmp/evil.ko; true", ("unconfined",)),
+    ("Write to cgroup release_agent", "echo /tmp/payload > /tmp/release_agent", ()),
+    ("PTRACE attached to process", "/x/actions ptrace-attach", ("actions",)),
+    ("PTRACE anti-debug attempt", "/x/actions traceme", ("actions",)),
+    ("Execution from /dev/shm", "cp /bin/busybox /dev/shm/true && /dev/shm/true", ("shm",)),
+    ("Drop and execute new binary in container", "cp /bin/busybox /tmp/true && /tmp/true", ()),
+    ("Fileless execution via memfd_create", "/x/actions memfd-exec", ("actions",)),
+    ("Set setuid or setgid bit", "cp /bin/busybox /tmp/sb && chmod u+s /tmp/sb", ()),
+    ("Change namespace in container", "unshare -m true; true", ("unconfined",)),
+    ("Change namespace in container", "nsenter -t 1 -m true; true", ("unconfined",)),
+    ("BPF program loaded", "/x/actions bpf; true", ("actions", "unconfined")),
+    ("Mount in container", "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t", ("privileged",)),
+    ("Contact cloud metadata service", "nc -w 1 169.254.169.254 80 </dev/null; true", ("nonet",)),
+    ("Package management process in container", "ln -s /bin/busybox /tmp/apk; /tmp/apk add curl; true", ()),
+]
+
+
+def _flags(needs, actions):
+    flags = []
+    if "unconfined" in needs:
+        flags += UNCONFINED
+    if "privileged" in needs:
+        flags += ["--privileged"]
+    if "nonet" in needs:
+        flags += NO_NET
+    if "shm" in needs:
+        flags += ["--tmpfs", "/dev/shm:rw,exec,size=16m"]
+    if "actions" in needs:
+        flags += actions
+    return flags
+
+
+@pytest.mark.parametrize("rule,script,needs", BEHAVIOURS, ids=[f"{i}-{b[0]}" for i, b in enumerate(BEHAVIOURS)])
+async def test_behaviour_raises_its_alert(pipe, actions, rule, script, needs):
+    cid = await in_container(script, _flags(needs, actions))
+    a = await alert_for(pipe, rule, cid)
+    assert a["kind"] == "alert"
+    assert a["event"]["container"]["id"] == cid and cid[:12] in a["output"]
+    assert a["priority"] and a["tags"]
+
+
+async def test_ordinary_activity_raises_nothing(pipe):
+    # In a container: ordinary commands, then a sentinel that does alert. Events of
+    # one container arrive in order, so once the sentinel's alert is here every
+    # earlier event of the container has been evaluated.
+    cid = await in_container("ls / >/dev/null; cat /etc/hostname; echo hi; sleep 0.2; touch /tmp/x; "
+                             "cat /etc/passwd >/dev/null; cat /etc/shadow >/dev/null", check=True)
+    sentinel = await alert_for(pipe, "Read sensitive file", cid)
+    mine = pipe._by_subject["eunomia.alert.>"].matching(lambda a: (a.get("container") or {}).get("id") == cid)
+    assert [a["rule"] for a in mine] == ["Read sensitive file"], [a["output"] for a in mine]
+    assert sentinel["event"]["comm"] == "cat"
+    # On the host: the same, by a shell we start; its children's alerts are filtered by parent pid.
+    proc = await asyncio.create_subprocess_exec(
+        "sh", "-c", "ls / >/dev/null; cat /etc/hostname >/dev/null; echo hi >/dev/null; sleep 0.2; "
+                    "cat /etc/shadow >/dev/null")
+    await proc.wait()
+
+    def host_alert(a):
+        e = a.get("event") or {}
+        return a.get("container") is None and proc.pid in (e.get("pid"), e.get("ppid"))
+    await pipe.collect("eunomia.alert.>", lambda a: host_alert(a) and a["rule"] == "Read sensitive file",
+                       n=1, timeout=20)
+    host = pipe._by_subject["eunomia.alert.>"].matching(host_alert)
+    assert [a["rule"] for a in host] == ["Read sensitive file"], [a["output"] for a in host]
+
+
+async def test_alerter_counted_what_it_did(pipe):
+    s = pipe.alerter.stats
+    assert s.total("events_evaluated_total") > 0 and s.total("alerts_total") > 0
+    assert s.total("bus_malformed_total") == 0
