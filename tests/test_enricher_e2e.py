@@ -61,3 +61,40 @@ async def test_container_and_host_events_are_enriched(nats_server, bb_image, pod
         opened = await p.wait_for(lambda e: e["kind"] == "open" and e["path"] == tag)
         assert opened["container"] is None and opened["proc"]["cmdline"] == f"/bin/cat {tag}"
         assert p.enricher.stats.total("enricher_malformed_total") == 0
+
+
+async def test_a_container_that_exits_at_once_is_still_named(nats_server, bb_image, podman_socket):
+    """The cgroup of a millisecond container is gone before its events are
+    enriched; the inotify watch learnt it when the runtime created it."""
+    name = f"enr-fast-{uuid.uuid4().hex[:8]}"
+    tag = f"/fast-{uuid.uuid4().hex[:8]}"
+    async with Pipeline(nats_server.url) as p:
+        r = await asyncio.to_thread(containers.run, ["cat", tag], name=name, check=False)
+        assert r.returncode != 0  # no such file: it ran and exited at once
+        ex = await p.wait_for(lambda e: e["kind"] == "exec" and e.get("argv") == ["cat", tag], timeout=20)
+        assert ex["container"] is not None and ex["container"]["id"], ex
+        assert ex["container"]["name"] == name
+        assert p.enricher.stats.total("enricher_cgroups_watched_total") >= 1
+
+
+async def test_cgroup_watcher_learns_container_cgroups_as_they_are_created(bb_image):
+    """Real cgroupfs, real podman: the watcher reports inode -> container id
+    for a container that is created, runs and is removed in well under a second."""
+    from services.enricher.cgroup_watch import CgroupWatcher
+    from shared.stats import Stats
+
+    seen: dict[int, str] = {}
+    stats = Stats("t")
+    async with CgroupWatcher(str(cgroup2_root()), lambda ino, m: seen.__setitem__(ino, m.container_id), stats):
+        name = f"enr-watch-{uuid.uuid4().hex[:8]}"
+        cidfile = f"/tmp/{name}.cid"
+        try:
+            await asyncio.to_thread(containers.run, ["true"], name=name, flags=["--cidfile", cidfile])
+            cid = open(cidfile).read().strip()
+        finally:
+            if os.path.exists(cidfile):
+                os.unlink(cidfile)
+        assert not os.path.exists(cgroup2_root() / f"libpod_parent/libpod-{cid}")  # removed (--rm)
+        await asyncio.sleep(0.2)
+    assert cid in seen.values(), f"container {cid} not seen being created; saw {set(seen.values())}"
+    assert stats.get("enricher_cgroup_watches") >= 1

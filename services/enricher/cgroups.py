@@ -112,6 +112,9 @@ class CgroupResolver:
         while len(self._cache) > self.max_entries:
             self._cache.popitem(last=False)
 
+    def learn(self, cgid: int, m: CgroupMatch) -> None:
+        self._put(cgid, m)
+
     def known(self, cgid: int) -> bool:
         return cgid in self._cache
 

@@ -35,6 +35,11 @@ class ContainerRegistry:
         while len(self._known) > self.max_entries:
             self._known.popitem(last=False)
 
+    def learn(self, cgid: int, m: CgroupMatch) -> None:
+        """A container cgroup seen being created (CgroupWatcher)."""
+        self.cgroups.learn(cgid, m)
+        self.note(cgid, m, seen=False)
+
     async def rescan(self) -> set[str]:
         """Walk the cgroup tree in a thread; note every container there. Returns their ids."""
         started = time.time_ns()

@@ -19,6 +19,7 @@ from shared.config import CommonConfig
 from shared.stats import Stats, StatsPublisher
 
 from .cgroups import CgroupResolver
+from .cgroup_watch import CgroupWatcher
 from .config import EnricherConfig
 from .containers import ContainerRegistry
 from .enrich import Enricher
@@ -61,6 +62,10 @@ class EnricherService:
             if self.cfg.seed_from_proc:
                 n = await asyncio.to_thread(self.procs.seed)
                 _log.info("process table seeded with %d processes from /proc", n)
+            # new container cgroups are learnt as the runtime creates them (before the first event)
+            await self._stack.enter_async_context(CgroupWatcher(
+                str(self.containers.cgroups.root) if self.containers.cgroups.root else None,
+                self.containers.learn, self.stats))
             await self.containers.rescan()
             await self._stack.enter_async_context(self.runtime)
             if self.cfg.watch_events:
