@@ -1,4 +1,5 @@
-"""Alerts on the bus: batches on eunomia.alert.<priority>."""
+"""Alerts on the bus: batches on eunomia.alert.<priority>, acked by the
+ALERTS stream where it exists (retried across NATS failover)."""
 from __future__ import annotations
 
 from shared import subjects
@@ -20,4 +21,4 @@ class NatsSink(Sink):
         for a in alerts:
             by_subject.setdefault(subjects.alert(a["priority"]), []).append(a)
         for subject, batch in by_subject.items():
-            await self.bus.publish_batch(subject, batch)
+            await self.bus.publish_batch_durable(subject, batch)
