@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from . import log
 from .schema import missing_fields
 from .stats import Stats
+from .tasks import cancel_and_wait
 
 _log = log.get("bus")
 
@@ -229,7 +230,11 @@ async def connect(servers: list[str] | str, stats: Stats, name: str = "eunomia")
             stats.inc("bus_errors_total")
             _log.warning("%s: NATS error: %s", name, e)
 
+    closing = False
+
     async def disconnected_cb() -> None:
+        if closing:  # our own close, not a failure
+            return
         stats.inc("bus_disconnects_total")
         _log.warning("%s: disconnected from NATS", name)
 
@@ -247,6 +252,7 @@ async def connect(servers: list[str] | str, stats: Stats, name: str = "eunomia")
     try:
         yield bus
     finally:
+        closing = True
         await bus.close()
 
 
@@ -306,10 +312,5 @@ class Batcher:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._task)
         await self.flush()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from . import log, subjects
+from .tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from .bus import Bus
@@ -102,12 +103,7 @@ class StatsPublisher:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._task)
         try:
             await self.publish_now()
         except Exception:

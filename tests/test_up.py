@@ -3,7 +3,6 @@ BPF, real containers; what a container does comes out as alerts and events
 through the HTTP API and as metrics."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

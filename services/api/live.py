@@ -13,6 +13,7 @@ from aiohttp import WSCloseCode, web
 from shared import log, subjects
 from shared.bus import Bus
 from shared.stats import Stats
+from shared.tasks import cancel_and_wait
 
 _log = log.get("api.live")
 
@@ -79,11 +80,7 @@ class AlertHub:
         finally:
             self._clients.discard(c)
             self.stats.set("api_ws_clients", len(self._clients))
-            sender.cancel()
-            try:
-                await sender
-            except (asyncio.CancelledError, Exception):
-                pass
+            await cancel_and_wait(sender)
         return ws
 
     async def _send_loop(self, c: _Client) -> None:

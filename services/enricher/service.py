@@ -17,6 +17,7 @@ from shared import log, partition, subjects
 from shared.bus import Batcher, connect
 from shared.config import CommonConfig
 from shared.stats import Stats, StatsPublisher
+from shared.tasks import cancel_and_wait
 
 from .cgroups import CgroupResolver
 from .cgroup_watch import CgroupWatcher
@@ -30,14 +31,6 @@ from .runtime_api import RuntimeClient
 _log = log.get("enricher")
 CTL_OPS = ("containers", "stats")
 GAUGE_INTERVAL_S = 1.0
-
-
-async def _cancel(task: asyncio.Task) -> None:
-    task.cancel()
-    try:
-        await task
-    except (asyncio.CancelledError, Exception):
-        pass
 
 
 class EnricherService:
@@ -70,7 +63,7 @@ class EnricherService:
             await self._stack.enter_async_context(self.runtime)
             if self.cfg.watch_events:
                 watcher = asyncio.create_task(self.runtime.watch(), name="enricher-runtime-events")
-                self._stack.push_async_callback(_cancel, watcher)
+                self._stack.push_async_callback(cancel_and_wait, watcher)
             self.bus = await self._stack.enter_async_context(
                 connect(self.common.servers, self.stats, name=f"eunomia-enricher-{self.common.node}"))
             self.batcher = await self._stack.enter_async_context(

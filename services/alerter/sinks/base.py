@@ -5,6 +5,7 @@ import asyncio
 
 from shared import log
 from shared.stats import Stats
+from shared.tasks import cancel_and_wait
 
 _log = log.get("alerter.sink")
 MAX_BATCH = 100
@@ -65,10 +66,5 @@ class Sink:
             left = self.queue.qsize()
             self.stats.inc("alerter_sink_dropped_total", left, sink=self.name, reason="shutdown")
             _log.warning("sink %s: %d alerts left undelivered at shutdown", self.name, left)
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._task)
         await self.close()
