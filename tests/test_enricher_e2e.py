@@ -68,12 +68,18 @@ async def test_a_container_that_exits_at_once_is_still_named(nats_server, bb_ima
     enriched; the inotify watch learnt it when the runtime created it."""
     name = f"enr-fast-{uuid.uuid4().hex[:8]}"
     tag = f"/fast-{uuid.uuid4().hex[:8]}"
+    cidfile = f"/tmp/{name}.cid"
     async with Pipeline(nats_server.url) as p:
-        r = await asyncio.to_thread(containers.run, ["cat", tag], name=name, check=False)
+        try:
+            r = await asyncio.to_thread(containers.run, ["cat", tag], name=name, check=False,
+                                        flags=["--cidfile", cidfile])
+            cid = open(cidfile).read().strip()
+        finally:
+            if os.path.exists(cidfile):
+                os.unlink(cidfile)
         assert r.returncode != 0  # no such file: it ran and exited at once
         ex = await p.wait_for(lambda e: e["kind"] == "exec" and e.get("argv") == ["cat", tag], timeout=20)
-        assert ex["container"] is not None and ex["container"]["id"], ex
-        assert ex["container"]["name"] == name
+        assert ex["container"] is not None and ex["container"]["id"] == cid, ex
         assert p.enricher.stats.total("enricher_cgroups_watched_total") >= 1
 
 
