@@ -259,7 +259,8 @@ async def connect(servers: list[str] | str, stats: Stats, name: str = "eunomia")
 class Batcher:
     """Collects events per subject and publishes them as batches.
 
-    Flushes when a subject has `max_events` pending or every `interval` s.
+    Flushes (all subjects, oldest batch first) when a subject has `max_events`
+    pending, and every `interval` s.
     Bounded: past `max_pending` events in all, `add` waits (backpressure)
     rather than growing without limit.
     """
@@ -283,7 +284,7 @@ class Batcher:
         buf.append(event)
         self._pending += 1
         if len(buf) >= self.max_events:
-            await self._flush_subject(subject)
+            await self.flush()  # every subject, oldest first: kinds stay in causal order
 
     async def _flush_subject(self, subject: str) -> None:
         events = self._buf.pop(subject, None)
@@ -299,8 +300,11 @@ class Batcher:
             self._room.set()
 
     async def flush(self) -> None:
-        # subjects in parallel: a durable publish waits for its ack
-        await asyncio.gather(*(self._flush_subject(s) for s in list(self._buf)))
+        # Buffers are kept in the order of their oldest event and published in
+        # that order on one connection, so a subscriber to several subjects sees
+        # an exec before the opens of the program it started.
+        for subject in list(self._buf):
+            await self._flush_subject(subject)
 
     async def _loop(self) -> None:
         while True:

@@ -97,3 +97,25 @@ async def test_durable_publish_is_acked_and_deduplicated(nats_server):
         await bus.publish_batch_durable(subjects.event("n1", "open"), batch[:10])
         assert (await bus.js.stream_info("EVENTS")).state.messages == 5
         assert stats.get("bus_publish_failed_events_total") == 0
+
+
+async def test_batcher_keeps_causal_order_across_subjects(nats_server):
+    """An exec buffered before a storm of opens reaches a subscriber of both
+    subjects first, though the opens' subject fills its batch first."""
+    got: list[dict] = []
+    done = asyncio.Event()
+
+    async def handler(subject, events):
+        got.extend(events)
+        if len(got) >= 301:
+            done.set()
+
+    async with busmod.connect(nats_server.url, Stats("t")) as bus:
+        await bus.subscribe_batches("eunomia.raw.>", handler)
+        await bus.nc.flush()
+        async with busmod.Batcher(bus, max_events=100, interval=5) as b:
+            await b.add(subjects.raw("n1", "exec"), ev("exec", seq=0))
+            for i in range(1, 301):
+                await b.add(subjects.raw("n1", "open"), ev("open", seq=i))
+        await asyncio.wait_for(done.wait(), 10)
+    assert [e["seq"] for e in got] == list(range(301))
