@@ -15,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nats-port", type=int, default=4222, help="embedded nats-server port")
     p.add_argument("--api-host", default=None, help="API listen address (default 127.0.0.1)")
     p.add_argument("--api-port", type=int, default=None, help="API port (default 8080)")
+    p.add_argument("--no-podman-api", action="store_true",
+                   help="do not start `podman system service` when no container runtime API answers")
     p.add_argument("--store", default=None, help="store URL: sqlite:///path (default) or postgresql://...")
     p.set_defaults(func=_up)
 
@@ -32,7 +34,8 @@ def _up(args: argparse.Namespace) -> int:
     if args.store:
         overrides["store"]["url"] = args.store
     cfg = SupervisorConfig(services=tuple(args.only or ALL_SERVICES), embedded_nats=not args.external_nats,
-                           nats_port=args.nats_port, overrides=overrides)
+                           nats_port=args.nats_port, podman_api=not args.no_podman_api,
+                           overrides=overrides)
     common = common_config(args)
     run_main(lambda: Supervisor(cfg, common))
     return 0

@@ -13,6 +13,7 @@ class SupervisorConfig:
     services: tuple[str, ...] = ALL_SERVICES
     embedded_nats: bool = True       # start our own nats-server (single node)
     nats_port: int = 4222
+    podman_api: bool = True          # start `podman system service` when no runtime API answers
     restart_backoff_s: float = 1.0   # first delay before restarting a failed service
     restart_backoff_max_s: float = 30.0
     overrides: dict = field(default_factory=dict)  # service name -> config kwargs

@@ -17,6 +17,7 @@ from shared.streams import ensure_streams
 
 from .config import SupervisorConfig
 from .registry import SPECS
+from .runtime_api import PodmanApi
 
 _log = log.get("supervisor")
 
@@ -28,6 +29,7 @@ class Supervisor:
         self.cfg, self.common = cfg, common
         self.stats = Stats("supervisor")
         self.nats: NatsServer | None = None
+        self.podman: PodmanApi | None = None
         self._stack = AsyncExitStack()
         self.started: dict[str, object] = {}   # name -> running service instance
 
@@ -39,6 +41,8 @@ class Supervisor:
             self.common = dataclasses.replace(self.common, nats_url=self.nats.url)
         async with busmod.connect(self.common.servers, self.stats, name="supervisor") as bus:
             await ensure_streams(bus.js)
+        if self.cfg.podman_api and "enricher" in self.cfg.services:
+            self.podman = await self._stack.enter_async_context(PodmanApi())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -46,8 +50,9 @@ class Supervisor:
 
     def _overrides(self, name: str) -> dict:
         kw = dict(self.cfg.overrides.get(name, {}))
-        if name == "probe" and self.nats and self.nats.pid:
-            kw.setdefault("exclude_pids", (self.nats.pid,))
+        if name == "probe":  # our own helpers' activity is not the monitored system's
+            helpers = (self.nats.pid if self.nats else None, self.podman.pid if self.podman else None)
+            kw.setdefault("exclude_pids", tuple(p for p in helpers if p))
         return kw
 
     async def _keep_running(self, name: str, stop: asyncio.Event) -> None:
