@@ -16,6 +16,7 @@ test: bootstrap
 bench: bootstrap
 	$(PY) -m bench.probe_bench
 	$(PY) -m bench.rules_bench
+	$(PY) -m bench.pipeline_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -5,7 +5,7 @@ The enricher adds `proc`, `container` and `k8s` (null on the host):
 
     proc:      {"exe": str, "args": [str], "cmdline": str, "name": str, "cwd": str|None,
                 "ppid": int, "pname": str, "pexe": str, "pcmdline": str,
-                "ancestors": [{"pid", "comm", "exe", "args"}, ...]}   # parent first, up to 8
+                "ancestors": [{"pid", "comm", "exe", "args" (parent only)}, ...]}   # parent first, up to 8
     container: {"id": 64-hex, "name": str, "image": str, "runtime": "podman"|"docker"|
                 "containerd"|"cri-o", "labels": {str: str}} | null
     k8s:       {"pod": str, "namespace": str, "labels": {}} | null

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
 import tempfile
@@ -56,16 +57,42 @@ def run(args: list[str], *, name: str | None = None, image: str = IMAGE, flags: 
     for k, v in (labels or {}).items():
         cmd += ["--label", f"{k}={v}"]
     cmd += (flags or []) + [image, *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=check)
+    return run_bounded(cmd, timeout, check)
+
+
+def run_bounded(cmd: list[str], timeout: float, check: bool = True) -> subprocess.CompletedProcess:
+    """subprocess.run that cannot hang: podman's children (conmon) may keep the
+    output pipes open after podman itself is killed, so on timeout the whole
+    process group is killed and the pipes are abandoned."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            out, err = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            out, err = "", "(output pipes held open by a child)"
+        raise subprocess.TimeoutExpired(cmd, timeout, output=out, stderr=err) from None
+    done = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    if check:
+        done.check_returncode()
+    return done
 
 
 def remove(name: str) -> None:
-    subprocess.run([*PODMAN, "rm", "-f", "-t", "0", name], capture_output=True)
+    try:
+        run_bounded([*PODMAN, "rm", "-f", "-t", "0", name], timeout=60, check=False)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def inspect_id(name: str) -> str:
-    return subprocess.run(["podman", "inspect", "-f", "{{.Id}}", name], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return run_bounded(["podman", "inspect", "-f", "{{.Id}}", name], timeout=60).stdout.strip()
 
 
 def start_api_service(sock: str = PODMAN_SOCK) -> subprocess.Popen | None:

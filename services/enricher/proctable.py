@@ -217,7 +217,10 @@ class ProcTable:
         cur = parent
         while cur is not None and len(ancestors) < MAX_ANCESTORS and cur.pid not in seen:
             seen.add(cur.pid)
-            ancestors.append({"pid": cur.pid, "comm": cur.comm, "exe": cur.exe, "args": cur.args})
+            a = {"pid": cur.pid, "comm": cur.comm, "exe": cur.exe}
+            if not ancestors:  # args for the parent only: they make most of an event's size
+                a["args"] = cur.args
+            ancestors.append(a)
             cur = self.get(cur.ppid) if cur.ppid > 0 else None
         return {
             "exe": p.exe or None,
