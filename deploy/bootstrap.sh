@@ -15,23 +15,25 @@ for p in "${APT_PKGS[@]}"; do
 done
 
 # Kernel headers for bcc: matching ones if the distro has them, else the
-# fallback known to work (see shared/ENVIRONMENT.md).
+# Debian cloud headers known to work (shared/ENVIRONMENT.md), else the newest.
 KREL=$(uname -r)
-HDR_PKG=""
-if [ ! -e "/lib/modules/$KREL/build/include" ]; then
-  if apt-cache show "linux-headers-$KREL" >/dev/null 2>&1; then HDR_PKG="linux-headers-$KREL"
-  else HDR_PKG="linux-headers-6.1.0-50-cloud-amd64"; fi
-  dpkg-query -W -f='${Status}' "$HDR_PKG" 2>/dev/null | grep -q "install ok installed" || missing+=("$HDR_PKG")
-fi
+NEED_HDR=0
+[ -e "/lib/modules/$KREL/build/include" ] || [ -n "$(ls -d /usr/src/linux-headers-*-cloud-amd64 2>/dev/null)" ] || NEED_HDR=1
 
-if [ ${#missing[@]} -gt 0 ]; then
-  log "apt-get install ${missing[*]}"
+if [ ${#missing[@]} -gt 0 ] || [ $NEED_HDR = 1 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  # linux-headers for an unknown kernel may not exist: retry without it
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || {
-    [ -n "$HDR_PKG" ] && apt-cache show "$HDR_PKG" >/dev/null 2>&1 || { HDR_PKG="linux-headers-6.1.0-50-cloud-amd64"; }
-    apt-get install -y -qq --no-install-recommends "${missing[@]/linux-headers-$KREL/$HDR_PKG}" >/dev/null; }
+  if [ $NEED_HDR = 1 ]; then
+    KNOWN_GOOD=linux-headers-6.1.0-50-cloud-amd64
+    if apt-cache show "linux-headers-$KREL" >/dev/null 2>&1; then missing+=("linux-headers-$KREL")
+    elif apt-cache show "$KNOWN_GOOD" >/dev/null 2>&1; then missing+=("$KNOWN_GOOD")
+    else
+      hdr=$(apt-cache pkgnames linux-headers- | grep -E '^linux-headers-[0-9.]+-[0-9]+-cloud-amd64$' | sort -V | tail -1 || true)
+      [ -n "$hdr" ] && missing+=("$hdr") || log "no kernel headers package found"
+    fi
+  fi
+  log "apt-get install ${missing[*]}"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if [ ! -e "/lib/modules/$KREL/build/include" ]; then
