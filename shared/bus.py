@@ -84,10 +84,13 @@ class Bus:
         self._subs: list[Any] = []
         self._tasks: list[asyncio.Task] = []
         self._stream_cache: dict[str, tuple[bool, float]] = {}
+        self._js = None
 
     @property
     def js(self):
-        return self.nc.jetstream()
+        if self._js is None:
+            self._js = self.nc.jetstream()
+        return self._js
 
     async def publish(self, subject: str, data: bytes, headers: dict | None = None) -> None:
         await self.nc.publish(subject, data, headers=headers)
@@ -109,23 +112,64 @@ class Bus:
         if not await self._persisted(subject):
             await self.publish_batch(subject, events)
             return
-        parts = split_encoded(events)
-        for data, n, msg_id in _with_ids(parts, events):
-            delay, waited = 0.05, 0.0
-            while True:
-                try:
-                    await self.js.publish(subject, data, timeout=DURABLE_ACK_TIMEOUT_S,
-                                          headers={"Nats-Msg-Id": msg_id})
-                    break
-                except Exception as e:  # timeout, no responders, stream leader moving
-                    if waited >= DURABLE_RETRY_S:
-                        raise
-                    self.stats.inc("bus_publish_retries_total")
-                    _log.debug("durable publish to %s failed (%s); retrying", subject, e)
-                    await asyncio.sleep(delay)
-                    waited += delay + DURABLE_ACK_TIMEOUT_S * isinstance(e, asyncio.TimeoutError)
-                    delay = min(delay * 2, 1.0)
+        for data, n, msg_id in _with_ids(split_encoded(events), events):
+            await self.publish_durable_retrying(subject, data, msg_id)
             self.stats.inc("bus_published_events_total", n)
+
+    async def publish_many_durable(self, batches: list[tuple[str, list[dict]]]) -> list[int]:
+        """Durable publishing of several batches with their acks awaited together
+        (pipelined, in order on one connection); a message whose ack does not come
+        goes through the retrying path. Returns, per batch, how many events failed."""
+        sent: list[tuple[int, str, bytes, int, str, asyncio.Future | None]] = []
+        failed = [0] * len(batches)
+        for i, (subject, events) in enumerate(batches):
+            if not await self._persisted(subject):
+                try:
+                    await self.publish_batch(subject, events)
+                except Exception as e:
+                    failed[i] = len(events)
+                    _log.error("publish of %d events to %s failed: %s", len(events), subject, e)
+                continue
+            for data, n, msg_id in _with_ids(split_encoded(events), events):
+                try:
+                    fut = await self.js.publish_async(subject, data, wait_stall=DURABLE_ACK_TIMEOUT_S,
+                                                      headers={"Nats-Msg-Id": msg_id})
+                except Exception:
+                    fut = None
+                sent.append((i, subject, data, n, msg_id, fut))
+        for i, subject, data, n, msg_id, fut in sent:
+            try:
+                if fut is None:
+                    raise ConnectionError("not sent")
+                await asyncio.wait_for(fut, DURABLE_ACK_TIMEOUT_S)
+            except Exception:
+                if fut is not None and not fut.done():
+                    fut.cancel()
+                try:
+                    await self.publish_durable_retrying(subject, data, msg_id)
+                except Exception as e:
+                    failed[i] += n
+                    _log.error("durable publish of %d events to %s failed: %s", n, subject, e)
+                    continue
+            self.stats.inc("bus_published_events_total", n)
+        return failed
+
+    async def publish_durable_retrying(self, subject: str, data: bytes, msg_id: str) -> None:
+        """One message, acked by its stream, retried with backoff for DURABLE_RETRY_S."""
+        delay, waited = 0.05, 0.0
+        while True:
+            try:
+                await self.js.publish(subject, data, timeout=DURABLE_ACK_TIMEOUT_S,
+                                      headers={"Nats-Msg-Id": msg_id})
+                return
+            except Exception as e:  # timeout, no responders, stream leader moving
+                if waited >= DURABLE_RETRY_S:
+                    raise
+                self.stats.inc("bus_publish_retries_total")
+                _log.debug("durable publish to %s failed (%s); retrying", subject, e)
+                await asyncio.sleep(delay)
+                waited += delay + DURABLE_ACK_TIMEOUT_S * isinstance(e, asyncio.TimeoutError)
+                delay = min(delay * 2, 1.0)
 
     async def _persisted(self, subject: str) -> bool:
         """Whether a JetStream stream captures `subject` (cached for a while)."""
@@ -269,7 +313,7 @@ class Batcher:
                  max_pending: int = 50_000, durable: bool = False) -> None:
         self.bus, self.max_events, self.interval, self.max_pending = bus, max_events, interval, max_pending
         # durable: wait for JetStream acks (retrying) where a stream captures the subject
-        self._publish = bus.publish_batch_durable if durable else bus.publish_batch
+        self.durable = durable
         self._buf: dict[str, list[dict]] = {}
         self._pending = 0
         self._room = asyncio.Event()
@@ -291,7 +335,7 @@ class Batcher:
         if not events:
             return
         try:
-            await self._publish(subject, events)
+            await self.bus.publish_batch(subject, events)
         except Exception as e:
             self.bus.stats.inc("bus_publish_failed_events_total", len(events))
             _log.error("publish of %d events to %s failed: %s", len(events), subject, e)
@@ -303,8 +347,25 @@ class Batcher:
         # Buffers are kept in the order of their oldest event and published in
         # that order on one connection, so a subscriber to several subjects sees
         # an exec before the opens of the program it started.
+        if self.durable:
+            await self._flush_durable()
+            return
         for subject in list(self._buf):
             await self._flush_subject(subject)
+
+    async def _flush_durable(self) -> None:
+        batches = list(self._buf.items())
+        self._buf.clear()
+        try:
+            failed = await self.bus.publish_many_durable(batches)
+        except Exception as e:  # not expected: publish_many_durable counts its own failures
+            failed = [len(ev) for _, ev in batches]
+            _log.error("durable flush failed: %s", e)
+        lost = sum(failed)
+        if lost:
+            self.bus.stats.inc("bus_publish_failed_events_total", lost)
+        self._pending -= sum(len(ev) for _, ev in batches)
+        self._room.set()
 
     async def _loop(self) -> None:
         while True:
