@@ -252,8 +252,11 @@ class Bus:
                 pass
         try:
             await self.nc.drain()
-        except Exception:
-            await self.nc.close()
+        except Exception:  # reconnecting or already broken: close what is left, never raise on the way out
+            try:
+                await self.nc.close()
+            except Exception as e:
+                _log.debug("close of a broken NATS connection: %s", e)
 
 
 def _subject_family(subject: str) -> str:
