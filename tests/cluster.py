@@ -11,6 +11,7 @@ with its JetStream store.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal
@@ -175,3 +176,19 @@ async def wait_heartbeat(nc, svc: ServiceProcess, timeout: float = 30.0) -> dict
                              f"output:\n{svc.output()[-3000:]}") from None
     finally:
         await sub.unsubscribe()
+
+
+async def until(cond, timeout: float, what: str, every: float = 0.05) -> None:
+    """Poll `cond` (a function returning a value or an awaitable) until truthy;
+    AssertionError naming `what` after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        ok = cond()
+        if inspect.isawaitable(ok):
+            ok = await ok
+        if ok:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(every)

@@ -15,7 +15,7 @@ from shared.config import CommonConfig
 from shared.schema import new_event_id
 from shared.stats import Stats
 from shared.streams import EVENTS, ensure_streams
-from tests.cluster import NatsCluster
+from tests.cluster import NatsCluster, until
 
 pytestmark = pytest.mark.slow
 
@@ -40,14 +40,6 @@ async def publish_acked(js, subject: str, events: list[dict], msg_id: str) -> No
         except Exception:  # timeout, no stream response, reconnect: a leader election is under way
             await asyncio.sleep(0.1)
     raise AssertionError(f"batch {msg_id} never acknowledged")
-
-
-async def until(cond, timeout: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 async def test_store_loses_nothing_when_the_stream_leader_is_killed(tmp_path, monkeypatch):
@@ -76,7 +68,7 @@ async def test_store_loses_nothing_when_the_stream_leader_is_killed(tmp_path, mo
 
                 async def all_stored() -> bool:
                     return store.stats.total("events_stored_total") >= len(published)
-                await until(all_stored, 60, f"{len(published)} events stored")
+                await until(all_stored, 60, f"{len(published)} events stored", every=0.2)
                 new_leader = (await bus.js.stream_info(EVENTS)).cluster.leader
                 stop.set()
                 await task
@@ -91,7 +83,7 @@ async def test_store_loses_nothing_when_the_stream_leader_is_killed(tmp_path, mo
                     return False
                 peers = info.cluster.replicas or []
                 return len(peers) == 2 and all(p.current and not p.offline for p in peers)
-            await until(caught_up, 30, "the restarted node to catch up")
+            await until(caught_up, 30, "the restarted node to catch up", every=0.2)
             stream_msgs = (await bus.js.stream_info(EVENTS)).state.messages
 
     rows = sqlite3.connect(db).execute("SELECT id FROM events").fetchall()
@@ -122,7 +114,7 @@ async def test_partition_mapping_holds_across_cluster_nodes(tmp_path):
             want = sorted(f"{partition.PEVENT}.{partition.partition_of(k, 'n1')}.{k}.n1.exec" for k in keys)
             async def all_mapped() -> bool:
                 return all(len(got.get(u, [])) == len(keys) for u in cluster.urls[1:])
-            await until(all_mapped, 10, "mapped messages on every node")
+            await until(all_mapped, 10, "mapped messages on every node", every=0.2)
             for u in cluster.urls[1:]:
                 assert sorted(got[u]) == want
             assert len({s.split(".")[2] for s in want}) > 6, "keys spread over the partitions"

@@ -23,7 +23,7 @@ from shared.config import CommonConfig
 from shared.schema import new_event_id
 from shared.stats import Stats
 from tests import containers
-from tests.cluster import ServiceProcess, wait_heartbeat
+from tests.cluster import ServiceProcess, until, wait_heartbeat
 
 NODE = "pn1"
 O_CREAT = 0o100
@@ -34,14 +34,6 @@ DROP_RULE = """
   output: dropped binary %proc.exe executed in %container.id
   priority: CRITICAL
 """
-
-
-async def until(cond, timeout: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def cgroup_inode(pid: int) -> int:

@@ -29,7 +29,7 @@ from shared import bus as busmod, partition, subjects
 from shared.config import CommonConfig
 from shared.schema import new_event_id
 from shared.stats import Stats
-from tests.cluster import ServiceProcess, wait_heartbeat
+from tests.cluster import ServiceProcess, until, wait_heartbeat
 
 MAX_PAYLOAD = 1024 * 1024   # nats-server default max_payload
 NO_SOCKET = ("/nonexistent/eunomia-test.sock",)
@@ -77,14 +77,6 @@ EXEC_RULE = """
   output: exec %proc.exe pid %proc.pid
   priority: NOTICE
 """
-
-
-async def until(cond, timeout: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def counter(snap: dict, name: str, **labels) -> float:
