@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Protocol
 
 
@@ -24,6 +26,19 @@ def stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
+
+@asynccontextmanager
+async def running(svc: Service) -> AsyncIterator[Service]:
+    """`svc` entered and running in a task for the body; stopped and awaited after."""
+    stop = asyncio.Event()
+    async with svc:
+        task = asyncio.create_task(svc.run(stop), name=f"run {svc.name}")
+        try:
+            yield svc
+        finally:
+            stop.set()
+            await task
 
 
 async def run_service(svc: Service, stop: asyncio.Event) -> None:

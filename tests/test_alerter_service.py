@@ -15,6 +15,7 @@ from shared import bus as busmod, subjects
 from shared.config import CommonConfig, ConfigError
 from shared.natsserver import free_port
 from shared.schema import new_event_id
+from shared.service import running as service_running
 from shared.stats import Stats
 
 CTR = {"id": "ef" * 32, "name": "svc-test", "image": "localhost/x:1", "runtime": "podman", "labels": {}}
@@ -47,17 +48,9 @@ async def until(pred, timeout=10.0, what="condition"):
         pytest.fail(f"timed out waiting for {what}")
 
 
-@asynccontextmanager
-async def running(url, node="t1", **cfg):
-    svc = AlerterService(AlerterConfig(**cfg), CommonConfig(nats_url=url, node=node, stats_interval=0.5))
-    stop = asyncio.Event()
-    async with svc:
-        task = asyncio.create_task(svc.run(stop))
-        try:
-            yield svc
-        finally:
-            stop.set()
-            await task
+def running(url, node="t1", **cfg):
+    return service_running(AlerterService(AlerterConfig(**cfg),
+                                          CommonConfig(nats_url=url, node=node, stats_interval=0.5)))
 
 
 @asynccontextmanager

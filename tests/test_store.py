@@ -14,6 +14,7 @@ from services.store.config import StoreConfig
 from services.store.service import StoreService
 from shared import bus as busmod, subjects
 from shared.config import CommonConfig, ConfigError
+from shared.service import running
 from shared.stats import Stats
 from shared.streams import ensure_streams
 
@@ -52,17 +53,9 @@ async def store_url(request, tmp_path):
     return await request.getfixturevalue("postgres").new_database()
 
 
-@asynccontextmanager
-async def running_store(nats_url: str, url: str, tmp_path, **cfg):
-    svc = StoreService(StoreConfig(url=url, **cfg), CommonConfig(nats_url=nats_url, node="n1", data_dir=tmp_path))
-    stop = asyncio.Event()
-    async with svc:
-        task = asyncio.create_task(svc.run(stop))
-        try:
-            yield svc
-        finally:
-            stop.set()
-            await task
+def running_store(nats_url: str, url: str, tmp_path, **cfg):
+    return running(StoreService(StoreConfig(url=url, **cfg),
+                                CommonConfig(nats_url=nats_url, node="n1", data_dir=tmp_path)))
 
 
 @asynccontextmanager
