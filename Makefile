@@ -17,6 +17,7 @@ bench: bootstrap
 	$(PY) -m bench.probe_bench
 	$(PY) -m bench.rules_bench
 	$(PY) -m bench.pipeline_bench
+	$(PY) -m bench.overhead_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache

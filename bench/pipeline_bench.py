@@ -1,7 +1,7 @@
 """Bus path throughput: events/s through the enricher and the alerter over a
 real nats-server, against a minimal relay measured in the same run.
 
-    python -m bench.pipeline_bench [--events 200000] [--reorder-ms 150] [--window 50000]
+    python -m bench.pipeline_bench [--events 200000] [--window 50000]
 
 Cases, each on a fresh nats-server (JetStream store in a tmp dir):
   relay      subscribe eunomia.raw.<node>.> (shared.bus), republish every batch
@@ -63,7 +63,7 @@ class Relay:
     async def __aenter__(self) -> "Relay":
         self._conn = connect(self.common.servers, self.stats, "bench-relay")
         self.bus = await self._conn.__aenter__()
-        await self.bus.subscribe_batches(subjects.raw_all(self.common.node), self._on_raw)
+        await self.bus.subscribe_batches(subjects.raw(self.common.node), self._on_raw)
         await self.bus.nc.flush()
         return self
 
@@ -121,7 +121,7 @@ def make_events(n: int, parents: list[int], children: list[int], enriched: bool)
                               if own else [{"pid": 1, "comm": "init", "exe": "/sbin/init", "args": ["/sbin/init"]}]}
                 ev["container"] = CONTAINER if i % 2 == 0 else None
                 ev["k8s"] = None
-            out.append(((subjects.event if enriched else subjects.raw)(NODE, ev["kind"]), ev))
+            out.append((subjects.event(NODE, ev["kind"]) if enriched else subjects.raw(NODE), ev))
         i += 1
     return out[:n]
 
@@ -202,7 +202,7 @@ async def run_case(name: str, a: argparse.Namespace, parents: list[int], childre
             elif name == "alerter":
                 svc = AlerterService(AlerterConfig(reload_check_s=0), common)
             else:
-                svc = EnricherService(EnricherConfig(reorder_ms=a.reorder_ms), common)
+                svc = EnricherService(EnricherConfig(), common)
             stop = asyncio.Event()
             async with svc:
                 task = asyncio.create_task(svc.run(stop))
@@ -250,7 +250,7 @@ async def bench(a: argparse.Namespace) -> int:
             k.wait()
     base = rows["relay"]["rate"]
     print(f"pipeline bench: {a.events} events, batches of 256, window {a.window}, "
-          f"enricher reorder_ms {a.reorder_ms}, {os.cpu_count()} cpus")
+          f"{os.cpu_count()} cpus")
     print(f"{'case':<10} {'sent':>8} {'out':>8} {'secs':>7} {'events/s':>10} {'ratio':>6}  notes")
     ok = True
     for name, r in rows.items():
@@ -284,7 +284,6 @@ async def bench(a: argparse.Namespace) -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--events", type=int, default=200_000)
-    p.add_argument("--reorder-ms", type=float, default=150.0, help="enricher hold (its default: 150)")
     p.add_argument("--window", type=int, default=15_000,
                    help="max events in flight (enriched events are ~3 KiB: 15k stays under nats-server's 64 MiB per-client pending limit)")
     p.add_argument("--drive", choices=("raw", "enriched"), help=argparse.SUPPRESS)

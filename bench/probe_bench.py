@@ -120,7 +120,7 @@ async def main_async(args: argparse.Namespace) -> None:
         stop = asyncio.Event()
         async with svc:
             counter = Counter()
-            await svc.bus.nc.subscribe(subjects.raw_all(NODE), cb=counter.cb, pending_msgs_limit=100_000)
+            await svc.bus.nc.subscribe(subjects.raw(NODE), cb=counter.cb, pending_msgs_limit=100_000)
             task = asyncio.create_task(svc.run(stop))
             print("traced ...", flush=True)
             o = await traced_storm(svc, counter, "open", OPEN_DRIVER, str(args.opens), target)

@@ -88,7 +88,8 @@ struct ev_exec  { struct ev_head h; s64 a[6]; char filename[STR_SZ]; char argv[A
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(lost, u64, K_MAX);          // reserve failures per kind
 BPF_PERCPU_ARRAY(submitted, u64, 1);         // events submitted on this CPU (wakeup pacing)
-BPF_ARRAY(kind_on, u8, K_MAX);               // per-kind switch, set by the loader
+BPF_ARRAY(kind_on, u8, K_MAX);               // per-kind switch, set from the filter plan
+BPF_PERCPU_ARRAY(filtered, u64, K_MAX);      // events the filter plan kept in the kernel, per kind
 BPF_HASH(excluded, u32, u8, 1024);           // tgids never traced (our own services)
 BPF_HASH(parents, u32, u32, 65536);          // tgid -> parent tgid (fork, /proc at start)
 
@@ -110,12 +111,25 @@ BPF_HASH(stash, u64, struct stash, 16384);
 #define SHAPE_STR2 2
 #define SHAPE_STR3 3
 
+static __always_inline void count_cgroup(u64 cg, u32 kind);
+
+// An event the filter plan does not want: counted per kind and per cgroup, never sent.
+static __always_inline void count_filtered(u32 kind)
+{
+    u64 *c = filtered.lookup(&kind);
+    if (c)
+        *c += 1;  // per-cpu slot
+    count_cgroup(bpf_get_current_cgroup_id(), kind);
+}
+
 // 1 when events of `kind` from the current task are not wanted.
 static __always_inline int skip(u32 kind)
 {
     u8 *on = kind_on.lookup(&kind);
-    if (!on || !*on)
+    if (!on || !*on) {
+        count_filtered(kind);
         return 1;
+    }
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     return excluded.lookup(&tgid) ? 1 : 0;
 }
@@ -185,12 +199,10 @@ static __always_inline void ev_submit(void *e)
     events.ringbuf_submit(e, flags);
 }
 
-// sys_enter side of a stashed syscall.
-static __always_inline void stash_put(u32 kind, u32 shape, s64 a1, s64 a2, s64 a3, s64 a4, s64 a5,
-                                      const void *p0, const void *p1, const void *p2)
+// sys_enter side of a stashed syscall, once the event is known to be wanted.
+static __always_inline void stash_store(u32 kind, u32 shape, s64 a1, s64 a2, s64 a3, s64 a4, s64 a5,
+                                        const void *p0, const void *p1, const void *p2)
 {
-    if (skip(kind))
-        return;
     u64 id = bpf_get_current_pid_tgid();
     struct stash s = {};
     s.kind = kind;
@@ -199,6 +211,14 @@ static __always_inline void stash_put(u32 kind, u32 shape, s64 a1, s64 a2, s64 a
     s.p[0] = (u64)p0; s.p[1] = (u64)p1; s.p[2] = (u64)p2;
     if (stash.update(&id, &s) < 0)
         count_lost(kind);  // stash full (threads stuck in syscalls): counted, not silent
+}
+
+// sys_enter side of a stashed syscall.
+static __always_inline void stash_put(u32 kind, u32 shape, s64 a1, s64 a2, s64 a3, s64 a4, s64 a5,
+                                      const void *p0, const void *p1, const void *p2)
+{
+    if (!skip(kind))
+        stash_store(kind, shape, a1, a2, a3, a4, a5, p0, p1, p2);
 }
 
 // sys_exit side: take the stash of this thread (copied to `out`); 0 if none.

@@ -5,6 +5,10 @@
 // stdin/stdout become a socket is a reverse shell. bind() adds the local
 // address, which listen and accept report.
 //
+// Connects and accepts of AF_INET/AF_INET6 are also aggregated per cgroup
+// in the `flows` map (always, whatever kinds are on), which
+// services/probe/flows.py reads periodically.
+//
 // a[]: connect {ret, fd, addrlen, socket type}; accept {ret, listen_fd, type, lport, lfamily};
 //      listen {ret, fd, backlog, lport, lfamily}; socket {ret, family, type, protocol};
 //      dup {ret, oldfd, newfd, is_socket, syscall (0 dup, 1 dup2, 2 dup3)}.
@@ -54,6 +58,73 @@ static __always_inline void remember_fd(u32 fd, u16 family, u16 type)
     v.family = family;
     v.type = type;
     sock_fds.update(&k, &v);
+}
+
+// Flows. The key has no ephemeral port (the peer's on accept; ours on
+// connect unless bind() chose it), so N connections to one service from one
+// cgroup are one flow with count N. A plain hash, not LRU: when it is full a
+// new flow is counted in flows_full, never evicts another's counts silently;
+// user space deletes idle flows.
+#ifndef FLOWS_MAX
+#define FLOWS_MAX 16384
+#endif
+#define EISCONN_ 106
+#define EALREADY_ 114
+#define EINPROGRESS_ 115
+
+struct flow_key {
+    u64 cgroup_id;
+    u8 direction;   // 0 connect, 1 accept
+    u8 type;        // socket type: 1 SOCK_STREAM (tcp), 2 SOCK_DGRAM (udp), 0 unknown
+    u16 family;
+    u16 rport;      // remote port, host order (connect; 0 on accept)
+    u16 lport;      // local port: the listener's (accept) or from bind() (connect), else 0
+    u8 raddr[16];   // remote address (IPv4 in the first 4 bytes), zero if unknown
+};
+struct flow_val {
+    u64 count;      // connect attempts (-EINPROGRESS included) or accepted connections
+    u64 failed;     // connects that returned an error
+    u64 first_seen; // bpf_ktime_get_boot_ns()
+    u64 last_seen;
+    u8 laddr[16];   // local address from bind()/listen(), where known
+};
+BPF_HASH(flows, struct flow_key, struct flow_val, FLOWS_MAX);
+BPF_ARRAY(flows_full, u64, 1);  // new flows dropped: `flows` was full
+
+// Callers run only with a stash, so excluded pids (net_stash) make no flows.
+static __always_inline void flow_add(struct flow_key *k, const u8 *laddr, int failed)
+{
+    u64 now = bpf_ktime_get_boot_ns();
+    k->cgroup_id = bpf_get_current_cgroup_id();
+    struct flow_val *v = flows.lookup(k);
+    if (!v) {
+        struct flow_val nv = {};
+        nv.first_seen = now;
+        nv.last_seen = now;
+        __builtin_memcpy(nv.laddr, laddr, 16);
+        flows.insert(k, &nv);  // BPF_NOEXIST: a racing CPU's counts survive
+        v = flows.lookup(k);
+        if (!v) {
+            u32 zero = 0;
+            u64 *full = flows_full.lookup(&zero);
+            if (full)
+                __sync_fetch_and_add(full, 1);
+            return;
+        }
+    }
+    __sync_fetch_and_add(&v->count, 1);
+    if (failed)
+        __sync_fetch_and_add(&v->failed, 1);
+    v->last_seen = now;
+}
+
+// Read the address (not the port) of a user sockaddr_in/_in6 into k->raddr.
+static __always_inline void flow_raddr(struct flow_key *k, const void *uaddr, u16 family)
+{
+    if (family == AF_INET6_)
+        bpf_probe_read_user(k->raddr, 16, (const u8 *)uaddr + 8);  // sin6_addr
+    else
+        bpf_probe_read_user(k->raddr, 4, (const u8 *)uaddr + 4);   // sin_addr
 }
 
 // Copy a user sockaddr of length `len` (at most 110 bytes).
@@ -140,6 +211,23 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     struct fd_key k = {bpf_get_current_pid_tgid() >> 32, (u32)s.a[1]};
     struct sock_info *si = sock_fds.lookup(&k);
     s64 type = si ? si->type : 0;  // 0: socket made before the probe started
+    long ret = args->ret;
+    // -EALREADY/-EISCONN: a non-blocking connect asked again, not a new attempt
+    if ((family == AF_INET_ || family == AF_INET6_) && ret != -EALREADY_ && ret != -EISCONN_) {
+        struct flow_key fk = {};
+        u8 laddr[16] = {};
+        u16 port = 0;
+        fk.type = type & 0xf;
+        fk.family = family;
+        bpf_probe_read_user(&port, sizeof(port), (const u8 *)s.p[0] + 2);
+        fk.rport = (port >> 8) | ((port & 0xff) << 8);
+        flow_raddr(&fk, (void *)s.p[0], family);
+        if (si && si->family == family) {  // bound before connect
+            fk.lport = si->port;
+            __builtin_memcpy(laddr, si->addr, 16);
+        }
+        flow_add(&fk, laddr, ret < 0 && ret != -EINPROGRESS_);
+    }
     remember_fd(s.a[1], family, 0);
     if (skip(K_CONNECT))
         return 0;
@@ -168,6 +256,23 @@ static __always_inline int accept_exit(long ret)
     if (l)
         __builtin_memcpy(&li, l, sizeof(li));
     remember_fd(ret, li.family, li.type);
+    int alen = 0;
+    if (s.p[1])
+        bpf_probe_read_user(&alen, sizeof(alen), (void *)s.p[1]);
+    // The flow: the peer's address if the caller asked for it, the listener's port.
+    struct flow_key fk = {};
+    if (s.p[0] && alen >= 16)
+        bpf_probe_read_user(&fk.family, sizeof(fk.family), (void *)s.p[0]);
+    else
+        fk.family = li.family;
+    if (fk.family == AF_INET_ || fk.family == AF_INET6_) {
+        fk.direction = 1;
+        fk.type = li.type & 0xf;
+        fk.lport = li.port;
+        if (s.p[0] && alen >= 16)
+            flow_raddr(&fk, (void *)s.p[0], fk.family);
+        flow_add(&fk, li.addr, 0);
+    }
     if (skip(K_ACCEPT))
         return 0;
     struct ev_sock *e = ev_reserve(K_ACCEPT, sizeof(*e));
@@ -180,9 +285,6 @@ static __always_inline int accept_exit(long ret)
     e->a[4] = li.family;
     __builtin_memcpy(e->la, li.addr, sizeof(e->la));
     __builtin_memset(e->sa, 0, sizeof(e->sa));
-    int alen = 0;
-    if (s.p[1])
-        bpf_probe_read_user(&alen, sizeof(alen), (void *)s.p[1]);
     read_sa(e->sa, (void *)s.p[0], alen);
     ev_submit(e);
     return 0;

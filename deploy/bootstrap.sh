@@ -8,7 +8,8 @@ VENV=${EUNOMIA_VENV:-$ROOT/.venv}
 log() { echo "bootstrap: $*" >&2; }
 
 APT_PKGS=(python3-bpfcc python3-venv podman runc busybox-static conmon uidmap
-          catatonit slirp4netns postgresql chromium chromium-driver prometheus iproute2)
+          catatonit slirp4netns postgresql chromium chromium-driver prometheus iproute2
+          nginx-light wrk gcc libc6-dev)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -34,6 +35,11 @@ if [ ${#missing[@]} -gt 0 ] || [ $NEED_HDR = 1 ]; then
   fi
   log "apt-get install ${missing[*]}"
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # nginx is only a workload for bench/overhead_bench.py: never a system service.
+  if [[ " ${missing[*]} " == *" nginx-light "* ]]; then
+    { systemctl disable --now nginx || systemctl disable nginx; } >/dev/null 2>&1 || true
+    [ -s /run/nginx.pid ] && nginx -s quit 2>/dev/null || true
+  fi
 fi
 
 if [ ! -e "/lib/modules/$KREL/build/include" ]; then

@@ -10,6 +10,9 @@ The enricher adds `proc`, `container` and `k8s` (null on the host):
                 "containerd"|"cri-o", "labels": {str: str}} | null
     k8s:       {"pod": str, "namespace": str, "labels": {}} | null
 
+Kind "flow" is connects or accepts aggregated in the kernel per cgroup (pid 0;
+services/probe/flows.py): `count` and `failed` are deltas since the last one.
+
 Alerts travel in the same batch format with kind "alert":
     {"id", "ts", "node", "kind": "alert", "pid", "rule", "priority", "output",
      "tags": [...], "event": <the enriched event that matched>, "container", "k8s"}
@@ -61,6 +64,8 @@ KINDS: dict[str, tuple[str, ...]] = {
     "unshare": ("flags", "ret"),
     "setns": ("fd", "nstype", "ret"),
     "signal": ("sig", "target_pid", "ret"),
+    "flow": ("direction", "family", "proto", "daddr", "dport", "saddr", "sport", "count", "failed",
+             "first_ts", "last_ts"),
 }
 
 # Families and other numeric constants rules and UIs want by name.

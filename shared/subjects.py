@@ -3,13 +3,10 @@
 PREFIX = "eunomia"
 
 
-def raw(node: str, kind: str) -> str:
-    """Probe output: raw kernel events of one kind from one node."""
-    return f"{PREFIX}.raw.{node}.{kind}"
-
-
-def raw_all(node: str) -> str:
-    return f"{PREFIX}.raw.{node}.>"
+def raw(node: str) -> str:
+    """Probe output: every raw kernel event of one node, in the kernel's order
+    (one subject, so an exec always comes before the opens of its program)."""
+    return f"{PREFIX}.raw.{node}"
 
 
 def event(node: str, kind: str) -> str:
@@ -30,6 +27,10 @@ ALERT_ALL = f"{PREFIX}.alert.>"
 def ctl_probe(node: str) -> str:
     """Request/reply control of one node's probe."""
     return f"{PREFIX}.ctl.probe.{node}"
+
+
+# Broadcast to every probe: the filter plan compiled from the alerter's rules.
+CTL_PROBES = f"{PREFIX}.ctl.probes"
 
 
 def ctl_enricher(node: str) -> str:

@@ -217,11 +217,7 @@ class Pipeline:
 
     async def publish_raw(self, events: list[dict]) -> None:
         """Publish raw events (filled with a head where missing) as the probe would."""
-        by_kind: dict[str, list[dict]] = {}
-        for ev in events:
-            ev = {"id": new_event_id(self.node), "ts": time.time_ns(), "node": self.node, "pid": os.getpid(),
-                  "tid": os.getpid(), "uid": 0, "gid": 0, "comm": "test", "cgroup_id": 0, **ev}
-            by_kind.setdefault(ev["kind"], []).append(ev)
-        for kind, evs in by_kind.items():
-            await self.bus.publish_batch(subjects.raw(self.node, kind), evs)
+        evs = [{"id": new_event_id(self.node), "ts": time.time_ns(), "node": self.node, "pid": os.getpid(),
+                "tid": os.getpid(), "uid": 0, "gid": 0, "comm": "test", "cgroup_id": 0, **ev} for ev in events]
+        await self.bus.publish_batch(subjects.raw(self.node), evs)
         await self.bus.nc.flush()

@@ -72,7 +72,7 @@ async def test_enricher_publishes_each_container_on_its_partition(nats_server, b
             async with svc:
                 stop = asyncio.Event()
                 task = asyncio.create_task(svc.run(stop))
-                await bus.publish_batch(subjects.raw(NODE, "open"), [
+                await bus.publish_batch(subjects.raw(NODE), [
                     raw_open(cpid, cgroup_inode(cpid), "/etc/in-container"),
                     raw_open(os.getpid(), cgroup_inode(os.getpid()), "/etc/on-host")])
                 await until(lambda: sum(map(len, got.values())) >= 4, 15, "enriched events")

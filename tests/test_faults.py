@@ -123,7 +123,7 @@ async def test_garbage_on_every_subject_is_logged_counted_and_survived(nats_serv
             try:
                 # 1. garbage on every subject family the services read
                 families = {
-                    "raw": subjects.raw(node, "open"),                 # enricher
+                    "raw": subjects.raw(node),                 # enricher
                     "event": subjects.event(node, "open"),             # alerter, store (EVENTS stream)
                     "alert": subjects.alert("critical"),               # store (ALERTS stream), api live
                     "stats": subjects.stats("garbage", node),          # api metrics, probe exclusion
@@ -144,7 +144,7 @@ async def test_garbage_on_every_subject_is_logged_counted_and_survived(nats_serv
                 await bus.nc.flush()
 
                 # 2. good input afterwards still goes all the way: raw -> event -> alert -> store
-                await bus.publish_batch(subjects.raw(node, "open"), [good_raw(node, "/etc/eunomia-fault-good")])
+                await bus.publish_batch(subjects.raw(node), [good_raw(node, "/etc/eunomia-fault-good")])
                 await until(lambda: any(a.get("rule") == "Good file opened" for a in alerts), 15, "the good alert")
                 await until(lambda: store.stats.total("events_stored_total") >= 1
                             and store.stats.total("alerts_stored_total") >= 1, 15, "the good event and alert stored")
@@ -260,7 +260,7 @@ async def test_enricher_killed_and_restarted_carries_on(nats_server, tmp_path):
 
         async def send(tag: str, n: int) -> set[str]:
             evs = [good_raw(node, f"/tmp/{tag}/{i}") for i in range(n)]
-            await bus.publish_batch(subjects.raw(node, "open"), evs)
+            await bus.publish_batch(subjects.raw(node), evs)
             await bus.nc.flush()
             return {e["id"] for e in evs}
 
@@ -308,7 +308,7 @@ async def test_probe_survives_garbage_on_ctl_and_stats(nats_server, tmp_path, ca
     probe = ProbeService(ProbeConfig(kinds=("exec",)), common)
     stop = asyncio.Event()
     async with busmod.connect(nats_server.url, Stats("t")) as bus:
-        await bus.subscribe_batches(subjects.raw(node, "exec"), on_exec)
+        await bus.subscribe_batches(subjects.raw(node), on_exec)
         await bus.nc.subscribe(subjects.stats("probe", node), cb=on_stats)
         async with probe:
             task = asyncio.create_task(probe.run(stop))

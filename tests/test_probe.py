@@ -111,7 +111,7 @@ class Collector:
 
     async def handler(self, subject: str, events: list[dict]) -> None:
         for ev in events:
-            assert subject == subjects.raw(NODE, ev["kind"])
+            assert subject == subjects.raw(NODE)
         self.events.extend(events)
         self.changed.set()
 
@@ -142,7 +142,7 @@ async def probe(tmp_path_factory):
         common = CommonConfig(nats_url=srv.url, node=NODE, data_dir=js, stats_interval=0.5)
         col = Collector()
         async with busmod.connect(srv.url, Stats("test")) as bus:
-            await bus.subscribe_batches(subjects.raw_all(NODE), col.handler)
+            await bus.subscribe_batches(subjects.raw(NODE), col.handler)
             await bus.nc.flush()
             svc = ProbeService(ProbeConfig(counters_interval=0.5), common)
             stop = asyncio.Event()
@@ -321,23 +321,65 @@ async def test_own_and_announced_service_pids_are_excluded(probe, tmp_path):
     assert svc.stats.total("probe_events_total") >= len(col.events)
 
 
-async def test_open_prefix_filter_drops_reads_not_writes(probe):
-    d = Path(f"/tmp/eunskip-{uuid.uuid4().hex[:8]}")
-    d.mkdir()
-    (d / "r").write_text("x")
-    probe.svc.set_open_skip_prefixes((f"{d}/",))
-    try:
-        p = await run_child(sys.executable, "-c", f"open('{d}/r').read(); open('{d}/w', 'w').write('x')")
-    finally:
-        probe.svc.set_open_skip_prefixes(())
-    col = probe.col
-    await col.wait(lambda e: e["kind"] == "open" and e["pid"] == p.pid and e["path"] == f"{d}/w")
-    await col.wait(lambda e: e["kind"] == "exit" and e["pid"] == p.pid)
-    assert not [e for e in col.events if e["kind"] == "open" and e["path"] == f"{d}/r"]
-    for f in d.iterdir():
-        f.unlink()
-    d.rmdir()
+PLAN_RULES = """
+- rule: secret reads
+  desc: t
+  condition: evt.type = open and evt.is_open_read = true and fd.name startswith "{d}/secret/"
+  output: x
+  priority: WARNING
+- rule: conf writes
+  desc: t
+  condition: evt.type = open and evt.is_open_write = true and fd.filename = target.conf
+  output: x
+  priority: WARNING
+- rule: exact
+  desc: t
+  condition: evt.type in (open, chmod) and fd.name = "{d}/exact"
+  output: x
+  priority: WARNING
+"""
 
+
+async def test_filter_plan_emits_only_what_rules_can_match(probe):
+    from services.alerter.engine import load_rules_text
+    from shared.filterplan import FilterPlan
+
+    d = Path(f"/tmp/eunplan-{uuid.uuid4().hex[:8]}")
+    (d / "secret").mkdir(parents=True)
+    for name in ("secret/a", "other", "target.conf", "exact"):
+        (d / name).write_text("x")
+    plan = load_rules_text(PLAN_RULES.format(d=d)).filter_plan("test")
+    assert "unlink" not in plan.kinds and "open" in plan.kinds
+    filtered_before = probe.svc.stats.get("probe_filtered_events_total", kind="open") or 0
+    probe.svc.load_plan(plan)
+    try:
+        p = await run_child(sys.executable, "-c", f"""
+import os
+os.chdir("{d}")
+for path in ("{d}/secret/a", "{d}/other", "{d}/target.conf", "{d}/exact", "other", "{d}//other", "{d}/./other"):
+    open(path).read()
+open("{d}/target.conf", "w").write("y")
+os.chmod("{d}/exact", 0o600)
+os.chmod("{d}/other", 0o600)
+os.unlink("{d}/other")
+""")
+        col = probe.col
+        await col.wait(lambda e: e["kind"] == "exit" and e["pid"] == p.pid)
+        probe.svc.read_counters()
+    finally:
+        probe.svc.load_plan(FilterPlan.capture_all(probe.svc.cfg.kinds))
+    opens = {(e["path"], e["flags"] & 3) for e in col.events if e["kind"] == "open" and e["pid"] == p.pid}
+    assert opens == {(f"{d}/secret/a", 0), (f"{d}/exact", 0), ("other", 0), (f"{d}//other", 0),
+                     (f"{d}/./other", 0), (f"{d}/target.conf", 1)}
+    chmods = [e["path"] for e in col.events if e["kind"] == "chmod" and e["pid"] == p.pid]
+    assert chmods == [f"{d}/exact"]
+    assert not [e for e in col.events if e["kind"] == "unlink" and e["pid"] == p.pid]
+    # what was kept in the kernel is counted (by us and any other process on the node)
+    assert probe.svc.stats.get("probe_filtered_events_total", kind="open") - filtered_before >= 2
+    assert probe.svc.stats.get("probe_filtered_events_total", kind="unlink") >= 1
+    for f in sorted(d.rglob("*"), reverse=True):
+        f.rmdir() if f.is_dir() else f.unlink()
+    d.rmdir()
 
 async def test_control_requests(probe):
     bus, ctl = probe.bus, subjects.ctl_probe(NODE)
@@ -395,5 +437,5 @@ async def test_config_is_validated():
         ProbeConfig(ringbuf_pages=100)
     with pytest.raises(ConfigError, match="probe.exclude_pids"):
         ProbeConfig(exclude_pids=(-1,))
-    with pytest.raises(ConfigError, match="probe.open_skip_prefixes"):
-        ProbeConfig(open_skip_prefixes=("relative/",))
+    with pytest.raises(ConfigError, match="probe.capture"):
+        ProbeConfig(capture="some")

@@ -36,7 +36,7 @@ async def test_overflow_is_counted_not_silent(tmp_path):
         common = CommonConfig(nats_url=srv.url, node=node, data_dir=tmp_path, stats_interval=0.5)
         cfg = ProbeConfig(kinds=("open",), ringbuf_pages=8, counters_interval=0.5)  # 32 KiB: ~90 events
         async with busmod.connect(srv.url, Stats("test")) as bus:
-            await bus.subscribe_batches(subjects.raw_all(node), handler)
+            await bus.subscribe_batches(subjects.raw(node), handler)
             await bus.nc.flush()
             async with ProbeService(cfg, common) as svc:
                 stop = asyncio.Event()

@@ -82,3 +82,17 @@ def test_through_the_eunomia_command(tmp_path: Path) -> None:
                        cwd=root, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1, r.stderr
     assert f"{bad}:3:34: unknown field 'fd.nme'" in r.stdout
+
+
+def test_check_names_rules_that_force_full_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from services.alerter.rules_cli import check
+
+    f = tmp_path / "r.yaml"
+    f.write_text("- rule: wide\n  desc: d\n  condition: evt.type = open and fd.name contains x\n"
+                 "  output: o\n  priority: WARNING\n"
+                 "- rule: narrow\n  desc: d\n  condition: evt.type = unlink and fd.name startswith /etc/\n"
+                 "  output: o\n  priority: WARNING\n")
+    assert check(argparse.Namespace(files=[f])) == 0
+    out = capsys.readouterr().out
+    assert "open (read|write|create): every path sent, because of: 'wide'" in out
+    assert "unlink: 1 path pattern(s)" in out

@@ -36,7 +36,21 @@ def check(args: argparse.Namespace) -> int:
           f"from {len(rs.files)} file(s)")
     per_kind = ", ".join(f"{k}={n}" for k, n in sorted(s["per_kind"].items()))
     print(f"rules per kind: {per_kind or 'none'} (any kind: {s['any_kind']})")
+    _print_plan(rs.filter_plan("rules check"))
     return 0
+
+
+def _print_plan(plan) -> None:
+    """What the kernel will emit for these rules, and which rules force a kind to full capture."""
+    bounded = {}
+    for p in plan.patterns:
+        bounded[p.kind] = bounded.get(p.kind, 0) + 1
+    print(f"kernel filter: {len(plan.kinds)} kinds emitted: {', '.join(sorted(plan.kinds))}")
+    for kind, n in sorted(bounded.items()):
+        print(f"  {kind}: {n} path pattern(s)")
+    for what, rules in sorted(plan.full.items()):
+        kind, access = what.split(" ", 1)
+        print(f"  {kind} ({access}): every path sent, because of: {', '.join(repr(r) for r in rules)}")
 
 
 def fields(args: argparse.Namespace) -> int:

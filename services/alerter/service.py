@@ -8,6 +8,10 @@ file, webhooks by config), each behind its own bounded queue.
 Reload: request `eunomia.ctl.alerter` {"op": "reload"} or change a rule
 file (mtime poll). A broken file keeps the old rules; the RuleError
 (file:line:col: reason) goes to the log, the reply and the stats.
+
+Filter plan: every ruleset installed is compiled into the kernel's filter
+plan (engine/plan.py) and sent to every probe on `eunomia.ctl.probes`;
+{"op": "plan"} answers it to a probe that starts later.
 """
 from __future__ import annotations
 
@@ -50,6 +54,7 @@ class AlerterService:
         self.cfg, self.common = cfg, common
         self.stats = Stats("alerter")
         self.ruleset: Ruleset | None = None
+        self.plan = None                        # shared.filterplan.FilterPlan of the ruleset
         self.throttle = Throttle(cfg.throttle_window_s, cfg.throttle_max_repeats, cfg.throttle_max_keys)
         self.state = ExecState(cfg.state_table_size)
         self.sinks: list[Sink] = []
@@ -91,6 +96,7 @@ class AlerterService:
             for subject, queue in self.cfg.subscriptions():  # queue group, or owned partitions
                 await self.bus.subscribe_batches(subject, self._on_events, queue=queue)
             await self.bus.nc.flush()
+            await self._send_plan()
         except BaseException:
             await self._stack.aclose()
             raise
@@ -118,6 +124,8 @@ class AlerterService:
 
     def _install(self, rs: Ruleset) -> None:
         self.ruleset = rs
+        # rules below min_priority never alert: the kernel need not emit for them
+        self.plan = rs.filter_plan(f"alerter {self.common.node}", max_rank=self._min_rank)
         self._eval_errors_seen = rs.eval_errors
         self.stats.set("rules_loaded", sum(r.enabled for r in rs.rules))
         for w in rs.warnings:
@@ -140,11 +148,20 @@ class AlerterService:
                 return {"ok": False, "error": str(e), "errors": [str(x) for x in e.errors],
                         "rules": len(self.ruleset.rules), "node": self.common.node}
             self._install(rs)
+            await self._send_plan()
             self._sig, self._failed_sig, self.last_reload_error = sig, None, None
             self.stats.inc("rule_reloads_total")
             self.stats.set("rule_reload_failed", 0)
             _log.info("rules reloaded: %d rules from %d files", len(rs.rules), len(files))
             return {"ok": True, "rules": len(rs.rules), "files": [str(f) for f in files], "node": self.common.node}
+
+    async def _send_plan(self) -> None:
+        """Every probe loads the plan of the rules now installed."""
+        try:
+            await self.bus.publish(subjects.CTL_PROBES, orjson.dumps({"op": "plan", "plan": self.plan.to_dict()}))
+            self.stats.inc("plan_published_total")
+        except Exception as e:  # the probes ask again (op "plan") when they (re)start
+            _log.warning("could not publish the filter plan: %s", e)
 
     async def _watch_loop(self) -> None:
         while True:
@@ -166,6 +183,8 @@ class AlerterService:
             op, req = None, {"error": f"not JSON: {e}"}
         if op == "reload":
             reply = await self.reload()
+        elif op == "plan":
+            reply = {"ok": True, "plan": self.plan.to_dict()}
         elif op == "status":
             rs = self.ruleset
             reply = {"ok": True, "node": self.common.node, "rules": rs.summary(),
@@ -173,7 +192,7 @@ class AlerterService:
                      "throttle_keys": len(self.throttle)}
         else:
             self.stats.inc("ctl_bad_requests_total")
-            reply = {"ok": False, "error": f"unknown op {op!r}: use 'reload' or 'status'"}
+            reply = {"ok": False, "error": f"unknown op {op!r}: use 'reload', 'status' or 'plan'"}
         if msg.reply:
             await msg.respond(orjson.dumps(reply))
 

@@ -22,8 +22,6 @@ class EnricherConfig:
     seed_from_proc: bool = True        # read /proc at start
     max_batch_events: int = 256        # output batch size
     max_pending_events: int = 50_000   # output buffer bound (backpressure past it)
-    reorder_ms: float = 150.0          # events are held this long after their ts and released in ts order
-    max_held_events: int = 200_000     # bound of that reorder buffer
     queue_batches: int = 1024          # raw batches waiting for the enricher (bounded; backpressure)
     queue_group: str = ""              # one enricher per node: no queue group by default
 
@@ -45,10 +43,6 @@ class EnricherConfig:
             raise ConfigError(f"enricher.exit_grace_s: {self.exit_grace_s} not in [0, 3600]")
         if not (1 <= self.max_batch_events <= 10_000):
             raise ConfigError(f"enricher.max_batch_events: {self.max_batch_events} not in [1, 10000]")
-        if not (0 <= self.reorder_ms <= 5000):
-            raise ConfigError(f"enricher.reorder_ms: {self.reorder_ms} not in [0, 5000]")
-        if not (1 <= self.max_held_events <= 10_000_000):
-            raise ConfigError(f"enricher.max_held_events: {self.max_held_events} not in [1, 10000000]")
         if not (1 <= self.queue_batches <= 1_000_000):
             raise ConfigError(f"enricher.queue_batches: {self.queue_batches} not in [1, 1000000]")
         if self.max_pending_events < self.max_batch_events:

@@ -64,7 +64,7 @@ class Enricher:
                                ev.get("ppid") if isinstance(ev.get("ppid"), int) else 0)
 
     def prime(self, events: list[dict]) -> None:
-        """On arrival (before the reorder hold): resolve new cgroups while they still
+        """On arrival: resolve new cgroups while they still
         exist and start the container lookups the events will need."""
         for ev in events:
             cg = ev.get("cgroup_id")

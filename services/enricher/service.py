@@ -1,4 +1,8 @@
-"""EnricherService: eunomia.raw.<node>.> in, eunomia.event.<node>.<kind> out.
+"""EnricherService: eunomia.raw.<node> in, eunomia.event.<node>.<kind> out.
+
+The raw subject carries one node's events in the kernel's order (the probe
+publishes them as its ring buffer hands them out), so events are enriched
+in arrival order: an exec is always seen before its program's opens.
 
 Control (request/reply) on eunomia.ctl.enricher.<node>:
     {"op": "containers"[, "all": true]} -> {"containers": [{"id", "name", "image", "runtime",
@@ -25,7 +29,6 @@ from .config import EnricherConfig
 from .containers import ContainerRegistry
 from .enrich import Enricher
 from .proctable import ProcTable
-from .reorder import Reorder
 from .runtime_api import RuntimeClient
 
 _log = log.get("enricher")
@@ -46,8 +49,7 @@ class EnricherService:
         self.enricher = Enricher(self.procs, self.containers, self.stats, cfg.lookup_timeout_s)
         self._stack = AsyncExitStack()
         self._queue: asyncio.Queue[list[dict]] = asyncio.Queue(maxsize=cfg.queue_batches)
-        self.reorder = Reorder(cfg.reorder_ms, cfg.max_held_events)
-        self._counted = {"forced": 0, "evictions": 0, "proc_reads": 0, "proc_misses": 0, "unresolved": 0}
+        self._counted = {"evictions": 0, "proc_reads": 0, "proc_misses": 0, "unresolved": 0}
         self._partitioned = partition.configured() > 0   # env EUNOMIA_PARTITIONS
 
     async def __aenter__(self) -> "EnricherService":
@@ -71,12 +73,12 @@ class EnricherService:
                 Batcher(self.bus, self.cfg.max_batch_events, max_pending=self.cfg.max_pending_events,
                         durable=True))
             await self.bus.subscribe_raw(subjects.ctl_enricher(self.common.node), self._on_ctl)
-            await self.bus.subscribe_batches(subjects.raw_all(self.common.node), self._on_raw,
+            await self.bus.subscribe_batches(subjects.raw(self.common.node), self._on_raw,
                                              queue=self.cfg.queue_group)
             await self.bus.nc.flush()
             await self._stack.enter_async_context(
                 StatsPublisher(self.bus, self.stats, self.common.node, self.common.stats_interval))
-            _log.info("enricher on node %s: %s -> %s", self.common.node, subjects.raw_all(self.common.node),
+            _log.info("enricher on node %s: %s -> %s", self.common.node, subjects.raw(self.common.node),
                       subjects.event(self.common.node, "<kind>"))
         except BaseException:
             await self._stack.aclose()
@@ -107,34 +109,21 @@ class EnricherService:
             self.update_gauges()
 
     async def _work(self) -> None:
-        """Raw batches -> reorder buffer -> enriched events, in ts order."""
-        held = self.reorder
+        """Raw batches -> enriched events, in arrival (kernel) order."""
+        step = self.cfg.max_batch_events * 4
         while True:
-            wait = held.wait_s()
-            try:
-                batch = await asyncio.wait_for(self._queue.get(), wait) if wait is not None \
-                    else await self._queue.get()
-                while True:
-                    self.enricher.prime(batch)
-                    held.add(batch)
-                    if self._queue.empty():
-                        break
-                    batch = self._queue.get_nowait()
-            except asyncio.TimeoutError:
-                pass
-            events = held.ready()
-            step = self.cfg.max_batch_events * 4
-            for i in range(0, len(events), step):  # in slices, so the loop breathes between them
-                await self._enrich_and_publish(events[i:i + step])
-                await asyncio.sleep(0)
+            batch = await self._queue.get()
+            self.enricher.prime(batch)
+            for i in range(0, len(batch), step):  # in slices, so the loop breathes between them
+                await self._enrich_and_publish(batch[i:i + step])
+            await asyncio.sleep(0)
 
     async def _drain(self) -> None:
-        """What is still queued or held at shutdown goes out too."""
+        """What is still queued at shutdown goes out too."""
         while not self._queue.empty():
-            self.reorder.add(self._queue.get_nowait())
-        events = self.reorder.all()
-        if events:
-            await self._enrich_and_publish(events)
+            batch = self._queue.get_nowait()
+            self.enricher.prime(batch)
+            await self._enrich_and_publish(batch)
 
     async def _enrich_and_publish(self, events: list[dict]) -> None:
         node = self.common.node
@@ -156,12 +145,10 @@ class EnricherService:
         s.set("enricher_proc_table_size", len(self.procs))
         s.set("enricher_containers_known", len(self.containers))
         s.set("enricher_cgroup_cache_size", len(self.containers.cgroups))
-        s.set("enricher_reorder_held_events", len(self.reorder))
         for key, value, name, labels in (
             ("evictions", self.procs.evictions, "enricher_proc_evictions_total", {}),
             ("proc_reads", self.procs.proc_reads, "enricher_proc_fallback_reads_total", {}),
             ("proc_misses", self.procs.proc_misses, "enricher_lookup_failures_total", {"source": "proc"}),
-            ("forced", self.reorder.forced, "enricher_reorder_forced_total", {}),
             ("unresolved", self.containers.cgroups.unresolved, "enricher_lookup_failures_total",
              {"source": "cgroup"}),
         ):

@@ -10,12 +10,12 @@ from .config import DEFAULT_KINDS, ProbeConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("probe", help="run the eBPF probe (root): kernel events -> eunomia.raw.<node>.<kind>")
+    p = sub.add_parser("probe", help="run the eBPF probe (root): kernel events -> eunomia.raw.<node>")
     p.add_argument("--kinds", help=f"comma-separated kinds to trace (default all: {','.join(DEFAULT_KINDS)})")
     p.add_argument("--exclude-pid", type=int, action="append", default=[], help="pid never traced (repeatable)")
     p.add_argument("--ringbuf-pages", type=int, default=None, help="ring buffer size in pages (power of two)")
-    p.add_argument("--open-skip-prefix", action="append", default=[],
-                   help="drop read-only opens under this path prefix in the kernel (repeatable, max 8)")
+    p.add_argument("--capture", choices=("plan", "all"), default="plan",
+                   help="plan: emit only what the alerter's rules can use (default); all: everything")
     p.set_defaults(func=_run)
 
 
@@ -30,8 +30,7 @@ def _run(args: argparse.Namespace) -> int:
         kw["kinds"] = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     if args.ringbuf_pages:
         kw["ringbuf_pages"] = args.ringbuf_pages
-    if args.open_skip_prefix:
-        kw["open_skip_prefixes"] = tuple(args.open_skip_prefix)
+    kw["capture"] = args.capture
     cfg, common = ProbeConfig(**kw), common_config(args)
     try:
         run_main(lambda: ProbeService(cfg, common))

@@ -7,7 +7,7 @@ from shared.config import ConfigError
 from shared.schema import KINDS
 
 DEFAULT_KINDS = tuple(KINDS)
-MAX_PREFIXES, MAX_PREFIX_LEN = 8, 32  # PREFIX_MAX, PREFIX_SZ in bpf/file.bpf.c
+CAPTURE_MODES = ("plan", "all")
 
 
 @dataclass(frozen=True)
@@ -21,14 +21,14 @@ class ProbeConfig:
     batch_size: int = 256                     # events per bus message
     queue_batches: int = 256                  # bounded hand-off queue, thread -> event loop
     counters_interval: float = 2.0            # s between reads of lost/cgroup counter maps
-    # Read-only opens under these prefixes are dropped in the kernel (writes never are).
-    # Empty by default: a security monitor must see reads of /proc/<pid>/environ, /etc/shadow...
-    open_skip_prefixes: tuple[str, ...] = ()
+    # "plan": emit only what the alerter's rules can use (shared/filterplan.py);
+    # "all": every event of the enabled kinds, for forensics.
+    capture: str = "plan"
+    plan_retry_s: float = 2.0                 # how often to ask the alerter for a plan until one answers
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kinds", tuple(self.kinds))
         object.__setattr__(self, "exclude_pids", tuple(int(p) for p in self.exclude_pids))
-        object.__setattr__(self, "open_skip_prefixes", tuple(self.open_skip_prefixes))
         unknown = [k for k in self.kinds if k not in KINDS]
         if unknown:
             raise ConfigError(f"probe.kinds: unknown kind(s) {unknown}; known: {sorted(KINDS)}")
@@ -46,9 +46,7 @@ class ProbeConfig:
             raise ConfigError(f"probe.counters_interval: {self.counters_interval} not in [0.1, 3600] s")
         if any(p <= 0 for p in self.exclude_pids):
             raise ConfigError(f"probe.exclude_pids: {self.exclude_pids} must be positive pids")
-        if len(self.open_skip_prefixes) > MAX_PREFIXES:
-            raise ConfigError(f"probe.open_skip_prefixes: at most {MAX_PREFIXES} prefixes")
-        for p in self.open_skip_prefixes:
-            if not isinstance(p, str) or not p.startswith("/") or not (1 < len(p.encode()) <= MAX_PREFIX_LEN):
-                raise ConfigError(f"probe.open_skip_prefixes: {p!r} is not an absolute path prefix of "
-                                  f"2 to {MAX_PREFIX_LEN} bytes")
+        if self.capture not in CAPTURE_MODES:
+            raise ConfigError(f"probe.capture: {self.capture!r} not in {CAPTURE_MODES}")
+        if not (0.1 <= self.plan_retry_s <= 60):
+            raise ConfigError(f"probe.plan_retry_s: {self.plan_retry_s} not in [0.1, 60] s")

@@ -85,8 +85,10 @@ def cflags(plan: SourcePlan, ringbuf_pages: int, wakeup_every: int) -> list[str]
     return flags
 
 
-def compile_and_attach(plan: SourcePlan, ringbuf_pages: int, wakeup_every: int, bpf_dir: Path = BPF_DIR):
-    """Blocking (seconds): compile, load and attach; returns the bcc BPF object."""
+def compile_and_attach(plan: SourcePlan, ringbuf_pages: int, wakeup_every: int, bpf_dir: Path = BPF_DIR,
+                       extra_cflags: tuple[str, ...] = ()):
+    """Blocking (seconds): compile, load and attach; returns the bcc BPF object.
+    `extra_cflags` override compile-time sizes, e.g. ("-DFLOWS_MAX=4",) in tests."""
     try:
         from bcc import BPF
     except ImportError as e:
@@ -95,6 +97,7 @@ def compile_and_attach(plan: SourcePlan, ringbuf_pages: int, wakeup_every: int, 
     if not plan.files:
         raise ProbeLoadError("no BPF source can be loaded: " + "; ".join(plan.errors))
     try:
-        return BPF(text=program_text(plan, bpf_dir).encode(), cflags=cflags(plan, ringbuf_pages, wakeup_every))
+        return BPF(text=program_text(plan, bpf_dir).encode(),
+                   cflags=[*cflags(plan, ringbuf_pages, wakeup_every), *extra_cflags])
     except Exception as e:
         raise ProbeLoadError(f"BPF compile/load of {[p.name for p in plan.files]} failed: {e}") from e

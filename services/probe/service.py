@@ -1,10 +1,15 @@
-"""ProbeService: kernel events from bpf/ to `eunomia.raw.<node>.<kind>`.
+"""ProbeService: kernel events from bpf/ to `eunomia.raw.<node>`, in kernel order.
 
 A reader thread polls the ring buffer (short timeout, so stop is honoured),
 decodes records and hands lists of events to the event loop through a
 bounded asyncio queue (a full queue drops and counts). The loop publishes
-them in batches with shared.bus.Batcher, answers control requests and
-copies the kernel's counters (lost events, per-cgroup counts) into Stats.
+them in batches on the node's one raw subject, answers control requests and
+copies the kernel's counters (lost, filtered, per-cgroup counts) into Stats.
+
+What the kernel emits follows the filter plan (shared/filterplan.py): the
+alerter sends it on `eunomia.ctl.probes` (and answers {"op": "plan"} on
+`eunomia.ctl.alerter`, which the probe asks at start until one replies).
+Until a plan arrives, and always with `capture="all"`, everything is emitted.
 """
 from __future__ import annotations
 
@@ -21,11 +26,13 @@ import orjson
 
 from shared import bus as busmod, log, subjects
 from shared.config import CommonConfig
+from shared.filterplan import FilterPlan, PlanError
 from shared.stats import Stats, StatsPublisher
 
 from . import loader
-from .config import MAX_PREFIXES, ProbeConfig
-from .decode import KIND_NUMBERS, DecodeError, Decoder
+from .config import ProbeConfig
+from .decode import KIND_NAMES, KIND_NUMBERS, DecodeError, Decoder
+from .plan_maps import PlanMaps
 from .ringbuf import RingReader
 
 try:  # written with bpf/syscalls.bpf.c by the seccomp side; optional here
@@ -89,8 +96,9 @@ class ProbeService:
         self._last_prune = float("-inf")
         self._gone_since: dict[int, float] = {}
         self.bus: busmod.Bus | None = None
-        self.batcher: busmod.Batcher | None = None
-        self._subjects = {k: subjects.raw(self.node, k) for k in KIND_NUMBERS}
+        self.subject = subjects.raw(self.node)
+        self.plan_maps: PlanMaps | None = None
+        self._filtered_seen: dict[int, int] = {}
 
     # ---- life cycle -------------------------------------------------------------
 
@@ -107,11 +115,10 @@ class ProbeService:
             self._configure_kernel()
             self.bus = await self._stack.enter_async_context(
                 busmod.connect(self.common.servers, self.stats, name=f"probe-{self.node}"))
-            self.batcher = await self._stack.enter_async_context(
-                busmod.Batcher(self.bus, max_events=self.cfg.batch_size))
             await self._stack.enter_async_context(
                 StatsPublisher(self.bus, self.stats, self.node, self.common.stats_interval))
             await self.bus.subscribe_raw(subjects.ctl_probe(self.node), self._on_ctl)
+            await self.bus.subscribe_raw(subjects.CTL_PROBES, self._on_ctl)
             if self.cfg.exclude_own_services:
                 await self.bus.subscribe_raw(subjects.STATS_ALL, self._on_stats)
             self._ring = RingReader(self.bpf[b"events"].map_fd, self.cfg.ringbuf_pages * mmap.PAGESIZE)
@@ -146,27 +153,41 @@ class ProbeService:
             self.bpf = None
 
     def _configure_kernel(self) -> None:
-        """Exclusions and parents first, then the kind switches (which start the flow)."""
+        """Exclusions and parents first, then the plan's kind switches (which start the flow)."""
         self.exclude([os.getpid(), *self.cfg.exclude_pids])
         parents = self.bpf[b"parents"]
         for pid, ppid in proc_parents().items():
             parents[parents.Key(pid)] = parents.Leaf(ppid)
-        self.set_open_skip_prefixes(self.cfg.open_skip_prefixes)
-        on = self.bpf[b"kind_on"]
-        for kind in self.cfg.kinds:
-            on[on.Key(KIND_NUMBERS[kind])] = on.Leaf(1)
+        self.plan_maps = PlanMaps(self.bpf, KIND_NUMBERS, "file.bpf.c" in [p.name for p in self.plan.files])
+        # everything the config allows until the alerter's plan arrives (always, with capture "all")
+        self.plan_maps.load(FilterPlan.capture_all(self.cfg.kinds, f"capture {self.cfg.capture}"), self.cfg.kinds)
 
-    def set_open_skip_prefixes(self, prefixes) -> None:
-        """Read-only opens under these prefixes are dropped in the kernel (validated by ProbeConfig)."""
-        if "file.bpf.c" not in [p.name for p in self.plan.files]:
-            return
-        table = self.bpf[b"open_skip_prefixes"]
-        for i in range(MAX_PREFIXES):
-            leaf = table.Leaf()
-            if i < len(prefixes):
-                raw = prefixes[i].encode()
-                leaf.len, leaf.s = len(raw), raw
-            table[table.Key(i)] = leaf
+    def load_plan(self, plan: FilterPlan) -> dict:
+        """Swap the kernel's filter to `plan` (ignored with capture "all")."""
+        if self.cfg.capture == "all":
+            return {"ignored": "capture is 'all'", **self.plan_maps.summary()}
+        summary = self.plan_maps.load(plan, self.cfg.kinds)
+        self.stats.inc("probe_plan_loads_total")
+        self.stats.set("probe_plan_kinds", len(summary["kinds"]))
+        _log.info("filter plan from %s: %d kinds, %d prefix and %d suffix entries; any path: %s",
+                  plan.source or "?", len(summary["kinds"]), summary["prefix_entries"], summary["suffix_entries"],
+                  summary["any_path"] or "none")
+        return summary
+
+    async def _ask_plan(self) -> None:
+        """Ask the alerter for the current plan until one answers (a restarted probe gets it too)."""
+        while self.cfg.capture == "plan" and self.plan_maps.plan.source.startswith("capture"):
+            try:
+                reply = await self.bus.request_json(subjects.CTL_ALERTER, {"op": "plan"}, timeout=1.0)
+                if isinstance(reply, dict) and "plan" in reply:
+                    self.load_plan(FilterPlan.from_dict(reply["plan"]))
+                    return
+            except PlanError as e:
+                self.stats.inc("probe_ctl_errors_total")
+                _log.warning("alerter sent a bad filter plan: %s", e)
+            except Exception as e:  # no alerter yet: keep capturing everything, ask again
+                _log.debug("no filter plan yet: %s", e)
+            await asyncio.sleep(self.cfg.plan_retry_s)
 
     def exclude(self, pids) -> list[int]:
         """Add pids to the kernel's exclusion map; returns the ones that were new."""
@@ -220,6 +241,7 @@ class ProbeService:
 
     async def run(self, stop: asyncio.Event) -> None:
         counters = asyncio.create_task(self._counters_loop(), name="probe-counters")
+        asker = asyncio.create_task(self._ask_plan(), name="probe-plan")
         stopper = asyncio.create_task(stop.wait())
         getter: asyncio.Task | None = None
         try:
@@ -236,25 +258,28 @@ class ProbeService:
                 getter.cancel()
             stopper.cancel()
             counters.cancel()
-            await asyncio.gather(counters, stopper, return_exceptions=True)
+            asker.cancel()
+            await asyncio.gather(counters, stopper, asker, return_exceptions=True)
             self.read_counters()
 
     async def _publish(self, events: list[dict]) -> None:
         counts: dict[str, int] = {}
-        subject = self._subjects
-        add = self.batcher.add
         for ev in events:
             kind = ev["kind"]
             counts[kind] = counts.get(kind, 0) + 1
-            await add(subject[kind], ev)
+        size = self.cfg.batch_size
+        for i in range(0, len(events), size):
+            try:
+                await self.bus.publish_batch(self.subject, events[i:i + size])
+            except Exception as e:  # a broken connection: counted, the reader carries on
+                self.stats.inc("bus_publish_failed_events_total", len(events[i:i + size]))
+                _log.error("publish of %d events failed: %s", len(events[i:i + size]), e)
         for kind, n in counts.items():
             self.stats.inc("probe_events_total", n, kind=kind)
 
     async def _publish_queued(self) -> None:
         while not self._queue.empty():
             await self._publish(self._queue.get_nowait())
-        if self.batcher:
-            await self.batcher.flush()
 
     async def _counters_loop(self) -> None:
         while True:
@@ -272,6 +297,11 @@ class ProbeService:
             self._lost_seen = lost
         else:
             self.stats.inc("probe_lost_events_total", 0)  # present (as 0) from the start
+        for k, v in self.bpf[b"filtered"].items():
+            n, seen = sum(v), self._filtered_seen.get(k.value, 0)
+            if n > seen and k.value in KIND_NAMES:
+                self.stats.inc("probe_filtered_events_total", n - seen, kind=KIND_NAMES[k.value])
+                self._filtered_seen[k.value] = n
         for k, v in self.bpf[b"cg_counts"].items():
             if k.value <= ROOT_CGROUP:
                 continue
@@ -346,7 +376,13 @@ class ProbeService:
                     "dropped_files": self.plan.dropped, "missing_tracepoints": self.plan.missing,
                     "errors": self.plan.errors, "tracepoints": self.bpf.num_open_tracepoints(),
                     "kinds": list(self.cfg.kinds), "excluded_pids": sorted(self.excluded),
+                    "capture": self.cfg.capture, "plan": self.plan_maps.summary(),
                     "counters": self.stats.snapshot(self.node)["counters"]}
+        if op == "plan":
+            try:
+                return {"loaded": self.load_plan(FilterPlan.from_dict(req.get("plan")))}
+            except PlanError as e:
+                return self._ctl_error(f'op "plan": {e}')
         if op == "exclude":
             pids = req.get("pids")
             if not isinstance(pids, list) or not all(isinstance(p, int) and p > 0 for p in pids):
@@ -365,7 +401,7 @@ class ProbeService:
                 return {"cgroup_id": cg, "reset": syscall_profile.reset(self.bpf, cg)}
             except KeyError as e:
                 return self._ctl_error(f"syscall profile maps are not loaded: {e}")
-        return self._ctl_error(f"unknown op {op!r}; known: status, exclude, syscalls, syscalls_reset")
+        return self._ctl_error(f"unknown op {op!r}; known: status, plan, exclude, syscalls, syscalls_reset")
 
     def _ctl_error(self, why: str) -> dict:
         self.stats.inc("probe_ctl_errors_total")

@@ -172,10 +172,14 @@ def _processes(d: Derived, ev: dict, cid: str | None) -> None:
 
 
 def _network(d: Derived, ev: dict, cid: str | None) -> None:
-    kind = ev["kind"]
+    kind, n, ts = ev["kind"], 1, ev["ts"]
+    if kind == "flow":  # connects or accepts counted in the kernel: a delta of `count`
+        kind, n, ts = ev.get("direction"), _i(ev.get("count")) or 0, _i(ev.get("last_ts")) or ts
+        if kind not in ("connect", "accept") or n <= 0:
+            return
     if kind not in ("connect", "accept", "listen") or ev.get("family") not in _INET:
         return
-    ts, me = ev["ts"], endpoint_key(ev)
+    me = endpoint_key(ev)
     local = _routable(ev.get("saddr"))
     if cid and local:
         d.container_ips[local] = (cid, ts)
@@ -185,12 +189,15 @@ def _network(d: Derived, ev: dict, cid: str | None) -> None:
     if not peer:
         return
     proto = _PROTO_NAMES.get(ev.get("proto"), str(ev.get("proto") or "tcp").lower()[:16])
+    # Flows get their own origin: build_graph takes the max over origins, so a
+    # connection seen as both an event and a flow is counted once.
+    origin = kind if ev["kind"] != "flow" else f"flow:{kind}"
     if kind == "connect":
-        key = (me, f"ip:{peer}", _port(ev.get("dport")), proto, "connect")
+        key = (me, f"ip:{peer}", _port(ev.get("dport")), proto, origin)
     else:
-        key = (f"ip:{peer}", me, _port(ev.get("sport")), proto, "accept")
+        key = (f"ip:{peer}", me, _port(ev.get("sport")), proto, origin)
     cur = d.connections.setdefault(key, [0, 0])
-    cur[0] += 1
+    cur[0] += n
     cur[1] = max(cur[1], ts)
 
 
@@ -237,7 +244,8 @@ def build_graph(edges: list[tuple], ip_owner: dict[str, str], names: dict[str, s
     """Rows (src, dst, port, proto, origin, count, last_seen) -> {"nodes", "edges"}.
 
     Endpoints "ip:<addr>" that belong to a known container become that container;
-    a connection seen from both ends (connect + accept) is counted once (max)."""
+    a connection seen from both ends (connect + accept), or as events and as
+    kernel flows, is counted once (max over origins)."""
     def resolve(key: str) -> str:
         if key.startswith("ip:") and key[3:] in ip_owner:
             return f"c:{ip_owner[key[3:]]}"

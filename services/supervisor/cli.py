@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-port", type=int, default=None, help="API port (default 8080)")
     p.add_argument("--no-podman-api", action="store_true",
                    help="do not start `podman system service` when no container runtime API answers")
+    p.add_argument("--capture", choices=("plan", "all"), default="plan",
+                   help="plan: the kernel emits only what the rules can use (default); all: every event, "
+                        "for forensics")
     p.add_argument("--store", default=None, help="store URL: sqlite:///path (default) or postgresql://...")
     p.set_defaults(func=_up)
 
@@ -26,7 +29,7 @@ def _up(args: argparse.Namespace) -> int:
 
     from .supervisor import Supervisor
 
-    overrides: dict[str, dict] = {"api": {}, "store": {}}
+    overrides: dict[str, dict] = {"api": {}, "store": {}, "probe": {"capture": args.capture}}
     if args.api_host:
         overrides["api"]["host"] = args.api_host
     if args.api_port is not None:

@@ -418,7 +418,8 @@ class Loader:
                 macro_ast[name] = parse(Source(m.cond))
             except RuleError as e:
                 fail(e)
-        comp = Compiler(MacroTable(macro_ast, lists))
+        table = MacroTable(macro_ast, lists)
+        comp = Compiler(table)
         for name in macro_ast:
             try:
                 comp.macro(_macro_ref(name, macro_ast[name]))
@@ -441,7 +442,8 @@ class Loader:
             raise first
         self.warnings.extend(comp.warnings)
         return Ruleset(compiled, ns=comp.ns, macros={n: Source(m.cond).text for n, m in self.macros.items()},
-                       lists=lists, files=list(self.files), warnings=list(dict.fromkeys(self.warnings)))
+                       lists=lists, files=list(self.files), warnings=list(dict.fromkeys(self.warnings)),
+                       table=table)
 
     def _expand(self, name: str, stack: list[str]) -> list[str]:
         if name in stack:
@@ -477,7 +479,7 @@ class Loader:
         template = compile_output(Source([r.output]))
         line = r.node.start_mark.line + 1
         return CompiledRule(r.name, r.desc, r.priority, list(r.tags), r.enabled, kinds, cond, template,
-                            src.text, code, r.file.name, line, by_kind)
+                            src.text, code, r.file.name, line, by_kind, ast)
 
 
 def _split_field(spec: str) -> tuple[str, str | None]:

@@ -34,6 +34,7 @@ class CompiledRule:
     file: str = ""
     line: int = 0
     by_kind: dict[str, tuple[Callable[[dict], bool], str]] = field(default_factory=dict)  # per kind: fn, code
+    ast: Any = None                        # the parsed condition with exceptions (for the filter plan)
 
     def match(self, ev: dict) -> Match:
         out, values = self.template.render(ev)
@@ -48,6 +49,7 @@ class Ruleset:
     lists: dict[str, list[str]] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    table: Any = field(default=None, repr=False)  # compiler.MacroTable: macro ASTs and lists (for the plan)
     kinds_index: dict[str, tuple[CompiledRule, ...]] = field(init=False)
     any_kind: tuple[CompiledRule, ...] = field(init=False)
     _runners: dict[str, Runner] = field(init=False, repr=False)   # kind -> generated function
@@ -113,6 +115,14 @@ class Ruleset:
                 except Exception:  # noqa: BLE001
                     self.eval_errors += 1
         return out
+
+    def filter_plan(self, source: str = "rules", max_rank: int | None = None):
+        """What the kernel must emit for these rules (shared/filterplan.py); with
+        `max_rank`, only for rules of that priority rank or more urgent."""
+        from .plan import compile_plan
+        from .priorities import priority_rank
+        rules = [r for r in self.rules if max_rank is None or priority_rank(r.priority) <= max_rank]
+        return compile_plan(rules, self.table, source)
 
     def summary(self) -> dict[str, Any]:
         per_kind = {k: len(v) for k, v in self.kinds_index.items() if v}

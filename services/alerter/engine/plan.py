@@ -1,0 +1,259 @@
+"""Rules -> filter plan (shared/filterplan.py): what the kernel must emit.
+
+Each enabled rule's condition (macros expanded, exceptions included) is
+over-approximated by the set of events it can match, per kind: a set of
+atoms (path pattern or None for any path, access classes). `and` keeps, for
+each pair of atoms, the narrower of the two (both are supersets of their
+intersection, and disjoint patterns cancel out); `or` unites; `not` and any
+test the plan cannot bound stand for "anything". So a dropped event can never
+have matched: the plan is a superset, never a guess.
+
+Path tests bound the path kinds (open, unlink, chmod): fd.name / evt.arg.path
+with =, in, startswith, pmatch, endswith, glob (up to the first wildcard);
+fd.directory =, in, pmatch, startswith; fd.filename =, in, endswith; and the
+open class tests evt.is_open_read/write/create/trunc/exec = true.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from shared.filterplan import (ALL_ACCESS, ALWAYS_KINDS, CREATE, MAX_PATH_LEN, MAX_SUFFIX_LEN, PATH_KINDS,
+                               READ, WRITE, FilterPlan, Pattern, access_text)
+
+from .compiler import MacroTable
+from .evtypes import KNOWN_KINDS, kind_of
+from .parser import BoolOp, Compare, Const, MacroRef, Node, Not
+
+Pat = tuple[str, str] | None             # (match, path) or None: any path
+Atom = tuple[Pat, int]                    # (path pattern, access classes)
+Abs = dict[str, frozenset[Atom]]          # kind -> atoms; a kind absent cannot match
+ANY: frozenset[Atom] = frozenset({(None, ALL_ACCESS)})
+ALL_KINDS = frozenset(KNOWN_KINDS)
+PATH_FIELDS = frozenset(("fd.name", "evt.arg.path"))
+OPEN_CLASSES = {"evt.is_open_read": READ, "evt.is_open_write": WRITE, "evt.is_open_trunc": WRITE,
+                "evt.is_open_create": CREATE, "evt.is_open_exec": CREATE}
+MAX_ATOMS = 4096                          # per kind; past it the kind is taken whole
+# Facts the alerter's state (services/alerter/state.py) derives from earlier events.
+STATE_FIELDS = frozenset(("proc.is_exe_upper_layer", "proc.is_exe_from_memfd"))
+
+
+def top() -> Abs:
+    return dict.fromkeys(ALL_KINDS, ANY)
+
+
+def _narrow_pat(a: Pat, b: Pat) -> Pat | bool:
+    """A pattern covering both a and b's paths (False: they share none)."""
+    if a is None or b is None:
+        return b if a is None else a
+    (ma, pa), (mb, pb) = a, b
+    if ma == mb == "exact":
+        return a if pa == pb else False
+    if "exact" in (ma, mb):
+        (me, pe), (mo, po) = (a, b) if ma == "exact" else (b, a)
+        ok = pe.startswith(po) if mo == "prefix" else pe.endswith(po)
+        return (me, pe) if ok else False
+    if ma == mb == "prefix":
+        return (a if len(pa) >= len(pb) else b) if pa.startswith(pb) or pb.startswith(pa) else False
+    if ma == mb == "suffix":
+        return (a if len(pa) >= len(pb) else b) if pa.endswith(pb) or pb.endswith(pa) else False
+    return a if ma == "prefix" else b   # a prefix and a suffix: either bounds both
+
+
+def _narrow_access(a: int, b: int) -> int:
+    return a if bin(a).count("1") <= bin(b).count("1") else b
+
+
+def and_(x: Abs, y: Abs) -> Abs:
+    out: Abs = {}
+    for k in x.keys() & y.keys():
+        if x[k] == ANY or y[k] == ANY:
+            out[k] = y[k] if x[k] == ANY else x[k]
+            continue
+        atoms = set()
+        for pa, aa in x[k]:
+            for pb, ab in y[k]:
+                p = _narrow_pat(pa, pb)
+                if p is not False:
+                    atoms.add((p, _narrow_access(aa, ab)))
+        if atoms:
+            out[k] = _cap(atoms)
+    return out
+
+
+def or_(x: Abs, y: Abs) -> Abs:
+    out = dict(x)
+    for k, atoms in y.items():
+        out[k] = _cap(out[k] | atoms) if k in out else atoms
+    return out
+
+
+def _cap(atoms: set[Atom] | frozenset[Atom]) -> frozenset[Atom]:
+    return frozenset(atoms) if len(atoms) <= MAX_ATOMS else ANY
+
+
+def _only(kinds: Iterable[str], atoms: frozenset[Atom]) -> Abs:
+    return dict.fromkeys(kinds, atoms)
+
+
+class PlanCompiler:
+    """Over-approximates conditions (AST nodes) as Abs values."""
+
+    def __init__(self, table: MacroTable) -> None:
+        self.table = table
+        self._macros: dict[str, Abs] = {}
+        self._stack: list[str] = []
+
+    def eval(self, node: Node) -> Abs:
+        if isinstance(node, BoolOp):
+            parts = [self.eval(a) for a in node.args]
+            out = parts[0]
+            for p in parts[1:]:
+                out = and_(out, p) if node.op == "and" else or_(out, p)
+            return out
+        if isinstance(node, Not):
+            return top()
+        if isinstance(node, Const):
+            return top() if node.value else {}
+        if isinstance(node, MacroRef):
+            return self.macro(node.name)
+        if isinstance(node, Compare):
+            return self.compare(node)
+        return top()
+
+    def macro(self, name: str) -> Abs:
+        if name not in self._macros:
+            body = self.table.macros.get(name)
+            if body is None or name in self._stack:  # the rule compiler has reported it already
+                return top()
+            self._stack.append(name)
+            try:
+                self._macros[name] = self.eval(body)
+            finally:
+                self._stack.pop()
+        return self._macros[name]
+
+    def values(self, node: Compare) -> list[str]:
+        v = node.value
+        items = v if isinstance(v, list) else [] if v is None else [v]
+        out: list[str] = []
+        for it in items:
+            if not it.quoted and it.text in self.table.lists:
+                out.extend(self.table.lists[it.text])
+            else:
+                out.append(it.text)
+        return out
+
+    def compare(self, node: Compare) -> Abs:
+        name = node.field if node.arg is None else f"{node.field}.{node.arg}"
+        op, vals = node.op, self.values(node)
+        if name == "evt.type" and op in ("=", "in"):
+            kinds = {k for k in map(kind_of, vals) if k}
+            return _only(kinds, ANY) if kinds else top()
+        if name in OPEN_CLASSES and op in ("=", "==") and [v.lower() for v in vals] == ["true"]:
+            return {"open": frozenset({(None, OPEN_CLASSES[name])})}
+        pats = path_patterns(name, op, vals)
+        if pats is None:
+            return top()
+        bounded = frozenset((p, ALL_ACCESS) for p in pats)
+        out = top()
+        out.update(_only(PATH_KINDS, bounded))
+        return out
+
+
+def path_patterns(name: str, op: str, vals: list[str]) -> set[Pat] | None:
+    """Patterns covering every path the test can hold for; None when unbounded."""
+    out: set[Pat] = set()
+    for v in vals:
+        p = _pattern(name, op, v)
+        if p is None:
+            return None
+        out |= p
+    return out or None
+
+
+def _pattern(name: str, op: str, v: str) -> set[Pat] | None:
+    if not v:
+        return None
+    if name in PATH_FIELDS:
+        if op in ("=", "==", "in"):
+            return {("exact", v)} if v.startswith("/") else set()   # relative paths: always sent anyway
+        if op in ("startswith", "bstartswith"):
+            return {_prefix(v)} if v.startswith("/") else None
+        if op == "pmatch":
+            base = v.rstrip("/")
+            return {("exact", base or "/"), _prefix(base + "/")} if v.startswith("/") else None
+        if op == "endswith":
+            return {("suffix", v[-MAX_SUFFIX_LEN:])}
+        if op == "glob":
+            head = v[:min((v.find(c) for c in "*?[" if c in v), default=len(v))]
+            if head == v:
+                return {("exact", v)} if v.startswith("/") else set()
+            return {_prefix(head)} if head.startswith("/") else None
+        return None
+    if name == "fd.directory":
+        if op in ("=", "==", "in", "pmatch"):
+            return {_prefix(v.rstrip("/") + "/")} if v.startswith("/") else None
+        if op == "startswith":
+            return {_prefix(v)} if v.startswith("/") else None
+        return None
+    if name == "fd.filename":
+        if op in ("=", "==", "in"):
+            return {("suffix", ("/" + v)[-MAX_SUFFIX_LEN:])} if "/" not in v else set()
+        if op == "endswith":
+            return {("suffix", v[-MAX_SUFFIX_LEN:])}
+        return None
+    return None
+
+
+def _prefix(p: str) -> Pat:
+    return ("prefix", p[:MAX_PATH_LEN])
+
+
+def _fields(node: Node, table: MacroTable, seen: set[str]) -> set[str]:
+    """Every field a condition reads (through macros)."""
+    if isinstance(node, BoolOp):
+        return set().union(*(_fields(a, table, seen) for a in node.args))
+    if isinstance(node, Not) and node.arg is not None:
+        return _fields(node.arg, table, seen)
+    if isinstance(node, Compare):
+        return {node.field}
+    if isinstance(node, MacroRef) and node.name not in seen and node.name in table.macros:
+        seen.add(node.name)
+        return _fields(table.macros[node.name], table, seen)
+    return set()
+
+
+def compile_plan(rules, table: MacroTable, source: str = "rules") -> FilterPlan:
+    """The plan of a ruleset's enabled rules (CompiledRule objects with .ast)."""
+    pc = PlanCompiler(table)
+    total: Abs = {}
+    full: dict[str, list[str]] = {}
+    for r in rules:
+        if not r.enabled or r.ast is None:
+            continue
+        a = pc.eval(r.ast)
+        if STATE_FIELDS & _fields(r.ast, table, set()):  # state needs creates, renames, links, memfds
+            a = or_(a, {"open": frozenset({(None, CREATE)}), "rename": ANY, "link": ANY, "memfd": ANY})
+        for k in PATH_KINDS:
+            wide = 0
+            for pat, acc in a.get(k, ()):
+                wide |= acc if pat is None else 0
+            if wide:
+                full.setdefault(f"{k} {access_text(wide)}", []).append(r.name)
+        total = or_(total, a)
+    return build(total, full, source)
+
+
+def build(total: Abs, full: dict[str, list[str]], source: str) -> FilterPlan:
+    kinds = set(total) | set(ALWAYS_KINDS)
+    any_path: dict[str, int] = {}
+    merged: dict[tuple[str, str, str], int] = {}
+    for k in PATH_KINDS:
+        for pat, acc in total.get(k, ()):
+            if pat is None:
+                any_path[k] = any_path.get(k, 0) | acc
+            else:
+                merged[(k, *pat)] = merged.get((k, *pat), 0) | acc
+    patterns = tuple(sorted(Pattern(k, m, p, acc) for (k, m, p), acc in merged.items()
+                            if acc & ~any_path.get(k, 0)))
+    return FilterPlan(frozenset(kinds), any_path, patterns, full, source)

@@ -1,0 +1,111 @@
+"""Load a filter plan (shared/filterplan.py) into the probe's BPF maps.
+
+Maps (bpf/common.h, bpf/file.bpf.c): kind_on (kinds emitted), plan_any
+(access classes wanted for any path, per path kind), plan_prefix and
+plan_suffix (LPM tries keyed by kind byte + path, or + reversed path tail).
+
+A swap never drops what either plan wants: first every path passes and the
+new kinds are switched on, then the tries are rewritten, then plan_any and
+the kinds take their new values.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from shared.filterplan import ALL_ACCESS, MAX_PATH_LEN, MAX_SUFFIX_LEN, PATH_KINDS, FilterPlan
+
+Entries = dict[tuple[int, bytes], int]   # (kind number, key bytes) -> access classes
+
+
+def trie_entries(plan: FilterPlan, numbers: dict[str, int]) -> tuple[Entries, Entries]:
+    """(prefix trie, suffix trie) entries, each value ORed with those of its shorter matches."""
+    prefix: Entries = {}
+    suffix: Entries = {}
+    prefixes: dict[int, list[tuple[bytes, int]]] = {}
+    for p in plan.patterns:
+        if p.kind not in numbers:
+            continue
+        kind, raw = numbers[p.kind], p.path.encode()
+        if p.match == "suffix":
+            key = raw[-MAX_SUFFIX_LEN:][::-1]
+            suffix[(kind, key)] = suffix.get((kind, key), 0) | p.access
+        elif p.match == "exact":
+            if len(raw) < MAX_PATH_LEN:  # longer paths are always sent
+                prefix[(kind, raw + b"\0")] = prefix.get((kind, raw + b"\0"), 0) | p.access
+        else:
+            key = raw[:MAX_PATH_LEN - 1]
+            prefix[(kind, key)] = prefix.get((kind, key), 0) | p.access
+            prefixes.setdefault(kind, []).append((key, p.access))
+    for (kind, key) in prefix:
+        for short, acc in prefixes.get(kind, ()):
+            if key.startswith(short):
+                prefix[(kind, key)] |= acc
+    for (kind, key), acc in list(suffix.items()):
+        for (k2, short), acc2 in list(suffix.items()):
+            if k2 == kind and key.startswith(short):
+                suffix[(kind, key)] |= acc2
+    return prefix, suffix
+
+
+def _key(table, kind: int, raw: bytes):
+    k = table.Key()
+    k.prefixlen = 8 + 8 * len(raw)
+    k.kind = kind
+    k.s = raw
+    return k
+
+
+def _rewrite(table, entries: Entries, loaded: Entries) -> None:
+    for kind, raw in set(loaded) - set(entries):
+        try:
+            del table[_key(table, kind, raw)]
+        except KeyError:
+            pass
+    for (kind, raw), acc in entries.items():
+        table[_key(table, kind, raw)] = table.Leaf(acc)
+
+
+class PlanMaps:
+    """The plan now in the kernel, and how to swap it."""
+
+    def __init__(self, bpf, numbers: dict[str, int], has_paths: bool) -> None:
+        self.bpf, self.numbers, self.has_paths = bpf, numbers, has_paths
+        self.plan: FilterPlan | None = None
+        self._kinds: set[str] = set()
+        self._prefix: Entries = {}
+        self._suffix: Entries = {}
+
+    def _set_kinds(self, kinds: Iterable[str]) -> None:
+        on = self.bpf[b"kind_on"]
+        kinds = set(kinds)
+        for name, num in self.numbers.items():
+            on[on.Key(num)] = on.Leaf(1 if name in kinds else 0)
+        self._kinds = kinds
+
+    def _set_any(self, values: dict[str, int]) -> None:
+        table = self.bpf[b"plan_any"]
+        for kind in PATH_KINDS:
+            if kind in self.numbers:
+                table[table.Key(self.numbers[kind])] = table.Leaf(values.get(kind, 0))
+
+    def load(self, plan: FilterPlan, allowed: Iterable[str]) -> dict:
+        """Swap to `plan`, limited to the kinds the probe's config allows; returns a summary."""
+        kinds = set(plan.kinds) & set(allowed) & set(self.numbers)
+        if self.has_paths:
+            self._set_any(dict.fromkeys(PATH_KINDS, ALL_ACCESS))
+        self._set_kinds(self._kinds | kinds)
+        prefix, suffix = trie_entries(plan, self.numbers)
+        if self.has_paths:
+            _rewrite(self.bpf[b"plan_prefix"], prefix, self._prefix)
+            _rewrite(self.bpf[b"plan_suffix"], suffix, self._suffix)
+            self._set_any(plan.any_path)
+        self._prefix, self._suffix = prefix, suffix
+        self._set_kinds(kinds)
+        self.plan = plan
+        return self.summary()
+
+    def summary(self) -> dict:
+        p = self.plan
+        return {"source": p.source if p else None, "kinds": sorted(self._kinds),
+                "any_path": dict(p.any_path) if p else {}, "prefix_entries": len(self._prefix),
+                "suffix_entries": len(self._suffix), "full": p.full if p else {}}

@@ -1,0 +1,142 @@
+"""The filter plan: which kernel events some rule (or feature) can use.
+
+The alerter compiles it from its loaded rules (services/alerter/engine/plan.py)
+and sends it to every probe on `eunomia.ctl.probes`; the probe loads it into
+BPF maps (services/probe/plan_maps.py). It is a conservative superset: an
+event the plan drops could never have matched a rule.
+
+- `kinds`: event kinds emitted at all (process kinds always: the enricher's
+  process table needs them);
+- for the path kinds (open, unlink, chmod), events are emitted when
+  `any_path[kind]` has a bit of the event's access class, or a pattern of the
+  kind matches the path with such a bit. Relative and non-canonical paths are
+  always emitted (user space resolves them).
+
+Access classes (bits): READ (O_RDONLY, O_RDWR), WRITE (O_WRONLY, O_RDWR,
+O_TRUNC), CREATE (O_CREAT); events of the other path kinds are READ.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+READ, WRITE, CREATE = 1, 2, 4
+ALL_ACCESS = READ | WRITE | CREATE
+ACCESS_NAMES = {READ: "read", WRITE: "write", CREATE: "create"}
+PATH_KINDS = ("open", "unlink", "chmod")        # the kernel judges their path
+ALWAYS_KINDS = ("exec", "exit", "fork", "chdir")  # kept by the process table whatever the rules
+MATCHES = ("exact", "prefix", "suffix")
+MAX_PATTERNS = 8192             # PLAN_ENTRIES in bpf/file.bpf.c (per trie)
+MAX_PATH_LEN = 250              # longer paths are always emitted (PLAN_PATH_SZ - 5)
+MAX_SUFFIX_LEN = 64             # PLAN_SUFFIX_SZ: the kernel compares this many last bytes
+
+
+class PlanError(ValueError):
+    """A plan message that is not a valid plan; the text says what and where."""
+
+
+def open_access(flags: int) -> int:
+    """The access classes of an open with these flags (as bpf/file.bpf.c open_class)."""
+    acc = 0 if flags & 3 == 1 else READ
+    if flags & 3 or flags & 0o1000:
+        acc |= WRITE
+    if flags & 0o100:
+        acc |= CREATE
+    return acc
+
+
+def access_text(mask: int) -> str:
+    return "|".join(n for b, n in ACCESS_NAMES.items() if mask & b) or "none"
+
+
+@dataclass(frozen=True, order=True)
+class Pattern:
+    kind: str
+    match: str      # exact | prefix | suffix
+    path: str
+    access: int     # classes wanted when the pattern matches
+
+    def __post_init__(self) -> None:
+        if self.kind not in PATH_KINDS:
+            raise PlanError(f"pattern {self.path!r}: kind {self.kind!r} is not a path kind {PATH_KINDS}")
+        if self.match not in MATCHES:
+            raise PlanError(f"pattern {self.path!r}: match {self.match!r} not in {MATCHES}")
+        if not isinstance(self.path, str) or not self.path or "\0" in self.path:
+            raise PlanError(f"pattern {self.path!r}: path must be a non-empty string without NUL")
+        if self.match != "suffix" and not self.path.startswith("/"):
+            raise PlanError(f"pattern {self.path!r}: {self.match} patterns are absolute paths")
+        if not isinstance(self.access, int) or not 0 < self.access <= ALL_ACCESS:
+            raise PlanError(f"pattern {self.path!r}: access {self.access!r} not in 1..{ALL_ACCESS}")
+
+
+@dataclass(frozen=True)
+class FilterPlan:
+    kinds: frozenset[str]
+    any_path: dict[str, int] = field(default_factory=dict)   # path kind -> classes wanted for any path
+    patterns: tuple[Pattern, ...] = ()
+    full: dict[str, list[str]] = field(default_factory=dict)  # "kind access" -> rules forcing it
+    source: str = ""                                          # who compiled it (for logs)
+
+    @classmethod
+    def capture_all(cls, kinds, source: str = "capture all") -> "FilterPlan":
+        kinds = frozenset(kinds)
+        return cls(kinds, {k: ALL_ACCESS for k in PATH_KINDS if k in kinds}, (), {}, source)
+
+    def wants(self, kind: str, path: str | None, access: int = READ) -> bool:
+        """The plan's decision for one event, as the kernel takes it (for tests and `rules check`)."""
+        if kind not in self.kinds:
+            return False
+        if kind not in PATH_KINDS or self.any_path.get(kind, 0) & access:
+            return True
+        if not path or not path.startswith("/") or len(path) >= MAX_PATH_LEN or unjudgeable(path):
+            return True
+        for p in self.patterns:
+            if p.kind == kind and p.access & access and _matches(p, path):
+                return True
+        return False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kinds": sorted(self.kinds), "any_path": dict(sorted(self.any_path.items())),
+                "patterns": [[p.kind, p.match, p.path, p.access] for p in self.patterns],
+                "full": self.full, "source": self.source}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "FilterPlan":
+        """Validate a plan from the bus; PlanError names the bad part."""
+        if not isinstance(d, dict):
+            raise PlanError(f"plan is {type(d).__name__}, not an object")
+        kinds = d.get("kinds")
+        if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+            raise PlanError("plan.kinds: not a list of kind names")
+        any_path = d.get("any_path", {})
+        if not isinstance(any_path, dict) or not all(
+                k in PATH_KINDS and isinstance(v, int) and 0 <= v <= ALL_ACCESS for k, v in any_path.items()):
+            raise PlanError(f"plan.any_path: not a map of {PATH_KINDS} to access bits 0..{ALL_ACCESS}")
+        raw = d.get("patterns", [])
+        if not isinstance(raw, list) or len(raw) > MAX_PATTERNS:
+            raise PlanError(f"plan.patterns: not a list of at most {MAX_PATTERNS} patterns")
+        pats = []
+        for i, p in enumerate(raw):
+            if not isinstance(p, list) or len(p) != 4:
+                raise PlanError(f"plan.patterns[{i}]: not [kind, match, path, access]")
+            try:
+                pats.append(Pattern(*p))
+            except PlanError as e:
+                raise PlanError(f"plan.patterns[{i}]: {e}") from None
+        full = d.get("full", {})
+        source = d.get("source", "")
+        return cls(frozenset(kinds), dict(any_path), tuple(pats), full if isinstance(full, dict) else {},
+                   source if isinstance(source, str) else "")
+
+
+def unjudgeable(path: str) -> bool:
+    """Paths the kernel leaves to user space: //, /./ and /../ components."""
+    return "//" in path or "/./" in path or "/../" in path or path.endswith(("/.", "/.."))
+
+
+def _matches(p: Pattern, path: str) -> bool:
+    if p.match == "exact":
+        return path == p.path
+    if p.match == "prefix":
+        return path.startswith(p.path)
+    return path[-MAX_SUFFIX_LEN:].endswith(p.path[-MAX_SUFFIX_LEN:])

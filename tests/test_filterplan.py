@@ -1,0 +1,131 @@
+"""The filter plan compiled from rules is a superset: every event a rule
+matches is one the plan lets through (checked over many generated events,
+with the default ruleset and with rules using every bounded form), and it
+is as narrow as the rules allow."""
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from services.alerter.config import DEFAULT_RULES_DIR, rule_files
+from services.alerter.engine import load_rules, load_rules_text
+from shared.filterplan import PATH_KINDS, FilterPlan, PlanError, open_access
+
+FORMS = """
+- list: keys
+  items: [id_rsa, id_ed25519]
+- macro: ssh_dir
+  condition: (fd.name startswith /root/.ssh/ or fd.name glob "/home/*/.ssh/*")
+- rule: ssh keys
+  desc: t
+  condition: evt.type = open and evt.is_open_read = true and (ssh_dir or fd.filename in (keys))
+  output: x
+  priority: WARNING
+- rule: cron
+  desc: t
+  condition: evt.type in (open, unlink) and (fd.directory pmatch (/etc/cron.d, /var/spool/cron) or fd.name = /etc/crontab)
+  output: x
+  priority: WARNING
+- rule: history
+  desc: t
+  condition: >
+    ((evt.type = open and evt.is_open_trunc = true) or evt.type = unlink)
+    and fd.name endswith "_history" and not proc.name = bash
+  output: x
+  priority: WARNING
+- rule: proc mem
+  desc: t
+  condition: evt.type = open and fd.name glob "/proc/*/mem" and proc.pid != 1
+  output: x
+  priority: WARNING
+- rule: exception
+  desc: t
+  condition: evt.type = open and evt.is_open_create = true and fd.directory = /srv/drop
+  exceptions:
+    - name: ok
+      fields: [proc.name]
+      values: [[tar]]
+  output: x
+  priority: WARNING
+"""
+
+PATHS = ["/etc/shadow", "/etc/shadowx", "/etc/passwd", "/etc/sudoers.d/x", "/bin/ls", "/binx", "/var/log/syslog",
+         "/sys/fs/cgroup/release_agent", "/tmp/release_agent", "/root/.ssh/id_rsa", "/root/.ssh", "/home/a/.ssh/k",
+         "/home/a/id_ed25519", "/etc/cron.d", "/etc/cron.d/job", "/var/spool/cron/root", "/etc/crontab",
+         "/root/.bash_history", "/x/zsh_history", "/proc/12/mem", "/proc/self/mem", "/proc/12/maps",
+         "/srv/drop/payload", "/srv/dropx", "/usr/lib/x.so", "/tmp/a", "relative", "/etc//shadow"]
+FLAGS = [0, 1, 2, 0o100, 0o101, 0o1001, 0o1000, 0o102, 0o2000]
+
+
+def events():
+    rnd = random.Random(7)
+    for kind, path, flags in itertools.product(PATH_KINDS + ("rename", "exec"), PATHS, FLAGS):
+        for ctr in (None, {"id": "c" * 64, "name": "c", "image": "i"}):
+            name = rnd.choice(["cat", "bash", "tar", "sh", "apt"])
+            ev = {"id": "x", "ts": 1, "node": "n", "kind": kind, "pid": 5, "ppid": 1, "uid": 0, "gid": 0,
+                  "comm": name, "path": path, "newpath": path, "oldpath": path, "flags": flags, "mode": 0o4755,
+                  "ret": 0, "container": ctr, "k8s": None,
+                  "proc": {"name": name, "exe": "/bin/" + name, "args": [name], "pname": "sh"}}
+            yield ev, (open_access(flags) if kind == "open" else 1)
+
+
+@pytest.mark.parametrize("which", ["default", "forms"])
+def test_plan_lets_through_every_event_a_rule_matches(which):
+    rs = load_rules(rule_files((DEFAULT_RULES_DIR,))) if which == "default" else load_rules_text(FORMS)
+    plan = FilterPlan.from_dict(rs.filter_plan("t").to_dict())  # through its wire form
+    matched = 0
+    for ev, acc in events():
+        if rs.evaluate(ev):
+            matched += 1
+            assert plan.wants(ev["kind"], ev.get("path"), acc), (ev["kind"], ev["path"], oct(ev["flags"]))
+    assert matched > 20
+
+
+def test_plan_is_narrow_where_rules_are():
+    plan = load_rules_text(FORMS).filter_plan("t")
+    assert plan.kinds >= {"open", "unlink", "exec", "fork", "exit"} and "connect" not in plan.kinds
+    assert not plan.any_path  # every rule bounds its paths
+    want = plan.wants
+    assert want("open", "/root/.ssh/config") and want("open", "/home/bob/.ssh/authorized_keys")
+    assert want("open", "/data/id_rsa") and not want("open", "/data/id_rsa.pub")
+    assert not want("open", "/usr/lib/libc.so.6") and not want("open", "/etc/cron.dx")
+    assert want("unlink", "/etc/cron.d/job") and not want("unlink", "/tmp/x")
+    assert want("open", "/var/x/zsh_history", 2) and not want("open", "/var/x/zsh_history", 1)
+    assert want("open", "/proc/1/mem") and want("open", "/proc/1/maps")  # glob: up to the wildcard
+    assert want("open", "/srv/drop/x", 4) and not want("open", "/srv/drop/x", 1)
+    # user space judges relative and non-canonical paths
+    assert want("open", "id_rsa.pub") and want("open", "/usr//lib/x") and want("open", "/usr/lib/../x")
+
+
+def test_unbounded_conditions_widen_and_are_named():
+    plan = load_rules_text("""
+- rule: anywhere
+  desc: t
+  condition: evt.type = open and fd.name contains secret
+  output: x
+  priority: WARNING
+- rule: never on paths
+  desc: t
+  condition: evt.type = connect and fd.sip = 1.2.3.4
+  output: x
+  priority: WARNING
+""").filter_plan("t")
+    assert plan.any_path == {"open": 7} and plan.full == {"open read|write|create": ["anywhere"]}
+    assert "connect" in plan.kinds and "unlink" not in plan.kinds
+
+
+def test_default_plan_keeps_reads_bounded():
+    plan = load_rules(rule_files((DEFAULT_RULES_DIR,))).filter_plan("t")
+    assert not plan.any_path.get("open", 0) & 1, plan.full  # no default rule needs every read
+    assert not plan.wants("open", "/usr/share/nginx/html/index.html", 1)
+
+
+def test_bad_plans_are_refused_with_the_reason():
+    with pytest.raises(PlanError, match="plan.kinds"):
+        FilterPlan.from_dict({"kinds": "open"})
+    with pytest.raises(PlanError, match=r"patterns\[0\].*absolute"):
+        FilterPlan.from_dict({"kinds": ["open"], "patterns": [["open", "prefix", "etc/", 1]]})
+    with pytest.raises(PlanError, match="any_path"):
+        FilterPlan.from_dict({"kinds": ["open"], "any_path": {"open": 99}})
