@@ -27,6 +27,7 @@
 #define K_EXEC 1
 #define K_EXIT 2
 #define K_FORK 3
+#define K_CHDIR 4
 #define K_OPEN 10
 #define K_UNLINK 11
 #define K_RENAME 12

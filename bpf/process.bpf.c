@@ -1,4 +1,5 @@
-// Process life cycle: exec (with argv), fork (processes, not threads), exit.
+// Process life cycle: exec (with argv), fork (processes, not threads), exit,
+// and the working directory (chdir, fchdir).
 
 struct exec_stash {
     s64 argv_len;
@@ -132,7 +133,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_clone3)
     return 0;
 }
 
-// Runs in the parent. Records the parent of every new process (for ppid).
+// Runs in the caller. Records the parent of every new process (for ppid): the
+// caller, or with CLONE_PARENT (runc's nsexec) the caller's own parent.
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
     u64 id = bpf_get_current_pid_tgid();
@@ -140,8 +142,12 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     u64 *fl = clone_flags.lookup(&tid);
     if (fl && (*fl & CLONE_THREAD))
         return 0;
-    u32 child = args->child_pid;
-    parents.update(&child, &tgid);
+    u32 child = args->child_pid, parent = tgid;
+    if (fl && (*fl & CLONE_PARENT)) {
+        u32 *pp = parents.lookup(&tgid);
+        parent = pp ? *pp : 0;  // 0: unknown
+    }
+    parents.update(&child, &parent);
     if (skip(K_FORK))
         return 0;
     struct ev_num *e = ev_reserve(K_FORK, sizeof(*e));
@@ -180,5 +186,40 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
         }
     }
     parents.delete(&tgid);
+    return 0;
+}
+
+// Working directory: successful chdir(path) and fchdir(fd) only (the enricher keeps proc.cwd).
+TRACEPOINT_PROBE(syscalls, sys_enter_chdir)
+{
+    stash_put(K_CHDIR, SHAPE_STR1, 0, 0, 0, 0, 0, args->filename, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_fchdir)
+{
+    stash_put(K_CHDIR, SHAPE_NUM, args->fd, 0, 0, 0, 0, 0, 0, 0);
+    return 0;
+}
+
+static __always_inline void chdir_exit(long ret)
+{
+    if (ret == 0) {
+        stash_emit(ret);
+        return;
+    }
+    u64 id = bpf_get_current_pid_tgid();
+    stash.delete(&id);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_chdir)
+{
+    chdir_exit(args->ret);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_fchdir)
+{
+    chdir_exit(args->ret);
     return 0;
 }

@@ -37,11 +37,13 @@ ENRICHED_FIELDS = ("proc", "container", "k8s")
 # Extras beyond these: chmod has "dirfd" or, for fchmod, "fd" (path None);
 # unlink "dirfd", "flags"; rename/link "flags"; signal only for sig != 0 to
 # another process; socket only for AF_PACKET or SOCK_RAW; dup only when
-# oldfd is a socket or newfd is 0-2 (fd_type "socket" | "other").
+# oldfd is a socket or newfd is 0-2 (fd_type "socket" | "other"); chdir only
+# on success, for fchdir with "fd" (path None).
 KINDS: dict[str, tuple[str, ...]] = {
     "exec": ("filename", "argv", "ret", "argv_truncated"),
     "exit": ("exit_code",),
     "fork": ("child_pid", "clone_flags"),
+    "chdir": ("path", "ret"),
     "open": ("path", "flags", "mode", "ret", "dirfd"),
     "unlink": ("path", "ret"),
     "rename": ("oldpath", "newpath", "ret"),

@@ -1,9 +1,14 @@
-"""The process table: who every pid is, kept by fork/exec/exit events.
+"""The process table: who every pid is, kept by fork/exec/exit/chdir events.
 
-Seeded from /proc at start; a pid first seen in an event and unknown here is
-read from /proc/<pid> once (a miss is remembered too). Bounded: least
-recently used entries go first, exited processes stay for a grace period so
-late events still resolve, and every eviction is counted.
+Events arrive in the kernel's order, so the table holds each process as it
+was when its event happened. Seeded from /proc at start; a pid first seen in
+an event and unknown here is read from /proc/<pid> once (a miss is
+remembered too), and what /proc shows is kept only if its comm is the
+event's (otherwise the process has changed since). An event of a pid whose
+entry has exited is a new process with a reused pid: the old entry is
+dropped. Bounded: least recently used entries go first, exited processes
+stay for a grace period (their children name them), and every eviction and
+correction is counted.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from dataclasses import dataclass, field
 MAX_ANCESTORS = 8
 MAX_ARGS = 64
 MAX_ARG_LEN = 4096
+CLONE_PARENT = 0x8000
 SELF_EXEC = re.compile(r"^/proc/(?:self|\d+)/exe$")
 FD_EXEC = re.compile(r"^/proc/(?:self|\d+)/fd/\d+$|^/dev/fd/\d+$")
 
@@ -50,6 +56,11 @@ def _readlink(path: str) -> str | None:
         return None
 
 
+def _exe(pid: int) -> str | None:
+    exe = _readlink(f"/proc/{pid}/exe")
+    return exe[:-10] if exe and exe.endswith(" (deleted)") else exe
+
+
 def read_proc(pid: int) -> Proc | None:
     """A live process as /proc shows it, or None when it is gone."""
     base = f"/proc/{pid}"
@@ -69,9 +80,7 @@ def read_proc(pid: int) -> Proc | None:
         args = [a.decode(errors="replace") for a in raw.split(b"\0")[:MAX_ARGS] if a] if raw else []
     except OSError:
         args = []
-    exe = _readlink(f"{base}/exe") or ""
-    if exe.endswith(" (deleted)"):
-        exe = exe[:-10]
+    exe = _exe(pid) or ""
     cgroup = None
     try:
         with open(f"{base}/cgroup", "rb") as f:
@@ -89,10 +98,15 @@ class ProcTable:
         self.exit_grace_s = exit_grace_s
         self._procs: OrderedDict[int, Proc] = OrderedDict()
         self._exited: OrderedDict[int, float] = OrderedDict()  # pid -> exit time, oldest first
-        self._missing: OrderedDict[int, None] = OrderedDict()  # pids /proc did not know
+        # pids /proc did not know, and exited ones past their grace (/proc would show a reused pid)
+        self._missing: OrderedDict[int, None] = OrderedDict()
         self.evictions = 0          # entries dropped (LRU over capacity or exit grace over)
         self.proc_reads = 0         # /proc fallbacks tried
         self.proc_misses = 0        # ... that found no such process
+        # corrections, by reason: stale_pid (an exited entry's pid came back), proc_changed (/proc
+        # showed another comm than the event), missed_exec (a new comm and new args in /proc),
+        # reparented (the parent is gone: /proc names the subreaper or init that took the child)
+        self.fixups: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._procs)
@@ -119,6 +133,15 @@ class ProcTable:
         self._evict()
         return p
 
+    def _fixup(self, reason: str) -> None:
+        self.fixups[reason] = self.fixups.get(reason, 0) + 1
+
+    def _miss(self, pid: int) -> None:
+        self._missing[pid] = None
+        self._missing.move_to_end(pid)
+        while len(self._missing) > self.max_entries:
+            self._missing.popitem(last=False)
+
     def _evict(self) -> None:
         now = time.monotonic()
         while self._exited:
@@ -128,13 +151,15 @@ class ProcTable:
             self._exited.popitem(last=False)
             if self._procs.pop(pid, None) is not None:
                 self.evictions += 1
+                self._miss(pid)  # gone: its children must not be named after the pid's next owner
         while len(self._procs) > self.max_entries:
             pid, _ = self._procs.popitem(last=False)
             self._exited.pop(pid, None)
             self.evictions += 1
 
     def get(self, pid: int, lookup: bool = True) -> Proc | None:
-        """The entry for `pid`; unknown pids are read from /proc once."""
+        """The entry for `pid` (exited ones too: they name their children); unknown
+        pids are read from /proc once."""
         p = self._procs.get(pid)
         if p is not None:
             self._procs.move_to_end(pid)
@@ -145,37 +170,58 @@ class ProcTable:
         p = read_proc(pid)
         if p is None:
             self.proc_misses += 1
-            self._missing[pid] = None
-            while len(self._missing) > self.max_entries:
-                self._missing.popitem(last=False)
+            self._miss(pid)
             return None
         return self._put(p)
 
+    def live(self, pid: int, comm: str = "", ppid: int = 0) -> Proc | None:
+        """The entry of the process that `pid` is now, at an event of it with kernel `comm`.
+
+        In kernel order nothing follows a process's exit, so an exited entry
+        is an earlier owner of a reused pid. What /proc shows later is kept
+        only if its comm is still the event's."""
+        p = self._procs.get(pid)
+        if p is not None and p.exited_at is not None:
+            self._fixup("stale_pid")
+            self._exited.pop(pid, None)
+            del self._procs[pid]
+            self._missing.pop(pid, None)
+            p = None
+        if p is None:
+            p = self.get(pid)
+            if p is not None and comm and p.comm != comm:  # exec'd or renamed since the event
+                self._fixup("proc_changed")
+                p = self._put(Proc(pid=pid, ppid=ppid or p.ppid, comm=comm, cgroup=p.cgroup))
+        return p
+
     # --- kept by events --------------------------------------------------
-    def on_fork(self, parent_pid: int, child_pid: int, comm: str = "") -> None:
-        parent = self.get(parent_pid)
+    def on_fork(self, parent_pid: int, child_pid: int, comm: str = "", flags: int = 0) -> None:
+        parent = self.live(parent_pid)
+        # CLONE_PARENT (runc's nsexec): the child is the caller's sibling
+        ppid = (parent.ppid if parent else 0) if flags & CLONE_PARENT else parent_pid
         if parent is not None:
-            child = Proc(pid=child_pid, ppid=parent_pid, comm=comm or parent.comm, exe=parent.exe,
+            child = Proc(pid=child_pid, ppid=ppid, comm=comm or parent.comm, exe=parent.exe,
                          args=list(parent.args), cwd=parent.cwd, cgroup=parent.cgroup,
                          argv0_name=parent.argv0_name)
         else:
-            child = Proc(pid=child_pid, ppid=parent_pid, comm=comm)
+            child = Proc(pid=child_pid, ppid=ppid, comm=comm)
         self._exited.pop(child_pid, None)  # pid reuse
         self._put(child)
 
     def on_exec(self, pid: int, filename: str | None, argv: list | None, comm: str = "",
                 ppid: int = 0) -> Proc:
-        p = self._procs.get(pid) or read_proc(pid) or Proc(pid=pid)
+        p = self.live(pid) or Proc(pid=pid)
         p.argv0_name = False
         if filename and SELF_EXEC.match(filename):
             # busybox and runc re-exec themselves: the file is the one already running
-            p.exe = p.exe or _readlink(f"/proc/{pid}/exe") or filename
+            p.exe = p.exe or _exe(pid) or filename
             p.argv0_name = True
-        elif filename and FD_EXEC.match(filename):
-            # fexecve (e.g. of a memfd): what the fd was, if the process still shows it
-            p.exe = _readlink(f"/proc/{pid}/exe") or filename
+        elif not filename or FD_EXEC.match(filename):
+            # fexecve, execveat(fd, "", AT_EMPTY_PATH) (e.g. of a memfd): what the fd was, if the
+            # process still shows it; named after argv[0], never after the image it replaced
+            p.exe = _exe(pid) or filename or ""
             p.argv0_name = True
-        elif filename:
+        else:
             p.exe = filename
         if isinstance(argv, list):
             p.args = [str(a)[:MAX_ARG_LEN] for a in argv[:MAX_ARGS]]
@@ -189,6 +235,20 @@ class ProcTable:
         self._exited.pop(pid, None)
         return self._put(p)
 
+    def on_chdir(self, pid: int, path: str | None, fd: int | None = None) -> None:
+        """A successful chdir(path) or fchdir(fd): relative paths are taken from the
+        known cwd; an fd is resolved while the process still has it, else cwd is unknown
+        (and read from /proc at the next exec)."""
+        p = self.live(pid)
+        if p is None:
+            return
+        if path:
+            cwd = os.path.join(p.cwd, path) if p.cwd and not path.startswith("/") else path
+            p.cwd = os.path.normpath(cwd) if cwd.startswith("/") else None
+        else:
+            target = _readlink(f"/proc/{pid}/fd/{fd}") if fd is not None and fd >= 0 else None
+            p.cwd = target if target and target.startswith("/") else None
+
     def on_exit(self, pid: int) -> None:
         p = self._procs.get(pid)
         if p is None or p.exited_at is not None:
@@ -201,16 +261,42 @@ class ProcTable:
         """Drop exited processes past their grace period."""
         self._evict()
 
+    def _renamed(self, p: Proc, comm: str) -> None:
+        """The kernel's comm is not the table's: a rename (prctl, busybox, runc's
+        stages) when it starts with the program's name, else perhaps a missed exec:
+        then /proc says what runs now, if its comm is still this one."""
+        names = [os.path.basename(x)[:15] for x in (p.exe, p.args[0] if p.args else "") if x]
+        if not any(n and comm.startswith(n) for n in names):
+            self.proc_reads += 1
+            now = read_proc(p.pid)
+            if now is not None and now.comm == comm and now.args != p.args:
+                self._fixup("missed_exec")
+                p.exe, p.args, p.argv0_name = now.exe, now.args, False
+        p.comm = comm
+
+    def _reparent(self, p: Proc) -> None:
+        """`p`'s parent is gone (exited past its grace): the kernel gave `p` to a
+        subreaper or init, which /proc shows while `p` is the same process."""
+        self.proc_reads += 1
+        now = read_proc(p.pid)
+        p.ppid = now.ppid if now is not None and now.comm == p.comm else 0
+        if p.ppid:
+            self._fixup("reparented")
+
     # --- reading -----------------------------------------------------------
-    def proc_view(self, pid: int, comm: str = "", ppid: int = 0) -> tuple[dict, int]:
-        """(`proc` as in shared/schema.py, ppid) for an event of `pid`."""
-        p = self.get(pid)
+    def proc_view(self, pid: int, comm: str = "", ppid: int = 0, tid: int | None = None) -> tuple[dict, int]:
+        """(`proc` as in shared/schema.py, ppid) for an event of `pid` (thread `tid`)
+        whose kernel comm was `comm`."""
+        main = tid in (None, pid)  # the main thread's comm is the process's
+        p = self.live(pid, comm if main else "", ppid)
         if p is None:
             p = Proc(pid=pid, ppid=ppid, comm=comm)
-        elif comm and not p.comm:
-            p.comm = comm
-        if ppid and not p.ppid:
+        elif main and comm and p.comm != comm:
+            self._renamed(p, comm)
+        if ppid and not p.ppid and ppid not in self._missing:
             p.ppid = ppid
+        if p.ppid > 0 and p.ppid in self._missing and p.exited_at is None and pid in self._procs:
+            self._reparent(p)
         parent = self.get(p.ppid) if p.ppid > 0 else None
         ancestors = []
         seen = {pid}

@@ -106,6 +106,10 @@ def _fields(kind: str, a: tuple, data: bytes) -> dict:
         return {"exit_code": a[1] if a[1] >= 0 else None}
     if kind == "fork":
         return {"child_pid": a[1], "clone_flags": a[2]}
+    if kind == "chdir":
+        if n == SIZE_NUM:  # fchdir: no path, an fd
+            return {"path": None, "ret": ret, "fd": a[1]}
+        return {"path": _s(data, SIZE_NUM), "ret": ret}
     if kind == "unlink":
         return {"path": _s(data, SIZE_NUM), "ret": ret, "dirfd": _i32(a[1]), "flags": a[2]}
     if kind in ("rename", "link"):
