@@ -66,26 +66,17 @@ static __always_inline int path_unjudgeable(const char *s, u32 len)
     return 0;
 }
 
-// 1 when an event of `kind`, access class `cls`, on the user path `upath` may match a rule.
-static __always_inline int plan_wants(u32 kind, u8 cls, const char *upath)
+// 1 when an event of `kind`, access class `cls`, on the path in `k` (`len` bytes,
+// -1 if unread) may match a rule.
+static __always_inline int plan_wants(u32 kind, u8 cls, struct plan_key *k, long len, struct plan_key *r)
 {
     u8 *any = plan_any.lookup(&kind);
     if (any && (*any & cls))
         return 1;
-    u32 zero = 0, one = 1;
-    struct plan_buf *kb = plan_scratch.lookup(&zero);
-    struct plan_buf *rb = plan_scratch.lookup(&one);
-    if (!kb || !rb)
-        return 1;
-    struct plan_key *k = &kb->k, *r = &rb->k;
-    long n = bpf_probe_read_user_str(k->s, sizeof(k->s), upath);  // n counts the NUL
-    if (n <= 1 || n >= PLAN_PATH_SZ - 4)
-        return 1;  // unreadable now (read again at exit), empty, or too long to judge
-    u32 len = (u32)(n - 1) & 0xff;
-    if (path_unjudgeable(k->s, len))
+    if (len < 0 || path_unjudgeable(k->s, len))
         return 1;
     k->kind = kind;
-    k->prefixlen = 8 + 8 * n;
+    k->prefixlen = 16 + 8 * len;  // the kind byte, the path and its NUL
     u8 *v = plan_prefix.lookup(k);
     if (v && (*v & cls))
         return 1;
@@ -102,17 +93,82 @@ static __always_inline int plan_wants(u32 kind, u8 cls, const char *upath)
     return v && (*v & cls);
 }
 
-// sys_enter side of the path kinds: stash when the plan wants it, else count it.
+// In-kernel dedup of repeats (ProbeConfig.dedup_window_ms; 0 turns it off): an
+// event like one sent less than a window ago (same cgroup, comm, kind, flags and
+// path) is counted in its entry instead of sent. User space reports the count once
+// the window is over and deletes the entry (services/probe/dedup.py); until then an
+// expired entry with a count is left alone and later events go out as they come.
+struct dedup_key { u64 cgroup_id; u64 path_hash; u32 kind; u32 flags; char comm[16]; };
+struct dedup_val { u64 first_ts; u64 last_ts; u64 count; };
+BPF_TABLE("lru_hash", struct dedup_key, struct dedup_val, dedup, 16384);
+BPF_ARRAY(dedup_window, u64, 1);  // ns
+
+static __always_inline u64 fnv1a(const char *s, u32 len)
+{
+    u64 h = 0xcbf29ce484222325ULL;
+    len &= 0xff;
+    for (u32 i = 0; i < len; i++) {
+        u32 j = i;
+        asm volatile("" : "+r"(j));  // an index the verifier can bound (see the suffix loop)
+        h ^= (u8)s[j & 0xff];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+// 1 when this event repeats one sent within the window (it is then only counted);
+// else *hash is its path hash (0 when not deduplicated), sent in a[4] for user space.
+static __always_inline int dedup_repeat(u32 kind, u32 flags, const char *path, long len, u64 *hash)
+{
+    u32 zero = 0;
+    u64 *win = dedup_window.lookup(&zero);
+    if (!win || !*win || len < 0)
+        return 0;
+    struct dedup_key key = {};
+    key.cgroup_id = bpf_get_current_cgroup_id();
+    key.path_hash = *hash = fnv1a(path, len);
+    key.kind = kind;
+    key.flags = flags;
+    bpf_get_current_comm(&key.comm, sizeof(key.comm));
+    u64 now = bpf_ktime_get_boot_ns();
+    struct dedup_val *v = dedup.lookup(&key);
+    if (v) {
+        if (now - v->first_ts < *win) {
+            __sync_fetch_and_add(&v->count, 1);
+            v->last_ts = now;
+            return 1;
+        }
+        if (v->count)
+            return 0;  // user space has not reported the last window yet
+    }
+    struct dedup_val fresh = {now, now, 0};
+    dedup.update(&key, &fresh);
+    return 0;
+}
+
+// sys_enter side of the path kinds: stash when the plan wants it and it is no
+// repeat, else count it. `dflags` is what dedup compares besides the path.
 static __always_inline void path_stash(u32 kind, u8 cls, const char *path, s64 a1, s64 a2, s64 a3,
-                                       u32 shape, const void *p1)
+                                       u32 dflags)
 {
     if (skip(kind))
         return;
-    if (!plan_wants(kind, cls, path)) {
+    u32 zero = 0, one = 1;
+    struct plan_buf *kb = plan_scratch.lookup(&zero);
+    struct plan_buf *rb = plan_scratch.lookup(&one);
+    if (!kb || !rb)
+        return;
+    long n = bpf_probe_read_user_str(kb->k.s, sizeof(kb->k.s), path);  // n counts the NUL
+    // unreadable now (read again at exit), empty, or too long to judge: len -1
+    long len = (n <= 1 || n >= PLAN_PATH_SZ - 4) ? -1 : ((n - 1) & 0xff);
+    if (!plan_wants(kind, cls, &kb->k, len, &rb->k)) {
         count_filtered(kind);
         return;
     }
-    stash_store(kind, shape, a1, a2, a3, 0, 0, path, p1, 0);
+    u64 hash = 0;
+    if (dedup_repeat(kind, dflags, kb->k.s, len, &hash))
+        return;
+    stash_store(kind, SHAPE_STR1, a1, a2, a3, hash, 0, path, 0, 0);
 }
 
 static __always_inline int open_exit(long ret)
@@ -133,7 +189,7 @@ static __always_inline int open_exit(long ret)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_open)
 {
-    path_stash(K_OPEN, open_class(args->flags), args->filename, args->flags, args->mode, AT_FDCWD_, SHAPE_STR1, 0);
+    path_stash(K_OPEN, open_class(args->flags), args->filename, args->flags, args->mode, AT_FDCWD_, args->flags);
     return 0;
 }
 
@@ -144,7 +200,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_open)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_openat)
 {
-    path_stash(K_OPEN, open_class(args->flags), args->filename, args->flags, args->mode, args->dfd, SHAPE_STR1, 0);
+    path_stash(K_OPEN, open_class(args->flags), args->filename, args->flags, args->mode, args->dfd, args->flags);
     return 0;
 }
 
@@ -156,7 +212,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_openat)
 TRACEPOINT_PROBE(syscalls, sys_enter_creat)
 {
     path_stash(K_OPEN, CLS_WRITE | CLS_CREATE, args->pathname, 01101 /* O_CREAT|O_WRONLY|O_TRUNC */, args->mode,
-               AT_FDCWD_, SHAPE_STR1, 0);
+               AT_FDCWD_, 01101);
     return 0;
 }
 
@@ -170,7 +226,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
 {
     struct { u64 flags; u64 mode; } how = {};
     bpf_probe_read_user(&how, sizeof(how), args->how);  // struct open_how: flags, mode first (UAPI)
-    path_stash(K_OPEN, open_class(how.flags), args->filename, how.flags, how.mode, args->dfd, SHAPE_STR1, 0);
+    path_stash(K_OPEN, open_class(how.flags), args->filename, how.flags, how.mode, args->dfd, how.flags);
     return 0;
 }
 
@@ -182,7 +238,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_openat2)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_unlink)
 {
-    path_stash(K_UNLINK, CLS_READ, args->pathname, AT_FDCWD_, 0, 0, SHAPE_STR1, 0);
+    path_stash(K_UNLINK, CLS_READ, args->pathname, AT_FDCWD_, 0, 0, 0);
     return 0;
 }
 
@@ -193,7 +249,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_unlink)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_unlinkat)
 {
-    path_stash(K_UNLINK, CLS_READ, args->pathname, args->dfd, args->flag, 0, SHAPE_STR1, 0);
+    path_stash(K_UNLINK, CLS_READ, args->pathname, args->dfd, args->flag, 0, args->flag);
     return 0;
 }
 
@@ -239,7 +295,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_renameat2)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_chmod)
 {
-    path_stash(K_CHMOD, CLS_READ, args->filename, args->mode, AT_FDCWD_, 0, SHAPE_STR1, 0);
+    path_stash(K_CHMOD, CLS_READ, args->filename, args->mode, AT_FDCWD_, 0, args->mode);
     return 0;
 }
 
@@ -250,7 +306,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_chmod)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat)
 {
-    path_stash(K_CHMOD, CLS_READ, args->filename, args->mode, args->dfd, 0, SHAPE_STR1, 0);
+    path_stash(K_CHMOD, CLS_READ, args->filename, args->mode, args->dfd, 0, args->mode);
     return 0;
 }
 
@@ -262,7 +318,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_fchmodat)
 #if HAVE_TP(syscalls, sys_enter_fchmodat2) && HAVE_TP(syscalls, sys_exit_fchmodat2)
 TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat2)
 {
-    path_stash(K_CHMOD, CLS_READ, args->filename, args->mode, args->dfd, 0, SHAPE_STR1, 0);
+    path_stash(K_CHMOD, CLS_READ, args->filename, args->mode, args->dfd, 0, args->mode);
     return 0;
 }
 

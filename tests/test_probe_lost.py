@@ -34,7 +34,8 @@ async def test_overflow_is_counted_not_silent(tmp_path):
 
     async with NatsServer(NatsServerConfig(port=free_port(), store_dir=None)) as srv:
         common = CommonConfig(nats_url=srv.url, node=node, data_dir=tmp_path, stats_interval=0.5)
-        cfg = ProbeConfig(kinds=("open",), ringbuf_pages=8, counters_interval=0.5)  # 32 KiB: ~90 events
+        # 32 KiB: ~90 events; no dedup, so every open is its own event
+        cfg = ProbeConfig(kinds=("open",), ringbuf_pages=8, counters_interval=0.5, dedup_window_ms=0)
         async with busmod.connect(srv.url, Stats("test")) as bus:
             await bus.subscribe_batches(subjects.raw(node), handler)
             await bus.nc.flush()

@@ -229,7 +229,9 @@ class AlerterService:
         return {"id": new_event_id(self.common.node), "ts": time.time_ns(), "node": ev.get("node"),
                 "kind": "alert", "pid": ev.get("pid"), "rule": m.rule, "priority": m.priority,
                 "output": m.output, "tags": list(m.tags), "fields": m.fields, "event": ev,
-                "container": ev.get("container"), "k8s": ev.get("k8s")}
+                "container": ev.get("container"), "k8s": ev.get("k8s"),
+                # the kernel's dedup: how many more times the same event happened in its window
+                "repeat": ev.get("repeat", 0)}
 
     def _offer(self, alert: dict) -> None:
         for s in self.sinks:

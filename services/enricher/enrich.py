@@ -49,14 +49,18 @@ class Enricher:
         return None
 
     def _track(self, ev: dict) -> None:
-        """Fork/exec/exit change the table; exit after the event is described."""
+        """Fork/exec/chdir change the table; exit after the event is described."""
         kind, pid = ev["kind"], ev["pid"]
         if kind == "fork":
             child, flags = ev.get("child_pid"), ev.get("clone_flags")
-            if isinstance(flags, int) and flags & CLONE_THREAD:
+            flags = flags if isinstance(flags, int) else 0
+            if flags & CLONE_THREAD:
                 return  # a thread, not a process
             if isinstance(child, int) and child > 0:
-                self.procs.on_fork(pid, child, ev.get("comm") or "")
+                self.procs.on_fork(pid, child, ev.get("comm") or "", flags)
+        elif kind == "chdir" and ev.get("ret") in (None, 0):
+            path, fd = ev.get("path"), ev.get("fd")
+            self.procs.on_chdir(pid, path if isinstance(path, str) else None, fd if isinstance(fd, int) else None)
         elif kind == "exec" and (ev.get("ret") in (None, 0)):
             argv = ev.get("argv")
             self.procs.on_exec(pid, ev.get("filename") if isinstance(ev.get("filename"), str) else None,
@@ -80,7 +84,7 @@ class Enricher:
         out: list[dict] = []
         matches = []
         kinds_in: dict[str, int] = {}
-        views: dict[int, tuple[dict, int]] = {}  # pid -> proc view, shared within the batch
+        views: dict[int, tuple[str, tuple[dict, int]]] = {}  # pid -> (comm, proc view) within the batch
         for ev in events:
             kind = _kind_label(ev["kind"]) if isinstance(ev.get("kind"), str) else "other"
             kinds_in[kind] = kinds_in.get(kind, 0) + 1
@@ -88,20 +92,25 @@ class Enricher:
             if why:
                 self._malformed(why, ev)
                 continue
-            if ev["kind"] in ("fork", "exec"):
+            if ev["kind"] in ("fork", "exec", "chdir"):
                 self._track(ev)
                 views.clear()  # the tree changed
             pid = ev["pid"]
             ppid = ev.get("ppid") if isinstance(ev.get("ppid"), int) else 0
-            view = views.get(pid)
-            if view is None:
-                comm = ev.get("comm") if isinstance(ev.get("comm"), str) else ""
-                view = views[pid] = self.procs.proc_view(pid, comm, ppid)
+            comm = ev.get("comm") if isinstance(ev.get("comm"), str) else ""
+            cached = views.get(pid)
+            if cached is not None and cached[0] == comm:
+                view = cached[1]
+            else:  # a new comm may be a rename the table must learn
+                tid = ev.get("tid") if isinstance(ev.get("tid"), int) else None
+                view = self.procs.proc_view(pid, comm, ppid, tid)
+                views[pid] = (comm, view)
             ev["proc"], table_ppid = view
-            if not ppid and table_ppid:
+            if table_ppid:  # the table's parent: it follows CLONE_PARENT and reparenting
                 ev["ppid"] = table_ppid
             if ev["kind"] == "exit":
                 self.procs.on_exit(pid)
+                views.pop(pid, None)  # the pid's next events are a new process
             cg = ev.get("cgroup_id") or 0
             m = self.containers.resolve(cg, ev["ts"], pid) if cg else self._by_proc(pid)
             matches.append(m)
@@ -121,6 +130,9 @@ class Enricher:
             kinds_out[kind] = kinds_out.get(kind, 0) + 1
         for kind, n in kinds_out.items():
             self.stats.inc("enricher_events_out_total", n, kind=kind)
+        for reason, n in self.procs.fixups.items():
+            self.stats.inc("enricher_proc_fixups_total", n, reason=reason)
+        self.procs.fixups.clear()
         self.procs.tick()
         return out
 

@@ -103,7 +103,7 @@ class ProcTable:
         self.evictions = 0          # entries dropped (LRU over capacity or exit grace over)
         self.proc_reads = 0         # /proc fallbacks tried
         self.proc_misses = 0        # ... that found no such process
-        # corrections, by reason: stale_pid (an exited entry's pid came back), proc_changed (/proc
+        # corrections since the enricher last counted them, by reason: stale_pid (an exited entry's pid came back), proc_changed (/proc
         # showed another comm than the event), missed_exec (a new comm and new args in /proc),
         # reparented (the parent is gone: /proc names the subreaper or init that took the child)
         self.fixups: dict[str, int] = {}

@@ -25,6 +25,9 @@ class ProbeConfig:
     # "all": every event of the enabled kinds, for forensics.
     capture: str = "plan"
     plan_retry_s: float = 2.0                 # how often to ask the alerter for a plan until one answers
+    # Identical file events (cgroup, comm, kind, flags, path) within this window are sent once,
+    # then reported with a repeat count (services/probe/dedup.py); 0 sends every one.
+    dedup_window_ms: int = 2000
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kinds", tuple(self.kinds))
@@ -46,6 +49,8 @@ class ProbeConfig:
             raise ConfigError(f"probe.counters_interval: {self.counters_interval} not in [0.1, 3600] s")
         if any(p <= 0 for p in self.exclude_pids):
             raise ConfigError(f"probe.exclude_pids: {self.exclude_pids} must be positive pids")
+        if not (0 <= self.dedup_window_ms <= 600_000):
+            raise ConfigError(f"probe.dedup_window_ms: {self.dedup_window_ms} not in [0, 600000]")
         if self.capture not in CAPTURE_MODES:
             raise ConfigError(f"probe.capture: {self.capture!r} not in {CAPTURE_MODES}")
         if not (0.1 <= self.plan_retry_s <= 60):

@@ -25,6 +25,7 @@ SIZE_STR3 = SIZE_STR2 + STR3_SZ
 SIZE_SOCK = SIZE_NUM + SA_SZ + 16
 SIZE_EXEC = SIZE_NUM + STR_SZ + ARGV_SZ + ARG_MAX_LEN
 ID_UNCHANGED = 0xFFFFFFFF
+DEDUP_HASH = "_dedup"  # a[4] of path kinds: the kernel's dedup path hash; the probe pops it
 
 
 def read_kinds(header: Path = BPF_DIR / "common.h") -> dict[int, str]:
@@ -191,11 +192,14 @@ class Decoder:
             return {"id": new_event_id(self.node), "ts": v[0] + self.boot_to_wall, "node": self.node,
                     "kind": kind, "pid": v[3], "tid": v[4], "ppid": v[5] or None, "uid": v[6], "gid": v[7],
                     "comm": comm, "cgroup_id": v[1], "path": _s(data, SIZE_NUM), "flags": v[10], "mode": v[11],
-                    "ret": v[9], "dirfd": dirfd - (1 << 32) if (1 << 31) <= dirfd < (1 << 32) else dirfd}
+                    "ret": v[9], "dirfd": dirfd - (1 << 32) if (1 << 31) <= dirfd < (1 << 32) else dirfd,
+                    DEDUP_HASH: v[13]}
         ev = {"id": new_event_id(self.node), "ts": v[0] + self.boot_to_wall, "node": self.node, "kind": kind,
               "pid": v[3], "tid": v[4], "ppid": v[5] or None, "uid": v[6], "gid": v[7], "comm": comm,
               "cgroup_id": v[1]}
         ev.update(_fields(kind, v[9:], data))
+        if kind in ("unlink", "chmod") and len(data) > SIZE_NUM:
+            ev[DEDUP_HASH] = v[13]
         return ev
 
     def _comm(self, raw: bytes) -> str:

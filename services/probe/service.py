@@ -31,7 +31,8 @@ from shared.stats import Stats, StatsPublisher
 
 from . import loader
 from .config import ProbeConfig
-from .decode import KIND_NAMES, KIND_NUMBERS, DecodeError, Decoder
+from .decode import DEDUP_HASH, KIND_NAMES, KIND_NUMBERS, DecodeError, Decoder
+from .dedup import KINDS as DEDUP_KINDS, Dedup
 from .plan_maps import PlanMaps
 from .ringbuf import RingReader
 
@@ -99,6 +100,7 @@ class ProbeService:
         self.subject = subjects.raw(self.node)
         self.plan_maps: PlanMaps | None = None
         self._filtered_seen: dict[int, int] = {}
+        self.dedup = Dedup(self.node) if cfg.dedup_window_ms else None
 
     # ---- life cycle -------------------------------------------------------------
 
@@ -158,7 +160,13 @@ class ProbeService:
         parents = self.bpf[b"parents"]
         for pid, ppid in proc_parents().items():
             parents[parents.Key(pid)] = parents.Leaf(ppid)
-        self.plan_maps = PlanMaps(self.bpf, KIND_NUMBERS, "file.bpf.c" in [p.name for p in self.plan.files])
+        has_files = "file.bpf.c" in [p.name for p in self.plan.files]
+        if has_files:
+            win = self.bpf[b"dedup_window"]
+            win[win.Key(0)] = win.Leaf(self.cfg.dedup_window_ms * 1_000_000)
+        else:
+            self.dedup = None
+        self.plan_maps = PlanMaps(self.bpf, KIND_NUMBERS, has_files)
         # everything the config allows until the alerter's plan arrives (always, with capture "all")
         self.plan_maps.load(FilterPlan.capture_all(self.cfg.kinds, f"capture {self.cfg.capture}"), self.cfg.kinds)
 
@@ -264,9 +272,15 @@ class ProbeService:
 
     async def _publish(self, events: list[dict]) -> None:
         counts: dict[str, int] = {}
+        dedup = self.dedup
         for ev in events:
             kind = ev["kind"]
             counts[kind] = counts.get(kind, 0) + 1
+            if kind in DEDUP_KINDS:
+                if dedup is not None:
+                    dedup.remember(ev)
+                else:
+                    ev.pop(DEDUP_HASH, None)
         size = self.cfg.batch_size
         for i in range(0, len(events), size):
             try:
@@ -286,6 +300,18 @@ class ProbeService:
             await asyncio.sleep(self.cfg.counters_interval)
             self.read_counters()
             self.decoder.resync_clock()
+            await self.report_repeats()
+
+    async def report_repeats(self) -> None:
+        """Repeat counts of deduplicated windows that are over go out as events."""
+        if self.dedup is None or self.bpf is None:
+            return
+        repeats = self.dedup.sweep(self.bpf[b"dedup"], KIND_NAMES, self.cfg.dedup_window_ms * 1_000_000,
+                                   time.clock_gettime_ns(time.CLOCK_BOOTTIME), self.decoder.boot_to_wall)
+        self.stats.inc("probe_dedup_repeats_total", sum(e["repeat"] for e in repeats))
+        self.stats.set("probe_dedup_unmatched_repeats", self.dedup.orphans)
+        if repeats:
+            await self._publish(repeats)
 
     def read_counters(self) -> None:
         """Kernel counters -> Stats: lost events, per-cgroup event counts."""

@@ -554,6 +554,50 @@ _add("container.label", "str", lambda ev: None, "container.label[KEY]")
 _add("k8s.pod.label", "str", lambda ev: None, "k8s.pod.label[KEY]")
 _add("evt.arg", "any", lambda ev: None, "evt.arg.NAME or evt.arg[NAME]: a kind-specific field")
 
+
+# --- derived from the event alone, for the default ruleset (rules/40-* ... 90-*) ---
+
+_MODE_BITS = ((0o4000, "S_ISUID"), (0o2000, "S_ISGID"), (0o1000, "S_ISVTX"),
+              (0o400, "S_IRUSR"), (0o200, "S_IWUSR"), (0o100, "S_IXUSR"),
+              (0o40, "S_IRGRP"), (0o20, "S_IWGRP"), (0o10, "S_IXGRP"),
+              (0o4, "S_IROTH"), (0o2, "S_IWOTH"), (0o1, "S_IXOTH"))
+
+
+def evt_mode_flags(ev: dict) -> str | None:
+    """chmod's mode, or the mode an open creates with, as Falco names its bits."""
+    k = ev.get("kind")
+    if k != "chmod" and not (k == "open" and is_open_create(ev)):
+        return None
+    m = ev.get("mode")
+    if m.__class__ is not int:
+        return None
+    return "|".join(n for b, n in _MODE_BITS if m & b)
+
+
+def fd_is_other_proc(ev: dict) -> bool | None:
+    """/proc/<pid>/... of another process: None off /proc/<pid|self|thread-self>."""
+    p = _path(ev)
+    if p is None or not p.startswith("/proc/"):
+        return None
+    who = p[6:].split("/", 1)[0]
+    if who in ("self", "thread-self"):
+        return False
+    if not who.isdigit():
+        return None
+    return int(who) not in (ev.get("pid"), ev.get("tid"))
+
+
+def proc_argv0(ev: dict) -> str | None:
+    args = _args(ev)
+    return str(args[0]) if args else None
+
+
+_add("evt.mode_flags", "str", evt_mode_flags,
+     "mode bits of a chmod or of an open creating a file, as names: 'S_ISUID|S_IRUSR|...'")
+_add("fd.is_other_proc", "bool", fd_is_other_proc,
+     "path under /proc/<pid>/ of another process (false for self, thread-self and the event's pid)")
+_add("proc.argv0", "str", proc_argv0, "argv[0] as the process was started (may differ from its file name)")
+
 # Kind-specific fields: the schema's, plus extras the probe adds (services/probe/decode.py).
 EXTRA_ARGS = ("dirfd", "fd", "backlog", "clone_flags", "argv_truncated", "flags")
 ARG_NAMES = frozenset(f for fields in KINDS.values() for f in fields) | frozenset(EXTRA_ARGS)

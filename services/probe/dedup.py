@@ -1,0 +1,68 @@
+"""Repeat counts of events the kernel deduplicated (bpf/file.bpf.c `dedup`).
+
+The kernel sends the first of a run of identical file events (same cgroup,
+comm, kind, flags and path) and counts the rest for a window. This side
+remembers the events it sent, and once a window is over reports its count as
+a copy of the first event with `repeat` (how many more times it happened),
+`first_ts` and the time of the last repeat; then it deletes the entry.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from shared.schema import new_event_id
+
+from .decode import DEDUP_HASH
+
+KINDS = ("open", "unlink", "chmod")
+_MASK = (1 << 64) - 1
+
+
+def dedup_flags(ev: dict) -> int:
+    """What the kernel compares besides the path (path_stash's `dflags`)."""
+    v = ev.get("mode") if ev["kind"] == "chmod" else ev.get("flags")
+    return (v or 0) & 0xFFFFFFFF
+
+
+class Dedup:
+    """Sent events by dedup key, and the sweep that turns kernel counts into repeat events."""
+
+    def __init__(self, node: str, max_keys: int = 16384) -> None:
+        self.node, self.max_keys = node, max_keys
+        self._sent: OrderedDict[tuple, dict] = OrderedDict()  # kernel dedup key -> event sent
+        self.orphans = 0  # counts reported for events no longer remembered
+
+    def remember(self, ev: dict) -> None:
+        """Called for each event sent; takes the kernel's path hash off it."""
+        h = ev.pop(DEDUP_HASH, 0)
+        if not h:
+            return
+        key = (ev["cgroup_id"], ev["kind"], dedup_flags(ev), ev["comm"], h & _MASK)
+        self._sent[key] = ev
+        self._sent.move_to_end(key)
+        if len(self._sent) > self.max_keys:
+            self._sent.popitem(last=False)
+
+    def sweep(self, table, kind_names: dict[int, str], window_ns: int, now_boot_ns: int,
+              boot_to_wall: int) -> list[dict]:
+        """Repeat events for every window that is over; their kernel entries are deleted."""
+        out = []
+        for k, v in list(table.items()):
+            if now_boot_ns - v.first_ts < window_ns:
+                continue
+            count = v.count
+            try:
+                del table[k]
+            except KeyError:
+                pass
+            kind = kind_names.get(k.kind)
+            if not count or kind is None:
+                continue
+            comm = bytes(k.comm).partition(b"\0")[0].decode("utf-8", "replace")
+            first = self._sent.pop((k.cgroup_id, kind, k.flags, comm, k.path_hash), None)
+            if first is None:
+                self.orphans += count
+                continue
+            out.append({**first, "id": new_event_id(self.node), "ts": v.last_ts + boot_to_wall,
+                        "first_ts": first["ts"], "repeat": count})
+        return out

@@ -1,0 +1,89 @@
+/* Behaviours busybox cannot do, for tests/test_default_rules_coverage.py.
+ * Built with `gcc -static` and run inside a test container:
+ *   coverage_actions ptrace-poke            PTRACE_POKEDATA into a traced child
+ *   coverage_actions setuid0                setuid(0) (run it as a non-root user: EPERM)
+ *   coverage_actions setuid NUID            setuid(NUID) (a root process dropping privileges)
+ *   coverage_actions unix-connect PATH      connect(2) to a unix socket path (may not exist)
+ *   coverage_actions spawn PROG [ARG...]    fork, exec PROG, wait (a parent with this file's name)
+ *   coverage_actions exec-as ARGV0 PROG [ARG...]  exec PROG with a chosen argv[0]
+ * Each performs the syscall for real; failing is fine (the probe sees the attempt). */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static long word = 42;
+
+static int ptrace_poke(void)
+{
+    pid_t child = fork();
+    if (child == 0) {
+        ptrace(PTRACE_TRACEME, 0, 0, 0);
+        raise(SIGSTOP);
+        _exit(word == 7 ? 0 : 1);
+    }
+    waitpid(child, 0, 0);  /* stopped */
+    long r = ptrace(PTRACE_POKEDATA, child, &word, (void *)7L);
+    printf("ptrace pokedata: %ld\n", r);
+    ptrace(PTRACE_CONT, child, 0, 0);
+    int st = 0;
+    waitpid(child, &st, 0);
+    return 0;
+}
+
+static int unix_connect(const char *path)
+{
+    int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    strncpy(sa.sun_path, path, sizeof(sa.sun_path) - 1);
+    int r = connect(s, (struct sockaddr *)&sa, sizeof(sa));
+    printf("connect %s: %d\n", path, r);
+    close(s);
+    return 0;
+}
+
+static int spawn(char **argv, char **envp)
+{
+    pid_t child = fork();
+    if (child == 0) {
+        execve(argv[0], argv, envp);
+        perror("execve");
+        _exit(127);
+    }
+    int st = 0;
+    waitpid(child, &st, 0);
+    return 0;
+}
+
+int main(int argc, char **argv, char **envp)
+{
+    const char *what = argc > 1 ? argv[1] : "";
+    if (!strcmp(what, "ptrace-poke"))
+        return ptrace_poke();
+    if (!strcmp(what, "setuid0"))
+        return printf("setuid(0): %d\n", setuid(0)) < 0;
+    if (!strcmp(what, "setuid") && argc > 2)
+        return printf("setuid(%s): %d\n", argv[2], setuid(atoi(argv[2]))) < 0;
+    if (!strcmp(what, "unix-connect") && argc > 2)
+        return unix_connect(argv[2]);
+    if (!strcmp(what, "spawn") && argc > 2)
+        return spawn(argv + 2, envp);
+    if (!strcmp(what, "exec-as") && argc > 3) {
+        char *prog = argv[3];
+        argv[3] = argv[2];
+        execve(prog, argv + 3, envp);
+        perror("execve");
+        return 127;
+    }
+    fprintf(stderr, "usage: coverage_actions ptrace-poke|setuid0|setuid N|unix-connect PATH|spawn PROG..."
+                    "|exec-as ARGV0 PROG...\n");
+    return 2;
+}
