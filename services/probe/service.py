@@ -33,6 +33,7 @@ from . import loader
 from .config import ProbeConfig
 from .decode import DEDUP_HASH, KIND_NAMES, KIND_NUMBERS, DecodeError, Decoder
 from .dedup import KINDS as DEDUP_KINDS, Dedup
+from .flows import FlowReader
 from .plan_maps import PlanMaps
 from .ringbuf import RingReader
 
@@ -101,6 +102,7 @@ class ProbeService:
         self.plan_maps: PlanMaps | None = None
         self._filtered_seen: dict[int, int] = {}
         self.dedup = Dedup(self.node) if cfg.dedup_window_ms else None
+        self.flows: FlowReader | None = None  # connections aggregated in the kernel (bpf/net.bpf.c)
 
     # ---- life cycle -------------------------------------------------------------
 
@@ -167,6 +169,8 @@ class ProbeService:
         else:
             self.dedup = None
         self.plan_maps = PlanMaps(self.bpf, KIND_NUMBERS, has_files)
+        if "net.bpf.c" in [p.name for p in self.plan.files]:
+            self.flows = FlowReader(self.bpf, self.node)
         # everything the config allows until the alerter's plan arrives (always, with capture "all")
         self.plan_maps.load(FilterPlan.capture_all(self.cfg.kinds, f"capture {self.cfg.capture}"), self.cfg.kinds)
 
@@ -301,6 +305,18 @@ class ProbeService:
             self.read_counters()
             self.decoder.resync_clock()
             await self.report_repeats()
+            await self.report_flows()
+
+    async def report_flows(self) -> None:
+        """Flows that changed since the last report go out as `flow` events (deltas)."""
+        if self.flows is None:
+            return
+        flows = await asyncio.get_running_loop().run_in_executor(None, self.flows.collect)
+        f = self.flows
+        self.stats.set("probe_flows_active", f.active)
+        self.stats.set("probe_flows_map_full", f.map_full)  # new flows not tracked: the map was full
+        if flows:
+            await self._publish(flows)
 
     async def report_repeats(self) -> None:
         """Repeat counts of deduplicated windows that are over go out as events."""
