@@ -306,8 +306,9 @@ async def connect(servers: list[str] | str, stats: Stats, name: str = "eunomia")
 class Batcher:
     """Collects events per subject and publishes them as batches.
 
-    Flushes (all subjects, oldest batch first) when a subject has `max_events`
-    pending, and every `interval` s.
+    Flushes a subject when it has `max_events` pending, and every subject
+    every `interval` s. Order across subjects is not kept: what needs the
+    kernel's order travels on one subject (the node's raw stream).
     Bounded: past `max_pending` events in all, `add` waits (backpressure)
     rather than growing without limit.
     """
@@ -331,7 +332,10 @@ class Batcher:
         buf.append(event)
         self._pending += 1
         if len(buf) >= self.max_events:
-            await self.flush()  # every subject, oldest first: kinds stay in causal order
+            if self.durable:
+                await self._flush_durable({subject: self._buf.pop(subject)})
+            else:
+                await self._flush_subject(subject)
 
     async def _flush_subject(self, subject: str) -> None:
         events = self._buf.pop(subject, None)
@@ -347,18 +351,15 @@ class Batcher:
             self._room.set()
 
     async def flush(self) -> None:
-        # Buffers are kept in the order of their oldest event and published in
-        # that order on one connection, so a subscriber to several subjects sees
-        # an exec before the opens of the program it started.
         if self.durable:
-            await self._flush_durable()
+            bufs, self._buf = self._buf, {}
+            await self._flush_durable(bufs)
             return
         for subject in list(self._buf):
             await self._flush_subject(subject)
 
-    async def _flush_durable(self) -> None:
-        batches = list(self._buf.items())
-        self._buf.clear()
+    async def _flush_durable(self, bufs: dict[str, list[dict]]) -> None:
+        batches = list(bufs.items())
         try:
             failed = await self.bus.publish_many_durable(batches)
         except Exception as e:  # not expected: publish_many_durable counts its own failures

@@ -97,7 +97,10 @@ def compile_and_attach(plan: SourcePlan, ringbuf_pages: int, wakeup_every: int, 
     if not plan.files:
         raise ProbeLoadError("no BPF source can be loaded: " + "; ".join(plan.errors))
     try:
-        return BPF(text=program_text(plan, bpf_dir).encode(),
-                   cflags=[*cflags(plan, ringbuf_pages, wakeup_every), *extra_cflags])
+        bpf = BPF(text=program_text(plan, bpf_dir).encode(),
+                  cflags=[*cflags(plan, ringbuf_pages, wakeup_every), *extra_cflags])
     except Exception as e:
         raise ProbeLoadError(f"BPF compile/load of {[p.name for p in plan.files]} failed: {e}") from e
+    from .memory import release_compiler_memory
+    release_compiler_memory()  # the compiler is done: ~90 MB of RSS back
+    return bpf
