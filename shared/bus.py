@@ -337,6 +337,24 @@ class Batcher:
             else:
                 await self._flush_subject(subject)
 
+    async def add_many(self, by_subject: dict[str, list[dict]]) -> None:
+        """Add lists of events per subject at once (one await per full batch, not per event)."""
+        for subject, events in by_subject.items():
+            while events:
+                while self._pending >= self.max_pending:
+                    self._room.clear()
+                    await self._room.wait()
+                buf = self._buf.setdefault(subject, [])
+                room = self.max_events - len(buf)
+                buf.extend(events[:room])
+                self._pending += min(room, len(events))
+                events = events[room:]
+                if len(buf) >= self.max_events:
+                    if self.durable:
+                        await self._flush_durable({subject: self._buf.pop(subject)})
+                    else:
+                        await self._flush_subject(subject)
+
     async def _flush_subject(self, subject: str) -> None:
         events = self._buf.pop(subject, None)
         if not events:

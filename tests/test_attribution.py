@@ -136,6 +136,14 @@ def test_cwd_follows_chdir_fchdir_fork_and_exec():
         assert t.get(me).cwd == "/etc"
     finally:
         os.close(fd)
+    live = sleeper()  # in /tmp by now; its events so far say it was in /etc
+    try:
+        t.on_fork(me, live.pid, "python3")
+        t.on_exec(live.pid, "/bin/sleep", ["/bin/sleep", "30"], "sleep")
+        assert t.get(live.pid).cwd == "/etc"
+    finally:
+        live.kill()
+        live.wait()
     t.get(me).cwd = None
     t.on_exec(me, "/usr/bin/python3", ["python3"], "python3")
     assert t.get(me).cwd == os.getcwd()  # unknown: read again at exec
@@ -210,19 +218,27 @@ async def test_first_actions_of_many_containers_carry_the_right_process(nats_ser
 
         for i in range(0, CONTAINERS, AT_ONCE):
             await asyncio.gather(*(one(j) for j in range(i, min(i + AT_ONCE, CONTAINERS))))
+        p.probe.read_counters()  # a fork or exec lost on the way leaves a gap no table can fill
+        dropped = sum(p.probe.stats.total(n) for n in ("probe_lost_events_total", "probe_queue_dropped_events_total"))
+        dropped += p.enricher.stats.total("bus_slow_consumer_dropped_total")
         for cid in cids:
             mine = lambda e, path: ((e["container"] or {}).get("id") == cid  # noqa: E731
                                     and e["kind"] == "open" and e["path"] == path)
-            write = await p.wait_for(lambda e: mine(e, "/etc/x"), timeout=20)
-            read = await p.wait_for(lambda e: mine(e, "/etc/shadow"))
-            last = await p.wait_for(lambda e: mine(e, "/etc/hostname") and e["proc"]["name"] == "cat")
+            where = f"container {cid[:12]} ({dropped:.0f} events dropped on the way)"
+            try:
+                write = await p.wait_for(lambda e: mine(e, "/etc/x"), timeout=20)
+                read = await p.wait_for(lambda e: mine(e, "/etc/shadow"))
+                last = await p.wait_for(lambda e: mine(e, "/etc/hostname") and e["proc"]["name"] == "cat")
+            except TimeoutError as e:
+                raise AssertionError(where) from e
             sh, cat, last_cat = write["proc"], read["proc"], last["proc"]
-            where = f"container {cid[:12]}"
             assert (sh["name"], sh["cmdline"], sh["cwd"]) == ("sh", f"sh -c {SCRIPT}", "/"), where
             assert sh["pname"] == "runc" and " create " in sh["pcmdline"], where  # not runc init's stages
-            assert (cat["name"], cat["cmdline"], cat["pname"], cat["cwd"]) == ("cat", "cat /etc/shadow", "sh", "/"), where
+            assert (cat["name"], cat["cmdline"], cat["pname"]) == ("cat", "cat /etc/shadow", "sh"), where
+            assert cat["cwd"] == "/", where
             assert read["ppid"] == write["pid"] == cat["ancestors"][0]["pid"], where
-            assert (last_cat["name"], last_cat["cmdline"], last_cat["cwd"]) == ("cat", "cat /etc/hostname", "/tmp"), where
+            assert (last_cat["name"], last_cat["cmdline"]) == ("cat", "cat /etc/hostname"), where
+            assert last_cat["cwd"] == "/tmp", where
             assert last["pid"] == write["pid"] and last_cat["pname"] == sh["pname"], where
             assert not {sh["name"], cat["name"], last_cat["name"], cat["pname"]} & RUNTIME, where
 

@@ -103,9 +103,10 @@ class ProcTable:
         self.evictions = 0          # entries dropped (LRU over capacity or exit grace over)
         self.proc_reads = 0         # /proc fallbacks tried
         self.proc_misses = 0        # ... that found no such process
-        # corrections since the enricher last counted them, by reason: stale_pid (an exited entry's pid came back), proc_changed (/proc
-        # showed another comm than the event), missed_exec (a new comm and new args in /proc),
-        # reparented (the parent is gone: /proc names the subreaper or init that took the child)
+        # corrections since the enricher last counted them, by reason: stale_pid (an exited
+        # entry's pid came back), proc_changed (/proc showed another comm than the event),
+        # missed_exec (a new comm and new args in /proc), reparented (the parent is gone:
+        # /proc names the subreaper or init that took the child)
         self.fixups: dict[str, int] = {}
 
     def __len__(self) -> int:
@@ -229,7 +230,7 @@ class ProcTable:
             p.comm = comm
         if ppid:
             p.ppid = ppid
-        if p.cwd is None:
+        if p.cwd is None:  # only when unknown: /proc may already show a later chdir
             p.cwd = _readlink(f"/proc/{pid}/cwd")
         p.exited_at = None
         self._exited.pop(pid, None)

