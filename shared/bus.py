@@ -310,11 +310,13 @@ class Batcher:
     every `interval` s. Order across subjects is not kept: what needs the
     kernel's order travels on one subject (the node's raw stream).
     Bounded: past `max_pending` events in all, `add` waits (backpressure)
-    rather than growing without limit.
+    rather than growing without limit. Durable batches are pipelined: up to
+    `max_inflight` flushes wait for their JetStream acks while the caller
+    goes on (acks come back in order on the one connection).
     """
 
     def __init__(self, bus: Bus, max_events: int = MAX_BATCH_EVENTS, interval: float = 0.05,
-                 max_pending: int = 50_000, durable: bool = False) -> None:
+                 max_pending: int = 50_000, durable: bool = False, max_inflight: int = 16) -> None:
         self.bus, self.max_events, self.interval, self.max_pending = bus, max_events, interval, max_pending
         # durable: wait for JetStream acks (retrying) where a stream captures the subject
         self.durable = durable
@@ -323,6 +325,20 @@ class Batcher:
         self._room = asyncio.Event()
         self._room.set()
         self._task: asyncio.Task | None = None
+        self.max_inflight = max_inflight
+        self._inflight: set[asyncio.Task] = set()
+
+    async def _flush_full(self, subject: str) -> None:
+        """A subject's buffer is full: publish it (durable: in the background, bounded)."""
+        if not self.durable:
+            await self._flush_subject(subject)
+            return
+        events = self._buf.pop(subject)
+        while len(self._inflight) >= self.max_inflight:
+            await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+        t = asyncio.create_task(self._flush_durable({subject: events}))
+        self._inflight.add(t)
+        t.add_done_callback(self._inflight.discard)
 
     async def add(self, subject: str, event: dict) -> None:
         while self._pending >= self.max_pending:
@@ -332,10 +348,7 @@ class Batcher:
         buf.append(event)
         self._pending += 1
         if len(buf) >= self.max_events:
-            if self.durable:
-                await self._flush_durable({subject: self._buf.pop(subject)})
-            else:
-                await self._flush_subject(subject)
+            await self._flush_full(subject)
 
     async def add_many(self, by_subject: dict[str, list[dict]]) -> None:
         """Add lists of events per subject at once (one await per full batch, not per event)."""
@@ -350,10 +363,7 @@ class Batcher:
                 self._pending += min(room, len(events))
                 events = events[room:]
                 if len(buf) >= self.max_events:
-                    if self.durable:
-                        await self._flush_durable({subject: self._buf.pop(subject)})
-                    else:
-                        await self._flush_subject(subject)
+                    await self._flush_full(subject)
 
     async def _flush_subject(self, subject: str) -> None:
         events = self._buf.pop(subject, None)
@@ -372,6 +382,8 @@ class Batcher:
         if self.durable:
             bufs, self._buf = self._buf, {}
             await self._flush_durable(bufs)
+            if self._inflight:
+                await asyncio.wait(list(self._inflight))
             return
         for subject in list(self._buf):
             await self._flush_subject(subject)

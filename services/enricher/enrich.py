@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from shared import log, subjects
-from shared.schema import KINDS
+from shared.schema import KINDS, missing_fields
 from shared.stats import Stats
 
 from .cgroups import CgroupMatch, parse_path
@@ -37,7 +37,16 @@ class Enricher:
         self.stats.inc("enricher_malformed_total", reason=reason)
         _log.warning("dropped raw event %s (kind %r): %s", ev.get("id"), ev.get("kind"), reason)
 
-    def _check(self, ev: dict) -> str | None:
+    def _check(self, ev: object) -> str | None:
+        """Why a raw event cannot be enriched (the bus does not validate it: this is the one check)."""
+        if ev.__class__ is dict and ev.get("kind") in KINDS and ev.get("id").__class__ is str \
+                and ev.get("ts").__class__ is int and "node" in ev and ev.get("pid").__class__ is int \
+                and ev["pid"] >= 0 and (ev.get("cgroup_id").__class__ is int and ev["cgroup_id"] >= 0
+                                        or ev.get("cgroup_id") is None):
+            return None  # the fast path: an event as the probe makes them
+        why = missing_fields(ev)
+        if why:
+            return why
         if not subjects.valid_token(ev["kind"]):
             return "kind is not a subject token"
         pid = ev["pid"]
@@ -71,7 +80,7 @@ class Enricher:
         """On arrival: resolve new cgroups while they still
         exist and start the container lookups the events will need."""
         for ev in events:
-            cg = ev.get("cgroup_id")
+            cg = ev.get("cgroup_id") if ev.__class__ is dict else None
             if not isinstance(cg, int) or cg <= 1 or self.containers.cgroups.known(cg):
                 continue
             pid = ev.get("pid") if isinstance(ev.get("pid"), int) else 0
@@ -85,16 +94,22 @@ class Enricher:
         matches = []
         kinds_in: dict[str, int] = {}
         views: dict[int, tuple[str, tuple[dict, int]]] = {}  # pid -> (comm, proc view) within the batch
+        in_views: set[int] = set()  # pids that are some cached view's ancestor
         for ev in events:
-            kind = _kind_label(ev["kind"]) if isinstance(ev.get("kind"), str) else "other"
-            kinds_in[kind] = kinds_in.get(kind, 0) + 1
+            kind = ev.get("kind") if ev.__class__ is dict else None
+            label = kind if kind in KINDS else "other"
+            kinds_in[label] = kinds_in.get(label, 0) + 1
             why = self._check(ev)
             if why:
-                self._malformed(why, ev)
+                self._malformed(why, ev if isinstance(ev, dict) else {})
                 continue
-            if ev["kind"] in ("fork", "exec", "chdir"):
+            if kind == "fork" or kind == "exec" or kind == "chdir":
                 self._track(ev)
-                views.clear()  # the tree changed
+                changed = ev.get("child_pid") if kind == "fork" else ev["pid"]
+                views.pop(changed, None)
+                if kind == "exec" and changed in in_views:  # an ancestor of cached views changed
+                    views.clear()
+                    in_views.clear()
             pid = ev["pid"]
             ppid = ev.get("ppid") if isinstance(ev.get("ppid"), int) else 0
             comm = ev.get("comm") if isinstance(ev.get("comm"), str) else ""
@@ -105,6 +120,7 @@ class Enricher:
                 tid = ev.get("tid") if isinstance(ev.get("tid"), int) else None
                 view = self.procs.proc_view(pid, comm, ppid, tid)
                 views[pid] = (comm, view)
+                in_views.update(a["pid"] for a in view[0]["ancestors"])
             ev["proc"], table_ppid = view
             if table_ppid:  # the table's parent: it follows CLONE_PARENT and reparenting
                 ev["ppid"] = table_ppid
@@ -119,17 +135,23 @@ class Enricher:
             self.stats.inc("enricher_events_in_total", n, kind=kind)
         await self._lookups([m for m in matches if m is not None])
         kinds_out: dict[str, int] = {}
+        by_match: dict[int, tuple[dict, dict | None]] = {}  # one container view per match in the batch
+        id_only = 0
         for ev, m in zip(out, matches):
             if m is None:
-                ev["container"], ev["k8s"] = None, None
+                ev["container"] = ev["k8s"] = None
             else:
-                ev["container"], ev["k8s"] = self.containers.view_cached(m)
-                if ev["container"]["name"] is None:
-                    self.stats.inc("enricher_container_id_only_total")
-            kind = _kind_label(ev["kind"])
+                cv = by_match.get(id(m))
+                if cv is None:
+                    cv = by_match[id(m)] = self.containers.view_cached(m)
+                ev["container"], ev["k8s"] = cv
+                id_only += cv[0]["name"] is None
+            kind = ev["kind"]
             kinds_out[kind] = kinds_out.get(kind, 0) + 1
+        if id_only:
+            self.stats.inc("enricher_container_id_only_total", id_only)
         for kind, n in kinds_out.items():
-            self.stats.inc("enricher_events_out_total", n, kind=kind)
+            self.stats.inc("enricher_events_out_total", n, kind=_kind_label(kind))
         for reason, n in self.procs.fixups.items():
             self.stats.inc("enricher_proc_fixups_total", n, reason=reason)
         self.procs.fixups.clear()

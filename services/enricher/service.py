@@ -74,8 +74,9 @@ class EnricherService:
                 Batcher(self.bus, self.cfg.max_batch_events, max_pending=self.cfg.max_pending_events,
                         durable=True))
             await self.bus.subscribe_raw(subjects.ctl_enricher(self.common.node), self._on_ctl)
+            # items are checked once, in Enricher._check (not by the bus as well)
             await self.bus.subscribe_batches(subjects.raw(self.common.node), self._on_raw,
-                                             queue=self.cfg.queue_group)
+                                             queue=self.cfg.queue_group, validate=False)
             await self.bus.nc.flush()
             await self._stack.enter_async_context(
                 StatsPublisher(self.bus, self.stats, self.common.node, self.common.stats_interval))
