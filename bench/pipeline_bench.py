@@ -4,7 +4,7 @@ real nats-server, against a minimal relay measured in the same run.
     python -m bench.pipeline_bench [--events 200000] [--window 50000]
 
 Cases, each on a fresh nats-server (JetStream store in a tmp dir):
-  relay      subscribe eunomia.raw.<node>.> (shared.bus), republish every batch
+  relay      subscribe eunomia.raw.<node> (shared.bus), republish every batch
              unchanged on eunomia.event.<node>.<kind> (the baseline)
   enricher   the real EnricherService, durable publishing into the EVENTS stream
   enr-core   the same with no EVENTS stream: publishing falls back to core NATS
@@ -54,7 +54,7 @@ CONTAINER = {"id": "b" * 64, "name": "bench-web", "image": "localhost/bench:late
 # --- the baseline ------------------------------------------------------------
 
 class Relay:
-    """raw.<node>.<kind> -> event.<node>.<kind>, batches unchanged (the same bus code paths)."""
+    """raw.<node> -> event.<node>.<kind>, batches unchanged (the same bus code paths)."""
     name = "relay"
 
     def __init__(self, common: CommonConfig) -> None:
