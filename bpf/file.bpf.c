@@ -94,11 +94,13 @@ static __always_inline int plan_wants(u32 kind, u8 cls, struct plan_key *k, long
 }
 
 // In-kernel dedup of repeats (ProbeConfig.dedup_window_ms; 0 turns it off): an
-// event like one sent less than a window ago (same cgroup, comm, kind, flags and
-// path) is counted in its entry instead of sent. User space reports the count once
+// event like one sent less than a window ago (same process, uid, cgroup, comm,
+// kind, flags, mode and path) is counted in its entry instead of sent. User space reports the count once
 // the window is over and deletes the entry (services/probe/dedup.py); until then an
 // expired entry with a count is left alone and later events go out as they come.
-struct dedup_key { u64 cgroup_id; u64 path_hash; u32 kind; u32 flags; char comm[16]; };
+struct dedup_key {
+    u64 cgroup_id; u64 path_hash; u32 kind; u32 flags; u32 mode; u32 pid; u32 uid; u32 pad; char comm[16];
+};
 struct dedup_val { u64 first_ts; u64 last_ts; u64 count; };
 BPF_TABLE("lru_hash", struct dedup_key, struct dedup_val, dedup, 16384);
 BPF_ARRAY(dedup_window, u64, 1);  // ns
@@ -118,7 +120,7 @@ static __always_inline u64 fnv1a(const char *s, u32 len)
 
 // 1 when this event repeats one sent within the window (it is then only counted);
 // else *hash is its path hash (0 when not deduplicated), sent in a[4] for user space.
-static __always_inline int dedup_repeat(u32 kind, u32 flags, const char *path, long len, u64 *hash)
+static __always_inline int dedup_repeat(u32 kind, u32 flags, u32 mode, const char *path, long len, u64 *hash)
 {
     u32 zero = 0;
     u64 *win = dedup_window.lookup(&zero);
@@ -129,6 +131,9 @@ static __always_inline int dedup_repeat(u32 kind, u32 flags, const char *path, l
     key.path_hash = *hash = fnv1a(path, len);
     key.kind = kind;
     key.flags = flags;
+    key.mode = mode;
+    key.pid = bpf_get_current_pid_tgid() >> 32;
+    key.uid = (u32)bpf_get_current_uid_gid();
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
     u64 now = bpf_ktime_get_boot_ns();
     struct dedup_val *v = dedup.lookup(&key);
@@ -166,7 +171,7 @@ static __always_inline void path_stash(u32 kind, u8 cls, const char *path, s64 a
         return;
     }
     u64 hash = 0;
-    if (dedup_repeat(kind, dflags, kb->k.s, len, &hash))
+    if (dedup_repeat(kind, dflags, kind == K_OPEN ? (u32)a2 : 0, kb->k.s, len, &hash))
         return;
     stash_store(kind, SHAPE_STR1, a1, a2, a3, hash, 0, path, 0, 0);
 }

@@ -125,7 +125,8 @@ async def test_enricher_alone_raw_events_in_enriched_out(nats_server):
             # malformed: not JSON, not an array, item lacking a head field, bad pid, bad kind token
             for data in (b"{nope", b'{"a":1}', b'[{"kind":"open"}]'):
                 await p.bus.publish(subjects.raw(node), data)
-            await p.publish_raw([{"kind": "open", "pid": "x", "path": "/a"},
+            await p.publish_raw([{"kind": ["open"], "pid": 1, "path": "/a"},  # a list as kind: not the batch's end
+                                 {"kind": "open", "pid": "x", "path": "/a"},
                                  {"kind": "op.en", "pid": 1, "path": "/b"}])
             await p.publish_raw([
                 {"kind": "open", "pid": sleeper.pid, "ppid": None, "path": "/etc/hostname", "flags": 0, "mode": 0,
@@ -157,6 +158,7 @@ async def test_enricher_alone_raw_events_in_enriched_out(nats_server):
             assert st.get("enricher_malformed_total", reason="event lacks field 'id'") == 1
             assert st.get("enricher_malformed_total", reason="pid is not a non-negative integer") == 1
             assert st.get("enricher_malformed_total", reason="kind is not a subject token") == 1
+            assert st.get("enricher_malformed_total", reason="field 'kind' is not a non-empty string") == 1
             assert st.get("enricher_events_in_total", kind="open") == 4  # the headless one counted in, then dropped
             assert st.get("enricher_events_out_total", kind="other") == 1
 

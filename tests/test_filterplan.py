@@ -129,3 +129,25 @@ def test_bad_plans_are_refused_with_the_reason():
         FilterPlan.from_dict({"kinds": ["open"], "patterns": [["open", "prefix", "etc/", 1]]})
     with pytest.raises(PlanError, match="any_path"):
         FilterPlan.from_dict({"kinds": ["open"], "any_path": {"open": 99}})
+
+
+def test_too_many_patterns_widen_the_busiest_kind_instead_of_overflowing_the_kernel():
+    from shared.filterplan import MAX_PATTERNS
+    paths = ", ".join(f"/srv/f{i}" for i in range(MAX_PATTERNS + 10))
+    plan = load_rules_text(f"""
+- list: big
+  items: [{paths}]
+- rule: many
+  desc: t
+  condition: evt.type = open and fd.name in (big)
+  output: x
+  priority: WARNING
+- rule: few
+  desc: t
+  condition: evt.type = unlink and fd.name startswith /etc/
+  output: x
+  priority: WARNING
+""").filter_plan("t")
+    assert plan.any_path == {"open": 7} and len(plan.patterns) == 1
+    assert any("path patterns in all" in r for r in plan.full["open read|write|create"])
+    FilterPlan.from_dict(plan.to_dict())  # what the probes accept

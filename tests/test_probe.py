@@ -399,6 +399,11 @@ async def test_control_requests(probe):
     sc = await bus.request_json(ctl, {"op": "syscalls", "cgroup_id": 12345678})
     assert sc.get("syscalls") == [] or "error" in sc
     assert probe.svc.stats.total("probe_ctl_errors_total") >= 3
+    # the all-probes broadcast takes plans only: pids are node-local
+    await bus.publish(subjects.CTL_PROBES, orjson.dumps({"op": "exclude", "pids": [4_000_002]}))
+    await bus.nc.flush()
+    await asyncio.sleep(0.3)
+    assert 4_000_002 not in probe.svc.excluded
 
 
 async def test_missing_tracepoint_is_named_and_the_rest_loads(probe, tmp_path):

@@ -39,7 +39,8 @@ class Enricher:
 
     def _check(self, ev: object) -> str | None:
         """Why a raw event cannot be enriched (the bus does not validate it: this is the one check)."""
-        if ev.__class__ is dict and ev.get("kind") in KINDS and ev.get("id").__class__ is str \
+        if ev.__class__ is dict and ev.get("kind").__class__ is str and ev["kind"] in KINDS \
+                and ev.get("id").__class__ is str \
                 and ev.get("ts").__class__ is int and "node" in ev and ev.get("pid").__class__ is int \
                 and ev["pid"] >= 0 and (ev.get("cgroup_id").__class__ is int and ev["cgroup_id"] >= 0
                                         or ev.get("cgroup_id") is None):
@@ -97,7 +98,7 @@ class Enricher:
         in_views: set[int] = set()  # pids that are some cached view's ancestor
         for ev in events:
             kind = ev.get("kind") if ev.__class__ is dict else None
-            label = kind if kind in KINDS else "other"
+            label = kind if kind.__class__ is str and kind in KINDS else "other"
             kinds_in[label] = kinds_in.get(label, 0) + 1
             why = self._check(ev)
             if why:

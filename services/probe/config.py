@@ -25,6 +25,7 @@ class ProbeConfig:
     # "all": every event of the enabled kinds, for forensics.
     capture: str = "plan"
     plan_retry_s: float = 2.0                 # how often to ask the alerter for a plan until one answers
+    plan_refresh_s: float = 30.0              # ... and then (a missed broadcast is caught up)
     # Identical file events (cgroup, comm, kind, flags, path) within this window are sent once,
     # then reported with a repeat count (services/probe/dedup.py); 0 sends every one.
     dedup_window_ms: int = 2000
@@ -53,5 +54,7 @@ class ProbeConfig:
             raise ConfigError(f"probe.dedup_window_ms: {self.dedup_window_ms} not in [0, 600000]")
         if self.capture not in CAPTURE_MODES:
             raise ConfigError(f"probe.capture: {self.capture!r} not in {CAPTURE_MODES}")
+        if not (1 <= self.plan_refresh_s <= 3600):
+            raise ConfigError(f"probe.plan_refresh_s: {self.plan_refresh_s} not in [1, 3600] s")
         if not (0.1 <= self.plan_retry_s <= 60):
             raise ConfigError(f"probe.plan_retry_s: {self.plan_retry_s} not in [0.1, 60] s")

@@ -1,7 +1,7 @@
 """Repeat counts of events the kernel deduplicated (bpf/file.bpf.c `dedup`).
 
-The kernel sends the first of a run of identical file events (same cgroup,
-comm, kind, flags and path) and counts the rest for a window. This side
+The kernel sends the first of a run of identical file events (same process,
+uid, cgroup, comm, kind, flags, mode and path) and counts the rest for a window. This side
 remembers the events it sent, and once a window is over reports its count as
 a copy of the first event with `repeat` (how many more times it happened),
 `first_ts` and the time of the last repeat; then it deletes the entry.
@@ -37,7 +37,8 @@ class Dedup:
         h = ev.pop(DEDUP_HASH, 0)
         if not h:
             return
-        key = (ev["cgroup_id"], ev["kind"], dedup_flags(ev), ev["comm"], h & _MASK)
+        key = (ev["cgroup_id"], ev["kind"], dedup_flags(ev), (ev.get("mode") or 0) if ev["kind"] == "open" else 0,
+               ev["pid"], ev["uid"], ev["comm"], h & _MASK)
         self._sent[key] = ev
         self._sent.move_to_end(key)
         if len(self._sent) > self.max_keys:
@@ -50,19 +51,22 @@ class Dedup:
         for k, v in list(table.items()):
             if now_boot_ns - v.first_ts < window_ns:
                 continue
-            count = v.count
-            try:
+            try:  # read again: the kernel may have started a new window for this key meanwhile
+                v = table[k]
+                if now_boot_ns - v.first_ts < window_ns:
+                    continue
+                count, last_ts = v.count, v.last_ts
                 del table[k]
             except KeyError:
-                pass
+                continue
             kind = kind_names.get(k.kind)
             if not count or kind is None:
                 continue
             comm = bytes(k.comm).partition(b"\0")[0].decode("utf-8", "replace")
-            first = self._sent.pop((k.cgroup_id, kind, k.flags, comm, k.path_hash), None)
+            first = self._sent.pop((k.cgroup_id, kind, k.flags, k.mode, k.pid, k.uid, comm, k.path_hash), None)
             if first is None:
                 self.orphans += count
                 continue
-            out.append({**first, "id": new_event_id(self.node), "ts": v.last_ts + boot_to_wall,
+            out.append({**first, "id": new_event_id(self.node), "ts": last_ts + boot_to_wall,
                         "first_ts": first["ts"], "repeat": count})
         return out

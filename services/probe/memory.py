@@ -41,5 +41,7 @@ def release_compiler_memory() -> int:
         start, end = (int(x, 16) for x in parts[0].split("-"))
         if libc.madvise(start, end - start, MADV_DONTNEED) == 0:
             advised += end - start
-    libc.malloc_trim(0)
+    trim = getattr(libc, "malloc_trim", None)  # glibc only
+    if trim is not None:
+        trim(0)
     return advised

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from shared.filterplan import ALL_ACCESS, MAX_PATH_LEN, MAX_SUFFIX_LEN, PATH_KINDS, FilterPlan
+from shared.filterplan import ALL_ACCESS, ALWAYS_KINDS, MAX_PATH_LEN, MAX_SUFFIX_LEN, PATH_KINDS, FilterPlan
 
 Entries = dict[tuple[int, bytes], int]   # (kind number, key bytes) -> access classes
 
@@ -90,7 +90,8 @@ class PlanMaps:
 
     def load(self, plan: FilterPlan, allowed: Iterable[str]) -> dict:
         """Swap to `plan`, limited to the kinds the probe's config allows; returns a summary."""
-        kinds = set(plan.kinds) & set(allowed) & set(self.numbers)
+        # the process kinds stay on whatever a plan says: the enricher's process table needs them
+        kinds = (set(plan.kinds) | set(ALWAYS_KINDS)) & set(allowed) & set(self.numbers)
         if self.has_paths:
             self._set_any(dict.fromkeys(PATH_KINDS, ALL_ACCESS))
         self._set_kinds(self._kinds | kinds)

@@ -22,6 +22,7 @@ import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import nats.errors
 import orjson
 
 from shared import bus as busmod, log, subjects
@@ -101,7 +102,8 @@ class ProbeService:
         self.subject = subjects.raw(self.node)
         self.plan_maps: PlanMaps | None = None
         self._filtered_seen: dict[int, int] = {}
-        self.dedup = Dedup(self.node) if cfg.dedup_window_ms else None
+        # no dedup when capturing everything: that stream is for forensics
+        self.dedup = Dedup(self.node) if cfg.dedup_window_ms and cfg.capture == "plan" else None
         self.flows: FlowReader | None = None  # connections aggregated in the kernel (bpf/net.bpf.c)
 
     # ---- life cycle -------------------------------------------------------------
@@ -122,7 +124,7 @@ class ProbeService:
             await self._stack.enter_async_context(
                 StatsPublisher(self.bus, self.stats, self.node, self.common.stats_interval))
             await self.bus.subscribe_raw(subjects.ctl_probe(self.node), self._on_ctl)
-            await self.bus.subscribe_raw(subjects.CTL_PROBES, self._on_ctl)
+            await self.bus.subscribe_raw(subjects.CTL_PROBES, self._on_plan_broadcast)
             if self.cfg.exclude_own_services:
                 await self.bus.subscribe_raw(subjects.STATS_ALL, self._on_stats)
             self._ring = RingReader(self.bpf[b"events"].map_fd, self.cfg.ringbuf_pages * mmap.PAGESIZE)
@@ -165,7 +167,7 @@ class ProbeService:
         has_files = "file.bpf.c" in [p.name for p in self.plan.files]
         if has_files:
             win = self.bpf[b"dedup_window"]
-            win[win.Key(0)] = win.Leaf(self.cfg.dedup_window_ms * 1_000_000)
+            win[win.Key(0)] = win.Leaf(self.cfg.dedup_window_ms * 1_000_000 if self.dedup else 0)
         else:
             self.dedup = None
         self.plan_maps = PlanMaps(self.bpf, KIND_NUMBERS, has_files)
@@ -187,19 +189,26 @@ class ProbeService:
         return summary
 
     async def _ask_plan(self) -> None:
-        """Ask the alerter for the current plan until one answers (a restarted probe gets it too)."""
-        while self.cfg.capture == "plan" and self.plan_maps.plan.source.startswith("capture"):
+        """Ask the alerter for its plan until one answers, then every plan_refresh_s:
+        a probe that missed a broadcast (restarting, reconnecting) catches up."""
+        while self.cfg.capture == "plan":
+            got = False
             try:
                 reply = await self.bus.request_json(subjects.CTL_ALERTER, {"op": "plan"}, timeout=1.0)
                 if isinstance(reply, dict) and "plan" in reply:
-                    self.load_plan(FilterPlan.from_dict(reply["plan"]))
-                    return
+                    plan = FilterPlan.from_dict(reply["plan"])
+                    got = True
+                    if self.plan_maps.plan is None or plan.to_dict() != self.plan_maps.plan.to_dict():
+                        self.load_plan(plan)
             except PlanError as e:
                 self.stats.inc("probe_ctl_errors_total")
                 _log.warning("alerter sent a bad filter plan: %s", e)
-            except Exception as e:  # no alerter yet: keep capturing everything, ask again
-                _log.debug("no filter plan yet: %s", e)
-            await asyncio.sleep(self.cfg.plan_retry_s)
+            except (asyncio.TimeoutError, nats.errors.Error) as e:  # no alerter (yet)
+                _log.debug("no filter plan from an alerter: %s", e)
+            except Exception:
+                self.stats.inc("probe_plan_errors_total")
+                _log.exception("loading the filter plan failed")
+            await asyncio.sleep(self.cfg.plan_refresh_s if got else self.cfg.plan_retry_s)
 
     def exclude(self, pids) -> list[int]:
         """Add pids to the kernel's exclusion map; returns the ones that were new."""
@@ -397,6 +406,16 @@ class ProbeService:
                 new = self.exclude([snap["pid"]])
                 if new:
                     _log.info("excluding pid %d (service %s)", snap["pid"], snap.get("service"))
+
+    async def _on_plan_broadcast(self, msg) -> None:
+        """`eunomia.ctl.probes` reaches every node: only the plan is taken from it."""
+        try:
+            req = orjson.loads(msg.data)
+            if not isinstance(req, dict) or req.get("op") != "plan":
+                raise PlanError(f"only op 'plan' is taken on {msg.subject}")
+            self.load_plan(FilterPlan.from_dict(req.get("plan")))
+        except (orjson.JSONDecodeError, PlanError) as e:
+            self._ctl_error(f"{msg.subject}: {e}")
 
     async def _on_ctl(self, msg) -> None:
         reply = self.control(msg.data)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from shared.filterplan import (ALL_ACCESS, ALWAYS_KINDS, CREATE, MAX_PATH_LEN, MAX_SUFFIX_LEN, PATH_KINDS,
-                               READ, WRITE, FilterPlan, Pattern, access_text)
+from shared.filterplan import (ALL_ACCESS, ALWAYS_KINDS, CREATE, MAX_PATH_LEN, MAX_PATTERNS, MAX_SUFFIX_LEN,
+                               PATH_KINDS, READ, WRITE, FilterPlan, Pattern, access_text)
 
 from .compiler import MacroTable
 from .evtypes import KNOWN_KINDS, kind_of
@@ -229,9 +229,9 @@ def compile_plan(rules, table: MacroTable, source: str = "rules") -> FilterPlan:
     total: Abs = {}
     full: dict[str, list[str]] = {}
     for r in rules:
-        if not r.enabled or r.ast is None:
+        if not r.enabled:
             continue
-        a = pc.eval(r.ast)
+        a = pc.eval(r.ast) if r.ast is not None else top()
         if STATE_FIELDS & _fields(r.ast, table, set()):  # state needs creates, renames, links, memfds
             a = or_(a, {"open": frozenset({(None, CREATE)}), "rename": ANY, "link": ANY, "memfd": ANY})
         for k in PATH_KINDS:
@@ -254,6 +254,14 @@ def build(total: Abs, full: dict[str, list[str]], source: str) -> FilterPlan:
                 any_path[k] = any_path.get(k, 0) | acc
             else:
                 merged[(k, *pat)] = merged.get((k, *pat), 0) | acc
-    patterns = tuple(sorted(Pattern(k, m, p, acc) for (k, m, p), acc in merged.items()
-                            if acc & ~any_path.get(k, 0)))
-    return FilterPlan(frozenset(kinds), any_path, patterns, full, source)
+    patterns = [Pattern(k, m, p, acc) for (k, m, p), acc in merged.items() if acc & ~any_path.get(k, 0)]
+    while len(patterns) > MAX_PATTERNS:  # more than the kernel holds: the busiest kind is sent whole
+        counts: dict[str, int] = {}
+        for p in patterns:
+            counts[p.kind] = counts.get(p.kind, 0) + 1
+        widest = max(counts, key=counts.__getitem__)
+        any_path[widest] = ALL_ACCESS
+        full.setdefault(f"{widest} {access_text(ALL_ACCESS)}", []).append(
+            f"(more than {MAX_PATTERNS} path patterns in all)")
+        patterns = [p for p in patterns if p.kind != widest]
+    return FilterPlan(frozenset(kinds), any_path, tuple(sorted(patterns)), full, source)
