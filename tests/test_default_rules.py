@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 
 from services.alerter.config import AlerterConfig
+from services.probe.config import ProbeConfig
 from services.alerter.service import AlerterService
 from services.enricher.config import EnricherConfig
 from shared.natsserver import NatsServer, NatsServerConfig, free_port
@@ -53,7 +54,10 @@ async def pipe(tmp_path_factory, podman_socket, bb_image):
         alerter = AlerterService(AlerterConfig(subject=f"eunomia.event.{node}.>", throttle_window_s=0,
                                                queue_group=f"q{uuid.uuid4().hex[:8]}"),
                                  Pipeline.common_for(srv.url, node))
+        # module loads: this kernel has no module tracepoints (nor modules), so the raw_syscalls
+        # fallback is switched on explicitly ("auto" leaves it off where modules cannot load)
         async with Pipeline(srv.url, node, enricher_cfg=EnricherConfig(runtime_sockets=(podman_socket,)),
+                            probe_cfg=ProbeConfig(module_fallback="on"),
                             extra=[alerter]) as p:
             await p.collect("eunomia.alert.>", n=0)  # subscribe now, before anything happens
             p.alerter = alerter

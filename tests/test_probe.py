@@ -144,7 +144,8 @@ async def probe(tmp_path_factory):
         async with busmod.connect(srv.url, Stats("test")) as bus:
             await bus.subscribe_batches(subjects.raw(NODE), col.handler)
             await bus.nc.flush()
-            svc = ProbeService(ProbeConfig(counters_interval=0.5), common)
+            # module events need the raw_syscalls fallback on this kernel (no module tracepoints)
+            svc = ProbeService(ProbeConfig(counters_interval=0.5, syscall_profiles=True, module_fallback="on"), common)
             stop = asyncio.Event()
             async with svc:
                 task = asyncio.create_task(svc.run(stop))

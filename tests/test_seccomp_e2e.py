@@ -62,7 +62,7 @@ async def probe(tmp_path_factory, podman_socket):
     async with NatsServer(NatsServerConfig(port=free_port(), store_dir=tmp / "js")) as srv:
         common = CommonConfig(nats_url=srv.url, node=node, data_dir=tmp)
         stop = asyncio.Event()
-        async with ProbeService(ProbeConfig(), common) as svc, \
+        async with ProbeService(ProbeConfig(syscall_profiles=True), common) as svc, \
                 EnricherService(EnricherConfig(runtime_sockets=(podman_socket,)), common) as enricher:
             tasks = [asyncio.create_task(s.run(stop)) for s in (svc, enricher)]
             for _ in range(100):  # until it answers the ctl op we need

@@ -14,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kinds", help=f"comma-separated kinds to trace (default all: {','.join(DEFAULT_KINDS)})")
     p.add_argument("--exclude-pid", type=int, action="append", default=[], help="pid never traced (repeatable)")
     p.add_argument("--ringbuf-pages", type=int, default=None, help="ring buffer size in pages (power of two)")
+    p.add_argument("--syscall-profiles", action="store_true",
+                   help="record each container's syscalls for `eunomia seccomp` (a BPF program on every syscall)")
     p.add_argument("--capture", choices=("plan", "all"), default="plan",
                    help="plan: emit only what the alerter's rules can use (default); all: everything")
     p.set_defaults(func=_run)
@@ -31,6 +33,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.ringbuf_pages:
         kw["ringbuf_pages"] = args.ringbuf_pages
     kw["capture"] = args.capture
+    kw["syscall_profiles"] = args.syscall_profiles
     cfg, common = ProbeConfig(**kw), common_config(args)
     try:
         run_main(lambda: ProbeService(cfg, common))

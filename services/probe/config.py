@@ -26,6 +26,12 @@ class ProbeConfig:
     capture: str = "plan"
     plan_retry_s: float = 2.0                 # how often to ask the alerter for a plan until one answers
     plan_refresh_s: float = 30.0              # ... and then (a missed broadcast is caught up)
+    # Per-container syscall sets for seccomp profiles (`eunomia seccomp`): a BPF program on
+    # raw_syscalls:sys_enter, i.e. on every syscall of the node, so only when asked for.
+    syscall_profiles: bool = False
+    # Kernels without init_module/finit_module tracepoints: catch module loads on raw_syscalls.
+    # "auto": only where the kernel can load modules at all (/proc/modules exists).
+    module_fallback: str = "auto"
     # Identical file events (cgroup, comm, kind, flags, path) within this window are sent once,
     # then reported with a repeat count (services/probe/dedup.py); 0 sends every one.
     dedup_window_ms: int = 2000
@@ -52,6 +58,8 @@ class ProbeConfig:
             raise ConfigError(f"probe.exclude_pids: {self.exclude_pids} must be positive pids")
         if not (0 <= self.dedup_window_ms <= 600_000):
             raise ConfigError(f"probe.dedup_window_ms: {self.dedup_window_ms} not in [0, 600000]")
+        if self.module_fallback not in ("auto", "on", "off"):
+            raise ConfigError(f"probe.module_fallback: {self.module_fallback!r} not in ('auto', 'on', 'off')")
         if self.capture not in CAPTURE_MODES:
             raise ConfigError(f"probe.capture: {self.capture!r} not in {CAPTURE_MODES}")
         if not (1 <= self.plan_refresh_s <= 3600):

@@ -104,6 +104,7 @@ class ProbeService:
         self._filtered_seen: dict[int, int] = {}
         # no dedup when capturing everything: that stream is for forensics
         self.dedup = Dedup(self.node) if cfg.dedup_window_ms and cfg.capture == "plan" else None
+        self.per_syscall = False  # raw_syscalls:sys_enter attached (see _keep_per_syscall_program)
         self.flows: FlowReader | None = None  # connections aggregated in the kernel (bpf/net.bpf.c)
 
     # ---- life cycle -------------------------------------------------------------
@@ -119,6 +120,7 @@ class ProbeService:
             self.bpf = await loop.run_in_executor(
                 None, loader.compile_and_attach, self.plan, self.cfg.ringbuf_pages, self.cfg.wakeup_every)
             self._configure_kernel()
+            await loop.run_in_executor(None, self._keep_per_syscall_program)
             self.bus = await self._stack.enter_async_context(
                 busmod.connect(self.common.servers, self.stats, name=f"probe-{self.node}"))
             await self._stack.enter_async_context(
@@ -175,6 +177,21 @@ class ProbeService:
             self.flows = FlowReader(self.bpf, self.node)
         # everything the config allows until the alerter's plan arrives (always, with capture "all")
         self.plan_maps.load(FilterPlan.capture_all(self.cfg.kinds, f"capture {self.cfg.capture}"), self.cfg.kinds)
+
+    def _keep_per_syscall_program(self) -> None:
+        """raw_syscalls:sys_enter runs on every syscall of the node (it alone costs a
+        syscall-heavy process more than all other tracing): attached only when syscall
+        profiles are wanted or module loads need it (no module tracepoints here)."""
+        if "syscalls.bpf.c" not in [p.name for p in self.plan.files]:
+            return
+        no_tps = any(tp.startswith("syscalls:sys_enter_") and tp.endswith("init_module") for tp in self.plan.missing)
+        mode = self.cfg.module_fallback
+        fallback = no_tps and (mode == "on" or (mode == "auto" and Path("/proc/modules").exists()))
+        self.per_syscall = self.cfg.syscall_profiles or fallback
+        if not self.per_syscall:
+            self.bpf.detach_tracepoint(b"raw_syscalls:sys_enter")
+        _log.info("per-syscall program %s (syscall profiles %s, module-load fallback %s)",
+                  "attached" if self.per_syscall else "detached", self.cfg.syscall_profiles, fallback)
 
     def load_plan(self, plan: FilterPlan) -> dict:
         """Swap the kernel's filter to `plan` (ignored with capture "all")."""
@@ -456,6 +473,9 @@ class ProbeService:
             if syscall_profile is None or "syscalls.bpf.c" not in [p.name for p in self.plan.files]:
                 return self._ctl_error("syscall profiles are not available (services/probe/syscall_profile.py "
                                        "and bpf/syscalls.bpf.c)")
+            if not self.cfg.syscall_profiles:
+                return self._ctl_error("syscall profiles are off: run the probe with syscall_profiles "
+                                       "(`eunomia up --syscall-profiles`, `eunomia probe --syscall-profiles`)")
             try:
                 if op == "syscalls":
                     return {"cgroup_id": cg, "syscalls": syscall_profile.dump(self.bpf, cg)}

@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-port", type=int, default=None, help="API port (default 8080)")
     p.add_argument("--no-podman-api", action="store_true",
                    help="do not start `podman system service` when no container runtime API answers")
+    p.add_argument("--syscall-profiles", action="store_true",
+                   help="record each container's syscalls for `eunomia seccomp` (a BPF program on every syscall)")
     p.add_argument("--capture", choices=("plan", "all"), default="plan",
                    help="plan: the kernel emits only what the rules can use (default); all: every event, "
                         "for forensics")
@@ -29,7 +31,8 @@ def _up(args: argparse.Namespace) -> int:
 
     from .supervisor import Supervisor
 
-    overrides: dict[str, dict] = {"api": {}, "store": {}, "probe": {"capture": args.capture}}
+    overrides: dict[str, dict] = {"api": {}, "store": {}, "probe": {"capture": args.capture,
+                                                                              "syscall_profiles": args.syscall_profiles}}
     if args.api_host:
         overrides["api"]["host"] = args.api_host
     if args.api_port is not None:
