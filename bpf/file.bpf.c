@@ -8,8 +8,9 @@
 // The filter plan's path part (shared/filterplan.py; loaded by services/probe/plan_maps.py).
 // An open/unlink/chmod is stashed only when some rule can match its path:
 //   - plan_any[kind] & cls: the rules want every path for this access class;
-//   - a relative path, a non-canonical one (//, /./, /../) or one too long to
-//     judge: user space resolves it, so it is always sent;
+//   - a non-canonical path (//, /./, /../) or one too long to judge: always
+//     sent. Relative paths are judged as written, as the rules compare them
+//     (prefixes never match them; suffixes and exact names can);
 //   - plan_prefix: longest match of the path (kind byte first) among prefixes
 //     and exact paths (stored with their NUL);
 //   - plan_suffix: longest match of the path's last PLAN_SUFFIX_SZ bytes,
@@ -46,8 +47,6 @@ static __always_inline u8 open_class(s64 flags)
 // `len` is its length without the NUL (masked: the verifier sees the bound).
 static __always_inline int path_unjudgeable(const char *s, u32 len)
 {
-    if (s[0] != '/')
-        return 1;
     len &= 0xff;
     for (u32 i = 0; i < len; i++) {
         if (s[i] != '/')

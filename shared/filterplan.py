@@ -9,8 +9,8 @@ event the plan drops could never have matched a rule.
   process table needs them);
 - for the path kinds (open, unlink, chmod), events are emitted when
   `any_path[kind]` has a bit of the event's access class, or a pattern of the
-  kind matches the path with such a bit. Relative and non-canonical paths are
-  always emitted (user space resolves them).
+  kind matches the path with such a bit. Non-canonical paths are always
+  emitted; relative ones are judged as written (as the rules compare them).
 
 Access classes (bits): READ (O_RDONLY, O_RDWR), WRITE (O_WRONLY, O_RDWR,
 O_TRUNC), CREATE (O_CREAT); events of the other path kinds are READ.
@@ -88,7 +88,7 @@ class FilterPlan:
             return False
         if kind not in PATH_KINDS or self.any_path.get(kind, 0) & access:
             return True
-        if not path or not path.startswith("/") or len(path) >= MAX_PATH_LEN or unjudgeable(path):
+        if not path or len(path) >= MAX_PATH_LEN or unjudgeable(path):
             return True
         for p in self.patterns:
             if p.kind == kind and p.access & access and _matches(p, path):

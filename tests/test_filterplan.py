@@ -55,7 +55,8 @@ PATHS = ["/etc/shadow", "/etc/shadowx", "/etc/passwd", "/etc/sudoers.d/x", "/bin
          "/sys/fs/cgroup/release_agent", "/tmp/release_agent", "/root/.ssh/id_rsa", "/root/.ssh", "/home/a/.ssh/k",
          "/home/a/id_ed25519", "/etc/cron.d", "/etc/cron.d/job", "/var/spool/cron/root", "/etc/crontab",
          "/root/.bash_history", "/x/zsh_history", "/proc/12/mem", "/proc/self/mem", "/proc/12/maps",
-         "/srv/drop/payload", "/srv/dropx", "/usr/lib/x.so", "/tmp/a", "relative", "/etc//shadow"]
+         "/srv/drop/payload", "/srv/dropx", "/usr/lib/x.so", "/tmp/a", "relative", "/etc//shadow",
+         "id_rsa", ".ssh/id_ed25519", "shadow", "crontab", "x_history", "release_agent", "cron.d/job"]
 FLAGS = [0, 1, 2, 0o100, 0o101, 0o1001, 0o1000, 0o102, 0o2000]
 
 
@@ -95,8 +96,9 @@ def test_plan_is_narrow_where_rules_are():
     assert want("open", "/var/x/zsh_history", 2) and not want("open", "/var/x/zsh_history", 1)
     assert want("open", "/proc/1/mem") and want("open", "/proc/1/maps")  # glob: up to the wildcard
     assert want("open", "/srv/drop/x", 4) and not want("open", "/srv/drop/x", 1)
-    # user space judges relative and non-canonical paths
-    assert want("open", "id_rsa.pub") and want("open", "/usr//lib/x") and want("open", "/usr/lib/../x")
+    # relative paths are judged as written (suffixes bound them); non-canonical ones go to user space
+    assert want("open", "id_rsa") and want("open", "keys/id_rsa") and not want("open", "id_rsa.pub")
+    assert want("open", "/usr//lib/x") and want("open", "/usr/lib/../x")
 
 
 def test_unbounded_conditions_widen_and_are_named():

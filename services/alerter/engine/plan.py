@@ -175,8 +175,8 @@ def _pattern(name: str, op: str, v: str) -> set[Pat] | None:
     if not v:
         return None
     if name in PATH_FIELDS:
-        if op in ("=", "==", "in"):
-            return {("exact", v)} if v.startswith("/") else set()   # relative paths: always sent anyway
+        if op in ("=", "==", "in"):  # a relative name: its tail bounds it (kernel patterns are absolute)
+            return {("exact", v)} if v.startswith("/") else {("suffix", v[-MAX_SUFFIX_LEN:])}
         if op in ("startswith", "bstartswith"):
             return {_prefix(v)} if v.startswith("/") else None
         if op == "pmatch":
@@ -187,7 +187,7 @@ def _pattern(name: str, op: str, v: str) -> set[Pat] | None:
         if op == "glob":
             head = v[:min((v.find(c) for c in "*?[" if c in v), default=len(v))]
             if head == v:
-                return {("exact", v)} if v.startswith("/") else set()
+                return {("exact", v)} if v.startswith("/") else {("suffix", v[-MAX_SUFFIX_LEN:])}
             return {_prefix(head)} if head.startswith("/") else None
         return None
     if name == "fd.directory":
@@ -198,7 +198,8 @@ def _pattern(name: str, op: str, v: str) -> set[Pat] | None:
         return None
     if name == "fd.filename":
         if op in ("=", "==", "in"):
-            return {("suffix", ("/" + v)[-MAX_SUFFIX_LEN:])} if "/" not in v else set()
+            # no leading "/": a relative path's base name is all of it
+            return {("suffix", v[-MAX_SUFFIX_LEN:])} if "/" not in v else set()
         if op == "endswith":
             return {("suffix", v[-MAX_SUFFIX_LEN:])}
         return None
