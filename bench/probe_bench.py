@@ -115,7 +115,8 @@ async def main_async(args: argparse.Namespace) -> None:
 
     async with NatsServer(NatsServerConfig(port=free_port(), store_dir=None)) as srv:
         common = CommonConfig(nats_url=srv.url, node=NODE, data_dir=tmp)
-        cfg = ProbeConfig(ringbuf_pages=args.ringbuf_pages, kinds=("exec", "exit", "fork", "open"))
+        # every event out (no dedup, whole stream): this bench measures delivery, not filtering
+        cfg = ProbeConfig(ringbuf_pages=args.ringbuf_pages, kinds=("exec", "exit", "fork", "open"), capture="all")
         svc = ProbeService(cfg, common)
         stop = asyncio.Event()
         async with svc:
