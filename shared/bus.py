@@ -312,7 +312,7 @@ class Batcher:
     Bounded: past `max_pending` events in all, `add` waits (backpressure)
     rather than growing without limit. Durable batches are pipelined: up to
     `max_inflight` flushes wait for their JetStream acks while the caller
-    goes on (acks come back in order on the one connection).
+    goes on; a batch that has to be retried may land after a later one.
     """
 
     def __init__(self, bus: Bus, max_events: int = MAX_BATCH_EVENTS, interval: float = 0.05,
@@ -341,14 +341,7 @@ class Batcher:
         t.add_done_callback(self._inflight.discard)
 
     async def add(self, subject: str, event: dict) -> None:
-        while self._pending >= self.max_pending:
-            self._room.clear()
-            await self._room.wait()
-        buf = self._buf.setdefault(subject, [])
-        buf.append(event)
-        self._pending += 1
-        if len(buf) >= self.max_events:
-            await self._flush_full(subject)
+        await self.add_many({subject: [event]})
 
     async def add_many(self, by_subject: dict[str, list[dict]]) -> None:
         """Add lists of events per subject at once (one await per full batch, not per event)."""

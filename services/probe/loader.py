@@ -36,6 +36,10 @@ class SourcePlan:
     present: set[str] = field(default_factory=set)         # "cat:name" found
     errors: list[str] = field(default_factory=list)        # human-readable, one per problem
 
+    def has(self, name: str) -> bool:
+        """Whether bpf/`name` (e.g. "file.bpf.c") is among the compiled files."""
+        return any(p.name == name for p in self.files)
+
 
 def tracefs_root() -> Path:
     """The mounted tracefs, or ProbeLoadError saying how to mount it."""

@@ -166,14 +166,14 @@ class ProbeService:
         parents = self.bpf[b"parents"]
         for pid, ppid in proc_parents().items():
             parents[parents.Key(pid)] = parents.Leaf(ppid)
-        has_files = "file.bpf.c" in [p.name for p in self.plan.files]
+        has_files = self.plan.has("file.bpf.c")
         if has_files:
             win = self.bpf[b"dedup_window"]
             win[win.Key(0)] = win.Leaf(self.cfg.dedup_window_ms * 1_000_000 if self.dedup else 0)
         else:
             self.dedup = None
         self.plan_maps = PlanMaps(self.bpf, KIND_NUMBERS, has_files)
-        if "net.bpf.c" in [p.name for p in self.plan.files]:
+        if self.plan.has("net.bpf.c"):
             self.flows = FlowReader(self.bpf, self.node)
         # everything the config allows until the alerter's plan arrives (always, with capture "all")
         self.plan_maps.load(FilterPlan.capture_all(self.cfg.kinds, f"capture {self.cfg.capture}"), self.cfg.kinds)
@@ -182,7 +182,7 @@ class ProbeService:
         """raw_syscalls:sys_enter runs on every syscall of the node (it alone costs a
         syscall-heavy process more than all other tracing): attached only when syscall
         profiles are wanted or module loads need it (no module tracepoints here)."""
-        if "syscalls.bpf.c" not in [p.name for p in self.plan.files]:
+        if not self.plan.has("syscalls.bpf.c"):
             return
         no_tps = any(tp.startswith("syscalls:sys_enter_") and tp.endswith("init_module") for tp in self.plan.missing)
         mode = self.cfg.module_fallback
@@ -313,11 +313,12 @@ class ProbeService:
                     ev.pop(DEDUP_HASH, None)
         size = self.cfg.batch_size
         for i in range(0, len(events), size):
+            chunk = events[i:i + size]
             try:
-                await self.bus.publish_batch(self.subject, events[i:i + size])
+                await self.bus.publish_batch(self.subject, chunk)
             except Exception as e:  # a broken connection: counted, the reader carries on
-                self.stats.inc("bus_publish_failed_events_total", len(events[i:i + size]))
-                _log.error("publish of %d events failed: %s", len(events[i:i + size]), e)
+                self.stats.inc("bus_publish_failed_events_total", len(chunk))
+                _log.error("publish of %d events failed: %s", len(chunk), e)
         for kind, n in counts.items():
             self.stats.inc("probe_events_total", n, kind=kind)
 
@@ -377,7 +378,7 @@ class ProbeService:
                 if v.n[i]:
                     self.stats.set("probe_cgroup_events", v.n[i], cgroup_id=k.value, **{"class": cls})
         self._prune_cgroups()
-        if syscall_profile is not None and "syscalls.bpf.c" in [p.name for p in self.plan.files]:
+        if syscall_profile is not None and self.plan.has("syscalls.bpf.c"):
             syscall_profile.export(self.bpf, self.stats)
 
     def _prune_cgroups(self) -> None:
@@ -470,7 +471,7 @@ class ProbeService:
             cg = req.get("cgroup_id")
             if not isinstance(cg, int) or cg <= 0:
                 return self._ctl_error(f'op "{op}" needs "cgroup_id": a positive integer')
-            if syscall_profile is None or "syscalls.bpf.c" not in [p.name for p in self.plan.files]:
+            if syscall_profile is None or not self.plan.has("syscalls.bpf.c"):
                 return self._ctl_error("syscall profiles are not available (services/probe/syscall_profile.py "
                                        "and bpf/syscalls.bpf.c)")
             if not self.cfg.syscall_profiles:
