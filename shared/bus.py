@@ -27,6 +27,7 @@ MAX_MESSAGE_BYTES = 900 * 1024  # under NATS' default 1 MiB max_payload
 SUB_PENDING_MSGS = 4096         # bounded buffer per subscription
 DURABLE_ACK_TIMEOUT_S = 2.0     # wait for JetStream's ack of one message
 DURABLE_RETRY_S = 30.0          # keep retrying a durable publish this long
+SUBSCRIBE_FLUSH_S = 10.0        # a new subscription's round trip to the server
 STREAM_CACHE_S = 30.0           # how long "does a stream capture this subject" is believed
 
 
@@ -202,6 +203,13 @@ class Bus:
                                       pending_bytes_limit=256 * 1024 * 1024)
         self._subs.append(sub)
         self._tasks.append(asyncio.create_task(self._consume(sub, handler, validate), name=f"sub {subject}"))
+        await self._registered()
+
+    async def _registered(self) -> None:
+        """Wait until the server has the subscriptions just made: without it a
+        request sent right after a service starts (from another connection)
+        can beat the SUB to the server and get 'no responders'."""
+        await self.nc.flush(SUBSCRIBE_FLUSH_S)
 
     async def _consume(self, sub, handler, validate: bool) -> None:
         async for msg in sub.messages:
@@ -232,6 +240,7 @@ class Bus:
                     except Exception:
                         pass
         self._subs.append(await self.nc.subscribe(subject, queue=queue, cb=cb, pending_msgs_limit=SUB_PENDING_MSGS))
+        await self._registered()
 
     async def request_json(self, subject: str, body: dict, timeout: float = 5.0) -> Any:
         msg = await self.nc.request(subject, orjson.dumps(body), timeout=timeout)
