@@ -63,10 +63,7 @@ async def test_container_and_host_events_are_enriched(nats_server, bb_image, pod
         assert p.enricher.stats.total("enricher_malformed_total") == 0
 
 
-# Known flake (2 runs in ~12): the in-process NATS connections dropped mid-test under load
-# and the test stalled; under investigation. Bounded and retried meanwhile.
 @pytest.mark.timeout(120)
-@pytest.mark.flaky(reruns=2)
 async def test_a_container_that_exits_at_once_is_still_named(nats_server, bb_image, podman_socket):
     """The cgroup of a millisecond container is gone before its events are
     enriched; the inotify watch learnt it when the runtime created it."""

@@ -289,7 +289,6 @@ async def test_enricher_killed_and_restarted_carries_on(nats_server, tmp_path):
 
 @pytest.mark.bpf
 @pytest.mark.timeout(120)
-@pytest.mark.flaky(reruns=2)  # known flake: see tests/test_enricher_e2e.py (NATS connection drop under load)
 async def test_probe_survives_garbage_on_ctl_and_stats(nats_server, tmp_path, caplog):
     from services.probe.config import ProbeConfig
     from services.probe.service import ProbeService
