@@ -71,7 +71,6 @@ KINDS: dict[str, tuple[str, ...]] = {
 }
 
 # Families and other numeric constants rules and UIs want by name.
-AF_NAMES = {1: "unix", 2: "inet", 10: "inet6", 16: "netlink", 17: "packet"}
 
 _seq = itertools.count()
 _boot = f"{os.getpid():x}{time.time_ns() & 0xFFFFFFFF:08x}"

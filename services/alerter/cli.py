@@ -11,10 +11,9 @@ from pathlib import Path
 import orjson
 
 from shared import subjects
+from shared.priorities import PRIORITIES, at_least, normalize_priority
 
 from .rules_cli import register_rules
-
-_PRIOS = ("EMERGENCY", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFORMATIONAL", "DEBUG")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser("alerts", help="show alerts: recent ones (JetStream ALERTS) or live (--follow)")
     a.add_argument("--follow", "-f", action="store_true", help="print alerts as they are raised")
     a.add_argument("--json", action="store_true", help="one JSON object per line")
-    a.add_argument("--priority", "-p", type=str.upper, choices=_PRIOS, help="only this priority or more severe")
+    a.add_argument("--priority", "-p", type=_priority_arg, metavar="|".join(PRIORITIES), help="only this priority or more severe")
     a.add_argument("--last", type=int, default=20, help="without --follow: how many recent alerts (default 20)")
     a.set_defaults(func=alerts)
 
@@ -61,11 +60,17 @@ def format_alert(a: dict) -> str:
     return f"{when} {a.get('priority', '?'):<8} [{a.get('rule')}] {where}: {a.get('output')}"
 
 
+def _priority_arg(v: str) -> str:
+    p = normalize_priority(v)
+    if p is None:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a priority: one of {', '.join(PRIORITIES)}")
+    return p
+
+
 def _wanted(a: dict, priority: str | None) -> bool:
     if not priority:
         return True
-    p = str(a.get("priority", "DEBUG")).upper()
-    return p in _PRIOS and _PRIOS.index(p) <= _PRIOS.index(priority)
+    return at_least(a.get("priority", "DEBUG"), priority)
 
 
 def _print(a: dict, as_json: bool) -> None:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from shared import partition, subjects
 from shared.config import ConfigError
+from shared.priorities import choices, normalize_priority
 
 DEFAULT_RULES_DIR = Path(__file__).resolve().parent / "rules"
-_PRIORITIES = ("EMERGENCY", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFORMATIONAL", "DEBUG")
 
 
 def rule_files(paths: tuple[Path, ...]) -> list[Path]:
@@ -65,9 +65,9 @@ class AlerterConfig:
                 raise ConfigError(f"webhooks: {url!r} is not an http(s) URL")
         if self.file is not None:
             object.__setattr__(self, "file", Path(self.file))
-        up = str(self.min_priority).upper()
-        if up not in _PRIORITIES:
-            raise ConfigError(f"min_priority: {self.min_priority!r} is not one of {', '.join(_PRIORITIES)}")
+        up = normalize_priority(self.min_priority)
+        if up is None:
+            raise ConfigError(f"min_priority: {self.min_priority!r} is not one of {choices()}")
         object.__setattr__(self, "min_priority", up)
         if not self.subject or " " in self.subject:
             raise ConfigError(f"subject: {self.subject!r} is not a NATS subject")

@@ -6,9 +6,9 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from shared import subjects
+from shared import priorities, subjects
 
-PRIORITIES = ("emergency", "alert", "critical", "error", "warning", "notice", "informational", "debug")
+PRIORITIES = tuple(p.lower() for p in priorities.PRIORITIES)
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 _KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -59,10 +59,10 @@ def _node(name: str, v: str) -> str:
 
 
 def _priority(name: str, v: str) -> str:
-    low = v.lower()
-    if low not in PRIORITIES:
+    p = priorities.normalize_priority(v)
+    if p is None:
         raise BadParam(name, f"{v[:40]!r} is not one of {', '.join(PRIORITIES)}")
-    return low
+    return p.lower()
 
 
 def parse_time(name: str, v: str) -> int:

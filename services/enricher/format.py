@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import time
 
-from shared.schema import AF_NAMES, KINDS
+from shared.netnames import AF_NAMES
+from shared.schema import KINDS
 
 _SKIP = {"ret", "argv", "filename"}
 

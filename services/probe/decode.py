@@ -12,6 +12,7 @@ import struct
 import time
 from pathlib import Path
 
+from shared.netnames import ip_text, sock_proto
 from shared.schema import new_event_id
 
 from .loader import BPF_DIR
@@ -71,22 +72,6 @@ def _sockaddr(sa: bytes) -> tuple[int, str | None, int | None]:
     return family, None, None
 
 
-def _local(family: int, raw: bytes) -> str | None:
-    if family == socket.AF_INET:
-        return socket.inet_ntop(socket.AF_INET, raw[:4])
-    if family == socket.AF_INET6:
-        return socket.inet_ntop(socket.AF_INET6, raw[:16])
-    return None
-
-
-SOCK_TYPE_PROTO = {1: "tcp", 2: "udp", 3: "raw"}  # SOCK_STREAM, SOCK_DGRAM, SOCK_RAW
-
-
-def _proto(family: int, sock_type: int) -> str | None:
-    """"tcp"/"udp"/... for inet sockets whose type the probe saw at socket()."""
-    if family not in (socket.AF_INET, socket.AF_INET6):
-        return None
-    return SOCK_TYPE_PROTO.get(sock_type & 0xF)
 
 
 SETID_SYSCALLS = ("set{x}id", "setre{x}id", "setres{x}id")
@@ -126,13 +111,13 @@ def _fields(kind: str, a: tuple, data: bytes) -> dict:
         la = data[SIZE_NUM + SA_SZ:SIZE_SOCK]
         if kind == "connect":
             return {"family": family, "daddr": addr, "dport": port, "saddr": None, "sport": None,
-                    "proto": _proto(family, a[3]), "ret": ret, "fd": _i32(a[1])}
+                    "proto": sock_proto(family, a[3]), "ret": ret, "fd": _i32(a[1])}
         lfamily = a[4] or family
         if kind == "accept":
-            return {"family": family or lfamily, "daddr": addr, "dport": port, "saddr": _local(lfamily, la),
-                    "sport": a[3] or None, "proto": _proto(family or lfamily, a[2]), "ret": ret,
+            return {"family": family or lfamily, "daddr": addr, "dport": port, "saddr": ip_text(lfamily, la),
+                    "sport": a[3] or None, "proto": sock_proto(family or lfamily, a[2]), "ret": ret,
                     "fd": _i32(a[1])}
-        return {"family": lfamily, "saddr": _local(lfamily, la), "sport": a[3] or None, "ret": ret,
+        return {"family": lfamily, "saddr": ip_text(lfamily, la), "sport": a[3] or None, "ret": ret,
                 "fd": a[1], "backlog": a[2]}
     if kind == "socket":
         return {"family": a[1], "type": a[2], "protocol": a[3], "ret": ret}

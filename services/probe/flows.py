@@ -11,22 +11,19 @@ kernel (`map_full`), never dropped silently.
 """
 from __future__ import annotations
 
-import socket
 import time
 
+from shared.netnames import SOCK_TYPE_PROTO, ip_text
 from shared.schema import new_event_id
 
 DIRECTIONS = ("connect", "accept")
-PROTOS = {socket.SOCK_STREAM: "tcp", socket.SOCK_DGRAM: "udp"}  # by socket type
 _ZERO16 = bytes(16)
 
 
 def _addr(family: int, raw: bytes) -> str | None:
     if raw == _ZERO16:
         return None  # unknown (accept without a peer address, connect not bound)
-    if family == socket.AF_INET6:
-        return socket.inet_ntop(socket.AF_INET6, raw)
-    return socket.inet_ntop(socket.AF_INET, raw[:4])
+    return ip_text(family, raw)
 
 
 class FlowReader:
@@ -88,7 +85,7 @@ class FlowReader:
         return {"id": new_event_id(self.node), "ts": last, "node": self.node, "kind": "flow",
                 "pid": 0, "tid": 0, "ppid": None, "uid": None, "gid": None, "comm": "",
                 "cgroup_id": k.cgroup_id, "direction": direction, "family": family,
-                "proto": PROTOS.get(k.type), "daddr": _addr(family, bytes(k.raddr)),
+                "proto": SOCK_TYPE_PROTO.get(k.type & 0xF), "daddr": _addr(family, bytes(k.raddr)),
                 "dport": k.rport if connect else None, "saddr": _addr(family, bytes(v.laddr)),
                 "sport": k.lport or None, "count": count, "failed": failed,
                 "first_ts": v.first_seen + to_wall, "last_ts": last}

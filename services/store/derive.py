@@ -11,11 +11,11 @@ from typing import Any
 
 import orjson
 
+from shared.netnames import INET_FAMILY_SPELLINGS, IP_PROTO_NAMES
+
 from .query import prio_level
 
 RANK_ANCESTOR, RANK_SEEN, RANK_FORK, RANK_EXEC = 0, 1, 2, 3
-_PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
-_INET = {2, 10, "inet", "inet6", "AF_INET", "AF_INET6"}
 
 
 def dumps(v: Any) -> str:
@@ -177,7 +177,7 @@ def _network(d: Derived, ev: dict, cid: str | None) -> None:
         kind, n, ts = ev.get("direction"), _i(ev.get("count")) or 0, _i(ev.get("last_ts")) or ts
         if kind not in ("connect", "accept") or n <= 0:
             return
-    if kind not in ("connect", "accept", "listen") or ev.get("family") not in _INET:
+    if kind not in ("connect", "accept", "listen") or ev.get("family") not in INET_FAMILY_SPELLINGS:
         return
     me = endpoint_key(ev)
     local = _routable(ev.get("saddr"))
@@ -188,7 +188,7 @@ def _network(d: Derived, ev: dict, cid: str | None) -> None:
     peer = _routable(ev.get("daddr"))
     if not peer:
         return
-    proto = _PROTO_NAMES.get(ev.get("proto"), str(ev.get("proto") or "tcp").lower()[:16])
+    proto = IP_PROTO_NAMES.get(ev.get("proto"), str(ev.get("proto") or "tcp").lower()[:16])
     # Flows get their own origin: build_graph takes the max over origins, so a
     # connection seen as both an event and a flow is counted once.
     origin = kind if ev["kind"] != "flow" else f"flow:{kind}"

@@ -8,13 +8,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.priorities import choices, severity
+
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 
-# Falco's priorities, least severe first; alerts store the index as prio_level.
-PRIORITIES = ("debug", "informational", "notice", "warning", "error", "critical", "alert", "emergency")
-_PRIO_ALIASES = {"info": "informational", "warn": "warning", "err": "error", "crit": "critical",
-                 "emerg": "emergency"}
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _HEX = re.compile(r"^[0-9a-f]{1,64}$")
@@ -25,10 +23,8 @@ class QueryError(ValueError):
 
 
 def prio_level(priority: object) -> int:
-    """Index in PRIORITIES, or -1 when unknown."""
-    p = str(priority or "").lower()
-    p = _PRIO_ALIASES.get(p, p)
-    return PRIORITIES.index(p) if p in PRIORITIES else -1
+    """Alerts store this as prio_level: 0 for DEBUG ... 7 for EMERGENCY, -1 when unknown."""
+    return severity(priority)
 
 
 def _int(name: str, v: Any, lo: int = 0, hi: int = 2**63 - 1) -> int:
@@ -165,7 +161,7 @@ def alerts_sql(d: Dialect, params: Any) -> tuple[str, list, int]:
     if "priority" in p:
         lvl = prio_level(p["priority"])
         if lvl < 0:
-            raise QueryError(f"parameter 'priority': {p['priority']!r} is not one of {', '.join(PRIORITIES)}")
+            raise QueryError(f"parameter 'priority': {p['priority']!r} is not one of {choices()}")
         b.add("prio_level >= {}", lvl)
     if "container" in p:
         _container_clause(b, _token("container", p["container"]))

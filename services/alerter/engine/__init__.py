@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from .errors import RuleError
 from .loader import load_rules, load_rules_text
-from .priorities import PRIORITIES, normalize_priority, priority_rank
+from shared.priorities import PRIORITIES, normalize_priority, priority_rank
 from .ruleset import CompiledRule, Match, Ruleset
 
 __all__ = ["load_rules", "load_rules_text", "RuleError", "Ruleset", "Match", "CompiledRule",

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from shared.netnames import IP_PROTO_NAMES, SOCK_TYPE_PROTO
 from shared.schema import KINDS
 
 Extractor = Callable[[dict], Any]
@@ -318,8 +319,6 @@ def fd_ips(ev: dict) -> list:
     return [ip for ip in (ev.get("saddr"), ev.get("daddr")) if ip]
 
 
-_PROTO = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp", 132: "sctp"}
-_SOCK_TYPE = {1: "tcp", 2: "udp", 3: "raw"}   # SOCK_STREAM, SOCK_DGRAM, SOCK_RAW on inet families
 
 
 def fd_l4proto(ev: dict) -> str | None:
@@ -328,10 +327,10 @@ def fd_l4proto(ev: dict) -> str | None:
         return None
     p = ev.get("proto") if k != "socket" else ev.get("protocol")
     if p:
-        return _PROTO.get(p, str(p))
+        return IP_PROTO_NAMES.get(p, str(p))
     if k == "socket" and _FAMILY.get(ev.get("family")) in ("ipv4", "ipv6"):
         t = ev.get("type")
-        return _SOCK_TYPE.get(t & 0xF) if isinstance(t, int) else None
+        return SOCK_TYPE_PROTO.get(t & 0xF) if isinstance(t, int) else None
     return None
 
 

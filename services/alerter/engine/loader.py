@@ -20,7 +20,7 @@ from .compiler import Compiler, MacroTable
 from .errors import RuleError
 from .output import compile_output
 from .parser import LIST_OPS, BoolOp, Compare, MacroRef, Node, Not, Value, parse
-from .priorities import normalize_priority
+from shared.priorities import normalize_priority
 from .ruleset import CompiledRule, Ruleset
 from .source import FileText, Segment, Source
 

@@ -120,7 +120,7 @@ class Ruleset:
         """What the kernel must emit for these rules (shared/filterplan.py); with
         `max_rank`, only for rules of that priority rank or more urgent."""
         from .plan import compile_plan
-        from .priorities import priority_rank
+        from shared.priorities import priority_rank
         rules = [r for r in self.rules if max_rank is None or priority_rank(r.priority) <= max_rank]
         return compile_plan(rules, self.table, source)
 
