@@ -165,7 +165,8 @@ async def test_enricher_alone_raw_events_in_enriched_out(nats_server):
             reply = await p.bus.request_json(subjects.ctl_enricher(node), {"op": "nope"})
             assert "unknown op 'nope'" in reply["error"]
             msg = await p.bus.nc.request(subjects.ctl_enricher(node), b"[1", timeout=5)
-            assert "bad request" in orjson.loads(msg.data)["error"]
+            bad = orjson.loads(msg.data)
+            assert "not JSON" in bad["error"] and bad["code"] == "bad_request"
             snap = await p.bus.request_json(subjects.ctl_enricher(node), {"op": "stats"})
             assert snap["gauges"]["enricher_proc_table_size"][0][1] > 3
     finally:

@@ -400,7 +400,9 @@ async def test_control_requests(probe):
     assert "not JSON" in orjson.loads(msg.data)["error"]
     sc = await bus.request_json(ctl, {"op": "syscalls", "cgroup_id": 12345678})
     assert sc.get("syscalls") == [] or "error" in sc
-    assert probe.svc.stats.total("probe_ctl_errors_total") >= 3
+    assert bad["code"] == "bad_args" and bad["ok"] is False
+    assert probe.svc.stats.total("ctl_errors_total") >= 3
+    assert probe.svc.stats.get("ctl_requests_total", op="status") >= 1
     # the all-probes broadcast takes plans only: pids are node-local
     await bus.publish(subjects.CTL_PROBES, orjson.dumps({"op": "exclude", "pids": [4_000_002]}))
     await bus.nc.flush()

@@ -24,6 +24,7 @@ import orjson
 
 from shared import bus as busmod, log, subjects
 from shared.config import CommonConfig, ConfigError
+from shared.control import Control
 from shared.schema import new_event_id
 from shared.stats import Stats, StatsPublisher
 
@@ -92,7 +93,7 @@ class AlerterService:
                                          self.cfg.webhook_backoff_s, self.cfg.webhook_timeout_s))
             for s in sinks:
                 self.sinks.append(await st.enter_async_context(s))
-            await self.bus.subscribe_raw(subjects.CTL_ALERTER, self._on_ctl)
+            await self._control().serve(self.bus, subjects.CTL_ALERTER)
             for subject, queue in self.cfg.subscriptions():  # queue group, or owned partitions
                 await self.bus.subscribe_batches(subject, self._on_events, queue=queue)
             await self.bus.nc.flush()
@@ -175,26 +176,17 @@ class AlerterService:
                 _log.info("rule files changed; reloading")
                 await self.reload()
 
-    async def _on_ctl(self, msg) -> None:
-        try:
-            req = orjson.loads(msg.data) if msg.data else {}
-            op = req.get("op") if isinstance(req, dict) else None
-        except orjson.JSONDecodeError as e:
-            op, req = None, {"error": f"not JSON: {e}"}
-        if op == "reload":
-            reply = await self.reload()
-        elif op == "plan":
-            reply = {"ok": True, "plan": self.plan.to_dict()}
-        elif op == "status":
-            rs = self.ruleset
-            reply = {"ok": True, "node": self.common.node, "rules": rs.summary(),
-                     "files": [str(f) for f in self.cfg.files()], "last_reload_error": self.last_reload_error,
-                     "throttle_keys": len(self.throttle)}
-        else:
-            self.stats.inc("ctl_bad_requests_total")
-            reply = {"ok": False, "error": f"unknown op {op!r}: use 'reload', 'status' or 'plan'"}
-        if msg.reply:
-            await msg.respond(orjson.dumps(reply))
+    def _control(self) -> Control:
+        c = Control("alerter", self.stats)
+        c.op("reload", lambda req: self.reload())
+        c.op("plan", lambda req: {"ok": True, "plan": self.plan.to_dict()})
+        c.op("status", self._op_status)
+        return c
+
+    def _op_status(self, req: dict) -> dict:
+        return {"ok": True, "node": self.common.node, "rules": self.ruleset.summary(),
+                "files": [str(f) for f in self.cfg.files()], "last_reload_error": self.last_reload_error,
+                "throttle_keys": len(self.throttle)}
 
     # --- the hot path ------------------------------------------------------
 

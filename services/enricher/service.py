@@ -8,18 +8,18 @@ Control (request/reply) on eunomia.ctl.enricher.<node>:
     {"op": "containers"[, "all": true]} -> {"containers": [{"id", "name", "image", "runtime",
         "labels", "k8s", "cgroup_id", "cgroup_ids", "running", "last_seen"}, ...]}
     {"op": "stats"} -> the Stats snapshot
+(the protocol of shared/control.py)
 """
 from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
 
-import orjson
-from nats.aio.msg import Msg
 
 from shared import log, partition, subjects
 from shared.bus import Batcher, connect
 from shared.config import CommonConfig
+from shared.control import Control
 from shared.stats import Stats, StatsPublisher
 from shared.tasks import cancel_and_wait
 
@@ -32,7 +32,6 @@ from .proctable import ProcTable
 from .runtime_api import RuntimeClient
 
 _log = log.get("enricher")
-CTL_OPS = ("containers", "stats")
 GAUGE_INTERVAL_S = 1.0
 
 
@@ -73,7 +72,7 @@ class EnricherService:
                 # durable: each batch is acked by the EVENTS stream (retried across NATS failover)
                 Batcher(self.bus, self.cfg.max_batch_events, max_pending=self.cfg.max_pending_events,
                         durable=True))
-            await self.bus.subscribe_raw(subjects.ctl_enricher(self.common.node), self._on_ctl)
+            await Control.serve(self._control(), self.bus, subjects.ctl_enricher(self.common.node))
             # items are checked once, in Enricher._check (not by the bus as well)
             await self.bus.subscribe_batches(subjects.raw(self.common.node), self._on_raw,
                                              queue=self.cfg.queue_group, validate=False)
@@ -170,22 +169,15 @@ class EnricherService:
     async def _on_raw(self, subject: str, events: list[dict]) -> None:
         await self._queue.put(events)  # bounded: a full queue holds the subscription back
 
-    async def _on_ctl(self, msg: Msg) -> None:
-        try:
-            req = orjson.loads(msg.data)
-            if not isinstance(req, dict):
-                raise ValueError("request is not a JSON object")
-        except ValueError as e:
-            self.stats.inc("enricher_ctl_bad_requests_total")
-            await msg.respond(orjson.dumps({"error": f"bad request on {msg.subject}: {e}"}))
-            return
-        op = req.get("op")
-        if op == "containers":
-            reply = {"containers": await self.containers.listing(self.cfg.lookup_timeout_s, bool(req.get("all")))}
-        elif op == "stats":
-            self.update_gauges()
-            reply = self.stats.snapshot(self.common.node)
-        else:
-            self.stats.inc("enricher_ctl_bad_requests_total")
-            reply = {"error": f"unknown op {op!r} on {msg.subject}; known: {', '.join(CTL_OPS)}"}
-        await msg.respond(orjson.dumps(reply))
+    def _control(self) -> Control:
+        c = Control("enricher", self.stats)
+        c.op("containers", self._op_containers)
+        c.op("stats", self._op_stats)
+        return c
+
+    async def _op_containers(self, req: dict) -> dict:
+        return {"containers": await self.containers.listing(self.cfg.lookup_timeout_s, bool(req.get("all")))}
+
+    def _op_stats(self, req: dict) -> dict:
+        self.update_gauges()
+        return self.stats.snapshot(self.common.node)

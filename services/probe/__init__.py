@@ -11,7 +11,8 @@ Contract for other services:
     {"op": "exclude", "pids": [int]}     -> {"added": [...], "excluded_pids": [...]}
     {"op": "syscalls", "cgroup_id": N}   -> {"cgroup_id", "syscalls": [nr, ...]}
     {"op": "syscalls_reset", "cgroup_id": N} -> {"cgroup_id", "reset": bool}
-  bad requests get {"error": "..."} (counted in probe_ctl_errors_total).
+  the protocol of shared/control.py: refusals are {"ok": false, "error", "code"},
+  counted in ctl_errors_total{code}; requests in ctl_requests_total{op}.
 - Stats ("probe"): probe_events_total{kind}, probe_lost_events_total,
   probe_queue_dropped_events_total, probe_decode_errors_total,
   probe_filtered_events_total{kind} (kept in the kernel by the filter plan),

@@ -27,6 +27,7 @@ import orjson
 
 from shared import bus as busmod, log, subjects
 from shared.config import CommonConfig
+from shared.control import BAD_ARGS, BAD_REQUEST, UNAVAILABLE, Control, ControlError
 from shared.filterplan import FilterPlan, PlanError
 from shared.stats import Stats, StatsPublisher
 
@@ -106,6 +107,7 @@ class ProbeService:
         self.dedup = Dedup(self.node) if cfg.dedup_window_ms and cfg.capture == "plan" else None
         self.per_syscall = False  # raw_syscalls:sys_enter attached (see _keep_per_syscall_program)
         self.flows: FlowReader | None = None  # connections aggregated in the kernel (bpf/net.bpf.c)
+        self.ctl = self._control()
 
     # ---- life cycle -------------------------------------------------------------
 
@@ -125,7 +127,7 @@ class ProbeService:
                 busmod.connect(self.common.servers, self.stats, name=f"probe-{self.node}"))
             await self._stack.enter_async_context(
                 StatsPublisher(self.bus, self.stats, self.node, self.common.stats_interval))
-            await self.bus.subscribe_raw(subjects.ctl_probe(self.node), self._on_ctl)
+            await self.ctl.serve(self.bus, subjects.ctl_probe(self.node))
             await self.bus.subscribe_raw(subjects.CTL_PROBES, self._on_plan_broadcast)
             if self.cfg.exclude_own_services:
                 await self.bus.subscribe_raw(subjects.STATS_ALL, self._on_stats)
@@ -218,7 +220,7 @@ class ProbeService:
                     if self.plan_maps.plan is None or plan.to_dict() != self.plan_maps.plan.to_dict():
                         self.load_plan(plan)
             except PlanError as e:
-                self.stats.inc("probe_ctl_errors_total")
+                self.stats.inc("probe_plan_errors_total")
                 _log.warning("alerter sent a bad filter plan: %s", e)
             except (asyncio.TimeoutError, nats.errors.Error) as e:  # no alerter (yet)
                 _log.debug("no filter plan from an alerter: %s", e)
@@ -433,59 +435,55 @@ class ProbeService:
                 raise PlanError(f"only op 'plan' is taken on {msg.subject}")
             self.load_plan(FilterPlan.from_dict(req.get("plan")))
         except (orjson.JSONDecodeError, PlanError) as e:
-            self._ctl_error(f"{msg.subject}: {e}")
+            self.ctl.refuse(BAD_REQUEST, f"{msg.subject}: {e}")
 
-    async def _on_ctl(self, msg) -> None:
-        reply = self.control(msg.data)
-        if msg.reply:
-            await msg.respond(orjson.dumps(reply))
+    def _control(self) -> Control:
+        c = Control("probe", self.stats)
+        c.op("status", self._op_status)
+        c.op("plan", self._op_plan)
+        c.op("exclude", self._op_exclude)
+        c.op("syscalls", self._op_syscalls)
+        c.op("syscalls_reset", self._op_syscalls)
+        return c
 
-    def control(self, data: bytes) -> dict:
-        """One control request (JSON object with "op") -> reply dict; bad requests get {"error"}."""
+    async def control(self, data: bytes) -> dict:
+        """One control request (JSON object with "op") -> reply dict (shared/control.py)."""
+        return await self.ctl.handle(data)
+
+    def _op_status(self, req: dict) -> dict:
+        self.read_counters()
+        return {"node": self.node, "pid": os.getpid(), "files": [p.name for p in self.plan.files],
+                "dropped_files": self.plan.dropped, "missing_tracepoints": self.plan.missing,
+                "errors": self.plan.errors, "tracepoints": self.bpf.num_open_tracepoints(),
+                "kinds": list(self.cfg.kinds), "excluded_pids": sorted(self.excluded),
+                "capture": self.cfg.capture, "plan": self.plan_maps.summary(),
+                "counters": self.stats.snapshot(self.node)["counters"]}
+
+    def _op_plan(self, req: dict) -> dict:
         try:
-            req = orjson.loads(data)
-        except orjson.JSONDecodeError as e:
-            return self._ctl_error(f"request is not JSON: {e}")
-        if not isinstance(req, dict) or not isinstance(req.get("op"), str):
-            return self._ctl_error('request must be a JSON object with a string "op"')
-        op = req["op"]
-        if op == "status":
-            self.read_counters()
-            return {"node": self.node, "pid": os.getpid(), "files": [p.name for p in self.plan.files],
-                    "dropped_files": self.plan.dropped, "missing_tracepoints": self.plan.missing,
-                    "errors": self.plan.errors, "tracepoints": self.bpf.num_open_tracepoints(),
-                    "kinds": list(self.cfg.kinds), "excluded_pids": sorted(self.excluded),
-                    "capture": self.cfg.capture, "plan": self.plan_maps.summary(),
-                    "counters": self.stats.snapshot(self.node)["counters"]}
-        if op == "plan":
-            try:
-                return {"loaded": self.load_plan(FilterPlan.from_dict(req.get("plan")))}
-            except PlanError as e:
-                return self._ctl_error(f'op "plan": {e}')
-        if op == "exclude":
-            pids = req.get("pids")
-            if not isinstance(pids, list) or not all(isinstance(p, int) and p > 0 for p in pids):
-                return self._ctl_error('op "exclude" needs "pids": a list of positive integers')
-            return {"added": self.exclude(pids), "excluded_pids": sorted(self.excluded)}
-        if op in ("syscalls", "syscalls_reset"):
-            cg = req.get("cgroup_id")
-            if not isinstance(cg, int) or cg <= 0:
-                return self._ctl_error(f'op "{op}" needs "cgroup_id": a positive integer')
-            if syscall_profile is None or not self.plan.has("syscalls.bpf.c"):
-                return self._ctl_error("syscall profiles are not available (services/probe/syscall_profile.py "
-                                       "and bpf/syscalls.bpf.c)")
-            if not self.cfg.syscall_profiles:
-                return self._ctl_error("syscall profiles are off: run the probe with syscall_profiles "
-                                       "(`eunomia up --syscall-profiles`, `eunomia probe --syscall-profiles`)")
-            try:
-                if op == "syscalls":
-                    return {"cgroup_id": cg, "syscalls": syscall_profile.dump(self.bpf, cg)}
-                return {"cgroup_id": cg, "reset": syscall_profile.reset(self.bpf, cg)}
-            except KeyError as e:
-                return self._ctl_error(f"syscall profile maps are not loaded: {e}")
-        return self._ctl_error(f"unknown op {op!r}; known: status, plan, exclude, syscalls, syscalls_reset")
+            return {"loaded": self.load_plan(FilterPlan.from_dict(req.get("plan")))}
+        except PlanError as e:
+            raise ControlError(BAD_ARGS, str(e)) from None
 
-    def _ctl_error(self, why: str) -> dict:
-        self.stats.inc("probe_ctl_errors_total")
-        _log.warning("probe control request refused: %s", why)
-        return {"error": why}
+    def _op_exclude(self, req: dict) -> dict:
+        pids = req.get("pids")
+        if not isinstance(pids, list) or not all(isinstance(p, int) and p > 0 for p in pids):
+            raise ControlError(BAD_ARGS, '"pids" must be a list of positive integers')
+        return {"added": self.exclude(pids), "excluded_pids": sorted(self.excluded)}
+
+    def _op_syscalls(self, req: dict) -> dict:
+        cg = req.get("cgroup_id")
+        if not isinstance(cg, int) or cg <= 0:
+            raise ControlError(BAD_ARGS, '"cgroup_id" must be a positive integer')
+        if syscall_profile is None or not self.plan.has("syscalls.bpf.c"):
+            raise ControlError(UNAVAILABLE, "syscall profiles are not available (services/probe/syscall_profile.py "
+                                            "and bpf/syscalls.bpf.c)")
+        if not self.cfg.syscall_profiles:
+            raise ControlError(UNAVAILABLE, "syscall profiles are off: run the probe with syscall_profiles "
+                                            "(`eunomia up --syscall-profiles`, `eunomia probe --syscall-profiles`)")
+        try:
+            if req["op"] == "syscalls":
+                return {"cgroup_id": cg, "syscalls": syscall_profile.dump(self.bpf, cg)}
+            return {"cgroup_id": cg, "reset": syscall_profile.reset(self.bpf, cg)}
+        except KeyError as e:
+            raise ControlError(UNAVAILABLE, f"syscall profile maps are not loaded: {e}") from None
