@@ -26,7 +26,7 @@ from shared import bus as busmod, subjects
 from shared.config import CommonConfig, ConfigError
 from shared.natsserver import NatsServer, NatsServerConfig, free_port
 from shared.stats import Stats
-from tests import containers
+from tests import containers, pipeline
 
 pytestmark = [pytest.mark.bpf, pytest.mark.asyncio(loop_scope="module"),
               pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs: needs root")]
@@ -104,30 +104,23 @@ os._exit(7)
 '''
 
 
-class Collector:
-    def __init__(self) -> None:
-        self.events: list[dict] = []
-        self.changed = asyncio.Event()
+class Collector(pipeline.Collector):
+    """The raw subject's batches (each event judged once by a wait: a busy node sends tens of thousands)."""
 
     async def handler(self, subject: str, events: list[dict]) -> None:
-        for ev in events:
-            assert subject == subjects.raw(NODE)
-        self.events.extend(events)
-        self.changed.set()
+        assert subject == subjects.raw(NODE)
+        await self.add(subject, events)
+
+    @property
+    def events(self) -> list[dict]:
+        return list(self.items)
 
     async def wait(self, pred, n: int = 1, timeout: float = 20.0) -> list[dict]:
-        """The events matching `pred`, once there are at least `n` of them."""
-        async def poll():
-            while True:
-                found = [e for e in self.events if pred(e)]
-                if len(found) >= n:
-                    return found
-                self.changed.clear()
-                await self.changed.wait()
+        """The first `n` events matching `pred`."""
         try:
-            return await asyncio.wait_for(poll(), timeout)
-        except asyncio.TimeoutError:
-            raise AssertionError(f"no {n} matching event(s) in {timeout}s among {len(self.events)}") from None
+            return await self.wait_for_all(pred, n, timeout)
+        except TimeoutError as e:
+            raise AssertionError(str(e)) from None
 
 
 class Probe:
