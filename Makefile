@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap run test bench clean
+.PHONY: bootstrap run test lint bench clean
 
 bootstrap:
 	@bash deploy/bootstrap.sh
@@ -12,6 +12,9 @@ run: bootstrap
 
 test: bootstrap
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+
+lint: bootstrap
+	$(VENV)/bin/ruff check services shared tests bench
 
 bench: bootstrap
 	$(PY) -m bench.probe_bench

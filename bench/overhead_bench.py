@@ -359,15 +359,17 @@ def report(wls: list[Workload], off: list[Phase], on: list[Phase]) -> None:
     print(row("workload", [*(f"off {i + 1}" for i in range(n)), *(f"on {i + 1}" for i in range(n)), "ratio", "target"]))
     for w in wls:
         fmt = "{:,.0f}" if w.higher_is_better else "{:.3f}"
-        ratio = median(on, lambda p: p.values[w.name]) / median(off, lambda p: p.values[w.name])
+        ratio = median(on, lambda p, w=w: p.values[w.name]) / median(off, lambda p, w=w: p.values[w.name])
         cells = [fmt.format(p.values[w.name]) for p in off + on]
         print(row(f"{w.name} ({w.unit})", [*cells, f"{ratio:.2f}x", w.target]))
 
     print("\nmonitor CPU (eunomia up + nats-server) while traced, medians over rounds")
     print(row("during", ["wall s", "CPU s", "% of a core", "target"]))
     for name in on[0].cpu:
-        cpu, wall = median(on, lambda p: p.cpu[name][0]), median(on, lambda p: p.cpu[name][1])
-        print(row(name, [f"{wall:.2f}", f"{cpu:.2f}", f"{100 * cpu / wall:.1f} %", "<= 5 %" if name == "nginx" else ""]))
+        cpu = median(on, lambda p, name=name: p.cpu[name][0])
+        wall = median(on, lambda p, name=name: p.cpu[name][1])
+        target = "<= 5 %" if name == "nginx" else ""
+        print(row(name, [f"{wall:.2f}", f"{cpu:.2f}", f"{100 * cpu / wall:.1f} %", target]))
 
     print("\nmonitor RSS (MB, eunomia up + nats-server), per round")
     print(row("when", [*(f"round {i + 1}" for i in range(n)), "target"]))

@@ -116,7 +116,7 @@ class NatsServer:
             except OSError:
                 if asyncio.get_running_loop().time() > deadline:
                     await self.stop()
-                    raise TimeoutError(f"nats-server did not listen on {self.cfg.port}")
+                    raise TimeoutError(f"nats-server did not listen on {self.cfg.port}") from None
                 await asyncio.sleep(0.05)
         _log.info("nats-server pid %s on %s", self.proc.pid, self.url)
 

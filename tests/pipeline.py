@@ -180,7 +180,7 @@ class Pipeline:
                 return
             except TimeoutError:
                 if asyncio.get_running_loop().time() > loop_end:
-                    raise TimeoutError(f"pipeline on node {self.node}: no enriched exec within {timeout} s")
+                    raise TimeoutError(f"pipeline on node {self.node}: no enriched exec within {timeout} s") from None
                 self.check()
 
     def check(self) -> None:

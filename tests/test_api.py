@@ -202,7 +202,7 @@ async def test_slow_websocket_client_is_dropped_and_counted(world):
     async with aiohttp.ClientSession() as s:
         async with s.ws_connect(st.url + "/api/v1/alerts/ws", params={"token": st.token}) as ws:
             big = "x" * 60_000   # enough batches of these fill the socket buffers, then the queue
-            for i in range(400):
+            for _ in range(400):
                 await asyncio.to_thread(st.publish, subjects.alert("debug"),
                                         [alert(None, time.time_ns(), rule=f"flood-{world['tag']}",
                                                priority="DEBUG", output=big)])

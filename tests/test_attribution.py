@@ -222,13 +222,13 @@ async def test_first_actions_of_many_containers_carry_the_right_process(nats_ser
         dropped = sum(p.probe.stats.total(n) for n in ("probe_lost_events_total", "probe_queue_dropped_events_total"))
         dropped += p.enricher.stats.total("bus_slow_consumer_dropped_total")
         for cid in cids:
-            mine = lambda e, path: ((e["container"] or {}).get("id") == cid  # noqa: E731
+            mine = lambda e, path, cid=cid: ((e["container"] or {}).get("id") == cid  # noqa: E731
                                     and e["kind"] == "open" and e["path"] == path)
             where = f"container {cid[:12]} ({dropped:.0f} events dropped on the way)"
             try:
-                write = await p.wait_for(lambda e: mine(e, "/etc/x"), timeout=20)
-                read = await p.wait_for(lambda e: mine(e, "/etc/shadow"))
-                last = await p.wait_for(lambda e: mine(e, "/etc/hostname") and e["proc"]["name"] == "cat")
+                write = await p.wait_for(lambda e, mine=mine: mine(e, "/etc/x"), timeout=20)
+                read = await p.wait_for(lambda e, mine=mine: mine(e, "/etc/shadow"))
+                last = await p.wait_for(lambda e, mine=mine: mine(e, "/etc/hostname") and e["proc"]["name"] == "cat")
             except TimeoutError as e:
                 raise AssertionError(where) from e
             sh, cat, last_cat = write["proc"], read["proc"], last["proc"]

@@ -33,7 +33,7 @@ def batch(node: str, b: int) -> list[dict]:
 async def publish_acked(js, subject: str, events: list[dict], msg_id: str) -> None:
     """JetStream publish until acked. The Nats-Msg-Id makes a retry after a lost ack a no-op."""
     data = busmod.encode_batch(events)
-    for attempt in range(200):
+    for _ in range(200):
         try:
             await js.publish(subject, data, headers={"Nats-Msg-Id": msg_id}, timeout=2)
             return

@@ -9,7 +9,7 @@ from services.alerter.config import DEFAULT_RULES_DIR, rule_files
 from services.alerter.engine import load_rules
 from services.alerter.engine.loader import Loader
 from services.alerter.state import ExecState
-from tests.test_default_rules_synthetic import CTR, ev, execev
+from tests.test_default_rules_synthetic import ev, execev
 
 O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_APPEND = 0, 1, 2, 0o100, 0o1000, 0o2000
 W_CREATE = O_WRONLY | O_CREAT | O_TRUNC

@@ -1,9 +1,7 @@
 """The enricher's parts with real inputs: /proc, the cgroup tree, podman's
 Engine API, a real nats-server (raw events published by the test)."""
-import asyncio
 import os
 import subprocess
-import time
 import uuid
 
 import orjson

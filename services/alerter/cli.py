@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser("alerts", help="show alerts: recent ones (JetStream ALERTS) or live (--follow)")
     a.add_argument("--follow", "-f", action="store_true", help="print alerts as they are raised")
     a.add_argument("--json", action="store_true", help="one JSON object per line")
-    a.add_argument("--priority", "-p", type=_priority_arg, metavar="|".join(PRIORITIES), help="only this priority or more severe")
+    a.add_argument("--priority", "-p", type=_priority_arg, metavar="|".join(PRIORITIES),
+                   help="only this priority or more severe")
     a.add_argument("--last", type=int, default=20, help="without --follow: how many recent alerts (default 20)")
     a.set_defaults(func=alerts)
 

@@ -40,7 +40,7 @@ def trie_entries(plan: FilterPlan, numbers: dict[str, int]) -> tuple[Entries, En
         for short, acc in prefixes.get(kind, ()):
             if key.startswith(short):
                 prefix[(kind, key)] |= acc
-    for (kind, key), acc in list(suffix.items()):
+    for (kind, key), _acc in list(suffix.items()):
         for (k2, short), acc2 in list(suffix.items()):
             if k2 == kind and key.startswith(short):
                 suffix[(kind, key)] |= acc2

@@ -31,8 +31,8 @@ def _up(args: argparse.Namespace) -> int:
 
     from .supervisor import Supervisor
 
-    overrides: dict[str, dict] = {"api": {}, "store": {}, "probe": {"capture": args.capture,
-                                                                              "syscall_profiles": args.syscall_profiles}}
+    probe = {"capture": args.capture, "syscall_profiles": args.syscall_profiles}
+    overrides: dict[str, dict] = {"api": {}, "store": {}, "probe": probe}
     if args.api_host:
         overrides["api"]["host"] = args.api_host
     if args.api_port is not None:
