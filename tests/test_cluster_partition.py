@@ -15,7 +15,7 @@ import pytest
 
 from services.alerter.config import AlerterConfig
 from services.alerter.service import AlerterService
-from services.enricher.cgroups import cgroup2_root
+from shared.cgroupfs import cgroup2_root
 from services.enricher.config import EnricherConfig
 from services.enricher.service import EnricherService
 from shared import bus as busmod, partition, subjects

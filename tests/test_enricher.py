@@ -7,7 +7,8 @@ import uuid
 import orjson
 import pytest
 
-from services.enricher.cgroups import CgroupMatch, CgroupResolver, cgroup2_root, parse_path
+from services.enricher.cgroups import CgroupMatch, CgroupResolver, parse_path
+from shared.cgroupfs import cgroup2_root
 from services.enricher.config import EnricherConfig
 from services.enricher.proctable import ProcTable, read_proc
 from services.enricher.runtime_api import RuntimeClient, k8s_of

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from services.enricher.cgroups import cgroup2_root
+from shared.cgroupfs import cgroup2_root
 from shared import subjects
 from tests import containers
 from tests.pipeline import Pipeline

@@ -10,6 +10,7 @@ import pytest
 from services.probe import syscall_profile
 from services.seccomp.resolve import resolve_locally
 from services.seccomp.syscall_names import NUMBERS
+from shared import cgroupfs
 from shared.stats import Stats
 from tests import containers
 from tests.conftest import ROOT, is_root
@@ -88,7 +89,7 @@ def test_bitmaps_of_gone_cgroups_are_pruned_after_grace(sc_bpf, bb_image):
         live_cg, gone_cg = (resolve_locally(n).cgroup_id for n in (live, gone))
         assert syscall_profile.dump(sc_bpf, gone_cg) and syscall_profile.dump(sc_bpf, live_cg)
         containers.remove(gone)
-        assert _wait_for(lambda: gone_cg not in syscall_profile.live_cgroup_ids())
+        assert _wait_for(lambda: gone_cg not in cgroupfs.live_cgroup_ids())
 
         pruner = syscall_profile.Pruner(grace_s=5, interval_s=0)
         assert gone_cg not in _pruned_ids(pruner, sc_bpf, now=0)   # gone from now on
@@ -100,7 +101,7 @@ def test_bitmaps_of_gone_cgroups_are_pruned_after_grace(sc_bpf, bb_image):
         # within interval_s of the last scan nothing is scanned (nor freed)
         scans = []
         rate_limited = syscall_profile.Pruner(grace_s=0, interval_s=30,
-                                              live=lambda: scans.append(1) or syscall_profile.live_cgroup_ids())
+                                              live=lambda: scans.append(1) or cgroupfs.live_cgroup_ids())
         rate_limited.maybe_prune(sc_bpf, now=100)
         rate_limited.maybe_prune(sc_bpf, now=110)
         assert scans == [1] and syscall_profile.dump(sc_bpf, live_cg)

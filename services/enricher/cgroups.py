@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared import log
+from shared.cgroupfs import ROOT_CANDIDATES, cgroup2_root
 
 _log = log.get("enricher.cgroups")
 
@@ -30,7 +31,6 @@ COMPONENT_PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
 )
 BARE_ID = re.compile(rf"^{_ID}$")
 
-ROOT_CANDIDATES = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
 RESCAN_MIN_INTERVAL_S = 0.1
 
 
@@ -64,14 +64,6 @@ def parse_path(path: str) -> CgroupMatch | None:
                 return CgroupMatch(m.group(1), "containerd")
             if above[-1] in ("libpod_parent", "machine.slice"):
                 return CgroupMatch(m.group(1), "podman")
-    return None
-
-
-def cgroup2_root() -> Path | None:
-    """/sys/fs/cgroup on pure v2, /sys/fs/cgroup/unified on hybrid; None without v2."""
-    for root in ROOT_CANDIDATES:
-        if (root / "cgroup.controllers").exists():
-            return root
     return None
 
 

@@ -26,6 +26,7 @@ import nats.errors
 import orjson
 
 from shared import bus as busmod, log, subjects
+from shared.cgroupfs import GoneCgroups
 from shared.config import CommonConfig
 from shared.control import BAD_ARGS, BAD_REQUEST, UNAVAILABLE, Control, ControlError
 from shared.filterplan import FilterPlan, PlanError
@@ -49,8 +50,6 @@ _log = log.get("probe")
 CLASS_NAMES = ("exec", "file", "net")
 ROOT_CGROUP = 1
 MAX_DRAIN = 4096  # records per hand-over to the event loop
-PRUNE_INTERVAL_S = 30.0   # how often to look for cgroups that are gone
-PRUNE_GRACE_S = 300.0     # how long a gone cgroup's counters stay visible
 
 
 def proc_parents() -> dict[int, int]:
@@ -97,8 +96,7 @@ class ProbeService:
         self._reader_error: BaseException | None = None
         self._ring: RingReader | None = None
         self._lost_seen = 0
-        self._last_prune = float("-inf")
-        self._gone_since: dict[int, float] = {}
+        self._gone_cgroups = GoneCgroups()
         self.bus: busmod.Bus | None = None
         self.subject = subjects.raw(self.node)
         self.plan_maps: PlanMaps | None = None
@@ -384,28 +382,16 @@ class ProbeService:
             syscall_profile.export(self.bpf, self.stats)
 
     def _prune_cgroups(self) -> None:
-        """Forget counters of cgroups gone for PRUNE_GRACE_S (map and gauge series stay bounded)."""
-        now = time.monotonic()
-        if syscall_profile is None or now - self._last_prune < PRUNE_INTERVAL_S:
-            return
-        self._last_prune = now
-        live = syscall_profile.live_cgroup_ids()
-        if not live:  # no cgroup-v2 tree visible: never guess
-            return
+        """Forget counters of cgroups gone for a while (map and gauge series stay bounded)."""
         table = self.bpf[b"cg_counts"]
-        gone = {k.value for k in table.keys()} - live
-        self._gone_since = {cg: self._gone_since.get(cg, now) for cg in gone}
         series = self.stats.gauges.get("probe_cgroup_events", {})
-        for cg, since in list(self._gone_since.items()):
-            if now - since < PRUNE_GRACE_S:
-                continue
+        for cg in self._gone_cgroups.expired(lambda: [k.value for k in table.keys()]):
             try:
                 del table[table.Key(cg)]
             except KeyError:
                 pass
             for key in [key for key in series if ("cgroup_id", str(cg)) in key]:
                 del series[key]
-            del self._gone_since[cg]
 
     # ---- bus handlers -------------------------------------------------------------
 

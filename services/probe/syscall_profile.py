@@ -12,9 +12,8 @@ dead while a profile can still be made just after a container exits.
 from __future__ import annotations
 
 import ctypes
-import os
-import time
-from pathlib import Path
+
+from shared.cgroupfs import GONE_GRACE_S, GONE_SCAN_S, GoneCgroups, live_cgroup_ids
 
 BITMAP_MAP = b"sc_bitmaps"
 COUNTERS_MAP = b"sc_counters"
@@ -61,51 +60,22 @@ def counters(bpf) -> dict[str, int]:
     return {name: int(table[ctypes.c_int(i)].value) for i, name in enumerate(COUNTER_NAMES)}
 
 
-def live_cgroup_ids() -> set[int]:
-    """Inode numbers (= cgroup ids) of every cgroup-v2 directory that exists now."""
-    for root in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
-        if (root / "cgroup.controllers").exists():
-            ids = {os.stat(root).st_ino}
-            for dirpath, dirnames, _ in os.walk(root):
-                for d in dirnames:
-                    try:
-                        ids.add(os.stat(os.path.join(dirpath, d)).st_ino)
-                    except FileNotFoundError:  # removed while we walk
-                        pass
-            return ids
-    return set()
-
-
 class Pruner:
     """Frees bitmaps of cgroups gone for more than `grace_s`; scans at most every `interval_s`."""
 
-    def __init__(self, grace_s: float = 600.0, interval_s: float = 30.0, live=live_cgroup_ids) -> None:
-        self.grace_s, self.interval_s, self.live = grace_s, interval_s, live
-        self._gone_since: dict[int, float] = {}
-        self._last = float("-inf")
+    def __init__(self, grace_s: float = GONE_GRACE_S, interval_s: float = GONE_SCAN_S, live=live_cgroup_ids) -> None:
+        self.gone = GoneCgroups(grace_s, interval_s, live)
 
     def maybe_prune(self, bpf, now: float | None = None) -> int:
         """Delete what has been gone long enough; returns how many were deleted."""
-        now = time.monotonic() if now is None else now
-        if now - self._last < self.interval_s:
-            return 0
-        self._last = now
-        live = self.live()
-        if not live:  # no cgroup-v2 tree visible: never guess
-            return 0
         table = bpf[BITMAP_MAP]
-        tracked = {k.value for k in table.keys()}
-        gone = tracked - live
-        self._gone_since = {cg: self._gone_since.get(cg, now) for cg in gone}
         pruned = 0
-        for cg, since in list(self._gone_since.items()):
-            if now - since >= self.grace_s:
-                try:
-                    del table[table.Key(cg)]
-                    pruned += 1
-                except KeyError:
-                    pass
-                del self._gone_since[cg]
+        for cg in self.gone.expired(lambda: [k.value for k in table.keys()], now):
+            try:
+                del table[table.Key(cg)]
+                pruned += 1
+            except KeyError:
+                pass
         return pruned
 
 

@@ -17,6 +17,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared import cgroupfs
+
 HEX_ID = re.compile(r"^[0-9a-f]{4,64}$")
 PODMAN_TIMEOUT = 20
 
@@ -39,11 +41,12 @@ class Container:
 
 
 def cgroup2_root() -> Path:
-    """The cgroup-v2 mount: /sys/fs/cgroup (unified) or /sys/fs/cgroup/unified (hybrid)."""
-    for root in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
-        if (root / "cgroup.controllers").exists():
-            return root
-    raise ResolveError("no cgroup-v2 hierarchy mounted at /sys/fs/cgroup or /sys/fs/cgroup/unified")
+    """The cgroup-v2 mount, or ResolveError."""
+    root = cgroupfs.cgroup2_root()
+    if root is None:
+        raise ResolveError("no cgroup-v2 hierarchy mounted at "
+                           + " or ".join(str(p) for p in cgroupfs.ROOT_CANDIDATES))
+    return root
 
 
 def cgroup_id_of(path: Path) -> int:
