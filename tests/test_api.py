@@ -16,7 +16,8 @@ from services.api.service import ApiService
 from shared import subjects
 from shared.config import CommonConfig, ConfigError
 from tests.conftest import ROOT
-from tests.test_api_stack import NODE, ApiStack, alert, container, scenario
+from tests.apistack import NODE, ApiStack, alert, scenario
+from tests.events import container
 
 ROUTES = ["/api/v1/events", "/api/v1/alerts", "/api/v1/containers", "/api/v1/processes/tree",
           "/api/v1/network/graph", "/api/v1/openapi.json", "/api/v1/alerts/ws"]

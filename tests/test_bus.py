@@ -5,13 +5,13 @@ import orjson
 import pytest
 
 from shared import bus as busmod, subjects
-from shared.schema import new_event_id
 from shared.stats import Stats
 from shared.streams import ensure_streams
+from tests.events import raw_event
 
 
 def ev(kind="open", **kw):
-    return {"id": new_event_id("n1"), "ts": 1, "node": "n1", "kind": kind, "pid": 1, **kw}
+    return raw_event(kind, ts=1, pid=1, **kw)
 
 
 async def test_batches_round_trip_and_malformed_are_counted(nats_server):

@@ -20,9 +20,8 @@ from services.enricher.config import EnricherConfig
 from services.enricher.service import EnricherService
 from shared import bus as busmod, partition, subjects
 from shared.config import CommonConfig
-from shared.schema import new_event_id
 from shared.stats import Stats
-from tests import containers
+from tests import containers, events
 from tests.cluster import ServiceProcess, until, wait_heartbeat
 
 NODE = "pn1"
@@ -43,9 +42,8 @@ def cgroup_inode(pid: int) -> int:
 
 
 def raw_open(pid: int, cgid: int, path: str) -> dict:
-    return {"id": new_event_id(NODE), "ts": 1_764_000_000_000_000_000, "node": NODE, "kind": "open", "pid": pid,
-            "tid": pid, "ppid": 0, "uid": 0, "gid": 0, "comm": "sleep", "cgroup_id": cgid, "path": path,
-            "flags": 0, "mode": 0, "ret": 3}
+    return events.raw_event("open", node=NODE, pid=pid, ppid=0, comm="sleep", cgroup_id=cgid, path=path,
+                            flags=0, mode=0, ret=3)
 
 
 @pytest.mark.podman
@@ -102,12 +100,8 @@ def container_ids_on_replicas(replicas: int) -> list[str]:
 
 
 def enriched(kind: str, cid: str, **kw) -> dict:
-    return {"id": new_event_id(NODE), "ts": 1_764_000_000_000_000_000, "node": NODE, "kind": kind, "pid": 77,
-            "tid": 77, "ppid": 1, "uid": 0, "gid": 0, "comm": "sh", "cgroup_id": 5,
-            "proc": {"exe": "/bin/sh", "args": ["sh"], "cmdline": "sh", "name": "sh", "cwd": "/", "ppid": 1,
-                     "pname": "init", "pexe": "/sbin/init", "pcmdline": "init", "ancestors": []},
-            "container": {"id": cid, "name": f"c-{cid[-4:]}", "image": "bb", "runtime": "podman", "labels": {}},
-            "k8s": None, **kw}
+    return events.enriched_event(kind, ctr=events.container(f"c-{cid[-4:]}", cid, image="bb", labels={}), node=NODE,
+                                 pid=77, cgroup_id=5, **kw)
 
 
 async def test_stateful_rule_sees_every_event_of_its_container_at_one_replica(nats_server, tmp_path):

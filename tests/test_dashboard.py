@@ -8,7 +8,8 @@ import uuid
 import pytest
 
 from shared import subjects
-from tests.test_api_stack import NODE, ApiStack, alert, container, scenario
+from tests.apistack import NODE, ApiStack, alert, scenario
+from tests.events import container
 
 pytestmark = pytest.mark.browser
 

@@ -12,7 +12,8 @@ import pytest
 from services.api.config import ApiConfig
 from services.api.promtext import metric_name
 from shared import subjects
-from tests.test_api_stack import NODE, ApiStack, container, scenario, stats_snapshot
+from tests.apistack import NODE, ApiStack, scenario, stats_snapshot
+from tests.events import container
 
 SAMPLE = re.compile(r'^([a-z_:][a-z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 

@@ -2,30 +2,26 @@
 enriched events (shapes from shared/schema.py). Plain pytest, no bus."""
 from __future__ import annotations
 
-import itertools
 
 import pytest
 
 from services.alerter.engine import RuleError, load_rules_text
+from tests.events import container, enriched_event, proc_view
 
-_ids = itertools.count()
 CID = "3f2a9c0d1e4b5a6978877665544332211001122334455667788990aabbccddeeff"
 
 
-def make_event(kind: str, *, container: bool = True, **kw) -> dict:
+def make_event(kind: str, *, container_: bool = True, **kw) -> dict:
     """An enriched event as the enricher publishes it."""
-    ev = {
-        "id": f"n1-test-{next(_ids)}", "ts": 1_764_083_000_123_456_789, "node": "n1", "kind": kind,
-        "pid": 4242, "tid": 4242, "ppid": 4200, "uid": 0, "gid": 0, "comm": "bash", "cgroup_id": 9001,
-        "proc": {"exe": "/bin/bash", "args": ["bash", "-c", "cat /etc/shadow"], "cmdline": "bash -c cat /etc/shadow",
-                 "name": "bash", "cwd": "/root", "ppid": 4200, "pname": "sshd", "pexe": "/usr/sbin/sshd",
-                 "pcmdline": "sshd -D",
-                 "ancestors": [{"pid": 4200, "comm": "sshd", "exe": "/usr/sbin/sshd", "args": ["sshd", "-D"]},
-                               {"pid": 1, "comm": "systemd", "exe": "/sbin/init", "args": ["/sbin/init"]}]},
-        "container": {"id": CID, "name": "web-1", "image": "registry.local:5000/team/nginx:1.25@sha256:abc",
-                      "runtime": "podman", "labels": {"app": "web"}} if container else None,
-        "k8s": {"pod": "web-1-abc", "namespace": "shop", "labels": {"tier": "front"}} if container else None,
-    }
+    ev = enriched_event(
+        kind, ts=1_764_083_000_123_456_789, pid=4242, ppid=4200, comm="bash", cgroup_id=9001,
+        proc=proc_view("/bin/bash", ["bash", "-c", "cat /etc/shadow"], ppid=4200, cwd="/root",
+                       pexe="/usr/sbin/sshd", pargs=["sshd", "-D"],
+                       ancestors=[{"pid": 4200, "comm": "sshd", "exe": "/usr/sbin/sshd", "args": ["sshd", "-D"]},
+                                  {"pid": 1, "comm": "systemd", "exe": "/sbin/init", "args": ["/sbin/init"]}]),
+        ctr=container("web-1", CID, image="registry.local:5000/team/nginx:1.25@sha256:abc", labels={"app": "web"})
+        if container_ else None,
+        k8s={"pod": "web-1-abc", "namespace": "shop", "labels": {"tier": "front"}} if container_ else None)
     defaults = {
         "exec": {"filename": "/bin/bash", "argv": ["bash", "-c", "cat /etc/shadow"], "ret": 0},
         "open": {"path": "/etc/shadow", "flags": 0, "mode": 0, "ret": 3},
@@ -72,7 +68,7 @@ def holds(condition: str, ev: dict) -> bool:
 OPEN = make_event("open")
 EXEC = make_event("exec")
 CONNECT = make_event("connect")
-HOST_EXEC = make_event("exec", container=False)
+HOST_EXEC = make_event("exec", container_=False)
 
 
 @pytest.mark.parametrize("cond,expected", [

@@ -1,4 +1,4 @@
-"""Support for the API, metrics and dashboard tests (no tests here).
+"""Support for the API, metrics and dashboard tests.
 
 `ApiStack` runs a real nats-server (JetStream), a real StoreService (SQLite in
 a tmp dir) and the ApiService on their own event loop in a thread, so tests
@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import orjson
@@ -21,6 +20,7 @@ from services.store.service import StoreService
 from shared.config import CommonConfig
 from shared.natsserver import NatsServer, NatsServerConfig, free_port
 from shared.schema import new_event_id
+from tests.events import enriched_event, proc_view
 
 NODE = "apinode"
 
@@ -119,19 +119,11 @@ class ApiStack:
 
 # ---- realistic enriched events (shapes from shared/schema.py) ----
 
-def container(name: str) -> dict:
-    return {"id": uuid.uuid4().hex + uuid.uuid4().hex, "name": name, "image": "localhost/bb:latest",
-            "runtime": "podman", "labels": {"app": name}}
-
-
 def event(kind: str, ctr: dict | None, pid: int, ts: int, *, comm: str = "sh", ppid: int = 1,
           cgroup_id: int = 4242, proc: dict | None = None, **fields) -> dict:
-    return {"id": new_event_id(NODE), "ts": ts, "node": NODE, "kind": kind, "pid": pid, "tid": pid, "ppid": ppid,
-            "uid": 0, "gid": 0, "comm": comm, "cgroup_id": cgroup_id,
-            "proc": proc or {"exe": f"/bin/{comm}", "args": [comm], "cmdline": comm, "name": comm, "cwd": "/",
-                             "ppid": ppid, "pname": "conmon", "pexe": "/usr/bin/conmon", "pcmdline": "conmon",
-                             "ancestors": []},
-            "container": ctr, "k8s": None, **fields}
+    return enriched_event(kind, ctr=ctr, node=NODE, pid=pid, ts=ts, comm=comm, ppid=ppid, cgroup_id=cgroup_id,
+                          proc=proc or proc_view(f"/bin/{comm}", [comm], ppid=ppid, pexe="/usr/bin/conmon"),
+                          **fields)
 
 
 def scenario(ctr: dict, t0: int, cgroup_id: int, pid: int = 100) -> list[dict]:
