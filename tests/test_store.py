@@ -322,7 +322,8 @@ async def test_retention_keeps_the_database_under_max_bytes(nats_server, store_u
         kept = {e["id"] for e in await all_pages(c, "events", limit=1000)}
         assert 0 < len(kept) < 3000 and deleted["events"] == 3000 - len(kept)
         assert kept == {e["id"] for e in events[-len(kept):]}              # the newest survive
-        assert sum(len(orjson.dumps(e)) for e in events if e["id"] in kept) <= 1024 * 1024
+        if store_url.startswith("sqlite"):     # PostgreSQL frees deleted rows' space only at VACUUM
+            assert (await c.stats())["db_bytes"] <= 1024 * 1024        # live pages of the database file
 
 
 async def test_eunomia_store_command_runs_until_sigterm(nats_server, tmp_path):

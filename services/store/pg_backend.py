@@ -22,6 +22,7 @@ _SQL = statements(query.POSTGRES)
 CLOSE_TIMEOUT_S = 10
 PARTITION_NS = 3600 * 10**9
 RETAIN_BATCH = 5000
+RETAIN_PASSES = 1           # freed space shows only after VACUUM: one estimate per run
 SIZE_TARGET = 0.9
 _LOCK = 7226061
 _DERIVED = ("containers", "connections", "container_ips", "processes")
@@ -245,35 +246,38 @@ class PostgresBackend:
                 res.deleted[table] = res.deleted.get(table, 0) + n
 
         async with self.pool.acquire() as con:
-            live = await self._db_bytes(con)
-            for j in JOURNALS:
-                parts = await self._partitions(con, j)
-                rows = await self._rows(con, j, parts)
-                total = sum(rows.values())
-                extra = max(0, total - max_rows)
-                if j is EVENTS and live > max_bytes and total:
-                    extra = max(extra, int((live - SIZE_TARGET * max_bytes) * total / live) + 1)
-                for lo, hi, name in parts:       # whole partitions first: a drop, no row-by-row delete
-                    if not (hi <= cutoff_ts or 0 < rows[name] <= extra or rows[name] == 0 and hi < cutoff_ts):
-                        break
-                    await con.execute(f"DROP TABLE {name}")
-                    self._parts.discard((j.table, lo))
-                    self._counts.pop(name, None)
-                    count(j.table, rows[name])
-                    extra = max(0, extra - rows[name])
-                # then the oldest rows, in small transactions: those aged out, then the excess
-                old = f"DELETE FROM {j.table} WHERE k IN (SELECT k FROM {j.table} WHERE k < $1 ORDER BY k LIMIT $2)"
-                while (n := _rowcount(await con.execute(old, cutoff_ts, RETAIN_BATCH))):
-                    count(j.table, n)
-                    extra = max(0, extra - n)
-                    self._counts.clear()
-                    if n < RETAIN_BATCH:
-                        break
-                oldest = f"DELETE FROM {j.table} WHERE k IN (SELECT k FROM {j.table} ORDER BY k LIMIT $1)"
-                while extra and (n := _rowcount(await con.execute(oldest, min(RETAIN_BATCH, extra)))):
-                    count(j.table, n)
-                    extra -= n
-                    self._counts.clear()
+            for attempt in range(RETAIN_PASSES):   # the size estimate is rough: check again
+                live = await self._db_bytes(con)
+                if attempt and live <= max_bytes:
+                    break
+                for j in JOURNALS:
+                    parts = await self._partitions(con, j)
+                    rows = await self._rows(con, j, parts)
+                    total = sum(rows.values())
+                    extra = max(0, total - max_rows)
+                    if j is EVENTS and live > max_bytes and total:
+                        extra = max(extra, int((live - SIZE_TARGET * max_bytes) * total / live) + 1)
+                    for lo, hi, name in parts:       # whole partitions first: a drop, no row-by-row delete
+                        if not (hi <= cutoff_ts or 0 < rows[name] <= extra or rows[name] == 0 and hi < cutoff_ts):
+                            break
+                        await con.execute(f"DROP TABLE {name}")
+                        self._parts.discard((j.table, lo))
+                        self._counts.pop(name, None)
+                        count(j.table, rows[name])
+                        extra = max(0, extra - rows[name])
+                    # then the oldest rows, in small transactions: those aged out, then the excess
+                    old = f"DELETE FROM {j.table} WHERE k IN (SELECT k FROM {j.table} WHERE k < $1 ORDER BY k LIMIT $2)"
+                    while (n := _rowcount(await con.execute(old, cutoff_ts, RETAIN_BATCH))):
+                        count(j.table, n)
+                        extra = max(0, extra - n)
+                        self._counts.clear()
+                        if n < RETAIN_BATCH:
+                            break
+                    oldest = f"DELETE FROM {j.table} WHERE k IN (SELECT k FROM {j.table} ORDER BY k LIMIT $1)"
+                    while extra and (n := _rowcount(await con.execute(oldest, min(RETAIN_BATCH, extra)))):
+                        count(j.table, n)
+                        extra -= n
+                        self._counts.clear()
             async with con.transaction():
                 for table, col in AGED:
                     count(table, _rowcount(await con.execute(f"DELETE FROM {table} WHERE {col} < $1", cutoff_ts)))

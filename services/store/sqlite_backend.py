@@ -23,6 +23,7 @@ from .tables import AGED, CAPPED, CONTAINER_SELECT, MAX_TREE_ROWS, PROCESS_SELEC
 
 _SQL = statements(query.SQLITE)
 RETAIN_BATCH = 2000
+RETAIN_PASSES = 5
 SIZE_TARGET = 0.9        # over max_bytes: delete down to this share of it
 _DERIVED = ("containers", "connections", "container_ips", "processes")
 
@@ -96,15 +97,18 @@ class SqliteBackend:
 
     async def retain(self, cutoff_ts: int, max_rows: int, max_bytes: int) -> RetentionResult:
         res = RetentionResult()
-        excess = await self._w.call(_excess, max_rows, max_bytes)
-        for j in JOURNALS:
-            extra = excess[j.table]
-            while True:     # small transactions: the writer gets its turn between them
-                n, extra, more = await self._w.call(_retain_batch, j, cutoff_ts, extra)
-                if n:
-                    res.deleted[j.table] = res.deleted.get(j.table, 0) + n
-                if not more:
-                    break
+        for attempt in range(RETAIN_PASSES):   # the size estimate is rough: check again after each pass
+            excess = await self._w.call(_excess, max_rows, max_bytes)
+            if attempt and not any(excess.values()):
+                break
+            for j in JOURNALS:
+                extra = excess[j.table]
+                while True:     # small transactions: the writer gets its turn between them
+                    n, extra, more = await self._w.call(_retain_batch, j, cutoff_ts, extra)
+                    if n:
+                        res.deleted[j.table] = res.deleted.get(j.table, 0) + n
+                    if not more:
+                        break
         for table, n in (await self._w.call(_retain_derived, cutoff_ts, max_rows)).items():
             res.deleted[table] = n
         return res
