@@ -9,8 +9,8 @@
   orjson text. Dictionaries are trained from the first events written and
   kept in the database for as long as it lives.
 - words: what text search (q) finds, from the fields people search for: paths,
-  command line, comm, exe, container name and image, pod, namespace, addresses,
-  names; lowercased, dotted/colon parts also on their own ("ld.so.preload"
+  command line, comm, exe, container name, addresses, names (alerts: also rule
+  and output); lowercased, dotted/colon parts also on their own ("ld.so.preload"
   is found by "preload", "10.0.0.5" by "10.0").
 """
 from __future__ import annotations
@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from typing import Any, Iterable
-
 import orjson
 import zstandard
 
@@ -31,9 +29,10 @@ MAX_DICTS = 255
 MAX_WORDS_TEXT = 1500         # characters of searchable text per event
 MIN_PREFIX = 3                # shorter query words match whole words only
 
-_WORD = re.compile(r"\w(?:[\w.:]*\w)?")
-_PATH_FIELDS = ("path", "filename", "oldpath", "newpath", "target", "source", "name", "query", "qname")
-_ADDR_FIELDS = ("daddr", "saddr")
+_WORD = re.compile(r"[\w.:]+")
+_PART = re.compile(r"[^.:\s]+")
+_FIELDS = ("comm", "path", "filename", "oldpath", "newpath", "target", "source", "name", "query", "qname",
+           "daddr", "saddr")
 
 
 def id_hash(id_: str) -> int:
@@ -42,41 +41,40 @@ def id_hash(id_: str) -> int:
 
 
 def split_words(text: str) -> list[str]:
-    """Words of 2+ characters of `text`, lowercased, plus the parts of dotted/colon words."""
-    out: dict[str, None] = {}
-    for w in _WORD.findall(text.lower()):
-        if len(w) >= 2:
-            out[w] = None
-        if "." in w or ":" in w:
-            for part in re.split(r"[.:]+", w):
-                if len(part) >= 2:
-                    out[part] = None
-    return list(out)
+    """Words of 2+ characters of `text`, lowercased, plus the parts of dotted/colon words; sorted, no repeats."""
+    words = {w.strip(".:") for w in _WORD.findall(text.lower())}
+    dotted = " ".join(w for w in words if "." in w or ":" in w)
+    if dotted:
+        words.update(_PART.findall(dotted))
+    return sorted(w for w in words if len(w) >= 2)
 
 
-def _strs(d: Any, keys: Iterable[str]) -> list[str]:
-    return [d[k] for k in keys if isinstance(d, dict) and isinstance(d.get(k), str)] if isinstance(d, dict) else []
+def _str(d: dict, k: str) -> str:
+    v = d.get(k)
+    return v if isinstance(v, str) else ""
 
 
 def search_text(item: dict) -> str:
     """The searchable text of an event or alert, as space-separated words."""
-    parts = [item.get("comm") if isinstance(item.get("comm"), str) else ""]
-    parts += _strs(item, _PATH_FIELDS) + _strs(item, _ADDR_FIELDS)
+    parts = [_str(item, k) for k in _FIELDS]
     proc = item.get("proc")
-    parts += _strs(proc, ("exe", "cmdline"))
+    if isinstance(proc, dict):
+        parts += (_str(proc, "exe"), _str(proc, "cmdline"))
     if isinstance(item.get("argv"), list) and not (isinstance(proc, dict) and proc.get("cmdline")):
         parts += [a for a in item["argv"] if isinstance(a, str)]
-    parts += _strs(item.get("container"), ("name", "image")) + _strs(item.get("k8s"), ("pod", "namespace"))
+    if isinstance(item.get("container"), dict):     # image, pod, namespace: the API filters on those
+        parts.append(_str(item["container"], "name"))
     if item.get("kind") == "alert":
-        parts += _strs(item, ("rule", "output"))
+        parts += (_str(item, "rule"), _str(item, "output"))
         if isinstance(item.get("event"), dict):
             parts.append(search_text(item["event"]))
-    return " ".join(split_words(" ".join(p for p in parts if p)[:MAX_WORDS_TEXT]))
+    return " ".join(split_words(" ".join(parts)[:MAX_WORDS_TEXT]))
 
 
 def query_words(q: str) -> list[tuple[str, bool]]:
     """(word, is_prefix) for each word of a text query; words of MIN_PREFIX+ characters match as prefixes."""
-    return [(w, len(w) >= MIN_PREFIX) for w in _WORD.findall(q.lower()) if len(w) >= 2]
+    words = (w.strip(".:") for w in _WORD.findall(q.lower()))
+    return [(w, len(w) >= MIN_PREFIX) for w in words if len(w) >= 2]
 
 
 class Codec:

@@ -20,7 +20,7 @@ from .tables import AGED, CAPPED, CONTAINER_SELECT, MAX_TREE_ROWS, PROCESS_SELEC
 
 _SQL = statements(query.POSTGRES)
 CLOSE_TIMEOUT_S = 10
-PARTITION_NS = 3600 * 10**9
+PARTITION_NS = 24 * 3600 * 10**9     # one partition per day: retention drops whole days
 RETAIN_BATCH = 5000
 RETAIN_PASSES = 1           # freed space shows only after VACUUM: one estimate per run
 SIZE_TARGET = 0.9

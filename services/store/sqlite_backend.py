@@ -201,22 +201,37 @@ def _intern(c: _Conn, db: sqlite3.Connection, s: str | None) -> int | None:
     return i
 
 
-def _insert(c: _Conn, db: sqlite3.Connection, j: Journal, item: dict) -> bool:
-    """Store one item under the first free key at or after its ts; False if it is already stored."""
-    strs, ints = journal.row_values(j, item)
-    raw = codecmod.dumps(item)
-    c.codec.sample(raw)
-    row = [journal.idh(item), *(_intern(c, db, strs[col]) for col in j.named), *(ints[col] for col in j.ints),
-           c.codec.encode(raw)]
-    k = item["ts"]
-    sql = f"INSERT INTO {j.table} ({', '.join(j.columns)}) VALUES ({', '.join('?' * len(j.columns))}) " \
-          "ON CONFLICT (k) DO NOTHING"
-    while not db.execute(sql, (k, *row)).rowcount:
-        if db.execute(f"SELECT idh FROM {j.table} WHERE k = ?", (k,)).fetchone()[0] == row[0]:
-            return False
-        k += 1
-    db.execute(f"INSERT INTO {j.fts} (rowid, words) VALUES (?, ?)", (k, codecmod.search_text(item)))
-    return True
+def _insert(c: _Conn, db: sqlite3.Connection, j: Journal, items: list[dict]) -> list[dict]:
+    """Store items under the first free keys at or after their ts; returns those not already stored.
+    One writer per file: the keys taken in the batch's time span are read once, then all rows go in at once."""
+    if not items:
+        return []
+    lo, hi = min(it["ts"] for it in items), max(it["ts"] for it in items)
+    taken = dict(db.execute(f"SELECT k, idh FROM {j.table} WHERE k BETWEEN ? AND ?", (lo, hi + 4096)))
+    rows, words, new = [], [], []
+    for it in items:
+        h = journal.idh(it)
+        k = it["ts"]
+        while k in taken and taken[k] != h:
+            k += 1
+            if k > hi + 4096 and k not in taken:     # past the span read: ask the database
+                row = db.execute(f"SELECT idh FROM {j.table} WHERE k = ?", (k,)).fetchone()
+                if row:
+                    taken[k] = row[0]
+        if taken.get(k) == h:                        # already stored (or twice in this batch)
+            continue
+        taken[k] = h
+        strs, ints = journal.row_values(j, it)
+        raw = codecmod.dumps(it)
+        c.codec.sample(raw)
+        rows.append((k, h, *(_intern(c, db, strs[col]) for col in j.named), *(ints[col] for col in j.ints),
+                     c.codec.encode(raw)))
+        words.append((k, codecmod.search_text(it)))
+        new.append(it)
+    db.executemany(f"INSERT INTO {j.table} ({', '.join(j.columns)}) VALUES ({', '.join('?' * len(j.columns))})",
+                   rows)
+    db.executemany(f"INSERT INTO {j.fts} (rowid, words) VALUES (?, ?)", words)
+    return new
 
 
 def _write(c: _Conn, db: sqlite3.Connection, events: list[dict], alerts: list[dict],
@@ -224,8 +239,8 @@ def _write(c: _Conn, db: sqlite3.Connection, events: list[dict], alerts: list[di
     res = WriteResult()
     db.execute("BEGIN IMMEDIATE")
     try:
-        new = [ev for ev in derive.unique_by_id(events) if _insert(c, db, EVENTS, ev)]
-        res.alerts = sum(_insert(c, db, ALERTS, al) for al in derive.unique_by_id(alerts))
+        new = _insert(c, db, EVENTS, derive.unique_by_id(events))
+        res.alerts = len(_insert(c, db, ALERTS, derive.unique_by_id(alerts)))
         res.events = len(new)
         res.duplicates = len(events) + len(alerts) - res.events - res.alerts
         for j, n in ((EVENTS, res.events), (ALERTS, res.alerts)):
@@ -353,5 +368,10 @@ def _read(c: _Conn, db: sqlite3.Connection, pl: journal.Plan) -> dict:
             sql = (f"SELECT t.k, t.body FROM {j.table} t WHERE t.k BETWEEN ? AND ?"
                    f"{''.join(' AND ' + x for x in conds)} ORDER BY t.k DESC LIMIT ?")
             args = [lo, hi, *pr.values(), pl.limit + 1]
-        pages.append(db.execute(sql, args).fetchall())
+        try:
+            pages.append(db.execute(sql, args).fetchall())
+        except sqlite3.OperationalError as e:
+            if not pl.words or "fts5" not in str(e):
+                raise
+            raise query.QueryError(f"parameter 'q': cannot search for {pl.words!r}: {e}") from None
     return journal.page(journal.merge_pages(pages, pl.limit), pl.limit, lambda b: c.decode(db, b))

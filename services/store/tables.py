@@ -1,7 +1,7 @@
 """Table definitions and the write/derive statements both backends run."""
 from __future__ import annotations
 
-from .derive import ALERT_COLS, CONNECTION_COLS, CONTAINER_COLS, EVENT_COLS, IP_COLS, PROCESS_COLS
+from .derive import CONNECTION_COLS, CONTAINER_COLS, IP_COLS, PROCESS_COLS
 from .query import Dialect
 
 SCHEMA_VERSION = 2     # 1: events/alerts with the JSON body as text (migrated on start, migrate.py)
@@ -89,8 +89,6 @@ def _least(d: Dialect) -> tuple[str, str]:
 def statements(d: Dialect) -> dict[str, str]:
     least, greatest = _least(d)
     return {
-        "event": _insert(d, "events", EVENT_COLS) + " ON CONFLICT (id) DO NOTHING",
-        "alert": _insert(d, "alerts", ALERT_COLS) + " ON CONFLICT (id) DO NOTHING",
         "container": _insert(d, "containers", CONTAINER_COLS) + f""" ON CONFLICT (id) DO UPDATE SET
             name = COALESCE(excluded.name, containers.name), image = COALESCE(excluded.image, containers.image),
             runtime = COALESCE(excluded.runtime, containers.runtime), node = excluded.node,
