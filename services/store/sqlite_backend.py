@@ -348,28 +348,29 @@ def fts_match(words: list[tuple[str, bool]]) -> str:
     return " AND ".join(f'"{w}"*' if prefix else f'"{w}"' for w, prefix in words)
 
 
-def _read(c: _Conn, db: sqlite3.Connection, pl: journal.Plan) -> dict:
+def probe_sql(pl: journal.Plan, probe: dict[str, int]) -> tuple[str, list]:
+    """One probe's SELECT of (k, body), newest first: an index walk in key order that stops at the page's end."""
     j = pl.journal
+    lo, hi = journal.key_bounds(pl)
+    conds = "".join(f" AND t.{col} = ?" for col in probe)
+    if pl.words:
+        return (f"SELECT t.k, t.body FROM {j.fts} f JOIN {j.table} t ON t.k = f.rowid "
+                f"WHERE {j.fts} MATCH ? AND f.rowid BETWEEN ? AND ?{conds} ORDER BY f.rowid DESC LIMIT ?",
+                [fts_match(pl.words), lo, hi, *probe.values(), pl.limit + 1])
+    return (f"SELECT t.k, t.body FROM {j.table} t WHERE t.k BETWEEN ? AND ?{conds} ORDER BY t.k DESC LIMIT ?",
+            [lo, hi, *probe.values(), pl.limit + 1])
+
+
+def _read(c: _Conn, db: sqlite3.Connection, pl: journal.Plan) -> dict:
     ids = {col: _lookup(db, s) for col, s in pl.names.items()}
     conts = _containers(db, pl.container) if pl.container is not None else None
     probes = journal.probes(pl, ids, conts)
     if probes is None:
         return {"items": [], "next_cursor": None}
-    lo, hi = journal.key_bounds(pl)
     pages = []
     for pr in probes:
-        conds = [f"t.{col} = ?" for col in pr]
-        if pl.words:
-            sql = (f"SELECT t.k, t.body FROM {j.fts} f JOIN {j.table} t ON t.k = f.rowid "
-                   f"WHERE {j.fts} MATCH ? AND f.rowid BETWEEN ? AND ?{''.join(' AND ' + x for x in conds)} "
-                   "ORDER BY f.rowid DESC LIMIT ?")
-            args = [fts_match(pl.words), lo, hi, *pr.values(), pl.limit + 1]
-        else:
-            sql = (f"SELECT t.k, t.body FROM {j.table} t WHERE t.k BETWEEN ? AND ?"
-                   f"{''.join(' AND ' + x for x in conds)} ORDER BY t.k DESC LIMIT ?")
-            args = [lo, hi, *pr.values(), pl.limit + 1]
         try:
-            pages.append(db.execute(sql, args).fetchall())
+            pages.append(db.execute(*probe_sql(pl, pr)).fetchall())
         except sqlite3.OperationalError as e:
             if not pl.words or "fts5" not in str(e):
                 raise
