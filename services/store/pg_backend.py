@@ -203,7 +203,7 @@ class PostgresBackend:
         return res
 
     async def _train(self) -> None:
-        data = self.codec.train()
+        data = await asyncio.get_running_loop().run_in_executor(None, self.codec.train)
         if data is None:
             return
         async with self.pool.acquire() as con:

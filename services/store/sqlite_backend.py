@@ -91,8 +91,10 @@ class SqliteBackend:
     # -- writes -------------------------------------------------------------
     async def write(self, events: list[dict], alerts: list[dict]) -> WriteResult:
         res = await self._w.call(_write, events, alerts)
-        if self._w.codec.wants_training():
-            await self._w.call(_train)
+        if self._w.codec.wants_training():      # trained off the writer thread (a second or two)
+            data = await asyncio.get_running_loop().run_in_executor(None, self._w.codec.train)
+            if data is not None:
+                await self._w.call(_add_dict, data)
         return res
 
     async def retain(self, cutoff_ts: int, max_rows: int, max_bytes: int) -> RetentionResult:
@@ -228,6 +230,8 @@ def _insert(c: _Conn, db: sqlite3.Connection, j: Journal, items: list[dict]) -> 
                      c.codec.encode(raw)))
         words.append((k, codecmod.search_text(it)))
         new.append(it)
+    rows.sort(key=lambda r: r[0])      # in key order: appends, full pages
+    words.sort(key=lambda r: r[0])
     db.executemany(f"INSERT INTO {j.table} ({', '.join(j.columns)}) VALUES ({', '.join('?' * len(j.columns))})",
                    rows)
     db.executemany(f"INSERT INTO {j.fts} (rowid, words) VALUES (?, ?)", words)
@@ -261,10 +265,7 @@ def _write(c: _Conn, db: sqlite3.Connection, events: list[dict], alerts: list[di
     return res
 
 
-def _train(c: _Conn, db: sqlite3.Connection) -> None:
-    data = c.codec.train()
-    if data is None:
-        return
+def _add_dict(c: _Conn, db: sqlite3.Connection, data: bytes) -> None:
     i = c.codec.current + 1
     db.execute("INSERT INTO dicts (id, data) VALUES (?, ?)", (i, data))
     c.codec.add_dict(i, data)
