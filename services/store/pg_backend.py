@@ -341,9 +341,9 @@ class PostgresBackend:
         tq = query.tree_query(params)
         b = query.POSTGRES.builder()
         if tq.container is not None:
-            prefix = tq.container + "%" if query._HEX.match(tq.container) else "\x01"
-            b.add("(container_id LIKE {} OR container_id IN (SELECT id FROM containers WHERE name = {}))",
-                  prefix, tq.container)
+            hexed = bool(query._HEX.match(tq.container))
+            b.add("container_id IN (SELECT id FROM containers WHERE name = {} OR (id >= {} AND id < {}))",
+                  tq.container, tq.container if hexed else "g", tq.container + "g" if hexed else "g")
         if tq.pid is not None:
             b.add("node IN (SELECT node FROM processes WHERE pid = {})", tq.pid)
         if tq.node is not None:

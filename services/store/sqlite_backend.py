@@ -130,8 +130,10 @@ class SqliteBackend:
         tq = query.tree_query(params)
         where, args = [], []
         if tq.container is not None:
-            where.append("(container_id LIKE ? OR container_id IN (SELECT id FROM containers WHERE name = ?))")
-            args += [tq.container + "%" if query._HEX.match(tq.container) else "\x01", tq.container]
+            # ids by name or id prefix, both through containers' indexes; then processes by container index
+            where.append("container_id IN (SELECT id FROM containers WHERE name = ? OR (id >= ? AND id < ?))")
+            hexed = bool(query._HEX.match(tq.container))
+            args += [tq.container, tq.container if hexed else "g", tq.container + "g" if hexed else "g"]
         if tq.pid is not None:
             where.append("node IN (SELECT node FROM processes WHERE pid = ?)")
             args.append(tq.pid)
