@@ -13,7 +13,7 @@ import orjson
 
 from services.store import derive, query
 from services.store.derive import _container, _i, _k8s, _s
-from services.store.tables import DERIVED_DDL, statements
+from services.store.tables import derived_ddl, statements
 
 DDL = [
     """CREATE TABLE IF NOT EXISTS events (
@@ -31,7 +31,7 @@ DDL = [
         body TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS alerts_ts ON alerts (ts, id)",
     "CREATE INDEX IF NOT EXISTS alerts_rule_ts ON alerts (rule, ts)",
-    *DERIVED_DDL,
+    *derived_ddl(sqlite=False),     # version 1's derived tables (no WITHOUT ROWID)
 ]
 EVENT_COLS = ("id", "ts", "node", "kind", "pid", "comm", "container_id", "container_name", "image",
               "k8s_ns", "k8s_pod", "cgroup_id", "body")

@@ -7,14 +7,14 @@ from .query import Dialect
 SCHEMA_VERSION = 2     # 1: events/alerts with the JSON body as text (migrated on start, migrate.py)
 
 # Tables derived from events (both backends, unchanged since version 1).
-DERIVED_DDL = [
+_DERIVED_DDL = [
     """CREATE TABLE IF NOT EXISTS containers (
         id TEXT PRIMARY KEY, name TEXT, image TEXT, runtime TEXT, node TEXT, cgroup_id BIGINT, labels TEXT,
         first_seen BIGINT NOT NULL, last_seen BIGINT NOT NULL, events BIGINT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS containers_name ON containers (name)",
     """CREATE TABLE IF NOT EXISTS connections (
         src TEXT NOT NULL, dst TEXT NOT NULL, port INTEGER NOT NULL, proto TEXT NOT NULL, origin TEXT NOT NULL,
-        count BIGINT NOT NULL, last_seen BIGINT NOT NULL, PRIMARY KEY (src, dst, port, proto, origin))""",
+        count BIGINT NOT NULL, last_seen BIGINT NOT NULL, PRIMARY KEY (src, dst, port, proto, origin)){without_rowid}""",
     "CREATE INDEX IF NOT EXISTS connections_last_seen ON connections (last_seen)",
     """CREATE TABLE IF NOT EXISTS container_ips (
         ip TEXT PRIMARY KEY, container_id TEXT NOT NULL, last_seen BIGINT NOT NULL)""",
@@ -25,6 +25,13 @@ DERIVED_DDL = [
     "CREATE INDEX IF NOT EXISTS processes_ts ON processes (ts)",
     "CREATE INDEX IF NOT EXISTS processes_pid ON processes (pid)",
 ]
+
+
+
+def derived_ddl(sqlite: bool) -> list[str]:
+    # SQLite: the primary key is the table (no second copy of the key in an index)
+    return [s.replace("{without_rowid}", " WITHOUT ROWID" if sqlite else "") for s in _DERIVED_DDL]
+
 
 # The journals (journal.py): key = ts in ns, typed columns of interned ids, zstd body.
 # Every SQLite index on (x) also holds the key, so it is an index on (x, time).
@@ -38,8 +45,9 @@ def _sqlite_journal(j) -> list[str]:
             "body BLOB NOT NULL)",
             *(f"CREATE INDEX IF NOT EXISTS {j.table}_by_{c} ON {j.table} ({c})"
               + (f" WHERE {c} IS NOT NULL" if c in _PARTIAL else "") for c in j.indexed),
-            # contentless: the words are not stored twice; deleting a row deletes its words (retention)
-            f"CREATE VIRTUAL TABLE IF NOT EXISTS {j.fts} USING fts5(words, content='', detail=none, "
+            # contentless: the words are not stored twice; deleting a row deletes its words (retention);
+            # detail=none, columnsize=0: no positions, no sizes (no ranking), a few bytes per word
+            f"CREATE VIRTUAL TABLE IF NOT EXISTS {j.fts} USING fts5(words, content='', detail=none, columnsize=0, "
             "tokenize=\"unicode61 remove_diacritics 0 tokenchars '._:'\")"]
 
 
@@ -63,12 +71,12 @@ def sqlite_ddl() -> list[str]:
     from .journal import JOURNALS
     return [*_common("BLOB", "INTEGER"),
             "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL)",
-            *(s for j in JOURNALS for s in _sqlite_journal(j)), *DERIVED_DDL]
+            *(s for j in JOURNALS for s in _sqlite_journal(j)), *derived_ddl(sqlite=True)]
 
 
 def pg_ddl() -> list[str]:
     from .journal import JOURNALS
-    return [*_common("BYTEA", "SERIAL"), *(s for j in JOURNALS for s in _pg_journal(j)), *DERIVED_DDL]
+    return [*_common("BYTEA", "SERIAL"), *(s for j in JOURNALS for s in _pg_journal(j)), *derived_ddl(sqlite=False)]
 
 
 TABLES = ("events", "alerts", "containers", "connections", "container_ips", "processes")
