@@ -119,6 +119,45 @@ async def bench_backend(kind: str, n: int, seed: int, baseline: bool, pg_url: st
     return out
 
 
+async def retention_under_load(kind: str, n: int, cap: int, seed: int, pg_url: str | None, tmp: Path) -> None:
+    """Ingest n events into a store capped at `cap` bytes, retention running every 20 batches alongside the
+    writes (as the service does): the size after each retention pass and how long writes waited."""
+    pg = None
+    if kind == "postgresql" and pg_url is None:
+        from tests.pg import PgServer
+        pg = PgServer().start()
+    try:
+        store = open_backend(f"sqlite:///{tmp / 'retain.db'}" if kind == "sqlite"
+                             else (await pg.new_database() if pg else pg_url))
+        await store.open()
+        lat, sizes, retains = [], [], []
+        task = None
+
+        async def retain() -> None:
+            t = time.perf_counter()
+            await store.retain(0, 10**12, cap)
+            retains.append(time.perf_counter() - t)
+            sizes.append((await store.counts())["db_bytes"])
+        for i, (evs, als) in enumerate(batches(n, seed, time.time_ns())):
+            t = time.perf_counter()
+            await store.write(evs, als)
+            lat.append(time.perf_counter() - t)
+            if i % 20 == 19 and (task is None or task.done()):
+                task = asyncio.create_task(retain())
+        if task:
+            await task
+        await store.close()
+        lat.sort()
+        print(f"\n== {kind}: retention under load, {n:,} events, cap {cap / 2**20:.0f} MiB ==")
+        print(f"  size after each pass: max {max(sizes) / 2**20:.1f} MiB, last {sizes[-1] / 2**20:.1f} MiB "
+              f"({len(sizes)} passes, longest {max(retains):.2f} s)")
+        print(f"  write of {BATCH} events: p50 {lat[len(lat) // 2] * 1e3:.0f} ms, "
+              f"p99 {lat[int(len(lat) * 0.99)] * 1e3:.0f} ms, max {lat[-1] * 1e3:.0f} ms")
+    finally:
+        if pg:
+            pg.stop()
+
+
 def report(kind: str, n: int, res: dict) -> None:
     new, old = res["new"], res.get("v1")
     print(f"\n== {kind}, {n:,} events ==")
@@ -144,11 +183,17 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true", help="skip schema version 1")
     ap.add_argument("--pg-url", help="an empty PostgreSQL database (default: start a throwaway server)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--retention-events", type=int, default=200_000,
+                    help="events for the retention-under-load run (0: skip it)")
+    ap.add_argument("--only-retention", action="store_true")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="store-bench-") as tmp:
         for kind in a.backends.split(","):
-            res = asyncio.run(bench_backend(kind, a.events, a.seed, not a.no_baseline, a.pg_url, Path(tmp)))
-            report(kind, a.events, res)
+            if not a.only_retention:
+                res = asyncio.run(bench_backend(kind, a.events, a.seed, not a.no_baseline, a.pg_url, Path(tmp)))
+                report(kind, a.events, res)
+            if a.retention_events:
+                asyncio.run(retention_under_load(kind, a.retention_events, 16 * 2**20, a.seed, a.pg_url, Path(tmp)))
 
 
 if __name__ == "__main__":

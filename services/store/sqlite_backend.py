@@ -207,18 +207,23 @@ def _intern(c: _Conn, db: sqlite3.Connection, s: str | None) -> int | None:
 
 def _insert(c: _Conn, db: sqlite3.Connection, j: Journal, items: list[dict]) -> list[dict]:
     """Store items under the first free keys at or after their ts; returns those not already stored.
-    One writer per file: the keys taken in the batch's time span are read once, then all rows go in at once."""
+    One writer per file: the keys the batch wants are looked up at once, then all rows go in at once."""
     if not items:
         return []
-    lo, hi = min(it["ts"] for it in items), max(it["ts"] for it in items)
-    taken = dict(db.execute(f"SELECT k, idh FROM {j.table} WHERE k BETWEEN ? AND ?", (lo, hi + 4096)))
+    wanted = sorted({it["ts"] for it in items})
+    taken: dict[int, int] = {}
+    for i in range(0, len(wanted), 500):
+        part = wanted[i:i + 500]
+        taken.update(db.execute(f"SELECT k, idh FROM {j.table} WHERE k IN ({', '.join('?' * len(part))})", part))
+    asked = set(wanted)
     rows, words, new = [], [], []
     for it in items:
         h = journal.idh(it)
         k = it["ts"]
-        while k in taken and taken[k] != h:
+        while k in taken and taken[k] != h:      # another event holds this ns: the next one
             k += 1
-            if k > hi + 4096 and k not in taken:     # past the span read: ask the database
+            if k not in asked:
+                asked.add(k)
                 row = db.execute(f"SELECT idh FROM {j.table} WHERE k = ?", (k,)).fetchone()
                 if row:
                     taken[k] = row[0]
