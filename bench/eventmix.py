@@ -43,6 +43,7 @@ class EventMix:
         self.seq = 0
         self.boot = _hex(self.r, 12)
         self.containers = []
+        self.peers: dict[str, list[str]] = {}
         for i in range(containers):
             prog = list(PROGRAMS)[i % len(PROGRAMS)]
             image = IMAGES[i % len(IMAGES)]
@@ -52,6 +53,8 @@ class EventMix:
             c = {"id": _hex(self.r, 64), "name": name, "image": image, "runtime": "containerd" if k8s else "podman",
                  "labels": {"app": prog, "version": "2.3.1", "team": ["core", "data", "web"][i % 3]}}
             pids = [self.r.randrange(100, 60000) for _ in range(4)]
+            self.peers[c["id"]] = [(f"10.0.{self.r.randrange(8)}.{self.r.randrange(2, 250)}",
+                                    self.r.choice([80, 443, 5432, 6379, 8080, 53])) for _ in range(12)]
             self.containers.append((c, k8s, prog, pids, 1000 + i))
         self.kinds = list(KIND_WEIGHTS)
         self.weights = list(KIND_WEIGHTS.values())
@@ -61,6 +64,7 @@ class EventMix:
         self.seq += 1
         host = r.random() < 0.1
         c, k8s, prog, pids, cg = self.containers[r.randrange(len(self.containers))]
+        peers = self.peers[c["id"]]
         if host:
             c, k8s, prog, pids, cg = None, None, "systemd-journald", [412], 1
             args, paths = ["/lib/systemd/systemd-journald"], ["/var/log/journal/", "/run/systemd/journal/"]
@@ -96,8 +100,10 @@ class EventMix:
         elif kind == "exit":
             ev["exit_code"] = r.choice([0, 0, 0, 1])
         elif kind in ("connect", "accept", "flow"):
-            ev.update(family=2, proto="tcp", daddr=f"10.0.{r.randrange(8)}.{r.randrange(2, 250)}",
-                      dport=r.choice([80, 443, 5432, 6379, 8080, 53]), saddr=f"10.88.0.{cg % 250}",
+            # peers: a dozen services per container, now and then an address outside the cluster
+            peer, port = r.choice(peers) if r.random() < 0.97 else \
+                (f"{r.randrange(1, 224)}.{r.randrange(256)}.{r.randrange(256)}.{r.randrange(1, 255)}", 443)
+            ev.update(family=2, proto="tcp", daddr=peer, dport=port, saddr=f"10.88.0.{cg % 250}",
                       sport=r.randrange(32768, 61000))
             if kind == "flow":
                 ev.update(direction=r.choice(["connect", "accept"]), count=r.randrange(1, 40), failed=0,

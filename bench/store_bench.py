@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import signal
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -187,6 +189,7 @@ def main() -> None:
                     help="events for the retention-under-load run (0: skip it)")
     ap.add_argument("--only-retention", action="store_true")
     a = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # unwind: stop the PostgreSQL server, remove files
     with tempfile.TemporaryDirectory(prefix="store-bench-") as tmp:
         for kind in a.backends.split(","):
             if not a.only_retention:
