@@ -225,3 +225,29 @@ async def test_postgres_retention_drops_day_partitions(postgres):
             await con.close()
     finally:
         await b.close()
+
+
+async def test_postgres_search_past_the_walk_uses_the_index(postgres, monkeypatch):
+    """Rare words are found past the newest SEARCH_WALK rows (through the GIN index), pages included."""
+    from services.store import pg_backend
+    monkeypatch.setattr(pg_backend, "SEARCH_WALK", 5)
+    b = open_backend(await postgres.new_database())
+    await b.open()
+    try:
+        t0 = time.time_ns()
+        evs = [ev("open", ts=t0 + i, path=f"/common/{'rare' if i % 10 == 0 else 'x'}{i}") for i in range(60)]
+        await b.write(evs, [])
+
+        async def search(**p) -> list[int]:
+            out, cursor = [], None
+            while True:
+                page = orjson.loads(orjson.dumps(await b.events({**p, **({"cursor": cursor} if cursor else {})})))
+                out += [e["ts"] - t0 for e in page["items"]]
+                if not (cursor := page["next_cursor"]):
+                    return out
+        assert await search(q="rare", limit=2) == list(range(50, -1, -10))
+        assert await search(q="common", limit=7) == list(range(59, -1, -1))
+        assert await search(q="rare", kind="open", limit=100) == list(range(50, -1, -10))
+        assert await search(q="nowhere") == []
+    finally:
+        await b.close()

@@ -24,6 +24,7 @@ PARTITION_NS = 24 * 3600 * 10**9     # one partition per day: retention drops wh
 RETAIN_BATCH = 5000
 RETAIN_PASSES = 1           # freed space shows only after VACUUM: one estimate per run
 SIZE_TARGET = 0.9
+SEARCH_WALK = 20_000       # rows a word search checks by key before it asks the GIN index (tests lower it)
 _LOCK = 7226061
 _DERIVED = ("containers", "connections", "container_ips", "processes")
 
@@ -314,18 +315,49 @@ class PostgresBackend:
             lo, hi = journal.key_bounds(pl)
             pages = []
             for pr in probes:
+                if pl.words:
+                    pages.append(await self._search(con, j, pl, pr, lo, hi))
+                    continue
                 b = query.POSTGRES.builder()
                 b.add("k BETWEEN {} AND {}", lo, hi)
                 for col, v in pr.items():
                     b.add(f"{col} = {{}}", v)
-                if pl.words:
-                    b.add("words @@ {}::tsquery", tsquery(pl.words))
                 sql = f"SELECT k, body FROM {j.table}{b.where_sql()} ORDER BY k DESC LIMIT {b.ph(pl.limit + 1)}"
                 pages.append([(r[0], r[1]) for r in await con.fetch(sql, *b.args)])
             rows = journal.merge_pages(pages, pl.limit)
             bodies = await self._decode_all(con, [r[1] for r in rows[:pl.limit]])
         nxt = str(rows[pl.limit - 1][0]) if len(rows) > pl.limit else None
         return {"items": [orjson.Fragment(b) for b in bodies], "next_cursor": nxt}
+
+    async def _search(self, con, j: Journal, pl: journal.Plan, probe: dict, lo: int, hi: int) -> list[tuple]:
+        """Word search, never a walk of the whole table: the newest SEARCH_WALK rows are checked first
+        (frequent words fill the page there); past them, the GIN index finds the rest (rare words)."""
+        def where(upper: int) -> query.SqlBuilder:
+            b = query.POSTGRES.builder()
+            b.add("k BETWEEN {} AND {}", lo, upper)
+            for col, v in probe.items():
+                b.add(f"{col} = {{}}", v)
+            return b
+        b = where(hi)
+        q, n = b.ph(tsquery(pl.words)), b.ph(pl.limit + 1)
+        rows = [(r[0], r[1]) for r in await con.fetch(
+            f"SELECT k, body FROM (SELECT k, body, words FROM {j.table}{b.where_sql()} ORDER BY k DESC "
+            f"LIMIT {SEARCH_WALK}) s WHERE words @@ {q}::tsquery ORDER BY k DESC LIMIT {n}", *b.args)]
+        if len(rows) > pl.limit:
+            return rows
+        b = where(hi)
+        edge = await con.fetchval(f"SELECT k FROM {j.table}{b.where_sql()} ORDER BY k DESC "
+                                  f"OFFSET {SEARCH_WALK - 1} LIMIT 1", *b.args)
+        if edge is None:          # fewer rows than the walk: all were checked
+            return rows
+        b = where(edge - 1)
+        b.add("words @@ {}::tsquery", tsquery(pl.words))
+        async with con.transaction():
+            await con.execute("SET LOCAL enable_indexscan = off")     # the GIN index (bitmap), not a key walk
+            await con.execute("SET LOCAL enable_seqscan = off")
+            more = await con.fetch(f"SELECT k, body FROM {j.table}{b.where_sql()} ORDER BY k DESC "
+                                   f"LIMIT {b.ph(pl.limit + 1 - len(rows))}", *b.args)
+        return rows + [(r[0], r[1]) for r in more]
 
     async def events(self, params: dict) -> dict:
         return await self._read(journal.plan(EVENTS, params))
