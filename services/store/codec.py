@@ -97,6 +97,9 @@ class Codec:
         self._d[dict_id] = zstandard.ZstdDecompressor(dict_data=zd)
         self.current = max(self.current, dict_id)
 
+    def has(self, dict_id: int) -> bool:
+        return dict_id in self._d
+
     def encode(self, raw: bytes) -> bytes:
         return bytes((self.current,)) + self._c[self.current].compress(raw)
 

@@ -103,11 +103,11 @@ class PostgresBackend:
 
     async def _load_dicts(self, con) -> None:
         for r in await con.fetch("SELECT id, data FROM dicts ORDER BY id"):
-            if r[0] not in self.codec._d:
+            if not self.codec.has(r[0]):
                 self.codec.add_dict(r[0], r[1])
 
     async def _decode_all(self, con, blobs: list[bytes]) -> list[bytes]:
-        if any(b[0] not in self.codec._d for b in blobs):
+        if any(not self.codec.has(b[0]) for b in blobs):
             await self._load_dicts(con)
         return [self.codec.decode(b) for b in blobs]
 

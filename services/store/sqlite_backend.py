@@ -59,11 +59,11 @@ class _Conn:
 
     def load_dicts(self, db: sqlite3.Connection) -> None:
         for i, data in db.execute("SELECT id, data FROM dicts ORDER BY id"):
-            if i not in self.codec._d:
+            if not self.codec.has(i):
                 self.codec.add_dict(i, data)
 
     def decode(self, db: sqlite3.Connection, blob: bytes) -> bytes:
-        if blob[0] not in self.codec._d:      # trained by the writer since we last looked
+        if not self.codec.has(blob[0]):      # trained by the writer since we last looked
             self.load_dicts(db)
         return self.codec.decode(blob)
 
