@@ -21,6 +21,7 @@ bench: bootstrap
 	$(PY) -m bench.rules_bench
 	$(PY) -m bench.pipeline_bench
 	$(PY) -m bench.overhead_bench
+	$(PY) -m bench.store_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -68,7 +68,7 @@ STAMP="$VENV/.deps-$(sha1sum pyproject.toml | cut -c1-12)"
 if [ ! -e "$STAMP" ]; then
   log "pip install"
   "$VENV/bin/pip" install -q -e ".[test]" 2>&1 | grep -v "is ignored: it is neither" >&2 || true
-  "$VENV/bin/python" -c "import nats, orjson, aiohttp, yaml, asyncpg, bcc" 
+  "$VENV/bin/python" -c "import nats, orjson, aiohttp, yaml, asyncpg, zstandard, bcc" 
   rm -f "$VENV"/.deps-*; touch "$STAMP"
 fi
 log "ready ($VENV)"

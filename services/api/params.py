@@ -97,11 +97,14 @@ DESCRIPTIONS = {
     "container": "container id (prefix) or name",
     "node": "node name",
     "pid": "process id",
-    "q": "text search in the body (and comm of events)",
+    "q": ("words to search for (all must occur, any case) in paths, command line, comm, exe, container name and "
+          "addresses (alerts: also rule and output); words of 3+ characters match as prefixes, 2 as whole words; "
+          "'ld.so.preload' is found by 'preload' and by 'ld.so'"),
     "since": "only at or after this time: ns since the epoch or ISO-8601",
     "until": "only at or before this time: ns since the epoch or ISO-8601",
-    "limit": f"page size, 1..{MAX_LIMIT} (default {DEFAULT_LIMIT})",
-    "cursor": "next_cursor of the previous page",
+    "limit": f"page size, 1..{MAX_LIMIT} (default {DEFAULT_LIMIT}); any size fits: the store sends replies larger "
+             "than the bus's max payload in chunks",
+    "cursor": "next_cursor of the previous page (an opaque string; null on the last page)",
     "rule": "rule name",
     "priority": "minimum priority: " + ", ".join(PRIORITIES),
 }

@@ -11,8 +11,10 @@ StoreQueryError -> HTTP 400; StoreUnavailable (no store answered, or it failed) 
 
 Filters (all optional):
   events:  kind, container (id prefix or name), node, pid, namespace, pod (k8s), since, until (ns),
-           q (case-insensitive text in the event body),
-           limit (1..1000, default 100), cursor
+           q (words, case-insensitive, all must occur in the path, command line, comm, exe, container
+              name/image, pod, namespace or an address; words of 3+ characters also match as prefixes),
+           limit (1..1000, default 100), cursor (next_cursor of the previous page)
+Replies larger than the bus's max payload arrive in chunks (joined by this client).
   alerts:  rule, priority (minimum, e.g. "warning"), container, node, since, until, q, limit, cursor
 """
 from __future__ import annotations
@@ -23,6 +25,8 @@ import nats.errors
 import orjson
 
 from shared import subjects
+
+CHUNK_HEADER = "Eunomia-Chunk"     # services/store/service.py
 
 
 class StoreQueryError(Exception):
@@ -39,12 +43,9 @@ class StoreClient:
 
     async def _ask(self, op: str, params: dict[str, Any]) -> Any:
         body = {k: v for k, v in params.items() if v is not None}
+        data = await self._request(op, orjson.dumps(body))
         try:
-            msg = await self.bus.nc.request(subjects.store(op), orjson.dumps(body), timeout=self.timeout)
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
-            raise StoreUnavailable(f"store did not answer {op}: {type(e).__name__}") from None
-        try:
-            reply = orjson.loads(msg.data)
+            reply = orjson.loads(data)
         except orjson.JSONDecodeError:
             raise StoreUnavailable(f"store sent a non-JSON reply to {op}") from None
         if not isinstance(reply, dict):
@@ -54,6 +55,33 @@ class StoreClient:
                 raise StoreUnavailable(str(reply["error"]))
             raise StoreQueryError(str(reply["error"]))
         return reply.get("result")
+
+    async def _request(self, op: str, body: bytes) -> bytes:
+        """The reply's bytes; a large reply comes in chunks (header Eunomia-Chunk: "<i>/<n>"), joined here."""
+        nc = self.bus.nc
+        sub = await nc.subscribe(nc.new_inbox())
+        try:
+            await nc.publish(subjects.store(op), body, reply=sub.subject)
+            parts: list[bytes] = []
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=self.timeout)
+                except nats.errors.TimeoutError:
+                    raise StoreUnavailable(f"store did not answer {op}: TimeoutError") from None
+                headers = msg.headers or {}
+                if headers.get("Status") == "503":
+                    raise StoreUnavailable(f"store did not answer {op}: NoRespondersError")
+                chunk = headers.get(CHUNK_HEADER)
+                parts.append(msg.data)
+                if chunk is None:
+                    return msg.data
+                i, _, n = chunk.partition("/")
+                if not (i.isdigit() and n.isdigit() and int(i) == len(parts)):
+                    raise StoreUnavailable(f"store sent chunk {chunk!r} of {op} out of order")
+                if int(i) == int(n):
+                    return b"".join(parts)
+        finally:
+            await sub.unsubscribe()
 
     async def events(self, **filters: Any) -> dict:
         """{"items": [event, ...] newest first, "next_cursor": str | None}"""

@@ -1,35 +1,32 @@
-"""PostgreSQL backend (asyncpg): shared by store replicas in a cluster."""
+"""PostgreSQL backend (asyncpg): shared by store replicas in a cluster.
+
+Events and alerts are journals (journal.py) partitioned by key range (time):
+one partition per PARTITION_NS, created as rows arrive; retention drops
+whole partitions and deletes the rest in small batches. Text search uses a
+GIN index over each row's words (a tsvector of the words codec.py picks).
+"""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import asyncpg
 import orjson
 
-from . import derive, query
+from . import codec as codecmod, derive, journal, migrate, query
 from .backend import RetentionResult, WriteResult, container_dict, tree_from_rows
-from .derive import ALERT_COLS, EVENT_COLS
-from .tables import AGED, CAPPED, CONTAINER_SELECT, DDL, MAX_TREE_ROWS, PROCESS_SELECT, TABLES, statements
+from .journal import ALERTS, EVENTS, JOURNALS, Journal
+from .tables import AGED, CAPPED, CONTAINER_SELECT, MAX_TREE_ROWS, PROCESS_SELECT, SCHEMA_VERSION, pg_ddl, statements
 
 _SQL = statements(query.POSTGRES)
 CLOSE_TIMEOUT_S = 10
-_EVENT_TYPES = ("text", "bigint", "text", "text", "bigint", "text", "text", "text", "text", "text", "text",
-                "bigint", "text")
-_ALERT_TYPES = ("text", "bigint", "text", "text", "int", "text", "text", "text", "text", "text")
-
-
-def _bulk_insert(table: str, cols: tuple[str, ...], types: tuple[str, ...]) -> str:
-    arrays = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
-    return (f"INSERT INTO {table} ({', '.join(cols)}) SELECT * FROM unnest({arrays}) "
-            "ON CONFLICT (id) DO NOTHING RETURNING id")
-
-
-_INSERT_EVENTS = _bulk_insert("events", EVENT_COLS, _EVENT_TYPES)
-_INSERT_ALERTS = _bulk_insert("alerts", ALERT_COLS, _ALERT_TYPES)
-
-
-def _columns(rows: list[tuple], n: int) -> list[list]:
-    return [list(c) for c in zip(*rows)] if rows else [[] for _ in range(n)]
+PARTITION_NS = 24 * 3600 * 10**9     # one partition per day: retention drops whole days
+RETAIN_BATCH = 5000
+RETAIN_PASSES = 1           # freed space shows only after VACUUM: one estimate per run
+SIZE_TARGET = 0.9
+SEARCH_WALK = 20_000       # rows a word search checks by key before it asks the GIN index (tests lower it)
+_LOCK = 7226061
+_DERIVED = ("containers", "connections", "container_ips", "processes")
 
 
 def _rowcount(status: str) -> int:
@@ -40,21 +37,55 @@ def _rowcount(status: str) -> int:
         return 0
 
 
+def tsquery(words: list[tuple[str, bool]]) -> str:
+    """Words (letters, digits, '_.:' only: codec.py) -> tsquery text, cast without re-parsing."""
+    return " & ".join(f"'{w}':*" if prefix else f"'{w}'" for w, prefix in words)
+
+
+def _insert_sql(j: Journal) -> str:
+    types = ["bigint", "int", *("int" for _ in j.named), *("bigint" for _ in j.ints), "bytea", "text"]
+    arrays = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
+    cols = ", ".join(j.columns)
+    return (f"INSERT INTO {j.table} ({cols}, words) SELECT {cols}, array_to_tsvector(string_to_array(w, ' ')) "
+            f"FROM unnest({arrays}) AS u({cols}, w) ON CONFLICT (k) DO NOTHING RETURNING k")
+
+
 class PostgresBackend:
     name = "postgresql"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, partition_ns: int = PARTITION_NS) -> None:
         self.url = url
+        self.partition_ns = partition_ns
         self.pool: asyncpg.Pool | None = None
+        self.codec = codecmod.Codec()
+        self._names: dict[str, int] = {}
+        self._parts: set[tuple[str, int]] = set()           # (table, partition start) known to exist
+        self._counts: dict[str, int] = {}                    # closed partition -> rows
 
     async def open(self) -> None:
         self.pool = await asyncpg.create_pool(self.url, min_size=1, max_size=4, command_timeout=60)
         async with self.pool.acquire() as con:
             async with con.transaction():
                 # replicas may start together: serialize DDL
-                await con.execute("SELECT pg_advisory_xact_lock(7226061)")
-                for stmt in DDL:
+                await con.execute(f"SELECT pg_advisory_xact_lock({_LOCK})")
+                found = await migrate.pg_version(con)
+                if found is not None and found > SCHEMA_VERSION:
+                    raise migrate.SchemaError(
+                        f"database schema version {found} is newer than this store's ({SCHEMA_VERSION}); "
+                        "run a newer eunomia, or point --store at an empty database")
+                if found == 1:
+                    await migrate.pg_rename_v1(con)
+                for stmt in pg_ddl():
                     await con.execute(stmt)
+            await self._load_dicts(con)
+        async with self.pool.acquire() as con:
+            if await migrate.pg_has_v1(con):
+                await migrate.pg_copy_v1(self.pool, lambda evs, als: self._write(evs, als, derived=False))
+            async with con.transaction():
+                await con.execute(f"SELECT pg_advisory_xact_lock({_LOCK})")
+                if await migrate.pg_version(con) != SCHEMA_VERSION:
+                    await con.execute("DELETE FROM schema_version")
+                    await con.execute("INSERT INTO schema_version (version) VALUES ($1)", SCHEMA_VERSION)
 
     async def close(self) -> None:
         if self.pool:
@@ -70,27 +101,143 @@ class PostgresBackend:
                                 asyncpg.TooManyConnectionsError, asyncpg.DeadlockDetectedError,
                                 asyncpg.SerializationError, asyncpg.AdminShutdownError))
 
+    async def _load_dicts(self, con) -> None:
+        for r in await con.fetch("SELECT id, data FROM dicts ORDER BY id"):
+            if not self.codec.has(r[0]):
+                self.codec.add_dict(r[0], r[1])
+
+    async def _decode_all(self, con, blobs: list[bytes]) -> list[bytes]:
+        if any(not self.codec.has(b[0]) for b in blobs):
+            await self._load_dicts(con)
+        return [self.codec.decode(b) for b in blobs]
+
+    # -- writes -------------------------------------------------------------
+    def _part(self, j: Journal, k: int) -> tuple[str, int, int]:
+        start = k - k % self.partition_ns
+        return f"{j.table}_p{start}_{start + self.partition_ns}", start, start + self.partition_ns
+
+    async def _ensure_partitions(self, j: Journal, keys) -> None:
+        starts = {k - k % self.partition_ns for k in keys} - {s for t, s in self._parts if t == j.table}
+        if not starts:
+            return
+        async with self.pool.acquire() as con:
+            async with con.transaction():
+                await con.execute(f"SELECT pg_advisory_xact_lock({_LOCK})")
+                for s in sorted(starts):
+                    name, lo, hi = self._part(j, s)
+                    if await con.fetchval("SELECT to_regclass($1)", name) is None:
+                        await con.execute(f"CREATE TABLE {name} PARTITION OF {j.table} FOR VALUES FROM ({lo}) TO ({hi})")
+        self._parts |= {(j.table, s) for s in starts}
+
+    async def _intern(self, con, strs: set[str]) -> None:
+        missing = sorted(s for s in strs if s not in self._names)
+        if missing:
+            await con.execute("INSERT INTO names (s) SELECT unnest($1::text[]) ON CONFLICT (s) DO NOTHING", missing)
+            for r in await con.fetch("SELECT id, s FROM names WHERE s = ANY($1::text[])", missing):
+                self._names[r[1]] = r[0]
+            if len(self._names) > 100_000:
+                self._names = {s: self._names[s] for s in missing}
+
+    async def _insert(self, con, j: Journal, items: list[dict]) -> list[dict]:
+        """Store items under the first free keys at or after their ts; returns those not already stored."""
+        if not items:
+            return []
+        vals = [journal.row_values(j, it) for it in items]
+        await self._intern(con, {s for strs, _ in vals for s in strs.values() if s is not None})
+        rows = []
+        used: set[int] = set()
+        for it, (strs, ints) in zip(items, vals):
+            raw = codecmod.dumps(it)
+            self.codec.sample(raw)
+            k = it["ts"]
+            while k in used:          # same ns within the batch
+                k += 1
+            used.add(k)
+            rows.append([k, journal.idh(it), *(None if strs[c] is None else self._names[strs[c]] for c in j.named),
+                         *(ints[c] for c in j.ints), self.codec.encode(raw), codecmod.search_text(it)])
+        pending = list(range(len(rows)))
+        new: list[int] = []
+        sql = _insert_sql(j)
+        while pending:
+            await self._ensure_partitions(j, [rows[i][0] for i in pending])
+            cols = [list(c) for c in zip(*(rows[i] for i in pending))]
+            done = {r[0] for r in await con.fetch(sql, *cols)}
+            clash = [i for i in pending if rows[i][0] not in done]
+            new += [i for i in pending if rows[i][0] in done]
+            if not clash:
+                break
+            held = {r[0]: r[1] for r in await con.fetch(f"SELECT k, idh FROM {j.table} WHERE k = ANY($1::bigint[])",
+                                                        [rows[i][0] for i in clash])}
+            pending = []
+            for i in clash:
+                if held.get(rows[i][0]) != rows[i][1]:    # another event holds this ns: try the next one
+                    rows[i][0] += 1
+                    pending.append(i)
+        return [items[i] for i in sorted(new)]
+
     async def write(self, events: list[dict], alerts: list[dict]) -> WriteResult:
+        res = await self._write(events, alerts)
+        if self.codec.wants_training():
+            await self._train()
+        return res
+
+    async def _write(self, events: list[dict], alerts: list[dict], derived: bool = True) -> WriteResult:
         res = WriteResult()
         evs, als = derive.unique_by_id(events), derive.unique_by_id(alerts)
         async with self.pool.acquire() as con:
-            async with con.transaction():
-                new = []
-                if evs:
-                    ids = {r[0] for r in await con.fetch(
-                        _INSERT_EVENTS, *_columns([derive.event_row(e) for e in evs], len(EVENT_COLS)))}
-                    new = [e for e in evs if e["id"] in ids]
-                if als:
-                    res.alerts = len(await con.fetch(
-                        _INSERT_ALERTS, *_columns([derive.alert_row(a) for a in als], len(ALERT_COLS))))
-                res.events = len(new)
-                res.duplicates = len(events) + len(alerts) - res.events - res.alerts
-                d = derive.derive(new)
-                for key, rows in (("container", d.container_rows()), ("connection", d.connection_rows()),
-                                  ("ip", d.ip_rows()), ("process", d.process_rows()), ("exit", d.exit_rows())):
-                    if rows:
-                        await con.executemany(_SQL[key], rows)
+            try:
+                async with con.transaction():
+                    new = await self._insert(con, EVENTS, evs)
+                    res.alerts = len(await self._insert(con, ALERTS, als))
+                    res.events = len(new)
+                    res.duplicates = len(events) + len(alerts) - res.events - res.alerts
+                    if derived:
+                        d = derive.derive(new)
+                        for key, rows in (("container", d.container_rows()), ("connection", d.connection_rows()),
+                                          ("ip", d.ip_rows()), ("process", d.process_rows()),
+                                          ("exit", d.exit_rows())):
+                            if rows:
+                                await con.executemany(_SQL[key], rows)
+            except BaseException:
+                self._names.clear()      # ids interned in the rolled-back transaction are gone
+                raise
         return res
+
+    async def _train(self) -> None:
+        data = await asyncio.get_running_loop().run_in_executor(None, self.codec.train)
+        if data is None:
+            return
+        async with self.pool.acquire() as con:
+            async with con.transaction():
+                await con.execute(f"SELECT pg_advisory_xact_lock({_LOCK})")
+                i = (await con.fetchval("SELECT coalesce(max(id), 0) FROM dicts")) + 1
+                if i > codecmod.MAX_DICTS:
+                    return
+                await con.execute("INSERT INTO dicts (id, data) VALUES ($1, $2)", i, data)
+            await self._load_dicts(con)
+
+    # -- retention ----------------------------------------------------------
+    async def _partitions(self, con, j: Journal) -> list[tuple[int, int, str]]:
+        rows = await con.fetch("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                               "WHERE i.inhparent = $1::regclass", j.table)
+        out = []
+        for (name,) in rows:
+            lo, _, hi = name[len(j.table) + 2:].partition("_")
+            out.append((int(lo), int(hi), name))
+        return sorted(out)
+
+    async def _rows(self, con, j: Journal, parts: list[tuple[int, int, str]]) -> dict[str, int]:
+        """Rows per partition; closed partitions (ended over a partition ago) are counted once."""
+        closed_before = time.time_ns() - self.partition_ns
+        out = {}
+        for lo, hi, name in parts:
+            n = self._counts.get(name)
+            if n is None:
+                n = await con.fetchval(f"SELECT count(*) FROM {name}")
+                if hi < closed_before:
+                    self._counts[name] = n
+            out[name] = n
+        return out
 
     async def retain(self, cutoff_ts: int, max_rows: int, max_bytes: int) -> RetentionResult:
         res = RetentionResult()
@@ -100,6 +247,38 @@ class PostgresBackend:
                 res.deleted[table] = res.deleted.get(table, 0) + n
 
         async with self.pool.acquire() as con:
+            for attempt in range(RETAIN_PASSES):   # the size estimate is rough: check again
+                live = await self._db_bytes(con)
+                if attempt and live <= max_bytes:
+                    break
+                for j in JOURNALS:
+                    parts = await self._partitions(con, j)
+                    rows = await self._rows(con, j, parts)
+                    total = sum(rows.values())
+                    extra = max(0, total - max_rows)
+                    if j is EVENTS and live > max_bytes and total:
+                        extra = max(extra, int((live - SIZE_TARGET * max_bytes) * total / live) + 1)
+                    for lo, hi, name in parts:       # whole partitions first: a drop, no row-by-row delete
+                        if not (hi <= cutoff_ts or 0 < rows[name] <= extra or rows[name] == 0 and hi < cutoff_ts):
+                            break
+                        await con.execute(f"DROP TABLE {name}")
+                        self._parts.discard((j.table, lo))
+                        self._counts.pop(name, None)
+                        count(j.table, rows[name])
+                        extra = max(0, extra - rows[name])
+                    # then the oldest rows, in small transactions: those aged out, then the excess
+                    old = f"DELETE FROM {j.table} WHERE k IN (SELECT k FROM {j.table} WHERE k < $1 ORDER BY k LIMIT $2)"
+                    while (n := _rowcount(await con.execute(old, cutoff_ts, RETAIN_BATCH))):
+                        count(j.table, n)
+                        extra = max(0, extra - n)
+                        self._counts.clear()
+                        if n < RETAIN_BATCH:
+                            break
+                    oldest = f"DELETE FROM {j.table} WHERE k IN (SELECT k FROM {j.table} ORDER BY k LIMIT $1)"
+                    while extra and (n := _rowcount(await con.execute(oldest, min(RETAIN_BATCH, extra)))):
+                        count(j.table, n)
+                        extra -= n
+                        self._counts.clear()
             async with con.transaction():
                 for table, col in AGED:
                     count(table, _rowcount(await con.execute(f"DELETE FROM {table} WHERE {col} < $1", cutoff_ts)))
@@ -107,28 +286,84 @@ class PostgresBackend:
                     ts = await con.fetchval(f"SELECT ts FROM {table} ORDER BY ts DESC LIMIT 1 OFFSET $1", max_rows)
                     if ts is not None:
                         count(table, _rowcount(await con.execute(f"DELETE FROM {table} WHERE ts <= $1", ts)))
-                # PostgreSQL keeps freed pages until VACUUM: estimate live size from rows x sampled row size
-                n = await con.fetchval("SELECT count(*) FROM events")
-                per_row = await con.fetchval(
-                    "SELECT avg(octet_length(body)) * 2 FROM (SELECT body FROM events ORDER BY ts DESC LIMIT 1000) s")
-                if n and per_row and n * float(per_row) > max_bytes:
-                    keep = int(max_bytes / float(per_row))
-                    ts = await con.fetchval("SELECT ts FROM events ORDER BY ts DESC LIMIT 1 OFFSET $1", keep)
-                    if ts is not None:
-                        count("events", _rowcount(await con.execute("DELETE FROM events WHERE ts <= $1", ts)))
         return res
 
-    async def events(self, params: dict) -> dict:
-        sql, args, limit = query.events_sql(query.POSTGRES, params)
+    async def _db_bytes(self, con) -> int:
+        rels = [name for j in JOURNALS for _, _, name in await self._partitions(con, j)] + list(_DERIVED) + ["names"]
+        return int(await con.fetchval("SELECT coalesce(sum(pg_total_relation_size(c::regclass)), 0) "
+                                      "FROM unnest($1::text[]) c", rels))
+
+    # -- queries ------------------------------------------------------------
+    async def _read(self, pl: journal.Plan) -> dict:
+        j = pl.journal
         async with self.pool.acquire() as con:
-            rows = await con.fetch(sql, *args)
-        return query.page(rows, limit, orjson.loads)
+            ids = {}
+            for col, s in pl.names.items():
+                ids[col] = await con.fetchval("SELECT id FROM names WHERE s = $1", s)
+            conts = None
+            if pl.container is not None:
+                conts = {r[0] for r in await con.fetch(
+                    "SELECT n.id FROM containers c JOIN names n ON n.s = c.id WHERE c.name = $1", pl.container)}
+                if query._HEX.match(pl.container):
+                    conts |= {r[0] for r in await con.fetch(
+                        "SELECT id FROM names WHERE s >= $1 AND s < $2 AND length(s) = 64",
+                        pl.container, pl.container + "g")}
+                conts = sorted(conts)
+            probes = journal.probes(pl, ids, conts)
+            if probes is None:
+                return {"items": [], "next_cursor": None}
+            lo, hi = journal.key_bounds(pl)
+            pages = []
+            for pr in probes:
+                if pl.words:
+                    pages.append(await self._search(con, j, pl, pr, lo, hi))
+                    continue
+                b = query.POSTGRES.builder()
+                b.add("k BETWEEN {} AND {}", lo, hi)
+                for col, v in pr.items():
+                    b.add(f"{col} = {{}}", v)
+                sql = f"SELECT k, body FROM {j.table}{b.where_sql()} ORDER BY k DESC LIMIT {b.ph(pl.limit + 1)}"
+                pages.append([(r[0], r[1]) for r in await con.fetch(sql, *b.args)])
+            rows = journal.merge_pages(pages, pl.limit)
+            bodies = await self._decode_all(con, [r[1] for r in rows[:pl.limit]])
+        nxt = str(rows[pl.limit - 1][0]) if len(rows) > pl.limit else None
+        return {"items": [orjson.Fragment(b) for b in bodies], "next_cursor": nxt}
+
+    async def _search(self, con, j: Journal, pl: journal.Plan, probe: dict, lo: int, hi: int) -> list[tuple]:
+        """Word search, never a walk of the whole table: the newest SEARCH_WALK rows are checked first
+        (frequent words fill the page there); past them, the GIN index finds the rest (rare words)."""
+        def where(upper: int) -> query.SqlBuilder:
+            b = query.POSTGRES.builder()
+            b.add("k BETWEEN {} AND {}", lo, upper)
+            for col, v in probe.items():
+                b.add(f"{col} = {{}}", v)
+            return b
+        b = where(hi)
+        q, n = b.ph(tsquery(pl.words)), b.ph(pl.limit + 1)
+        rows = [(r[0], r[1]) for r in await con.fetch(
+            f"SELECT k, body FROM (SELECT k, body, words FROM {j.table}{b.where_sql()} ORDER BY k DESC "
+            f"LIMIT {SEARCH_WALK}) s WHERE words @@ {q}::tsquery ORDER BY k DESC LIMIT {n}", *b.args)]
+        if len(rows) > pl.limit:
+            return rows
+        b = where(hi)
+        edge = await con.fetchval(f"SELECT k FROM {j.table}{b.where_sql()} ORDER BY k DESC "
+                                  f"OFFSET {SEARCH_WALK - 1} LIMIT 1", *b.args)
+        if edge is None:          # fewer rows than the walk: all were checked
+            return rows
+        b = where(edge - 1)
+        b.add("words @@ {}::tsquery", tsquery(pl.words))
+        async with con.transaction():
+            await con.execute("SET LOCAL enable_indexscan = off")     # the GIN index (bitmap), not a key walk
+            await con.execute("SET LOCAL enable_seqscan = off")
+            more = await con.fetch(f"SELECT k, body FROM {j.table}{b.where_sql()} ORDER BY k DESC "
+                                   f"LIMIT {b.ph(pl.limit + 1 - len(rows))}", *b.args)
+        return rows + [(r[0], r[1]) for r in more]
+
+    async def events(self, params: dict) -> dict:
+        return await self._read(journal.plan(EVENTS, params))
 
     async def alerts(self, params: dict) -> dict:
-        sql, args, limit = query.alerts_sql(query.POSTGRES, params)
-        async with self.pool.acquire() as con:
-            rows = await con.fetch(sql, *args)
-        return query.page(rows, limit, orjson.loads)
+        return await self._read(journal.plan(ALERTS, params))
 
     async def containers(self) -> list[dict]:
         async with self.pool.acquire() as con:
@@ -138,9 +373,9 @@ class PostgresBackend:
         tq = query.tree_query(params)
         b = query.POSTGRES.builder()
         if tq.container is not None:
-            prefix = tq.container + "%" if query._HEX.match(tq.container) else "\x01"
-            b.add("(container_id LIKE {} OR container_id IN (SELECT id FROM containers WHERE name = {}))",
-                  prefix, tq.container)
+            hexed = bool(query._HEX.match(tq.container))
+            b.add("container_id IN (SELECT id FROM containers WHERE name = {} OR (id >= {} AND id < {}))",
+                  tq.container, tq.container if hexed else "g", tq.container + "g" if hexed else "g")
         if tq.pid is not None:
             b.add("node IN (SELECT node FROM processes WHERE pid = {})", tq.pid)
         if tq.node is not None:
@@ -160,7 +395,10 @@ class PostgresBackend:
 
     async def counts(self) -> dict:
         async with self.pool.acquire() as con:
-            out = {t: await con.fetchval(f"SELECT count(*) FROM {t}") for t in TABLES}
-            out["db_bytes"] = int(await con.fetchval(
-                "SELECT sum(pg_total_relation_size(c)) FROM unnest($1::text[]) c", list(TABLES)))
+            out = {}
+            for j in JOURNALS:
+                out[j.table] = sum((await self._rows(con, j, await self._partitions(con, j))).values())
+            for t in _DERIVED:
+                out[t] = await con.fetchval(f"SELECT count(*) FROM {t}")
+            out["db_bytes"] = await self._db_bytes(con)
         return out

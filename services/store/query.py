@@ -8,11 +8,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.priorities import choices, severity
+from shared import priorities
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 
+# Falco's priorities, least severe first; alerts store the index as prio_level (shared/priorities.py).
+PRIORITIES = tuple(p.lower() for p in reversed(priorities.PRIORITIES))
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _HEX = re.compile(r"^[0-9a-f]{1,64}$")
@@ -23,8 +25,8 @@ class QueryError(ValueError):
 
 
 def prio_level(priority: object) -> int:
-    """Alerts store this as prio_level: 0 for DEBUG ... 7 for EMERGENCY, -1 when unknown."""
-    return severity(priority)
+    """Index in PRIORITIES (0 for DEBUG ... 7 for EMERGENCY), or -1 when unknown."""
+    return priorities.severity(priority)
 
 
 def _int(name: str, v: Any, lo: int = 0, hi: int = 2**63 - 1) -> int:
@@ -47,19 +49,6 @@ def _text(name: str, v: Any, max_len: int = 200) -> str:
     if not isinstance(v, str) or not v or len(v) > max_len:
         raise QueryError(f"parameter {name!r}: must be a non-empty string of at most {max_len} characters")
     return v
-
-
-def encode_cursor(ts: int, id_: str) -> str:
-    return f"{ts}:{id_}"
-
-
-def _cursor(v: Any) -> tuple[int, str]:
-    if not isinstance(v, str) or ":" not in v:
-        raise QueryError(f"parameter 'cursor': {v!r} is not a cursor from a previous page")
-    ts, _, id_ = v.partition(":")
-    if not ts.isdigit() or not id_:
-        raise QueryError(f"parameter 'cursor': {v!r} is not a cursor from a previous page")
-    return int(ts), id_
 
 
 def _check_known(params: Any, known: tuple[str, ...]) -> dict:
@@ -103,78 +92,8 @@ class SqlBuilder:
         return (" WHERE " + " AND ".join(self.where)) if self.where else ""
 
 
-def _like_escape(s: str) -> str:
-    return "%" + s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def _container_clause(b: SqlBuilder, value: str) -> None:
-    if _HEX.match(value):
-        b.add("(container_id LIKE {} OR container_name = {})", value + "%", value)
-    else:
-        b.add("container_name = {}", value)
-
-
 EVENT_PARAMS = ("kind", "container", "node", "pid", "namespace", "pod", "since", "until", "q", "limit", "cursor")
 ALERT_PARAMS = ("rule", "priority", "container", "node", "since", "until", "q", "limit", "cursor")
-
-
-def _paged(table: str, cols: str, b: SqlBuilder, p: dict) -> tuple[str, list, int]:
-    if "since" in p:
-        b.add("ts >= {}", _int("since", p["since"]))
-    if "until" in p:
-        b.add("ts <= {}", _int("until", p["until"]))
-    if "q" in p:
-        pat = _like_escape(_text("q", p["q"]))
-        b.add(f"(body {b.dialect.ilike} {{}} ESCAPE '\\')", pat)
-    if "cursor" in p:
-        ts, id_ = _cursor(p["cursor"])
-        b.add("(ts < {} OR (ts = {} AND id < {}))", ts, ts, id_)
-    limit = _int("limit", p.get("limit", DEFAULT_LIMIT), 1, MAX_LIMIT)
-    sql = f"SELECT {cols} FROM {table}{b.where_sql()} ORDER BY ts DESC, id DESC LIMIT {b.ph(limit + 1)}"
-    return sql, b.args, limit
-
-
-def events_sql(d: Dialect, params: Any) -> tuple[str, list, int]:
-    """SELECT of (ts, id, body) newest first; fetch limit+1 rows to know if there is a next page."""
-    p = _check_known(params, EVENT_PARAMS)
-    b = d.builder()
-    if "kind" in p:
-        b.add("kind = {}", _token("kind", p["kind"]))
-    if "container" in p:
-        _container_clause(b, _token("container", p["container"]))
-    if "node" in p:
-        b.add("node = {}", _token("node", p["node"]))
-    if "pid" in p:
-        b.add("pid = {}", _int("pid", p["pid"]))
-    if "namespace" in p:
-        b.add("k8s_ns = {}", _token("namespace", p["namespace"]))
-    if "pod" in p:
-        b.add("k8s_pod = {}", _token("pod", p["pod"]))
-    return _paged("events", "ts, id, body", b, p)
-
-
-def alerts_sql(d: Dialect, params: Any) -> tuple[str, list, int]:
-    p = _check_known(params, ALERT_PARAMS)
-    b = d.builder()
-    if "rule" in p:
-        b.add("rule = {}", _text("rule", p["rule"]))
-    if "priority" in p:
-        lvl = prio_level(p["priority"])
-        if lvl < 0:
-            raise QueryError(f"parameter 'priority': {p['priority']!r} is not one of {choices()}")
-        b.add("prio_level >= {}", lvl)
-    if "container" in p:
-        _container_clause(b, _token("container", p["container"]))
-    if "node" in p:
-        b.add("node = {}", _token("node", p["node"]))
-    return _paged("alerts", "ts, id, body", b, p)
-
-
-def page(rows: list[tuple[int, str, Any]], limit: int, load) -> dict:
-    """Rows of (ts, id, body) -> {"items", "next_cursor"}."""
-    items = [load(r[2]) for r in rows[:limit]]
-    nxt = encode_cursor(rows[limit - 1][0], rows[limit - 1][1]) if len(rows) > limit else None
-    return {"items": items, "next_cursor": nxt}
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,9 @@ _log = log.get("store")
 STOP_TIMEOUT_S = 15.0
 MAX_DELIVERIES = 5   # a message whose data the database refused this often is terminated (unwritable_total)
 RETRY_DELAY_S = 1.0
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+CHUNK_HEADROOM = 4096           # bytes under max_payload for the header and protocol
+CHUNK_HEADER = "Eunomia-Chunk"
 QUERY_OPS = ("events", "alerts", "containers", "process_tree", "network_graph", "stats")
 
 
@@ -220,12 +223,28 @@ class StoreService:
             self.stats.inc("bad_queries_total", op=op)
             reply = {"error": str(e)}
         except Exception as e:
+            # the store's own failure (database down, ...): one line, no traceback, for a client's request
             self.stats.inc("query_errors_total", op=op)
-            _log.exception("query %s failed", op)
+            _log.error("query %s failed: %s: %s", op, type(e).__name__, e)
             reply = {"error": f"store failed on {op}: {type(e).__name__}: {e}", "unavailable": True}
         self.stats.inc("queries_total", op=op)
         if msg.reply:
-            await msg.respond(orjson.dumps(reply, default=str))
+            await self._reply(op, msg.reply, orjson.dumps(reply, default=str))
+
+    async def _reply(self, op: str, to: str, data: bytes) -> None:
+        """One message, or chunks under the bus's max payload with header Eunomia-Chunk: "<i>/<n>"."""
+        if len(data) > MAX_REPLY_BYTES:
+            self.stats.inc("query_too_large_total", op=op)
+            data = orjson.dumps({"error": f"the reply to {op} would be {len(data)} bytes (more than "
+                                          f"{MAX_REPLY_BYTES}): narrow the query or lower 'limit'"})
+        size = max(1024, (self.bus.nc.max_payload or 1024 * 1024) - CHUNK_HEADROOM)
+        if len(data) <= size:
+            await self.bus.nc.publish(to, data)
+            return
+        n = -(-len(data) // size)
+        self.stats.inc("query_replies_chunked_total", op=op)
+        for i in range(n):
+            await self.bus.nc.publish(to, data[i * size:(i + 1) * size], headers={CHUNK_HEADER: f"{i + 1}/{n}"})
 
     async def query(self, op: str, params: object):
         if not isinstance(params, dict):

@@ -2,6 +2,9 @@
 
 One writer thread (one connection) and one reader thread (another
 connection): WAL lets queries run while a batch is being written.
+Events and alerts are journals (journal.py): typed columns, zstd bodies,
+a contentless FTS5 index of their words; retention deletes the oldest rows
+in small transactions so writes go on between them.
 """
 from __future__ import annotations
 
@@ -12,20 +15,28 @@ from pathlib import Path
 
 import orjson
 
-from . import derive, query
+from . import codec as codecmod, derive, journal, migrate, query
 from .backend import RetentionResult, WriteResult, container_dict, tree_from_rows
-from .tables import AGED, CAPPED, CONTAINER_SELECT, DDL, MAX_TREE_ROWS, PROCESS_SELECT, TABLES, statements
+from .journal import ALERTS, EVENTS, JOURNALS, Journal
+from .tables import AGED, CAPPED, CONTAINER_SELECT, MAX_TREE_ROWS, PROCESS_SELECT, SCHEMA_VERSION, sqlite_ddl, \
+    statements
 
 _SQL = statements(query.SQLITE)
+RETAIN_BATCH = 2000
+RETAIN_PASSES = 5
+SIZE_TARGET = 0.9        # over max_bytes: delete down to this share of it
+_DERIVED = ("containers", "connections", "container_ips", "processes")
 
 
 class _Conn:
-    """A connection owned by one single-thread executor."""
+    """A connection owned by one single-thread executor, with its own codec and name cache."""
 
     def __init__(self, path: str, name: str) -> None:
         self.path = path
         self.pool = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-{name}")
         self.db: sqlite3.Connection | None = None
+        self.codec = codecmod.Codec()
+        self.names: dict[str, int] = {}
 
     def _open(self) -> sqlite3.Connection:
         if self.db is None:
@@ -36,15 +47,25 @@ class _Conn:
         return self.db
 
     async def call(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.pool, lambda: fn(self._open(), *args))
+        return await asyncio.get_running_loop().run_in_executor(self.pool, lambda: fn(self, self._open(), *args))
 
     async def close(self) -> None:
-        def shut(db: sqlite3.Connection) -> None:
+        def shut(c: "_Conn", db: sqlite3.Connection) -> None:
             db.close()
-            self.db = None
+            c.db = None
         if self.db is not None:
             await self.call(shut)
         self.pool.shutdown(wait=True)
+
+    def load_dicts(self, db: sqlite3.Connection) -> None:
+        for i, data in db.execute("SELECT id, data FROM dicts ORDER BY id"):
+            if not self.codec.has(i):
+                self.codec.add_dict(i, data)
+
+    def decode(self, db: sqlite3.Connection, blob: bytes) -> bytes:
+        if not self.codec.has(blob[0]):      # trained by the writer since we last looked
+            self.load_dicts(db)
+        return self.codec.decode(blob)
 
 
 class SqliteBackend:
@@ -57,11 +78,7 @@ class SqliteBackend:
 
     async def open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-
-        def init(db: sqlite3.Connection) -> None:
-            for stmt in DDL:
-                db.execute(stmt)
-        await self._w.call(init)
+        await self._w.call(_init)
 
     async def close(self) -> None:
         await self._r.close()
@@ -73,32 +90,50 @@ class SqliteBackend:
 
     # -- writes -------------------------------------------------------------
     async def write(self, events: list[dict], alerts: list[dict]) -> WriteResult:
-        return await self._w.call(_write, events, alerts)
+        res = await self._w.call(_write, events, alerts)
+        if self._w.codec.wants_training():      # trained off the writer thread (a second or two)
+            data = await asyncio.get_running_loop().run_in_executor(None, self._w.codec.train)
+            if data is not None:
+                await self._w.call(_add_dict, data)
+        return res
 
     async def retain(self, cutoff_ts: int, max_rows: int, max_bytes: int) -> RetentionResult:
-        return await self._w.call(_retain, cutoff_ts, max_rows, max_bytes)
+        res = RetentionResult()
+        for attempt in range(RETAIN_PASSES):   # the size estimate is rough: check again after each pass
+            excess = await self._w.call(_excess, max_rows, max_bytes)
+            if attempt and not any(excess.values()):
+                break
+            for j in JOURNALS:
+                extra = excess[j.table]
+                while True:     # small transactions: the writer gets its turn between them
+                    n, extra, more = await self._w.call(_retain_batch, j, cutoff_ts, extra)
+                    if n:
+                        res.deleted[j.table] = res.deleted.get(j.table, 0) + n
+                    if not more:
+                        break
+        for table, n in (await self._w.call(_retain_derived, cutoff_ts, max_rows)).items():
+            res.deleted[table] = n
+        return res
 
     # -- queries ------------------------------------------------------------
     async def events(self, params: dict) -> dict:
-        sql, args, limit = query.events_sql(query.SQLITE, params)
-        rows = await self._r.call(lambda db: db.execute(sql, args).fetchall())
-        return query.page(rows, limit, orjson.loads)
+        return await self._r.call(_read, journal.plan(EVENTS, params))
 
     async def alerts(self, params: dict) -> dict:
-        sql, args, limit = query.alerts_sql(query.SQLITE, params)
-        rows = await self._r.call(lambda db: db.execute(sql, args).fetchall())
-        return query.page(rows, limit, orjson.loads)
+        return await self._r.call(_read, journal.plan(ALERTS, params))
 
     async def containers(self) -> list[dict]:
-        rows = await self._r.call(lambda db: db.execute(CONTAINER_SELECT).fetchall())
+        rows = await self._r.call(lambda c, db: db.execute(CONTAINER_SELECT).fetchall())
         return [container_dict(r) for r in rows]
 
     async def process_tree(self, params: dict) -> list[dict]:
         tq = query.tree_query(params)
         where, args = [], []
         if tq.container is not None:
-            where.append("(container_id LIKE ? OR container_id IN (SELECT id FROM containers WHERE name = ?))")
-            args += [tq.container + "%" if query._HEX.match(tq.container) else "\x01", tq.container]
+            # ids by name or id prefix, both through containers' indexes; then processes by container index
+            where.append("container_id IN (SELECT id FROM containers WHERE name = ? OR (id >= ? AND id < ?))")
+            hexed = bool(query._HEX.match(tq.container))
+            args += [tq.container, tq.container if hexed else "g", tq.container + "g" if hexed else "g"]
         if tq.pid is not None:
             where.append("node IN (SELECT node FROM processes WHERE pid = ?)")
             args.append(tq.pid)
@@ -106,13 +141,13 @@ class SqliteBackend:
             where.append("node = ?")
             args.append(tq.node)
         sql = f"{PROCESS_SELECT} WHERE {' AND '.join(where)} ORDER BY pid LIMIT {MAX_TREE_ROWS}"
-        rows = await self._r.call(lambda db: db.execute(sql, args).fetchall())
+        rows = await self._r.call(lambda c, db: db.execute(sql, args).fetchall())
         return tree_from_rows(rows, tq)
 
     async def network_graph(self, params: dict) -> dict:
         since = query.graph_since(params)
 
-        def read(db: sqlite3.Connection):
+        def read(c: _Conn, db: sqlite3.Connection):
             edges = db.execute("SELECT src, dst, port, proto, origin, count, last_seen FROM connections "
                                "WHERE last_seen >= ?", (since,)).fetchall()
             ips = dict(db.execute("SELECT ip, container_id FROM container_ips").fetchall())
@@ -121,70 +156,231 @@ class SqliteBackend:
         return derive.build_graph(*await self._r.call(read))
 
     async def counts(self) -> dict:
-        def read(db: sqlite3.Connection) -> dict:
-            out = {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+        def read(c: _Conn, db: sqlite3.Connection) -> dict:
+            out = dict(db.execute("SELECT name, n FROM counters").fetchall())
+            out.update({t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in _DERIVED})
             out["db_bytes"] = _db_bytes(db)
             return out
         return await self._r.call(read)
 
 
-def _write(db: sqlite3.Connection, events: list[dict], alerts: list[dict]) -> WriteResult:
-    res = WriteResult()
+# -- schema -----------------------------------------------------------------
+
+def _init(c: _Conn, db: sqlite3.Connection) -> None:
+    found = migrate.sqlite_version(db)
+    if found is not None and found > SCHEMA_VERSION:
+        raise migrate.SchemaError(f"{c.path}: schema version {found} is newer than this store's "
+                                  f"({SCHEMA_VERSION}); run a newer eunomia, or move the file aside to start empty")
+    if found == 1:
+        migrate.sqlite_rename_v1(db)
     db.execute("BEGIN IMMEDIATE")
     try:
-        new = []
-        for ev in derive.unique_by_id(events):
-            if db.execute(_SQL["event"], derive.event_row(ev)).rowcount:
-                new.append(ev)
-        for al in derive.unique_by_id(alerts):
-            res.alerts += db.execute(_SQL["alert"], derive.alert_row(al)).rowcount
-        res.events = len(new)
-        res.duplicates = len(events) + len(alerts) - res.events - res.alerts
-        d = derive.derive(new)
-        db.executemany(_SQL["container"], d.container_rows())
-        db.executemany(_SQL["connection"], d.connection_rows())
-        db.executemany(_SQL["ip"], d.ip_rows())
-        db.executemany(_SQL["process"], d.process_rows())
-        db.executemany(_SQL["exit"], d.exit_rows())
+        for stmt in sqlite_ddl():
+            db.execute(stmt)
+        for j in JOURNALS:
+            db.execute("INSERT INTO counters (name, n) VALUES (?, 0) ON CONFLICT DO NOTHING", (j.table,))
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
+    c.load_dicts(db)
+    if migrate.sqlite_has_v1(db):
+        migrate.sqlite_copy_v1(db, lambda evs, als: _write(c, db, evs, als, derived=False))
+    if migrate.sqlite_version(db) != SCHEMA_VERSION:
+        db.execute("DELETE FROM schema_version")
+        db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+
+
+# -- writes -----------------------------------------------------------------
+
+def _intern(c: _Conn, db: sqlite3.Connection, s: str | None) -> int | None:
+    if s is None:
+        return None
+    i = c.names.get(s)
+    if i is None:
+        db.execute("INSERT INTO names (s) VALUES (?) ON CONFLICT (s) DO NOTHING", (s,))
+        i = c.names[s] = db.execute("SELECT id FROM names WHERE s = ?", (s,)).fetchone()[0]
+        if len(c.names) > 100_000:
+            c.names.clear()
+    return i
+
+
+def _insert(c: _Conn, db: sqlite3.Connection, j: Journal, items: list[dict]) -> list[dict]:
+    """Store items under the first free keys at or after their ts; returns those not already stored.
+    One writer per file: the keys the batch wants are looked up at once, then all rows go in at once."""
+    if not items:
+        return []
+    wanted = sorted({it["ts"] for it in items})
+    taken: dict[int, int] = {}
+    for i in range(0, len(wanted), 500):
+        part = wanted[i:i + 500]
+        taken.update(db.execute(f"SELECT k, idh FROM {j.table} WHERE k IN ({', '.join('?' * len(part))})", part))
+    asked = set(wanted)
+    rows, words, new = [], [], []
+    for it in items:
+        h = journal.idh(it)
+        k = it["ts"]
+        while k in taken and taken[k] != h:      # another event holds this ns: the next one
+            k += 1
+            if k not in asked:
+                asked.add(k)
+                row = db.execute(f"SELECT idh FROM {j.table} WHERE k = ?", (k,)).fetchone()
+                if row:
+                    taken[k] = row[0]
+        if taken.get(k) == h:                        # already stored (or twice in this batch)
+            continue
+        taken[k] = h
+        strs, ints = journal.row_values(j, it)
+        raw = codecmod.dumps(it)
+        c.codec.sample(raw)
+        rows.append((k, h, *(_intern(c, db, strs[col]) for col in j.named), *(ints[col] for col in j.ints),
+                     c.codec.encode(raw)))
+        words.append((k, codecmod.search_text(it)))
+        new.append(it)
+    rows.sort(key=lambda r: r[0])      # in key order: appends, full pages
+    words.sort(key=lambda r: r[0])
+    db.executemany(f"INSERT INTO {j.table} ({', '.join(j.columns)}) VALUES ({', '.join('?' * len(j.columns))})",
+                   rows)
+    db.executemany(f"INSERT INTO {j.fts} (rowid, words) VALUES (?, ?)", words)
+    return new
+
+
+def _write(c: _Conn, db: sqlite3.Connection, events: list[dict], alerts: list[dict],
+           derived: bool = True) -> WriteResult:
+    res = WriteResult()
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        new = _insert(c, db, EVENTS, derive.unique_by_id(events))
+        res.alerts = len(_insert(c, db, ALERTS, derive.unique_by_id(alerts)))
+        res.events = len(new)
+        res.duplicates = len(events) + len(alerts) - res.events - res.alerts
+        for j, n in ((EVENTS, res.events), (ALERTS, res.alerts)):
+            if n:
+                db.execute("UPDATE counters SET n = n + ? WHERE name = ?", (n, j.table))
+        if derived:
+            d = derive.derive(new)
+            db.executemany(_SQL["container"], d.container_rows())
+            db.executemany(_SQL["connection"], d.connection_rows())
+            db.executemany(_SQL["ip"], d.ip_rows())
+            db.executemany(_SQL["process"], d.process_rows())
+            db.executemany(_SQL["exit"], d.exit_rows())
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        c.names.clear()       # ids interned in the rolled-back transaction are gone
+        raise
     return res
 
+
+def _add_dict(c: _Conn, db: sqlite3.Connection, data: bytes) -> None:
+    i = c.codec.current + 1
+    db.execute("INSERT INTO dicts (id, data) VALUES (?, ?)", (i, data))
+    c.codec.add_dict(i, data)
+
+
+# -- retention --------------------------------------------------------------
 
 def _db_bytes(db: sqlite3.Connection) -> int:
     pages = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
     return pages * db.execute("PRAGMA page_size").fetchone()[0]
 
 
-def _retain(db: sqlite3.Connection, cutoff_ts: int, max_rows: int, max_bytes: int) -> RetentionResult:
-    res = RetentionResult()
+def _excess(c: _Conn, db: sqlite3.Connection, max_rows: int, max_bytes: int) -> dict[str, int]:
+    """Rows to delete from each journal (oldest first) for the row and size caps."""
+    counts = dict(db.execute("SELECT name, n FROM counters").fetchall())
+    out = {j.table: max(0, counts.get(j.table, 0) - max_rows) for j in JOURNALS}
+    live, rows = _db_bytes(db), counts.get("events", 0)
+    if live > max_bytes and rows:
+        # freed pages are reused by new rows, so live pages ~ rows x bytes per row
+        out["events"] = max(out["events"], int((live - SIZE_TARGET * max_bytes) * rows / live) + 1)
+    return out
 
-    def count(table: str, n: int) -> None:
-        if n > 0:
-            res.deleted[table] = res.deleted.get(table, 0) + n
 
+def _retain_batch(c: _Conn, db: sqlite3.Connection, j: Journal, cutoff: int, extra: int) -> tuple[int, int, bool]:
+    """Delete up to RETAIN_BATCH of the oldest rows that are older than cutoff or among the `extra` oldest.
+    Returns (deleted, extra left, more to do)."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        for table, col in AGED:
-            count(table, db.execute(f"DELETE FROM {table} WHERE {col} < ?", (cutoff_ts,)).rowcount)
-        for table in CAPPED:
-            row = db.execute(f"SELECT ts FROM {table} ORDER BY ts DESC LIMIT 1 OFFSET ?", (max_rows,)).fetchone()
-            if row:
-                count(table, db.execute(f"DELETE FROM {table} WHERE ts <= ?", (row[0],)).rowcount)
-        # over the size limit: keep the newest rows that fit (live size = rows x sampled row size,
-        # as freed pages stay in the file until VACUUM)
-        n = db.execute("SELECT count(*) FROM events").fetchone()[0]
-        per_row = db.execute("SELECT avg(length(body)) * 2 FROM (SELECT body FROM events "
-                             "ORDER BY ts DESC LIMIT 1000)").fetchone()[0]
-        if n and per_row and n * per_row > max_bytes:
-            row = db.execute("SELECT ts FROM events ORDER BY ts DESC LIMIT 1 OFFSET ?",
-                             (int(max_bytes / per_row),)).fetchone()
-            if row:
-                count("events", db.execute("DELETE FROM events WHERE ts <= ?", (row[0],)).rowcount)
+        rows = db.execute(f"SELECT k, body FROM {j.table} ORDER BY k LIMIT ?", (RETAIN_BATCH,)).fetchall()
+        n = 0
+        while n < len(rows) and (rows[n][0] < cutoff or n < extra):
+            n += 1
+        if n:
+            # a contentless FTS5 row is deleted by giving its words again
+            db.executemany(f"INSERT INTO {j.fts} ({j.fts}, rowid, words) VALUES ('delete', ?, ?)",
+                           [(k, codecmod.search_text(orjson.loads(c.decode(db, body)))) for k, body in rows[:n]])
+            db.execute(f"DELETE FROM {j.table} WHERE k <= ?", (rows[n - 1][0],))
+            db.execute("UPDATE counters SET n = n - ? WHERE name = ?", (n, j.table))
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
-    return res
+    return n, max(0, extra - n), n == RETAIN_BATCH
+
+
+def _retain_derived(c: _Conn, db: sqlite3.Connection, cutoff: int, max_rows: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for table, col in AGED:
+            out[table] = db.execute(f"DELETE FROM {table} WHERE {col} < ?", (cutoff,)).rowcount
+        for table in CAPPED:
+            row = db.execute(f"SELECT ts FROM {table} ORDER BY ts DESC LIMIT 1 OFFSET ?", (max_rows,)).fetchone()
+            if row:
+                out[table] += db.execute(f"DELETE FROM {table} WHERE ts <= ?", (row[0],)).rowcount
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return {t: n for t, n in out.items() if n > 0}
+
+
+# -- reads ------------------------------------------------------------------
+
+def _lookup(db: sqlite3.Connection, s: str) -> int | None:
+    row = db.execute("SELECT id FROM names WHERE s = ?", (s,)).fetchone()
+    return row[0] if row else None
+
+
+def _containers(db: sqlite3.Connection, value: str) -> list[int]:
+    """Interned ids of the containers a `container` filter names (id prefix or name)."""
+    ids = {r[0] for r in db.execute("SELECT n.id FROM containers c JOIN names n ON n.s = c.id WHERE c.name = ?",
+                                    (value,))}
+    if query._HEX.match(value):
+        ids |= {r[0] for r in db.execute("SELECT id FROM names WHERE s >= ? AND s < ? AND length(s) = 64",
+                                         (value, value + "g"))}
+    return sorted(ids)
+
+
+def fts_match(words: list[tuple[str, bool]]) -> str:
+    return " AND ".join(f'"{w}"*' if prefix else f'"{w}"' for w, prefix in words)
+
+
+def probe_sql(pl: journal.Plan, probe: dict[str, int]) -> tuple[str, list]:
+    """One probe's SELECT of (k, body), newest first: an index walk in key order that stops at the page's end."""
+    j = pl.journal
+    lo, hi = journal.key_bounds(pl)
+    conds = "".join(f" AND t.{col} = ?" for col in probe)
+    if pl.words:
+        return (f"SELECT t.k, t.body FROM {j.fts} f JOIN {j.table} t ON t.k = f.rowid "
+                f"WHERE {j.fts} MATCH ? AND f.rowid BETWEEN ? AND ?{conds} ORDER BY f.rowid DESC LIMIT ?",
+                [fts_match(pl.words), lo, hi, *probe.values(), pl.limit + 1])
+    return (f"SELECT t.k, t.body FROM {j.table} t WHERE t.k BETWEEN ? AND ?{conds} ORDER BY t.k DESC LIMIT ?",
+            [lo, hi, *probe.values(), pl.limit + 1])
+
+
+def _read(c: _Conn, db: sqlite3.Connection, pl: journal.Plan) -> dict:
+    ids = {col: _lookup(db, s) for col, s in pl.names.items()}
+    conts = _containers(db, pl.container) if pl.container is not None else None
+    probes = journal.probes(pl, ids, conts)
+    if probes is None:
+        return {"items": [], "next_cursor": None}
+    pages = []
+    for pr in probes:
+        try:
+            pages.append(db.execute(*probe_sql(pl, pr)).fetchall())
+        except sqlite3.OperationalError as e:
+            if not pl.words or "fts5" not in str(e):
+                raise
+            raise query.QueryError(f"parameter 'q': cannot search for {pl.words!r}: {e}") from None
+    return journal.page(journal.merge_pages(pages, pl.limit), pl.limit, lambda b: c.decode(db, b))

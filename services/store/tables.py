@@ -1,31 +1,21 @@
 """Table definitions and the write/derive statements both backends run."""
 from __future__ import annotations
 
-from .derive import ALERT_COLS, CONNECTION_COLS, CONTAINER_COLS, EVENT_COLS, IP_COLS, PROCESS_COLS
+from .derive import CONNECTION_COLS, CONTAINER_COLS, IP_COLS, PROCESS_COLS
 from .query import Dialect
 
-DDL = [
-    """CREATE TABLE IF NOT EXISTS events (
-        id TEXT PRIMARY KEY, ts BIGINT NOT NULL, node TEXT, kind TEXT NOT NULL, pid BIGINT, comm TEXT,
-        container_id TEXT, container_name TEXT, image TEXT, k8s_ns TEXT, k8s_pod TEXT, cgroup_id BIGINT,
-        body TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS events_ts ON events (ts, id)",
-    "CREATE INDEX IF NOT EXISTS events_kind_ts ON events (kind, ts)",
-    "CREATE INDEX IF NOT EXISTS events_container_ts ON events (container_id, ts)",
-    "CREATE INDEX IF NOT EXISTS events_name_ts ON events (container_name, ts)",
-    "CREATE INDEX IF NOT EXISTS events_pid ON events (pid)",
-    """CREATE TABLE IF NOT EXISTS alerts (
-        id TEXT PRIMARY KEY, ts BIGINT NOT NULL, rule TEXT NOT NULL, priority TEXT NOT NULL,
-        prio_level INTEGER NOT NULL, container_id TEXT, container_name TEXT, node TEXT, output TEXT,
-        body TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS alerts_ts ON alerts (ts, id)",
-    "CREATE INDEX IF NOT EXISTS alerts_rule_ts ON alerts (rule, ts)",
+SCHEMA_VERSION = 2     # 1: events/alerts with the JSON body as text (migrated on start, migrate.py)
+
+# Tables derived from events (both backends, unchanged since version 1).
+_DERIVED_DDL = [
     """CREATE TABLE IF NOT EXISTS containers (
         id TEXT PRIMARY KEY, name TEXT, image TEXT, runtime TEXT, node TEXT, cgroup_id BIGINT, labels TEXT,
         first_seen BIGINT NOT NULL, last_seen BIGINT NOT NULL, events BIGINT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS containers_name ON containers (name)",
     """CREATE TABLE IF NOT EXISTS connections (
         src TEXT NOT NULL, dst TEXT NOT NULL, port INTEGER NOT NULL, proto TEXT NOT NULL, origin TEXT NOT NULL,
-        count BIGINT NOT NULL, last_seen BIGINT NOT NULL, PRIMARY KEY (src, dst, port, proto, origin))""",
+        count BIGINT NOT NULL, last_seen BIGINT NOT NULL, PRIMARY KEY (src, dst, port, proto, origin)){without_rowid}""",
+    "CREATE INDEX IF NOT EXISTS connections_last_seen ON connections (last_seen)",
     """CREATE TABLE IF NOT EXISTS container_ips (
         ip TEXT PRIMARY KEY, container_id TEXT NOT NULL, last_seen BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS processes (
@@ -33,7 +23,61 @@ DDL = [
         ts BIGINT NOT NULL, rank INTEGER NOT NULL, exited_ts BIGINT, PRIMARY KEY (node, pid))""",
     "CREATE INDEX IF NOT EXISTS processes_container ON processes (container_id)",
     "CREATE INDEX IF NOT EXISTS processes_ts ON processes (ts)",
+    "CREATE INDEX IF NOT EXISTS processes_pid ON processes (pid)",
 ]
+
+
+
+def derived_ddl(sqlite: bool) -> list[str]:
+    # SQLite: the primary key is the table (no second copy of the key in an index)
+    return [s.replace("{without_rowid}", " WITHOUT ROWID" if sqlite else "") for s in _DERIVED_DDL]
+
+
+# The journals (journal.py): key = ts in ns, typed columns of interned ids, zstd body.
+# Every SQLite index on (x) also holds the key, so it is an index on (x, time).
+_PARTIAL = {"cont", "ns", "pod"}        # NULL for host events: not indexed
+
+
+def _sqlite_journal(j) -> list[str]:
+    cols = ", ".join(f"{c} INTEGER" + (" NOT NULL" if c in ("kind", "rule", "prio") else "")
+                     for c in (*j.named, *j.ints))
+    return [f"CREATE TABLE IF NOT EXISTS {j.table} (k INTEGER PRIMARY KEY, idh INTEGER NOT NULL, {cols}, "
+            "body BLOB NOT NULL)",
+            *(f"CREATE INDEX IF NOT EXISTS {j.table}_by_{c} ON {j.table} ({c})"
+              + (f" WHERE {c} IS NOT NULL" if c in _PARTIAL else "") for c in j.indexed),
+            # contentless: the words are not stored twice; deleting a row deletes its words (retention);
+            # detail=none, columnsize=0: no positions, no sizes (no ranking), a few bytes per word
+            f"CREATE VIRTUAL TABLE IF NOT EXISTS {j.fts} USING fts5(words, content='', detail=none, columnsize=0, "
+            "tokenize=\"unicode61 remove_diacritics 0 tokenchars '._:'\")"]
+
+
+def _pg_journal(j) -> list[str]:
+    cols = ", ".join(f"{c} {'BIGINT' if c == 'pid' else 'INTEGER'}" + (" NOT NULL" if c in ("kind", "rule", "prio")
+                                                                      else "") for c in (*j.named, *j.ints))
+    return [f"CREATE TABLE IF NOT EXISTS {j.table} (k BIGINT NOT NULL, idh INTEGER NOT NULL, {cols}, "
+            f"body BYTEA NOT NULL, words TSVECTOR NOT NULL, PRIMARY KEY (k)) PARTITION BY RANGE (k)",
+            *(f"CREATE INDEX IF NOT EXISTS {j.table}_by_{c} ON {j.table} ({c}, k)"
+              + (f" WHERE {c} IS NOT NULL" if c in _PARTIAL else "") for c in j.indexed),
+            f"CREATE INDEX IF NOT EXISTS {j.table}_words ON {j.table} USING gin (words)"]
+
+
+def _common(blob: str, serial: str) -> list[str]:
+    return ["CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS names (id {serial} PRIMARY KEY, s TEXT NOT NULL UNIQUE)",
+            f"CREATE TABLE IF NOT EXISTS dicts (id INTEGER PRIMARY KEY, data {blob} NOT NULL)"]
+
+
+def sqlite_ddl() -> list[str]:
+    from .journal import JOURNALS
+    return [*_common("BLOB", "INTEGER"),
+            "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL)",
+            *(s for j in JOURNALS for s in _sqlite_journal(j)), *derived_ddl(sqlite=True)]
+
+
+def pg_ddl() -> list[str]:
+    from .journal import JOURNALS
+    return [*_common("BYTEA", "SERIAL"), *(s for j in JOURNALS for s in _pg_journal(j)), *derived_ddl(sqlite=False)]
+
 
 TABLES = ("events", "alerts", "containers", "connections", "container_ips", "processes")
 
@@ -53,8 +97,6 @@ def _least(d: Dialect) -> tuple[str, str]:
 def statements(d: Dialect) -> dict[str, str]:
     least, greatest = _least(d)
     return {
-        "event": _insert(d, "events", EVENT_COLS) + " ON CONFLICT (id) DO NOTHING",
-        "alert": _insert(d, "alerts", ALERT_COLS) + " ON CONFLICT (id) DO NOTHING",
         "container": _insert(d, "containers", CONTAINER_COLS) + f""" ON CONFLICT (id) DO UPDATE SET
             name = COALESCE(excluded.name, containers.name), image = COALESCE(excluded.image, containers.image),
             runtime = COALESCE(excluded.runtime, containers.runtime), node = excluded.node,
@@ -81,11 +123,10 @@ def statements(d: Dialect) -> dict[str, str]:
     }
 
 
-# Retention: (table, time column) pairs aged out by max_age; CAPPED tables also keep at most max_rows
-# (newest by ts); events are also kept under max_bytes.
-AGED = (("events", "ts"), ("alerts", "ts"), ("connections", "last_seen"), ("container_ips", "last_seen"),
-        ("processes", "ts"), ("containers", "last_seen"))
-CAPPED = ("events", "alerts", "processes")
+# Retention of the derived tables: (table, time column) aged out by max_age; processes also kept
+# under max_rows (newest by ts). The journals have their own (in batches / by partition).
+AGED = (("connections", "last_seen"), ("container_ips", "last_seen"), ("processes", "ts"), ("containers", "last_seen"))
+CAPPED = ("processes",)
 
 CONTAINER_SELECT = ("SELECT id, name, image, runtime, node, cgroup_id, labels, first_seen, last_seen, events "
                     "FROM containers ORDER BY last_seen DESC LIMIT 10000")

@@ -1,0 +1,143 @@
+"""How a stored event looks on disk: its key, its id hash, its compressed body and its search words.
+
+- key: the row's primary key is the event's `ts` in ns, bumped by 1 ns when
+  another event already holds that ns; key order is time order, so every
+  secondary index on (x) is also an index on (x, time), and a cursor is a key.
+- idh: 64-bit hash of the event id; duplicates (redelivery) share the ts, so
+  a conflict on the key plus an equal idh means "already stored".
+- body: one byte naming the zstd dictionary (0 = none) + a zstd frame of the
+  orjson text. Dictionaries are trained from the first events written and
+  kept in the database for as long as it lives.
+- words: what text search (q) finds, from the fields people search for: paths,
+  command line, comm, exe, container name, addresses, names (alerts: also rule
+  and output); lowercased, dotted/colon parts also on their own ("ld.so.preload"
+  is found by "preload", "10.0.0.5" by "10.0").
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import orjson
+import zstandard
+
+LEVEL = 3
+DICT_SIZE = 112 * 1024      # measured on bench/eventmix.py: 73 B/body with 64 KiB, 61 with 112
+TRAIN_SAMPLES = 4000          # bodies collected before (re)training a dictionary
+RETRAIN_EVERY = 500_000       # events written between retrainings
+MAX_DICTS = 255
+MAX_WORDS_TEXT = 1500         # characters of searchable text per event
+MIN_PREFIX = 3                # shorter query words match whole words only
+
+_WORD = re.compile(r"[\w.:]+")
+_PART = re.compile(r"[^.:\s]+")
+_FIELDS = ("comm", "path", "filename", "oldpath", "newpath", "target", "source", "name", "query", "qname",
+           "daddr", "saddr")
+
+
+def id_hash(id_: str) -> int:
+    """Signed 64-bit hash of an event id (stable across processes and backends)."""
+    return int.from_bytes(hashlib.blake2b(id_.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+def split_words(text: str) -> list[str]:
+    """Words of 2+ characters of `text`, lowercased, plus the non-numeric parts of dotted/colon words;
+    sorted, no repeats."""
+    words = {w.strip(".:") for w in _WORD.findall(text.lower())}
+    dotted = " ".join(w for w in words if "." in w or ":" in w)
+    if dotted:      # parts on their own, but not the numbers of an address or version ("10.0.3.7": "10.0" finds it)
+        words.update(p for p in _PART.findall(dotted) if not p.isdigit())
+    return sorted(w for w in words if len(w) >= 2)
+
+
+def _str(d: dict, k: str) -> str:
+    v = d.get(k)
+    return v if isinstance(v, str) else ""
+
+
+def search_text(item: dict) -> str:
+    """The searchable text of an event or alert, as space-separated words."""
+    parts = [_str(item, k) for k in _FIELDS]
+    proc = item.get("proc")
+    if isinstance(proc, dict):
+        parts += (_str(proc, "exe"), _str(proc, "cmdline"))
+    if isinstance(item.get("argv"), list) and not (isinstance(proc, dict) and proc.get("cmdline")):
+        parts += [a for a in item["argv"] if isinstance(a, str)]
+    if isinstance(item.get("container"), dict):     # image, pod, namespace: the API filters on those
+        parts.append(_str(item["container"], "name"))
+    if item.get("kind") == "alert":
+        parts += (_str(item, "rule"), _str(item, "output"))
+        if isinstance(item.get("event"), dict):
+            parts.append(search_text(item["event"]))
+    return " ".join(split_words(" ".join(parts)[:MAX_WORDS_TEXT]))
+
+
+def query_words(q: str) -> list[tuple[str, bool]]:
+    """(word, is_prefix) for each word of a text query; words of MIN_PREFIX+ characters match as prefixes."""
+    words = (w.strip(".:") for w in _WORD.findall(q.lower()))
+    return [(w, len(w) >= MIN_PREFIX) for w in words if len(w) >= 2]
+
+
+class Codec:
+    """Compresses bodies with the newest dictionary; decompresses with whichever one a body names."""
+
+    def __init__(self) -> None:
+        self._c: dict[int, zstandard.ZstdCompressor] = {0: zstandard.ZstdCompressor(level=LEVEL)}
+        self._d: dict[int, zstandard.ZstdDecompressor] = {0: zstandard.ZstdDecompressor()}
+        self.current = 0
+        self._samples: list[bytes] = []
+        self._seen = 0
+        self._since_train = 0
+        self._training = False
+
+    def add_dict(self, dict_id: int, data: bytes) -> None:
+        zd = zstandard.ZstdCompressionDict(data)
+        self._c[dict_id] = zstandard.ZstdCompressor(level=LEVEL, dict_data=zd, write_checksum=False,
+                                                   write_dict_id=False)
+        self._d[dict_id] = zstandard.ZstdDecompressor(dict_data=zd)
+        self.current = max(self.current, dict_id)
+
+    def has(self, dict_id: int) -> bool:
+        return dict_id in self._d
+
+    def encode(self, raw: bytes) -> bytes:
+        return bytes((self.current,)) + self._c[self.current].compress(raw)
+
+    def decode(self, blob: bytes) -> bytes:
+        d = self._d.get(blob[0])
+        if d is None:
+            raise ValueError(f"body names zstd dictionary {blob[0]}, which this database does not have")
+        return d.decompress(blob[1:])
+
+    def sample(self, raw: bytes) -> None:
+        """Reservoir-sample bodies for the next dictionary."""
+        self._seen += 1
+        self._since_train += 1
+        if len(self._samples) < TRAIN_SAMPLES:
+            self._samples.append(raw)
+        else:
+            i = random.randrange(self._seen)
+            if i < TRAIN_SAMPLES:
+                self._samples[i] = raw
+
+    def wants_training(self) -> bool:
+        """True once per schedule: the caller then calls train() (which empties the samples)."""
+        if len(self._samples) < TRAIN_SAMPLES or self.current >= MAX_DICTS or self._training:
+            return False
+        self._training = self.current == 0 or self._since_train >= RETRAIN_EVERY
+        return self._training
+
+    def train(self) -> bytes | None:
+        """A new dictionary from the samples (None if zstd could not train one); resets the schedule."""
+        self._since_train, self._seen = 0, 0
+        samples, self._samples = self._samples, []
+        try:
+            return zstandard.train_dictionary(DICT_SIZE, samples, level=LEVEL).as_bytes()
+        except zstandard.ZstdError:
+            return None
+        finally:
+            self._training = False
+
+
+def dumps(item: dict) -> bytes:
+    return orjson.dumps(item)

