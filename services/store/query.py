@@ -77,16 +77,21 @@ def _check_known(params: Any, known: tuple[str, ...]) -> dict:
 
 @dataclass(frozen=True)
 class Dialect:
-    """How one backend spells placeholders and case-insensitive LIKE."""
+    """How one backend spells placeholders, case-insensitive LIKE and a text field of the JSON body."""
     numbered: bool          # $1, $2 (PostgreSQL) instead of ? (SQLite)
     ilike: str
+    k8s_field: str = ""     # SQL of body's k8s.<%s> as text (alerts have no k8s columns)
+
+    def k8s(self, key: str) -> str:
+        """As a SqlBuilder.add template part (braces doubled)."""
+        return (self.k8s_field % key).replace("{", "{{").replace("}", "}}")
 
     def builder(self) -> "SqlBuilder":
         return SqlBuilder(self)
 
 
-SQLITE = Dialect(numbered=False, ilike="LIKE")
-POSTGRES = Dialect(numbered=True, ilike="ILIKE")
+SQLITE = Dialect(numbered=False, ilike="LIKE", k8s_field="json_extract(body, '$.k8s.%s')")
+POSTGRES = Dialect(numbered=True, ilike="ILIKE", k8s_field="(body::jsonb #>> '{k8s,%s}')")
 
 
 @dataclass
@@ -119,7 +124,8 @@ def _container_clause(b: SqlBuilder, value: str) -> None:
 
 
 EVENT_PARAMS = ("kind", "container", "node", "pid", "namespace", "pod", "since", "until", "q", "limit", "cursor")
-ALERT_PARAMS = ("rule", "priority", "container", "node", "since", "until", "q", "limit", "cursor")
+ALERT_PARAMS = ("rule", "priority", "container", "node", "namespace", "pod", "since", "until", "q", "limit",
+                "cursor")
 
 
 def _paged(table: str, cols: str, b: SqlBuilder, p: dict) -> tuple[str, list, int]:
@@ -171,6 +177,10 @@ def alerts_sql(d: Dialect, params: Any) -> tuple[str, list, int]:
         _container_clause(b, _token("container", p["container"]))
     if "node" in p:
         b.add("node = {}", _token("node", p["node"]))
+    if "namespace" in p:  # from the body: alerts are few next to events, no column needed
+        b.add(d.k8s("namespace") + " = {}", _token("namespace", p["namespace"]))
+    if "pod" in p:
+        b.add(d.k8s("pod") + " = {}", _token("pod", p["pod"]))
     return _paged("alerts", "ts, id, body", b, p)
 
 
