@@ -147,7 +147,7 @@ class RuntimeClient(CachedLookups):
             self.remember(info)   # names at once; the inspect adds what events lack (privileged, host ns)
             self.start(info.id)
             if self.stats is not None:
-                self.stats.inc("enricher_runtime_events_total")
+                self.stats.inc("enricher_runtime_events_total", source=self.source)
 
     async def inspect(self, cid: str) -> ContainerInfo | None:
         """One uncached GET /containers/<id>/json; None if the runtime does not know `cid`."""
