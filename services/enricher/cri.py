@@ -206,6 +206,9 @@ class CriClient(CachedLookups):
         """GetContainerEvents where the runtime has it, else poll ListContainers. Until cancelled."""
         logged = False
         while True:
+            if self.socket() is None:   # no CRI runtime on this node (yet): nothing to follow
+                await asyncio.sleep(RETRY_S)
+                continue
             try:
                 stub = await self._get_stub()
                 if self.events_supported is not False:
