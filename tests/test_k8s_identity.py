@@ -120,3 +120,31 @@ async def test_cri_client_follows_container_events_when_the_runtime_streams_them
         await server.stop(None)
         if os.path.exists(sock):
             os.unlink(sock)
+
+
+# Field numbers of the CRI's runtime.v1 api.proto (k8s.io/cri-api) that the enricher reads.
+CRI_FIELDS = {
+    "ContainerStatus": {"id": 1, "metadata": 2, "state": 3, "image": 8, "image_ref": 9, "labels": 12,
+                        "annotations": 13, "image_id": 17},
+    "ContainerStatusResponse": {"status": 1, "info": 2},
+    "PodSandboxStatus": {"id": 1, "metadata": 2, "linux": 6, "labels": 7, "annotations": 8},
+    "PodSandboxMetadata": {"name": 1, "uid": 2, "namespace": 3},
+    "LinuxPodSandboxStatus": {"namespaces": 1}, "Namespace": {"options": 2},
+    "NamespaceOption": {"network": 1, "pid": 2, "ipc": 3},
+    "ImageSpec": {"image": 1, "user_specified_image": 18},
+    "Container": {"id": 1, "pod_sandbox_id": 2},
+    "ContainerEventResponse": {"container_id": 1, "container_event_type": 2},
+    "LinuxContainerSecurityContext": {"privileged": 2, "namespace_options": 3},
+}
+
+
+def test_proto_is_wire_compatible_with_the_cri_and_its_stubs_are_fresh():
+    from services.enricher.cri_proto import gen
+
+    assert gen.fresh(), "stubs older than runtime_v1.proto: run python -m services.enricher.cri_proto.gen"
+    assert pb.DESCRIPTOR.package == "runtime.v1"
+    for msg, fields in CRI_FIELDS.items():
+        desc = pb.DESCRIPTOR.message_types_by_name[msg]
+        assert {f: desc.fields_by_name[f].number for f in fields} == fields, msg
+    svc = pb.DESCRIPTOR.services_by_name["RuntimeService"]
+    assert svc.full_name == "runtime.v1.RuntimeService"   # the gRPC method path the runtimes serve
