@@ -165,10 +165,11 @@ class Enricher:
         return parse_path(p.cgroup) if p is not None and p.cgroup else None
 
     async def _lookups(self, matches) -> None:
-        needed = {m.container_id: m for m in matches if self.containers.needs_lookup(m)}
+        by_id = {m.container_id: m for m in matches}   # a batch holds few containers: ask once each
+        needed = [m for m in by_id.values() if self.containers.needs_lookup(m)]
         if not needed:
             return
-        tasks = [t for m in needed.values() if (t := self.containers.lookup(m)) is not None]
+        tasks = [t for m in needed if (t := self.containers.lookup(m)) is not None]
         if not tasks:
             return
         _, pending = await asyncio.wait(tasks, timeout=self.lookup_timeout)

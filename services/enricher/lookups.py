@@ -123,8 +123,12 @@ class CachedLookups:
             if self._down_logged:
                 _log.info("%s answers again", self.describe())
                 self._down_logged = False
-        except LookupFailed as e:
-            reason = str(e)
+        except Exception as e:  # noqa: BLE001 - LookupFailed, or a client bug: never kills the lookup task
+            if isinstance(e, LookupFailed):
+                reason = str(e)
+            else:
+                reason = f"error_{type(e).__name__}"
+                _log.warning("%s: lookup of %s failed: %r", self.describe(), cid[:12], e)
             self.failures[reason] = self.failures.get(reason, 0) + 1
             if self.stats is not None:
                 self.stats.inc("enricher_lookup_failures_total", source=self.source, reason=reason)
