@@ -12,7 +12,8 @@ import pytest
 from services.enricher.cgroups import CgroupMatch, CgroupResolver, cgroup2_root, parse_path
 from services.enricher.config import EnricherConfig
 from services.enricher.proctable import ProcTable, read_proc
-from services.enricher.runtime_api import RuntimeClient, k8s_of
+from services.enricher.k8s import k8s_of
+from services.enricher.runtime_api import RuntimeClient
 from shared import subjects
 from shared.config import ConfigError
 from tests import containers

@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("events", help="print enriched events as they happen (every node unless --node)")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until interrupted")
     p.add_argument("--kind", "-k", action="append", help="only this kind (repeatable)")
-    p.add_argument("--container", "-c", help='only this container (name, id prefix, namespace/pod/container, or "host")')
+    p.add_argument("--container", "-c",
+                   help='only this container (name, id prefix, namespace/pod/container, or "host")')
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--seconds", type=float, default=3.0, help="without --follow: listen this long (default 3)")
     p.add_argument("--count", "-n", type=int, default=0, help="stop after this many events")

@@ -15,7 +15,6 @@ import orjson
 
 from shared import log
 
-from .k8s import k8s_of  # noqa: F401  (re-exported: the Engine API's k8s identity is in labels)
 from .lookups import CachedLookups, ContainerInfo, LookupFailed
 
 _log = log.get("enricher.runtime")
