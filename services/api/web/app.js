@@ -66,11 +66,12 @@ function addAlert(a) {
   if (alertIds.has(a.id)) return;
   alertIds.add(a.id);
   const prio = String(a.priority || "").toLowerCase();
-  const c = a.container || (a.event && a.event.container) || null;
+  const where = whereOf({ container: a.container || (a.event && a.event.container) || null,
+                          k8s: a.k8s || (a.event && a.event.k8s) || null });
   const li = el("li", { class: `alert new p-${prio}`, "data-rule": a.rule || "" },
     el("div", {}, el("span", { class: "prio" }, prio), el("span", { class: "rule" }, a.rule || "(rule)")),
     el("div", { class: "output" }, a.output || ""),
-    el("div", { class: "meta" }, `${fmtTime(a.ts)} · ${a.node || ""} · ${c ? (c.name || String(c.id).slice(0, 12)) : "host"}`));
+    el("div", { class: "meta" }, `${fmtTime(a.ts)} · ${a.node || ""} · ${where}`));
   const list = $("#alerts-list");
   list.prepend(li);
   while (list.children.length > MAX_ALERTS) list.lastChild.remove();
