@@ -37,6 +37,7 @@ except ImportError as e:  # not generated: the enricher runs on without the CRI
 
 NODE = 2   # runtime.v1.NamespaceMode.NODE
 RETRY_S = 2.0
+RPC_TIMEOUT_S = 5.0
 SANDBOX_NAME = "POD"   # name given to a pod's sandbox (pause) container, as the kubelet's dockershim did
 
 
@@ -80,6 +81,9 @@ class CriClient(CachedLookups):
                  poll_s: float = 5.0) -> None:
         super().__init__(sockets, timeout, ttl, negative_ttl, max_entries, stats)
         self.poll_s = poll_s
+        # a batch waits `timeout` for lookups; the lookup itself goes on in the background a little
+        # longer (a loaded runtime answers late rather than never), then counts a timeout
+        self.rpc_timeout = max(timeout, RPC_TIMEOUT_S)
         self._channel: grpc.aio.Channel | None = None
         self._channel_sock: str | None = None
         self._stub = None
@@ -109,7 +113,7 @@ class CriClient(CachedLookups):
             self._stub = pb_grpc.RuntimeServiceStub(self._channel)
             self._channel_sock = sock
             try:
-                v = await self._stub.Version(pb.VersionRequest(version="v1"), timeout=self.timeout)
+                v = await self._stub.Version(pb.VersionRequest(version="v1"), timeout=self.rpc_timeout)
                 self.runtime_name = v.runtime_name
                 _log.info("CRI runtime %s %s (API %s) at %s", v.runtime_name, v.runtime_version,
                           v.runtime_api_version, sock)
@@ -123,7 +127,7 @@ class CriClient(CachedLookups):
         stub = await self._get_stub()
         try:
             r = await stub.ContainerStatus(pb.ContainerStatusRequest(container_id=cid, verbose=True),
-                                           timeout=self.timeout)
+                                           timeout=self.rpc_timeout)
         except grpc.aio.AioRpcError as e:
             reason = rpc_reason(e)
             if reason == "not_found":
@@ -158,7 +162,7 @@ class CriClient(CachedLookups):
     async def _sandbox_of(self, stub, cid: str) -> str | None:
         try:
             r = await stub.ListContainers(pb.ListContainersRequest(filter=pb.ContainerFilter(id=cid)),
-                                          timeout=self.timeout)
+                                          timeout=self.rpc_timeout)
         except grpc.aio.AioRpcError:
             return None
         return r.containers[0].pod_sandbox_id if r.containers else None
@@ -169,7 +173,7 @@ class CriClient(CachedLookups):
             return hit[1]
         try:
             r = await stub.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id),
-                                            timeout=self.timeout)
+                                            timeout=self.rpc_timeout)
         except grpc.aio.AioRpcError as e:
             if must:
                 raise LookupFailed(rpc_reason(e)) from None
@@ -249,7 +253,7 @@ class CriClient(CachedLookups):
 
     async def _poll(self, stub) -> None:
         try:
-            r = await stub.ListContainers(pb.ListContainersRequest(), timeout=max(self.timeout, 5.0))
+            r = await stub.ListContainers(pb.ListContainersRequest(), timeout=self.rpc_timeout)
         except grpc.aio.AioRpcError as e:
             if self.stats is not None:
                 self.stats.inc("enricher_lookup_failures_total", source="cri_poll", reason=rpc_reason(e))
