@@ -197,10 +197,7 @@ class CriClient(CachedLookups):
 
     async def _sandbox_container(self, stub, cid: str) -> ContainerInfo:
         """A pod's sandbox (pause) container is no CRI container: its id is the sandbox's."""
-        try:
-            pod = await self._pod(stub, cid, must=True)
-        except LookupFailed as e:
-            raise LookupFailed("not_found" if str(e) == "not_found" else str(e)) from None
+        pod = await self._pod(stub, cid, must=True)   # not a sandbox either: LookupFailed("not_found")
         return ContainerInfo(id=cid, name=SANDBOX_NAME, image="", labels={},
                              host_network=pod["host_network"], host_pid=pod["host_pid"], host_ipc=pod["host_ipc"],
                              k8s=self._k8s(pod, None))
