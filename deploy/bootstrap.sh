@@ -9,7 +9,7 @@ log() { echo "bootstrap: $*" >&2; }
 
 APT_PKGS=(python3-bpfcc python3-venv podman runc busybox-static conmon uidmap
           catatonit slirp4netns postgresql chromium chromium-driver prometheus iproute2
-          nginx-light wrk gcc libc6-dev)
+          nginx-light wrk gcc libc6-dev containerd)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -35,6 +35,10 @@ if [ ${#missing[@]} -gt 0 ] || [ $NEED_HDR = 1 ]; then
   fi
   log "apt-get install ${missing[*]}"
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # containerd is a test workload (tests start their own with temp paths): never a system service.
+  if [[ " ${missing[*]} " == *" containerd "* ]]; then
+    { systemctl disable --now containerd || systemctl disable containerd; } >/dev/null 2>&1 || true
+  fi
   # nginx is only a workload for bench/overhead_bench.py: never a system service.
   if [[ " ${missing[*]} " == *" nginx-light "* ]]; then
     { systemctl disable --now nginx || systemctl disable nginx; } >/dev/null 2>&1 || true
@@ -71,4 +75,6 @@ if [ ! -e "$STAMP" ]; then
   "$VENV/bin/python" -c "import nats, orjson, aiohttp, yaml, asyncpg, zstandard, bcc" 
   rm -f "$VENV"/.deps-*; touch "$STAMP"
 fi
+# CRI client stubs from services/enricher/cri_proto/runtime_v1.proto (only when it changed).
+"$VENV/bin/python" -m services.enricher.cri_proto.gen
 log "ready ($VENV)"

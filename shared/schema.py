@@ -7,8 +7,14 @@ The enricher adds `proc`, `container` and `k8s` (null on the host):
                 "ppid": int, "pname": str, "pexe": str, "pcmdline": str,
                 "ancestors": [{"pid", "comm", "exe", "args" (parent only)}, ...]}   # parent first, up to 8
     container: {"id": 64-hex, "name": str, "image": str, "runtime": "podman"|"docker"|
-                "containerd"|"cri-o", "labels": {str: str}} | null
-    k8s:       {"pod": str, "namespace": str, "labels": {}} | null
+                "containerd"|"cri-o", "labels": {str: str},
+                "image_digest": str|None, "image_id": str|None, "privileged": bool|None,
+                "host_network", "host_pid", "host_ipc": bool|None,
+                "metadata_missing": None | reason the runtime gave no metadata} | null
+    k8s:       {"pod": str, "namespace": str, "pod_uid": str|None, "container": str|None,
+                "labels": {}, "owner": {"kind", "name"}|None, "workload": {"kind", "name"}|None} | null
+    (a container without metadata has only id, name/image None, runtime, labels {} and
+    metadata_missing; services/enricher/containers.py)
 
 Kind "flow" is connects or accepts aggregated in the kernel per cgroup (pid 0;
 services/probe/flows.py): `count` and `failed` are deltas since the last one.

@@ -146,6 +146,38 @@ async def test_alert_filters(world):
     assert [a["priority"] for a in page["items"]] == ["NOTICE"]
 
 
+async def test_events_and_alerts_filter_by_kubernetes_namespace_and_pod(world):
+    st, tag = world["stack"], world["tag"]
+    ns, pod = f"shop-{tag}", f"web-7d4b9c8f5d-{tag[:5]}"
+    ctr = container(f"k8s-{tag}")
+    t0 = time.time_ns() - 30 * 10**9
+    evs = scenario(ctr, t0, cgroup_id=7003, pid=300)
+    k8s = {"pod": pod, "namespace": ns, "pod_uid": str(uuid.uuid4()), "container": "app", "labels": {"app": "web"},
+           "owner": {"kind": "ReplicaSet", "name": "web-7d4b9c8f5d"}, "workload": {"kind": "Deployment", "name": "web"}}
+    for e in evs:
+        e["k8s"] = k8s
+    a = alert(ctr, t0 + 5000, rule=f"rule-k8s-{tag}")
+    a["k8s"] = a["event"]["k8s"] = k8s
+    before = st.call(st.api.store.stats())
+    st.publish(subjects.event(NODE, "exec"), evs)
+    st.publish(subjects.alert("WARNING"), [a])
+    st.wait_stored(before.get("events", 0) + len(evs), before.get("alerts", 0) + 1)
+    status, page = await get(world, "/api/v1/events", namespace=ns, limit="1000")
+    assert status == 200 and len(page["items"]) == len(evs)
+    assert {e["k8s"]["pod"] for e in page["items"]} == {pod}
+    _, page = await get(world, "/api/v1/events", namespace=ns, pod=pod, kind="connect")
+    assert [e["daddr"] for e in page["items"]] == ["10.1.2.3"]
+    _, page = await get(world, "/api/v1/events", namespace=ns, pod="other-pod")
+    assert page["items"] == []
+    status, page = await get(world, "/api/v1/alerts", namespace=ns)
+    assert status == 200 and [x["rule"] for x in page["items"]] == [f"rule-k8s-{tag}"]
+    _, page = await get(world, "/api/v1/alerts", pod=pod)
+    assert [x["k8s"]["namespace"] for x in page["items"]] == [ns]
+    for bad in ("Shop", "a;b", "-x"):
+        status, body = await get(world, "/api/v1/events", namespace=bad)
+        assert status == 400 and "'namespace'" in body["error"], body
+
+
 async def test_containers_tree_and_graph_come_from_published_events(world):
     web, db = world["web"], world["db"]
     _, body = await get(world, "/api/v1/containers")

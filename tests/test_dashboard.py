@@ -46,8 +46,15 @@ def test_dashboard_shows_live_alerts_events_containers_tree_and_graph(tmp_path, 
         tag = uuid.uuid4().hex[:6]
         web = container(f"web-{tag}")
         evs = scenario(web, time.time_ns() - 5 * 10**9, cgroup_id=8101, pid=300)
-        st.publish(subjects.event(NODE, "exec"), evs)
-        st.wait_stored(len(evs))
+        # a CRI container of a Kubernetes pod (the kubelet's labels name its namespace and pod)
+        ns = f"shop-{tag}"
+        pod_ctr = container(f"app-{tag}")
+        pod_ctr["labels"] = {"io.kubernetes.pod.namespace": ns, "io.kubernetes.pod.name": "web-7d4b9c8f5d-x2x9q"}
+        pod_evs = scenario(pod_ctr, time.time_ns() - 4 * 10**9, cgroup_id=8102, pid=400)
+        for e in pod_evs:
+            e["k8s"] = {"pod": "web-7d4b9c8f5d-x2x9q", "namespace": ns, "labels": {"app": "web"}}
+        st.publish(subjects.event(NODE, "exec"), evs + pod_evs)
+        st.wait_stored(len(evs) + len(pod_evs))
 
         browser.get(f"{st.url}/?token={st.token}")
         # the token moves from the URL into localStorage
@@ -64,8 +71,23 @@ def test_dashboard_shows_live_alerts_events_containers_tree_and_graph(tmp_path, 
         assert "critical" in li.get_attribute("class")
         assert "(<b>not html</b>)" in li.text      # event text is shown as text, never as markup
 
-        # container list
+        # container list, grouped by namespace: the pod's container under its namespace's heading
         wait(lambda: web["name"] in browser.find_element(By.ID, "containers-table").text, "container listed")
+        grouped = wait(lambda: browser.execute_script(
+            "return [...document.querySelectorAll('#containers-table tbody tr')]"
+            ".map(r => [r.className, r.dataset.namespace, r.innerText])") or None, "container rows")
+        heads = [ns_ for cls, ns_, _ in grouped if "group" in cls]
+        assert heads[0] == ns and heads[-1] == ""          # namespaces first, the rest last
+        i = next(i for i, (cls, ns_, _) in enumerate(grouped) if "group" in cls and ns_ == ns)
+        assert pod_ctr["name"] in grouped[i + 1][2] and "web-7d4b9c8f5d-x2x9q" in grouped[i + 1][2]
+        # choosing the namespace searches its events
+        browser.find_element(By.CSS_SELECTOR, f'#containers-table tr.group[data-namespace="{ns}"]').click()
+        wait(lambda: browser.execute_script(
+            "const r = [...document.querySelectorAll('#events-table tbody tr[data-kind]')];"
+            f"return r.length > 0 && r.every(x => x.innerText.includes('{ns}/web-7d4b9c8f5d-x2x9q/'))"),
+            "events of the namespace")
+        form = browser.find_element(By.ID, "event-form")
+        form.find_element(By.NAME, "namespace").clear()
 
         # event search: kind=open in this container -> its 20 open events
         form = browser.find_element(By.ID, "event-form")

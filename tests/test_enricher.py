@@ -11,7 +11,8 @@ from services.enricher.cgroups import CgroupMatch, CgroupResolver, parse_path
 from shared.cgroupfs import cgroup2_root
 from services.enricher.config import EnricherConfig
 from services.enricher.proctable import ProcTable, read_proc
-from services.enricher.runtime_api import RuntimeClient, k8s_of
+from services.enricher.k8s import k8s_of
+from services.enricher.runtime_api import RuntimeClient
 from shared import subjects
 from shared.config import ConfigError
 from tests import containers
@@ -26,6 +27,8 @@ CID = "0123456789abcdef" * 4
     (f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1234.slice/cri-containerd-{CID}.scope",
      "containerd"),
     (f"/kubepods/besteffort/pod0a1b2c3d-1111-2222-3333-444455556666/{CID}", "containerd"),
+    (f"/k8s.io/{CID}", "containerd"),          # containerd's default cgroup (no kubelet cgroup parent)
+    (f"/kubepods/burstable/podab/crio-{CID}", "cri-o"),   # CRI-O with the cgroupfs driver
     (f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podab.slice/crio-{CID}.scope", "cri-o"),
     (f"/libpod_parent/libpod-{CID}", "podman"),
     (f"/machine.slice/libpod-{CID}.scope", "podman"),
@@ -98,7 +101,9 @@ async def test_runtime_api_against_podman(podman_socket, bb_image):
             assert (info.id, info.name, info.image) == (cid, name, bb_image)
             assert info.labels["app"] == "web"
             assert k8s_of(info.labels) == {"pod": "web-1", "namespace": "shop", "container": None,
-                                           "labels": {"app": "web"}}
+                                           "labels": {"app": "web"}, "pod_uid": None, "owner": None,
+                                           "workload": None}
+            assert info.privileged is False and info.host_network is False
             assert rc.cached(cid) == (True, info)
             assert await rc.get("f" * 64) is None and rc.failures == {"not_found": 1}
         async with RuntimeClient(("/nonexistent/docker.sock",)) as rc:

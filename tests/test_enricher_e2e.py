@@ -27,9 +27,13 @@ async def test_container_and_host_events_are_enriched(nats_server, bb_image, pod
             cid = await asyncio.to_thread(containers.inspect_id, name)
             mine = lambda e: (e["container"] or {}).get("id") == cid  # noqa: E731
             ex = await p.wait_for(lambda e: mine(e) and e["kind"] == "exec" and e["argv"] == ["cat", "/etc/hostname"])
-            assert ex["container"] == {"id": cid, "name": name, "image": bb_image, "runtime": "podman",
-                                       "labels": labels}
-            assert ex["k8s"] == {"pod": "web-7", "namespace": "shop", "container": "nginx", "labels": {"app": "web"}}
+            c = ex["container"]
+            assert {k: c[k] for k in ("id", "name", "image", "runtime", "labels", "metadata_missing")} == {
+                "id": cid, "name": name, "image": bb_image, "runtime": "podman", "labels": labels,
+                "metadata_missing": None}
+            assert c["privileged"] in (False, None)  # None while only the runtime's create event is known
+            assert ex["k8s"] == {"pod": "web-7", "namespace": "shop", "container": "nginx", "labels": {"app": "web"},
+                                 "pod_uid": None, "owner": None, "workload": None}
             proc = ex["proc"]
             assert proc["name"] == "cat" and proc["args"] == ["cat", "/etc/hostname"] and proc["exe"]
             assert proc["cmdline"] == "cat /etc/hostname" and proc["pname"] == "sh"

@@ -58,3 +58,6 @@ def test_readable_line():
     assert " host " in exec_line and exec_line.endswith("ls -l")
     assert matches_container(ev, "web") and matches_container(ev, "abab") and not matches_container(ev, "host")
     assert matches_container({"container": None}, "host")
+    pod_ev = {**ev, "k8s": {"pod": "web-7d4b9c8f5d-x2x9q", "namespace": "shop"}}
+    assert " shop/web-7d4b9c8f5d-x2x9q/web " in line(pod_ev)
+    assert matches_container(pod_ev, "shop/web-7d4b9c8f5d-x2x9q/web") and matches_container(pod_ev, "web")

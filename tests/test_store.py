@@ -97,6 +97,7 @@ async def test_events_alerts_filters_paging_and_bad_input(nats_server, store_url
         e["k8s"] = {"pod": "db-0", "namespace": "prod", "labels": {}}
     alerts = [alert("Shell in container", "warning", events[0]), alert("Write below etc", "critical", events[70]),
               alert("Debug rule", "debug", events[1])]
+    alerts[1]["k8s"] = {"pod": "db-0", "namespace": "prod", "labels": {}}
     async with running_store(nats_server.url, store_url, tmp_path) as svc, client_bus(nats_server.url) as (bus, c):
         # malformed stream messages come first: they must not block what follows
         await bus.publish(subjects.event("n1", "open"), b"{not json")
@@ -130,6 +131,8 @@ async def test_events_alerts_filters_paging_and_bad_input(nats_server, store_url
         assert {a["rule"] for a in prio["items"]} == {"Shell in container", "Write below etc"}
         assert [a["rule"] for a in (await c.alerts(rule="Debug rule"))["items"]] == ["Debug rule"]
         assert len((await c.alerts(container="pgdb"))["items"]) == 1
+        assert [a["rule"] for a in (await c.alerts(namespace="prod", pod="db-0"))["items"]] == ["Write below etc"]
+        assert (await c.alerts(namespace="dev"))["items"] == [] and (await c.alerts(pod="db-1"))["items"] == []
 
         bad = {
             "limit": dict(limit=5000), "cursor": dict(cursor="garbage"), "bogus": dict(bogus=1),

@@ -44,6 +44,8 @@ HELP = {
     "eunomia_service_last_seen_timestamp_seconds": "When the last stats heartbeat of the service arrived.",
     "eunomia_service_instances": "Processes of the service currently sending heartbeats.",
     "eunomia_container_stored_events": "Events stored per container (from the store).",
+    "eunomia_enricher_metadata_missing_total": "Containers whose events went out without runtime metadata, "
+                                               "once per container and reason (no_runtime_api, not_found, ...).",
 }
 
 

@@ -12,6 +12,7 @@ PRIORITIES = tuple(p.lower() for p in priorities.PRIORITIES)
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 _KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,126}[a-z0-9])?$")  # DNS-1123 (the store keeps 128)
 
 
 class BadParam(ValueError):
@@ -58,6 +59,13 @@ def _node(name: str, v: str) -> str:
     return v
 
 
+def _k8s_name(name: str, v: str) -> str:
+    if not _K8S_NAME.match(v):
+        raise BadParam(name, f"{v[:40]!r} is not a Kubernetes name (lowercase letters, digits, '-', '.'; "
+                             "at most 128)")
+    return v
+
+
 def _priority(name: str, v: str) -> str:
     p = priorities.normalize_priority(v)
     if p is None:
@@ -81,11 +89,12 @@ def parse_time(name: str, v: str) -> int:
 _common = {"since": parse_time, "until": parse_time, "limit": _int(1, MAX_LIMIT), "cursor": _text(512)}
 
 EVENT_PARAMS: dict[str, Callable[[str, str], Any]] = {
-    "kind": _kind, "container": _text(128), "node": _node, "pid": _int(0, 2**31 - 1), "q": _text(200), **_common,
+    "kind": _kind, "container": _text(128), "node": _node, "pid": _int(0, 2**31 - 1),
+    "namespace": _k8s_name, "pod": _k8s_name, "q": _text(200), **_common,
 }
 ALERT_PARAMS: dict[str, Callable[[str, str], Any]] = {
-    "rule": _text(200), "priority": _priority, "container": _text(128), "node": _node, "q": _text(200),
-    **_common,
+    "rule": _text(200), "priority": _priority, "container": _text(128), "node": _node,
+    "namespace": _k8s_name, "pod": _k8s_name, "q": _text(200), **_common,
 }
 TREE_PARAMS: dict[str, Callable[[str, str], Any]] = {
     "container": _text(128), "pid": _int(0, 2**31 - 1), "node": _node}
@@ -97,6 +106,8 @@ DESCRIPTIONS = {
     "container": "container id (prefix) or name",
     "node": "node name",
     "pid": "process id",
+    "namespace": "Kubernetes namespace of the pod the event or alert came from",
+    "pod": "Kubernetes pod name",
     "q": ("words to search for (all must occur, any case) in paths, command line, comm, exe, container name and "
           "addresses (alerts: also rule and output); words of 3+ characters match as prefixes, 2 as whole words; "
           "'ld.so.preload' is found by 'preload' and by 'ld.so'"),

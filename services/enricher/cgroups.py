@@ -26,8 +26,8 @@ _ID = r"([0-9a-f]{64})"
 COMPONENT_PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
     ("podman", re.compile(rf"^libpod-{_ID}(?:\.scope)?$")),
     ("docker", re.compile(rf"^docker-{_ID}\.scope$")),
-    ("containerd", re.compile(rf"^cri-containerd-{_ID}\.scope$")),
-    ("cri-o", re.compile(rf"^crio-{_ID}\.scope$")),
+    ("containerd", re.compile(rf"^cri-containerd-{_ID}(?:\.scope)?$")),
+    ("cri-o", re.compile(rf"^crio-{_ID}(?:\.scope)?$")),
 )
 BARE_ID = re.compile(rf"^{_ID}$")
 
@@ -60,8 +60,8 @@ def parse_path(path: str) -> CgroupMatch | None:
             above = parts[:i]
             if above[-1] == "docker":
                 return CgroupMatch(m.group(1), "docker")
-            if any(p.startswith("kubepods") for p in above):
-                return CgroupMatch(m.group(1), "containerd")
+            if any(p.startswith("kubepods") for p in above) or above[-1] == "k8s.io":
+                return CgroupMatch(m.group(1), "containerd")  # (CRI-O names its own: crio-<id>)
             if above[-1] in ("libpod_parent", "machine.slice"):
                 return CgroupMatch(m.group(1), "podman")
     return None

@@ -12,7 +12,7 @@ from shared.config import ConfigError
 from shared.service import run_main, stop_on_signals
 from shared.stats import Stats
 
-from .config import DEFAULT_SOCKETS, EnricherConfig
+from .config import DEFAULT_CRI_SOCKETS, DEFAULT_SOCKETS, EnricherConfig
 from .format import line, matches_container
 
 _log = log.get("events")
@@ -22,13 +22,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("enricher", help="run the enricher service (raw events -> enriched events)")
     p.add_argument("--socket", action="append", dest="sockets", metavar="PATH",
                    help=f"container runtime Engine API socket (repeatable; default {', '.join(DEFAULT_SOCKETS)})")
+    p.add_argument("--cri-socket", action="append", dest="cri_sockets", metavar="PATH",
+                   help=f"CRI runtime (containerd, CRI-O) gRPC socket (repeatable; default "
+                        f"{', '.join(DEFAULT_CRI_SOCKETS)}; 'none' disables)")
     p.add_argument("--lookup-timeout", type=float, default=1.0, help="max wait for a container lookup, s")
     p.set_defaults(func=_enricher)
 
     p = sub.add_parser("events", help="print enriched events as they happen (every node unless --node)")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until interrupted")
     p.add_argument("--kind", "-k", action="append", help="only this kind (repeatable)")
-    p.add_argument("--container", "-c", help='only this container (name, id prefix, or "host")')
+    p.add_argument("--container", "-c",
+                   help='only this container (name, id prefix, namespace/pod/container, or "host")')
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--seconds", type=float, default=3.0, help="without --follow: listen this long (default 3)")
     p.add_argument("--count", "-n", type=int, default=0, help="stop after this many events")
@@ -43,6 +47,8 @@ def _enricher(args: argparse.Namespace) -> int:
     kw = {"lookup_timeout_s": args.lookup_timeout}
     if args.sockets:
         kw["runtime_sockets"] = tuple(args.sockets)
+    if args.cri_sockets:
+        kw["cri_sockets"] = tuple(s for s in args.cri_sockets if s != "none")
     cfg, common = EnricherConfig(**kw), common_config(args)
     run_main(lambda: EnricherService(cfg, common))
     return 0

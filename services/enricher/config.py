@@ -6,12 +6,17 @@ from dataclasses import dataclass
 from shared.config import ConfigError
 
 DEFAULT_SOCKETS = ("/run/podman/podman.sock", "/var/run/docker.sock")
+# CRI gRPC sockets (containerd, CRI-O, k3s's containerd), first one present wins
+DEFAULT_CRI_SOCKETS = ("/run/containerd/containerd.sock", "/run/crio/crio.sock", "/var/run/crio/crio.sock",
+                       "/run/k3s/containerd/containerd.sock")
 
 
 @dataclass(frozen=True)
 class EnricherConfig:
     runtime_sockets: tuple[str, ...] = DEFAULT_SOCKETS  # Engine API sockets, first one present wins
-    watch_events: bool = True          # follow the runtime's container events (GET /events)
+    cri_sockets: tuple[str, ...] = DEFAULT_CRI_SOCKETS  # CRI runtime sockets, first one present wins
+    cri_poll_s: float = 5.0            # ListContainers period when the runtime has no GetContainerEvents
+    watch_events: bool = True          # follow the runtimes' container events (GET /events, GetContainerEvents)
     lookup_timeout_s: float = 1.0      # max wait of a batch for a container lookup
     container_ttl_s: float = 60.0      # Engine API answers are cached this long
     negative_ttl_s: float = 5.0        # ... and failures (unknown id, socket down) this long
@@ -27,9 +32,13 @@ class EnricherConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "runtime_sockets", tuple(self.runtime_sockets))
-        for s in self.runtime_sockets:
-            if not isinstance(s, str) or not s.startswith("/"):
-                raise ConfigError(f"enricher.runtime_sockets: {s!r} is not an absolute socket path")
+        object.__setattr__(self, "cri_sockets", tuple(self.cri_sockets))
+        for name in ("runtime_sockets", "cri_sockets"):
+            for s in getattr(self, name):
+                if not isinstance(s, str) or not s.startswith("/"):
+                    raise ConfigError(f"enricher.{name}: {s!r} is not an absolute socket path")
+        if not (0.1 <= self.cri_poll_s <= 3600):
+            raise ConfigError(f"enricher.cri_poll_s: {self.cri_poll_s} not in [0.1, 3600]")
         if not (0.01 <= self.lookup_timeout_s <= 30):
             raise ConfigError(f"enricher.lookup_timeout_s: {self.lookup_timeout_s} not in [0.01, 30]")
         if not (0 < self.negative_ttl_s <= self.container_ttl_s <= 86400):

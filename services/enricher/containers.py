@@ -1,8 +1,15 @@
 """Known containers on this node: cgroup id -> container record.
 
 Joins the cgroup resolver (which container a cgroup belongs to) and the
-runtime API client (its name, image, labels). Records are the `container`
-shape of shared/schema.py plus `cgroup_id`, for the control reply.
+runtime clients (its name, image, labels, pod). The cgroup path says which
+runtime made a container; `Runtimes` picks the client that can answer for it
+(CRI for containerd/CRI-O, the Engine API for podman/docker, the other one
+when only that socket exists). Records are the `container` shape of
+shared/schema.py plus `cgroup_id`, for the control reply.
+
+Metadata is never silently empty: a container that has none carries
+`metadata_missing` (the reason) and is counted once per reason in
+enricher_metadata_missing_total{reason}.
 """
 from __future__ import annotations
 
@@ -10,15 +17,43 @@ import asyncio
 import time
 from collections import OrderedDict
 
+from shared.stats import Stats
+
 from .cgroups import CgroupMatch, CgroupResolver
-from .runtime_api import ContainerInfo, RuntimeClient, k8s_of
+from .k8s import k8s_of
+from .lookups import CachedLookups, ContainerInfo
+
+CRI_RUNTIMES = frozenset({"containerd", "cri-o"})
+NO_API = "no_runtime_api"       # no client of this runtime is configured or its socket is absent
+CHOICE_TTL_S = 1.0
+
+
+class Runtimes:
+    """Which client answers for a runtime; the choice is re-checked every CHOICE_TTL_S (sockets come and go)."""
+
+    def __init__(self, engine: CachedLookups | None, cri: CachedLookups | None) -> None:
+        self.engine, self.cri = engine, cri
+        self.clients = tuple(c for c in (cri, engine) if c is not None)
+        self._choice: dict[str, tuple[float, CachedLookups | None]] = {}
+
+    def client_for(self, runtime: str) -> CachedLookups | None:
+        hit = self._choice.get(runtime)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        order = (self.cri, self.engine) if runtime in CRI_RUNTIMES else (self.engine, self.cri)
+        client = next((c for c in order if c is not None and c.socket() is not None), None)
+        self._choice[runtime] = (now + CHOICE_TTL_S, client)
+        return client
 
 
 class ContainerRegistry:
-    def __init__(self, cgroups: CgroupResolver, runtime: RuntimeClient, max_entries: int = 4096) -> None:
-        self.cgroups, self.runtime, self.max_entries = cgroups, runtime, max_entries
+    def __init__(self, cgroups: CgroupResolver, runtimes: Runtimes, max_entries: int = 4096,
+                 stats: Stats | None = None) -> None:
+        self.cgroups, self.runtimes, self.max_entries, self.stats = cgroups, runtimes, max_entries, stats
         # container id -> (match, cgroup ids, last seen wall ns, cgroup id seen last)
         self._known: OrderedDict[str, tuple[CgroupMatch, set[int], int, int]] = OrderedDict()
+        self._missing_counted: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._known)
@@ -36,9 +71,16 @@ class ContainerRegistry:
             self._known.popitem(last=False)
 
     def learn(self, cgid: int, m: CgroupMatch) -> None:
-        """A container cgroup seen being created (CgroupWatcher)."""
+        """A container cgroup seen being created (CgroupWatcher): ask its runtime now, so that a
+        container living for milliseconds still gets its names."""
         self.cgroups.learn(cgid, m)
         self.note(cgid, m, seen=False)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # called from the watcher's start-up walk in a thread: the first event asks
+        if self.needs_lookup(m):
+            self.lookup(m)
 
     async def rescan(self) -> set[str]:
         """Walk the cgroup tree in a thread; note every container there. Returns their ids."""
@@ -56,24 +98,58 @@ class ContainerRegistry:
         return m
 
     def needs_lookup(self, m: CgroupMatch) -> bool:
-        fresh, _ = self.runtime.cached(m.container_id)
-        return not fresh
+        c = self.runtimes.client_for(m.runtime)
+        return c is not None and not c.cached(m.container_id)[0]
+
+    def lookup(self, m: CgroupMatch) -> asyncio.Task | None:
+        c = self.runtimes.client_for(m.runtime)
+        return c.start(m.container_id) if c is not None else None
+
+    def info(self, m: CgroupMatch) -> tuple[ContainerInfo | None, str | None]:
+        """(metadata, why it is missing)."""
+        c = self.runtimes.client_for(m.runtime)
+        if c is None:
+            return None, NO_API
+        info = c.cached(m.container_id)[1]
+        return info, (None if info is not None else c.missing_reason(m.container_id))
+
+    def _count_missing(self, cid: str, reason: str) -> None:
+        key = (cid, reason)
+        if key in self._missing_counted:
+            return
+        self._missing_counted[key] = None
+        while len(self._missing_counted) > self.max_entries:
+            self._missing_counted.popitem(last=False)
+        if self.stats is not None:
+            self.stats.inc("enricher_metadata_missing_total", reason=reason)
 
     @staticmethod
-    def view(m: CgroupMatch, info: ContainerInfo | None) -> tuple[dict, dict | None]:
+    def view(m: CgroupMatch, info: ContainerInfo | None, missing: str | None = None) -> tuple[dict, dict | None]:
         """(`container`, `k8s`) of an event."""
-        labels = info.labels if info else {}
+        if info is None:
+            return {"id": m.container_id, "name": None, "image": None, "runtime": m.runtime, "labels": {},
+                    "metadata_missing": missing or "unknown"}, None
         container = {
             "id": m.container_id,
-            "name": info.name if info else None,
-            "image": info.image if info else None,
+            "name": info.name,
+            "image": info.image,
+            "image_digest": info.image_digest,
+            "image_id": info.image_id,
             "runtime": m.runtime,
-            "labels": labels,
+            "labels": info.labels,
+            "privileged": info.privileged,
+            "host_network": info.host_network,
+            "host_pid": info.host_pid,
+            "host_ipc": info.host_ipc,
+            "metadata_missing": None,
         }
-        return container, k8s_of(labels)
+        return container, info.k8s if info.k8s is not None else k8s_of(info.labels)
 
     def view_cached(self, m: CgroupMatch) -> tuple[dict, dict | None]:
-        return self.view(m, self.runtime.cached(m.container_id)[1])
+        info, missing = self.info(m)
+        if info is None:
+            self._count_missing(m.container_id, missing or "unknown")
+        return self.view(m, info, missing)
 
     async def listing(self, timeout: float, all_: bool = False) -> list[dict]:
         """Containers with cgroup ids (metadata looked up, within `timeout`).
@@ -82,12 +158,12 @@ class ContainerRegistry:
         seen earlier, with running False)."""
         running = await self.rescan()
         items = [(cid, e) for cid, e in self._known.items() if all_ or cid in running]
-        tasks = [self.runtime.start(cid) for cid, (m, *_) in items if self.needs_lookup(m)]
+        tasks = [t for cid, (m, *_) in items if self.needs_lookup(m) and (t := self.lookup(m)) is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
         out = []
         for cid, (m, cgids, seen, last) in items:
-            container, k8s = self.view_cached(m)
+            container, k8s = self.view(m, *self.info(m))
             out.append({**container, "k8s": k8s, "cgroup_id": last, "cgroup_ids": sorted(cgids),
                         "running": cid in running, "last_seen": seen or None})
         return out

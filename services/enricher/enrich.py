@@ -88,7 +88,7 @@ class Enricher:
             ts = ev.get("ts") if isinstance(ev.get("ts"), int) else 0
             m = self.containers.resolve(cg, ts, pid)
             if m is not None and self.containers.needs_lookup(m):
-                self.containers.runtime.start(m.container_id)
+                self.containers.lookup(m)
 
     async def enrich(self, events: list[dict]) -> list[dict]:
         out: list[dict] = []
@@ -165,10 +165,13 @@ class Enricher:
         return parse_path(p.cgroup) if p is not None and p.cgroup else None
 
     async def _lookups(self, matches) -> None:
-        needed = {m.container_id: m for m in matches if self.containers.needs_lookup(m)}
+        by_id = {m.container_id: m for m in matches}   # a batch holds few containers: ask once each
+        needed = [m for m in by_id.values() if self.containers.needs_lookup(m)]
         if not needed:
             return
-        tasks = [self.containers.runtime.start(cid) for cid in needed]
+        tasks = [t for m in needed if (t := self.containers.lookup(m)) is not None]
+        if not tasks:
+            return
         _, pending = await asyncio.wait(tasks, timeout=self.lookup_timeout)
         if pending:  # they go on in the background; this batch goes out id-only
             self.stats.inc("enricher_lookup_failures_total", len(pending), source="batch", reason="wait_timeout")

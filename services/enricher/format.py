@@ -35,10 +35,15 @@ def key_fields(ev: dict) -> str:
 
 
 def where(ev: dict) -> str:
+    """host, the container's name (or short id), or namespace/pod/container in Kubernetes."""
     c = ev.get("container")
     if not c:
         return "host"
-    return c.get("name") or str(c.get("id", ""))[:12]
+    name = c.get("name") or str(c.get("id", ""))[:12]
+    k = ev.get("k8s")
+    if isinstance(k, dict) and k.get("pod"):
+        return f"{k.get('namespace')}/{k['pod']}/{name}"
+    return name
 
 
 def line(ev: dict) -> str:
@@ -53,10 +58,10 @@ def line(ev: dict) -> str:
 
 
 def matches_container(ev: dict, query: str) -> bool:
-    """`query` is a container name, an id prefix, or "host"."""
+    """`query` is a container name, an id prefix, namespace/pod/container, or "host"."""
     c = ev.get("container")
     if query == "host":
         return not c
     if not c:
         return False
-    return c.get("name") == query or str(c.get("id", "")).startswith(query)
+    return c.get("name") == query or str(c.get("id", "")).startswith(query) or where(ev) == query

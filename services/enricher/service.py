@@ -26,7 +26,8 @@ from shared.tasks import cancel_and_wait
 from .cgroups import CgroupResolver
 from .cgroup_watch import CgroupWatcher
 from .config import EnricherConfig
-from .containers import ContainerRegistry
+from .containers import ContainerRegistry, Runtimes
+from .cri import CriClient
 from .enrich import Enricher
 from .proctable import ProcTable
 from .runtime_api import RuntimeClient
@@ -44,7 +45,11 @@ class EnricherService:
         self.procs = ProcTable(cfg.max_processes, cfg.exit_grace_s)
         self.runtime = RuntimeClient(cfg.runtime_sockets, cfg.lookup_timeout_s, cfg.container_ttl_s,
                                      cfg.negative_ttl_s, cfg.max_containers, self.stats)
-        self.containers = ContainerRegistry(CgroupResolver(cfg.max_cgroups), self.runtime, cfg.max_containers)
+        self.cri = CriClient(cfg.cri_sockets, cfg.lookup_timeout_s, cfg.container_ttl_s, cfg.negative_ttl_s,
+                             cfg.max_containers, self.stats, cfg.cri_poll_s) if cfg.cri_sockets else None
+        self.runtimes = Runtimes(self.runtime, self.cri)
+        self.containers = ContainerRegistry(CgroupResolver(cfg.max_cgroups), self.runtimes, cfg.max_containers,
+                                            self.stats)
         self.enricher = Enricher(self.procs, self.containers, self.stats, cfg.lookup_timeout_s)
         self._stack = AsyncExitStack()
         self._queue: asyncio.Queue[list[dict]] = asyncio.Queue(maxsize=cfg.queue_batches)
@@ -62,10 +67,11 @@ class EnricherService:
                 str(self.containers.cgroups.root) if self.containers.cgroups.root else None,
                 self.containers.learn, self.stats))
             await self.containers.rescan()
-            await self._stack.enter_async_context(self.runtime)
-            if self.cfg.watch_events:
-                watcher = asyncio.create_task(self.runtime.watch(), name="enricher-runtime-events")
-                self._stack.push_async_callback(cancel_and_wait, watcher)
+            for client in self.runtimes.clients:
+                await self._stack.enter_async_context(client)
+                if self.cfg.watch_events:
+                    watcher = asyncio.create_task(client.watch(), name=f"enricher-{client.source}-events")
+                    self._stack.push_async_callback(cancel_and_wait, watcher)
             self.bus = await self._stack.enter_async_context(
                 connect(self.common.servers, self.stats, name=f"eunomia-enricher-{self.common.node}"))
             self.batcher = await self._stack.enter_async_context(

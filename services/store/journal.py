@@ -44,8 +44,8 @@ class Journal:
 
 EVENTS = Journal("events", named=("kind", "node", "cont", "ns", "pod"), ints=("pid",),
                  indexed=("kind", "node", "cont", "ns", "pod", "pid"))
-ALERTS = Journal("alerts", named=("rule", "node", "cont"), ints=("prio",),
-                 indexed=("rule", "node", "cont", "prio"))
+ALERTS = Journal("alerts", named=("rule", "node", "cont", "ns", "pod"), ints=("prio",),
+                 indexed=("rule", "node", "cont", "ns", "pod", "prio"))
 JOURNALS = (EVENTS, ALERTS)
 
 
@@ -57,7 +57,9 @@ def row_values(j: Journal, item: dict) -> tuple[dict[str, str | None], dict[str,
         return ({"kind": _s(item["kind"], 64), "node": _s(item.get("node"), 128), "cont": _s(c.get("id"), 64),
                  "ns": _s(k.get("namespace"), 256), "pod": _s(k.get("pod"), 256)},
                 {"pid": _i(item.get("pid"))})
-    return ({"rule": _s(item.get("rule"), 256) or "", "node": _s(item.get("node"), 128), "cont": _s(c.get("id"), 64)},
+    k = _k8s(item) or _k8s(item.get("event") or {})
+    return ({"rule": _s(item.get("rule"), 256) or "", "node": _s(item.get("node"), 128), "cont": _s(c.get("id"), 64),
+             "ns": _s(k.get("namespace"), 256), "pod": _s(k.get("pod"), 256)},
             {"prio": query.prio_level(item.get("priority"))})
 
 
@@ -111,8 +113,9 @@ def plan(j: Journal, params: Any) -> Plan:
     else:
         if "rule" in p:
             names["rule"] = query._text("rule", p["rule"])
-        if "node" in p:
-            names["node"] = query._token("node", p["node"])
+        for param, col in (("node", "node"), ("namespace", "ns"), ("pod", "pod")):
+            if param in p:
+                names[col] = query._token(param, p[param])
         if "priority" in p:
             prio_min = query.prio_level(p["priority"])
             if prio_min < 0:

@@ -93,7 +93,8 @@ class SqlBuilder:
 
 
 EVENT_PARAMS = ("kind", "container", "node", "pid", "namespace", "pod", "since", "until", "q", "limit", "cursor")
-ALERT_PARAMS = ("rule", "priority", "container", "node", "since", "until", "q", "limit", "cursor")
+ALERT_PARAMS = ("rule", "priority", "container", "node", "namespace", "pod", "since", "until", "q", "limit",
+                "cursor")
 
 
 @dataclass(frozen=True)

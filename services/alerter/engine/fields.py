@@ -425,8 +425,39 @@ def container_image_tag(ev: dict) -> str | None:
 
 
 def container_image_digest(ev: dict) -> str | None:
+    d = (_ctr(ev) or _E).get("image_digest")   # the runtime's word (CRI image_ref) first
+    if d:
+        return d
     i = container_image(ev)
     return None if not isinstance(i, str) else _split_image(i)[2]
+
+
+def _ctr_key(key: str) -> Extractor:
+    return lambda ev: (ev.get("container") or _E).get(key)
+
+
+def _k8s_ref(key: str, part: str) -> Extractor:
+    """k8s.owner / k8s.workload {"kind", "name"} parts."""
+    return lambda ev: ((ev.get("k8s") or _E).get(key) or _E).get(part)
+
+
+def _k8s_owned_by(kind: str) -> Extractor:
+    """Name of the pod's owner of `kind` (ReplicaSet, Deployment, ...) in its derived owner chain."""
+    def get(ev: dict) -> str | None:
+        k = ev.get("k8s")
+        if not k:
+            return None
+        for ref in (k.get("owner"), k.get("workload")):
+            if ref and ref.get("kind") == kind:
+                return ref.get("name")
+        return None
+    return get
+
+
+def k8s_pod_labels(ev: dict) -> str | None:
+    """Falco's k8s.pod.labels: "k1:v1, k2:v2"."""
+    labels = (ev.get("k8s") or _E).get("labels")
+    return None if labels is None else ", ".join(f"{k}:{v}" for k, v in sorted(labels.items()))
 
 
 def container_info(ev: dict) -> str:
@@ -546,9 +577,29 @@ _add("container.image.repository", "str", container_image_repository, "image wit
 _add("container.image.tag", "str", container_image_tag, "image tag")
 _add("container.image.digest", "str", container_image_digest, "image digest")
 _add("container.runtime", "str", lambda ev: (_ctr(ev) or _E).get("runtime"), "podman, docker, containerd, cri-o")
+_add("container.type", "str", lambda ev: (_ctr(ev) or _E).get("runtime") if _ctr(ev) else "host",
+     "runtime: podman, docker, containerd, cri-o ('host' on the host)")
+_add("container.image.id", "str", _ctr_key("image_id"), "the runtime's image id (sha256 of the image config)")
+_add("container.privileged", "bool", _ctr_key("privileged"), "runs privileged (all capabilities, host devices)")
+_add("container.host_network", "bool", _ctr_key("host_network"), "shares the node's network namespace")
+_add("container.host_pid", "bool", _ctr_key("host_pid"), "shares the node's pid namespace")
+_add("container.host_ipc", "bool", _ctr_key("host_ipc"), "shares the node's IPC namespace")
+_add("container.metadata_missing", "str", _ctr_key("metadata_missing"),
+     "why the runtime gave no metadata (no_runtime_api, not_found, unreachable, timeout, pending...)")
 _add("container.info", "str", container_info, "id, name and image in one string (for outputs)")
 _add("k8s.ns.name", "str", _k8s("namespace"), "Kubernetes namespace")
 _add("k8s.pod.name", "str", _k8s("pod"), "Kubernetes pod name")
+_add("k8s.pod.uid", "str", _k8s("pod_uid"), "Kubernetes pod UID")
+_add("k8s.pod.id", "str", _k8s("pod_uid"), "Kubernetes pod UID (Falco's older name)")
+_add("k8s.pod.labels", "str", k8s_pod_labels, "the pod's labels as 'k1:v1, k2:v2'")
+_add("k8s.owner.kind", "str", _k8s_ref("owner", "kind"), "kind of the pod's controller (ReplicaSet, DaemonSet...)")
+_add("k8s.owner.name", "str", _k8s_ref("owner", "name"), "name of the pod's controller")
+_add("k8s.workload.kind", "str", _k8s_ref("workload", "kind"), "top owner kind (Deployment, CronJob, ...)")
+_add("k8s.workload.name", "str", _k8s_ref("workload", "name"), "top owner name")
+for _kind, _field in (("ReplicaSet", "k8s.rs.name"), ("Deployment", "k8s.deployment.name"),
+                      ("DaemonSet", "k8s.daemonset.name"), ("StatefulSet", "k8s.statefulset.name"),
+                      ("Job", "k8s.job.name"), ("CronJob", "k8s.cronjob.name")):
+    _add(_field, "str", _k8s_owned_by(_kind), f"the pod's {_kind}, derived from its labels and name")
 _add("container.label", "str", lambda ev: None, "container.label[KEY]")
 _add("k8s.pod.label", "str", lambda ev: None, "k8s.pod.label[KEY]")
 _add("evt.arg", "any", lambda ev: None, "evt.arg.NAME or evt.arg[NAME]: a kind-specific field")

@@ -66,11 +66,12 @@ function addAlert(a) {
   if (alertIds.has(a.id)) return;
   alertIds.add(a.id);
   const prio = String(a.priority || "").toLowerCase();
-  const c = a.container || (a.event && a.event.container) || null;
+  const where = whereOf({ container: a.container || (a.event && a.event.container) || null,
+                          k8s: a.k8s || (a.event && a.event.k8s) || null });
   const li = el("li", { class: `alert new p-${prio}`, "data-rule": a.rule || "" },
     el("div", {}, el("span", { class: "prio" }, prio), el("span", { class: "rule" }, a.rule || "(rule)")),
     el("div", { class: "output" }, a.output || ""),
-    el("div", { class: "meta" }, `${fmtTime(a.ts)} · ${a.node || ""} · ${c ? (c.name || String(c.id).slice(0, 12)) : "host"}`));
+    el("div", { class: "meta" }, `${fmtTime(a.ts)} · ${a.node || ""} · ${where}`));
   const list = $("#alerts-list");
   list.prepend(li);
   while (list.children.length > MAX_ALERTS) list.lastChild.remove();
@@ -104,22 +105,43 @@ async function loadRecentAlerts() {
   } catch (e) { if (!(e instanceof AuthError)) console.warn("alerts:", e.message); }
 }
 
-// ---- containers ----
+// ---- containers, grouped by Kubernetes namespace ----
+const K8S_NS = "io.kubernetes.pod.namespace", K8S_POD = "io.kubernetes.pod.name";
+const NO_NS = "(not in Kubernetes)";
+
+function namespaceOf(c) { return (c.labels && c.labels[K8S_NS]) || ""; }
+
 async function loadContainers() {
   const body = $("#containers-table tbody");
   let items;
   try { items = (await api("/containers")).items; } catch (e) {
-    body.replaceChildren(el("tr", {}, el("td", { colspan: 5, class: "error" }, e.message)));
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 6, class: "error" }, e.message)));
     return;
   }
-  body.replaceChildren(...items.map((c) => {
-    const tr = el("tr", { class: "clickable", "data-id": c.id },
-      el("td", {}, c.name || String(c.id).slice(0, 12)), el("td", {}, c.image || ""), el("td", {}, c.node || ""),
-      el("td", {}, c.events ?? ""), el("td", {}, fmtTime(c.last_seen)));
-    tr.addEventListener("click", () => chooseContainer(c.id));
-    return tr;
-  }));
-  if (!items.length) body.append(el("tr", {}, el("td", { colspan: 5, class: "empty" }, "no containers seen yet")));
+  const groups = new Map();
+  for (const c of items) {
+    const ns = namespaceOf(c);
+    if (!groups.has(ns)) groups.set(ns, []);
+    groups.get(ns).push(c);
+  }
+  const names = [...groups.keys()].sort((a, b) => (a === "") - (b === "") || a.localeCompare(b));
+  const rows = [];
+  for (const ns of names) {
+    const head = el("tr", { class: "group" + (ns ? " clickable" : ""), "data-namespace": ns },
+      el("td", { colspan: 6 }, `${ns || NO_NS} · ${groups.get(ns).length}`));
+    if (ns) head.addEventListener("click", () => chooseNamespace(ns));
+    rows.push(head);
+    for (const c of groups.get(ns)) {
+      const tr = el("tr", { class: "clickable", "data-id": c.id, "data-namespace": ns },
+        el("td", {}, (c.labels && c.labels[K8S_POD]) || ""),
+        el("td", {}, c.name || String(c.id).slice(0, 12)), el("td", {}, c.image || ""), el("td", {}, c.node || ""),
+        el("td", {}, c.events ?? ""), el("td", {}, fmtTime(c.last_seen)));
+      tr.addEventListener("click", () => chooseContainer(c.id));
+      rows.push(tr);
+    }
+  }
+  body.replaceChildren(...rows);
+  if (!items.length) body.append(el("tr", {}, el("td", { colspan: 6, class: "empty" }, "no containers seen yet")));
   const sel = $("#tree-container");
   const keep = sel.value;
   sel.replaceChildren(el("option", { value: "" }, "(choose a container)"),
@@ -127,11 +149,21 @@ async function loadContainers() {
   sel.value = keep;
 }
 
+function chooseNamespace(ns) {
+  const f = $("#event-form");
+  f.elements.container.value = "";
+  f.elements.pod.value = "";
+  f.elements.namespace.value = ns;
+  searchEvents(true);
+}
+
 function chooseContainer(id) {
   $("#tree-container").value = id;
   loadTree();
   const f = $("#event-form");
   f.elements.container.value = id.slice(0, 12);
+  f.elements.namespace.value = "";
+  f.elements.pod.value = "";
   searchEvents(true);
 }
 
@@ -148,11 +180,19 @@ function eventDetail(e) {
   return p.cmdline || "";
 }
 
+function whereOf(e) {
+  if (!e.container) return "host";
+  const name = e.container.name || String(e.container.id).slice(0, 12);
+  return e.k8s && e.k8s.pod ? `${e.k8s.namespace}/${e.k8s.pod}/${name}` : name;
+}
+
 async function searchEvents(fresh) {
   const f = $("#event-form");
   if (fresh) { pager.cursors = [null]; pager.index = 0; }
   const params = {};
-  for (const k of ["kind", "container", "pid", "q", "since", "limit"]) params[k] = f.elements[k].value.trim();
+  for (const k of ["kind", "container", "namespace", "pod", "pid", "q", "since", "limit"]) {
+    params[k] = f.elements[k].value.trim();
+  }
   params.cursor = pager.cursors[pager.index];
   const err = $("#events-error");
   const body = $("#events-table tbody");
@@ -163,7 +203,7 @@ async function searchEvents(fresh) {
   pager.next = page.next_cursor;
   body.replaceChildren(...page.items.map((e) => el("tr", { "data-id": e.id, "data-kind": e.kind },
     el("td", {}, fmtTime(e.ts)), el("td", {}, e.kind),
-    el("td", {}, e.container ? (e.container.name || String(e.container.id).slice(0, 12)) : "host"),
+    el("td", {}, whereOf(e)),
     el("td", {}, e.pid), el("td", {}, e.comm || ""), el("td", { class: "detail" }, eventDetail(e)))));
   if (!page.items.length) body.append(el("tr", {}, el("td", { colspan: 6, class: "empty" }, "no events match")));
   $("#events-prev").disabled = pager.index === 0;
