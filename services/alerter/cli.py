@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from shared import subjects
+from shared import busauth, subjects
 
 from .rules_cli import register_rules
 
@@ -93,7 +93,7 @@ async def _alerts(args: argparse.Namespace, common) -> int:
     try:
         nc = await asyncio.wait_for(nats.connect(
             servers=common.servers, connect_timeout=3, max_reconnect_attempts=0, allow_reconnect=False,
-            error_cb=quiet, name="eunomia-alerts"), 5)
+            error_cb=quiet, name="eunomia-alerts", **busauth.role_kwargs(common, busauth.ADMIN)), 5)
     except Exception as e:
         print(f"eunomia alerts: cannot reach NATS at {common.nats_url}: {str(e) or type(e).__name__}", file=sys.stderr)
         return 1

@@ -7,7 +7,7 @@ import sys
 
 import orjson
 
-from shared import log, subjects
+from shared import busauth, log, subjects
 from shared.config import ConfigError
 from shared.service import run_main, stop_on_signals
 from shared.stats import Stats
@@ -99,7 +99,8 @@ async def follow(common, args: argparse.Namespace) -> int:
     try:  # a few reconnect tries, then a clear error (the services' connect retries forever)
         nc = await nats.connect(servers=common.servers, name="eunomia-events", connect_timeout=3,
                                 max_reconnect_attempts=4, reconnect_time_wait=0.5,
-                                error_cb=_quiet, disconnected_cb=_quiet_disconnect)
+                                error_cb=_quiet, disconnected_cb=_quiet_disconnect,
+                                **busauth.role_kwargs(common, busauth.ADMIN))
     except (nats.errors.NoServersError, OSError) as e:
         raise ConnectionError(f"NATS not reachable at {common.nats_url}: {e or type(e).__name__}") from None
     bus = Bus(nc, stats)

@@ -17,7 +17,7 @@ from contextlib import AsyncExitStack
 import orjson
 from nats.aio.msg import Msg
 
-from shared import log, partition, subjects
+from shared import busauth, log, partition, subjects
 from shared.bus import Batcher, connect
 from shared.config import CommonConfig
 from shared.stats import Stats, StatsPublisher
@@ -68,7 +68,8 @@ class EnricherService:
                 watcher = asyncio.create_task(self.runtime.watch(), name="enricher-runtime-events")
                 self._stack.push_async_callback(cancel_and_wait, watcher)
             self.bus = await self._stack.enter_async_context(
-                connect(self.common.servers, self.stats, name=f"eunomia-enricher-{self.common.node}"))
+                connect(self.common.servers, self.stats, name=f"eunomia-enricher-{self.common.node}",
+                        cred=busauth.for_role(self.common.data_dir, "enricher", self.common.node)))
             self.batcher = await self._stack.enter_async_context(
                 # durable: each batch is acked by the EVENTS stream (retried across NATS failover)
                 Batcher(self.bus, self.cfg.max_batch_events, max_pending=self.cfg.max_pending_events,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import mmap
 import os
-import sys
 import threading
 import time
 from contextlib import AsyncExitStack
@@ -25,7 +24,7 @@ from pathlib import Path
 import nats.errors
 import orjson
 
-from shared import bus as busmod, log, subjects
+from shared import bus as busmod, busauth, log, subjects
 from shared.config import CommonConfig
 from shared.filterplan import FilterPlan, PlanError
 from shared.stats import Stats, StatsPublisher
@@ -34,6 +33,7 @@ from . import loader
 from .config import ProbeConfig
 from .decode import DEDUP_HASH, KIND_NAMES, KIND_NUMBERS, DecodeError, Decoder
 from .dedup import KINDS as DEDUP_KINDS, Dedup
+from .exclusion import Exclusions
 from .flows import FlowReader
 from .plan_maps import PlanMaps
 from .ringbuf import RingReader
@@ -68,15 +68,6 @@ def proc_parents() -> dict[int, int]:
     return out
 
 
-def runs_our_program(pid: int) -> bool:
-    """Whether `pid` runs the same interpreter as this probe (an Eunomia service)."""
-    try:
-        exe = os.path.realpath(f"/proc/{pid}/exe")
-    except OSError:
-        return False
-    return exe == os.path.realpath(sys.executable)
-
-
 class ProbeService:
     name = "probe"
 
@@ -87,7 +78,7 @@ class ProbeService:
         self.decoder = Decoder(self.node)
         self.bpf = None
         self.plan: loader.SourcePlan | None = None
-        self.excluded: set[int] = set()
+        self.exclusions: Exclusions | None = None
         self._stack = AsyncExitStack()
         self._queue: asyncio.Queue[list[dict]] = asyncio.Queue(maxsize=cfg.queue_batches)
         self._reader: threading.Thread | None = None
@@ -122,13 +113,12 @@ class ProbeService:
             self._configure_kernel()
             await loop.run_in_executor(None, self._keep_per_syscall_program)
             self.bus = await self._stack.enter_async_context(
-                busmod.connect(self.common.servers, self.stats, name=f"probe-{self.node}"))
+                busmod.connect(self.common.servers, self.stats, name=f"probe-{self.node}",
+                               cred=busauth.for_role(self.common.data_dir, "probe", self.node)))
             await self._stack.enter_async_context(
                 StatsPublisher(self.bus, self.stats, self.node, self.common.stats_interval))
             await self.bus.subscribe_raw(subjects.ctl_probe(self.node), self._on_ctl)
             await self.bus.subscribe_raw(subjects.CTL_PROBES, self._on_plan_broadcast)
-            if self.cfg.exclude_own_services:
-                await self.bus.subscribe_raw(subjects.STATS_ALL, self._on_stats)
             self._ring = RingReader(self.bpf[b"events"].map_fd, self.cfg.ringbuf_pages * mmap.PAGESIZE)
             self._reader = threading.Thread(target=self._read_loop, args=(loop,), name="probe-ringbuf",
                                             daemon=True)
@@ -153,6 +143,8 @@ class ProbeService:
         except Exception:
             pass
         await self._stack.aclose()
+        if self.exclusions is not None:
+            self.exclusions.close()
         if self._ring is not None:
             self._ring.close()
             self._ring = None
@@ -162,7 +154,9 @@ class ProbeService:
 
     def _configure_kernel(self) -> None:
         """Exclusions and parents first, then the plan's kind switches (which start the flow)."""
-        self.exclude([os.getpid(), *self.cfg.exclude_pids])
+        self.exclusions = Exclusions(self.bpf[b"excluded"], self.stats, children=self.cfg.exclude_children,
+                                     pids=self.cfg.exclude_pids, cgroups=self.cfg.exclude_cgroups)
+        self.exclusions.refresh()
         parents = self.bpf[b"parents"]
         for pid, ppid in proc_parents().items():
             parents[parents.Key(pid)] = parents.Leaf(ppid)
@@ -227,20 +221,10 @@ class ProbeService:
                 _log.exception("loading the filter plan failed")
             await asyncio.sleep(self.cfg.plan_refresh_s if got else self.cfg.plan_retry_s)
 
-    def exclude(self, pids) -> list[int]:
-        """Add pids to the kernel's exclusion map; returns the ones that were new."""
-        table = self.bpf[b"excluded"]
-        new = [int(p) for p in pids if int(p) > 0 and int(p) not in self.excluded]
-        for pid in new:
-            try:
-                table[table.Key(pid)] = table.Leaf(1)
-            except Exception as e:  # map full (1024 pids)
-                self.stats.inc("probe_exclude_failed_total")
-                _log.error("cannot exclude pid %d: %s", pid, e)
-                continue
-            self.excluded.add(pid)
-        self.stats.set("probe_excluded_pids", len(self.excluded))
-        return new
+    @property
+    def excluded(self) -> set[int]:
+        """Pids the kernel does not trace now (services/probe/exclusion.py)."""
+        return self.exclusions.pids if self.exclusions else set()
 
     # ---- reader thread ----------------------------------------------------------
 
@@ -330,6 +314,7 @@ class ProbeService:
         while True:
             await asyncio.sleep(self.cfg.counters_interval)
             self.read_counters()
+            self.exclusions.refresh()
             self.decoder.resync_clock()
             await self.report_repeats()
             await self.report_flows()
@@ -407,24 +392,6 @@ class ProbeService:
 
     # ---- bus handlers -------------------------------------------------------------
 
-    async def _on_stats(self, msg) -> None:
-        try:
-            snap = orjson.loads(msg.data)
-        except orjson.JSONDecodeError:
-            self.stats.inc("probe_bad_stats_messages_total")
-            return
-        if isinstance(snap, dict) and snap.get("node") == self.node and isinstance(snap.get("pid"), int):
-            if snap["pid"] not in self.excluded:
-                if not runs_our_program(snap["pid"]):
-                    # anyone on the bus could announce a pid: only our own programs are hidden
-                    self.stats.inc("probe_exclude_refused_total")
-                    _log.warning("refused to exclude pid %d announced as service %r: it does not run "
-                                 "Eunomia's interpreter", snap["pid"], snap.get("service"))
-                    return
-                new = self.exclude([snap["pid"]])
-                if new:
-                    _log.info("excluding pid %d (service %s)", snap["pid"], snap.get("service"))
-
     async def _on_plan_broadcast(self, msg) -> None:
         """`eunomia.ctl.probes` reaches every node: only the plan is taken from it."""
         try:
@@ -462,11 +429,6 @@ class ProbeService:
                 return {"loaded": self.load_plan(FilterPlan.from_dict(req.get("plan")))}
             except PlanError as e:
                 return self._ctl_error(f'op "plan": {e}')
-        if op == "exclude":
-            pids = req.get("pids")
-            if not isinstance(pids, list) or not all(isinstance(p, int) and p > 0 for p in pids):
-                return self._ctl_error('op "exclude" needs "pids": a list of positive integers')
-            return {"added": self.exclude(pids), "excluded_pids": sorted(self.excluded)}
         if op in ("syscalls", "syscalls_reset"):
             cg = req.get("cgroup_id")
             if not isinstance(cg, int) or cg <= 0:
@@ -483,7 +445,7 @@ class ProbeService:
                 return {"cgroup_id": cg, "reset": syscall_profile.reset(self.bpf, cg)}
             except KeyError as e:
                 return self._ctl_error(f"syscall profile maps are not loaded: {e}")
-        return self._ctl_error(f"unknown op {op!r}; known: status, plan, exclude, syscalls, syscalls_reset")
+        return self._ctl_error(f"unknown op {op!r}; known: status, plan, syscalls, syscalls_reset")
 
     def _ctl_error(self, why: str) -> dict:
         self.stats.inc("probe_ctl_errors_total")
