@@ -41,7 +41,8 @@ class ApiService:
 
     @property
     def dashboard_url(self) -> str:
-        return f"{self.url}/?token={self.token}"
+        """The dashboard (it asks for the token once; the token is never printed or logged)."""
+        return f"{self.url}/"
 
     async def __aenter__(self) -> "ApiService":
         try:
