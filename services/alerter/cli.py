@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from shared import busauth, subjects
+from shared import busauth, subjects, terminal
 
 from .rules_cli import register_rules
 
@@ -58,7 +58,7 @@ def format_alert(a: dict) -> str:
     when = time.strftime("%H:%M:%S", time.localtime(ts / 1e9)) if isinstance(ts, int) else "--:--:--"
     ctr = a.get("container") or {}
     where = ctr.get("name") or (ctr.get("id") or "")[:12] or "host"
-    return f"{when} {a.get('priority', '?'):<8} [{a.get('rule')}] {where}: {a.get('output')}"
+    return terminal.escape(f"{when} {a.get('priority', '?'):<8} [{a.get('rule')}] {where}: {a.get('output')}")
 
 
 def _wanted(a: dict, priority: str | None) -> bool:
@@ -69,7 +69,7 @@ def _wanted(a: dict, priority: str | None) -> bool:
 
 
 def _print(a: dict, as_json: bool) -> None:
-    sys.stdout.write(orjson.dumps(a).decode() if as_json else format_alert(a))
+    sys.stdout.write(terminal.json_line(orjson.dumps(a).decode()) if as_json else format_alert(a))
     sys.stdout.write("\n")
     sys.stdout.flush()
 

@@ -7,7 +7,7 @@ import sys
 
 import orjson
 
-from shared import busauth, log, subjects
+from shared import busauth, log, subjects, terminal
 from shared.config import ConfigError
 from shared.service import run_main, stop_on_signals
 from shared.stats import Stats
@@ -88,7 +88,7 @@ async def follow(common, args: argparse.Namespace) -> int:
                 break  # another subscription's handler got there first
             if args.container and not matches_container(ev, args.container):
                 continue
-            out.write(orjson.dumps(ev).decode() + "\n" if args.json else line(ev) + "\n")
+            out.write(terminal.json_line(orjson.dumps(ev).decode()) + "\n" if args.json else line(ev) + "\n")
             printed += 1
             if args.count and printed >= args.count:
                 stop.set()

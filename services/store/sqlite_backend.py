@@ -6,6 +6,7 @@ connection): WAL lets queries run while a batch is being written.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,6 +48,15 @@ class _Conn:
         self.pool.shutdown(wait=True)
 
 
+def private_db_file(path: Path) -> None:
+    """The database (and its -wal/-shm files, which SQLite creates with the same mode) is
+    readable by its owner only; a new directory for it is 0700."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+
+
 class SqliteBackend:
     name = "sqlite"
 
@@ -56,7 +66,8 @@ class SqliteBackend:
         self._r = _Conn(path, "read")
 
     async def open(self) -> None:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if self.path != ":memory:":
+            private_db_file(Path(self.path))
 
         def init(db: sqlite3.Connection) -> None:
             for stmt in DDL:
