@@ -38,6 +38,7 @@ def free_port() -> int:
 
 
 PR_SET_PDEATHSIG = 1
+STOP_WAIT_S = 4.0  # after SIGTERM (JetStream flushes its store), then SIGKILL
 
 
 def die_with_parent() -> None:
@@ -177,12 +178,12 @@ class NatsServer:
                 self.proc.kill()
             else:
                 self.proc.terminate()
-            await asyncio.wait_for(self.proc.wait(), 10)
+            await asyncio.wait_for(self.proc.wait(), STOP_WAIT_S)
         except (ProcessLookupError, asyncio.TimeoutError):
             try:
                 self.proc.kill()
-                await self.proc.wait()
-            except ProcessLookupError:
+                await asyncio.wait_for(self.proc.wait(), 2)
+            except (ProcessLookupError, asyncio.TimeoutError):
                 pass
 
     async def __aenter__(self) -> "NatsServer":

@@ -13,6 +13,15 @@ from .tables import AGED, CAPPED, CONTAINER_SELECT, DDL, MAX_TREE_ROWS, PROCESS_
 
 _SQL = statements(query.POSTGRES)
 CLOSE_TIMEOUT_S = 10
+# SQLSTATEs of a database that cannot write now, whatever the data: connection (08), transaction
+# rollback: serialization, deadlock (40), insufficient resources: disk full, out of memory, too
+# many connections (53), operator intervention: admin/crash shutdown, cannot connect now, statement
+# cancelled (57), system/IO errors (58).
+TRANSIENT_SQLSTATE_CLASSES = {"08", "40", "53", "57", "58"}
+TRANSIENT_SQLSTATES = {"25006",   # read_only_sql_transaction (a standby, default_transaction_read_only)
+                       "25P03",   # idle_in_transaction_session_timeout
+                       "55P03",   # lock_not_available
+                       "55006"}   # object_in_use
 _EVENT_TYPES = ("text", "bigint", "text", "text", "bigint", "text", "text", "text", "text", "text", "text",
                 "bigint", "text")
 _ALERT_TYPES = ("text", "bigint", "text", "text", "int", "text", "text", "text", "text", "text")
@@ -65,10 +74,13 @@ class PostgresBackend:
             self.pool = None
 
     def is_transient(self, exc: BaseException) -> bool:
-        return isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
-                                asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
-                                asyncpg.TooManyConnectionsError, asyncpg.DeadlockDetectedError,
-                                asyncpg.SerializationError, asyncpg.AdminShutdownError))
+        """Errors that are not the data's fault: retried (redelivered with backoff) until the
+        database takes the write, never counted towards a message's termination."""
+        if isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
+                            asyncpg.InterfaceError)):
+            return True
+        code = getattr(exc, "sqlstate", None) or ""
+        return code[:2] in TRANSIENT_SQLSTATE_CLASSES or code in TRANSIENT_SQLSTATES
 
     async def write(self, events: list[dict], alerts: list[dict]) -> WriteResult:
         res = WriteResult()

@@ -21,6 +21,7 @@ from .registry import SPECS
 from .runtime_api import PodmanApi
 
 _log = log.get("supervisor")
+SERVICE_STOP_S = 5.0  # services get this long to stop on their own; the whole exit is bounded in run_main
 
 
 def private_dir(path) -> None:
@@ -121,4 +122,9 @@ class Supervisor:
         if self.nats is not None:
             tasks.append(asyncio.create_task(self._keep_nats_running(stop), name="nats-server"))
         await stop.wait()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        _, late = await asyncio.wait(tasks, timeout=SERVICE_STOP_S)
+        for t in late:  # a service that does not wind down in time is cancelled (its exit still runs)
+            _log.error("%s did not stop within %.0f s: cancelling it", t.get_name(), SERVICE_STOP_S)
+            t.cancel()
+        if late:
+            await asyncio.wait(late, timeout=2.0)
