@@ -36,6 +36,7 @@ NODE_ROLES = ("probe", "enricher")
 SERVICE_USERS = {"alerter": ALERTER, "store": STORE, "api": API, "supervisor": ADMIN}
 CREDS_ENV = "EUNOMIA_NATS_CREDS"       # directory of credential files
 SYSTEMD_CREDS_ENV = "CREDENTIALS_DIRECTORY"   # systemd LoadCredential=
+SYSTEM_CREDS_DIR = Path("/etc/eunomia/bus")    # `eunomia bus init --creds-dir` of deploy/systemd
 P = subjects.PREFIX
 JS = "$JS.API"
 
@@ -153,8 +154,10 @@ def load(directory: Path, user: str) -> Credential | None:
 
 
 def for_role(data_dir: Path, role: str, node: str) -> Credential | None:
-    """The credential a service or CLI command uses; None (anonymous) where none is stored."""
-    return load(creds_dir(data_dir), user_for(role, node))
+    """The credential a service or CLI command uses (its creds_dir, else the system-wide
+    /etc/eunomia/bus of a systemd install); None (anonymous) where none is stored."""
+    user = user_for(role, node)
+    return load(creds_dir(data_dir), user) or load(SYSTEM_CREDS_DIR, user)
 
 
 # ---- connecting ---------------------------------------------------------------------

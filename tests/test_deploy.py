@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from services.cli.main import build_parser
-from shared import partition
+from shared import busauth, partition
 from shared.natsserver import find_binary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,6 +238,9 @@ def test_compose_runs_every_service_against_nats(tmp_path):
 
 def test_single_node_nats_conf_is_valid_and_agrees_on_partitions(tmp_path):
     conf = (DEPLOY / "nats/nats.conf").read_text()
+    assert 'include "bus/auth.conf"' in conf  # the bus is authenticated
+    creds = busauth.ensure(tmp_path / "bus", busauth.users(["node1"]))
+    (tmp_path / "bus" / "auth.conf").write_text(busauth.server_authorization(creds))
     nats_check(conf, tmp_path)
     assert re.search(r"^jetstream\s*\{", conf, re.M)
     env = dict(line.split("=", 1) for line in (DEPLOY / "systemd/eunomia.env").read_text().splitlines()

@@ -319,6 +319,45 @@ async def test_exclusions_are_ours_alone_and_end_with_the_process(probe, tmp_pat
         assert svc.stats.total("probe_exclusions_ended_total") >= 1
     finally:
         svc.exclusions.children = False
+    # A service's own cgroup (systemd unit): its processes are excluded, others in a look-alike are not.
+    from services.probe.exclusion import CGROUP_ROOT
+    name = f"eunomia-test-{uuid.uuid4().hex[:6]}.service"
+    unit, lookalike = CGROUP_ROOT / name, CGROUP_ROOT / (name + "-x")
+    unit.mkdir()
+    lookalike.mkdir()
+    inside = await asyncio.create_subprocess_exec("sleep", "30")
+    outside = await asyncio.create_subprocess_exec("sleep", "30")
+    try:
+        (unit / "cgroup.procs").write_text(str(inside.pid))
+        (lookalike / "cgroup.procs").write_text(str(outside.pid))
+        svc.exclusions.cgroups = (name,)
+        for _ in range(100):
+            if inside.pid in svc.excluded:
+                break
+            await asyncio.sleep(0.05)
+        assert inside.pid in svc.excluded and outside.pid not in svc.excluded
+        inside.kill()
+        await inside.wait()
+        for _ in range(100):
+            if inside.pid not in svc.excluded:
+                break
+            await asyncio.sleep(0.05)
+        assert inside.pid not in svc.excluded
+    finally:
+        svc.exclusions.cgroups = ()
+        for p in (inside, outside):
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+        for d in (unit, lookalike):
+            for _ in range(50):
+                try:
+                    d.rmdir()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.1)
+    with pytest.raises(ConfigError, match="exclude_cgroups"):
+        ProbeConfig(exclude_cgroups=("/",))
     # A later event from an unexcluded process proves the ring buffer was drained past our own opens.
     marker = await run_child("sh", "-c", "exit 0")
     await col.wait(lambda e: e["kind"] == "exit" and e["pid"] == marker.pid)

@@ -41,8 +41,9 @@ class ProbeConfig:
         object.__setattr__(self, "kinds", tuple(self.kinds))
         object.__setattr__(self, "exclude_pids", tuple(int(p) for p in self.exclude_pids))
         object.__setattr__(self, "exclude_cgroups", tuple(self.exclude_cgroups))
-        if any(not c or ".." in c.split("/") for c in self.exclude_cgroups):
-            raise ConfigError(f"probe.exclude_cgroups: {self.exclude_cgroups}: empty path or '..'")
+        if any(not c.removeprefix("/sys/fs/cgroup").strip("/") or ".." in c.split("/") for c in self.exclude_cgroups):
+            raise ConfigError(f"probe.exclude_cgroups: {self.exclude_cgroups}: the root cgroup, an empty path "
+                              "or '..' (name a service's own cgroup)")
         unknown = [k for k in self.kinds if k not in KINDS]
         if unknown:
             raise ConfigError(f"probe.kinds: unknown kind(s) {unknown}; known: {sorted(KINDS)}")

@@ -23,7 +23,9 @@ from pathlib import Path
 from shared import log
 
 _log = log.get("probe.exclusion")
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+# cgroup v2 mount: /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hierarchies
+CGROUP_ROOT = next((p for p in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
+                    if (p / "cgroup.procs").exists()), Path("/sys/fs/cgroup"))
 
 
 def children_of(pid: int) -> set[int]:
@@ -75,6 +77,10 @@ def cgroup_of(pid: int) -> str | None:
     return None
 
 
+def _within(path: str | None, top: str) -> bool:
+    return path is not None and (path == top or path.startswith(top + "/"))
+
+
 class Exclusions:
     """The kernel's `excluded` map, kept equal to the live processes we exclude."""
 
@@ -100,7 +106,7 @@ class Exclusions:
         for cg in self.cgroups:
             want = "/" + cg.removeprefix(str(CGROUP_ROOT)).strip("/")
             for pid in cgroup_procs(cg):
-                self._add(pid, lambda pid=pid: (cgroup_of(pid) or "").startswith(want))
+                self._add(pid, lambda pid=pid: _within(cgroup_of(pid), want))
         self.stats.set("probe_excluded_pids", len(self._fds))
 
     def _add(self, pid: int, still_ours) -> None:
