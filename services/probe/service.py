@@ -50,6 +50,28 @@ ROOT_CGROUP = 1
 MAX_DRAIN = 4096  # records per hand-over to the event loop
 PRUNE_INTERVAL_S = 30.0   # how often to look for cgroups that are gone
 PRUNE_GRACE_S = 300.0     # how long a gone cgroup's counters stay visible
+SHUTDOWN_PUBLISH_S = 2.0  # on stop, queued events are published for this long (the rest counted)
+DETACH_WAIT_S = 3.0       # on stop, wait this long for detaching; process exit closes the rest
+
+
+async def _bounded_in_thread(fn, timeout: float) -> None:
+    """Run `fn` in a daemon thread and wait for it at most `timeout` s (an exit is never held up)."""
+    done = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+
+    def target() -> None:
+        try:
+            fn()
+        finally:
+            try:
+                loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+            except RuntimeError:  # the loop is gone: nobody waits any more
+                pass
+    threading.Thread(target=target, name=f"bounded-{getattr(fn, '__name__', 'call')}", daemon=True).start()
+    try:
+        await asyncio.wait_for(done, timeout)
+    except asyncio.TimeoutError:
+        _log.warning("%s still running after %.0f s; going on", getattr(fn, "__name__", fn), timeout)
 
 
 def proc_parents() -> dict[int, int]:
@@ -139,7 +161,7 @@ class ProbeService:
             await asyncio.get_running_loop().run_in_executor(None, self._reader.join, 5)
             self._reader = None
         try:
-            await self._publish_queued()
+            await self._publish_queued(time.monotonic() + SHUTDOWN_PUBLISH_S)
         except Exception:
             pass
         await self._stack.aclose()
@@ -149,7 +171,7 @@ class ProbeService:
             self._ring.close()
             self._ring = None
         if self.bpf is not None:  # detaching ~100 tracepoints takes seconds: not on the loop
-            await asyncio.get_running_loop().run_in_executor(None, self.bpf.cleanup)
+            await _bounded_in_thread(self.bpf.cleanup, DETACH_WAIT_S)
             self.bpf = None
 
     def _configure_kernel(self) -> None:
@@ -306,9 +328,14 @@ class ProbeService:
         for kind, n in counts.items():
             self.stats.inc("probe_events_total", n, kind=kind)
 
-    async def _publish_queued(self) -> None:
+    async def _publish_queued(self, deadline: float) -> None:
+        """On the way out: what the reader handed over goes out until `deadline`; the rest is counted."""
         while not self._queue.empty():
-            await self._publish(self._queue.get_nowait())
+            events = self._queue.get_nowait()
+            if time.monotonic() > deadline:
+                self.stats.inc("probe_shutdown_dropped_events_total", len(events))
+                continue
+            await self._publish(events)
 
     async def _counters_loop(self) -> None:
         while True:
