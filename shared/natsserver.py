@@ -38,7 +38,7 @@ def free_port() -> int:
 
 
 PR_SET_PDEATHSIG = 1
-STOP_WAIT_S = 4.0  # after SIGTERM (JetStream flushes its store), then SIGKILL
+STOP_WAIT_S = 2.0  # after SIGTERM (JetStream flushes its store), then SIGKILL
 
 
 def die_with_parent() -> None:

@@ -12,6 +12,7 @@ Control (request/reply) on eunomia.ctl.enricher.<node>:
 from __future__ import annotations
 
 import asyncio
+import time
 from contextlib import AsyncExitStack
 
 import orjson
@@ -34,6 +35,7 @@ from .runtime_api import RuntimeClient
 _log = log.get("enricher")
 CTL_OPS = ("containers", "stats")
 GAUGE_INTERVAL_S = 1.0
+SHUTDOWN_DRAIN_S = 2.0  # on stop, queued raw batches are enriched and sent this long
 
 
 class EnricherService:
@@ -122,9 +124,13 @@ class EnricherService:
             await asyncio.sleep(0)
 
     async def _drain(self) -> None:
-        """What is still queued at shutdown goes out too."""
+        """What is still queued at shutdown goes out too, for SHUTDOWN_DRAIN_S (the rest is counted)."""
+        deadline = time.monotonic() + SHUTDOWN_DRAIN_S
         while not self._queue.empty():
             batch = self._queue.get_nowait()
+            if time.monotonic() > deadline:
+                self.stats.inc("enricher_shutdown_dropped_events_total", len(batch))
+                continue
             self.enricher.prime(batch)
             await self._enrich_and_publish(batch)
 

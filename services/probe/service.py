@@ -51,7 +51,7 @@ MAX_DRAIN = 4096  # records per hand-over to the event loop
 PRUNE_INTERVAL_S = 30.0   # how often to look for cgroups that are gone
 PRUNE_GRACE_S = 300.0     # how long a gone cgroup's counters stay visible
 SHUTDOWN_PUBLISH_S = 2.0  # on stop, queued events are published for this long (the rest counted)
-DETACH_WAIT_S = 3.0       # on stop, wait this long for detaching; process exit closes the rest
+DETACH_WAIT_S = 2.0       # on stop, wait this long for detaching; process exit closes the rest
 
 
 async def _bounded_in_thread(fn, timeout: float) -> None:

@@ -21,7 +21,7 @@ from .registry import SPECS
 from .runtime_api import PodmanApi
 
 _log = log.get("supervisor")
-SERVICE_STOP_S = 5.0  # services get this long to stop on their own; the whole exit is bounded in run_main
+SERVICE_STOP_S = 4.0  # services get this long to stop on their own; the whole exit is bounded in run_main
 
 
 def private_dir(path) -> None:
@@ -127,4 +127,4 @@ class Supervisor:
             _log.error("%s did not stop within %.0f s: cancelling it", t.get_name(), SERVICE_STOP_S)
             t.cancel()
         if late:
-            await asyncio.wait(late, timeout=2.0)
+            await asyncio.wait(late, timeout=1.0)
