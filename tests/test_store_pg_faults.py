@@ -59,3 +59,26 @@ async def test_refused_writes_are_retried_until_the_database_takes_them(nats_ser
         assert svc.stats.total("unwritable_total") == 0
         ids = {e["id"] for e in await all_pages(c, "events", limit=1000)}
     assert ids == {e["id"] for e in first + held}
+
+
+async def test_writes_back_off_while_the_database_refuses(postgres):
+    from services.store import pg_backend
+    b = PostgresBackend(await postgres.new_database())
+    await b.open()
+    try:
+        admin = await asyncpg.connect(b.url)
+        try:
+            await admin.execute(REFUSE.format(code="53100"))
+            delays = []
+            for _ in range(4):
+                with pytest.raises(asyncpg.DiskFullError):
+                    await b.write([ev("open", path="/x")], [])
+                delays.append(b._backoff_s)
+            assert delays == sorted(delays) and delays[0] == pg_backend.BACKOFF_FIRST_S and delays[-1] > delays[0]
+            await admin.execute("DROP TRIGGER eunomia_refuse ON events")
+        finally:
+            await admin.close()
+        await b.write([ev("open", path="/y")], [])
+        assert b._backoff_s == 0.0
+    finally:
+        await b.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import asyncpg
 import orjson
@@ -13,6 +14,8 @@ from .tables import AGED, CAPPED, CONTAINER_SELECT, DDL, MAX_TREE_ROWS, PROCESS_
 
 _SQL = statements(query.POSTGRES)
 CLOSE_TIMEOUT_S = 10
+BACKOFF_FIRST_S = 0.25   # wait before the write after a transient failure ...
+BACKOFF_MAX_S = 8.0      # ... doubling up to this
 # SQLSTATEs of a database that cannot write now, whatever the data: connection (08), transaction
 # rollback: serialization, deadlock (40), insufficient resources: disk full, out of memory, too
 # many connections (53), operator intervention: admin/crash shutdown, cannot connect now, statement
@@ -49,6 +52,25 @@ def _rowcount(status: str) -> int:
         return 0
 
 
+def _backing_off(write):
+    """After a transient failure the next write first waits, doubling up to BACKOFF_MAX_S
+    (a database that is down or full is not hammered); a success resets it."""
+    @functools.wraps(write)
+    async def wrapper(self, *args, **kw):
+        delay = getattr(self, "_backoff_s", 0.0)
+        if delay:
+            await asyncio.sleep(delay)
+        try:
+            res = await write(self, *args, **kw)
+        except Exception as e:
+            if self.is_transient(e):
+                self._backoff_s = min(max(delay * 2, BACKOFF_FIRST_S), BACKOFF_MAX_S)
+            raise
+        self._backoff_s = 0.0
+        return res
+    return wrapper
+
+
 class PostgresBackend:
     name = "postgresql"
 
@@ -82,6 +104,7 @@ class PostgresBackend:
         code = getattr(exc, "sqlstate", None) or ""
         return code[:2] in TRANSIENT_SQLSTATE_CLASSES or code in TRANSIENT_SQLSTATES
 
+    @_backing_off
     async def write(self, events: list[dict], alerts: list[dict]) -> WriteResult:
         res = WriteResult()
         evs, als = derive.unique_by_id(events), derive.unique_by_id(alerts)
