@@ -186,6 +186,15 @@ def connect_kwargs(cred: Credential | None) -> dict:
     return kw
 
 
+def hint(common, role: str) -> str:
+    """What to tell a user whose connection failed: which credential was not found, if any."""
+    if for_role(common.data_dir, role, common.node) is not None:
+        return ""
+    user = user_for(role, common.node)
+    return (f" (no bus credential nats-{user} readable in {creds_dir(common.data_dir)} or {SYSTEM_CREDS_DIR}: "
+            f"run as root, or set {CREDS_ENV})")
+
+
 def role_kwargs(common, role: str) -> dict:
     """connect_kwargs for a service or CLI role of `common` (a CommonConfig)."""
     return connect_kwargs(for_role(common.data_dir, role, common.node))

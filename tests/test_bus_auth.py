@@ -30,7 +30,8 @@ class Conn:
         self.nc, self.errors = nc, errors
 
     async def denied(self, what: str) -> bool:
-        for _ in range(50):
+        """Whether the server sent a permissions violation naming `what` (waits generously)."""
+        for _ in range(400):
             await asyncio.sleep(0.05)
             if any("permissions violation" in e.lower() and what.lower() in e.lower() for e in self.errors):
                 return True
@@ -209,3 +210,17 @@ async def test_tls_for_clients_with_the_documented_certificates(tmp_path, monkey
             assert (await sub.next_msg(5)).data == b"ok"
         finally:
             await nc.close()
+
+
+def test_cli_as_root_uses_the_admin_identity(server, tmp_path):
+    import os
+    import sys
+    server_dir = tmp_path / "creds"  # what the fixture generated
+    env = {**os.environ, busauth.CREDS_ENV: str(server_dir)}
+    cmd = [sys.executable, "-m", "services.cli.main", "--nats", server.url, "--data-dir", str(tmp_path / "d"),
+           "events", "--seconds", "1"]
+    ok = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert ok.returncode == 0 and "listening on" in ok.stderr + ok.stdout, ok.stderr
+    env.pop(busauth.CREDS_ENV)
+    refused = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert refused.returncode != 0 and "no bus credential nats-admin" in refused.stderr, refused.stderr

@@ -95,7 +95,8 @@ async def _alerts(args: argparse.Namespace, common) -> int:
             servers=common.servers, connect_timeout=3, max_reconnect_attempts=0, allow_reconnect=False,
             error_cb=quiet, name="eunomia-alerts", **busauth.role_kwargs(common, busauth.ADMIN)), 5)
     except Exception as e:
-        print(f"eunomia alerts: cannot reach NATS at {common.nats_url}: {str(e) or type(e).__name__}", file=sys.stderr)
+        print(f"eunomia alerts: cannot reach NATS at {common.nats_url}: {str(e) or type(e).__name__}"
+              f"{busauth.hint(common, busauth.ADMIN)}", file=sys.stderr)
         return 1
     try:
         if args.follow:

@@ -102,7 +102,8 @@ async def follow(common, args: argparse.Namespace) -> int:
                                 error_cb=_quiet, disconnected_cb=_quiet_disconnect,
                                 **busauth.role_kwargs(common, busauth.ADMIN))
     except (nats.errors.NoServersError, OSError) as e:
-        raise ConnectionError(f"NATS not reachable at {common.nats_url}: {e or type(e).__name__}") from None
+        raise ConnectionError(f"NATS not reachable at {common.nats_url}: {e or type(e).__name__}"
+                              f"{busauth.hint(common, busauth.ADMIN)}") from None
     bus = Bus(nc, stats)
     try:
         for subj in event_subjects(args.node, args.kind):  # every node unless --node is given

@@ -106,7 +106,8 @@ async def generate(common: CommonConfig, opts: GenerateOptions) -> Result:
                          **busauth.role_kwargs(common, busauth.ADMIN)),
             timeout=opts.timeout + 5)
     except Exception as e:
-        raise GenerateError(f"NATS not reachable at {common.nats_url}: {str(e) or type(e).__name__}") from None
+        raise GenerateError(f"NATS not reachable at {common.nats_url}: {str(e) or type(e).__name__}"
+                            f"{busauth.hint(common, busauth.ADMIN)}") from None
     try:
         container = await _resolve(nc, common, opts)
         subject = subjects.ctl_probe(common.node)
