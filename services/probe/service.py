@@ -14,6 +14,7 @@ Until a plan arrives, and always with `capture="all"`, everything is emitted.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import mmap
 import os
 import threading
@@ -171,6 +172,7 @@ class ProbeService:
             self._ring.close()
             self._ring = None
         if self.bpf is not None:  # detaching ~100 tracepoints takes seconds: not on the loop
+            atexit.unregister(self.bpf.cleanup)  # bcc's own exit hook would detach a second time
             await _bounded_in_thread(self.bpf.cleanup, DETACH_WAIT_S)
             self.bpf = None
 
