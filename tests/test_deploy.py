@@ -284,6 +284,8 @@ def test_only_probe_and_enricher_run_as_root_in_k8s_and_each_mounts_its_bus_iden
             assert [i["key"] for i in vol["secret"]["items"]] == [f"nats-{name}"], name  # its own identity only
         elif name in ("probe", "enricher"):
             assert "/etc/eunomia/bus" in mounts and "ALL" in sc["capabilities"]["drop"], name
+        else:  # nats-server
+            assert sc.get("runAsNonRoot") is True and sc["capabilities"]["drop"] == ["ALL"], name
 
 
 # ------------------------------------------------------------------- systemd
