@@ -296,10 +296,11 @@ async def test_exclusions_are_ours_alone_and_end_with_the_process(probe, tmp_pat
     reply = await probe.bus.request_json(subjects.ctl_probe(NODE), {"op": "exclude", "pids": [child.pid]})
     assert "unknown op" in reply["error"]
     await asyncio.sleep(1.5)  # a few counter rounds (0.5 s): exclusions are refreshed there
-    assert child.pid not in svc.excluded
+    assert child.pid not in svc.excluded and table.get(table.Key(child.pid)) is None  # the kernel traces it
     child.stdin.write(b"go\n")
     await child.stdin.drain()
-    await col.wait(lambda e: e["kind"] == "open" and e["path"] == str(tmp_path / "svc") and e["pid"] == child.pid)
+    await col.wait(lambda e: e["kind"] == "open" and e["path"] == str(tmp_path / "svc") and e["pid"] == child.pid,
+                   timeout=60)
     # The probe's own children are excluded when asked (`eunomia up`: nats-server), while they live.
     svc.exclusions.children = True
     try:
