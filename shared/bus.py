@@ -15,7 +15,7 @@ import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from . import log
+from . import busauth, log
 from .schema import missing_fields
 from .stats import Stats
 from .tasks import cancel_and_wait
@@ -274,8 +274,12 @@ def _subject_family(subject: str) -> str:
 
 
 @asynccontextmanager
-async def connect(servers: list[str] | str, stats: Stats, name: str = "eunomia") -> AsyncIterator[Bus]:
-    """Connect (retrying forever on later disconnects) and yield a Bus."""
+async def connect(servers: list[str] | str, stats: Stats, name: str = "eunomia",
+                  cred: busauth.Credential | None = None) -> AsyncIterator[Bus]:
+    """Connect (retrying forever on later disconnects) and yield a Bus.
+
+    `cred`: the service's bus identity (shared/busauth.py); None connects
+    anonymously, which a server with authorization refuses."""
     if isinstance(servers, str):
         servers = servers.split(",")
 
@@ -302,7 +306,7 @@ async def connect(servers: list[str] | str, stats: Stats, name: str = "eunomia")
         reconnected_cb=reconnected_cb, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
         connect_timeout=5, allow_reconnect=True, pending_size=64 * 1024 * 1024,
         # bounded shutdown: a JetStream pull subscription left open never finishes draining
-        drain_timeout=2,
+        drain_timeout=2, **busauth.connect_kwargs(cred),
     )
     bus = Bus(nc, stats)
     try:

@@ -6,7 +6,9 @@ several of them for a cluster).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
+import signal
 import shutil
 import socket
 import sys
@@ -14,7 +16,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import log, partition
+from . import busauth, log, partition
 
 _log = log.get("nats-server")
 
@@ -35,6 +37,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+PR_SET_PDEATHSIG = 1
+STOP_WAIT_S = 2.0  # after SIGTERM (JetStream flushes its store), then SIGKILL
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the kernel sends SIGKILL to the child when its parent dies
+    (a supervisor killed with -9 leaves no nats-server behind)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for TLS on client connections and routes (deploy/nats/make-certs.sh)."""
+    cert: Path
+    key: Path
+    ca: Path
+
+    def block(self, verify: bool = False) -> str:
+        return (f"tls {{ cert_file: {str(self.cert)!r}, key_file: {str(self.key)!r}, ca_file: {str(self.ca)!r}, "
+                f"verify: {'true' if verify else 'false'}, timeout: 5 }}").replace("'", '"')
+
+
 @dataclass
 class NatsServerConfig:
     port: int = 4222
@@ -49,10 +74,35 @@ class NatsServerConfig:
     # Subject mapping for partitioned stateful rules (shared/partition.py); 0 = none.
     partitions: int = field(default_factory=partition.server_partitions)
     extra_config: str = ""          # more nats.conf text, written with the mapping
+    # Identities (shared/busauth.py): users with bcrypt hashes and subject permissions;
+    # the "route" credential authenticates cluster routes. None = open bus (tests only).
+    auth: dict[str, busauth.Credential] | None = None
+    tls: TlsFiles | None = None     # TLS for clients and routes (routes verify the peer's certificate)
 
     def config_text(self) -> str:
-        """The config file given with -c (flags from args() override it)."""
-        return (partition.server_config(self.partitions) if self.partitions else "") + self.extra_config
+        """The config file given with -c (flags from args() override it); it holds
+        route passwords, so it is written 0600 and never passed on the command line."""
+        text = partition.server_config(self.partitions) if self.partitions else ""
+        if self.auth is not None:
+            text += busauth.server_authorization(self.auth)
+        if self.tls is not None:
+            text += self.tls.block() + "\n"
+        if self._cluster_in_file():
+            route = (self.auth or {}).get(busauth.ROUTE)
+            text += f"cluster {{\n  name: {self.cluster_name}\n  listen: {self.host}:{self.cluster_port}\n"
+            if route is not None:
+                text += (f"  authorization {{ user: \"{route.user}\", "
+                         f"password: \"{busauth.bcrypt_hash(route.password)}\" }}\n")
+            if self.tls is not None:
+                text += "  " + self.tls.block(verify=True) + "\n"
+            if self.routes:
+                urls = [busauth.route_url(r.split("://", 1)[-1].rsplit("@", 1)[-1], route) for r in self.routes]
+                text += "  routes: [\n" + "".join(f"    \"{u}\"\n" for u in urls) + "  ]\n"
+            text += "}\n"
+        return text + self.extra_config
+
+    def _cluster_in_file(self) -> bool:
+        return bool(self.cluster_port) and (self.auth is not None or self.tls is not None)
 
     def __post_init__(self) -> None:
         if not (0 < self.port < 65536):
@@ -62,7 +112,7 @@ class NatsServerConfig:
         a = ["-a", self.host, "-p", str(self.port), "-n", self.name]
         if self.store_dir is not None:
             a += ["-js", "-sd", str(self.store_dir)]
-        if self.cluster_port:
+        if self.cluster_port and not self._cluster_in_file():
             a += ["--cluster", f"nats://{self.host}:{self.cluster_port}", "--cluster_name", self.cluster_name]
             if self.routes:
                 a += ["--routes", ",".join(self.routes)]
@@ -72,7 +122,7 @@ class NatsServerConfig:
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://{self.host}:{self.port}"
 
 
 class NatsServer:
@@ -104,7 +154,7 @@ class NatsServer:
         self.proc = await asyncio.create_subprocess_exec(
             find_binary(), *conf_args, *self.cfg.args(), stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL if not os.environ.get("EUNOMIA_NATS_LOG") else None,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=die_with_parent)
         deadline = asyncio.get_running_loop().time() + wait
         while True:
             if self.proc.returncode is not None:
@@ -128,12 +178,12 @@ class NatsServer:
                 self.proc.kill()
             else:
                 self.proc.terminate()
-            await asyncio.wait_for(self.proc.wait(), 10)
+            await asyncio.wait_for(self.proc.wait(), STOP_WAIT_S)
         except (ProcessLookupError, asyncio.TimeoutError):
             try:
                 self.proc.kill()
-                await self.proc.wait()
-            except ProcessLookupError:
+                await asyncio.wait_for(self.proc.wait(), 2)
+            except (ProcessLookupError, asyncio.TimeoutError):
                 pass
 
     async def __aenter__(self) -> "NatsServer":

@@ -7,7 +7,12 @@ enter; releases everything on exit) with `run(stop)`, which returns once
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import os
 import signal
+import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol
@@ -46,16 +51,49 @@ async def run_service(svc: Service, stop: asyncio.Event) -> None:
         await svc.run(stop)
 
 
+SHUTDOWN_DEADLINE_S = 9.0  # a stop request ends the process within this (env EUNOMIA_SHUTDOWN_DEADLINE)
+
+
+def shutdown_deadline_s() -> float:
+    raw = os.environ.get("EUNOMIA_SHUTDOWN_DEADLINE", "")
+    try:
+        return float(raw) if raw else SHUTDOWN_DEADLINE_S
+    except ValueError:
+        return SHUTDOWN_DEADLINE_S
+
+
+async def _exit_deadline(stop: asyncio.Event, deadline: float) -> None:
+    """Once `stop` is set, a thread (independent of the event loop, which may be what is stuck)
+    ends the process after `deadline` s: every thread's stack goes to stderr, exit status 3."""
+    await stop.wait()
+    t = threading.Thread(target=_force_exit_after, args=(deadline,), name="exit-deadline", daemon=True)
+    t.start()
+
+
+def _force_exit_after(deadline: float) -> None:
+    time.sleep(deadline)
+    from . import log
+    log.get("service").error("shutdown did not finish within %.0f s: forced exit; stacks follow", deadline)
+    faulthandler.dump_traceback(all_threads=True)
+    sys.stderr.flush()
+    os._exit(3)
+
+
 def run_main(make_service, use_uvloop: bool = True) -> None:
     """Run one service as a process until SIGINT/SIGTERM."""
     from . import log
 
     log.setup()
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2`: every thread's stack on stderr
 
     async def main() -> None:
         stop = asyncio.Event()
         stop_on_signals(stop)
-        await run_service(make_service(), stop)
+        watchdog = asyncio.create_task(_exit_deadline(stop, shutdown_deadline_s()))
+        try:
+            await run_service(make_service(), stop)
+        finally:
+            watchdog.cancel()  # the thread it started (if any) still bounds the interpreter's exit
 
     if use_uvloop:
         try:

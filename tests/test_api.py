@@ -274,7 +274,7 @@ async def test_cors_is_off_by_default_and_allows_only_the_named_origin(nats_serv
                         assert allowed == (sent if origin == sent else None), (origin, sent, allowed)
 
 
-def test_cli_prints_dashboard_url_with_token_and_serves(nats_server, tmp_path):
+def test_cli_prints_dashboard_url_never_the_token_and_serves(nats_server, tmp_path):
     import signal
     import subprocess
     import sys
@@ -288,8 +288,10 @@ def test_cli_prints_dashboard_url_with_token_and_serves(nats_server, tmp_path):
         lines = [proc.stdout.readline() for _ in range(2)]
         dash = next(line for line in lines if line.startswith("Dashboard: ")).split()[1]
         token = (tmp_path / "api-token").read_text().strip()
-        assert dash.endswith(f"/?token={token}") and dash.startswith("http://127.0.0.1:")
-        base = dash.split("/?")[0]
+        assert not any(token in line for line in lines), lines
+        assert str(tmp_path / "api-token") in lines[1]
+        assert dash.endswith("/") and dash.startswith("http://127.0.0.1:")
+        base = dash.rstrip("/")
         with urllib.request.urlopen(base + "/healthz", timeout=10) as r:
             assert r.status == 200
         with urllib.request.urlopen(dash, timeout=10) as r:
@@ -300,3 +302,19 @@ def test_cli_prints_dashboard_url_with_token_and_serves(nats_server, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_placeholder_and_weak_tokens_are_refused(tmp_path):
+    import yaml
+
+    docs = list(yaml.safe_load_all((ROOT / "deploy/k8s/20-config.yaml").read_text()))
+    shipped = next(d for d in docs if d and d.get("kind") == "Secret" and d["metadata"]["name"] == "eunomia-api")
+    for bad in (shipped["stringData"]["token"], "a" * 40, "short"):
+        with pytest.raises(ConfigError, match="api.token"):
+            ApiConfig(token=bad)
+        f = tmp_path / "tok"
+        f.write_text(bad + "\n")
+        with pytest.raises(ConfigError, match=str(f)):
+            load_or_create_token(f)
+    made = load_or_create_token(tmp_path / "new")  # a generated token passes its own check
+    assert ApiConfig(token=made).token == made

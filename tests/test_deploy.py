@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from services.cli.main import build_parser
-from shared import partition
+from shared import busauth, partition
 from shared.natsserver import find_binary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,7 +165,13 @@ def test_nats_cluster_is_jetstream_r3_with_partition_mapping(tmp_path):
     svc = find("Service", sts["spec"]["serviceName"])
     assert svc["spec"]["clusterIP"] == "None"
     conf = find("ConfigMap", "nats-config")["data"]["nats.conf"]
-    out = nats_check(conf, tmp_path, {"POD_NAME": "nats-0"})
+    assert 'include "auth/auth.conf"' in conf and conf.count("/etc/nats/tls/ca.pem") == 2  # clients and routes
+    assert re.search(r"cluster\s*\{[^}]*tls\s*\{[^}]*verify:\s*true", conf), "routes do not verify certificates"
+    # the documented steps make what the config needs (eunomia bus init, make-certs.sh)
+    creds = busauth.ensure(tmp_path / "auth", busauth.users(["node1"]))
+    (tmp_path / "auth" / "auth.conf").write_text(busauth.server_authorization(creds))
+    subprocess.run(["sh", str(DEPLOY / "nats/make-certs.sh"), str(tmp_path / "tls")], check=True, capture_output=True)
+    out = nats_check(conf.replace("/etc/nats/tls/", f"{tmp_path}/tls/"), tmp_path, {"POD_NAME": "nats-0"})
     assert "valid" in out
     assert re.search(r"jetstream\s*\{[^}]*store_dir:\s*/data", conf), "JetStream not on the data volume"
     routes = re.findall(r"nats://(nats-\d)\.nats\.eunomia\.svc\.cluster\.local:6222", conf)
@@ -175,10 +181,14 @@ def test_nats_cluster_is_jetstream_r3_with_partition_mapping(tmp_path):
         assert f'"{src}": "{dst}"' in conf, "mapping differs from shared/partition.py"
     env = find("ConfigMap", "eunomia-env")["data"]
     assert env["EUNOMIA_STREAM_REPLICAS"] == "3"
-    assert env["EUNOMIA_NATS"].count("nats://") == 3
+    assert env["EUNOMIA_NATS"].count("tls://") == 3 and env["EUNOMIA_NATS_CA"]
+
+
+GENERATED_SECRETS = ("eunomia-bus", "eunomia-bus-server", "eunomia-nats-tls")
 
 
 def test_env_references_exist():
+    readme = (DEPLOY / "README.md").read_text()
     configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in DOCS if d["kind"] == "ConfigMap"}
     secrets = {d["metadata"]["name"]: {**d.get("data", {}), **d.get("stringData", {})}
                for d in DOCS if d["kind"] == "Secret"}
@@ -207,7 +217,10 @@ def test_env_references_exist():
         if d["kind"] in WORKLOADS:
             for v in d["spec"]["template"]["spec"].get("volumes", []):
                 if "secret" in v:
-                    assert v["secret"]["secretName"] in secrets, f"{d['metadata']['name']}: no Secret {v}"
+                    name = v["secret"]["secretName"]
+                    # bus credentials and certificates are made at install time, never shipped
+                    made = name in GENERATED_SECRETS and f"secret generic {name}" in readme
+                    assert name in secrets or made, f"{d['metadata']['name']}: no Secret {v}"
                 if "configMap" in v:
                     assert v["configMap"]["name"] in configmaps, f"{d['metadata']['name']}: no ConfigMap {v}"
 
@@ -238,6 +251,9 @@ def test_compose_runs_every_service_against_nats(tmp_path):
 
 def test_single_node_nats_conf_is_valid_and_agrees_on_partitions(tmp_path):
     conf = (DEPLOY / "nats/nats.conf").read_text()
+    assert 'include "bus/auth.conf"' in conf  # the bus is authenticated
+    creds = busauth.ensure(tmp_path / "bus", busauth.users(["node1"]))
+    (tmp_path / "bus" / "auth.conf").write_text(busauth.server_authorization(creds))
     nats_check(conf, tmp_path)
     assert re.search(r"^jetstream\s*\{", conf, re.M)
     env = dict(line.split("=", 1) for line in (DEPLOY / "systemd/eunomia.env").read_text().splitlines()
@@ -246,6 +262,30 @@ def test_single_node_nats_conf_is_valid_and_agrees_on_partitions(tmp_path):
     for n in (int(env["EUNOMIA_PARTITIONS"]), int(compose_env["EUNOMIA_PARTITIONS"])):
         for src, dst in partition.mapping(n).items():  # the services and the server agree on N
             assert f'"{src}": "{dst}"' in conf
+
+
+def test_network_policies_fence_the_bus():
+    find("NetworkPolicy", "default-deny-ingress")
+    pol = find("NetworkPolicy", "nats")["spec"]
+    assert pol["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "nats"}
+    by_port = {r["ports"][0]["port"]: r["from"][0]["podSelector"]["matchLabels"] for r in pol["ingress"]}
+    assert by_port == {4222: {"app.kubernetes.io/part-of": "eunomia"}, 6222: {"app.kubernetes.io/name": "nats"}}
+
+
+def test_only_probe_and_enricher_run_as_root_in_k8s_and_each_mounts_its_bus_identity():
+    for w, c in containers():
+        argv = [*c.get("command", []), *c.get("args", [])]
+        sc, name = c.get("securityContext", {}), argv[1] if argv[0] == "eunomia" else "nats"
+        mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+        if name in ("alerter", "store", "api"):
+            assert sc.get("runAsNonRoot") is True and sc.get("runAsUser", 0) != 0, name
+            assert sc["capabilities"]["drop"] == ["ALL"] and not sc["capabilities"].get("add"), name
+            vol = next(v for v in w["spec"]["template"]["spec"]["volumes"] if v["name"] == mounts["/etc/eunomia/bus"])
+            assert [i["key"] for i in vol["secret"]["items"]] == [f"nats-{name}"], name  # its own identity only
+        elif name in ("probe", "enricher"):
+            assert "/etc/eunomia/bus" in mounts and "ALL" in sc["capabilities"]["drop"], name
+        else:  # nats-server
+            assert sc.get("runAsNonRoot") is True and sc["capabilities"]["drop"] == ["ALL"], name
 
 
 # ------------------------------------------------------------------- systemd
@@ -274,6 +314,17 @@ def test_systemd_units_start_real_subcommands():
         assert "eunomia-nats.service" in u["Unit"]["After"], name
         assert u["Service"]["EnvironmentFile"] == "/etc/eunomia/eunomia.env"
         assert u["Service"]["Restart"] == "on-failure"
+        svc = u["Service"]
+        short = name.removeprefix("eunomia-")
+        cred = "nats-" + (f"{short}-%l" if short in ("probe", "enricher") else short)
+        assert svc["LoadCredential"] == f"{cred}:/etc/eunomia/bus/{cred}", name  # its own bus identity only
+        if short in ("probe", "enricher"):  # root, with a bounded capability set
+            assert svc["User"] == "root" and svc["CapabilityBoundingSet"].startswith("CAP_"), name
+        else:  # an unprivileged user without capabilities
+            assert svc["User"] == "eunomia" and svc["CapabilityBoundingSet"] == "", name
+            assert svc["NoNewPrivileges"] == "yes" and svc["StateDirectoryMode"] == "0700", name
+    nats = us["eunomia-nats"]["Service"]
+    assert nats["User"] == "eunomia" and nats["CapabilityBoundingSet"] == ""
     target = configparser.ConfigParser(interpolation=None)
     target.read(DEPLOY / "systemd/eunomia.target")
     assert set(target["Unit"]["Wants"].split()) == {f"eunomia-{s}.service" for s in SERVICES}

@@ -272,44 +272,90 @@ async def test_container_events_carry_the_container_cgroup_id(probe, bb_image, t
     assert probe.svc.stats.get("probe_cgroup_events", cgroup_id=1, **{"class": "exec"}) == 0  # host: none
 
 
-async def test_own_and_announced_service_pids_are_excluded(probe, tmp_path):
+async def test_exclusions_are_ours_alone_and_end_with_the_process(probe, tmp_path):
     svc, col = probe.svc, probe.col
+    table = svc.bpf[b"excluded"]
     mine = tmp_path / "mine"
     mine.write_text("x")  # the probe's own process (this test runs in it) opens files
-    # A child that announces itself as a service on this node, like the store would.
+    assert os.getpid() in svc.excluded
+    # A child announced as a service on the bus (what the old design trusted) is not hidden.
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", f"import sys; sys.stdin.readline(); open({str(tmp_path / 'svc')!r}, 'w')",
-        stdin=asyncio.subprocess.PIPE)
+        sys.executable, "-c", f"import sys; sys.stdin.readline(); open({str(tmp_path / 'svc')!r}, 'w'); "
+        "sys.stdin.readline()", stdin=asyncio.subprocess.PIPE)
     snap = {"service": "store", "node": NODE, "pid": child.pid, "ts": 1, "counters": {}, "gauges": {}}
     await probe.bus.publish(subjects.stats("store", NODE), orjson.dumps(snap))
-    other = {**snap, "node": "some-other-node", "pid": 999_999}
-    await probe.bus.publish(subjects.stats("store", "some-other-node"), orjson.dumps(other))
-    for _ in range(100):
-        if child.pid in svc.excluded:
-            break
-        await asyncio.sleep(0.05)
-    assert child.pid in svc.excluded and 999_999 not in svc.excluded
-    # a process that is not ours, announced by anyone on the bus, is not hidden
-    intruder = await asyncio.create_subprocess_exec("sleep", "5")
-    await probe.bus.publish(subjects.stats("store", NODE), orjson.dumps({**snap, "pid": intruder.pid}))
-    for _ in range(100):
-        if svc.stats.get("probe_exclude_refused_total"):
-            break
-        await asyncio.sleep(0.05)
-    assert intruder.pid not in svc.excluded and svc.stats.get("probe_exclude_refused_total") >= 1
-    intruder.kill()
-    await intruder.wait()
+    await probe.bus.nc.flush()
+    # nor does a control op name pids any more
+    reply = await probe.bus.request_json(subjects.ctl_probe(NODE), {"op": "exclude", "pids": [child.pid]})
+    assert "unknown op" in reply["error"]
+    await asyncio.sleep(1.5)  # a few counter rounds (0.5 s): exclusions are refreshed there
+    assert child.pid not in svc.excluded and table.get(table.Key(child.pid)) is None  # the kernel traces it
     child.stdin.write(b"go\n")
     await child.stdin.drain()
-    await child.wait()
-    # A later event from an unexcluded process proves the ring buffer was drained past the child's actions.
+    await col.wait(lambda e: e["kind"] == "open" and e["path"] == str(tmp_path / "svc") and e["pid"] == child.pid,
+                   timeout=60)
+    # The probe's own children are excluded when asked (`eunomia up`: nats-server), while they live.
+    svc.exclusions.children = True
+    try:
+        for _ in range(100):
+            if child.pid in svc.excluded:
+                break
+            await asyncio.sleep(0.05)
+        assert child.pid in svc.excluded and table.get(table.Key(child.pid)) is not None
+        child.stdin.write(b"go\n")
+        await child.stdin.drain()
+        await child.wait()
+        for _ in range(100):  # the pidfd reports the exit: the kernel entry goes at once
+            if child.pid not in svc.excluded:
+                break
+            await asyncio.sleep(0.05)
+        assert child.pid not in svc.excluded and table.get(table.Key(child.pid)) is None
+        assert svc.stats.total("probe_exclusions_ended_total") >= 1
+    finally:
+        svc.exclusions.children = False
+    # A service's own cgroup (systemd unit): its processes are excluded, others in a look-alike are not.
+    from services.probe.exclusion import CGROUP_ROOT
+    name = f"eunomia-test-{uuid.uuid4().hex[:6]}.service"
+    unit, lookalike = CGROUP_ROOT / name, CGROUP_ROOT / (name + "-x")
+    unit.mkdir()
+    lookalike.mkdir()
+    inside = await asyncio.create_subprocess_exec("sleep", "30")
+    outside = await asyncio.create_subprocess_exec("sleep", "30")
+    try:
+        (unit / "cgroup.procs").write_text(str(inside.pid))
+        (lookalike / "cgroup.procs").write_text(str(outside.pid))
+        svc.exclusions.cgroups = (name,)
+        for _ in range(100):
+            if inside.pid in svc.excluded:
+                break
+            await asyncio.sleep(0.05)
+        assert inside.pid in svc.excluded and outside.pid not in svc.excluded
+        inside.kill()
+        await inside.wait()
+        for _ in range(100):
+            if inside.pid not in svc.excluded:
+                break
+            await asyncio.sleep(0.05)
+        assert inside.pid not in svc.excluded
+    finally:
+        svc.exclusions.cgroups = ()
+        for p in (inside, outside):
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+        for d in (unit, lookalike):
+            for _ in range(50):
+                try:
+                    d.rmdir()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.1)
+    with pytest.raises(ConfigError, match="exclude_cgroups"):
+        ProbeConfig(exclude_cgroups=("/",))
+    # A later event from an unexcluded process proves the ring buffer was drained past our own opens.
     marker = await run_child("sh", "-c", "exit 0")
     await col.wait(lambda e: e["kind"] == "exit" and e["pid"] == marker.pid)
     assert not [e for e in col.events if e["pid"] == os.getpid()]
-    # The child was traced until it was announced (its exec), not after (its open).
-    assert [e for e in col.events if e["pid"] == child.pid and e["kind"] == "exec"]
-    assert not [e for e in col.events if e["kind"] == "open" and e["path"] == str(tmp_path / "svc")]
-    assert os.getpid() in svc.excluded
     snap = svc.stats.snapshot(NODE)
     assert "probe_lost_events_total" in snap["counters"]
     assert svc.stats.total("probe_events_total") >= len(col.events)
@@ -384,16 +430,13 @@ async def test_control_requests(probe):
     st = await bus.request_json(ctl, {"op": "status"})
     assert "process.bpf.c" in st["files"] and st["tracepoints"] > 50 and st["pid"] == os.getpid()
     assert set(st["kinds"]) >= {"exec", "open", "connect"}
-    add = await bus.request_json(ctl, {"op": "exclude", "pids": [4_000_001]})
-    assert add["added"] == [4_000_001] and 4_000_001 in probe.svc.excluded
-    bad = await bus.request_json(ctl, {"op": "exclude", "pids": "1"})
-    assert "pids" in bad["error"]
     assert "unknown op" in (await bus.request_json(ctl, {"op": "nope"}))["error"]
     msg = await bus.nc.request(ctl, b"{not json", timeout=5)
     assert "not JSON" in orjson.loads(msg.data)["error"]
     sc = await bus.request_json(ctl, {"op": "syscalls", "cgroup_id": 12345678})
     assert sc.get("syscalls") == [] or "error" in sc
-    assert bad["code"] == "bad_args" and bad["ok"] is False
+    exc = await bus.request_json(ctl, {"op": "exclude", "pids": [1]})  # gone: no op names pids
+    assert exc["code"] == "unknown_op" and exc["ok"] is False
     assert probe.svc.stats.total("ctl_errors_total") >= 3
     assert probe.svc.stats.get("ctl_requests_total", op="status") >= 1
     # the all-probes broadcast takes plans only: pids are node-local

@@ -54,7 +54,7 @@ def stack(tmp_path, podman_socket):
         token = (tmp_path / "data" / "api-token").read_text().strip()
         # the probe is the slowest to start (BPF compile): wait for its heartbeat
         assert _poll(lambda: 'eunomia_service_up{node="%s",service="probe"} 1' % node in
-                     requests.get(f"{base}/metrics", timeout=2).text, 60), "probe never came up"
+                     requests.get(f"{base}/metrics", timeout=2).text, 180), "probe never came up"
         yield {"base": base, "token": token, "proc": proc, "node": node, "log": tmp_path / "up.log"}
     finally:
         if proc.poll() is None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from shared import subjects
+from shared import busauth, subjects, terminal
 from shared.priorities import PRIORITIES, at_least, normalize_priority
 
 from .rules_cli import register_rules
@@ -58,7 +58,7 @@ def format_alert(a: dict) -> str:
     when = time.strftime("%H:%M:%S", time.localtime(ts / 1e9)) if isinstance(ts, int) else "--:--:--"
     ctr = a.get("container") or {}
     where = ctr.get("name") or (ctr.get("id") or "")[:12] or "host"
-    return f"{when} {a.get('priority', '?'):<8} [{a.get('rule')}] {where}: {a.get('output')}"
+    return terminal.escape(f"{when} {a.get('priority', '?'):<8} [{a.get('rule')}] {where}: {a.get('output')}")
 
 
 def _priority_arg(v: str) -> str:
@@ -75,7 +75,7 @@ def _wanted(a: dict, priority: str | None) -> bool:
 
 
 def _print(a: dict, as_json: bool) -> None:
-    sys.stdout.write(orjson.dumps(a).decode() if as_json else format_alert(a))
+    sys.stdout.write(terminal.json_line(orjson.dumps(a).decode()) if as_json else format_alert(a))
     sys.stdout.write("\n")
     sys.stdout.flush()
 
@@ -99,9 +99,10 @@ async def _alerts(args: argparse.Namespace, common) -> int:
     try:
         nc = await asyncio.wait_for(nats.connect(
             servers=common.servers, connect_timeout=3, max_reconnect_attempts=0, allow_reconnect=False,
-            error_cb=quiet, name="eunomia-alerts"), 5)
+            error_cb=quiet, name="eunomia-alerts", **busauth.role_kwargs(common, busauth.ADMIN)), 5)
     except Exception as e:
-        print(f"eunomia alerts: cannot reach NATS at {common.nats_url}: {str(e) or type(e).__name__}", file=sys.stderr)
+        print(f"eunomia alerts: cannot reach NATS at {common.nats_url}: {str(e) or type(e).__name__}"
+              f"{busauth.hint(common, busauth.ADMIN)}", file=sys.stderr)
         return 1
     try:
         if args.follow:

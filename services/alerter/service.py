@@ -22,7 +22,7 @@ from pathlib import Path
 
 import orjson
 
-from shared import bus as busmod, log, subjects
+from shared import bus as busmod, busauth, log, subjects
 from shared.config import CommonConfig, ConfigError
 from shared.control import Control
 from shared.schema import new_event_id
@@ -79,7 +79,9 @@ class AlerterService:
             raise ConfigError(f"rules: {e}") from None
         try:
             st = self._stack
-            self.bus = await st.enter_async_context(busmod.connect(self.common.servers, self.stats, "alerter"))
+            self.bus = await st.enter_async_context(busmod.connect(
+                self.common.servers, self.stats, "alerter",
+                cred=busauth.for_role(self.common.data_dir, "alerter", self.common.node)))
             await st.enter_async_context(StatsPublisher(self.bus, self.stats, self.common.node,
                                                         self.common.stats_interval))
             q = self.cfg.sink_queue

@@ -9,16 +9,38 @@ from pathlib import Path
 from aiohttp import web
 
 from shared import log
+from shared.config import ConfigError
 
 _log = log.get("api.auth")
 
 
+PLACEHOLDER_WORDS = ("change", "replace", "example", "placeholder", "secret", "password", "token", "xxxx")
+MIN_TOKEN_LEN = 16
+
+
+def token_problem(token: str) -> str | None:
+    """Why `token` is not a real secret (too short, a placeholder, too few distinct characters), or None."""
+    if len(token) < MIN_TOKEN_LEN:
+        return f"shorter than {MIN_TOKEN_LEN} characters"
+    low = token.lower()
+    word = next((w for w in PLACEHOLDER_WORDS if w in low), None)
+    if word:
+        return f"looks like a placeholder (contains {word!r}); use e.g. `openssl rand -base64 32`"
+    if len(set(token)) < 8:
+        return "fewer than 8 distinct characters; use e.g. `openssl rand -base64 32`"
+    return None
+
+
 def load_or_create_token(path: Path) -> str:
-    """The token in `path`; created (mode 0600) with a random value on first start."""
+    """The token in `path`; created (mode 0600) with a random value on first start.
+    A placeholder or weak token is refused (ConfigError naming the file)."""
     path = Path(path)
     try:
         token = path.read_text().strip()
         if token:
+            why = token_problem(token)
+            if why:
+                raise ConfigError(f"api token in {path}: {why}")
             return token
     except FileNotFoundError:
         pass

@@ -35,7 +35,8 @@ def _api(args: argparse.Namespace) -> int:
         svc = ApiService(cfg, common)
         async with svc:
             print(f"Eunomia API on {svc.url}/api/v1  metrics {svc.url}/metrics", flush=True)
-            print(f"Dashboard: {svc.dashboard_url}", flush=True)
+            where = "the configured token" if cfg.token else cfg.token_path(common.data_dir)
+            print(f"Dashboard: {svc.dashboard_url}  (token in {where})", flush=True)
             await svc.run(stop)
 
     try:

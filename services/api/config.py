@@ -28,8 +28,11 @@ class ApiConfig:
             raise ConfigError(f"api.host: {self.host!r} is not an address or host name")
         if not (0 <= self.port < 65536):
             raise ConfigError(f"api.port: {self.port} not in [0, 65535]")
-        if self.token is not None and len(self.token) < 16:
-            raise ConfigError("api.token: shorter than 16 characters")
+        if self.token is not None:
+            from .auth import token_problem
+            why = token_problem(self.token)
+            if why:
+                raise ConfigError(f"api.token: {why}")
         if self.token_file is not None:
             object.__setattr__(self, "token_file", Path(self.token_file))
         if self.cors_origin is not None and not self.cors_origin.startswith(("http://", "https://")):

@@ -79,9 +79,11 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """200 while the API reaches the bus, else 503 (a load balancer or probe takes it out)."""
     svc = _svc(request)
-    return web.json_response({"status": "ok", "service": "api", "node": svc.common.node,
-                              "bus_connected": svc.bus.nc.is_connected})
+    up = svc.bus.nc.is_connected
+    return web.json_response({"status": "ok" if up else "unhealthy", "service": "api", "node": svc.common.node,
+                              "bus_connected": up}, status=200 if up else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -8,7 +8,7 @@ from contextlib import AsyncExitStack
 from aiohttp import web
 
 from services.store.client import StoreClient
-from shared import log, subjects
+from shared import busauth, log, subjects
 from shared.bus import connect
 from shared.config import CommonConfig
 from shared.stats import Stats, StatsPublisher
@@ -41,14 +41,16 @@ class ApiService:
 
     @property
     def dashboard_url(self) -> str:
-        return f"{self.url}/?token={self.token}"
+        """The dashboard (it asks for the token once; the token is never printed or logged)."""
+        return f"{self.url}/"
 
     async def __aenter__(self) -> "ApiService":
         try:
             if not self.token:
                 self.token = await asyncio.to_thread(load_or_create_token, self.cfg.token_path(self.common.data_dir))
             self.bus = await self._stack.enter_async_context(
-                connect(self.common.servers, self.stats, name=f"eunomia-api-{self.common.node}"))
+                connect(self.common.servers, self.stats, name=f"eunomia-api-{self.common.node}",
+                        cred=busauth.for_role(self.common.data_dir, "api", self.common.node)))
             self.store = StoreClient(self.bus, timeout=self.cfg.store_timeout_s)
             await self.hub.start(self.bus)
             await self.bus.subscribe_raw(subjects.STATS_ALL, self.metrics.on_message)

@@ -7,7 +7,7 @@ import sys
 
 import orjson
 
-from shared import log, subjects
+from shared import busauth, log, subjects, terminal
 from shared.config import ConfigError
 from shared.service import run_main, stop_on_signals
 from shared.stats import Stats
@@ -94,7 +94,7 @@ async def follow(common, args: argparse.Namespace) -> int:
                 break  # another subscription's handler got there first
             if args.container and not matches_container(ev, args.container):
                 continue
-            out.write(orjson.dumps(ev).decode() + "\n" if args.json else line(ev) + "\n")
+            out.write(terminal.json_line(orjson.dumps(ev).decode()) + "\n" if args.json else line(ev) + "\n")
             printed += 1
             if args.count and printed >= args.count:
                 stop.set()
@@ -105,9 +105,11 @@ async def follow(common, args: argparse.Namespace) -> int:
     try:  # a few reconnect tries, then a clear error (the services' connect retries forever)
         nc = await nats.connect(servers=common.servers, name="eunomia-events", connect_timeout=3,
                                 max_reconnect_attempts=4, reconnect_time_wait=0.5,
-                                error_cb=_quiet, disconnected_cb=_quiet_disconnect)
+                                error_cb=_quiet, disconnected_cb=_quiet_disconnect,
+                                **busauth.role_kwargs(common, busauth.ADMIN))
     except (nats.errors.NoServersError, OSError) as e:
-        raise ConnectionError(f"NATS not reachable at {common.nats_url}: {e or type(e).__name__}") from None
+        raise ConnectionError(f"NATS not reachable at {common.nats_url}: {e or type(e).__name__}"
+                              f"{busauth.hint(common, busauth.ADMIN)}") from None
     bus = Bus(nc, stats)
     try:
         for subj in event_subjects(args.node, args.kind):  # every node unless --node is given

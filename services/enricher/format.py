@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+from shared import terminal
 from shared.netnames import AF_NAMES
 from shared.schema import KINDS
 
@@ -54,7 +55,7 @@ def line(ev: dict) -> str:
         t = "?"
     proc = ev.get("proc") or {}
     who = f"{proc.get('name') or ev.get('comm') or '?'}[{ev.get('pid')}]"
-    return f"{t} {where(ev):<20} {ev.get('kind', '?'):<8} {who:<22} {key_fields(ev)}".rstrip()
+    return terminal.escape(f"{t} {where(ev):<20} {ev.get('kind', '?'):<8} {who:<22} {key_fields(ev)}".rstrip())
 
 
 def matches_container(ev: dict, query: str) -> bool:

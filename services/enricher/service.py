@@ -13,10 +13,11 @@ Control (request/reply) on eunomia.ctl.enricher.<node>:
 from __future__ import annotations
 
 import asyncio
+import time
 from contextlib import AsyncExitStack
 
 
-from shared import log, partition, subjects
+from shared import busauth, log, partition, subjects
 from shared.bus import Batcher, connect
 from shared.config import CommonConfig
 from shared.control import Control
@@ -34,6 +35,7 @@ from .runtime_api import RuntimeClient
 
 _log = log.get("enricher")
 GAUGE_INTERVAL_S = 1.0
+SHUTDOWN_DRAIN_S = 2.0  # on stop, queued raw batches are enriched and sent this long
 
 
 class EnricherService:
@@ -73,7 +75,8 @@ class EnricherService:
                     watcher = asyncio.create_task(client.watch(), name=f"enricher-{client.source}-events")
                     self._stack.push_async_callback(cancel_and_wait, watcher)
             self.bus = await self._stack.enter_async_context(
-                connect(self.common.servers, self.stats, name=f"eunomia-enricher-{self.common.node}"))
+                connect(self.common.servers, self.stats, name=f"eunomia-enricher-{self.common.node}",
+                        cred=busauth.for_role(self.common.data_dir, "enricher", self.common.node)))
             self.batcher = await self._stack.enter_async_context(
                 # durable: each batch is acked by the EVENTS stream (retried across NATS failover)
                 Batcher(self.bus, self.cfg.max_batch_events, max_pending=self.cfg.max_pending_events,
@@ -126,9 +129,13 @@ class EnricherService:
             await asyncio.sleep(0)
 
     async def _drain(self) -> None:
-        """What is still queued at shutdown goes out too."""
+        """What is still queued at shutdown goes out too, for SHUTDOWN_DRAIN_S (the rest is counted)."""
+        deadline = time.monotonic() + SHUTDOWN_DRAIN_S
         while not self._queue.empty():
             batch = self._queue.get_nowait()
+            if time.monotonic() > deadline:
+                self.stats.inc("enricher_shutdown_dropped_events_total", len(batch))
+                continue
             self.enricher.prime(batch)
             await self._enrich_and_publish(batch)
 

@@ -8,7 +8,6 @@ Contract for other services:
                                             kinds, excluded_pids, capture, plan, counters
     {"op": "plan", "plan": {...}}        -> {"loaded": summary} (shared/filterplan.py; also
                                             broadcast by the alerter on `eunomia.ctl.probes`)
-    {"op": "exclude", "pids": [int]}     -> {"added": [...], "excluded_pids": [...]}
     {"op": "syscalls", "cgroup_id": N}   -> {"cgroup_id", "syscalls": [nr, ...]}
     {"op": "syscalls_reset", "cgroup_id": N} -> {"cgroup_id", "reset": bool}
   the protocol of shared/control.py: refusals are {"ok": false, "error", "code"},
@@ -20,6 +19,7 @@ Contract for other services:
   probe_cgroup_events{cgroup_id,class} (gauge; class exec|file|net; not the
   root cgroup), probe_excluded_pids, probe_tracepoints_missing, plus the
   seccomp_* series of syscall_profile.export().
-- Exclusion: the probe's own pid, ProbeConfig.exclude_pids and every pid a
-  service announces on eunomia.stats.> for this node.
+- Exclusion (services/probe/exclusion.py): decided locally, never over the bus:
+  the probe's own process, its children (exclude_children), exclude_pids and
+  the processes of exclude_cgroups, each while it lives (pidfd).
 """

@@ -13,6 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("probe", help="run the eBPF probe (root): kernel events -> eunomia.raw.<node>")
     p.add_argument("--kinds", help=f"comma-separated kinds to trace (default all: {','.join(DEFAULT_KINDS)})")
     p.add_argument("--exclude-pid", type=int, action="append", default=[], help="pid never traced (repeatable)")
+    p.add_argument("--exclude-cgroup", action="append", default=[],
+                   help="cgroup-v2 dir whose processes are never traced, e.g. system.slice/eunomia-store.service "
+                        "(repeatable)")
     p.add_argument("--ringbuf-pages", type=int, default=None, help="ring buffer size in pages (power of two)")
     p.add_argument("--syscall-profiles", action="store_true",
                    help="record each container's syscalls for `eunomia seccomp` (a BPF program on every syscall)")
@@ -27,7 +30,7 @@ def _run(args: argparse.Namespace) -> int:
     from .loader import ProbeLoadError
     from .service import ProbeService
 
-    kw: dict = {"exclude_pids": tuple(args.exclude_pid)}
+    kw: dict = {"exclude_pids": tuple(args.exclude_pid), "exclude_cgroups": tuple(args.exclude_cgroup)}
     if args.kinds:
         kw["kinds"] = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     if args.ringbuf_pages:

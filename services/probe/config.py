@@ -13,8 +13,9 @@ CAPTURE_MODES = ("plan", "all")
 @dataclass(frozen=True)
 class ProbeConfig:
     kinds: tuple[str, ...] = DEFAULT_KINDS   # event kinds switched on in the kernel
-    exclude_pids: tuple[int, ...] = ()        # never traced (besides ourselves and our services)
-    exclude_own_services: bool = True         # exclude pids announced on eunomia.stats.> for this node
+    exclude_pids: tuple[int, ...] = ()        # never traced while they live (besides ourselves)
+    exclude_children: bool = False            # nor our direct children (`eunomia up`: nats-server, podman API)
+    exclude_cgroups: tuple[str, ...] = ()     # nor processes in these cgroup-v2 dirs (other Eunomia units)
     ringbuf_pages: int = 4096                 # ring buffer size in pages (power of two): 16 MiB
     wakeup_every: int = 64                    # wake the reader once per N events per CPU
     poll_timeout_ms: int = 20                 # upper bound on delivery latency without a wakeup
@@ -39,6 +40,10 @@ class ProbeConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "kinds", tuple(self.kinds))
         object.__setattr__(self, "exclude_pids", tuple(int(p) for p in self.exclude_pids))
+        object.__setattr__(self, "exclude_cgroups", tuple(self.exclude_cgroups))
+        if any(not c.removeprefix("/sys/fs/cgroup").strip("/") or ".." in c.split("/") for c in self.exclude_cgroups):
+            raise ConfigError(f"probe.exclude_cgroups: {self.exclude_cgroups}: the root cgroup, an empty path "
+                              "or '..' (name a service's own cgroup)")
         unknown = [k for k in self.kinds if k not in KINDS]
         if unknown:
             raise ConfigError(f"probe.kinds: unknown kind(s) {unknown}; known: {sorted(KINDS)}")

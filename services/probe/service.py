@@ -14,9 +14,9 @@ Until a plan arrives, and always with `capture="all"`, everything is emitted.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import mmap
 import os
-import sys
 import threading
 import time
 from contextlib import AsyncExitStack
@@ -25,7 +25,7 @@ from pathlib import Path
 import nats.errors
 import orjson
 
-from shared import bus as busmod, log, subjects
+from shared import bus as busmod, busauth, log, subjects
 from shared.cgroupfs import GoneCgroups
 from shared.config import CommonConfig
 from shared.control import BAD_ARGS, BAD_REQUEST, UNAVAILABLE, Control, ControlError
@@ -36,6 +36,7 @@ from . import loader
 from .config import ProbeConfig
 from .decode import DEDUP_HASH, KIND_NAMES, KIND_NUMBERS, DecodeError, Decoder
 from .dedup import KINDS as DEDUP_KINDS, Dedup
+from .exclusion import Exclusions
 from .flows import FlowReader
 from .plan_maps import PlanMaps
 from .ringbuf import RingReader
@@ -50,6 +51,28 @@ _log = log.get("probe")
 CLASS_NAMES = ("exec", "file", "net")
 ROOT_CGROUP = 1
 MAX_DRAIN = 4096  # records per hand-over to the event loop
+SHUTDOWN_PUBLISH_S = 2.0  # on stop, queued events are published for this long (the rest counted)
+DETACH_WAIT_S = 2.0       # on stop, wait this long for detaching; process exit closes the rest
+
+
+async def _bounded_in_thread(fn, timeout: float) -> None:
+    """Run `fn` in a daemon thread and wait for it at most `timeout` s (an exit is never held up)."""
+    done = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+
+    def target() -> None:
+        try:
+            fn()
+        finally:
+            try:
+                loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+            except RuntimeError:  # the loop is gone: nobody waits any more
+                pass
+    threading.Thread(target=target, name=f"bounded-{getattr(fn, '__name__', 'call')}", daemon=True).start()
+    try:
+        await asyncio.wait_for(done, timeout)
+    except asyncio.TimeoutError:
+        _log.warning("%s still running after %.0f s; going on", getattr(fn, "__name__", fn), timeout)
 
 
 def proc_parents() -> dict[int, int]:
@@ -68,15 +91,6 @@ def proc_parents() -> dict[int, int]:
     return out
 
 
-def runs_our_program(pid: int) -> bool:
-    """Whether `pid` runs the same interpreter as this probe (an Eunomia service)."""
-    try:
-        exe = os.path.realpath(f"/proc/{pid}/exe")
-    except OSError:
-        return False
-    return exe == os.path.realpath(sys.executable)
-
-
 class ProbeService:
     name = "probe"
 
@@ -87,7 +101,7 @@ class ProbeService:
         self.decoder = Decoder(self.node)
         self.bpf = None
         self.plan: loader.SourcePlan | None = None
-        self.excluded: set[int] = set()
+        self.exclusions: Exclusions | None = None
         self._stack = AsyncExitStack()
         self._queue: asyncio.Queue[list[dict]] = asyncio.Queue(maxsize=cfg.queue_batches)
         self._reader: threading.Thread | None = None
@@ -122,13 +136,12 @@ class ProbeService:
             self._configure_kernel()
             await loop.run_in_executor(None, self._keep_per_syscall_program)
             self.bus = await self._stack.enter_async_context(
-                busmod.connect(self.common.servers, self.stats, name=f"probe-{self.node}"))
+                busmod.connect(self.common.servers, self.stats, name=f"probe-{self.node}",
+                               cred=busauth.for_role(self.common.data_dir, "probe", self.node)))
             await self._stack.enter_async_context(
                 StatsPublisher(self.bus, self.stats, self.node, self.common.stats_interval))
             await self.ctl.serve(self.bus, subjects.ctl_probe(self.node))
             await self.bus.subscribe_raw(subjects.CTL_PROBES, self._on_plan_broadcast)
-            if self.cfg.exclude_own_services:
-                await self.bus.subscribe_raw(subjects.STATS_ALL, self._on_stats)
             self._ring = RingReader(self.bpf[b"events"].map_fd, self.cfg.ringbuf_pages * mmap.PAGESIZE)
             self._reader = threading.Thread(target=self._read_loop, args=(loop,), name="probe-ringbuf",
                                             daemon=True)
@@ -149,20 +162,25 @@ class ProbeService:
             await asyncio.get_running_loop().run_in_executor(None, self._reader.join, 5)
             self._reader = None
         try:
-            await self._publish_queued()
+            await self._publish_queued(time.monotonic() + SHUTDOWN_PUBLISH_S)
         except Exception:
             pass
         await self._stack.aclose()
+        if self.exclusions is not None:
+            self.exclusions.close()
         if self._ring is not None:
             self._ring.close()
             self._ring = None
         if self.bpf is not None:  # detaching ~100 tracepoints takes seconds: not on the loop
-            await asyncio.get_running_loop().run_in_executor(None, self.bpf.cleanup)
+            atexit.unregister(self.bpf.cleanup)  # bcc's own exit hook would detach a second time
+            await _bounded_in_thread(self.bpf.cleanup, DETACH_WAIT_S)
             self.bpf = None
 
     def _configure_kernel(self) -> None:
         """Exclusions and parents first, then the plan's kind switches (which start the flow)."""
-        self.exclude([os.getpid(), *self.cfg.exclude_pids])
+        self.exclusions = Exclusions(self.bpf[b"excluded"], self.stats, children=self.cfg.exclude_children,
+                                     pids=self.cfg.exclude_pids, cgroups=self.cfg.exclude_cgroups)
+        self.exclusions.refresh()
         parents = self.bpf[b"parents"]
         for pid, ppid in proc_parents().items():
             parents[parents.Key(pid)] = parents.Leaf(ppid)
@@ -227,20 +245,10 @@ class ProbeService:
                 _log.exception("loading the filter plan failed")
             await asyncio.sleep(self.cfg.plan_refresh_s if got else self.cfg.plan_retry_s)
 
-    def exclude(self, pids) -> list[int]:
-        """Add pids to the kernel's exclusion map; returns the ones that were new."""
-        table = self.bpf[b"excluded"]
-        new = [int(p) for p in pids if int(p) > 0 and int(p) not in self.excluded]
-        for pid in new:
-            try:
-                table[table.Key(pid)] = table.Leaf(1)
-            except Exception as e:  # map full (1024 pids)
-                self.stats.inc("probe_exclude_failed_total")
-                _log.error("cannot exclude pid %d: %s", pid, e)
-                continue
-            self.excluded.add(pid)
-        self.stats.set("probe_excluded_pids", len(self.excluded))
-        return new
+    @property
+    def excluded(self) -> set[int]:
+        """Pids the kernel does not trace now (services/probe/exclusion.py)."""
+        return self.exclusions.pids if self.exclusions else set()
 
     # ---- reader thread ----------------------------------------------------------
 
@@ -322,14 +330,20 @@ class ProbeService:
         for kind, n in counts.items():
             self.stats.inc("probe_events_total", n, kind=kind)
 
-    async def _publish_queued(self) -> None:
+    async def _publish_queued(self, deadline: float) -> None:
+        """On the way out: what the reader handed over goes out until `deadline`; the rest is counted."""
         while not self._queue.empty():
-            await self._publish(self._queue.get_nowait())
+            events = self._queue.get_nowait()
+            if time.monotonic() > deadline:
+                self.stats.inc("probe_shutdown_dropped_events_total", len(events))
+                continue
+            await self._publish(events)
 
     async def _counters_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.counters_interval)
             self.read_counters()
+            self.exclusions.refresh()
             self.decoder.resync_clock()
             await self.report_repeats()
             await self.report_flows()
@@ -395,24 +409,6 @@ class ProbeService:
 
     # ---- bus handlers -------------------------------------------------------------
 
-    async def _on_stats(self, msg) -> None:
-        try:
-            snap = orjson.loads(msg.data)
-        except orjson.JSONDecodeError:
-            self.stats.inc("probe_bad_stats_messages_total")
-            return
-        if isinstance(snap, dict) and snap.get("node") == self.node and isinstance(snap.get("pid"), int):
-            if snap["pid"] not in self.excluded:
-                if not runs_our_program(snap["pid"]):
-                    # anyone on the bus could announce a pid: only our own programs are hidden
-                    self.stats.inc("probe_exclude_refused_total")
-                    _log.warning("refused to exclude pid %d announced as service %r: it does not run "
-                                 "Eunomia's interpreter", snap["pid"], snap.get("service"))
-                    return
-                new = self.exclude([snap["pid"]])
-                if new:
-                    _log.info("excluding pid %d (service %s)", snap["pid"], snap.get("service"))
-
     async def _on_plan_broadcast(self, msg) -> None:
         """`eunomia.ctl.probes` reaches every node: only the plan is taken from it."""
         try:
@@ -427,7 +423,6 @@ class ProbeService:
         c = Control("probe", self.stats)
         c.op("status", self._op_status)
         c.op("plan", self._op_plan)
-        c.op("exclude", self._op_exclude)
         c.op("syscalls", self._op_syscalls)
         c.op("syscalls_reset", self._op_syscalls)
         return c
@@ -450,12 +445,6 @@ class ProbeService:
             return {"loaded": self.load_plan(FilterPlan.from_dict(req.get("plan")))}
         except PlanError as e:
             raise ControlError(BAD_ARGS, str(e)) from None
-
-    def _op_exclude(self, req: dict) -> dict:
-        pids = req.get("pids")
-        if not isinstance(pids, list) or not all(isinstance(p, int) and p > 0 for p in pids):
-            raise ControlError(BAD_ARGS, '"pids" must be a list of positive integers')
-        return {"added": self.exclude(pids), "excluded_pids": sorted(self.excluded)}
 
     def _op_syscalls(self, req: dict) -> dict:
         cg = req.get("cgroup_id")

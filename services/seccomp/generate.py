@@ -13,7 +13,7 @@ import nats
 import orjson
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 
-from shared import log, subjects
+from shared import busauth, log, subjects
 from shared.config import CommonConfig, ConfigError
 
 from .profile import BASELINE, build_profile, unknown_numbers
@@ -102,10 +102,12 @@ async def generate(common: CommonConfig, opts: GenerateOptions) -> Result:
         nc = await asyncio.wait_for(
             nats.connect(servers=common.servers, name="eunomia-seccomp", allow_reconnect=False,
                          connect_timeout=min(opts.timeout, 5.0), max_reconnect_attempts=1,
-                         reconnect_time_wait=0.2, error_cb=quiet),
+                         reconnect_time_wait=0.2, error_cb=quiet,
+                         **busauth.role_kwargs(common, busauth.ADMIN)),
             timeout=opts.timeout + 5)
     except Exception as e:
-        raise GenerateError(f"NATS not reachable at {common.nats_url}: {str(e) or type(e).__name__}") from None
+        raise GenerateError(f"NATS not reachable at {common.nats_url}: {str(e) or type(e).__name__}"
+                            f"{busauth.hint(common, busauth.ADMIN)}") from None
     try:
         container = await _resolve(nc, common, opts)
         subject = subjects.ctl_probe(common.node)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import functools
 
 import asyncpg
 import orjson
@@ -27,6 +28,17 @@ SIZE_TARGET = 0.9
 SEARCH_WALK = 20_000       # rows a word search checks by key before it asks the GIN index (tests lower it)
 _LOCK = 7226061
 _DERIVED = ("containers", "connections", "container_ips", "processes")
+BACKOFF_FIRST_S = 0.25   # wait before the write after a transient failure ...
+BACKOFF_MAX_S = 8.0      # ... doubling up to this
+# SQLSTATEs of a database that cannot write now, whatever the data: connection (08), transaction
+# rollback: serialization, deadlock (40), insufficient resources: disk full, out of memory, too
+# many connections (53), operator intervention: admin/crash shutdown, cannot connect now, statement
+# cancelled (57), system/IO errors (58).
+TRANSIENT_SQLSTATE_CLASSES = {"08", "40", "53", "57", "58"}
+TRANSIENT_SQLSTATES = {"25006",   # read_only_sql_transaction (a standby, default_transaction_read_only)
+                       "25P03",   # idle_in_transaction_session_timeout
+                       "55P03",   # lock_not_available
+                       "55006"}   # object_in_use
 
 
 def _rowcount(status: str) -> int:
@@ -48,6 +60,23 @@ def _insert_sql(j: Journal) -> str:
     cols = ", ".join(j.columns)
     return (f"INSERT INTO {j.table} ({cols}, words) SELECT {cols}, array_to_tsvector(string_to_array(w, ' ')) "
             f"FROM unnest({arrays}) AS u({cols}, w) ON CONFLICT (k) DO NOTHING RETURNING k")
+def _backing_off(write):
+    """After a transient failure the next write first waits, doubling up to BACKOFF_MAX_S
+    (a database that is down or full is not hammered); a success resets it."""
+    @functools.wraps(write)
+    async def wrapper(self, *args, **kw):
+        delay = getattr(self, "_backoff_s", 0.0)
+        if delay:
+            await asyncio.sleep(delay)
+        try:
+            res = await write(self, *args, **kw)
+        except Exception as e:
+            if self.is_transient(e):
+                self._backoff_s = min(max(delay * 2, BACKOFF_FIRST_S), BACKOFF_MAX_S)
+            raise
+        self._backoff_s = 0.0
+        return res
+    return wrapper
 
 
 class PostgresBackend:
@@ -96,10 +125,13 @@ class PostgresBackend:
             self.pool = None
 
     def is_transient(self, exc: BaseException) -> bool:
-        return isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
-                                asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
-                                asyncpg.TooManyConnectionsError, asyncpg.DeadlockDetectedError,
-                                asyncpg.SerializationError, asyncpg.AdminShutdownError))
+        """Errors that are not the data's fault: retried (redelivered with backoff) until the
+        database takes the write, never counted towards a message's termination."""
+        if isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
+                            asyncpg.InterfaceError)):
+            return True
+        code = getattr(exc, "sqlstate", None) or ""
+        return code[:2] in TRANSIENT_SQLSTATE_CLASSES or code in TRANSIENT_SQLSTATES
 
     async def _load_dicts(self, con) -> None:
         for r in await con.fetch("SELECT id, data FROM dicts ORDER BY id"):
@@ -175,6 +207,7 @@ class PostgresBackend:
                     pending.append(i)
         return [items[i] for i in sorted(new)]
 
+    @_backing_off
     async def write(self, events: list[dict], alerts: list[dict]) -> WriteResult:
         res = await self._write(events, alerts)
         if self.codec.wants_training():

@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack
 import orjson
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from shared import bus as busmod, log, subjects
+from shared import bus as busmod, busauth, log, subjects
 from shared.config import CommonConfig
 from shared.stats import Stats, StatsPublisher
 from shared.streams import ALERTS, EVENTS, STREAM_SUBJECTS, ensure_streams
@@ -55,7 +55,8 @@ class StoreService:
             await self.backend.open()
             self._stack.push_async_callback(self.backend.close)
             self.bus = await self._stack.enter_async_context(
-                busmod.connect(self.common.servers, self.stats, name=f"store-{self.common.node}"))
+                busmod.connect(self.common.servers, self.stats, name=f"store-{self.common.node}",
+                               cred=busauth.for_role(self.common.data_dir, "store", self.common.node)))
             await ensure_streams(self.bus.js)
             for stream, durable in ((EVENTS, self.cfg.events_durable), (ALERTS, self.cfg.alerts_durable)):
                 self._subs[stream] = await self.bus.js.pull_subscribe(

@@ -9,6 +9,7 @@ in small transactions so writes go on between them.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -68,6 +69,15 @@ class _Conn:
         return self.codec.decode(blob)
 
 
+def private_db_file(path: Path) -> None:
+    """The database (and its -wal/-shm files, which SQLite creates with the same mode) is
+    readable by its owner only; a new directory for it is 0700."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+
+
 class SqliteBackend:
     name = "sqlite"
 
@@ -77,7 +87,8 @@ class SqliteBackend:
         self._r = _Conn(path, "read")
 
     async def open(self) -> None:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if self.path != ":memory:":
+            private_db_file(Path(self.path))
         await self._w.call(_init)
 
     async def close(self) -> None:

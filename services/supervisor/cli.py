@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "for forensics")
     p.add_argument("--store", default=None, help="store URL: sqlite:///path (default) or postgresql://...")
     p.set_defaults(func=_up)
+    register_bus(sub)
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -44,4 +45,44 @@ def _up(args: argparse.Namespace) -> int:
                            overrides=overrides)
     common = common_config(args)
     run_main(lambda: Supervisor(cfg, common))
+    return 0
+
+
+def register_bus(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bus", help="bus identities: credentials and the nats-server authorization")
+    bsub = p.add_subparsers(dest="bus_command", metavar="ACTION", required=True)
+    i = bsub.add_parser("init", help="create missing credentials (0600 files in a 0700 dir) and write the "
+                                     "nats-server authorization file (bcrypt hashes and permissions)")
+    i.add_argument("--nodes", required=True,
+                   help="comma-separated node names (each gets a probe-<node> and enricher-<node> identity)")
+    i.add_argument("--creds-dir", help="credentials directory (default $EUNOMIA_NATS_CREDS or <data-dir>/bus)")
+    i.add_argument("--server-config", help="write the authorization block here (default <creds-dir>/auth.conf)")
+    i.add_argument("--owner", help="user that runs nats-server (gets read access to the authorization file)")
+    i.set_defaults(func=_bus_init)
+
+
+def _bus_init(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+    from pathlib import Path
+
+    from services.cli.main import common_config
+    from shared import busauth, subjects
+    from shared.config import ConfigError
+
+    nodes = [n.strip() for n in args.nodes.split(",") if n.strip()]
+    bad = [n for n in nodes if not subjects.valid_token(n)]
+    if not nodes or bad:
+        raise ConfigError(f"--nodes: {bad or 'none given'} not valid node names")
+    directory = Path(args.creds_dir) if args.creds_dir else busauth.creds_dir(common_config(args).data_dir)
+    creds = busauth.ensure(directory, busauth.users(nodes))
+    out = Path(args.server_config) if args.server_config else directory / "auth.conf"
+    text = busauth.server_authorization(creds)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    if args.owner:
+        shutil.chown(out, user=args.owner)
+    print(f"credentials: {directory} ({len(creds)} identities: {', '.join(sorted(creds))})")
+    print(f"nats-server authorization: {out} (include it from nats.conf)")
     return 0

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from contextlib import AsyncExitStack
 
-from shared import bus as busmod, log
+from shared import bus as busmod, busauth, log
 from shared.config import CommonConfig
 from shared.natsserver import NatsServer, NatsServerConfig
 from shared.stats import Stats
@@ -20,6 +21,13 @@ from .registry import SPECS
 from .runtime_api import PodmanApi
 
 _log = log.get("supervisor")
+SERVICE_STOP_S = 4.0  # services get this long to stop on their own; the whole exit is bounded in run_main
+
+
+def private_dir(path) -> None:
+    """The data directory: created 0700 (events, the database and credentials are not for other users)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
 
 
 class Supervisor:
@@ -35,11 +43,14 @@ class Supervisor:
 
     async def __aenter__(self) -> "Supervisor":
         if self.cfg.embedded_nats:
-            self.common.data_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.common.data_dir)
+            # one identity per service, created on the first start (shared/busauth.py)
+            creds = busauth.ensure(busauth.creds_dir(self.common.data_dir), busauth.users([self.common.node]))
             self.nats = await self._stack.enter_async_context(NatsServer(NatsServerConfig(
-                port=self.cfg.nats_port, store_dir=self.common.data_dir / "nats")))
+                port=self.cfg.nats_port, store_dir=self.common.data_dir / "nats", auth=creds)))
             self.common = dataclasses.replace(self.common, nats_url=self.nats.url)
-        async with busmod.connect(self.common.servers, self.stats, name="supervisor") as bus:
+        async with busmod.connect(self.common.servers, self.stats, name="supervisor",
+                                  cred=busauth.for_role(self.common.data_dir, busauth.ADMIN, self.common.node)) as bus:
             await ensure_streams(bus.js)
         if self.cfg.podman_api and "enricher" in self.cfg.services:
             self.podman = await self._stack.enter_async_context(PodmanApi())
@@ -50,9 +61,8 @@ class Supervisor:
 
     def _overrides(self, name: str) -> dict:
         kw = dict(self.cfg.overrides.get(name, {}))
-        if name == "probe":  # our own helpers' activity is not the monitored system's
-            helpers = (self.nats.pid if self.nats else None, self.podman.pid if self.podman else None)
-            kw.setdefault("exclude_pids", tuple(p for p in helpers if p))
+        if name == "probe":  # our own helpers (nats-server, podman API) are children of this process
+            kw.setdefault("exclude_children", True)
         return kw
 
     async def _keep_running(self, name: str, stop: asyncio.Event) -> None:
@@ -79,7 +89,42 @@ class Supervisor:
                 pass
             delay = min(delay * 2, self.cfg.restart_backoff_max_s)
 
+    async def _keep_nats_running(self, stop: asyncio.Event) -> None:
+        """Restart the embedded nats-server when it dies (its JetStream store survives)."""
+        delay = self.cfg.restart_backoff_s
+        while not stop.is_set():
+            died = asyncio.create_task(self.nats.proc.wait())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({died, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if stop.is_set():
+                died.cancel()
+                return
+            self.stats.inc("nats_server_restarts_total")
+            _log.error("nats-server exited with %s; restarting", self.nats.proc.returncode)
+            try:
+                await self.nats.start()
+                delay = self.cfg.restart_backoff_s
+                async with busmod.connect(self.common.servers, self.stats, name="supervisor",
+                                          cred=busauth.for_role(self.common.data_dir, busauth.ADMIN,
+                                                                self.common.node)) as bus:
+                    await ensure_streams(bus.js)
+            except Exception:
+                _log.exception("restarting nats-server failed; retrying in %.1fs", delay)
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+                delay = min(delay * 2, self.cfg.restart_backoff_max_s)
+
     async def run(self, stop: asyncio.Event) -> None:
         tasks = [asyncio.create_task(self._keep_running(n, stop), name=n) for n in self.cfg.services]
+        if self.nats is not None:
+            tasks.append(asyncio.create_task(self._keep_nats_running(stop), name="nats-server"))
         await stop.wait()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        _, late = await asyncio.wait(tasks, timeout=SERVICE_STOP_S)
+        for t in late:  # a service that does not wind down in time is cancelled (its exit still runs)
+            _log.error("%s did not stop within %.0f s: cancelling it", t.get_name(), SERVICE_STOP_S)
+            t.cancel()
+        if late:
+            await asyncio.wait(late, timeout=1.0)

@@ -6,11 +6,15 @@ import sys
 
 import orjson
 
+from shared import terminal
+
 from .base import Sink
 
 
 def json_lines(alerts: list[dict]) -> bytes:
-    return b"".join(orjson.dumps(a, option=orjson.OPT_APPEND_NEWLINE) for a in alerts)
+    """JSON lines; DEL, C1 and format characters (which JSON leaves raw) escaped for terminals."""
+    data = b"".join(orjson.dumps(a, option=orjson.OPT_APPEND_NEWLINE) for a in alerts)
+    return data if data.isascii() else terminal.json_line(data.decode()).encode()
 
 
 class StdoutSink(Sink):
