@@ -56,3 +56,11 @@ def valid_token(token: str) -> bool:
 
 
 CTL_ALERTER = f"{PREFIX}.ctl.alerter"  # request/reply to every alerter replica (first reply wins)
+
+
+def perf(node: str) -> str:
+    """Per-container performance figures (histograms, counters, rates) of one node's probe."""
+    return f"{PREFIX}.perf.{node}"
+
+
+PERF_ALL = f"{PREFIX}.perf.>"

@@ -35,6 +35,7 @@ from .config import ProbeConfig
 from .decode import DEDUP_HASH, KIND_NAMES, KIND_NUMBERS, DecodeError, Decoder
 from .dedup import KINDS as DEDUP_KINDS, Dedup
 from .flows import FlowReader
+from .perf import PerfReader
 from .plan_maps import PlanMaps
 from .ringbuf import RingReader
 
@@ -106,6 +107,11 @@ class ProbeService:
         self.dedup = Dedup(self.node) if cfg.dedup_window_ms and cfg.capture == "plan" else None
         self.per_syscall = False  # raw_syscalls:sys_enter attached (see _keep_per_syscall_program)
         self.flows: FlowReader | None = None  # connections aggregated in the kernel (bpf/net.bpf.c)
+        self.perf: PerfReader | None = None   # per-container histograms and counters (bpf/perf.bpf.c)
+        self.profiler = None                  # CPU profiles (bpf/profile.bpf.c, services/probe/profiler.py)
+        self.perf_latest: dict = {}           # the last message published on eunomia.perf.<node>
+        self._ctl_tasks: set[asyncio.Task] = set()
+        self._profile_drained = time.monotonic()
 
     # ---- life cycle -------------------------------------------------------------
 
@@ -145,6 +151,8 @@ class ProbeService:
 
     async def _release(self) -> None:
         self._reader_stop.set()
+        for task in list(self._ctl_tasks):  # profile requests still sampling
+            task.cancel()
         if self._reader:
             await asyncio.get_running_loop().run_in_executor(None, self._reader.join, 5)
             self._reader = None
@@ -175,8 +183,27 @@ class ProbeService:
         self.plan_maps = PlanMaps(self.bpf, KIND_NUMBERS, has_files)
         if self.plan.has("net.bpf.c"):
             self.flows = FlowReader(self.bpf, self.node)
+        self._configure_perf()
         # everything the config allows until the alerter's plan arrives (always, with capture "all")
         self.plan_maps.load(FilterPlan.capture_all(self.cfg.kinds, f"capture {self.cfg.capture}"), self.cfg.kinds)
+
+    def _configure_perf(self) -> None:
+        """Histograms and counters (switched in the kernel), and the sampling profiler."""
+        if self.plan.has("perf.bpf.c"):
+            PerfReader.switch(self.bpf, self.cfg.perf)
+            if self.cfg.perf:
+                self.perf = PerfReader(self.bpf)
+        if self.plan.has("profile.bpf.c") and self.cfg.profile_hz:
+            from .profiler import Profiler
+            prof = Profiler(self.bpf, self.cfg.profile_hz, self.cfg.profile_window_s, self.cfg.profile_history_s)
+            try:
+                prof.attach()
+                self.profiler = prof
+            except Exception as e:  # no perf events here: named, the rest carries on
+                self.stats.inc("probe_profile_attach_failed_total")
+                _log.error("CPU profiler not attached (perf_event cpu-clock at %d Hz): %s", self.cfg.profile_hz, e)
+        _log.info("performance figures %s; CPU profiler %s", "on" if self.perf else "off",
+                  f"{self.cfg.profile_hz} Hz" if self.profiler else "off")
 
     def _keep_per_syscall_program(self) -> None:
         """raw_syscalls:sys_enter runs on every syscall of the node (it alone costs a
@@ -333,6 +360,7 @@ class ProbeService:
             self.decoder.resync_clock()
             await self.report_repeats()
             await self.report_flows()
+            await self.report_perf()
 
     async def report_flows(self) -> None:
         """Flows that changed since the last report go out as `flow` events (deltas)."""
@@ -344,6 +372,74 @@ class ProbeService:
         self.stats.set("probe_flows_map_full", f.map_full)  # new flows not tracked: the map was full
         if flows:
             await self._publish(flows)
+
+    async def report_perf(self) -> None:
+        """Per-container figures -> eunomia.perf.<node>; profile windows drained when due."""
+        loop = asyncio.get_running_loop()
+        if self.profiler is not None and time.monotonic() - self._profile_drained >= self.cfg.profile_window_s:
+            await self.drain_profile()
+        if self.perf is None:
+            return
+        events = {k.value: sum(v.n) for k, v in self.bpf[b"cg_counts"].items() if k.value > ROOT_CGROUP}
+        figures = await loop.run_in_executor(None, self.perf.collect, events)
+        if self._gone_since:
+            self.perf.forget({cg for cg, since in self._gone_since.items()
+                              if time.monotonic() - since >= PRUNE_GRACE_S})
+        self.stats.set("probe_perf_cgroups", len(figures))
+        self.stats.set("probe_perf_map_full", self.perf.map_full)  # updates lost: a perf map was full
+        msg = {"node": self.node, "ts": time.time_ns(), "interval_s": self.cfg.counters_interval,
+               "map_full": self.perf.map_full,
+               "cgroups": [{"cgroup_id": cg, "events": events.get(cg, 0), **f} for cg, f in figures.items()]}
+        if self.profiler is not None:
+            taken, lost = self.profiler.kernel_stats()
+            msg["profile"] = {"hz": self.profiler.hz, "samples": taken, "lost": lost}
+            self.stats.set("probe_profile_samples", taken)
+            self.stats.set("probe_profile_lost_samples", lost)  # counts map full
+        self.perf_latest = msg
+        try:
+            await self.bus.publish(subjects.perf(self.node), orjson.dumps(msg))
+        except Exception as e:  # a broken connection: counted, next round carries on
+            self.stats.inc("probe_perf_publish_failed_total")
+            _log.error("publishing performance figures failed: %s", e)
+
+    async def drain_profile(self):
+        self._profile_drained = time.monotonic()
+        return await asyncio.get_running_loop().run_in_executor(None, self.profiler.drain)
+
+    async def profile(self, req: dict) -> dict:
+        """op "profile": {"cgroup_id": int|null, "seconds": s} samples from now on for s seconds;
+        {"since": ns, "until": ns} (wall clock) answers from the history instead."""
+        if self.profiler is None:
+            return self._ctl_error("the CPU profiler is off here (probe.profile_hz 0, or no perf events: "
+                                   "see the probe log)")
+        cg = req.get("cgroup_id")
+        if cg is not None and (not isinstance(cg, int) or isinstance(cg, bool) or cg <= 0):
+            return self._ctl_error('op "profile": "cgroup_id" must be a positive integer or null')
+        if "since" in req:
+            since, until = req.get("since"), req.get("until", time.time_ns())
+            if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (since, until)):
+                return self._ctl_error('op "profile": "since" and "until" must be wall-clock ns')
+            await self.drain_profile()
+            return {"node": self.node, **self.profiler.query(cg, since, until)}
+        seconds = req.get("seconds", 10)
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 < seconds <= 600:
+            return self._ctl_error('op "profile": "seconds" must be a number in (0, 600]')
+        start = (await self.drain_profile()).end_ns
+        await asyncio.sleep(seconds)
+        end = (await self.drain_profile()).end_ns
+        return {"node": self.node, **self.profiler.query(cg, start, end)}
+
+    async def _answer_async(self, msg, req: dict) -> None:
+        try:
+            reply = await self.profile(req)
+        except Exception as e:
+            _log.exception("profile request failed")
+            reply = self._ctl_error(f'op "profile" failed: {e}')
+        if msg.reply:
+            try:
+                await msg.respond(orjson.dumps(reply))
+            except Exception as e:
+                _log.warning("could not answer a profile request: %s", e)
 
     async def report_repeats(self) -> None:
         """Repeat counts of deduplicated windows that are over go out as events."""
@@ -436,6 +532,15 @@ class ProbeService:
             self._ctl_error(f"{msg.subject}: {e}")
 
     async def _on_ctl(self, msg) -> None:
+        try:
+            req = orjson.loads(msg.data)
+        except orjson.JSONDecodeError:
+            req = None
+        if isinstance(req, dict) and req.get("op") == "profile":  # takes seconds: not in this handler
+            task = asyncio.create_task(self._answer_async(msg, req), name="probe-profile")
+            self._ctl_tasks.add(task)
+            task.add_done_callback(self._ctl_tasks.discard)
+            return
         reply = self.control(msg.data)
         if msg.reply:
             await msg.respond(orjson.dumps(reply))
@@ -483,7 +588,11 @@ class ProbeService:
                 return {"cgroup_id": cg, "reset": syscall_profile.reset(self.bpf, cg)}
             except KeyError as e:
                 return self._ctl_error(f"syscall profile maps are not loaded: {e}")
-        return self._ctl_error(f"unknown op {op!r}; known: status, plan, exclude, syscalls, syscalls_reset")
+        if op == "perf":
+            return self.perf_latest or self._ctl_error("no performance figures yet (probe.perf off, or "
+                                                       "before the first counters interval)")
+        return self._ctl_error(f"unknown op {op!r}; known: status, plan, exclude, syscalls, syscalls_reset, "
+                               "perf, profile")
 
     def _ctl_error(self, why: str) -> dict:
         self.stats.inc("probe_ctl_errors_total")
