@@ -189,8 +189,8 @@ RAW_TRACEPOINT_PROBE(inet_sock_set_state)
     if (oldstate != PERF_TCP_SYN_SENT)
         return 0;
     struct perf_start *s = perf_socks.lookup(&sk);
-    if (!s)
-        return 0;
+    if (!s || !s->ts)
+        return 0;  // not seen entering SYN_SENT, or already established
     struct perf_cg *c = perf_cg_of(s->cgroup_id);
     if (newstate == PERF_TCP_ESTABLISHED) {
         perf_observe(s->cgroup_id, H_CONNECT, bpf_ktime_get_ns() - s->ts);
