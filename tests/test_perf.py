@@ -33,6 +33,7 @@ from shared.natsserver import NatsServer, NatsServerConfig, free_port
 from tests import containers
 from tests.cluster import until
 from tests.pipeline import Pipeline
+from tests.test_dashboard import browser  # noqa: F401  (fixture: real headless Chromium)
 
 pytestmark = [pytest.mark.bpf, pytest.mark.asyncio(loop_scope="module"),
               pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs: needs root")]
@@ -257,3 +258,39 @@ async def test_an_oom_killed_container_raises_an_oom_event_with_its_name(stack):
         row = stack.perf_row(c["cgroup_id"])
         return bool(row and row["counters"]["oom_kills"] >= 1)
     await until(counted, 30, "the OOM kill counted for the container")
+
+
+@pytest.mark.browser
+async def test_dashboard_shows_the_top_table_and_a_flame_graph(stack, busy_and_idle, browser):
+    """Real headless Chromium against the running API: blocking selenium runs in a thread."""
+    busy, idle = busy_and_idle
+
+    def drive() -> list[str]:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import Select, WebDriverWait
+
+        def wait(cond, what, timeout=60):
+            return WebDriverWait(browser, timeout, poll_frequency=0.2).until(lambda d: cond(), message=what)
+
+        browser.get(f"{stack.api.url}/?token={TOKEN}")
+
+        def top_names():
+            return browser.execute_script(
+                "return [...document.querySelectorAll('#top-table tbody tr[data-container]')]"
+                ".map(r => r.dataset.container)")
+        names = wait(lambda: (lambda n: n if busy["name"] in n and idle["name"] in n else None)(top_names()),
+                     "both containers in the top table")
+        assert names.index(busy["name"]) < names.index(idle["name"])
+        wait(lambda: busy["name"] in [o.get_attribute("value") for o in
+                                      browser.find_elements(By.CSS_SELECTOR, "#profile-container option")],
+             "busy container offered for profiling")
+        form = browser.find_element(By.ID, "profile-form")
+        Select(form.find_element(By.ID, "profile-container")).select_by_value(busy["name"])
+        Select(form.find_element(By.NAME, "seconds")).select_by_visible_text("2")
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#flame svg g title"), "flame graph drawn")
+        return browser.execute_script(
+            "return [...document.querySelectorAll('#flame svg g title')].map(t => t.textContent)")
+
+    titles = await asyncio.to_thread(drive)
+    assert any(t.startswith(BURN_FN + " (") for t in titles), titles[:20]
