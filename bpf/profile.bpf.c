@@ -5,7 +5,7 @@
 #include <uapi/linux/bpf_perf_event.h>
 
 #ifndef PROF_STACKS
-#define PROF_STACKS 16384
+#define PROF_STACKS 4096  // distinct stacks per drain window (~1 KB each in the kernel)
 #endif
 
 struct prof_key {

@@ -10,32 +10,50 @@ from __future__ import annotations
 
 import bisect
 import os
+from array import array
 
 UNKNOWN = "[unknown]"
 
 
 class KernelSymbols:
+    """Function symbols of /proc/kallsyms, read on first use and kept compact
+    (~150k symbols: an address array and one string of names, ~5 MB)."""
+
     def __init__(self, path: str = "/proc/kallsyms") -> None:
-        addrs, names = [], []
+        self.path = path
+        self.addrs: array | None = None
+        self._offsets = array("I")
+        self._names = ""
+
+    def _load(self) -> None:
+        rows = []
         try:
-            with open(path) as f:
+            with open(self.path) as f:
                 for line in f:
-                    parts = line.split()
-                    if len(parts) < 3 or parts[1] not in "tTwW":
-                        continue
-                    a = int(parts[0], 16)
-                    if a:
-                        addrs.append(a)
-                        names.append(parts[2])
+                    parts = line.split(None, 3)
+                    if len(parts) >= 3 and parts[1] in ("t", "T", "w", "W"):
+                        a = int(parts[0], 16)
+                        if a:
+                            rows.append((a, parts[2]))
         except OSError:
             pass
-        order = sorted(range(len(addrs)), key=addrs.__getitem__)
-        self.addrs = [addrs[i] for i in order]
-        self.names = [names[i] for i in order]
+        rows.sort()
+        self.addrs = array("Q", (a for a, _ in rows))
+        names, off = [], 0
+        for _, n in rows:
+            self._offsets.append(off)
+            names.append(n)
+            off += len(n) + 1
+        self._offsets.append(off)
+        self._names = "\n".join(names) + "\n"
 
     def name(self, addr: int) -> str:
+        if self.addrs is None:
+            self._load()
         i = bisect.bisect_right(self.addrs, addr) - 1
-        return self.names[i] if i >= 0 else UNKNOWN
+        if i < 0:
+            return UNKNOWN
+        return self._names[self._offsets[i]:self._offsets[i + 1] - 1]
 
 
 class UserSymbols:
