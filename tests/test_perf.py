@@ -99,7 +99,7 @@ class Stack:
         return None
 
     def args(self, **kw) -> argparse.Namespace:
-        base = {"container": None, "pod": None, "seconds": 4.0, "since": None, "format": "folded",
+        base = {"container": None, "pod": None, "seconds": 4.0, "last": None, "format": "folded",
                 "output": None, "sort": "cpu", "node": self.pipe.node, "namespace": None, "interval": 0.5,
                 "once": True, "json": True, "hosts": False}
         base.update(kw)
@@ -199,7 +199,7 @@ async def test_top_ranks_the_busy_container_above_the_idle_one(stack, busy_and_i
             assert r.status == 200
             assert BURN_FN in await r.text()
         async with http.get(f"{stack.api.url}/api/v1/profile",
-                            params={"container": busy["name"], "since": "60", "format": "speedscope"}) as r:
+                            params={"container": busy["name"], "last": "60", "format": "speedscope"}) as r:
             assert r.status == 200
             assert BURN_FN in [f["name"] for f in (await r.json())["shared"]["frames"]]
         async with http.get(f"{stack.api.url}/api/v1/profile", params={"container": "nope-xyz"}) as r:

@@ -9,7 +9,7 @@ import nats.errors
 from aiohttp import web
 
 from services.perf import formats, view as perfview
-from services.perf.client import request_profile
+from services.perf.client import alert_counts, request_profile
 from services.store.client import StoreQueryError, StoreUnavailable
 from shared import log
 
@@ -87,12 +87,13 @@ async def top(request: web.Request) -> web.Response:
         svc.stats.inc("api_store_unavailable_total")
         return web.json_response({"error": f"store unavailable: {e or type(e).__name__}"}, status=503)
     rows = perfview.top_rows(svc.perf.latest(), containers if isinstance(containers, list) else [],
-                             node=q.get("node"), namespace=q.get("namespace"), sort=sort)
+                             await alert_counts(svc.store), node=q.get("node"), namespace=q.get("namespace"),
+                             sort=sort)
     return web.json_response({"items": rows})
 
 
 async def profile(request: web.Request) -> web.Response:
-    """CPU profile of ?container=NAME or ?pod=NAME: ?seconds=N from now (1-60), or ?since=N seconds
+    """CPU profile of ?container=NAME or ?pod=NAME: ?seconds=N from now (1-60), or ?last=N seconds
     of stored history; ?format=folded (text) | speedscope (JSON) | json (folded stacks as an object)."""
     svc = _svc(request)
     q = request.query
@@ -104,9 +105,9 @@ async def profile(request: web.Request) -> web.Response:
         if fmt not in ("json", "folded", "speedscope"):
             raise ValueError(f"format: {fmt!r} not in json, folded, speedscope")
         seconds = float(q.get("seconds", "5"))
-        since = float(q["since"]) if "since" in q else None
-        if not 0 < seconds <= 60 or (since is not None and not 0 < since <= 86400):
-            raise ValueError("seconds must be in (0, 60], since in (0, 86400]")
+        last = float(q["last"]) if "last" in q else None
+        if not 0 < seconds <= 60 or (last is not None and not 0 < last <= 86400):
+            raise ValueError("seconds must be in (0, 60], last in (0, 86400]")
     except ValueError as e:
         svc.stats.inc("api_bad_requests_total", param="profile")
         return web.json_response({"error": str(e)}, status=400)
@@ -114,7 +115,7 @@ async def profile(request: web.Request) -> web.Response:
         containers = await svc.store.containers()
         prof = await request_profile(svc.bus, containers if isinstance(containers, list) else [], name=name,
                                      pod=pod, seconds=seconds,
-                                     since_ns=time.time_ns() - int(since * 1e9) if since is not None else None)
+                                     since_ns=time.time_ns() - int(last * 1e9) if last is not None else None)
     except perfview.NotFound as e:
         return web.json_response({"error": str(e)}, status=404)
     except (StoreUnavailable, nats.errors.Error, ConnectionError) as e:

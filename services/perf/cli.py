@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("container", nargs="?", help="container name or id prefix")
     p.add_argument("--pod", help="all containers of this Kubernetes pod")
     p.add_argument("--seconds", type=float, default=10.0, help="sample for N seconds from now (default 10)")
-    p.add_argument("--since", type=float, help="instead, the stored profile of the last N seconds")
+    p.add_argument("--last", type=float, help="instead, the stored (continuous) profile of the last N seconds")
     p.add_argument("--format", choices=FORMATS, default="folded", help="folded (default), speedscope, svg")
     p.add_argument("-o", "--output", help="write to this file (default stdout)")
     p.set_defaults(func=_profile)
@@ -92,7 +92,9 @@ def _top(args: argparse.Namespace) -> int:
 
 
 async def top(common, args: argparse.Namespace, out=None) -> int:
-    from .client import PerfBoard
+    from services.store.client import StoreClient
+
+    from .client import PerfBoard, alert_counts
     out = out or sys.stdout
     stop = asyncio.Event()
     stop_on_signals(stop)
@@ -112,8 +114,8 @@ async def top(common, args: argparse.Namespace, out=None) -> int:
                     print("eunomia top: no probe sent performance figures (is a probe running with perf on?)",
                           file=sys.stderr)
                     return 1
-            rows = top_rows(board.latest(), await _containers(bus), node=args.node, namespace=args.namespace,
-                            sort=args.sort, hosts=args.hosts)
+            rows = top_rows(board.latest(), await _containers(bus), await alert_counts(StoreClient(bus, timeout=5.0)),
+                            node=args.node, namespace=args.namespace, sort=args.sort, hosts=args.hosts)
             if args.once:
                 if all(r["cpu"] == 0 for r in rows) and time.monotonic() < deadline - args.interval:
                     continue  # first readings carry no rates yet
@@ -140,8 +142,8 @@ def _profile(args: argparse.Namespace) -> int:
     from services.cli.main import common_config
     if bool(args.container) == bool(args.pod):
         raise ConfigError("name one container, or --pod NAME")
-    if not 0 < args.seconds <= 600 or (args.since is not None and not 0 < args.since <= 86400):
-        raise ConfigError("--seconds must be in (0, 600], --since in (0, 86400]")
+    if not 0 < args.seconds <= 600 or (args.last is not None and not 0 < args.last <= 86400):
+        raise ConfigError("--seconds must be in (0, 600], --last in (0, 86400]")
     try:
         return asyncio.run(profile(common_config(args), args))
     except ConnectionError as e:
@@ -153,7 +155,7 @@ async def profile(common, args: argparse.Namespace, out=None) -> int:
     from .client import request_profile
     bus = await _connect(common)
     try:
-        since = time.time_ns() - int(args.since * 1e9) if args.since is not None else None
+        since = time.time_ns() - int(args.last * 1e9) if args.last is not None else None
         if since is None:
             print(f"sampling for {args.seconds:g} s ...", file=sys.stderr, flush=True)
         try:

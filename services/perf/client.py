@@ -77,4 +77,19 @@ async def _ask(bus, subject: str, body: dict, timeout: float) -> dict:
     return reply if isinstance(reply, dict) else {"error": f"{subject}: reply is not an object"}
 
 
-__all__ = ["PerfBoard", "request_profile", "NotFound"]
+async def alert_counts(store, window_s: float = 3600.0) -> dict[str, int]:
+    """Alerts per container name over the last `window_s` (the newest 1000 at most); {} if the store fails."""
+    try:
+        page = await store.alerts(since=time.time_ns() - int(window_s * 1e9), limit=1000)
+    except Exception as e:
+        _log.debug("alert counts unavailable: %s", e)
+        return {}
+    out: dict[str, int] = {}
+    for a in (page or {}).get("items", []) if isinstance(page, dict) else []:
+        c = a.get("container") if isinstance(a, dict) else None
+        if isinstance(c, dict) and c.get("name"):
+            out[c["name"]] = out.get(c["name"], 0) + 1
+    return out
+
+
+__all__ = ["PerfBoard", "request_profile", "alert_counts", "NotFound"]
