@@ -1,6 +1,6 @@
 // Performance figures per cgroup, aggregated in the kernel (no event per sample):
 // log2 latency histograms (run queue, block I/O, TCP connect, TCP RTT) and
-// counters (CPU time, block bytes, OOM kills), read periodically by
+// counters (CPU time, block bytes, network bytes, OOM kills), read periodically by
 // services/probe/perf.py. The OOM kill is also an event (K_OOM) for rules.
 //
 // Cgroup attribution without kernel structs: a task's cgroup is learned when it
@@ -18,7 +18,8 @@ struct perf_hkey { u64 cgroup_id; u32 which; u32 pad; };
 struct perf_hist { u64 slot[PERF_SLOTS]; u64 sum_ns; u64 count; };
 BPF_HASH(perf_hists, struct perf_hkey, struct perf_hist, 8192);
 
-struct perf_cg { u64 cpu_ns; u64 switches; u64 block_bytes; u64 oom_kills; u64 connects; u64 failed; };
+struct perf_cg { u64 cpu_ns; u64 switches; u64 block_bytes; u64 oom_kills; u64 connects; u64 failed;
+                 u64 net_tx; u64 net_rx; };
 BPF_HASH(perf_cgs, u64, struct perf_cg, 4096);
 BPF_PERCPU_ARRAY(perf_full, u64, 1);     // updates lost: a map was full
 BPF_ARRAY(perf_on, u8, 1);               // switched by the probe (ProbeConfig.perf)
@@ -215,6 +216,41 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
     if (!s || !args->srtt)
         return 0;
     perf_observe(s->cgroup_id, H_RTT, (u64)args->srtt * 1000);  // srtt is in microseconds
+    return 0;
+}
+#endif
+
+// Network bytes: sock_sendmsg/sock_recvmsg return in the caller's context (inet sockets only).
+#define PERF_AF_INET 2
+#define PERF_AF_INET6 10
+static __always_inline void perf_net_bytes(u16 family, int ret, int rx)
+{
+    if (ret <= 0 || (family != PERF_AF_INET && family != PERF_AF_INET6) || !perf_enabled())
+        return;
+    u64 cg = bpf_get_current_cgroup_id();
+    if (cg <= 1)
+        return;
+    struct perf_cg *c = perf_cg_of(cg);
+    if (!c)
+        return;
+    if (rx)
+        __sync_fetch_and_add(&c->net_rx, ret);
+    else
+        __sync_fetch_and_add(&c->net_tx, ret);
+}
+
+#if HAVE_TP(sock, sock_send_length)
+TRACEPOINT_PROBE(sock, sock_send_length)
+{
+    perf_net_bytes(args->family, args->ret, 0);
+    return 0;
+}
+#endif
+
+#if HAVE_TP(sock, sock_recv_length)
+TRACEPOINT_PROBE(sock, sock_recv_length)
+{
+    perf_net_bytes(args->family, args->ret, 1);
     return 0;
 }
 #endif

@@ -229,6 +229,7 @@ async def test_block_io_and_tcp_connects_fill_histograms_under_the_containers_na
     assert d["counters"]["block_bytes"] > 0
     assert "connect" not in d["hists"]  # the disk container connects nowhere
     assert n["counters"]["connects"] > 0
+    assert n["counters"]["net_tx_bytes"] > 0 and n["counters"]["net_rx_bytes"] > 0  # HTTP over loopback
 
     async with aiohttp.ClientSession() as http:
         async def exported() -> bool:
@@ -246,6 +247,7 @@ async def test_block_io_and_tcp_connects_fill_histograms_under_the_containers_na
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert _hist_count(text, "eunomia_container_tcp_connect_latency_seconds", disk) == 0
     assert re.search(rf'eunomia_container_cpu_seconds_total\{{container="{net}"', text)
+    assert re.search(rf'eunomia_container_network_receive_bytes_total\{{container="{net}",node="[^"]+"\}} [1-9]', text)
 
 
 async def test_an_oom_killed_container_raises_an_oom_event_with_its_name(stack):

@@ -93,7 +93,7 @@ GRAPH_PARAMS: dict[str, Callable[[str, str], Any]] = {"since": parse_time}
 
 # Descriptions, shared with the OpenAPI document.
 DESCRIPTIONS = {
-    "sort": "column to sort by: cpu, events, block, connects, runq, alerts, name",
+    "sort": "column to sort by: cpu, events, block, net, connects, runq, alerts, name",
     "namespace": "Kubernetes namespace",
     "pod": "Kubernetes pod name (its containers)",
     "seconds": "sample for this many seconds from now (1-60)",

@@ -17,6 +17,8 @@ COUNTER_METRICS = {
     "block_bytes": ("eunomia_container_block_io_bytes_total", "Bytes of block I/O requests issued.", 1.0),
     "connects": ("eunomia_container_tcp_connects_total", "TCP connects that completed.", 1.0),
     "connect_failed": ("eunomia_container_tcp_connects_failed_total", "TCP connects that failed.", 1.0),
+    "net_tx_bytes": ("eunomia_container_network_transmit_bytes_total", "Bytes sent on inet sockets.", 1.0),
+    "net_rx_bytes": ("eunomia_container_network_receive_bytes_total", "Bytes received on inet sockets.", 1.0),
     "oom_kills": ("eunomia_container_oom_kills_total", "OOM kills triggered in the container.", 1.0),
     "switches": ("eunomia_container_context_switches_total", "Context switches away from the container's tasks.", 1.0),
 }

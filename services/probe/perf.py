@@ -2,7 +2,7 @@
 
 The kernel keeps, per cgroup, log2 histograms of microseconds (run-queue,
 block I/O, TCP connect latency, TCP RTT) and counters (CPU time, context
-switches, block bytes, OOM kills, connects). collect() returns cumulative
+switches, block bytes, network bytes sent/received, OOM kills, connects). collect() returns cumulative
 values (Prometheus histograms are cumulative) plus rates since the previous
 call, for `eunomia top`. Cgroups gone for a while are deleted from the maps.
 """
@@ -12,7 +12,8 @@ import time
 
 HISTS = ("runq", "block", "connect", "rtt")   # H_* order in bpf/perf.bpf.c
 SLOTS = 32
-COUNTERS = ("cpu_ns", "switches", "block_bytes", "oom_kills", "connects", "connect_failed")
+COUNTERS = ("cpu_ns", "switches", "block_bytes", "oom_kills", "connects", "connect_failed", "net_tx_bytes",
+            "net_rx_bytes")
 # bucket i counts [2^i, 2^(i+1)) us: its upper bound in seconds
 BUCKET_LE = tuple((1 << (i + 1)) / 1e6 for i in range(SLOTS))
 
@@ -50,7 +51,8 @@ class PerfReader:
         now = time.monotonic()
         out: dict[int, dict] = {}
         for k, v in self.cgs.items():
-            c = dict(zip(COUNTERS, (v.cpu_ns, v.switches, v.block_bytes, v.oom_kills, v.connects, v.failed)))
+            c = dict(zip(COUNTERS, (v.cpu_ns, v.switches, v.block_bytes, v.oom_kills, v.connects, v.failed,
+                                    v.net_tx, v.net_rx)))
             out[k.value] = {"counters": c, "hists": {}, "rates": {}}
         for k, v in self.hists.items():
             if k.which >= len(HISTS):
@@ -66,6 +68,8 @@ class PerfReader:
                     "cpu": max(0, c["cpu_ns"] - p["cpu_ns"]) / 1e9 / dt,   # cores busy
                     "block_bytes": max(0, c["block_bytes"] - p["block_bytes"]) / dt,
                     "connects": max(0, c["connects"] - p["connects"]) / dt,
+                    "net_bytes": max(0, c["net_tx_bytes"] + c["net_rx_bytes"] - p["net_tx_bytes"]
+                                     - p["net_rx_bytes"]) / dt,
                 }
             self._prev[cg] = (now, c)
             runq = entry["hists"].get("runq")
