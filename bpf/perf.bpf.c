@@ -278,3 +278,47 @@ TRACEPOINT_PROBE(oom, mark_victim)
     return 0;
 }
 #endif
+
+// Syscall latency per (cgroup, syscall): raw tracepoints on every syscall of the node, so
+// attached only with ProbeConfig.syscall_latency (the probe detaches them otherwise).
+struct perf_sys_start { u64 ts; u64 nr; };
+struct perf_sys_key { u64 cgroup_id; u64 nr; };
+struct perf_sys { u64 count; u64 total_ns; u64 max_ns; };
+BPF_TABLE("lru_hash", u64, struct perf_sys_start, perf_sys_starts, 16384);  // tid -> syscall in progress
+BPF_HASH(perf_syscalls, struct perf_sys_key, struct perf_sys, 16384);
+
+RAW_TRACEPOINT_PROBE(sys_enter)
+{
+    if (bpf_get_current_cgroup_id() <= 1)
+        return 0;
+    u64 tid = bpf_get_current_pid_tgid();
+    struct perf_sys_start st = {bpf_ktime_get_ns(), ctx->args[1]};
+    perf_sys_starts.update(&tid, &st);
+    return 0;
+}
+
+RAW_TRACEPOINT_PROBE(sys_exit)
+{
+    u64 tid = bpf_get_current_pid_tgid();
+    struct perf_sys_start *st = perf_sys_starts.lookup(&tid);
+    if (!st)
+        return 0;
+    struct perf_sys_key k = {bpf_get_current_cgroup_id(), st->nr};
+    u64 d = bpf_ktime_get_ns() - st->ts;
+    perf_sys_starts.delete(&tid);
+    struct perf_sys *v = perf_syscalls.lookup(&k);
+    if (!v) {
+        struct perf_sys zero = {};
+        perf_syscalls.insert(&k, &zero);
+        v = perf_syscalls.lookup(&k);
+        if (!v) {
+            perf_lost();
+            return 0;
+        }
+    }
+    __sync_fetch_and_add(&v->count, 1);
+    __sync_fetch_and_add(&v->total_ns, d);
+    if (d > v->max_ns)
+        v->max_ns = d;  // racy max: good enough for a "slowest" figure
+    return 0;
+}

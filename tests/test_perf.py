@@ -117,7 +117,7 @@ async def stack(tmp_path_factory, bb_image, podman_socket):
         # process kinds only (naming containers needs no more): other tests' file and network
         # activity on this busy machine would otherwise flood this pipeline
         cfg = ProbeConfig(kinds=("exec", "exit", "fork", "oom"), counters_interval=0.5, profile_hz=99,
-                          profile_window_s=2)
+                          profile_window_s=2, syscall_latency=True)
         async with Pipeline(srv.url, common.node, probe_cfg=cfg, extra=[store, api]) as pipe:
             st = Stack(pipe, api, tmp)
             try:
@@ -230,6 +230,15 @@ async def test_block_io_and_tcp_connects_fill_histograms_under_the_containers_na
     assert "connect" not in d["hists"]  # the disk container connects nowhere
     assert n["counters"]["connects"] > 0
     assert n["counters"]["net_tx_bytes"] > 0 and n["counters"]["net_rx_bytes"] > 0  # HTTP over loopback
+    # syscall latency (opt-in): the net container's slowest syscalls by total time, named
+    async def syscalls() -> bool:
+        row = stack.perf_row(net_c["cgroup_id"])
+        return bool(row and row.get("syscalls"))
+    await until(syscalls, 60, "syscall latency figures of the net container")
+    calls = stack.perf_row(net_c["cgroup_id"])["syscalls"]
+    assert all(c["count"] > 0 and c["total_s"] >= c["max_s"] > 0 for c in calls)
+    assert {"connect", "sendto", "recvfrom", "read", "write", "wait4", "poll", "execve"} & {c["syscall"] for c in calls}
+    assert [c["total_s"] for c in calls] == sorted((c["total_s"] for c in calls), reverse=True)
 
     async with aiohttp.ClientSession() as http:
         async def exported() -> bool:

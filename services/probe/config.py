@@ -40,6 +40,9 @@ class ProbeConfig:
     # eunomia.perf.<node> every counters_interval; CPU profiles sampled at profile_hz (0 = off),
     # drained into windows of profile_window_s, kept for profile_history_s.
     perf: bool = True
+    # Syscall latency per container (top syscalls by total time): programs on every syscall of
+    # the node (raw_syscalls enter and exit), so only when asked for.
+    syscall_latency: bool = False
     profile_hz: int = 49
     profile_window_s: float = 10.0
     profile_history_s: float = 1800.0

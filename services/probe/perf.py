@@ -36,6 +36,7 @@ class PerfReader:
         self.hists = bpf[b"perf_hists"]
         self.cgs = bpf[b"perf_cgs"]
         self.full = bpf[b"perf_full"]
+        self.sys = bpf[b"perf_syscalls"]
         self._prev: dict[int, tuple[float, dict]] = {}   # cgroup -> (monotonic, counters) last time
         self._events_prev: dict[int, tuple[float, int]] = {}
         self.map_full = 0
@@ -83,6 +84,20 @@ class PerfReader:
         self.map_full = sum(self.full[0]) if len(self.full) else 0
         return out
 
+    def syscalls(self, top_n: int = 10) -> dict[int, list[dict]]:
+        """{cgroup_id: the top_n syscalls by total time: [{"syscall", "nr", "count", "total_s", "max_s"}]}
+        (cumulative), from the opt-in syscall latency programs."""
+        from services.seccomp.syscall_names import name
+        per: dict[int, list] = {}
+        for k, v in self.sys.items():
+            per.setdefault(k.cgroup_id, []).append((v.total_ns, k.nr, v.count, v.max_ns))
+        out = {}
+        for cg, rows in per.items():
+            rows.sort(reverse=True)
+            out[cg] = [{"syscall": name(nr) or f"syscall_{nr}", "nr": nr, "count": n, "total_s": t / 1e9,
+                        "max_s": m / 1e9} for t, nr, n, m in rows[:top_n]]
+        return out
+
     def forget(self, gone: set[int]) -> None:
         """Delete the maps' entries of cgroups that no longer exist."""
         for cg in gone:
@@ -93,8 +108,9 @@ class PerfReader:
             self._prev.pop(cg, None)
             self._events_prev.pop(cg, None)
         if gone:
-            for k in [k for k in self.hists.keys() if k.cgroup_id in gone]:
-                try:
-                    del self.hists[k]
-                except KeyError:
-                    pass
+            for table in (self.hists, self.sys):
+                for k in [k for k in table.keys() if k.cgroup_id in gone]:
+                    try:
+                        del table[k]
+                    except KeyError:
+                        pass

@@ -193,6 +193,12 @@ class ProbeService:
             PerfReader.switch(self.bpf, self.cfg.perf)
             if self.cfg.perf:
                 self.perf = PerfReader(self.bpf)
+        if self.plan.has("perf.bpf.c") and not (self.cfg.perf and self.cfg.syscall_latency):
+            for tp in (b"sys_enter", b"sys_exit"):  # on every syscall: only when asked for
+                try:
+                    self.bpf.detach_raw_tracepoint(tp)
+                except Exception as e:
+                    _log.warning("could not detach the syscall latency program on %s: %s", tp.decode(), e)
         if self.plan.has("profile.bpf.c") and self.cfg.profile_hz:
             from .profiler import Profiler
             prof = Profiler(self.bpf, self.cfg.profile_hz, self.cfg.profile_window_s, self.cfg.profile_history_s)
@@ -390,6 +396,11 @@ class ProbeService:
         msg = {"node": self.node, "ts": time.time_ns(), "interval_s": self.cfg.counters_interval,
                "map_full": self.perf.map_full,
                "cgroups": [{"cgroup_id": cg, "events": events.get(cg, 0), **f} for cg, f in figures.items()]}
+        if self.cfg.syscall_latency:
+            slow = await loop.run_in_executor(None, self.perf.syscalls)
+            for row in msg["cgroups"]:
+                if row["cgroup_id"] in slow:
+                    row["syscalls"] = slow[row["cgroup_id"]]
         if self.profiler is not None:
             taken, lost = self.profiler.kernel_stats()
             msg["profile"] = {"hz": self.profiler.hz, "samples": taken, "lost": lost}

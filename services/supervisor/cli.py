@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", default=None, help="store URL: sqlite:///path (default) or postgresql://...")
     p.add_argument("--no-perf", action="store_true",
                    help="no performance figures (latency histograms, CPU time) and no CPU profiler")
+    p.add_argument("--syscall-latency", action="store_true",
+                   help="per-container syscall latency, top syscalls by total time (a BPF program on every syscall)")
     p.add_argument("--profile-hz", type=int, default=None, help="CPU profile sampling rate (default 49; 0 = off)")
     p.set_defaults(func=_up)
 
@@ -40,6 +42,8 @@ def _up(args: argparse.Namespace) -> int:
         overrides["probe"].update(perf=False, profile_hz=0)
     if args.profile_hz is not None:
         overrides["probe"]["profile_hz"] = args.profile_hz
+    if args.syscall_latency:
+        overrides["probe"]["syscall_latency"] = True
     if args.api_host:
         overrides["api"]["host"] = args.api_host
     if args.api_port is not None:
