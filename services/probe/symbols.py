@@ -1,16 +1,17 @@
 """Stack addresses -> function names, in user space.
 
 Kernel frames from /proc/kallsyms (sorted once, bisect per address). User
-frames through bcc's symboliser, which reads each process's memory map and
+frames through bcc's symbol cache, which reads each process's memory map and
 the ELF symbol tables of its binaries through /proc/<pid>/root, so binaries
 inside containers resolve without entering their mount namespace. Per-process
-caches are dropped once the process is gone.
+caches are bounded in number and freed once the process is gone.
 """
 from __future__ import annotations
 
 import bisect
 import os
 from array import array
+from collections import OrderedDict
 
 UNKNOWN = "[unknown]"
 
@@ -57,26 +58,37 @@ class KernelSymbols:
 
 
 class UserSymbols:
-    """Per-pid symbol caches (bcc); forget() frees those of dead processes."""
+    """Per-pid symbol caches (bcc's), at most `max_pids`, least recently used evicted and freed
+    (a cache holds the symbol tables of every binary the process maps: MBs for big programs)."""
 
-    def __init__(self) -> None:
-        from bcc import BPF
-        self._bpf = BPF
-        self.pids: set[int] = set()
+    def __init__(self, max_pids: int = 64) -> None:
+        from bcc import SymbolCache
+        from bcc.libbcc import lib
+        self._new, self._lib = SymbolCache, lib
+        self.max_pids = max_pids
+        self._caches: OrderedDict[int, object] = OrderedDict()
 
     def name(self, addr: int, pid: int) -> str:
-        self.pids.add(pid)
+        cache = self._caches.get(pid)
+        if cache is None:
+            cache = self._caches[pid] = self._new(pid)
+            while len(self._caches) > self.max_pids:
+                self._free(*self._caches.popitem(last=False))
+        else:
+            self._caches.move_to_end(pid)
         try:
-            sym = self._bpf.sym(addr, pid, show_module=False, demangle=True)
+            sym, _offset, module = cache.resolve(addr, True)
         except Exception:
             return UNKNOWN
-        if not sym or sym == b"[unknown]":
-            return UNKNOWN
-        return sym.decode("utf-8", "replace")
+        if sym:
+            return sym.decode("utf-8", "replace")
+        if module:  # a stripped binary: at least which one
+            return "[" + os.path.basename(module.decode("utf-8", "replace")) + "]"
+        return UNKNOWN
+
+    def _free(self, pid: int, cache) -> None:
+        self._lib.bcc_free_symcache(cache.cache, pid)
 
     def forget_dead(self) -> None:
-        caches = getattr(self._bpf, "_sym_caches", {})
-        for pid in list(self.pids):
-            if not os.path.exists(f"/proc/{pid}"):
-                caches.pop(pid, None)
-                self.pids.discard(pid)
+        for pid in [p for p in self._caches if not os.path.exists(f"/proc/{p}")]:
+            self._free(pid, self._caches.pop(pid))
