@@ -32,7 +32,8 @@ BURN_C = "volatile unsigned long s; __attribute__((noinline)) void burn(void) { 
 PERF_PROGS = ("tracepoint__sched__sched_switch", "tracepoint__sched__sched_wakeup",
               "tracepoint__sched__sched_wakeup_new", "tracepoint__block__block_rq_issue",
               "tracepoint__block__block_rq_complete", "raw_tracepoint__inet_sock_set_state",
-              "tracepoint__tcp__tcp_probe", "tracepoint__oom__mark_victim")
+              "tracepoint__tcp__tcp_probe", "tracepoint__sock__sock_send_length",
+              "tracepoint__sock__sock_recv_length", "tracepoint__oom__mark_victim")
 STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 
 
