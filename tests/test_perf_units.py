@@ -96,6 +96,8 @@ def test_histograms_pass_promtool():
     assert 'eunomia_container_block_io_latency_seconds_bucket{container="busy",node="n1",le="+Inf"} 5' in text
     assert 'eunomia_container_block_io_latency_seconds_bucket{container="busy",node="n1",le="4e-06"} 2' in text
     assert 'eunomia_container_cpu_seconds_total{container="busy",node="n1"} 2' in text
+    # every scrape has the same bucket bounds, however many buckets the probe sent
+    assert text.count('eunomia_container_block_io_latency_seconds_bucket{container="busy"') == 28
     lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr
 

@@ -42,9 +42,11 @@ def export(exp: Exposition, perf: dict[str, dict], cgroups: dict[str, str]) -> N
             for key, h in (cg.get("hists") or {}).items():
                 if key not in HIST_METRICS or not isinstance(h, dict) or not isinstance(h.get("buckets"), list):
                     continue
+                counts = h["buckets"][:len(BUCKET_LE)]
+                counts += [0] * (MAX_LE_INDEX + 1 - len(counts))  # the probe leaves out trailing zeros
                 cum, pairs = 0, []
-                for i, n in enumerate(h["buckets"][:len(BUCKET_LE)]):
-                    cum += n if isinstance(n, (int, float)) else 0
+                for i, n in enumerate(counts):
+                    cum += n if isinstance(n, (int, float)) and not isinstance(n, bool) else 0
                     if i <= MAX_LE_INDEX:
                         pairs.append((BUCKET_LE[i], cum))
                 metric, help_text = HIST_METRICS[key]

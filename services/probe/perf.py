@@ -59,7 +59,10 @@ class PerfReader:
             if k.which >= len(HISTS):
                 continue
             entry = out.setdefault(k.cgroup_id, {"counters": dict.fromkeys(COUNTERS, 0), "hists": {}, "rates": {}})
-            entry["hists"][HISTS[k.which]] = {"buckets": list(v.slot), "sum_s": v.sum_ns / 1e9, "count": v.count}
+            buckets = list(v.slot)
+            while buckets and not buckets[-1]:  # trailing empty buckets left out (smaller messages)
+                buckets.pop()
+            entry["hists"][HISTS[k.which]] = {"buckets": buckets, "sum_s": v.sum_ns / 1e9, "count": v.count}
         for cg, entry in out.items():
             c = entry["counters"]
             prev = self._prev.get(cg)
