@@ -2,6 +2,7 @@
 probe, enricher, alerter, store, api) costs real workloads on this node.
 
     python -m bench.overhead_bench [--quick] [--rounds 2] [--wrk-seconds 10] [--opens 300000] [--execs 3000]
+                                   [--perf-phase]
 
 Phases alternate in one run, untraced then traced (off, on, off, on, ...;
 each "on" starts a fresh `eunomia up` with its own data dir and ports, waits
@@ -19,7 +20,8 @@ series whose name says probe events, filtered, dropped, lost or dedup, so new
 counters show up by themselves). Figures are printed next to their targets
 (nginx >= 0.95x, open <= 1.2x, exec <= 1.1x, monitor CPU <= 5 % of a core
 under nginx, idle RSS <= 150 MB), never asserted. --quick is a one-round smoke
-run. Other load on the machine makes every ratio noisy: the load average is
+run. --perf-phase adds a traced phase with `--no-perf` per round and prints
+what the performance features (histograms, CPU time, profiler) cost. Other load on the machine makes every ratio noisy: the load average is
 printed with each phase. Baseline (shared/ENVIRONMENT.md): nginx alone
 ~38-42k req/s; an empty BPF program on raw_syscalls:sys_enter alone ~0.8x.
 Needs root, nginx-light, wrk and gcc (deploy/bootstrap.sh installs them).
@@ -231,10 +233,10 @@ def rss_mb(pids: list[int]) -> float:
 class Stack:
     """`eunomia up` as a subprocess with its own data dir and free ports."""
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, extra: tuple[str, ...] = ()) -> None:
         self.data, self.api_port = data, free_port()
         self.cmd = [str(EUNOMIA), "--data-dir", str(data), "up", "--nats-port", str(free_port()),
-                    "--api-port", str(self.api_port), "--no-podman-api"]
+                    "--api-port", str(self.api_port), "--no-podman-api", *extra]
 
     def __enter__(self) -> "Stack":
         self.data.mkdir(parents=True)
@@ -317,8 +319,8 @@ def untraced(wls: list[Workload]) -> Phase:
     return Phase(values={w.name: w.run() for w in wls})
 
 
-def traced(wls: list[Workload], data: Path, args: argparse.Namespace) -> Phase:
-    with Stack(data) as st:
+def traced(wls: list[Workload], data: Path, args: argparse.Namespace, extra: tuple[str, ...] = ()) -> Phase:
+    with Stack(data, extra) as st:
         ph = Phase(ready_s=st.ready_s)
         time.sleep(args.settle)
         ph.rss["idle"] = rss_mb(st.pids)
@@ -349,6 +351,23 @@ def median(phases: list[Phase], get: Callable[[Phase], float]) -> float:
 
 def row(label: str, cells: list[str], width: int = 12) -> str:
     return f"{label:<24}" + "".join(f"{c:>{width}}" for c in cells)
+
+
+def report_perf(wls: list[Workload], on: list[Phase], noperf: list[Phase]) -> None:
+    """What the performance features (histograms, CPU time, 49 Hz profiler) add to the monitor."""
+    print("\nperformance features: traced with them (default) vs traced with --no-perf, medians")
+    print(row("workload", ["no-perf", "perf", "ratio"]))
+    for w in wls:
+        fmt = "{:,.0f}" if w.higher_is_better else "{:.3f}"
+        a, b = median(noperf, lambda p: p.values[w.name]), median(on, lambda p: p.values[w.name])
+        print(row(f"{w.name} ({w.unit})", [fmt.format(a), fmt.format(b), f"{b / a:.2f}x"]))
+    print(row("monitor CPU during", ["no-perf %", "perf %", ""]))
+    for name in on[0].cpu:
+        pct = [100 * median(ph, lambda p: p.cpu[name][0]) / median(ph, lambda p: p.cpu[name][1])
+               for ph in (noperf, on)]
+        print(row(name, [f"{pct[0]:.1f} %", f"{pct[1]:.1f} %", ""]))
+    print(row("idle RSS (MB)", [f"{median(noperf, lambda p: p.rss['idle']):.0f}",
+                                f"{median(on, lambda p: p.rss['idle']):.0f}", ""]))
 
 
 def report(wls: list[Workload], off: list[Phase], on: list[Phase]) -> None:
@@ -392,6 +411,9 @@ def main() -> None:
     for k, v in full.items():
         ap.add_argument("--" + k.replace("_", "-"), type=type(v), default=None, help=f"default {v}, quick {quick[k]}")
     ap.add_argument("--nginx-workers", type=int, default=1, help="nginx worker processes (wrk takes the other core)")
+    ap.add_argument("--perf-phase", action="store_true",
+                    help="also a traced phase per round with `eunomia up --no-perf`: what the performance "
+                         "features cost")
     args = ap.parse_args()
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None:
@@ -409,13 +431,18 @@ def main() -> None:
             wls = workloads(args, helper, nginx, tmp / "f")
             nginx.wrk(1)  # warm-up: caches, nginx workers, the file tree
             walk(1)
-            off, on = [], []
+            off, on, noperf = [], [], []
             for i in range(args.rounds):
                 print(f"round {i + 1}/{args.rounds}: untraced ... {load()}", flush=True)
                 off.append(untraced(wls))
                 print(f"round {i + 1}/{args.rounds}: traced (eunomia up) ... {load()}", flush=True)
                 on.append(traced(wls, tmp / f"data{i}", args))
+                if args.perf_phase:
+                    print(f"round {i + 1}/{args.rounds}: traced, --no-perf ... {load()}", flush=True)
+                    noperf.append(traced(wls, tmp / f"noperf{i}", args, ("--no-perf",)))
         report(wls, off, on)
+        if noperf:
+            report_perf(wls, on, noperf)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -50,6 +50,7 @@
 #define K_BPF 41
 #define K_MODULE 42
 #define K_MEMFD 43
+#define K_OOM 46
 #define K_MAX 48
 
 #define CLASS_EXEC 0

@@ -89,8 +89,8 @@ def permissions(user: str) -> dict | None:
         return None
     if user.startswith("probe-"):
         n = user[len("probe-"):]
-        return {"publish": [subjects.raw(n), subjects.stats("probe", n), subjects.CTL_ALERTER],
-                "subscribe": [subjects.ctl_probe(n), subjects.CTL_PROBES, inbox]}
+        return {"publish": [subjects.raw(n), subjects.stats("probe", n), subjects.perf(n), subjects.CTL_ALERTER],
+                "subscribe": [subjects.ctl_probe(n), subjects.ctl_perf(n), subjects.CTL_PROBES, inbox]}
     if user.startswith("enricher-"):
         n = user[len("enricher-"):]
         return {"publish": [f"{P}.event.{n}.>", f"{P}.pevent.*.{n}.*", f"{P}.pevent.*.*.{n}.*",
@@ -103,8 +103,8 @@ def permissions(user: str) -> dict | None:
         return {"publish": [f"{P}.stats.store.*", *_stream_api()],
                 "subscribe": [f"{P}.store.>", inbox]}
     if user == API:
-        return {"publish": [f"{P}.store.>", f"{P}.stats.api.*"],
-                "subscribe": [subjects.ALERT_ALL, subjects.STATS_ALL, inbox]}
+        return {"publish": [f"{P}.store.>", f"{P}.stats.api.*", f"{P}.ctl.perf.*"],
+                "subscribe": [subjects.ALERT_ALL, subjects.STATS_ALL, subjects.PERF_ALL, inbox]}
     if user == ROUTE:
         return {"publish": [], "subscribe": []}  # routes authenticate in the cluster block only
     raise ConfigError(f"unknown bus identity {user!r}")

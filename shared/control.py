@@ -8,11 +8,15 @@ reply is a JSON object: the op's result, or on refusal
     control.op("status", self._status)          # handler(req) -> dict (or an awaitable of one)
     await control.serve(bus, subjects.ctl_probe(node))
 
-Handlers refuse with `raise ControlError("bad_args", "...")`. Every service
-counts `ctl_requests_total{op}` and `ctl_errors_total{code}` the same way.
+Handlers refuse with `raise ControlError("bad_args", "...")`. An op that
+takes seconds (a profile) is registered with `background=True`: it is
+answered from its own task (at most MAX_BACKGROUND at once, refused with
+"busy" beyond), so other requests are not held up. Every service counts
+`ctl_requests_total{op}` and `ctl_errors_total{code}` the same way.
 """
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -34,6 +38,8 @@ UNKNOWN_OP = "unknown_op"
 BAD_ARGS = "bad_args"         # the op's arguments are wrong
 UNAVAILABLE = "unavailable"   # the op cannot be served here now (a feature off or missing)
 FAILED = "failed"             # the handler failed
+BUSY = "busy"                 # too many background ops running
+MAX_BACKGROUND = 8
 
 
 class ControlError(Exception):
@@ -52,9 +58,19 @@ class Control:
     def __init__(self, service: str, stats: "Stats") -> None:
         self.service, self.stats = service, stats
         self._ops: dict[str, Handler] = {}
+        self._background: set[str] = set()
+        self.tasks: set[asyncio.Task] = set()   # background ops in flight (cancel with `cancel()`)
 
-    def op(self, name: str, handler: Handler) -> None:
+    def op(self, name: str, handler: Handler, background: bool = False) -> None:
         self._ops[name] = handler
+        if background:
+            self._background.add(name)
+
+    async def cancel(self) -> None:
+        """Stop background ops still running (at service shutdown)."""
+        for t in list(self.tasks):
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
     @property
     def ops(self) -> list[str]:
@@ -90,11 +106,34 @@ class Control:
             return self.refuse(FAILED, f'op "{op}" failed: {type(e).__name__}: {e}')
         return reply
 
+    def _is_background(self, data: bytes) -> bool:
+        if not self._background:
+            return False
+        try:
+            req = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return False
+        return isinstance(req, dict) and req.get("op") in self._background
+
     async def serve(self, bus: "Bus", subject: str, queue: str = "") -> None:
-        async def on_msg(msg: Any) -> None:
+        async def answer(msg: Any) -> None:
             reply = await self.handle(msg.data)
             if msg.reply:
-                await msg.respond(orjson.dumps(reply, default=str))
+                try:
+                    await msg.respond(orjson.dumps(reply, default=str))
+                except Exception as e:  # the requester or the connection went away
+                    _log.warning("%s could not answer on %s: %s", self.service, msg.subject, e)
+
+        async def on_msg(msg: Any) -> None:
+            if not self._is_background(msg.data):
+                await answer(msg)
+            elif len(self.tasks) >= MAX_BACKGROUND:
+                if msg.reply:
+                    await msg.respond(orjson.dumps(self.refuse(BUSY, f"{MAX_BACKGROUND} long requests running")))
+            else:
+                task = asyncio.create_task(answer(msg), name=f"{self.service}-ctl")
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
         await bus.subscribe_raw(subject, on_msg, queue=queue)
 
 

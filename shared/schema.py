@@ -19,6 +19,10 @@ The enricher adds `proc`, `container` and `k8s` (null on the host):
 Kind "flow" is connects or accepts aggregated in the kernel per cgroup (pid 0;
 services/probe/flows.py): `count` and `failed` are deltas since the last one.
 
+Kind "oom" is an OOM kill (oom:mark_victim): the head names the task whose
+allocation hit the limit (in a container, a task of that container), `victim_*`
+the process the kernel kills.
+
 Alerts travel in the same batch format with kind "alert":
     {"id", "ts", "node", "kind": "alert", "pid", "rule", "priority", "output",
      "tags": [...], "event": <the enriched event that matched>, "container", "k8s"}
@@ -72,6 +76,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "unshare": ("flags", "ret"),
     "setns": ("fd", "nstype", "ret"),
     "signal": ("sig", "target_pid", "ret"),
+    "oom": ("victim_pid", "victim_comm", "victim_uid", "total_vm_kb", "anon_rss_kb", "file_rss_kb"),
     "flow": ("direction", "family", "proto", "daddr", "dport", "saddr", "sport", "count", "failed",
              "first_ts", "last_ts"),
 }

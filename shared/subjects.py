@@ -29,6 +29,12 @@ def ctl_probe(node: str) -> str:
     return f"{PREFIX}.ctl.probe.{node}"
 
 
+def ctl_perf(node: str) -> str:
+    """Read-only performance requests (figures, CPU profiles) to one node's probe: the api may
+    send these, not the probe's other control ops (which steer what it traces)."""
+    return f"{PREFIX}.ctl.perf.{node}"
+
+
 # Broadcast to every probe: the filter plan compiled from the alerter's rules.
 CTL_PROBES = f"{PREFIX}.ctl.probes"
 
@@ -56,3 +62,11 @@ def valid_token(token: str) -> bool:
 
 
 CTL_ALERTER = f"{PREFIX}.ctl.alerter"  # request/reply to every alerter replica (first reply wins)
+
+
+def perf(node: str) -> str:
+    """Per-container performance figures (histograms, counters, rates) of one node's probe."""
+    return f"{PREFIX}.perf.{node}"
+
+
+PERF_ALL = f"{PREFIX}.perf.>"

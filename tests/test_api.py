@@ -203,7 +203,7 @@ async def test_openapi_describes_every_route(world):
     status, doc = await get(world, "/api/v1/openapi.json")
     assert status == 200
     validate(doc)
-    for path in ROUTES + ["/healthz", "/metrics"]:
+    for path in ROUTES + ["/healthz", "/metrics", "/api/v1/top", "/api/v1/profile"]:
         assert path in doc["paths"], path
     names = {p["name"] for p in doc["paths"]["/api/v1/events"]["get"]["parameters"]}
     assert {"kind", "container", "pid", "since", "until", "q", "limit", "cursor"} <= names

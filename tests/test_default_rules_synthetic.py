@@ -76,6 +76,9 @@ CASES = [
                               ret=0)),
     ("Contact cloud metadata service", ev("connect", name="wget", family=2, daddr="169.254.169.254", dport=80,
                                           saddr="0.0.0.0", sport=0, proto=6, ret=-101)),
+    ("Container process killed for memory (OOM)", ev("oom", name="hog", victim_pid=4242, victim_comm="hog",
+                                                     victim_uid=0, total_vm_kb=40000, anon_rss_kb=32000,
+                                                     file_rss_kb=100)),
 ]
 
 QUIET = [

@@ -88,6 +88,7 @@ class MetricsRegistry:
         self.stats, self.stale_s, self.forget_s, self.max_series = stats, stale_s, forget_s, max_series
         self.containers = containers
         self._seen: dict[tuple[str, str, int], _Seen] = {}
+        self.perf = None  # services.perf.client.PerfBoard, set by the ApiService
 
     async def on_message(self, msg: Msg) -> None:
         try:
@@ -138,6 +139,9 @@ class MetricsRegistry:
         for container, n in stored.items():
             exp.add("eunomia_container_stored_events", "gauge", HELP["eunomia_container_stored_events"],
                     {"container": container}, n)
+        if self.perf is not None:  # per-container histograms of the probes (eunomia.perf.<node>)
+            from .perfmetrics import export as export_perf
+            export_perf(exp, self.perf.latest(), cgroups)
         if exp.dropped_series:
             self.stats.inc("api_metrics_series_dropped_total", exp.dropped_series)
         if exp.type_conflicts:

@@ -59,6 +59,22 @@ def document(version: str = "0.1.0") -> dict:
                                            _json("ProcessList", "root processes with children"), "processes"),
             "/api/v1/network/graph": _get("networkGraph", "Network graph: containers, hosts, external endpoints",
                                           params.GRAPH_PARAMS, _json("Graph", "nodes and edges"), "network"),
+            "/api/v1/top": _get("top", "Per-container performance table (eunomia top), sorted descending",
+                                {"sort": None, "node": None, "namespace": None},
+                                _json("Page", "rows: container, node, cpu (cores), events_s, block_bytes_s, "
+                                              "connects_s, runq_p99_ms, oom_kills, alerts"), "performance"),
+            "/api/v1/profile": {"get": {
+                "operationId": "profile", "summary": "CPU profile of a container or a pod's containers",
+                "description": "Samples for `seconds` from now, or returns the stored profile of the last "
+                               "`last` seconds. format=json: {samples, truncated, folded: {stack: n}, ...}; "
+                               "folded: text, one `frame;frame;... count` line per stack; speedscope: "
+                               "speedscope's JSON file format.",
+                "tags": ["performance"], "parameters": _query({"container": None, "pod": None, "seconds": None,
+                                                               "last": None, "format": None}),
+                "responses": {"200": {"description": "the profile", "content": {
+                    "application/json": {"schema": obj}, "text/plain": {"schema": {"type": "string"}}}},
+                    **_ERRORS, "404": _json("Error", "no such container known to the store"),
+                    "502": _json("Error", "no probe answered")}}},
             "/api/v1/alerts/ws": {"get": {
                 "operationId": "liveAlerts", "summary": "Live alerts over WebSocket",
                 "description": "Upgrade to a WebSocket; each text frame is {\"type\": \"hello\"|\"alert\", "

@@ -81,9 +81,11 @@ def fmt_value(v: float) -> str:
 @dataclass
 class Family:
     name: str
-    kind: str   # counter | gauge
+    kind: str   # counter | gauge | histogram
     help: str
     samples: dict[Labels, float] = field(default_factory=dict)
+    # histogram: labels -> (cumulative (le, count) pairs without +Inf, sum, count)
+    hists: dict[Labels, tuple[list[tuple[float, float]], float, float]] = field(default_factory=dict)
 
 
 class Exposition:
@@ -111,6 +113,21 @@ class Exposition:
         else:
             fam.samples[key] = value
 
+    def add_histogram(self, name: str, help_text: str, labels: dict[str, str],
+                      buckets: list[tuple[float, float]], total: float, count: float) -> None:
+        """`buckets`: (upper bound, cumulative count) pairs, ascending; +Inf is `count`."""
+        fam = self.families.get(name)
+        if fam is None:
+            fam = self.families[name] = Family(name, "histogram", help_text)
+        elif fam.kind != "histogram":
+            self.type_conflicts += 1
+            return
+        key = tuple(sorted(labels.items()))
+        if key not in fam.hists and len(fam.hists) >= self.max_series:
+            self.dropped_series += 1
+            return
+        fam.hists[key] = (buckets, total, count)
+
     def render(self) -> str:
         out: list[str] = []
         for name in sorted(self.families):
@@ -121,4 +138,14 @@ class Exposition:
                 lbl = ",".join(f'{k}="{escape(v)}"' for k, v in key)
                 out.append(f"{name}{{{lbl}}} {fmt_value(fam.samples[key])}" if lbl
                            else f"{name} {fmt_value(fam.samples[key])}")
+            for key in sorted(fam.hists):
+                buckets, total, count = fam.hists[key]
+                lbl = ",".join(f'{k}="{escape(v)}"' for k, v in key)
+                sep = "," if lbl else ""
+                for le, n in buckets:
+                    out.append(f'{name}_bucket{{{lbl}{sep}le="{fmt_value(le)}"}} {fmt_value(n)}')
+                out.append(f'{name}_bucket{{{lbl}{sep}le="+Inf"}} {fmt_value(count)}')
+                out.append(f"{name}_sum{{{lbl}}} {fmt_value(total)}" if lbl else f"{name}_sum {fmt_value(total)}")
+                out.append(f"{name}_count{{{lbl}}} {fmt_value(count)}" if lbl
+                           else f"{name}_count {fmt_value(count)}")
         return "\n".join(out) + "\n"

@@ -1,12 +1,15 @@
 """HTTP handlers: /api/v1/* (token required), /healthz, /metrics, the dashboard."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import nats.errors
 from aiohttp import web
 
+from services.perf import formats, view as perfview
+from services.perf.client import alert_counts, request_profile
 from services.store.client import StoreQueryError, StoreUnavailable
 from shared import log
 
@@ -68,6 +71,63 @@ async def process_tree(request: web.Request) -> web.Response:
 
 async def network_graph(request: web.Request) -> web.Response:
     return await _store_call(request, params.GRAPH_PARAMS, lambda s, f: s.network_graph(**f))
+
+
+async def top(request: web.Request) -> web.Response:
+    """Per-container table of `eunomia top` (?sort=cpu|events|block|connects|runq|name, ?node, ?namespace)."""
+    svc = _svc(request)
+    q = request.query
+    sort = q.get("sort", "cpu")
+    if sort not in perfview.SORT_KEYS:
+        svc.stats.inc("api_bad_requests_total", param="sort")
+        return web.json_response({"error": f"sort: {sort!r} not in {sorted(perfview.SORT_KEYS)}"}, status=400)
+    try:
+        containers = await svc.store.containers()
+    except Exception as e:
+        svc.stats.inc("api_store_unavailable_total")
+        return web.json_response({"error": f"store unavailable: {e or type(e).__name__}"}, status=503)
+    rows = perfview.top_rows(svc.perf.latest(), containers if isinstance(containers, list) else [],
+                             await alert_counts(svc.store), node=q.get("node"), namespace=q.get("namespace"),
+                             sort=sort)
+    return web.json_response({"items": rows})
+
+
+async def profile(request: web.Request) -> web.Response:
+    """CPU profile of ?container=NAME or ?pod=NAME: ?seconds=N from now (1-60), or ?last=N seconds
+    of stored history; ?format=folded (text) | speedscope (JSON) | json (folded stacks as an object)."""
+    svc = _svc(request)
+    q = request.query
+    fmt = q.get("format", "json")
+    name, pod = q.get("container"), q.get("pod")
+    try:
+        if bool(name) == bool(pod):
+            raise ValueError("name one of container, pod")
+        if fmt not in ("json", "folded", "speedscope"):
+            raise ValueError(f"format: {fmt!r} not in json, folded, speedscope")
+        seconds = float(q.get("seconds", "5"))
+        last = float(q["last"]) if "last" in q else None
+        if not 0 < seconds <= 60 or (last is not None and not 0 < last <= 86400):
+            raise ValueError("seconds must be in (0, 60], last in (0, 86400]")
+    except ValueError as e:
+        svc.stats.inc("api_bad_requests_total", param="profile")
+        return web.json_response({"error": str(e)}, status=400)
+    try:
+        containers = await svc.store.containers()
+        prof = await request_profile(svc.bus, containers if isinstance(containers, list) else [], name=name,
+                                     pod=pod, seconds=seconds,
+                                     since_ns=time.time_ns() - int(last * 1e9) if last is not None else None)
+    except perfview.NotFound as e:
+        return web.json_response({"error": str(e)}, status=404)
+    except (StoreUnavailable, nats.errors.Error, ConnectionError) as e:
+        svc.stats.inc("api_store_unavailable_total")
+        return web.json_response({"error": f"store unavailable: {e or type(e).__name__}"}, status=503)
+    if prof["errors"] and not prof["samples"]:
+        return web.json_response({"error": "; ".join(prof["errors"])}, status=502)
+    if fmt == "folded":
+        return web.Response(text=formats.folded_text(prof["folded"]), content_type="text/plain")
+    if fmt == "speedscope":
+        return web.json_response(formats.speedscope(prof["folded"], name or pod))
+    return web.json_response(prof)
 
 
 async def alerts_ws(request: web.Request) -> web.StreamResponse:
@@ -160,6 +220,8 @@ def build_app(svc: "ApiService") -> web.Application:
     r.add_get("/api/v1/containers", containers)
     r.add_get("/api/v1/processes/tree", process_tree)
     r.add_get("/api/v1/network/graph", network_graph)
+    r.add_get("/api/v1/top", top)
+    r.add_get("/api/v1/profile", profile)
     r.add_get("/api/v1/openapi.json", openapi_json)
     r.add_get("/healthz", healthz)
     r.add_get("/metrics", metrics)

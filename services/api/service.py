@@ -7,6 +7,7 @@ from contextlib import AsyncExitStack
 
 from aiohttp import web
 
+from services.perf.client import PerfBoard
 from services.store.client import StoreClient
 from shared import busauth, log, subjects
 from shared.bus import connect
@@ -33,6 +34,8 @@ class ApiService:
         self.hub = AlertHub(self.stats, cfg.ws_queue, cfg.ws_max_clients)
         self.metrics = MetricsRegistry(self.stats, cfg.stats_stale_s, cfg.stats_forget_s,
                                        cfg.max_series_per_metric, self._container_labels)
+        self.perf = PerfBoard(cfg.stats_stale_s, self.stats)  # latest eunomia.perf.<node> per node
+        self.metrics.perf = self.perf
         self._containers_at = -1e9
         self._containers: tuple[dict[str, str], dict[str, int]] = ({}, {})
         self._containers_lock = asyncio.Lock()
@@ -54,6 +57,7 @@ class ApiService:
             self.store = StoreClient(self.bus, timeout=self.cfg.store_timeout_s)
             await self.hub.start(self.bus)
             await self.bus.subscribe_raw(subjects.STATS_ALL, self.metrics.on_message)
+            await self.bus.subscribe_raw(subjects.PERF_ALL, self.perf.on_message)
             await self._stack.enter_async_context(
                 StatsPublisher(self.bus, self.stats, self.common.node, self.common.stats_interval))
             self._runner = web.AppRunner(build_app(self), handle_signals=False, access_log=None,

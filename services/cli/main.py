@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "services.store.cli",        # store
     "services.api.cli",          # api
     "services.seccomp.cli",      # seccomp
+    "services.perf.cli",         # top, profile
 ]
 
 

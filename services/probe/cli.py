@@ -21,6 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="record each container's syscalls for `eunomia seccomp` (a BPF program on every syscall)")
     p.add_argument("--capture", choices=("plan", "all"), default="plan",
                    help="plan: emit only what the alerter's rules can use (default); all: everything")
+    p.add_argument("--no-perf", action="store_true",
+                   help="no performance figures (latency histograms, CPU time) and no CPU profiler")
+    p.add_argument("--syscall-latency", action="store_true",
+                   help="per-container syscall latency, top syscalls by total time (a BPF program on every syscall)")
+    p.add_argument("--profile-hz", type=int, default=None, help="CPU profile sampling rate (default 49; 0 = off)")
     p.set_defaults(func=_run)
 
 
@@ -37,6 +42,11 @@ def _run(args: argparse.Namespace) -> int:
         kw["ringbuf_pages"] = args.ringbuf_pages
     kw["capture"] = args.capture
     kw["syscall_profiles"] = args.syscall_profiles
+    if args.no_perf:
+        kw.update(perf=False, profile_hz=0)
+    if args.profile_hz is not None:
+        kw["profile_hz"] = args.profile_hz
+    kw["syscall_latency"] = args.syscall_latency
     cfg, common = ProbeConfig(**kw), common_config(args)
     try:
         run_main(lambda: ProbeService(cfg, common))

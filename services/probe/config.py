@@ -36,6 +36,17 @@ class ProbeConfig:
     # Identical file events (cgroup, comm, kind, flags, path) within this window are sent once,
     # then reported with a repeat count (services/probe/dedup.py); 0 sends every one.
     dedup_window_ms: int = 2000
+    # Performance analysis (bpf/perf.bpf.c, bpf/profile.bpf.c; services/probe/perf.py, profiler.py):
+    # latency histograms and counters per container, aggregated in the kernel and published on
+    # eunomia.perf.<node> every counters_interval; CPU profiles sampled at profile_hz (0 = off),
+    # drained into windows of profile_window_s, kept for profile_history_s.
+    perf: bool = True
+    # Syscall latency per container (top syscalls by total time): programs on every syscall of
+    # the node (raw_syscalls enter and exit), so only when asked for.
+    syscall_latency: bool = False
+    profile_hz: int = 49
+    profile_window_s: float = 10.0
+    profile_history_s: float = 1800.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kinds", tuple(self.kinds))
@@ -65,6 +76,13 @@ class ProbeConfig:
             raise ConfigError(f"probe.dedup_window_ms: {self.dedup_window_ms} not in [0, 600000]")
         if self.module_fallback not in ("auto", "on", "off"):
             raise ConfigError(f"probe.module_fallback: {self.module_fallback!r} not in ('auto', 'on', 'off')")
+        if not (self.profile_hz == 0 or 1 <= self.profile_hz <= 1000):
+            raise ConfigError(f"probe.profile_hz: {self.profile_hz} not 0 (off) or in [1, 1000]")
+        if not (1 <= self.profile_window_s <= 600):
+            raise ConfigError(f"probe.profile_window_s: {self.profile_window_s} not in [1, 600] s")
+        if not (self.profile_window_s <= self.profile_history_s <= 86400):
+            raise ConfigError(f"probe.profile_history_s: {self.profile_history_s} not in "
+                              f"[profile_window_s, 86400] s")
         if self.capture not in CAPTURE_MODES:
             raise ConfigError(f"probe.capture: {self.capture!r} not in {CAPTURE_MODES}")
         if not (1 <= self.plan_refresh_s <= 3600):

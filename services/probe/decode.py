@@ -6,6 +6,7 @@ are read from bpf/common.h, so they are defined in one place.
 """
 from __future__ import annotations
 
+import os
 import re
 import socket
 import struct
@@ -26,6 +27,7 @@ SIZE_STR3 = SIZE_STR2 + STR3_SZ
 SIZE_SOCK = SIZE_NUM + SA_SZ + 16
 SIZE_EXEC = SIZE_NUM + STR_SZ + ARGV_SZ + ARG_MAX_LEN
 ID_UNCHANGED = 0xFFFFFFFF
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024  # oom: the kernel counts pages
 DEDUP_HASH = "_dedup"  # a[4] of path kinds: the kernel's dedup path hash; the probe pops it
 
 
@@ -148,6 +150,10 @@ def _fields(kind: str, a: tuple, data: bytes) -> dict:
                 "params": _s(data, SIZE_NUM), "fd": _i32(a[1]) if _i32(a[1]) >= 0 else None, "ret": ret}
     if kind == "memfd":
         return {"name": _s(data, SIZE_NUM), "flags": a[1], "ret": ret}
+    if kind == "oom":
+        kb = PAGE_KB
+        return {"victim_pid": a[1], "victim_comm": _s(data, SIZE_NUM), "victim_uid": a[5],
+                "total_vm_kb": a[2] * kb, "anon_rss_kb": a[3] * kb, "file_rss_kb": a[4] * kb}
     return {}
 
 

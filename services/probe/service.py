@@ -38,6 +38,7 @@ from .decode import DEDUP_HASH, KIND_NAMES, KIND_NUMBERS, DecodeError, Decoder
 from .dedup import KINDS as DEDUP_KINDS, Dedup
 from .exclusion import Exclusions
 from .flows import FlowReader
+from .perf import PerfReader
 from .plan_maps import PlanMaps
 from .ringbuf import RingReader
 
@@ -120,6 +121,11 @@ class ProbeService:
         self.per_syscall = False  # raw_syscalls:sys_enter attached (see _keep_per_syscall_program)
         self.flows: FlowReader | None = None  # connections aggregated in the kernel (bpf/net.bpf.c)
         self.ctl = self._control()
+        self.perf_ctl = self._perf_control()
+        self.perf: PerfReader | None = None   # per-container histograms and counters (bpf/perf.bpf.c)
+        self.profiler = None                  # CPU profiles (bpf/profile.bpf.c, services/probe/profiler.py)
+        self.perf_latest: dict = {}           # the last message published on eunomia.perf.<node>
+        self._profile_drained = time.monotonic()
 
     # ---- life cycle -------------------------------------------------------------
 
@@ -141,6 +147,7 @@ class ProbeService:
             await self._stack.enter_async_context(
                 StatsPublisher(self.bus, self.stats, self.node, self.common.stats_interval))
             await self.ctl.serve(self.bus, subjects.ctl_probe(self.node))
+            await self.perf_ctl.serve(self.bus, subjects.ctl_perf(self.node))
             await self.bus.subscribe_raw(subjects.CTL_PROBES, self._on_plan_broadcast)
             self._ring = RingReader(self.bpf[b"events"].map_fd, self.cfg.ringbuf_pages * mmap.PAGESIZE)
             self._reader = threading.Thread(target=self._read_loop, args=(loop,), name="probe-ringbuf",
@@ -158,6 +165,7 @@ class ProbeService:
 
     async def _release(self) -> None:
         self._reader_stop.set()
+        await self.perf_ctl.cancel()  # profile requests still sampling
         if self._reader:
             await asyncio.get_running_loop().run_in_executor(None, self._reader.join, 5)
             self._reader = None
@@ -193,8 +201,33 @@ class ProbeService:
         self.plan_maps = PlanMaps(self.bpf, KIND_NUMBERS, has_files)
         if self.plan.has("net.bpf.c"):
             self.flows = FlowReader(self.bpf, self.node)
+        self._configure_perf()
         # everything the config allows until the alerter's plan arrives (always, with capture "all")
         self.plan_maps.load(FilterPlan.capture_all(self.cfg.kinds, f"capture {self.cfg.capture}"), self.cfg.kinds)
+
+    def _configure_perf(self) -> None:
+        """Histograms and counters (switched in the kernel), and the sampling profiler."""
+        if self.plan.has("perf.bpf.c"):
+            PerfReader.switch(self.bpf, self.cfg.perf)
+            if self.cfg.perf:
+                self.perf = PerfReader(self.bpf)
+        if self.plan.has("perf.bpf.c") and not (self.cfg.perf and self.cfg.syscall_latency):
+            for tp in (b"sys_enter", b"sys_exit"):  # on every syscall: only when asked for
+                try:
+                    self.bpf.detach_raw_tracepoint(tp)
+                except Exception as e:
+                    _log.warning("could not detach the syscall latency program on %s: %s", tp.decode(), e)
+        if self.plan.has("profile.bpf.c") and self.cfg.profile_hz:
+            from .profiler import Profiler
+            prof = Profiler(self.bpf, self.cfg.profile_hz, self.cfg.profile_window_s, self.cfg.profile_history_s)
+            try:
+                prof.attach()
+                self.profiler = prof
+            except Exception as e:  # no perf events here: named, the rest carries on
+                self.stats.inc("probe_profile_attach_failed_total")
+                _log.error("CPU profiler not attached (perf_event cpu-clock at %d Hz): %s", self.cfg.profile_hz, e)
+        _log.info("performance figures %s; CPU profiler %s", "on" if self.perf else "off",
+                  f"{self.cfg.profile_hz} Hz" if self.profiler else "off")
 
     def _keep_per_syscall_program(self) -> None:
         """raw_syscalls:sys_enter runs on every syscall of the node (it alone costs a
@@ -347,6 +380,7 @@ class ProbeService:
             self.decoder.resync_clock()
             await self.report_repeats()
             await self.report_flows()
+            await self.report_perf()
 
     async def report_flows(self) -> None:
         """Flows that changed since the last report go out as `flow` events (deltas)."""
@@ -358,6 +392,64 @@ class ProbeService:
         self.stats.set("probe_flows_map_full", f.map_full)  # new flows not tracked: the map was full
         if flows:
             await self._publish(flows)
+
+    async def report_perf(self) -> None:
+        """Per-container figures -> eunomia.perf.<node>; profile windows drained when due."""
+        loop = asyncio.get_running_loop()
+        if self.profiler is not None and time.monotonic() - self._profile_drained >= self.cfg.profile_window_s:
+            await self.drain_profile()
+        if self.perf is None:
+            return
+        events = {k.value: sum(v.n) for k, v in self.bpf[b"cg_counts"].items() if k.value > ROOT_CGROUP}
+        figures = await loop.run_in_executor(None, self.perf.collect, events)
+        self.stats.set("probe_perf_cgroups", len(figures))
+        self.stats.set("probe_perf_map_full", self.perf.map_full)  # updates lost: a perf map was full
+        msg = {"node": self.node, "ts": time.time_ns(), "interval_s": self.cfg.counters_interval,
+               "map_full": self.perf.map_full,
+               "cgroups": [{"cgroup_id": cg, "events": events.get(cg, 0), **f} for cg, f in figures.items()]}
+        if self.cfg.syscall_latency:
+            slow = await loop.run_in_executor(None, self.perf.syscalls)
+            for row in msg["cgroups"]:
+                if row["cgroup_id"] in slow:
+                    row["syscalls"] = slow[row["cgroup_id"]]
+        if self.profiler is not None:
+            taken, lost = self.profiler.kernel_stats()
+            msg["profile"] = {"hz": self.profiler.hz, "samples": taken, "lost": lost}
+            self.stats.set("probe_profile_samples", taken)
+            self.stats.set("probe_profile_lost_samples", lost)  # counts map full
+        self.perf_latest = msg
+        try:
+            await self.bus.publish(subjects.perf(self.node), orjson.dumps(msg))
+        except Exception as e:  # a broken connection: counted, next round carries on
+            self.stats.inc("probe_perf_publish_failed_total")
+            _log.error("publishing performance figures failed: %s", e)
+
+    async def drain_profile(self):
+        self._profile_drained = time.monotonic()
+        return await asyncio.get_running_loop().run_in_executor(None, self.profiler.drain)
+
+    async def profile(self, req: dict) -> dict:
+        """op "profile": {"cgroup_id": int|null, "seconds": s} samples from now on for s seconds;
+        {"since": ns, "until": ns} (wall clock) answers from the history instead."""
+        if self.profiler is None:
+            raise ControlError(UNAVAILABLE, "the CPU profiler is off here (probe.profile_hz 0, or no perf "
+                                            "events: see the probe log)")
+        cg = req.get("cgroup_id")
+        if cg is not None and (not isinstance(cg, int) or isinstance(cg, bool) or cg <= 0):
+            raise ControlError(BAD_ARGS, '"cgroup_id" must be a positive integer or null')
+        if "since" in req:
+            since, until = req.get("since"), req.get("until", time.time_ns())
+            if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (since, until)):
+                raise ControlError(BAD_ARGS, '"since" and "until" must be wall-clock ns')
+            await self.drain_profile()
+            return {"node": self.node, **self.profiler.query(cg, since, until)}
+        seconds = req.get("seconds", 10)
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 < seconds <= 600:
+            raise ControlError(BAD_ARGS, '"seconds" must be a number in (0, 600]')
+        start = (await self.drain_profile()).end_ns
+        await asyncio.sleep(seconds)
+        end = (await self.drain_profile()).end_ns
+        return {"node": self.node, **self.profiler.query(cg, start, end)}
 
     async def report_repeats(self) -> None:
         """Repeat counts of deduplicated windows that are over go out as events."""
@@ -399,13 +491,21 @@ class ProbeService:
         """Forget counters of cgroups gone for a while (map and gauge series stay bounded)."""
         table = self.bpf[b"cg_counts"]
         series = self.stats.gauges.get("probe_cgroup_events", {})
-        for cg in self._gone_cgroups.expired(lambda: [k.value for k in table.keys()]):
+        perf = self.perf
+
+        def tracked() -> set[int]:
+            ids = {k.value for k in table.keys()}
+            return ids | {k.value for k in perf.cgs.keys()} if perf is not None else ids
+        gone = self._gone_cgroups.expired(tracked)
+        for cg in gone:
             try:
                 del table[table.Key(cg)]
             except KeyError:
                 pass
             for key in [key for key in series if ("cgroup_id", str(cg)) in key]:
                 del series[key]
+        if gone and perf is not None:
+            perf.forget(set(gone))
 
     # ---- bus handlers -------------------------------------------------------------
 
@@ -426,6 +526,19 @@ class ProbeService:
         c.op("syscalls", self._op_syscalls)
         c.op("syscalls_reset", self._op_syscalls)
         return c
+
+    def _perf_control(self) -> Control:
+        """Read-only performance ops on their own subject (subjects.ctl_perf), which the api may use."""
+        c = Control("probe", self.stats)
+        c.op("perf", self._op_perf)
+        c.op("profile", self.profile, background=True)  # takes seconds: answered from its own task
+        return c
+
+    def _op_perf(self, req: dict) -> dict:
+        if not self.perf_latest:
+            raise ControlError(UNAVAILABLE, "no performance figures yet (probe.perf off, or before the first "
+                                            "counters interval)")
+        return self.perf_latest
 
     async def control(self, data: bytes) -> dict:
         """One control request (JSON object with "op") -> reply dict (shared/control.py)."""

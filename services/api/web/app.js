@@ -277,6 +277,87 @@ async function loadGraph() {
   box.replaceChildren(svg);
 }
 
+// ---- performance: top table and flame graph ----
+let topSort = "cpu";
+async function loadTop() {
+  const body = $("#top-table tbody");
+  let items;
+  try { items = (await api("/top", { sort: topSort })).items; } catch (e) {
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 10, class: "error" }, e.message)));
+    return;
+  }
+  const dash = (v) => (v == null ? "-" : v);
+  body.replaceChildren(...items.map((r) => el("tr", { "data-container": r.container },
+    el("td", {}, r.container), el("td", {}, r.node), el("td", {}, (r.cpu * 100).toFixed(1) + " %"),
+    el("td", {}, r.events_s), el("td", {}, Math.round(r.block_bytes_s)), el("td", {}, Math.round(r.net_bytes_s)),
+    el("td", {}, r.connects_s),
+    el("td", {}, dash(r.runq_p99_ms)), el("td", {}, r.oom_kills), el("td", {}, r.alerts))));
+  if (!items.length) body.append(el("tr", {}, el("td", { colspan: 10, class: "empty" }, "no figures from the probes yet")));
+  const sel = $("#profile-container");
+  const keep = sel.value;
+  sel.replaceChildren(el("option", { value: "" }, "(choose a container)"),
+    ...items.map((r) => el("option", { value: r.container }, r.container)));
+  sel.value = keep;
+}
+
+function flameTree(folded) {
+  const root = { name: "all", n: 0, c: new Map() };
+  for (const [stack, n] of Object.entries(folded)) {
+    let node = root;
+    root.n += n;
+    for (const f of stack.split(";")) {
+      if (!node.c.has(f)) node.c.set(f, { name: f, n: 0, c: new Map() });
+      node = node.c.get(f);
+      node.n += n;
+    }
+  }
+  return root;
+}
+
+function drawFlame(folded, title) {
+  const box = $("#flame");
+  const root = flameTree(folded);
+  if (!root.n) { box.replaceChildren(el("p", { class: "empty" }, `${title}: no samples (idle?)`)); return; }
+  const W = 1000, H = 17, rects = [];
+  let depth = 0;
+  (function walk(node, x, d) {
+    for (const child of [...node.c.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const w = (child.n / root.n) * W;
+      if (w >= 0.5) { rects.push([x, d, w, child]); depth = Math.max(depth, d); walk(child, x, d + 1); }
+      x += w;
+    }
+  })(root, 0, 0);
+  const height = (depth + 1) * H;
+  const svg = svgEl("svg", { viewBox: `0 0 ${W} ${height}`, class: "flame-svg", preserveAspectRatio: "none" });
+  for (const [x, d, w, node] of rects) {
+    const g = svgEl("g", { class: node.name.endsWith("_[k]") ? "kernel" : "user" });
+    const t = svgEl("title", {});
+    t.textContent = `${node.name} (${node.n} samples, ${((node.n * 100) / root.n).toFixed(1)} %)`;
+    g.append(t, svgEl("rect", { x: x.toFixed(1), y: height - (d + 1) * H, width: Math.max(w - 0.3, 0.2).toFixed(1), height: H - 1 }));
+    if (w > 30) {
+      const label = svgEl("text", { x: (x + 3).toFixed(1), y: height - d * H - 5 });
+      label.textContent = node.name.slice(0, Math.floor(w / 7));
+      g.append(label);
+    }
+    svg.append(g);
+  }
+  box.replaceChildren(el("p", { class: "hint" }, `${title}: ${root.n} samples`), svg);
+}
+
+async function profileContainer(e) {
+  e.preventDefault();
+  const form = new FormData($("#profile-form"));
+  const container = form.get("container");
+  if (!container) return;
+  const status = $("#profile-status");
+  status.textContent = `sampling ${container} for ${form.get("seconds")} s ...`;
+  try {
+    const prof = await api("/profile", { container, seconds: form.get("seconds") });
+    status.textContent = `${prof.samples} samples, ${prof.truncated} with truncated stacks`;
+    drawFlame(prof.folded, container);
+  } catch (err) { status.textContent = err.message; }
+}
+
 // ---- wiring ----
 function loadAll() {
   loadRecentAlerts();
@@ -284,6 +365,7 @@ function loadAll() {
   searchEvents(true);
   loadGraph();
   loadTree();
+  loadTop();
   if (!ws || ws.readyState === WebSocket.CLOSED) connectAlerts();
 }
 
@@ -304,6 +386,12 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#containers-refresh").addEventListener("click", loadContainers);
   $("#graph-refresh").addEventListener("click", loadGraph);
   $("#tree-container").addEventListener("change", loadTree);
+  $("#profile-form").addEventListener("submit", profileContainer);
+  for (const th of document.querySelectorAll("#top-table th[data-sort]")) {
+    th.classList.add("clickable");
+    th.addEventListener("click", () => { topSort = th.dataset.sort; loadTop(); });
+  }
+  setInterval(() => { if (token.get()) loadTop(); }, 5000);
   if (!token.get()) token.ask(); else loadAll();
   setInterval(() => { if (token.get()) { loadContainers(); loadGraph(); } }, 15000);
 });
