@@ -92,7 +92,6 @@ async def run(args) -> None:
                 containers.run(cmd, name=names[-1], detach=True, flags=flags)
             try:
                 await asyncio.sleep(3)
-                t = time.thread_time()
                 await svc.drain_profile()  # first drain: loads /proc/kallsyms once (reported apart)
                 first = drain.cpu
                 drain.cpu, drain.calls = 0.0, 0

@@ -103,8 +103,6 @@ GRAPH_PARAMS: dict[str, Callable[[str, str], Any]] = {"since": parse_time}
 # Descriptions, shared with the OpenAPI document.
 DESCRIPTIONS = {
     "sort": "column to sort by: cpu, events, block, net, connects, runq, alerts, name",
-    "namespace": "Kubernetes namespace",
-    "pod": "Kubernetes pod name (its containers)",
     "seconds": "sample for this many seconds from now (1-60)",
     "format": "json (default), folded or speedscope",
     "last": "the stored (continuous) profile of the last N seconds instead of sampling now",
