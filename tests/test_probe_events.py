@@ -114,3 +114,79 @@ async def test_detection_events_arrive_with_their_fields(probe, tmp_path):  # no
     assert (sg["new_gid"], sg["gid"], sg["ret"]) == (65534, 0, 0)  # gid before the call
     su = (await col.wait(of("setuid", syscall="setresuid")))[0]
     assert (su["new_uid"], su["uid"], su["gid"], su["ret"]) == (65534, 0, 65534, 0)
+
+
+PLAN_RULES = """
+- rule: histfile
+  desc: d
+  condition: evt.type = execve and proc.env[HISTFILE] = /dev/null
+  output: o
+  priority: NOTICE
+- rule: truncated key
+  desc: d
+  condition: evt.type = truncate and fd.name startswith {d}/keep/
+  output: o
+  priority: NOTICE
+"""
+
+CHILD = r'''
+import os, sys
+d = sys.argv[1]
+env = {"LD_PRELOAD": "/tmp/x.so", "HISTFILE": "/dev/null", "HISTFILESIZE": "0"}
+pid = os.fork()
+if pid == 0:
+    os.execve("/bin/true", ["true", "plan-env-child"], env)
+os.waitpid(pid, 0)
+for name in ("keep/a", "other"):
+    open(f"{d}/{name}", "w").write("data")
+    os.truncate(f"{d}/{name}", 1)
+    os.chown(f"{d}/{name}", 0, 0)
+'''
+
+
+async def test_plan_decides_env_names_and_new_kinds(probe, tmp_path):  # noqa: F811
+    """Only the variables the rules read are looked for, and the new path kinds
+    follow the plan's path filter (chown: no rule, not sent at all)."""
+    from services.alerter.engine import load_rules_text
+    from shared.filterplan import FilterPlan
+
+    (tmp_path / "keep").mkdir()
+    plan = load_rules_text(PLAN_RULES.format(d=tmp_path)).filter_plan("test")
+    assert plan.env == ("HISTFILE",) and "execenv" in plan.kinds and "chown" not in plan.kinds
+    assert any(p.kind == "open" and p.path == f"{tmp_path}/keep/" and p.access == 2 for p in plan.patterns)
+    probe.svc.load_plan(plan)
+    try:
+        script = tmp_path / "child.py"
+        script.write_text(CHILD)
+        p = await run_child(sys.executable, str(script), str(tmp_path))
+        assert p.returncode == 0, p.err
+        col = probe.col
+        await col.wait(lambda e: e["kind"] == "exit" and e["pid"] == p.pid)
+        ex = (await col.wait(lambda e: e["kind"] == "exec" and "plan-env-child" in e["argv"]))[0]
+        env = (await col.wait(lambda e: e["kind"] == "execenv" and e["pid"] == ex["pid"]))[0]
+    finally:
+        probe.svc.load_plan(FilterPlan.capture_all(probe.svc.cfg.kinds))
+    # HISTFILESIZE shares HISTFILE's 8-byte kernel key, so it comes along; LD_PRELOAD was not looked for
+    assert set(env["env"]) <= {"HISTFILE", "HISTFILESIZE"} and env["env"]["HISTFILE"] == "/dev/null"
+    truncs = [e["path"] for e in col.events if e["kind"] == "truncate" and e["pid"] == p.pid]
+    assert truncs == [f"{tmp_path}/keep/a"]
+    assert not [e for e in col.events if e["kind"] == "chown" and e["pid"] == p.pid]
+
+
+def test_btf_offsets_and_their_errors(tmp_path):
+    """The running kernel's BTF gives the tty offsets; a bad blob or a missing member is named."""
+    from services.probe.btf import BTF, VMLINUX, BTFError, tty_cflags
+    flags = tty_cflags()
+    assert [f.split("=")[0] for f in flags] == ["-DTTY_OFF_SIGNAL", "-DTTY_OFF_TTY", "-DTTY_OFF_INDEX",
+                                                "-DTTY_OFF_DRIVER", "-DTTY_OFF_MAJOR", "-DTTY_OFF_MINOR_START"]
+    btf = BTF(VMLINUX.read_bytes())
+    assert btf.offset("task_struct", "pid") > 0 and btf.offset("list_head", "next") == 0
+    with pytest.raises(BTFError, match="no member nope"):
+        btf.offset("task_struct", "nope")
+    with pytest.raises(BTFError, match="struct no_such_struct"):
+        btf.offset("no_such_struct", "x")
+    with pytest.raises(BTFError, match="magic"):
+        BTF(b"\0" * 64)
+    bad = tmp_path / "vmlinux"
+    bad.write_bytes(b"\0" * 64)
+    assert tty_cflags(bad) == []  # tty unknown (-1 in the kernel, None in events), the probe still loads
