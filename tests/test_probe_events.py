@@ -173,7 +173,7 @@ async def test_plan_decides_env_names_and_new_kinds(probe, tmp_path):  # noqa: F
     assert not [e for e in col.events if e["kind"] == "chown" and e["pid"] == p.pid]
 
 
-def test_btf_offsets_and_their_errors(tmp_path):
+async def test_btf_offsets_and_their_errors(tmp_path):
     """The running kernel's BTF gives the tty offsets; a bad blob or a missing member is named."""
     from services.probe.btf import BTF, VMLINUX, BTFError, tty_cflags
     flags = tty_cflags()
