@@ -60,12 +60,17 @@ static __always_inline u64 env_key(u64 head)
     return head;
 }
 
+// The scan writes into a per-CPU scratch; the ring buffer is touched only on a match.
+struct env_scratch { char vars[ENV_SLOTS][ENV_VAL_SZ]; };
+BPF_PERCPU_ARRAY(env_scratch, struct env_scratch, 1);
+
 static __always_inline void exec_env_scan(const char *const *envp)
 {
     if (!envp || skip(K_EXECENV))
         return;
-    struct ev_env *e = ev_reserve(K_EXECENV, sizeof(*e));
-    if (!e)
+    u32 zero = 0;
+    struct env_scratch *sc = env_scratch.lookup(&zero);
+    if (!sc)
         return;
     u32 used = 0, i = 0;
     s64 truncated = 0;
@@ -84,7 +89,7 @@ static __always_inline void exec_env_scan(const char *const *envp)
             truncated = 1;
             continue;
         }
-        if (bpf_probe_read_user_str(e->vars[used & (ENV_SLOTS - 1)], ENV_VAL_SZ, var) > 0)
+        if (bpf_probe_read_user_str(sc->vars[used & (ENV_SLOTS - 1)], ENV_VAL_SZ, var) > 0)
             used++;
     }
     if (i == ENV_SCAN_MAX) {
@@ -92,16 +97,18 @@ static __always_inline void exec_env_scan(const char *const *envp)
         if (bpf_probe_read_user(&more, sizeof(more), &envp[ENV_SCAN_MAX]) == 0 && more)
             truncated = 1;
     }
-    if (!used && !truncated) {
-        events.ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+    if (!used && !truncated)
         return;
-    }
+    struct ev_env *e = ev_reserve(K_EXECENV, sizeof(*e));
+    if (!e)
+        return;
     e->a[0] = 0;
     e->a[1] = i;
     e->a[2] = truncated;
     e->a[3] = used;
-    for (u32 k = used; k < ENV_SLOTS; k++)
-        e->vars[k & (ENV_SLOTS - 1)][0] = 0;
+    e->a[4] = 0;
+    e->a[5] = 0;
+    bpf_probe_read_kernel(e->vars, sizeof(e->vars), sc->vars);  // slots past `used`: decode ignores them
     ev_submit(e);
 }
 
