@@ -140,7 +140,7 @@ BATCHES = {
     # --- a terminal: `run -t`, as `exec -it` gives a shell ---
     "tty": (["-t"], [
         SETTLE,
-        "/bin/id >/dev/null; /bin/hostname >/dev/null",
+        "/usr/bin/id >/dev/null; /bin/hostname >/dev/null",
         "true",
     ]),
     # --- a non-root user asking for root ---
@@ -302,6 +302,33 @@ async def test_new_probe_events_raise_their_alerts(pipe, batches, batch, rule, k
         assert (ev["uid"], ev["new_uid"], ev["ret"]) == (65534, 0, 0)
     if batch == "tty":
         assert proc["tty"] >> 8 == 136  # a /dev/pts terminal
+
+
+async def test_exec_with_a_terminal_into_a_running_container(pipe):  # noqa: F811
+    """`podman exec -t` (what `kubectl exec -it` does): the shell it starts has a
+    terminal and the runtime for parent; the same exec without -t raises nothing."""
+    import uuid
+
+    from tests import containers
+    name = f"eunomia-tty-{uuid.uuid4().hex[:8]}"
+    try:
+        await asyncio.to_thread(containers.run, ["sleep", "60"], name=name, detach=True, flags=NO_NET)
+        cid = await asyncio.to_thread(containers.inspect_id, name)
+        await asyncio.sleep(1)
+        for tty in ([], ["-t"]):
+            await asyncio.to_thread(containers.run_bounded, [*containers.PODMAN, "exec", *tty, name, "sh", "-c",
+                                                             "sleep 0.5; /usr/bin/id"], 60)
+        a = await alert_for(pipe, "Terminal shell in container", cid, timeout=30)
+        assert a["event"]["proc"]["tty"] >> 8 == 136 and a["event"]["proc"]["name"] == "sh"
+        recon = await alert_for(pipe, "Basic Interactive Reconnaissance", cid, timeout=30)
+        assert recon["event"]["proc"]["name"] == "id"
+        await asyncio.sleep(2)
+        mine = pipe._by_subject["eunomia.alert.>"].matching(
+            lambda x: (x.get("container") or {}).get("id") == cid and x["rule"] in (
+                "Terminal shell in container", "Basic Interactive Reconnaissance"))
+        assert len(mine) == 2, [x["output"] for x in mine]  # the exec without a terminal raised neither
+    finally:
+        await asyncio.to_thread(containers.remove, name)
 
 
 async def test_ordinary_container_activity_raises_nothing(pipe):  # noqa: F811
