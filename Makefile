@@ -22,6 +22,7 @@ bench: bootstrap
 	$(PY) -m bench.pipeline_bench
 	$(PY) -m bench.overhead_bench
 	$(PY) -m bench.store_bench
+	$(PY) -m bench.detection_latency_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,4 +1,5 @@
-"""Probe overhead and throughput: storms of open()/close() and of exec, run
+"""Probe overhead and throughput: storms of open()/close() and of exec (also
+with a 40-variable environment, the exec environment scan on and off), run
 untraced and then traced by the real probe (real BPF, real nats-server), in
 one run. Prints the slowdown ratio of each storm, the events per second the
 probe delivered to the bus and what was dropped.
@@ -23,6 +24,7 @@ from pathlib import Path
 import orjson
 
 from services.probe.config import ProbeConfig
+from services.probe.decode import KIND_NUMBERS
 from services.probe.service import ProbeService
 from shared.config import CommonConfig
 from shared.natsserver import NatsServer, NatsServerConfig, free_port
@@ -49,6 +51,12 @@ for _ in range(n):
     os.waitpid(pid, 0)
 print(time.perf_counter() - t)  # wall clock: the children's exec work is not this process's CPU
 """
+
+
+# The same storm with an environment of the size shells and images have (40
+# variables, none watched, so no execenv event): the cost of the exec environment scan alone.
+ENV_DRIVER = EXEC_DRIVER.replace('{})', 'ENV)').replace(
+    "n = int(sys.argv[1])", "n = int(sys.argv[1]); ENV = {f'VAR_{i}': 'x' * 20 for i in range(40)}")
 
 
 def run_driver(code: str, *args: str) -> tuple[float, int]:
@@ -112,11 +120,13 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"untraced: {args.opens} open/close, {args.execs} exec ...", flush=True)
     open_base, _ = run_driver(OPEN_DRIVER, str(args.opens), target)
     exec_base, _ = run_driver(EXEC_DRIVER, str(args.execs))
+    env_base, _ = run_driver(ENV_DRIVER, str(args.execs))
 
     async with NatsServer(NatsServerConfig(port=free_port(), store_dir=None)) as srv:
         common = CommonConfig(nats_url=srv.url, node=NODE, data_dir=tmp)
         # every event out (no dedup, whole stream): this bench measures delivery, not filtering
-        cfg = ProbeConfig(ringbuf_pages=args.ringbuf_pages, kinds=("exec", "exit", "fork", "open"), capture="all")
+        cfg = ProbeConfig(ringbuf_pages=args.ringbuf_pages, kinds=("exec", "exit", "fork", "open", "execenv"),
+                          capture="all")
         svc = ProbeService(cfg, common)
         stop = asyncio.Event()
         async with svc:
@@ -126,6 +136,11 @@ async def main_async(args: argparse.Namespace) -> None:
             print("traced ...", flush=True)
             o = await traced_storm(svc, counter, "open", OPEN_DRIVER, str(args.opens), target)
             e = await traced_storm(svc, counter, "exec", EXEC_DRIVER, str(args.execs))
+            # the environment scan on (capture all watches DANGEROUS_ENV), then off
+            env_on = await traced_storm(svc, counter, "exec", ENV_DRIVER, str(args.execs))
+            kind_on = svc.bpf[b"kind_on"]
+            kind_on[kind_on.Key(KIND_NUMBERS["execenv"])] = kind_on.Leaf(0)
+            env_off = await traced_storm(svc, counter, "exec", ENV_DRIVER, str(args.execs))
             # Pipeline capacity: fill the ring with the reader paused, then time the drain
             # (decode, hand-over, batching, NATS publish) with nothing else competing.
             counter.reset("open")
@@ -145,6 +160,7 @@ async def main_async(args: argparse.Namespace) -> None:
     # (other load on the machine only ever makes a run slower).
     open_base = min(open_base, run_driver(OPEN_DRIVER, str(args.opens), target)[0])
     exec_base = min(exec_base, run_driver(EXEC_DRIVER, str(args.execs))[0])
+    env_base = min(env_base, run_driver(ENV_DRIVER, str(args.execs))[0])
     print()
     print("open: driver CPU seconds; exec: wall-clock seconds")
     print(f"{'storm':<10}{'untraced s':>12}{'traced s':>10}{'slowdown':>10}{'events':>10}"
@@ -154,6 +170,10 @@ async def main_async(args: argparse.Namespace) -> None:
               f"{r['delivered']:>10}{r['rate']:>13,.0f}{int(r['lost']):>8}{int(r['queue_dropped']):>8}")
         if r["delivered"] + r["lost"] + r["queue_dropped"] < want:
             print(f"  note: {want - r['delivered']} {name} events neither delivered nor counted as lost")
+    print(f"exec with a 40-variable environment: untraced {env_base:.3f} s; traced without the environment scan "
+          f"{env_off['elapsed']:.3f} s ({env_off['elapsed'] / env_base:.2f}x), with it {env_on['elapsed']:.3f} s "
+          f"({env_on['elapsed'] / env_base:.2f}x; scan/no scan {env_on['elapsed'] / env_off['elapsed']:.2f}x), "
+          f"{env_on['delivered']} exec events, {int(env_on['lost'])} lost, {int(env_on['queue_dropped'])} queue-dropped")
     print(f"\npipeline drain (ring filled while paused): {drain['n']} of {args.drain} events at "
           f"{drain['rate']:,.0f} events/s wall clock, {drain['cpu_rate']:,.0f} events per CPU-second "
           f"(ring {args.ringbuf_pages} pages)")

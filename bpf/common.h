@@ -34,6 +34,8 @@
 #define K_CHMOD 13
 #define K_SYMLINK 14
 #define K_LINK 15
+#define K_CHOWN 16
+#define K_TRUNCATE 17
 #define K_CONNECT 20
 #define K_ACCEPT 21
 #define K_LISTEN 22
@@ -46,10 +48,13 @@
 #define K_UNSHARE 34
 #define K_SETNS 35
 #define K_SIGNAL 36
+#define K_PROCVM 37
+#define K_EXECENV 38
 #define K_MOUNT 40
 #define K_BPF 41
 #define K_MODULE 42
 #define K_MEMFD 43
+#define K_UMOUNT 44
 #define K_OOM 46
 #define K_MAX 48
 
@@ -84,8 +89,17 @@ struct ev_str3  { struct ev_head h; s64 a[6]; char s1[STR_SZ]; char s2[STR_SZ]; 
 // net: sa = the raw user sockaddr (peer for connect/accept, local for listen);
 // la = local address remembered from bind(), for accept.
 struct ev_sock  { struct ev_head h; s64 a[6]; u8 sa[SA_SZ]; u8 la[16]; };
-// exec: a[1] = bytes used in argv, a[2] = argc seen, a[3] = 1 if argv truncated
+// exec: a[1] = bytes used in argv, a[2] = argc seen, a[3] = 1 if argv truncated,
+// a[4] = controlling tty (Falco's proc.tty: new_encode_dev; 0 none, -1 unknown)
 struct ev_exec  { struct ev_head h; s64 a[6]; char filename[STR_SZ]; char argv[ARGV_SZ + ARG_MAX_LEN]; };
+
+// exec environment (K_EXECENV, bpf/process.bpf.c): "NAME=value" strings of the
+// watched variables found in envp at execve entry. a[1] = envp entries looked at,
+// a[2] = 1 if envp was longer than ENV_SCAN_MAX or more than ENV_SLOTS matched, a[3] = slots used.
+#define ENV_SCAN_MAX 128
+#define ENV_SLOTS 4
+#define ENV_VAL_SZ 256
+struct ev_env   { struct ev_head h; s64 a[6]; char vars[ENV_SLOTS][ENV_VAL_SZ]; };
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(lost, u64, K_MAX);          // reserve failures per kind

@@ -386,3 +386,85 @@ TRACEPOINT_PROBE(syscalls, sys_exit_linkat)
 {
     return stash_emit(args->ret);
 }
+
+// Ownership and truncation (issue 9): chown family and truncate/ftruncate.
+// Path forms go through the plan's path filter like chmod; fd forms (fchown,
+// ftruncate) carry the fd, which the enricher names from the opens it saw.
+// a[]: chown {ret, uid, gid, dirfd or fd, hash, flags}; truncate {ret, length, fd or dirfd, hash}.
+// dflags (what dedup compares besides the path): the new owner / the new length.
+
+static __always_inline void chown_path(const char *path, s64 uid, s64 gid, s64 dirfd, s64 flags)
+{
+    path_stash(K_CHOWN, CLS_READ, path, (u32)uid, (u32)gid, dirfd, (u32)uid);
+    // path_stash leaves a[5] free: the AT_* flags of fchownat (AT_SYMLINK_NOFOLLOW for lchown)
+    u64 id = bpf_get_current_pid_tgid();
+    struct stash *s = stash.lookup(&id);
+    if (s && s->kind == K_CHOWN)
+        s->a[5] = flags;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_chown)
+{
+    chown_path(args->filename, args->user, args->group, AT_FDCWD_, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_chown)
+{
+    return stash_emit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_lchown)
+{
+    chown_path(args->filename, args->user, args->group, AT_FDCWD_, 0x100 /* AT_SYMLINK_NOFOLLOW */);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_lchown)
+{
+    return stash_emit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_fchownat)
+{
+    chown_path(args->filename, args->user, args->group, args->dfd, args->flag);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_fchownat)
+{
+    return stash_emit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_fchown)
+{
+    stash_put(K_CHOWN, SHAPE_NUM, (u32)args->user, (u32)args->group, args->fd, 0, 0, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_fchown)
+{
+    return stash_emit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_truncate)
+{
+    path_stash(K_TRUNCATE, CLS_READ, args->path, args->length, AT_FDCWD_, 0, (u32)args->length);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_truncate)
+{
+    return stash_emit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_ftruncate)
+{
+    stash_put(K_TRUNCATE, SHAPE_NUM, args->length, args->fd, 0, 0, 0, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_ftruncate)
+{
+    return stash_emit(args->ret);
+}

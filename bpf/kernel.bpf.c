@@ -101,3 +101,15 @@ TRACEPOINT_PROBE(syscalls, sys_exit_memfd_create)
 {
     return stash_emit(args->ret);
 }
+
+// umount2(target, flags) (issue 9): a[] {ret, flags}; s1 the target as passed.
+TRACEPOINT_PROBE(syscalls, sys_enter_umount)
+{
+    stash_put(K_UMOUNT, SHAPE_STR1, args->flags, 0, 0, 0, 0, args->name, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_umount)
+{
+    return stash_emit(args->ret);
+}

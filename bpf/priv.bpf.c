@@ -1,10 +1,13 @@
 // Privilege and isolation changes: ptrace, set*uid, set*gid, capset,
 // unshare, setns, and signals sent to other processes.
 // a[]: ptrace {ret, request, target}; setuid/setgid {ret, id, eid, sid, syscall
-// (0 set*id, 1 setre*id, 2 setres*id)}; unshare {ret, flags}; setns {ret, fd,
+// (0 set*id, 1 setre*id, 2 setres*id), caller's uid|gid<<32 before the call}; unshare {ret, flags}; setns {ret, fd,
 // nstype}; signal {ret, target, sig, tid (tgkill)}.
 
 #define ID_UNCHANGED 0xffffffffLL
+// set*id a[5]: the caller's uid | gid << 32 at sys_enter. The event head is
+// filled at sys_exit, i.e. with the ids after the call.
+#define CALLER_IDS ((s64)bpf_get_current_uid_gid())
 
 TRACEPOINT_PROBE(syscalls, sys_enter_ptrace)
 {
@@ -19,7 +22,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ptrace)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_setuid)
 {
-    stash_put(K_SETUID, SHAPE_NUM, (u32)args->uid, ID_UNCHANGED, ID_UNCHANGED, 0, 0, 0, 0, 0);
+    stash_put(K_SETUID, SHAPE_NUM, (u32)args->uid, ID_UNCHANGED, ID_UNCHANGED, 0, CALLER_IDS, 0, 0, 0);
     return 0;
 }
 
@@ -30,7 +33,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_setuid)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_setreuid)
 {
-    stash_put(K_SETUID, SHAPE_NUM, (u32)args->ruid, (u32)args->euid, ID_UNCHANGED, 1, 0, 0, 0, 0);
+    stash_put(K_SETUID, SHAPE_NUM, (u32)args->ruid, (u32)args->euid, ID_UNCHANGED, 1, CALLER_IDS, 0, 0, 0);
     return 0;
 }
 
@@ -41,7 +44,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_setreuid)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_setresuid)
 {
-    stash_put(K_SETUID, SHAPE_NUM, (u32)args->ruid, (u32)args->euid, (u32)args->suid, 2, 0, 0, 0, 0);
+    stash_put(K_SETUID, SHAPE_NUM, (u32)args->ruid, (u32)args->euid, (u32)args->suid, 2, CALLER_IDS, 0, 0, 0);
     return 0;
 }
 
@@ -52,7 +55,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_setresuid)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_setgid)
 {
-    stash_put(K_SETGID, SHAPE_NUM, (u32)args->gid, ID_UNCHANGED, ID_UNCHANGED, 0, 0, 0, 0, 0);
+    stash_put(K_SETGID, SHAPE_NUM, (u32)args->gid, ID_UNCHANGED, ID_UNCHANGED, 0, CALLER_IDS, 0, 0, 0);
     return 0;
 }
 
@@ -63,7 +66,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_setgid)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_setregid)
 {
-    stash_put(K_SETGID, SHAPE_NUM, (u32)args->rgid, (u32)args->egid, ID_UNCHANGED, 1, 0, 0, 0, 0);
+    stash_put(K_SETGID, SHAPE_NUM, (u32)args->rgid, (u32)args->egid, ID_UNCHANGED, 1, CALLER_IDS, 0, 0, 0);
     return 0;
 }
 
@@ -74,7 +77,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_setregid)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_setresgid)
 {
-    stash_put(K_SETGID, SHAPE_NUM, (u32)args->rgid, (u32)args->egid, (u32)args->sgid, 2, 0, 0, 0, 0);
+    stash_put(K_SETGID, SHAPE_NUM, (u32)args->rgid, (u32)args->egid, (u32)args->sgid, 2, CALLER_IDS, 0, 0, 0);
     return 0;
 }
 
@@ -139,6 +142,37 @@ TRACEPOINT_PROBE(syscalls, sys_enter_tgkill)
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_tgkill)
+{
+    return stash_emit(args->ret);
+}
+
+// process_vm_readv/writev into another process (issue 9): a[] {ret, target pid,
+// 1 write / 0 read, remote iovec count}. Calls on the caller itself are not sent.
+static __always_inline void procvm_enter(u32 pid, s64 write, s64 riovcnt)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (pid != tgid)
+        stash_put(K_PROCVM, SHAPE_NUM, pid, write, riovcnt, 0, 0, 0, 0, 0);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_process_vm_readv)
+{
+    procvm_enter(args->pid, 0, args->riovcnt);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_process_vm_readv)
+{
+    return stash_emit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_process_vm_writev)
+{
+    procvm_enter(args->pid, 1, args->riovcnt);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_process_vm_writev)
 {
     return stash_emit(args->ret);
 }

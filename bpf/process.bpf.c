@@ -13,6 +13,105 @@ BPF_HASH(exec_args, u32, struct exec_stash, 1024);   // tid -> args, until exec 
 BPF_HASH(clone_flags, u32, u64, 4096);               // tid -> flags of the clone in progress
 BPF_HASH(exit_codes, u32, s64, 4096);                // tgid -> exit_group() status
 
+// Controlling tty of the current task, as Falco's proc.tty and /proc/<pid>/stat's
+// tty_nr: new_encode_dev(MKDEV(driver->major, driver->minor_start + index)); 0 when
+// none, -1 when unknown. Kernel struct offsets come from the running kernel's BTF
+// (services/probe/btf.py passes them as -DTTY_OFF_*); without them it is unknown.
+static __always_inline s64 current_tty(void)
+{
+#ifdef TTY_OFF_SIGNAL
+    char *task = (char *)bpf_get_current_task();
+    char *sig = 0, *tty = 0, *drv = 0;
+    int index = 0, major = 0, minor_start = 0;
+    if (bpf_probe_read_kernel(&sig, sizeof(sig), task + TTY_OFF_SIGNAL) < 0 || !sig)
+        return -1;
+    if (bpf_probe_read_kernel(&tty, sizeof(tty), sig + TTY_OFF_TTY) < 0)
+        return -1;
+    if (!tty)
+        return 0;
+    if (bpf_probe_read_kernel(&index, sizeof(index), tty + TTY_OFF_INDEX) < 0 ||
+        bpf_probe_read_kernel(&drv, sizeof(drv), tty + TTY_OFF_DRIVER) < 0 || !drv ||
+        bpf_probe_read_kernel(&major, sizeof(major), drv + TTY_OFF_MAJOR) < 0 ||
+        bpf_probe_read_kernel(&minor_start, sizeof(minor_start), drv + TTY_OFF_MINOR_START) < 0)
+        return -1;
+    u32 minor = (u32)minor_start + (u32)index;
+    return (s64)((minor & 0xff) | ((u32)major << 8) | ((minor & ~0xffU) << 12));
+#else
+    return -1;
+#endif
+}
+
+// Exec environment (K_EXECENV; struct ev_env in common.h). The plan loads the
+// names rules read (proc.env[NAME]) into env_watch, keyed by the first 8 bytes of
+// "NAME=" (names of 8+ characters: their first 8; user space checks the whole
+// name). One event, sent at execve entry before the exec's own, only when a
+// watched variable is there (or the scan was cut short: user space then reads
+// /proc/<pid>/environ).
+BPF_HASH(env_watch, u64, u8, 256);
+
+static __always_inline u64 env_key(u64 head)
+{
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        u8 c = (head >> (8 * j)) & 0xff;
+        if (c == '=' || c == 0)
+            return j == 7 ? head : head & ((1ULL << (8 * (j + 1))) - 1);
+    }
+    return head;
+}
+
+// The scan writes into a per-CPU scratch; the ring buffer is touched only on a match.
+struct env_scratch { char vars[ENV_SLOTS][ENV_VAL_SZ]; };
+BPF_PERCPU_ARRAY(env_scratch, struct env_scratch, 1);
+
+static __always_inline void exec_env_scan(const char *const *envp)
+{
+    if (!envp || skip(K_EXECENV))
+        return;
+    u32 zero = 0;
+    struct env_scratch *sc = env_scratch.lookup(&zero);
+    if (!sc)
+        return;
+    u32 used = 0, i = 0;
+    s64 truncated = 0;
+    for (i = 0; i < ENV_SCAN_MAX; i++) {
+        const char *var = 0;
+        if (bpf_probe_read_user(&var, sizeof(var), &envp[i]) < 0 || !var)
+            break;
+        u64 head = 0;
+        if (bpf_probe_read_user(&head, sizeof(head), var) < 0 &&
+            bpf_probe_read_user_str(&head, sizeof(head), var) < 0)
+            continue;
+        u64 key = env_key(head);
+        if (!env_watch.lookup(&key))
+            continue;
+        if (used >= ENV_SLOTS) {
+            truncated = 1;
+            continue;
+        }
+        if (bpf_probe_read_user_str(sc->vars[used & (ENV_SLOTS - 1)], ENV_VAL_SZ, var) > 0)
+            used++;
+    }
+    if (i == ENV_SCAN_MAX) {
+        const char *more = 0;
+        if (bpf_probe_read_user(&more, sizeof(more), &envp[ENV_SCAN_MAX]) == 0 && more)
+            truncated = 1;
+    }
+    if (!used && !truncated)
+        return;
+    struct ev_env *e = ev_reserve(K_EXECENV, sizeof(*e));
+    if (!e)
+        return;
+    e->a[0] = 0;
+    e->a[1] = i;
+    e->a[2] = truncated;
+    e->a[3] = used;
+    e->a[4] = 0;
+    e->a[5] = 0;
+    bpf_probe_read_kernel(e->vars, sizeof(e->vars), sc->vars);  // slots past `used`: decode ignores them
+    ev_submit(e);
+}
+
 static __always_inline void exec_enter(const char *filename, const char *const *argv)
 {
     if (skip(K_EXEC))
@@ -60,6 +159,7 @@ static __always_inline void exec_emit(u32 key, long ret)
         e->a[1] = s->argv_len;
         e->a[2] = s->argc;
         e->a[3] = s->truncated;
+        e->a[4] = current_tty();
         bpf_probe_read_kernel(e->filename, sizeof(e->filename), s->filename);
         bpf_probe_read_kernel(e->argv, sizeof(e->argv), s->argv);
         ev_submit(e);
@@ -69,12 +169,14 @@ static __always_inline void exec_emit(u32 key, long ret)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_execve)
 {
+    exec_env_scan(args->envp);
     exec_enter(args->filename, args->argv);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
 {
+    exec_env_scan(args->envp);
     exec_enter(args->filename, args->argv);
     return 0;
 }

@@ -7,10 +7,14 @@ event the plan drops could never have matched a rule.
 
 - `kinds`: event kinds emitted at all (process kinds always: the enricher's
   process table needs them);
-- for the path kinds (open, unlink, chmod), events are emitted when
+- for the path kinds (open, unlink, chmod, chown, truncate), events are emitted when
   `any_path[kind]` has a bit of the event's access class, or a pattern of the
   kind matches the path with such a bit. Non-canonical paths are always
   emitted; relative ones are judged as written (as the rules compare them).
+
+- `env`: exec environment variables the rules read (proc.env[NAME]); the
+  probe looks for them in envp at every execve and sends an `execenv` event
+  when one is there (kind `execenv` is on only when this is not empty).
 
 Access classes (bits): READ (O_RDONLY, O_RDWR), WRITE (O_WRONLY, O_RDWR,
 O_TRUNC), CREATE (O_CREAT); events of the other path kinds are READ.
@@ -23,12 +27,17 @@ from typing import Any
 READ, WRITE, CREATE = 1, 2, 4
 ALL_ACCESS = READ | WRITE | CREATE
 ACCESS_NAMES = {READ: "read", WRITE: "write", CREATE: "create"}
-PATH_KINDS = ("open", "unlink", "chmod")        # the kernel judges their path
+PATH_KINDS = ("open", "unlink", "chmod", "chown", "truncate")  # the kernel judges their path
 ALWAYS_KINDS = ("exec", "exit", "fork", "chdir")  # kept by the process table whatever the rules
 MATCHES = ("exact", "prefix", "suffix")
 MAX_PATTERNS = 8192             # PLAN_ENTRIES in bpf/file.bpf.c (per trie)
 MAX_PATH_LEN = 250              # longer paths are always emitted (PLAN_PATH_SZ - 5)
 MAX_SUFFIX_LEN = 64             # PLAN_SUFFIX_SZ: the kernel compares this many last bytes
+MAX_ENV_NAMES = 256             # env_watch entries in bpf/process.bpf.c
+# Watched when a rule reads proc.env without naming a variable (and with capture all).
+DANGEROUS_ENV = ("LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "GLIBC_TUNABLES", "HTTP_PROXY", "HTTPS_PROXY",
+                 "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy", "HISTFILE", "HISTSIZE", "HISTFILESIZE",
+                 "BASH_ENV", "PROMPT_COMMAND", "KUBERNETES_SERVICE_HOST")
 
 
 class PlanError(ValueError):
@@ -76,11 +85,12 @@ class FilterPlan:
     patterns: tuple[Pattern, ...] = ()
     full: dict[str, list[str]] = field(default_factory=dict)  # "kind access" -> rules forcing it
     source: str = ""                                          # who compiled it (for logs)
+    env: tuple[str, ...] = ()                                 # exec environment variables watched
 
     @classmethod
     def capture_all(cls, kinds, source: str = "capture all") -> "FilterPlan":
         kinds = frozenset(kinds)
-        return cls(kinds, {k: ALL_ACCESS for k in PATH_KINDS if k in kinds}, (), {}, source)
+        return cls(kinds, {k: ALL_ACCESS for k in PATH_KINDS if k in kinds}, (), {}, source, DANGEROUS_ENV)
 
     def wants(self, kind: str, path: str | None, access: int = READ) -> bool:
         """The plan's decision for one event, as the kernel takes it (for tests and `rules check`)."""
@@ -98,7 +108,7 @@ class FilterPlan:
     def to_dict(self) -> dict[str, Any]:
         return {"kinds": sorted(self.kinds), "any_path": dict(sorted(self.any_path.items())),
                 "patterns": [[p.kind, p.match, p.path, p.access] for p in self.patterns],
-                "full": self.full, "source": self.source}
+                "full": self.full, "source": self.source, "env": list(self.env)}
 
     @classmethod
     def from_dict(cls, d: Any) -> "FilterPlan":
@@ -125,8 +135,12 @@ class FilterPlan:
                 raise PlanError(f"plan.patterns[{i}]: {e}") from None
         full = d.get("full", {})
         source = d.get("source", "")
+        env = d.get("env", [])
+        if not isinstance(env, list) or len(env) > MAX_ENV_NAMES or not all(
+                isinstance(n, str) and n and "=" not in n and "\0" not in n for n in env):
+            raise PlanError(f"plan.env: not a list of at most {MAX_ENV_NAMES} variable names")
         return cls(frozenset(kinds), dict(any_path), tuple(pats), full if isinstance(full, dict) else {},
-                   source if isinstance(source, str) else "")
+                   source if isinstance(source, str) else "", tuple(env))
 
 
 def unjudgeable(path: str) -> bool:
@@ -140,3 +154,10 @@ def _matches(p: Pattern, path: str) -> bool:
     if p.match == "prefix":
         return path.startswith(p.path)
     return path[-MAX_SUFFIX_LEN:].endswith(p.path[-MAX_SUFFIX_LEN:])
+
+
+def env_key(name: str) -> int:
+    """env_watch's key for a variable name (bpf/process.bpf.c env_key): the first 8
+    bytes of "NAME=", NUL-padded; names of 8+ bytes share keys with their prefix."""
+    raw = (name + "=").encode()[:8].ljust(8, b"\0")
+    return int.from_bytes(raw, "little")

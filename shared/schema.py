@@ -48,9 +48,17 @@ ENRICHED_FIELDS = ("proc", "container", "k8s")
 # unlink "dirfd", "flags"; rename/link "flags"; signal only for sig != 0 to
 # another process; socket only for AF_PACKET or SOCK_RAW; dup only when
 # oldfd is a socket or newfd is 0-2 (fd_type "socket" | "other"); chdir only
-# on success, for fchdir with "fd" (path None).
+# on success, for fchdir with "fd" (path None). exec's "tty" is the controlling
+# terminal (Falco's proc.tty, 0 none, None unknown). execenv goes out at execve
+# entry, before its exec, only when a variable the rules watch is in envp: "env"
+# {NAME: value} (the enricher keeps it as proc.env). setuid/setgid: the head's
+# uid/gid are the caller's before the call, new_* the ids asked for (None:
+# unchanged). chown and truncate have "dirfd" or, for fchown/ftruncate, "fd"
+# (path None; the enricher names the file when it saw the open); chown "flags".
+# procvm is process_vm_readv/writev on another process.
 KINDS: dict[str, tuple[str, ...]] = {
-    "exec": ("filename", "argv", "ret", "argv_truncated"),
+    "exec": ("filename", "argv", "ret", "argv_truncated", "tty"),
+    "execenv": ("env", "env_scanned", "env_truncated"),
     "exit": ("exit_code",),
     "fork": ("child_pid", "clone_flags"),
     "chdir": ("path", "ret"),
@@ -66,8 +74,12 @@ KINDS: dict[str, tuple[str, ...]] = {
     "socket": ("family", "type", "protocol", "ret"),
     "dup": ("syscall", "oldfd", "newfd", "fd_type", "ret"),
     "ptrace": ("request", "target_pid", "ret"),
-    "setuid": ("syscall", "uid", "euid", "suid", "ret"),
-    "setgid": ("syscall", "gid", "egid", "sgid", "ret"),
+    "setuid": ("syscall", "new_uid", "new_euid", "new_suid", "ret"),
+    "setgid": ("syscall", "new_gid", "new_egid", "new_sgid", "ret"),
+    "chown": ("path", "owner_uid", "owner_gid", "ret"),
+    "truncate": ("path", "length", "ret"),
+    "procvm": ("syscall", "target_pid", "riovcnt", "ret"),
+    "umount": ("target", "flags", "ret"),
     "capset": ("ret",),
     "mount": ("source", "target", "fstype", "flags", "ret"),
     "bpf": ("cmd", "prog_type", "ret"),

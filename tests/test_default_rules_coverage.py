@@ -118,6 +118,31 @@ BATCHES = {
         "/y/actions exec-as nc /tmp/m/cat -w 1 203.0.113.9 80 </dev/null",
         "true",
     ]),
+    # --- the probe events of issue 9: exec environment (variables exported in a script,
+    # never on a command line), truncation, chown, process_vm_*, umount, a granted setuid(0) ---
+    "events": (NO_NET, [
+        SETTLE,
+        "printf 'export LD_PRELOAD=/tmp/evil.so\\n/bin/cat /dev/null\\n' > /tmp/p.sh; sh /tmp/p.sh",
+        "printf 'export LD_LIBRARY_PATH=/dev/shm/lib\\n/bin/cat /dev/null\\n' > /tmp/l.sh; sh /tmp/l.sh",
+        "printf 'export HISTFILE=/dev/null\\n/bin/sh -c true\\n' > /tmp/h.sh; sh /tmp/h.sh",
+        "printf 'export GLIBC_TUNABLES=glibc.malloc.mxfast=1\\n/bin/cat /dev/null\\n' > /tmp/g.sh; sh /tmp/g.sh",
+        "printf 'export http_proxy=http://203.0.113.9:3128\\nwget -q -T 1 http://203.0.113.5/\\n' > /tmp/w.sh; "
+        "sh /tmp/w.sh 2>/dev/null",
+        "echo h >> /root/.bash_history; truncate -s 0 /root/.bash_history",
+        "mkdir -p /var/log/app; echo l >> /var/log/app/a.log; truncate -s 0 /var/log/app/a.log",
+        "chown 65534 /etc/shadow",
+        "umount /proc/kcore 2>/dev/null",
+        "/y/actions procvm-read >/dev/null",
+        "/y/actions procvm-write >/dev/null",
+        "/y/actions suid-sim >/dev/null",
+        "true",
+    ]),
+    # --- a terminal: `run -t`, as `exec -it` gives a shell ---
+    "tty": (["-t"], [
+        SETTLE,
+        "/usr/bin/id >/dev/null; /bin/hostname >/dev/null",
+        "true",
+    ]),
     # --- a non-root user asking for root ---
     "nonroot": (["--user", "65534:65534"], [
         SETTLE,
@@ -226,7 +251,7 @@ async def batches(pipe, helper_mount):  # noqa: F811 - the imported fixture
 
     async def one(name):
         flags, steps = BATCHES[name]
-        extra = helper_mount if name in ("helper", "nonroot") else []
+        extra = helper_mount if name in ("helper", "nonroot", "events") else []
         return await in_container("\n".join(steps), [*flags, *extra])
     cids = await asyncio.gather(*(one(n) for n in names))
     return dict(zip(names, cids))
@@ -240,9 +265,76 @@ async def test_behaviour_raises_its_alert(pipe, batches, batch, rule):  # noqa: 
     assert a["priority"] and any(t.startswith("mitre_") for t in a["tags"])
 
 
+# (batch, rule, the event kind that must have raised it): rules on the probe events of issue 9
+EXPECTED_EVENTS = [
+    ("events", "LD_PRELOAD in exec environment", "exec"),
+    ("events", "Library search path in a writable directory", "exec"),
+    ("events", "Shell history disabled in the environment", "exec"),
+    ("events", "Potential Local Privilege Escalation via Environment Variables Misuse", "exec"),
+    ("events", "Program run with disallowed http proxy env", "exec"),
+    ("events", "Delete or rename shell history", "truncate"),
+    ("events", "Clear log activities", "truncate"),
+    ("events", "Sensitive file ownership changed", "chown"),
+    ("events", "Unmount in container", "umount"),
+    ("events", "Process memory read via process_vm_readv", "procvm"),
+    ("events", "Process VM write code injection", "procvm"),
+    ("events", "Non sudo setuid", "setuid"),
+    ("tty", "Terminal shell in container", "exec"),
+    ("tty", "Basic Interactive Reconnaissance", "exec"),
+]
+
+
+@pytest.mark.parametrize("batch,rule,kind", EXPECTED_EVENTS, ids=[r for _, r, _ in EXPECTED_EVENTS])
+async def test_new_probe_events_raise_their_alerts(pipe, batches, batch, rule, kind):  # noqa: F811
+    cid = batches[batch]
+    a = await alert_for(pipe, rule, cid, timeout=30)
+    ev = a["event"]
+    assert ev["kind"] == kind and ev["container"]["id"] == cid and cid[:12] in a["output"]
+    assert a["priority"] and any(t.startswith("mitre_") for t in a["tags"])
+    proc = ev["proc"]
+    if rule == "LD_PRELOAD in exec environment":  # seen in the environment only: argv never names it
+        assert proc["env"]["LD_PRELOAD"] == "/tmp/evil.so" and "LD_PRELOAD" not in proc["cmdline"]
+        assert proc["name"] == "cat"
+    if kind == "truncate":  # ftruncate's fd named from the open the enricher saw
+        assert ev["path"] in ("/root/.bash_history", "/var/log/app/a.log") and ev["length"] == 0
+        assert ev.get("path_from_fd") is True  # busybox runs truncate inside the shell: proc may be sh
+    if rule == "Non sudo setuid":  # granted: the caller's real uid was 65534 before the call
+        assert (ev["uid"], ev["new_uid"], ev["ret"]) == (65534, 0, 0)
+    if batch == "tty":
+        assert proc["tty"] >> 8 == 136  # a /dev/pts terminal
+
+
+async def test_exec_with_a_terminal_into_a_running_container(pipe):  # noqa: F811
+    """`podman exec -t` (what `kubectl exec -it` does): the shell it starts has a
+    terminal and the runtime for parent; the same exec without -t raises nothing."""
+    import uuid
+
+    from tests import containers
+    name = f"eunomia-tty-{uuid.uuid4().hex[:8]}"
+    try:
+        await asyncio.to_thread(containers.run, ["sleep", "60"], name=name, detach=True, flags=NO_NET)
+        cid = await asyncio.to_thread(containers.inspect_id, name)
+        await asyncio.sleep(1)
+        for tty in ([], ["-t"]):
+            await asyncio.to_thread(containers.run_bounded, [*containers.PODMAN, "exec", *tty, name, "sh", "-c",
+                                                             "sleep 0.5; /usr/bin/id"], 60)
+        a = await alert_for(pipe, "Terminal shell in container", cid, timeout=30)
+        assert a["event"]["proc"]["tty"] >> 8 == 136 and a["event"]["proc"]["name"] == "sh"
+        recon = await alert_for(pipe, "Basic Interactive Reconnaissance", cid, timeout=30)
+        assert recon["event"]["proc"]["name"] == "id"
+        await asyncio.sleep(2)
+        mine = pipe._by_subject["eunomia.alert.>"].matching(
+            lambda x: (x.get("container") or {}).get("id") == cid and x["rule"] in (
+                "Terminal shell in container", "Basic Interactive Reconnaissance"))
+        assert len(mine) == 2, [x["output"] for x in mine]  # the exec without a terminal raised neither
+    finally:
+        await asyncio.to_thread(containers.remove, name)
+
+
 async def test_ordinary_container_activity_raises_nothing(pipe):  # noqa: F811
     """Busybox scripts of the kind images run (start-up, health checks, log
-    rotation, tar, file writes): with every default rule loaded, the only
+    rotation, tar, file writes, a library path, chown and truncation of app
+    files): with every default rule loaded, the only
     alert is the sentinel that ends the script."""
     script = "\n".join([
         SETTLE,
@@ -253,6 +345,7 @@ async def test_ordinary_container_activity_raises_nothing(pipe):  # noqa: F811
         "mv /var/log/app/app.log /var/log/app/app.log.1; rm -f /var/log/app/app.log.1",
         "tar czf /tmp/etc.tgz /etc/hostname; tar xzf /tmp/etc.tgz -C /srv/data",
         "echo 'echo ok' > /tmp/job.sh; chmod 644 /tmp/job.sh; touch /tmp/x",
+        "export LD_LIBRARY_PATH=/usr/local/lib; /bin/cat /dev/null; chown 65534 /tmp/out; truncate -s 0 /tmp/out",
         "sleep 0.2; cat /etc/shadow >/dev/null",
     ])
     cid = await in_container(script, check=True)

@@ -176,3 +176,53 @@ async def test_enricher_alone_raw_events_in_enriched_out(nats_server):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+async def test_exec_environment_tty_and_fd_names(nats_server):
+    """execenv before its exec becomes proc.env (forks inherit it, a failed exec
+    drops it, a truncated scan is completed from /proc/<pid>/environ); the exec's
+    tty becomes proc.tty; ftruncate/fchown fds are named from the opens seen."""
+    env = {"PATH": "/bin", "LD_PRELOAD": "/tmp/from-environ.so", "HISTFILE": "/dev/null"}
+    sleeper = subprocess.Popen(["/bin/sleep", "30"], env=env)
+    try:
+        async with Pipeline(nats_server.url, probe=False,
+                            enricher_cfg=EnricherConfig(runtime_sockets=("/nonexistent.sock",))) as p:
+            a, b = 999_999_201, 999_999_202
+            await p.publish_raw([
+                {"kind": "fork", "pid": os.getpid(), "child_pid": a, "clone_flags": 0},
+                {"kind": "execenv", "pid": a, "env": {"LD_PRELOAD": "/tmp/e.so"}, "env_scanned": 12,
+                 "env_truncated": False},
+                {"kind": "exec", "pid": a, "filename": "/bin/sh", "argv": ["sh"], "ret": 0, "comm": "sh",
+                 "tty": 34816},
+                {"kind": "fork", "pid": a, "child_pid": b, "clone_flags": 0},
+                {"kind": "open", "pid": b, "path": "/root/.bash_history", "flags": 0o101, "mode": 0o600, "ret": 5,
+                 "dirfd": -100},
+                {"kind": "truncate", "pid": b, "path": None, "fd": 5, "length": 0, "ret": 0},
+                {"kind": "chown", "pid": b, "path": None, "fd": 6, "owner_uid": 1, "owner_gid": 1, "ret": 0},
+                {"kind": "execenv", "pid": b, "env": {"HISTFILE": "/dev/null"}, "env_scanned": 3,
+                 "env_truncated": False},
+                {"kind": "exec", "pid": b, "filename": "/nope", "argv": ["nope"], "ret": -2, "comm": "sh"},
+                {"kind": "open", "pid": b, "path": "/etc/hostname", "flags": 0, "mode": 0, "ret": 3},
+                {"kind": "execenv", "pid": sleeper.pid, "env": {"HISTFILE": "/dev/null"}, "env_scanned": 128,
+                 "env_truncated": True},
+                {"kind": "exec", "pid": sleeper.pid, "filename": "/bin/sleep", "argv": ["sleep", "30"], "ret": 0,
+                 "comm": "sleep"},
+            ])
+            evs = await p.wait_for_all(lambda e: e["pid"] in (a, b, sleeper.pid), n=11)
+            by = {(e["kind"], e["pid"], e.get("ret")): e for e in evs}
+            ex = by[("exec", a, 0)]
+            assert ex["proc"]["env"] == {"LD_PRELOAD": "/tmp/e.so"} and ex["proc"]["tty"] == 34816
+            tr = by[("truncate", b, 0)]
+            assert tr["path"] == "/root/.bash_history" and tr["path_from_fd"] is True
+            assert tr["proc"]["env"] == {"LD_PRELOAD": "/tmp/e.so"} and tr["proc"]["tty"] == 34816  # inherited
+            ch = by[("chown", b, 0)]
+            assert ch["path"] is None and "path_from_fd" not in ch  # fd 6 was never seen opened
+            # the failed exec took its environment along: b still has the one it inherited
+            assert by[("open", b, 3)]["proc"]["env"] == {"LD_PRELOAD": "/tmp/e.so"}
+            # cut short in the kernel: the rest is read from the process's environ
+            assert by[("exec", sleeper.pid, 0)]["proc"]["env"] == {"LD_PRELOAD": "/tmp/from-environ.so",
+                                                                   "HISTFILE": "/dev/null"}
+            assert p.enricher.stats.get("enricher_env_truncated_total", reason="read") == 1
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -153,3 +153,61 @@ def test_too_many_patterns_widen_the_busiest_kind_instead_of_overflowing_the_ker
     assert plan.any_path == {"open": 7} and len(plan.patterns) == 1
     assert any("path patterns in all" in r for r in plan.full["open read|write|create"])
     FilterPlan.from_dict(plan.to_dict())  # what the probes accept
+
+
+ENV_RULES = """
+- macro: preload
+  condition: proc.env[LD_PRELOAD] exists
+- rule: env
+  desc: t
+  condition: evt.type = execve and (preload or proc.env[GLIBC_TUNABLES] exists)
+  output: x
+  priority: WARNING
+"""
+
+
+def test_env_names_come_from_the_rules_that_read_them():
+    from shared.filterplan import DANGEROUS_ENV
+    plan = load_rules_text(ENV_RULES).filter_plan("t")
+    assert plan.env == ("GLIBC_TUNABLES", "LD_PRELOAD") and "execenv" in plan.kinds
+    # proc.env without a name watches the dangerous set
+    bare = load_rules_text(ENV_RULES.replace("proc.env[GLIBC_TUNABLES] exists", 'proc.env contains "x"'))
+    assert set(bare.filter_plan("t").env) == set(DANGEROUS_ENV) | {"LD_PRELOAD"}
+    # no rule reads the environment: nothing is looked for and no execenv event is sent
+    none = load_rules_text(FORMS).filter_plan("t")
+    assert none.env == () and "execenv" not in none.kinds
+    assert FilterPlan.from_dict(plan.to_dict()) == plan
+    for bad in (["A=B"], [""], "LD_PRELOAD", [1]):
+        with pytest.raises(PlanError, match="plan.env"):
+            FilterPlan.from_dict({**plan.to_dict(), "env": bad})
+
+
+def test_env_key_is_the_kernels():
+    """bpf/process.bpf.c env_key: the first 8 bytes of "NAME=value", cut after '='."""
+    from shared.filterplan import env_key
+
+    def kernel_key(var: bytes) -> int:
+        head = var[:8].ljust(8, b"\0")
+        for j, c in enumerate(head):
+            if c in (0, ord("=")):
+                head = head[:j + 1].ljust(8, b"\0")
+                break
+        return int.from_bytes(head, "little")
+    for name in ("LD_PRELOAD", "HISTFILE", "ENV", "ABCDEFG", "PATH"):
+        assert env_key(name) == kernel_key(f"{name}=some value".encode()), name
+    assert env_key("HISTFILE") == kernel_key(b"HISTFILESIZE=0")  # a shared prefix: user space tells them apart
+    assert env_key("ENV") != kernel_key(b"ENVX=1") and env_key("PATH") != kernel_key(b"PATHS=1")
+
+
+def test_truncate_rules_send_the_write_opens_that_name_ftruncate_fds():
+    rs = load_rules_text("""
+- rule: t
+  desc: t
+  condition: evt.type = truncate and fd.filename = .bash_history
+  output: x
+  priority: WARNING
+""")
+    plan = rs.filter_plan("t")
+    assert plan.wants("truncate", "/root/.bash_history") and not plan.wants("truncate", "/root/.profile")
+    assert plan.wants("open", "/root/.bash_history", 2) and not plan.wants("open", "/root/.bash_history", 1)
+    assert "chown" in PATH_KINDS and "truncate" in PATH_KINDS

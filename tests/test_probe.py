@@ -202,9 +202,9 @@ async def test_actions_of_a_child_process_arrive_as_raw_events(probe, tmp_path):
     assert ls6["saddr"] == "::1" and ls6["family"] == socket.AF_INET6
 
     su = (await col.wait(of("setuid", syscall="setresuid")))[0]
-    assert (su["uid"], su["euid"], su["suid"], su["ret"]) == (0, 0, 0, 0)
+    assert (su["new_uid"], su["new_euid"], su["new_suid"], su["ret"], su["uid"]) == (0, 0, 0, 0, 0)
     sg = (await col.wait(of("setgid", syscall="setgid")))[0]
-    assert sg["gid"] == 0 and sg["egid"] is None
+    assert sg["new_gid"] == 0 and sg["new_egid"] is None and sg["gid"] == 0
 
     assert (await col.wait(of("capset")))[0]["ret"] == 0
     sn = (await col.wait(of("setns")))[0]

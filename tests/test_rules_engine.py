@@ -36,7 +36,7 @@ def make_event(kind: str, *, container_: bool = True, **kw) -> dict:
         "link": {"oldpath": "/etc/shadow", "newpath": "/tmp/hl", "ret": 0},
         "chmod": {"path": "/tmp/payload", "mode": 0o4755, "ret": 0},
         "ptrace": {"request": 16, "target_pid": 1, "ret": 0},
-        "setuid": {"syscall": "setuid", "uid": 0, "euid": 0, "suid": 0, "ret": 0},
+        "setuid": {"syscall": "setuid", "new_uid": 0, "new_euid": 0, "new_suid": 0, "ret": 0},
         "mount": {"source": "/dev/sda1", "target": "/mnt", "fstype": "ext4", "flags": 0, "ret": 0},
         "bpf": {"cmd": 5, "prog_type": 2, "ret": 7},
         "module": {"syscall": "finit_module", "name": "rootkit", "fd": 3, "ret": -1},
@@ -371,3 +371,22 @@ def test_events_of_any_shape_never_raise() -> None:
             ev["proc"] = {**ev["proc"], rnd.choice(list(ev["proc"])): rnd.choice(junk)}
         rs.evaluate(ev)
     assert rs.eval_errors > 0          # counted, not raised
+
+
+def test_setid_args_env_and_tty_fields() -> None:
+    """evt.arg.uid on set*id reads the id asked for, user.uid the caller's before the call;
+    proc.env[NAME] and proc.tty read what the enricher keeps on the process."""
+    su = make_event("setuid", uid=1000, new_uid=0, new_euid=None)
+    assert holds("evt.arg.uid = 0 and user.uid = 1000", su)
+    assert not holds("evt.arg.euid exists", su)
+    assert holds("evt.arg.uid = 0", make_event("open", uid=0))  # elsewhere: the head's uid
+    ex = make_event("exec")
+    ex["proc"] = {**ex["proc"], "env": {"LD_PRELOAD": "/tmp/x.so"}, "tty": 34816}
+    assert holds("proc.env[LD_PRELOAD] startswith /tmp/ and proc.tty != 0", ex)
+    assert holds('proc.env contains "LD_PRELOAD=/tmp/x.so"', ex)
+    assert not holds("proc.env[HISTFILE] exists", ex)
+    ex["proc"] = {**ex["proc"], "env": None, "tty": None}
+    assert not holds("proc.env[LD_PRELOAD] exists or proc.tty != 0 or proc.env exists", ex)
+    for kind, alias in (("chown", "fchownat"), ("truncate", "ftruncate"), ("procvm", "process_vm_writev"),
+                        ("umount", "umount2")):
+        assert holds(f"evt.type = {alias}", make_event(kind))

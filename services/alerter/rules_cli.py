@@ -51,6 +51,8 @@ def _print_plan(plan) -> None:
     for what, rules in sorted(plan.full.items()):
         kind, access = what.split(" ", 1)
         print(f"  {kind} ({access}): every path sent, because of: {', '.join(repr(r) for r in rules)}")
+    if plan.env:
+        print(f"  execenv: exec environment variables watched: {', '.join(plan.env)}")
 
 
 def fields(args: argparse.Namespace) -> int:

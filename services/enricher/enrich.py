@@ -10,17 +10,23 @@ batch plus the subscription's bounded pending queue.
 from __future__ import annotations
 
 import asyncio
+import os
+from collections import OrderedDict
 
 from shared import log, subjects
+from shared.filterplan import DANGEROUS_ENV
 from shared.schema import KINDS, missing_fields
 from shared.stats import Stats
 
 from .cgroups import CgroupMatch, parse_path
 from .containers import ContainerRegistry
-from .proctable import ProcTable
+from .proctable import ProcTable, read_environ
 
 _log = log.get("enricher")
 CLONE_THREAD = 0x10000
+MAX_PENDING_ENV = 4096   # execenv events waiting for their exec (one per exec in flight)
+MAX_FDS = 16384          # (pid, fd) -> path of opens seen, to name ftruncate/fchown fds
+FD_KINDS = ("truncate", "chown")
 
 
 def _kind_label(kind: str) -> str:
@@ -32,6 +38,51 @@ class Enricher:
                  lookup_timeout: float) -> None:
         self.procs, self.containers, self.stats = procs, containers, stats
         self.lookup_timeout = lookup_timeout
+        self._pending_env: OrderedDict[int, tuple[dict, bool]] = OrderedDict()  # pid -> (env, truncated)
+        self._fds: OrderedDict[tuple[int, int], str] = OrderedDict()
+
+    def _note_env(self, ev: dict) -> None:
+        """execenv precedes its exec (sent at execve entry): kept until the exec says how it went."""
+        env = ev.get("env")
+        if not isinstance(env, dict):
+            return
+        self._pending_env[ev["pid"]] = ({str(k): str(v) for k, v in env.items()}, ev.get("env_truncated") is True)
+        self._pending_env.move_to_end(ev["pid"])
+        while len(self._pending_env) > MAX_PENDING_ENV:
+            self._pending_env.popitem(last=False)
+            self.stats.inc("enricher_env_dropped_total")
+
+    def _exec_env(self, pid: int) -> dict | None:
+        got = self._pending_env.pop(pid, None)
+        if got is None:
+            return None
+        env, truncated = got
+        if truncated:  # envp longer than the kernel scans: the new image's environ, if still there
+            more = read_environ(pid, set(env) | set(DANGEROUS_ENV))
+            if more is not None:
+                env = {**more, **env}
+            self.stats.inc("enricher_env_truncated_total", reason="read" if more is not None else "gone")
+        return env
+
+    def _fd_path(self, ev: dict) -> None:
+        """Remember what opens returned; name the fd of ftruncate/fchown (path None)."""
+        kind = ev["kind"]
+        if kind == "open":
+            ret, path = ev.get("ret"), ev.get("path")
+            if isinstance(ret, int) and ret >= 0 and isinstance(path, str) and path:
+                if not path.startswith("/"):
+                    cwd = (ev.get("proc") or {}).get("cwd")
+                    path = os.path.normpath(os.path.join(cwd, path)) if cwd and ev.get("dirfd") == -100 else path
+                key = (ev["pid"], ret)
+                self._fds[key] = path
+                self._fds.move_to_end(key)
+                if len(self._fds) > MAX_FDS:
+                    self._fds.popitem(last=False)
+        elif ev.get("path") is None and isinstance(ev.get("fd"), int):
+            path = self._fds.get((ev["pid"], ev["fd"]))
+            if path is not None:
+                ev["path"] = path
+                ev["path_from_fd"] = True
 
     def _malformed(self, reason: str, ev: dict) -> None:
         self.stats.inc("enricher_malformed_total", reason=reason)
@@ -71,11 +122,18 @@ class Enricher:
         elif kind == "chdir" and ev.get("ret") in (None, 0):
             path, fd = ev.get("path"), ev.get("fd")
             self.procs.on_chdir(pid, path if isinstance(path, str) else None, fd if isinstance(fd, int) else None)
+        elif kind == "execenv":
+            self._note_env(ev)
         elif kind == "exec" and (ev.get("ret") in (None, 0)):
             argv = ev.get("argv")
+            tty = ev.get("tty")
             self.procs.on_exec(pid, ev.get("filename") if isinstance(ev.get("filename"), str) else None,
                                argv if isinstance(argv, list) else None, ev.get("comm") or "",
-                               ev.get("ppid") if isinstance(ev.get("ppid"), int) else 0)
+                               ev.get("ppid") if isinstance(ev.get("ppid"), int) else 0,
+                               tty if isinstance(tty, int) and not isinstance(tty, bool) else None,
+                               self._exec_env(pid))
+        elif kind == "exec":  # failed: its environment goes with it
+            self._pending_env.pop(pid, None)
 
     def prime(self, events: list[dict]) -> None:
         """On arrival: resolve new cgroups while they still
@@ -104,6 +162,8 @@ class Enricher:
             if why:
                 self._malformed(why, ev if isinstance(ev, dict) else {})
                 continue
+            if kind == "execenv":
+                self._track(ev)
             if kind == "fork" or kind == "exec" or kind == "chdir":
                 self._track(ev)
                 changed = ev.get("child_pid") if kind == "fork" else ev["pid"]
@@ -123,9 +183,12 @@ class Enricher:
                 views[pid] = (comm, view)
                 in_views.update(a["pid"] for a in view[0]["ancestors"])
             ev["proc"], table_ppid = view
+            if kind == "open" or kind in FD_KINDS:
+                self._fd_path(ev)
             if table_ppid:  # the table's parent: it follows CLONE_PARENT and reparenting
                 ev["ppid"] = table_ppid
             if ev["kind"] == "exit":
+                self._pending_env.pop(pid, None)
                 self.procs.on_exit(pid)
                 views.pop(pid, None)  # the pid's next events are a new process
             cg = ev.get("cgroup_id") or 0

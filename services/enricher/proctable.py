@@ -37,6 +37,8 @@ class Proc:
     cgroup: str | None = None   # cgroup-v2 path when read from /proc
     exited_at: float | None = None  # monotonic
     argv0_name: bool = False    # re-exec of itself (/proc/self/exe, fexecve): the name is argv[0]'s
+    tty: int | None = None      # controlling tty (tty_nr; 0 none), None unknown
+    env: dict | None = None     # watched exec environment variables (probe execenv), None unknown
 
     @property
     def name(self) -> str:
@@ -81,6 +83,7 @@ def read_proc(pid: int) -> Proc | None:
     except OSError:
         args = []
     exe = _exe(pid) or ""
+    tty = int(rest[4]) if len(rest) > 4 and rest[4].lstrip("-").isdigit() else None
     cgroup = None
     try:
         with open(f"{base}/cgroup", "rb") as f:
@@ -89,7 +92,26 @@ def read_proc(pid: int) -> Proc | None:
                     cgroup = line[3:]
     except OSError:
         pass
-    return Proc(pid=pid, ppid=ppid, comm=comm, exe=exe, args=args, cwd=_readlink(f"{base}/cwd"), cgroup=cgroup)
+    return Proc(pid=pid, ppid=ppid, comm=comm, exe=exe, args=args, cwd=_readlink(f"{base}/cwd"), cgroup=cgroup,
+                tty=tty)
+
+
+MAX_ENVIRON = 256 * 1024
+
+
+def read_environ(pid: int, names: set[str]) -> dict[str, str] | None:
+    """The variables `names` from /proc/<pid>/environ (bounded), or None when unreadable."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read(MAX_ENVIRON)
+    except OSError:
+        return None
+    out: dict[str, str] = {}
+    for item in raw.split(b"\0"):
+        name, eq, value = item.decode(errors="replace").partition("=")
+        if eq and name in names:
+            out.setdefault(name, value)
+    return out
 
 
 class ProcTable:
@@ -203,15 +225,20 @@ class ProcTable:
         if parent is not None:
             child = Proc(pid=child_pid, ppid=ppid, comm=comm or parent.comm, exe=parent.exe,
                          args=list(parent.args), cwd=parent.cwd, cgroup=parent.cgroup,
-                         argv0_name=parent.argv0_name)
+                         argv0_name=parent.argv0_name, tty=parent.tty, env=parent.env)
         else:
             child = Proc(pid=child_pid, ppid=ppid, comm=comm)
         self._exited.pop(child_pid, None)  # pid reuse
         self._put(child)
 
     def on_exec(self, pid: int, filename: str | None, argv: list | None, comm: str = "",
-                ppid: int = 0) -> Proc:
+                ppid: int = 0, tty: int | None = None, env: dict | None = None) -> Proc:
+        """`env`: the watched variables the probe found in this exec's envp (None: none
+        found or not watched); `tty` the controlling terminal at exec (None unknown)."""
         p = self.live(pid) or Proc(pid=pid)
+        p.env = env
+        if tty is not None:
+            p.tty = tty
         p.argv0_name = False
         if filename and SELF_EXEC.match(filename):
             # busybox and runc re-exec themselves: the file is the one already running
@@ -315,6 +342,8 @@ class ProcTable:
             "cmdline": p.cmdline,
             "name": p.name or comm,
             "cwd": p.cwd,
+            "tty": p.tty,
+            "env": p.env,
             "ppid": p.ppid,
             "pname": parent.name if parent else None,
             "pexe": (parent.exe or None) if parent else None,

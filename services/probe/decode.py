@@ -26,6 +26,7 @@ SIZE_STR2 = SIZE_STR1 + STR_SZ
 SIZE_STR3 = SIZE_STR2 + STR3_SZ
 SIZE_SOCK = SIZE_NUM + SA_SZ + 16
 SIZE_EXEC = SIZE_NUM + STR_SZ + ARGV_SZ + ARG_MAX_LEN
+ENV_SLOTS, ENV_VAL_SZ = 4, 256  # struct ev_env
 ID_UNCHANGED = 0xFFFFFFFF
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024  # oom: the kernel counts pages
 DEDUP_HASH = "_dedup"  # a[4] of path kinds: the kernel's dedup path hash; the probe pops it
@@ -89,7 +90,14 @@ def _fields(kind: str, a: tuple, data: bytes) -> dict:
     if kind == "exec":
         argv = data[SIZE_STR1:SIZE_STR1 + a[1]].split(b"\0")[:a[2]]
         return {"filename": _s(data, SIZE_NUM), "argv": [x.decode("utf-8", "replace") for x in argv],
-                "argv_truncated": bool(a[3]), "ret": ret}
+                "argv_truncated": bool(a[3]), "ret": ret, "tty": a[4] if a[4] >= 0 else None}
+    if kind == "execenv":
+        env = {}
+        for i in range(min(a[3], ENV_SLOTS)):
+            name, eq, value = _s(data, SIZE_NUM + i * ENV_VAL_SZ, ENV_VAL_SZ).partition("=")
+            if eq:
+                env.setdefault(name, value)
+        return {"env": env, "env_scanned": a[1], "env_truncated": bool(a[2])}
     if kind == "exit":
         return {"exit_code": a[1] if a[1] >= 0 else None}
     if kind == "fork":
@@ -129,9 +137,26 @@ def _fields(kind: str, a: tuple, data: bytes) -> dict:
     if kind == "ptrace":
         return {"request": a[1], "target_pid": _i32(a[2]), "ret": ret}
     if kind in ("setuid", "setgid"):
+        # the requested ids as new_*; the head's uid/gid become the caller's before the
+        # call (a[5]), as Falco's user.uid on the syscall's enter side
         x = kind[3]  # "u" or "g"
-        return {"syscall": SETID_SYSCALLS[a[4] % 3].format(x=x), f"{x}id": _id(a[1]), f"e{x}id": _id(a[2]),
-                f"s{x}id": _id(a[3]), "ret": ret}
+        return {"syscall": SETID_SYSCALLS[a[4] % 3].format(x=x), f"new_{x}id": _id(a[1]),
+                f"new_e{x}id": _id(a[2]), f"new_s{x}id": _id(a[3]), "ret": ret,
+                "uid": a[5] & 0xFFFFFFFF, "gid": (a[5] >> 32) & 0xFFFFFFFF}
+    if kind == "chown":
+        if n == SIZE_NUM:  # fchown: no path, an fd
+            return {"path": None, "owner_uid": _id(a[1]), "owner_gid": _id(a[2]), "ret": ret, "fd": a[3]}
+        return {"path": _s(data, SIZE_NUM), "owner_uid": _id(a[1]), "owner_gid": _id(a[2]), "ret": ret,
+                "dirfd": _i32(a[3]), "flags": a[5]}
+    if kind == "truncate":
+        if n == SIZE_NUM:  # ftruncate: an fd (the enricher names its file when it saw the open)
+            return {"path": None, "length": a[1], "ret": ret, "fd": a[2]}
+        return {"path": _s(data, SIZE_NUM), "length": a[1], "ret": ret, "dirfd": _i32(a[2])}
+    if kind == "procvm":
+        return {"syscall": "process_vm_writev" if a[2] else "process_vm_readv", "target_pid": _i32(a[1]),
+                "riovcnt": a[3], "ret": ret}
+    if kind == "umount":
+        return {"target": _s(data, SIZE_NUM), "flags": a[1], "ret": ret}
     if kind == "capset":
         return {"ret": ret}
     if kind == "unshare":
@@ -189,7 +214,7 @@ class Decoder:
               "pid": v[3], "tid": v[4], "ppid": v[5] or None, "uid": v[6], "gid": v[7], "comm": comm,
               "cgroup_id": v[1]}
         ev.update(_fields(kind, v[9:], data))
-        if kind in ("unlink", "chmod") and len(data) > SIZE_NUM:
+        if kind in ("unlink", "chmod", "chown", "truncate") and len(data) > SIZE_NUM:
             ev[DEDUP_HASH] = v[13]
         return ev
 

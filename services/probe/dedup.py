@@ -14,13 +14,17 @@ from shared.schema import new_event_id
 
 from .decode import DEDUP_HASH
 
-KINDS = ("open", "unlink", "chmod")
+KINDS = ("open", "unlink", "chmod", "chown", "truncate")
 _MASK = (1 << 64) - 1
 
 
 def dedup_flags(ev: dict) -> int:
     """What the kernel compares besides the path (path_stash's `dflags`)."""
-    v = ev.get("mode") if ev["kind"] == "chmod" else ev.get("flags")
+    k = ev["kind"]
+    if k == "chown":  # the kernel compares the new owner as passed (-1: unchanged)
+        v = ev.get("owner_uid")
+        return 0xFFFFFFFF if v is None else v & 0xFFFFFFFF
+    v = ev.get("mode") if k == "chmod" else ev.get("length") if k == "truncate" else ev.get("flags")
     return (v or 0) & 0xFFFFFFFF
 
 

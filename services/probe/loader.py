@@ -86,7 +86,8 @@ def program_text(plan: SourcePlan, bpf_dir: Path = BPF_DIR) -> str:
 def cflags(plan: SourcePlan, ringbuf_pages: int, wakeup_every: int) -> list[str]:
     flags = [f"-DRINGBUF_PAGES={ringbuf_pages}", f"-DWAKEUP_EVERY={wakeup_every}", "-Wno-macro-redefined"]
     flags += [f"-DHAVE_TP_{tp.replace(':', '__')}=1" for tp in sorted(plan.present)]
-    return flags
+    from .btf import tty_cflags
+    return flags + tty_cflags()
 
 
 def compile_and_attach(plan: SourcePlan, ringbuf_pages: int, wakeup_every: int, bpf_dir: Path = BPF_DIR,

@@ -2,7 +2,8 @@
 
 Maps (bpf/common.h, bpf/file.bpf.c): kind_on (kinds emitted), plan_any
 (access classes wanted for any path, per path kind), plan_prefix and
-plan_suffix (LPM tries keyed by kind byte + path, or + reversed path tail).
+plan_suffix (LPM tries keyed by kind byte + path, or + reversed path tail),
+env_watch (exec environment variables watched, by the first 8 bytes of "NAME=").
 
 A swap never drops what either plan wants: first every path passes and the
 new kinds are switched on, then the tries are rewritten, then plan_any and
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from shared.filterplan import ALL_ACCESS, ALWAYS_KINDS, MAX_PATH_LEN, MAX_SUFFIX_LEN, PATH_KINDS, FilterPlan
+from shared.filterplan import (ALL_ACCESS, ALWAYS_KINDS, MAX_PATH_LEN, MAX_SUFFIX_LEN, PATH_KINDS, FilterPlan,
+                               env_key)
 
 Entries = dict[tuple[int, bytes], int]   # (kind number, key bytes) -> access classes
 
@@ -74,6 +76,7 @@ class PlanMaps:
         self._kinds: set[str] = set()
         self._prefix: Entries = {}
         self._suffix: Entries = {}
+        self._env: set[int] = set()
 
     def _set_kinds(self, kinds: Iterable[str]) -> None:
         on = self.bpf[b"kind_on"]
@@ -88,12 +91,28 @@ class PlanMaps:
             if kind in self.numbers:
                 table[table.Key(self.numbers[kind])] = table.Leaf(values.get(kind, 0))
 
+    def _set_env(self, names: Iterable[str]) -> None:
+        try:
+            table = self.bpf[b"env_watch"]
+        except KeyError:  # process.bpf.c not loaded
+            return
+        keys = {env_key(n) for n in names}
+        for k in self._env - keys:
+            try:
+                del table[table.Key(k)]
+            except KeyError:
+                pass
+        for k in keys - self._env:
+            table[table.Key(k)] = table.Leaf(1)
+        self._env = keys
+
     def load(self, plan: FilterPlan, allowed: Iterable[str]) -> dict:
         """Swap to `plan`, limited to the kinds the probe's config allows; returns a summary."""
         # the process kinds stay on whatever a plan says: the enricher's process table needs them
         kinds = (set(plan.kinds) | set(ALWAYS_KINDS)) & set(allowed) & set(self.numbers)
         if self.has_paths:
             self._set_any(dict.fromkeys(PATH_KINDS, ALL_ACCESS))
+        self._set_env(set(plan.env) | set(self.plan.env if self.plan else ()))  # the union while swapping
         self._set_kinds(self._kinds | kinds)
         prefix, suffix = trie_entries(plan, self.numbers)
         if self.has_paths:
@@ -101,6 +120,7 @@ class PlanMaps:
             _rewrite(self.bpf[b"plan_suffix"], suffix, self._suffix)
             self._set_any(plan.any_path)
         self._prefix, self._suffix = prefix, suffix
+        self._set_env(plan.env)
         self._set_kinds(kinds)
         self.plan = plan
         return self.summary()
@@ -109,4 +129,5 @@ class PlanMaps:
         p = self.plan
         return {"source": p.source if p else None, "kinds": sorted(self._kinds),
                 "any_path": dict(p.any_path) if p else {}, "prefix_entries": len(self._prefix),
-                "suffix_entries": len(self._suffix), "full": p.full if p else {}}
+                "suffix_entries": len(self._suffix), "full": p.full if p else {},
+                "env": sorted(p.env) if p else []}

@@ -6,6 +6,9 @@
  *   coverage_actions unix-connect PATH      connect(2) to a unix socket path (may not exist)
  *   coverage_actions spawn PROG [ARG...]    fork, exec PROG, wait (a parent with this file's name)
  *   coverage_actions exec-as ARGV0 PROG [ARG...]  exec PROG with a chosen argv[0]
+ *   coverage_actions procvm-read|procvm-write  process_vm_readv/writev of a child's memory
+ *   coverage_actions suid-sim               as root: real uid 65534 keeping euid 0 (a setuid-root
+ *                                           program run by a user), then setuid(0), which succeeds
  * Each performs the syscall for real; failing is fine (the probe sees the attempt). */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -14,6 +17,7 @@
 #include <string.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -63,6 +67,23 @@ static int spawn(char **argv, char **envp)
     return 0;
 }
 
+static int procvm(int write)
+{
+    pid_t child = fork();
+    if (child == 0) {
+        sleep(3);
+        _exit(0);
+    }
+    long buf = word;
+    struct iovec local = {&buf, sizeof(buf)}, remote = {&word, sizeof(word)};
+    ssize_t r = write ? process_vm_writev(child, &local, 1, &remote, 1, 0)
+                      : process_vm_readv(child, &local, 1, &remote, 1, 0);
+    printf("process_vm_%s: %zd\n", write ? "writev" : "readv", r);
+    kill(child, SIGKILL);
+    waitpid(child, 0, 0);
+    return 0;
+}
+
 int main(int argc, char **argv, char **envp)
 {
     const char *what = argc > 1 ? argv[1] : "";
@@ -72,6 +93,12 @@ int main(int argc, char **argv, char **envp)
         return printf("setuid(0): %d\n", setuid(0)) < 0;
     if (!strcmp(what, "setuid") && argc > 2)
         return printf("setuid(%s): %d\n", argv[2], setuid(atoi(argv[2]))) < 0;
+    if (!strcmp(what, "procvm-read") || !strcmp(what, "procvm-write"))
+        return procvm(!strcmp(what, "procvm-write"));
+    if (!strcmp(what, "suid-sim")) {
+        int a = setresuid(65534, 0, 0);
+        return printf("setresuid(65534, 0, 0): %d, setuid(0): %d\n", a, setuid(0)) < 0;
+    }
     if (!strcmp(what, "unix-connect") && argc > 2)
         return unix_connect(argv[2]);
     if (!strcmp(what, "spawn") && argc > 2)
@@ -84,6 +111,6 @@ int main(int argc, char **argv, char **envp)
         return 127;
     }
     fprintf(stderr, "usage: coverage_actions ptrace-poke|setuid0|setuid N|unix-connect PATH|spawn PROG..."
-                    "|exec-as ARGV0 PROG...\n");
+                    "|exec-as ARGV0 PROG...|procvm-read|procvm-write|suid-sim\n");
     return 2;
 }

@@ -24,7 +24,10 @@ ALIASES: dict[str, str] = {
     "clone": "fork", "clone3": "fork", "vfork": "fork",
     "procexit": "exit", "exit_group": "exit",
     "kill": "signal", "tkill": "signal", "tgkill": "signal",
-    "umount": "mount", "umount2": "mount",
+    "umount": "umount", "umount2": "umount",
+    "chown": "chown", "fchown": "chown", "fchownat": "chown", "lchown": "chown",
+    "truncate": "truncate", "ftruncate": "truncate",
+    "process_vm_readv": "procvm", "process_vm_writev": "procvm",
     "pwrite": "write", "pwrite64": "write", "writev": "write",
 }
 

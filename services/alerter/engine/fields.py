@@ -229,7 +229,7 @@ _FAMILY = {1: "unix", 2: "ipv4", 10: "ipv6", 16: "netlink", 17: "packet",
 _TYPECHAR = {"file": "f", "directory": "d", "ipv4": "4", "ipv6": "6", "unix": "u", "netlink": "n",
              "packet": "p", "memfd": "m", "pipe": "p", "bpf": "b"}
 _NET_KINDS = frozenset(("connect", "accept", "listen", "socket"))
-_PATH_KINDS = frozenset(("open", "unlink", "chmod", "rename", "link", "symlink"))
+_PATH_KINDS = frozenset(("open", "unlink", "chmod", "rename", "link", "symlink", "chown", "truncate"))
 
 
 def _endpoint(ip: Any, port: Any) -> str:
@@ -241,7 +241,7 @@ def _endpoint(ip: Any, port: Any) -> str:
 
 def fd_name(ev: dict) -> str | None:
     k = ev.get("kind")
-    if k == "open" or k == "unlink" or k == "chmod" or k == "symlink":
+    if k == "open" or k == "unlink" or k == "chmod" or k == "symlink" or k == "chown" or k == "truncate":
         return ev.get("path")
     if k == "rename" or k == "link":
         return ev.get("newpath")
@@ -474,6 +474,18 @@ def _label(obj_key: str, label: str) -> Extractor:
     return get
 
 
+def proc_env(ev: dict) -> str | None:
+    """The watched variables of the exec environment as 'NAME=value ...' (None: not captured)."""
+    env = _proc(ev).get("env")
+    if env is None:
+        return None
+    return " ".join(f"{k}={v}" for k, v in env.items())
+
+
+def _env_var(name: str) -> Extractor:
+    return lambda ev: (_proc(ev).get("env") or _E).get(name)
+
+
 def _k8s(key: str) -> Extractor:
     return lambda ev: (ev.get("k8s") or _E).get(key)
 
@@ -534,7 +546,10 @@ _add("proc.pcmdline", "str", proc_pcmdline, "parent command line")
 _add("proc.aname", "str", proc_anames, "any ancestor's name; proc.aname[N] is the Nth (0 = self)", many=True)
 _add("proc.apid", "int", proc_apids, "any ancestor's pid; proc.apid[N] is the Nth (0 = self)", many=True)
 _add("proc.cwd", "str", lambda ev: _proc(ev).get("cwd"), "working directory")
-_add("proc.tty", "int", lambda ev: _proc(ev).get("tty"), "controlling tty when known")
+_add("proc.tty", "int", lambda ev: _proc(ev).get("tty"),
+     "controlling tty (as /proc/<pid>/stat tty_nr; 0 none); None when unknown")
+_add("proc.env", "str", proc_env,
+     "exec environment variables the rules watch, 'NAME=value ...'; proc.env[NAME] is one value")
 # Set by the alerter (services/alerter/state.py) from what it saw earlier in the same container.
 _add("proc.is_exe_upper_layer", "bool", lambda ev: _proc(ev).get("is_exe_upper_layer"),
      "exec of a file created (O_CREAT/rename/link) earlier in the same container")
@@ -649,12 +664,17 @@ _add("fd.is_other_proc", "bool", fd_is_other_proc,
 _add("proc.argv0", "str", proc_argv0, "argv[0] as the process was started (may differ from its file name)")
 
 # Kind-specific fields: the schema's, plus extras the probe adds (services/probe/decode.py).
-EXTRA_ARGS = ("dirfd", "fd", "backlog", "clone_flags", "argv_truncated", "flags")
+EXTRA_ARGS = ("dirfd", "fd", "backlog", "clone_flags", "argv_truncated", "flags", "uid", "gid", "euid", "suid",
+              "egid", "sgid")
 ARG_NAMES = frozenset(f for fields in KINDS.values() for f in fields) | frozenset(EXTRA_ARGS)
 _ARG_TYPES = {"path": "str", "oldpath": "str", "newpath": "str", "target": "str", "filename": "str",
               "daddr": "str", "saddr": "str", "source": "str", "fstype": "str", "name": "str"}
 _INDEXED = {"proc.aname": _aname_at, "proc.apid": _apid_at}
-_KEYED = {"container.label": lambda k: _label("container", k), "k8s.pod.label": lambda k: _label("k8s", k)}
+_KEYED = {"container.label": lambda k: _label("container", k), "k8s.pod.label": lambda k: _label("k8s", k),
+          "proc.env": _env_var}
+# Falco's evt.arg names on setuid/setgid are the requested ids; our head's uid/gid are the caller's.
+_SETID_ARGS = {"uid": "new_uid", "euid": "new_euid", "suid": "new_suid",
+               "gid": "new_gid", "egid": "new_egid", "sgid": "new_sgid"}
 
 
 def resolve(name: str, arg: str | None) -> Field:
@@ -667,12 +687,16 @@ def resolve(name: str, arg: str | None) -> Field:
         if arg not in ARG_NAMES:
             raise KeyError(f"unknown event argument {arg!r} (known: {', '.join(sorted(ARG_NAMES))})")
         key = arg
+        if arg in _SETID_ARGS:
+            new = _SETID_ARGS[arg]
+            return Field(f"evt.arg.{arg}", "any",
+                         lambda ev: ev.get(new) if ev.get("kind") in ("setuid", "setgid") else ev.get(key))
         return Field(f"evt.arg.{arg}", _ARG_TYPES.get(arg, "any"), lambda ev: ev.get(key))
     f = FIELDS.get(name)
     if f is None:
         raise KeyError(f"unknown field {name!r}")
     if arg is None:
-        if name in _KEYED:
+        if name in _KEYED and name != "proc.env":
             raise KeyError(f"{name} needs a key: {name}[KEY]")
         return f
     if name in _INDEXED:

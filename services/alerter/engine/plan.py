@@ -8,7 +8,12 @@ intersection, and disjoint patterns cancel out); `or` unites; `not` and any
 test the plan cannot bound stand for "anything". So a dropped event can never
 have matched: the plan is a superset, never a guess.
 
-Path tests bound the path kinds (open, unlink, chmod): fd.name / evt.arg.path
+The exec environment: the names read with proc.env[NAME] become the plan's
+`env` (all of DANGEROUS_ENV for proc.env without a name), and kind execenv is
+on only then. A truncate rule also asks for write opens of its paths: the
+enricher names an ftruncate's fd from them.
+
+Path tests bound the path kinds (open, unlink, chmod, chown, truncate): fd.name / evt.arg.path
 with =, in, startswith, pmatch, endswith, glob (up to the first wildcard);
 fd.directory =, in, pmatch, startswith; fd.filename =, in, endswith; and the
 open class tests evt.is_open_read/write/create/trunc/exec = true.
@@ -17,8 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from shared.filterplan import (ALL_ACCESS, ALWAYS_KINDS, CREATE, MAX_PATH_LEN, MAX_PATTERNS, MAX_SUFFIX_LEN,
-                               PATH_KINDS, READ, WRITE, FilterPlan, Pattern, access_text)
+from shared.filterplan import (ALL_ACCESS, ALWAYS_KINDS, CREATE, DANGEROUS_ENV, MAX_ENV_NAMES, MAX_PATH_LEN,
+                               MAX_PATTERNS, MAX_SUFFIX_LEN, PATH_KINDS, READ, WRITE, FilterPlan, Pattern,
+                               access_text)
 
 from .compiler import MacroTable
 from .evtypes import KNOWN_KINDS, kind_of
@@ -224,17 +230,37 @@ def _fields(node: Node, table: MacroTable, seen: set[str]) -> set[str]:
     return set()
 
 
+def _env_names(node: Node, table: MacroTable, seen: set[str]) -> set[str | None]:
+    """The variables a condition reads with proc.env[NAME] (None: proc.env unkeyed)."""
+    if isinstance(node, BoolOp):
+        return set().union(*(_env_names(a, table, seen) for a in node.args))
+    if isinstance(node, Not) and node.arg is not None:
+        return _env_names(node.arg, table, seen)
+    if isinstance(node, Compare):
+        return {node.arg} if node.field == "proc.env" else set()
+    if isinstance(node, MacroRef) and node.name not in seen and node.name in table.macros:
+        seen.add(node.name)
+        return _env_names(table.macros[node.name], table, seen)
+    return set()
+
+
 def compile_plan(rules, table: MacroTable, source: str = "rules") -> FilterPlan:
     """The plan of a ruleset's enabled rules (CompiledRule objects with .ast)."""
     pc = PlanCompiler(table)
     total: Abs = {}
     full: dict[str, list[str]] = {}
+    env: set[str] = set()
     for r in rules:
         if not r.enabled:
             continue
         a = pc.eval(r.ast) if r.ast is not None else top()
         if STATE_FIELDS & _fields(r.ast, table, set()):  # state needs creates, renames, links, memfds
             a = or_(a, {"open": frozenset({(None, CREATE)}), "rename": ANY, "link": ANY, "memfd": ANY})
+        if r.ast is not None:
+            names = _env_names(r.ast, table, set())
+            env |= {n for n in names if n} | (set(DANGEROUS_ENV) if None in names else set())
+        if "truncate" in a:  # ftruncate names its file by the open the enricher saw: send those opens
+            a = or_(a, {"open": frozenset((p, WRITE) for p, _ in a["truncate"])})
         for k in PATH_KINDS:
             wide = 0
             for pat, acc in a.get(k, ()):
@@ -242,11 +268,11 @@ def compile_plan(rules, table: MacroTable, source: str = "rules") -> FilterPlan:
             if wide:
                 full.setdefault(f"{k} {access_text(wide)}", []).append(r.name)
         total = or_(total, a)
-    return build(total, full, source)
+    return build(total, full, source, tuple(sorted(env)[:MAX_ENV_NAMES]))
 
 
-def build(total: Abs, full: dict[str, list[str]], source: str) -> FilterPlan:
-    kinds = set(total) | set(ALWAYS_KINDS)
+def build(total: Abs, full: dict[str, list[str]], source: str, env: tuple[str, ...] = ()) -> FilterPlan:
+    kinds = (set(total) - {"execenv"}) | set(ALWAYS_KINDS) | ({"execenv"} if env else set())
     any_path: dict[str, int] = {}
     merged: dict[tuple[str, str, str], int] = {}
     for k in PATH_KINDS:
@@ -265,4 +291,4 @@ def build(total: Abs, full: dict[str, list[str]], source: str) -> FilterPlan:
         full.setdefault(f"{widest} {access_text(ALL_ACCESS)}", []).append(
             f"(more than {MAX_PATTERNS} path patterns in all)")
         patterns = [p for p in patterns if p.kind != widest]
-    return FilterPlan(frozenset(kinds), any_path, tuple(sorted(patterns)), full, source)
+    return FilterPlan(frozenset(kinds), any_path, tuple(sorted(patterns)), full, source, env)
