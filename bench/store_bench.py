@@ -50,7 +50,8 @@ def queries(mix: EventMix, end_ts: int, new: bool):
     def window(r: random.Random) -> dict:
         since = end_ts - SPAN_NS + r.randrange(SPAN_NS - HOUR)
         return {"since": since, "until": since + HOUR}
-    words = ["passwd", "ld.so.cache", "nginx", "10.0.3", "curl healthz", "appendonly", "node_exporter", "coredns"]
+    words = ["passwd", "ld.so.cache", "nginx", "curl healthz", "appendonly", "node_exporter", "coredns", "preload"]
+    prefixes = ["10.0.3*", "passw*", "ngin*", "append*"]
     out = [
         ("events newest", 20, lambda r: {}, "events"),
         ("events container+1h", 20, lambda r: {"container": r.choice(conts)["name"], **window(r)}, "events"),
@@ -59,6 +60,7 @@ def queries(mix: EventMix, end_ts: int, new: bool):
          "events"),
         ("events pid", 20, lambda r: {"pid": r.choice(pids)}, "events"),
         ("events q", 20 if new else 3, lambda r: {"q": r.choice(words)}, "events"),
+        ("events q prefix*", 10 if new else 3, lambda r: {"q": r.choice(prefixes)}, "events"),
         ("events q+container", 20 if new else 3, lambda r: {"q": r.choice(words), "container": r.choice(conts)["name"]},
          "events"),
         ("events limit=1000", 10, lambda r: {"limit": 1000, "container": r.choice(conts)["name"]}, "events"),

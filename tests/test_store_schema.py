@@ -100,11 +100,13 @@ async def test_word_search_prefixes_and_retention_of_words(nats_server, store_ur
         async def found(q: str) -> list[int]:
             return sorted(e["ts"] - t0 for e in await all_pages(c, "events", q=q))
         assert await found("preload") == [1]              # a dotted word's part
-        assert await found("LD.SO") == [1]                # a prefix of the whole dotted word, any case
-        assert await found("203.0.113") == [2]            # remote address by prefix
-        assert await found("exfil.example") == [2]        # command line
-        assert await found("nc 4444") == [3]              # all words; short ones whole
-        assert await found("ng") == []                    # 2 characters: whole words only ("nginx" is not "ng")
+        assert await found("LD.SO*") == [1]               # a prefix of the whole dotted word, any case
+        assert await found("203.0.113*") == [2]           # remote address by prefix
+        assert await found("exfil.example.org") == [2]    # command line
+        assert await found("exfil.example") == []         # whole words only, unless ...*
+        assert await found("nc 4444") == [3]              # all words
+        assert await found("ng*") == []                   # 2 characters: whole words only ("nginx" is not "ng")
+        assert await found("ngin*") == [4]
         assert await found("frontend access") == [4]      # container name with path
         assert await found("preload nginx") == []
         for bad in ("a", "%%", "x" * 201):
@@ -245,9 +247,9 @@ async def test_postgres_search_past_the_walk_uses_the_index(postgres, monkeypatc
                 out += [e["ts"] - t0 for e in page["items"]]
                 if not (cursor := page["next_cursor"]):
                     return out
-        assert await search(q="rare", limit=2) == list(range(50, -1, -10))
+        assert await search(q="rare*", limit=2) == list(range(50, -1, -10))
         assert await search(q="common", limit=7) == list(range(59, -1, -1))
-        assert await search(q="rare", kind="open", limit=100) == list(range(50, -1, -10))
+        assert await search(q="rare*", kind="open", limit=100) == list(range(50, -1, -10))
         assert await search(q="nowhere") == []
     finally:
         await b.close()

@@ -113,8 +113,9 @@ DESCRIPTIONS = {
     "namespace": "Kubernetes namespace of the pod the event or alert came from",
     "pod": "Kubernetes pod name",
     "q": ("words to search for (all must occur, any case) in paths, command line, comm, exe, container name and "
-          "addresses (alerts: also rule and output); words of 3+ characters match as prefixes, 2 as whole words; "
-          "'ld.so.preload' is found by 'preload' and by 'ld.so'"),
+          "addresses (alerts: also rule and output); parts of dotted words are words too ('preload' finds "
+          "/etc/ld.so.preload); 'word*' (3+ characters) matches as a prefix ('10.0.3*' finds 10.0.3.7), slower "
+          "than whole words"),
     "since": "only at or after this time: ns since the epoch or ISO-8601",
     "until": "only at or before this time: ns since the epoch or ISO-8601",
     "limit": f"page size, 1..{MAX_LIMIT} (default {DEFAULT_LIMIT}); any size fits: the store sends replies larger "

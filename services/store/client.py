@@ -12,7 +12,7 @@ StoreQueryError -> HTTP 400; StoreUnavailable (no store answered, or it failed) 
 Filters (all optional):
   events:  kind, container (id prefix or name), node, pid, namespace, pod (k8s), since, until (ns),
            q (words, case-insensitive, all must occur in the path, command line, comm, exe, container
-              name/image, pod, namespace or an address; words of 3+ characters also match as prefixes),
+              name or an address; parts of dotted words are words too; `word*` matches as a prefix),
            limit (1..1000, default 100), cursor (next_cursor of the previous page)
 Replies larger than the bus's max payload arrive in chunks (joined by this client).
   alerts:  rule, priority (minimum, e.g. "warning"), container, node, since, until, q, limit, cursor

@@ -27,9 +27,10 @@ TRAIN_SAMPLES = 4000          # bodies collected before (re)training a dictionar
 RETRAIN_EVERY = 500_000       # events written between retrainings
 MAX_DICTS = 255
 MAX_WORDS_TEXT = 1500         # characters of searchable text per event
-MIN_PREFIX = 3                # shorter query words match whole words only
+MIN_PREFIX = 3                # `ab*` matches the word ab only
 
 _WORD = re.compile(r"[\w.:]+")
+_QUERY_WORD = re.compile(r"([\w.:]+)(\*?)")
 _PART = re.compile(r"[^.:\s]+")
 _FIELDS = ("comm", "path", "filename", "oldpath", "newpath", "target", "source", "name", "query", "qname",
            "daddr", "saddr")
@@ -73,9 +74,14 @@ def search_text(item: dict) -> str:
 
 
 def query_words(q: str) -> list[tuple[str, bool]]:
-    """(word, is_prefix) for each word of a text query; words of MIN_PREFIX+ characters match as prefixes."""
-    words = (w.strip(".:") for w in _WORD.findall(q.lower()))
-    return [(w, len(w) >= MIN_PREFIX) for w in words if len(w) >= 2]
+    """(word, is_prefix) of a text query: words match whole; `word*` (MIN_PREFIX+ characters) matches as a
+    prefix. Whole words are the fast case: a prefix must merge the lists of every word it starts."""
+    out = []
+    for m in _QUERY_WORD.finditer(q.lower()):
+        w = m.group(1).strip(".:")
+        if len(w) >= 2:
+            out.append((w, bool(m.group(2)) and len(w) >= MIN_PREFIX))
+    return out
 
 
 class Codec:

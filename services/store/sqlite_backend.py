@@ -25,6 +25,7 @@ from .tables import AGED, CAPPED, CONTAINER_SELECT, MAX_TREE_ROWS, PROCESS_SELEC
 _SQL = statements(query.SQLITE)
 RETAIN_BATCH = 2000
 RETAIN_PASSES = 5
+FTS_MERGE_PAGES = 500      # FTS5 index pages merged after a retention run that deleted rows
 SIZE_TARGET = 0.9        # over max_bytes: delete down to this share of it
 _DERIVED = ("containers", "connections", "container_ips", "processes")
 
@@ -124,6 +125,9 @@ class SqliteBackend:
                         break
         for table, n in (await self._w.call(_retain_derived, cutoff_ts, max_rows)).items():
             res.deleted[table] = n
+        for j in JOURNALS:
+            if res.deleted.get(j.table):     # deleted words are tombstones until FTS5 merges its segments
+                await self._w.call(_fts_merge, j)
         return res
 
     # -- queries ------------------------------------------------------------
@@ -327,6 +331,10 @@ def _retain_batch(c: _Conn, db: sqlite3.Connection, j: Journal, cutoff: int, ext
         db.execute("ROLLBACK")
         raise
     return n, max(0, extra - n), n == RETAIN_BATCH
+
+
+def _fts_merge(c: _Conn, db: sqlite3.Connection, j: Journal) -> None:
+    db.execute(f"INSERT INTO {j.fts} ({j.fts}, rank) VALUES ('merge', ?)", (FTS_MERGE_PAGES,))
 
 
 def _retain_derived(c: _Conn, db: sqlite3.Connection, cutoff: int, max_rows: int) -> dict[str, int]:
