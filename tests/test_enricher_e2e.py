@@ -58,11 +58,11 @@ async def test_container_and_host_events_are_enriched(nats_server, bb_image, pod
         # a host process: container and k8s null, parent is this test process
         tag = f"/tmp/enr-host-{uuid.uuid4().hex}"
         await asyncio.to_thread(subprocess.run, ["/bin/cat", tag], capture_output=True)
-        host = await p.wait_for(lambda e: e["kind"] == "exec" and e["argv"] == ["/bin/cat", tag])
+        host = await p.wait_for(lambda e: e["kind"] == "exec" and e["argv"] == ["/bin/cat", tag], timeout=60)
         assert host["container"] is None and host["k8s"] is None
         assert host["proc"]["exe"] == "/bin/cat" and host["proc"]["name"] == "cat"
         assert host["ppid"] == os.getpid() and host["proc"]["pexe"] == os.readlink("/proc/self/exe")
-        opened = await p.wait_for(lambda e: e["kind"] == "open" and e["path"] == tag)
+        opened = await p.wait_for(lambda e: e["kind"] == "open" and e["path"] == tag, timeout=60)
         assert opened["container"] is None and opened["proc"]["cmdline"] == f"/bin/cat {tag}"
         assert p.enricher.stats.total("enricher_malformed_total") == 0
 
