@@ -39,6 +39,7 @@
 #define K_LISTEN 22
 #define K_SOCKET 23
 #define K_DUP 24
+#define K_DNS 25
 #define K_PTRACE 30
 #define K_SETUID 31
 #define K_SETGID 32
@@ -83,6 +84,11 @@ struct ev_str3  { struct ev_head h; s64 a[6]; char s1[STR_SZ]; char s2[STR_SZ]; 
 // net: sa = the raw user sockaddr (peer for connect/accept, local for listen);
 // la = local address remembered from bind(), for accept.
 struct ev_sock  { struct ev_head h; s64 a[6]; u8 sa[SA_SZ]; u8 la[16]; };
+// dns (bpf/dns.bpf.c): a[0] = payload bytes on the wire, a[1] = bytes copied to data,
+// a[2] = direction (0 query sent, 1 answer received), a[3] = family, a[4] = IP protocol
+// (6 tcp, 17 udp), a[5] = local port << 16 | remote port; addresses as in the IP header.
+#define DNS_PAYLOAD_SZ 512
+struct ev_dns   { struct ev_head h; s64 a[6]; u8 laddr[16]; u8 raddr[16]; u8 data[DNS_PAYLOAD_SZ]; };
 // exec: a[1] = bytes used in argv, a[2] = argc seen, a[3] = 1 if argv truncated
 struct ev_exec  { struct ev_head h; s64 a[6]; char filename[STR_SZ]; char argv[ARGV_SZ + ARG_MAX_LEN]; };
 

@@ -17,10 +17,13 @@ from shared.stats import Stats
 
 from .cgroups import CgroupMatch, parse_path
 from .containers import ContainerRegistry
+from .dns import DnsTracker
+from .names import NameMap
 from .proctable import ProcTable
 
 _log = log.get("enricher")
 CLONE_THREAD = 0x10000
+NAMED_KINDS = frozenset(("connect", "accept", "flow"))  # get `dname` from the container's DNS answers
 
 
 def _kind_label(kind: str) -> str:
@@ -29,9 +32,15 @@ def _kind_label(kind: str) -> str:
 
 class Enricher:
     def __init__(self, procs: ProcTable, containers: ContainerRegistry, stats: Stats,
-                 lookup_timeout: float) -> None:
+                 lookup_timeout: float, names: NameMap | None = None) -> None:
         self.procs, self.containers, self.stats = procs, containers, stats
         self.lookup_timeout = lookup_timeout
+        self.names = names if names is not None else NameMap()
+        self.dns = DnsTracker(stats, self.names)
+
+    def _scope(self, ev: dict, m: CgroupMatch | None) -> str:
+        """Whose name map an event uses: its container's, or the host's."""
+        return m.container_id if m is not None else "host"
 
     def _malformed(self, reason: str, ev: dict) -> None:
         self.stats.inc("enricher_malformed_total", reason=reason)
@@ -111,6 +120,10 @@ class Enricher:
                 if kind == "exec" and changed in in_views:  # an ancestor of cached views changed
                     views.clear()
                     in_views.clear()
+            elif kind == "dns":  # before the process view: an answer takes its query's pid
+                cg = ev.get("cgroup_id") or 0
+                self.dns.on_event(ev, self._scope(ev, self.containers.resolve(cg, ev["ts"], ev["pid"])
+                                                  if cg else None))
             pid = ev["pid"]
             ppid = ev.get("ppid") if isinstance(ev.get("ppid"), int) else 0
             comm = ev.get("comm") if isinstance(ev.get("comm"), str) else ""
@@ -130,6 +143,8 @@ class Enricher:
                 views.pop(pid, None)  # the pid's next events are a new process
             cg = ev.get("cgroup_id") or 0
             m = self.containers.resolve(cg, ev["ts"], pid) if cg else self._by_proc(pid)
+            if kind in NAMED_KINDS:
+                ev["dname"] = self.names.lookup(self._scope(ev, m), ev.get("daddr"), ev["ts"])
             matches.append(m)
             out.append(ev)
         for kind, n in kinds_in.items():

@@ -34,6 +34,7 @@ from . import loader
 from .config import ProbeConfig
 from .decode import DEDUP_HASH, KIND_NAMES, KIND_NUMBERS, DecodeError, Decoder
 from .dedup import KINDS as DEDUP_KINDS, Dedup
+from .dns_attach import DnsAttachment
 from .flows import FlowReader
 from .plan_maps import PlanMaps
 from .ringbuf import RingReader
@@ -106,6 +107,7 @@ class ProbeService:
         self.dedup = Dedup(self.node) if cfg.dedup_window_ms and cfg.capture == "plan" else None
         self.per_syscall = False  # raw_syscalls:sys_enter attached (see _keep_per_syscall_program)
         self.flows: FlowReader | None = None  # connections aggregated in the kernel (bpf/net.bpf.c)
+        self.dns: DnsAttachment | None = None  # bpf/dns.bpf.c's programs on the cgroup-v2 root
 
     # ---- life cycle -------------------------------------------------------------
 
@@ -120,6 +122,10 @@ class ProbeService:
             self.bpf = await loop.run_in_executor(
                 None, loader.compile_and_attach, self.plan, self.cfg.ringbuf_pages, self.cfg.wakeup_every)
             self._configure_kernel()
+            if self.plan.has("dns.bpf.c"):
+                self.dns = await loop.run_in_executor(None, DnsAttachment(self.bpf).attach)
+                if self.dns.error:
+                    _log.warning("%s", self.dns.error)
             await loop.run_in_executor(None, self._keep_per_syscall_program)
             self.bus = await self._stack.enter_async_context(
                 busmod.connect(self.common.servers, self.stats, name=f"probe-{self.node}"))
@@ -156,6 +162,9 @@ class ProbeService:
         if self._ring is not None:
             self._ring.close()
             self._ring = None
+        if self.dns is not None:
+            self.dns.close()
+            self.dns = None
         if self.bpf is not None:  # detaching ~100 tracepoints takes seconds: not on the loop
             await asyncio.get_running_loop().run_in_executor(None, self.bpf.cleanup)
             self.bpf = None
