@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from shared.filterplan import (ALL_ACCESS, ALWAYS_KINDS, CREATE, MAX_PATH_LEN, MAX_PATTERNS, MAX_SUFFIX_LEN,
-                               PATH_KINDS, READ, WRITE, FilterPlan, Pattern, access_text)
+from shared.filterplan import (ALL_ACCESS, ALWAYS_KINDS, CREATE, FEATURE_KINDS, MAX_PATH_LEN, MAX_PATTERNS,
+                               MAX_SUFFIX_LEN, PATH_KINDS, READ, WRITE, FilterPlan, Pattern, access_text)
 
 from .compiler import MacroTable
 from .evtypes import KNOWN_KINDS, kind_of
@@ -246,7 +246,7 @@ def compile_plan(rules, table: MacroTable, source: str = "rules") -> FilterPlan:
 
 
 def build(total: Abs, full: dict[str, list[str]], source: str) -> FilterPlan:
-    kinds = set(total) | set(ALWAYS_KINDS)
+    kinds = set(total) | set(ALWAYS_KINDS) | set(FEATURE_KINDS)
     any_path: dict[str, int] = {}
     merged: dict[tuple[str, str, str], int] = {}
     for k in PATH_KINDS:
