@@ -14,7 +14,8 @@ import orjson
 
 from . import derive, query
 from .backend import RetentionResult, WriteResult, container_dict, tree_from_rows
-from .tables import AGED, CAPPED, CONTAINER_SELECT, DDL, MAX_TREE_ROWS, PROCESS_SELECT, TABLES, statements
+from .tables import (AGED, CAPPED, CONTAINER_META_SELECT, CONTAINER_SELECT, DDL, GRAPH_NAMES_SELECT, MAX_TREE_ROWS,
+                     PROCESS_SELECT, TABLES, statements)
 
 _SQL = statements(query.SQLITE)
 
@@ -117,7 +118,9 @@ class SqliteBackend:
                                "WHERE last_seen >= ?", (since,)).fetchall()
             ips = dict(db.execute("SELECT ip, container_id FROM container_ips").fetchall())
             names = dict(db.execute("SELECT id, name FROM containers").fetchall())
-            return edges, ips, names
+            dns = db.execute(GRAPH_NAMES_SELECT).fetchall()
+            meta = derive.container_meta(db.execute(CONTAINER_META_SELECT).fetchall())
+            return edges, ips, names, dns, meta
         return derive.build_graph(*await self._r.call(read))
 
     async def counts(self) -> dict:
@@ -144,6 +147,7 @@ def _write(db: sqlite3.Connection, events: list[dict], alerts: list[dict]) -> Wr
         db.executemany(_SQL["container"], d.container_rows())
         db.executemany(_SQL["connection"], d.connection_rows())
         db.executemany(_SQL["ip"], d.ip_rows())
+        db.executemany(_SQL["ip_name"], d.ip_name_rows())
         db.executemany(_SQL["process"], d.process_rows())
         db.executemany(_SQL["exit"], d.exit_rows())
         db.execute("COMMIT")
