@@ -52,7 +52,8 @@ class DnsTracker:
         self._resolv: OrderedDict[str, tuple[frozenset[str] | None, int]] = OrderedDict()
 
     def on_event(self, ev: dict, scope: str) -> None:
-        """Fill a dns event in place (before the process view: answers take the query's pid)."""
+        """Fill a dns event in place (before the process view: answers take the query's pid).
+        resolv.conf is read through the querying process or, when it is already gone, its parent."""
         raw = ev.pop("payload", None)
         ev.update(txid=None, qname=None, qtype=None, rcode=None, answers=[], ttl=None, latency_ns=None,
                   malformed=None, resolver_configured=None)
@@ -75,7 +76,8 @@ class DnsTracker:
         if not msg.response:
             if direction == "query":
                 self._remember(key, ev)
-                ev["resolver_configured"] = self._configured(scope, ev.get("pid"), ev.get("daddr"), ts)
+                ev["resolver_configured"] = self._configured(scope, (ev.get("pid"), ev.get("ppid")), ev.get("daddr"),
+                                                             ts)
             return
         ev["rcode"] = msg.rcode
         ev["answers"] = [r.data for r in msg.answers if r.data is not None]
@@ -106,12 +108,15 @@ class DnsTracker:
             del pending[old_key]
             self.stats.inc("enricher_dns_unanswered_total")
 
-    def _configured(self, scope: str, pid: object, server: object, ts: int) -> bool | None:
+    def _configured(self, scope: str, pids: tuple, server: object, ts: int) -> bool | None:
         if not isinstance(server, str):
             return None
         cached = self._resolv.get(scope)
         if cached is None or ts - cached[1] > RESOLV_TTL_NS or cached[0] is None:
-            servers = resolv_nameservers(pid) if isinstance(pid, int) and pid > 0 else None
+            servers = None
+            for pid in pids:
+                if isinstance(pid, int) and pid > 0 and servers is None:
+                    servers = resolv_nameservers(pid)
             cached = (servers, ts)
             self._resolv[scope] = cached
             self._resolv.move_to_end(scope)
