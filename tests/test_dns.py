@@ -161,15 +161,15 @@ async def test_enricher_names_connects_and_flows_of_the_container_that_resolved(
             raw_dns("answer", dnswire.answer(q, ["198.51.100.20"], ttl=5), ts=now + 1, node=p.node),
             conn, flow, other,
             raw_dns("query", b"\xff" * 5, ts=now + 4, pid=os.getpid(), node=p.node)])
-        ans = await p.wait_for(lambda e: e["kind"] == "dns" and e["direction"] == "answer" and e["txid"] == 9)
+        ans = await p.wait_for(lambda e: e["kind"] == "dns" and e["direction"] == "answer" and e["txid"] == 9, timeout=60)
         assert ans["answers"] == ["198.51.100.20"] and ans["pid"] == os.getpid() and ans["latency_ns"] == 1
         assert ans["proc"]["exe"]  # the query's process, although the answer came without one
-        got = await p.wait_for(lambda e: e["kind"] == "connect" and e["daddr"] == "198.51.100.20")
+        got = await p.wait_for(lambda e: e["kind"] == "connect" and e["daddr"] == "198.51.100.20", timeout=30)
         assert got["dname"] == "db.internal.example"
-        fl = await p.wait_for(lambda e: e["kind"] == "flow" and e["daddr"] == "198.51.100.20")
+        fl = await p.wait_for(lambda e: e["kind"] == "flow" and e["daddr"] == "198.51.100.20", timeout=30)
         assert fl["dname"] == "db.internal.example"
-        assert (await p.wait_for(lambda e: e["kind"] == "connect" and e["daddr"] == "198.51.100.21"))["dname"] is None
-        bad = await p.wait_for(lambda e: e["kind"] == "dns" and e.get("malformed"))
+        assert (await p.wait_for(lambda e: e["kind"] == "connect" and e["daddr"] == "198.51.100.21", timeout=30))["dname"] is None
+        bad = await p.wait_for(lambda e: e["kind"] == "dns" and e.get("malformed"), timeout=30)
         assert bad["malformed"] == "short_header"
         assert p.enricher.stats.get("enricher_dns_malformed_total", reason="short_header") == 1
 
