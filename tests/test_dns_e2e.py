@@ -117,3 +117,46 @@ async def test_container_dns_names_its_connection_graph_edge_and_raises_the_pool
                 responder.terminate()
                 responder.wait(10)
             await asyncio.to_thread(containers.remove, name)
+
+
+async def test_events_cli_follows_dns(nats_server):
+    """`eunomia events --follow --kind dns` (a real subprocess) shows a host process's query and answer."""
+    import os
+    import random
+
+    from tests import dnswire
+    from tests.conftest import ROOT as REPO
+
+    addr = f"127.56.{random.randint(1, 254)}.{random.randint(1, 254)}"
+    async with Pipeline(nats_server.url) as p:
+        cli = subprocess.Popen([sys.executable, "-m", "services.cli.main", "--nats", nats_server.url, "events",
+                                "--follow", "--kind", "dns", "--container", "host"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            assert "listening on" in await asyncio.wait_for(asyncio.to_thread(cli.stderr.readline), 30)
+
+            def ask() -> None:  # the client is a child process: the probe excludes this one (it runs in it)
+                q = dnswire.query("cli.example").hex()
+                with dnswire.Responder(addr, {"cli.example": "192.0.2.7"}):
+                    subprocess.run([sys.executable, "-c", "import socket, sys; c = socket.socket(2, 2); "
+                                    "c.settimeout(10); c.sendto(bytes.fromhex(sys.argv[1]), (sys.argv[2], 53)); "
+                                    "c.recv(4096)", q, addr], check=True, timeout=30)
+            await asyncio.to_thread(ask)
+            seen: list[str] = []
+
+            async def both() -> bool:
+                line = await asyncio.to_thread(cli.stdout.readline)
+                if addr in line:
+                    seen.append(line)
+                return any("qname=cli.example" in x and "direction=query" in x for x in seen) and \
+                    any("answers=192.0.2.7" in x and "rcode=NOERROR" in x for x in seen)
+            try:
+                await until(both, 60, "the query and the answer in `eunomia events --kind dns`")
+            except AssertionError:
+                raise AssertionError(f"seen: {seen}") from None
+        finally:
+            cli.kill()
+            cli.wait()
+        assert all(" dns " in x and " host " in x for x in seen), seen
+        assert p.node
