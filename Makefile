@@ -18,6 +18,7 @@ bench: bootstrap
 	$(PY) -m bench.rules_bench
 	$(PY) -m bench.pipeline_bench
 	$(PY) -m bench.overhead_bench
+	$(PY) -m bench.dns_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache
