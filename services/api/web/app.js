@@ -249,14 +249,18 @@ function mapOptions(g) {
   sel.value = names.includes(cur) ? cur : "";
 }
 
-function runLayout(fit) {
-  const lay = map.cy.layout({ name: "cose", animate: false, randomize: true, fit, padding: 20, numIter: 600,
-                              nodeRepulsion: () => 6000, idealEdgeLength: () => 60, componentSpacing: 60 });
+// The first layout starts from random positions; later ones (new nodes on refresh) start from the
+// current ones, so the map does not jump. Big maps get fewer iterations (cose is O(n^2) per iteration).
+function runLayout(refit) {
+  const first = map.layouts === 0, n = map.cy.nodes().length;
+  const lay = map.cy.layout({ name: "cose", animate: false, randomize: first, fit: first || refit, padding: 20,
+                              numIter: n > 150 ? 300 : 600, nodeRepulsion: () => 6000, idealEdgeLength: () => 60,
+                              componentSpacing: 60 });
   lay.one("layoutstop", () => { map.layouts++; });
   lay.run();
 }
 
-function drawMap() {
+function drawMap(refit) {
   const box = $("#graph");
   if (typeof cytoscape !== "function") {
     box.replaceChildren(el("p", { class: "error" }, "graph library missing: run `make bootstrap` (it vendors cytoscape.js)"));
@@ -287,7 +291,7 @@ function drawMap() {
     nodes.sort((a, b) => (a.classes === "group" ? 0 : 1) - (b.classes === "group" ? 0 : 1));  // parents first
     cy.add([...nodes, ...add.filter((e) => e.group === "edges")]);
   });
-  if (changed) runLayout(true);
+  if (changed) runLayout(refit === true);
   const real = cy.nodes().not(".group");
   $("#graph-stats").textContent = `${real.length} nodes, ${cy.edges().length} connections`;
   if (!real.length) $("#graph-detail").replaceChildren(el("p", { class: "empty" }, "no connections seen yet"));
@@ -367,8 +371,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#containers-refresh").addEventListener("click", loadContainers);
   $("#graph-refresh").addEventListener("click", loadGraph);
   $("#graph-since").addEventListener("change", loadGraph);
-  $("#graph-ns").addEventListener("change", drawMap);
-  $("#graph-group").addEventListener("change", drawMap);
+  $("#graph-ns").addEventListener("change", () => drawMap(true));
+  $("#graph-group").addEventListener("change", () => drawMap(true));
   $("#graph-fit").addEventListener("click", () => { if (map.cy) map.cy.fit(undefined, 20); });
   $("#tree-container").addEventListener("change", loadTree);
   if (!token.get()) token.ask(); else loadAll();
