@@ -126,6 +126,7 @@ class ProbeService:
                 self.dns = await loop.run_in_executor(None, DnsAttachment(self.bpf).attach)
                 if self.dns.error:
                     _log.warning("%s", self.dns.error)
+                self.stats.set("probe_dns_attached", 0 if self.dns.error else 1)
             await loop.run_in_executor(None, self._keep_per_syscall_program)
             self.bus = await self._stack.enter_async_context(
                 busmod.connect(self.common.servers, self.stats, name=f"probe-{self.node}"))
@@ -465,6 +466,7 @@ class ProbeService:
                     "errors": self.plan.errors, "tracepoints": self.bpf.num_open_tracepoints(),
                     "kinds": list(self.cfg.kinds), "excluded_pids": sorted(self.excluded),
                     "capture": self.cfg.capture, "plan": self.plan_maps.summary(),
+                    "dns": (self.dns.error or "attached") if self.dns is not None else "not loaded",
                     "counters": self.stats.snapshot(self.node)["counters"]}
         if op == "plan":
             try:
