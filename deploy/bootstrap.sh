@@ -61,11 +61,12 @@ CYTOSCAPE_VERSION=3.33.1
 CYTOSCAPE_SHA512=iJc4TwyANnOGR1OmWhsS9ayRS3s+XQ185FmuHObThD+5AeJCakAAbWv8KimMTt08xCCLNgneQwFp+JRJOr9qGQ==
 VENDOR=$ROOT/services/api/web/vendor
 if [ "$(cat "$VENDOR/cytoscape.version" 2>/dev/null)" != "$CYTOSCAPE_VERSION" ]; then
-  command -v npm >/dev/null || { apt-get install -y -qq --no-install-recommends npm >/dev/null; }
+  command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends npm >/dev/null; }
   log "fetching cytoscape $CYTOSCAPE_VERSION (npm registry)"
   tmp=$(mktemp -d)
-  (cd "$tmp" && npm pack --silent "cytoscape@$CYTOSCAPE_VERSION" >/dev/null)
-  got=$(openssl dgst -sha512 -binary "$tmp/cytoscape-$CYTOSCAPE_VERSION.tgz" | base64 -w0)
+  (cd "$tmp" && npm pack --silent "cytoscape@$CYTOSCAPE_VERSION" >/dev/null) || {
+    log "cannot fetch cytoscape from the npm registry: the dashboard's network map will say so"; }
+  got=$(openssl dgst -sha512 -binary "$tmp/cytoscape-$CYTOSCAPE_VERSION.tgz" 2>/dev/null | base64 -w0)
   [ "$got" = "$CYTOSCAPE_SHA512" ] || { log "cytoscape tarball sha512 mismatch: $got"; rm -rf "$tmp"; exit 1; }
   tar -xzf "$tmp/cytoscape-$CYTOSCAPE_VERSION.tgz" -C "$tmp" package/dist/cytoscape.min.js package/LICENSE
   mkdir -p "$VENDOR"
