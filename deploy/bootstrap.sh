@@ -65,8 +65,8 @@ if [ "$(cat "$VENDOR/cytoscape.version" 2>/dev/null)" != "$CYTOSCAPE_VERSION" ];
   log "fetching cytoscape $CYTOSCAPE_VERSION (npm registry)"
   tmp=$(mktemp -d)
   (cd "$tmp" && npm pack --silent "cytoscape@$CYTOSCAPE_VERSION" >/dev/null) || {
-    log "cannot fetch cytoscape from the npm registry: the dashboard's network map will say so"; }
-  got=$(openssl dgst -sha512 -binary "$tmp/cytoscape-$CYTOSCAPE_VERSION.tgz" 2>/dev/null | base64 -w0)
+    log "cannot fetch cytoscape@$CYTOSCAPE_VERSION from the npm registry (the dashboard's map needs it)"; rm -rf "$tmp"; exit 1; }
+  got=$(openssl dgst -sha512 -binary "$tmp/cytoscape-$CYTOSCAPE_VERSION.tgz" | base64 -w0)
   [ "$got" = "$CYTOSCAPE_SHA512" ] || { log "cytoscape tarball sha512 mismatch: $got"; rm -rf "$tmp"; exit 1; }
   tar -xzf "$tmp/cytoscape-$CYTOSCAPE_VERSION.tgz" -C "$tmp" package/dist/cytoscape.min.js package/LICENSE
   mkdir -p "$VENDOR"
