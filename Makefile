@@ -23,6 +23,7 @@ bench: bootstrap
 	$(PY) -m bench.overhead_bench
 	$(PY) -m bench.store_bench
 	$(PY) -m bench.detection_latency_bench
+	$(PY) -m bench.dns_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -59,6 +59,27 @@ fi
 mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing || log "cannot mount tracefs"
 mountpoint -q /sys/kernel/debug || mount -t debugfs nodev /sys/kernel/debug || log "cannot mount debugfs"
 
+# The dashboard's graph library: a pinned release from the npm registry, checked against its
+# published sha512 (npm pack verifies it too), unpacked into services/api/web/vendor/ (not in git).
+CYTOSCAPE_VERSION=3.33.1
+CYTOSCAPE_SHA512=iJc4TwyANnOGR1OmWhsS9ayRS3s+XQ185FmuHObThD+5AeJCakAAbWv8KimMTt08xCCLNgneQwFp+JRJOr9qGQ==
+VENDOR=$ROOT/services/api/web/vendor
+if [ "$(cat "$VENDOR/cytoscape.version" 2>/dev/null)" != "$CYTOSCAPE_VERSION" ]; then
+  command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends npm >/dev/null; }
+  log "fetching cytoscape $CYTOSCAPE_VERSION (npm registry)"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "cytoscape@$CYTOSCAPE_VERSION" >/dev/null) || {
+    log "cannot fetch cytoscape@$CYTOSCAPE_VERSION from the npm registry (the dashboard's map needs it)"; rm -rf "$tmp"; exit 1; }
+  got=$(openssl dgst -sha512 -binary "$tmp/cytoscape-$CYTOSCAPE_VERSION.tgz" | base64 -w0)
+  [ "$got" = "$CYTOSCAPE_SHA512" ] || { log "cytoscape tarball sha512 mismatch: $got"; rm -rf "$tmp"; exit 1; }
+  tar -xzf "$tmp/cytoscape-$CYTOSCAPE_VERSION.tgz" -C "$tmp" package/dist/cytoscape.min.js package/LICENSE
+  mkdir -p "$VENDOR"
+  mv "$tmp/package/dist/cytoscape.min.js" "$VENDOR/cytoscape.min.js"
+  mv "$tmp/package/LICENSE" "$VENDOR/cytoscape.LICENSE"
+  echo "$CYTOSCAPE_VERSION" > "$VENDOR/cytoscape.version"
+  rm -rf "$tmp"
+fi
+
 # The venv uses the system Python, so Debian's bcc binding matches it.
 PY=/usr/bin/python3
 if [ ! -x "$VENV/bin/python" ]; then

@@ -6,7 +6,7 @@ BPF maps (services/probe/plan_maps.py). It is a conservative superset: an
 event the plan drops could never have matched a rule.
 
 - `kinds`: event kinds emitted at all (process kinds always: the enricher's
-  process table needs them);
+  process table needs them; dns always: the enricher's name map needs it);
 - for the path kinds (open, unlink, chmod, chown, truncate), events are emitted when
   `any_path[kind]` has a bit of the event's access class, or a pattern of the
   kind matches the path with such a bit. Non-canonical paths are always
@@ -29,6 +29,9 @@ ALL_ACCESS = READ | WRITE | CREATE
 ACCESS_NAMES = {READ: "read", WRITE: "write", CREATE: "create"}
 PATH_KINDS = ("open", "unlink", "chmod", "chown", "truncate")  # the kernel judges their path
 ALWAYS_KINDS = ("exec", "exit", "fork", "chdir")  # kept by the process table whatever the rules
+# Kinds a feature uses whatever the rules: dns feeds the enricher's per-container name map
+# (`dname` on connections and flows). Low volume; turn it off with the probe's kinds.
+FEATURE_KINDS = ("dns",)
 MATCHES = ("exact", "prefix", "suffix")
 MAX_PATTERNS = 8192             # PLAN_ENTRIES in bpf/file.bpf.c (per trie)
 MAX_PATH_LEN = 250              # longer paths are always emitted (PLAN_PATH_SZ - 5)

@@ -16,6 +16,9 @@ The enricher adds `proc`, `container` and `k8s` (null on the host):
     (a container without metadata has only id, name/image None, runtime, labels {} and
     metadata_missing; services/enricher/containers.py)
 
+Connect, accept and flow events carry `dname`, the name the container
+resolved the remote address from (its DNS answers, services/enricher/names.py), or null.
+
 Kind "flow" is connects or accepts aggregated in the kernel per cgroup (pid 0;
 services/probe/flows.py): `count` and `failed` are deltas since the last one.
 
@@ -72,6 +75,9 @@ KINDS: dict[str, tuple[str, ...]] = {
     "accept": ("family", "daddr", "dport", "saddr", "sport", "proto", "ret", "fd"),
     "listen": ("family", "saddr", "sport", "ret", "fd", "backlog"),
     "socket": ("family", "type", "protocol", "ret"),
+    # dns: a message to or from port 53 (bpf/dns.bpf.c). The probe sends `payload` (base64);
+    # the enricher (services/enricher/dns.py) replaces it with the parsed fields of DNS_FIELDS.
+    "dns": ("direction", "family", "proto", "saddr", "sport", "daddr", "dport", "len", "truncated"),
     "dup": ("syscall", "oldfd", "newfd", "fd_type", "ret"),
     "ptrace": ("request", "target_pid", "ret"),
     "setuid": ("syscall", "new_uid", "new_euid", "new_suid", "ret"),
@@ -92,6 +98,10 @@ KINDS: dict[str, tuple[str, ...]] = {
     "flow": ("direction", "family", "proto", "daddr", "dport", "saddr", "sport", "count", "failed",
              "first_ts", "last_ts"),
 }
+
+# dns fields the enricher adds: transaction id, question, answer code, answers (addresses and
+# names), smallest answer TTL (s), query->answer latency (answers only), why a message did not parse.
+DNS_FIELDS = ("txid", "qname", "qtype", "rcode", "answers", "ttl", "latency_ns", "malformed")
 
 # Families and other numeric constants rules and UIs want by name.
 

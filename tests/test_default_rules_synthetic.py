@@ -33,6 +33,12 @@ def execev(argv, pname="sh", filename=None, **kw):
     return ev("exec", name=name, args=argv, pname=pname, exe=fn, filename=fn, argv=argv, ret=0, **kw)
 
 
+def dnsev(qname, qtype="A", direction="query", resolver_configured=True, **kw):
+    return ev("dns", name="xmrig-renamed", direction=direction, family=2, proto="udp", saddr="10.0.0.5", sport=40000,
+              daddr="10.0.0.2", dport=53, len=40, truncated=False, txid=7, qname=qname, qtype=qtype, rcode=None,
+              answers=[], ttl=None, latency_ns=None, malformed=None, resolver_configured=resolver_configured, **kw)
+
+
 O_RDONLY, O_WRONLY, O_CREAT, O_TRUNC = 0, 1, 0o100, 0o1000
 
 CASES = [
@@ -46,6 +52,14 @@ CASES = [
     ("Package management process in container", execev(["pip", "install", "x"])),
     ("Execution from /dev/shm", execev(["/dev/shm/x"])),
     ("Fileless execution via memfd_create", execev(["x"], filename="/memfd:payload (deleted)")),
+    ("DNS lookup of a mining pool domain", dnsev("xmr-eu1.nanopool.org")),
+    ("DNS lookup of a mining pool domain", dnsev("gulf.moneroocean.stream", host=True)),
+    ("DNS lookup of a mining pool domain", dnsev("new-node7.supportxmr.com")),
+    ("Connection to a mining pool domain", ev("connect", name="x", family=2, daddr="1.2.3.4", dport=10128,
+                                              saddr=None, sport=None, proto=6, ret=0, dname="pool.supportxmr.com")),
+    ("DNS query to an unexpected resolver", dnsev("www.example.com", resolver_configured=False)),
+    ("DNS tunnelling suspected", dnsev("nbswy3dpeb3w64tmmqqhi2ltebuxgidbebzwk3tsmv2a.t.evil.example")),
+    ("DNS tunnelling suspected", dnsev("0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f607182.x.example")),
     ("Read sensitive file", ev("open", name="cat", path="/etc/shadow", flags=O_RDONLY, mode=0, ret=3)),
     ("Read sensitive file", ev("open", name="cat", path="/etc/sudoers", flags=O_RDONLY, mode=0, ret=3)),
     ("Read sensitive file", ev("open", name="python3", path="/etc/shadow", flags=O_RDONLY, mode=0, ret=3,
@@ -102,6 +116,11 @@ QUIET = [
     ev("ptrace", name="gdb", request=16, target_pid=99, ret=0, host=True),
     ev("bpf", name="x", cmd=0, prog_type=-1, ret=3),
     ev("mount", name="mount", source="tmpfs", target="/mnt", fstype="tmpfs", flags=0, ret=0, host=True),
+    dnsev("www.example.com"),
+    dnsev("a3f9c2e1.cdn.example.net", qtype="AAAA"),
+    dnsev("kube-dns.kube-system.svc.cluster.local", host=True, resolver_configured=False),
+    ev("connect", name="curl", family=2, daddr="93.184.216.34", dport=443, saddr=None, sport=None, proto=6, ret=0,
+       dname="www.example.com"),
 ]
 
 

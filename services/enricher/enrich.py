@@ -20,6 +20,8 @@ from shared.stats import Stats
 
 from .cgroups import CgroupMatch, parse_path
 from .containers import ContainerRegistry
+from .dns import DnsTracker
+from .names import NameMap
 from .proctable import ProcTable, read_environ
 
 _log = log.get("enricher")
@@ -27,6 +29,7 @@ CLONE_THREAD = 0x10000
 MAX_PENDING_ENV = 4096   # execenv events waiting for their exec (one per exec in flight)
 MAX_FDS = 16384          # (pid, fd) -> path of opens seen, to name ftruncate/fchown fds
 FD_KINDS = ("truncate", "chown")
+NAMED_KINDS = frozenset(("connect", "accept", "flow"))  # get `dname` from the container's DNS answers
 
 
 def _kind_label(kind: str) -> str:
@@ -35,11 +38,13 @@ def _kind_label(kind: str) -> str:
 
 class Enricher:
     def __init__(self, procs: ProcTable, containers: ContainerRegistry, stats: Stats,
-                 lookup_timeout: float) -> None:
+                 lookup_timeout: float, names: NameMap | None = None) -> None:
         self.procs, self.containers, self.stats = procs, containers, stats
         self.lookup_timeout = lookup_timeout
         self._pending_env: OrderedDict[int, tuple[dict, bool]] = OrderedDict()  # pid -> (env, truncated)
         self._fds: OrderedDict[tuple[int, int], str] = OrderedDict()
+        self.names = names if names is not None else NameMap()
+        self.dns = DnsTracker(stats, self.names)
 
     def _note_env(self, ev: dict) -> None:
         """execenv precedes its exec (sent at execve entry): kept until the exec says how it went."""
@@ -83,6 +88,10 @@ class Enricher:
             if path is not None:
                 ev["path"] = path
                 ev["path_from_fd"] = True
+
+    def _scope(self, ev: dict, m: CgroupMatch | None) -> str:
+        """Whose name map an event uses: its container's, or the host's."""
+        return m.container_id if m is not None else "host"
 
     def _malformed(self, reason: str, ev: dict) -> None:
         self.stats.inc("enricher_malformed_total", reason=reason)
@@ -171,6 +180,10 @@ class Enricher:
                 if kind == "exec" and changed in in_views:  # an ancestor of cached views changed
                     views.clear()
                     in_views.clear()
+            elif kind == "dns":  # before the process view: an answer takes its query's pid
+                cg = ev.get("cgroup_id") or 0
+                self.dns.on_event(ev, self._scope(ev, self.containers.resolve(cg, ev["ts"], ev["pid"])
+                                                  if cg else None))
             pid = ev["pid"]
             ppid = ev.get("ppid") if isinstance(ev.get("ppid"), int) else 0
             comm = ev.get("comm") if isinstance(ev.get("comm"), str) else ""
@@ -193,6 +206,8 @@ class Enricher:
                 views.pop(pid, None)  # the pid's next events are a new process
             cg = ev.get("cgroup_id") or 0
             m = self.containers.resolve(cg, ev["ts"], pid) if cg else self._by_proc(pid)
+            if kind in NAMED_KINDS:
+                ev["dname"] = self.names.lookup(self._scope(ev, m), ev.get("daddr"), ev["ts"])
             matches.append(m)
             out.append(ev)
         for kind, n in kinds_in.items():

@@ -5,9 +5,14 @@ import time
 
 from shared import terminal
 from shared.netnames import AF_NAMES
-from shared.schema import KINDS
+from shared.schema import DNS_FIELDS, KINDS
 
 _SKIP = {"ret", "argv", "filename"}
+# Fields the enricher adds, shown first: what was asked and answered, the name of a peer.
+_ENRICHED = {"dns": ("qname", "qtype", "rcode", "answers", "latency_ns", "malformed", "resolver_configured"),
+             "connect": ("dname",), "accept": ("dname",), "flow": ("dname",)}
+_DNS_SKIP = {"family", "saddr", "sport", "dport", "len", "truncated"}  # noise on a dns line
+assert set(_ENRICHED["dns"]) <= set(DNS_FIELDS) | {"resolver_configured"}
 
 
 def _value(v: object) -> str:
@@ -22,8 +27,12 @@ def key_fields(ev: dict) -> str:
     if kind == "exec":
         argv = ev.get("argv")
         parts.append(" ".join(map(str, argv)) if isinstance(argv, list) and argv else str(ev.get("filename", "")))
+    for f in _ENRICHED.get(kind, ()):
+        v = ev.get(f)
+        if v not in (None, "", []):
+            parts.append(f"{f}={_value(','.join(map(str, v)) if isinstance(v, list) else v)}")
     for f in KINDS.get(kind, ()):
-        if f in _SKIP or ev.get(f) in (None, ""):
+        if f in _SKIP or ev.get(f) in (None, "") or (kind == "dns" and f in _DNS_SKIP):
             continue
         v = ev[f]
         if f == "family" and isinstance(v, int):

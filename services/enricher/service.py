@@ -55,7 +55,7 @@ class EnricherService:
         self.enricher = Enricher(self.procs, self.containers, self.stats, cfg.lookup_timeout_s)
         self._stack = AsyncExitStack()
         self._queue: asyncio.Queue[list[dict]] = asyncio.Queue(maxsize=cfg.queue_batches)
-        self._counted = {"evictions": 0, "proc_reads": 0, "proc_misses": 0, "unresolved": 0}
+        self._counted = {"evictions": 0, "proc_reads": 0, "proc_misses": 0, "unresolved": 0, "name_evictions": 0}
         self._partitioned = partition.configured() > 0   # env EUNOMIA_PARTITIONS
         self._event_subjects: dict[str, str] = {}          # kind -> eunomia.event.<node>.<kind>
 
@@ -168,12 +168,14 @@ class EnricherService:
         s.set("enricher_proc_table_size", len(self.procs))
         s.set("enricher_containers_known", len(self.containers))
         s.set("enricher_cgroup_cache_size", len(self.containers.cgroups))
+        s.set("enricher_dns_names", len(self.enricher.names))  # addresses with a DNS name, all containers
         for key, value, name, labels in (
             ("evictions", self.procs.evictions, "enricher_proc_evictions_total", {}),
             ("proc_reads", self.procs.proc_reads, "enricher_proc_fallback_reads_total", {}),
             ("proc_misses", self.procs.proc_misses, "enricher_lookup_failures_total", {"source": "proc"}),
             ("unresolved", self.containers.cgroups.unresolved, "enricher_lookup_failures_total",
              {"source": "cgroup"}),
+            ("name_evictions", self.enricher.names.evictions, "enricher_dns_name_evictions_total", {}),
         ):
             if value > self._counted[key]:
                 s.inc(name, value - self._counted[key], **labels)

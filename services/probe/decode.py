@@ -7,13 +7,14 @@ are read from bpf/common.h, so they are defined in one place.
 from __future__ import annotations
 
 import os
+import base64
 import re
 import socket
 import struct
 import time
 from pathlib import Path
 
-from shared.netnames import ip_text, sock_proto
+from shared.netnames import IP_PROTO_NAMES, ip_text, sock_proto
 from shared.schema import new_event_id
 
 from .loader import BPF_DIR
@@ -77,6 +78,21 @@ def _sockaddr(sa: bytes) -> tuple[int, str | None, int | None]:
 
 
 
+DNS_PAYLOAD_SZ = 512
+
+
+def _dns(a: tuple, data: bytes) -> dict:
+    """struct ev_dns: the raw DNS message goes on as base64; services/enricher/dns.py parses it."""
+    family = a[3]
+    addrs = data[SIZE_NUM:SIZE_NUM + 32]
+    copied = max(0, min(a[1], DNS_PAYLOAD_SZ, len(data) - SIZE_NUM - 32))
+    payload = data[SIZE_NUM + 32:SIZE_NUM + 32 + copied]
+    return {"direction": "answer" if a[2] else "query", "family": family,
+            "proto": IP_PROTO_NAMES.get(a[4]), "saddr": ip_text(family, addrs[:16]), "sport": (a[5] >> 16) & 0xFFFF,
+            "daddr": ip_text(family, addrs[16:]), "dport": a[5] & 0xFFFF, "len": a[0],
+            "truncated": a[0] > copied, "payload": base64.b64encode(payload).decode()}
+
+
 SETID_SYSCALLS = ("set{x}id", "setre{x}id", "setres{x}id")
 DUP_SYSCALLS = ("dup", "dup2", "dup3")
 
@@ -129,6 +145,8 @@ def _fields(kind: str, a: tuple, data: bytes) -> dict:
                     "fd": _i32(a[1])}
         return {"family": lfamily, "saddr": ip_text(lfamily, la), "sport": a[3] or None, "ret": ret,
                 "fd": a[1], "backlog": a[2]}
+    if kind == "dns":
+        return _dns(a, data)
     if kind == "socket":
         return {"family": a[1], "type": a[2], "protocol": a[3], "ret": ret}
     if kind == "dup":

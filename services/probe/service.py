@@ -37,6 +37,7 @@ from .config import ProbeConfig
 from .decode import DEDUP_HASH, KIND_NAMES, KIND_NUMBERS, DecodeError, Decoder
 from .dedup import KINDS as DEDUP_KINDS, Dedup
 from .exclusion import Exclusions
+from .dns_attach import DnsAttachment
 from .flows import FlowReader
 from .perf import PerfReader
 from .plan_maps import PlanMaps
@@ -126,6 +127,7 @@ class ProbeService:
         self.profiler = None                  # CPU profiles (bpf/profile.bpf.c, services/probe/profiler.py)
         self.perf_latest: dict = {}           # the last message published on eunomia.perf.<node>
         self._profile_drained = time.monotonic()
+        self.dns: DnsAttachment | None = None  # bpf/dns.bpf.c's programs on the cgroup-v2 root
 
     # ---- life cycle -------------------------------------------------------------
 
@@ -140,6 +142,11 @@ class ProbeService:
             self.bpf = await loop.run_in_executor(
                 None, loader.compile_and_attach, self.plan, self.cfg.ringbuf_pages, self.cfg.wakeup_every)
             self._configure_kernel()
+            if self.plan.has("dns.bpf.c"):
+                self.dns = await loop.run_in_executor(None, DnsAttachment(self.bpf).attach)
+                if self.dns.error:
+                    _log.warning("%s", self.dns.error)
+                self.stats.set("probe_dns_attached", 0 if self.dns.error else 1)
             await loop.run_in_executor(None, self._keep_per_syscall_program)
             self.bus = await self._stack.enter_async_context(
                 busmod.connect(self.common.servers, self.stats, name=f"probe-{self.node}",
@@ -179,6 +186,9 @@ class ProbeService:
         if self._ring is not None:
             self._ring.close()
             self._ring = None
+        if self.dns is not None:
+            self.dns.close()
+            self.dns = None
         if self.bpf is not None:  # detaching ~100 tracepoints takes seconds: not on the loop
             atexit.unregister(self.bpf.cleanup)  # bcc's own exit hook would detach a second time
             await _bounded_in_thread(self.bpf.cleanup, DETACH_WAIT_S)
@@ -551,6 +561,7 @@ class ProbeService:
                 "errors": self.plan.errors, "tracepoints": self.bpf.num_open_tracepoints(),
                 "kinds": list(self.cfg.kinds), "excluded_pids": sorted(self.excluded),
                 "capture": self.cfg.capture, "plan": self.plan_maps.summary(),
+                "dns": (self.dns.error or "attached") if self.dns is not None else "not loaded",
                 "counters": self.stats.snapshot(self.node)["counters"]}
 
     def _op_plan(self, req: dict) -> dict:

@@ -89,6 +89,7 @@ class Derived:
     container_ips: dict[str, tuple[str, int]] = field(default_factory=dict)  # ip -> (container id, ts)
     processes: dict[tuple, tuple] = field(default_factory=dict)     # (node, pid) -> row
     exits: dict[tuple, int] = field(default_factory=dict)           # (node, pid) -> ts
+    ip_names: dict[tuple, tuple[str, int]] = field(default_factory=dict)  # (src, ip) -> (DNS name, ts)
 
     def container_rows(self) -> list[tuple]:
         return [(cid, c["name"], c["image"], c["runtime"], c["node"], c["cgroup_id"], c["labels"],
@@ -100,6 +101,9 @@ class Derived:
     def ip_rows(self) -> list[tuple]:
         return [(ip, cid, ts) for ip, (cid, ts) in sorted(self.container_ips.items())]
 
+    def ip_name_rows(self) -> list[tuple]:
+        return [(src, ip, name, ts) for (src, ip), (name, ts) in sorted(self.ip_names.items())]
+
     def process_rows(self) -> list[tuple]:
         return [self.processes[k] for k in sorted(self.processes)]
 
@@ -110,6 +114,7 @@ class Derived:
 CONTAINER_COLS = ("id", "name", "image", "runtime", "node", "cgroup_id", "labels", "first_seen", "last_seen", "events")
 CONNECTION_COLS = ("src", "dst", "port", "proto", "origin", "count", "last_seen")
 IP_COLS = ("ip", "container_id", "last_seen")
+IP_NAME_COLS = ("src", "ip", "name", "last_seen")  # the DNS name `src` resolved `ip` from (enricher `dname`)
 PROCESS_COLS = ("node", "pid", "ppid", "container_id", "exe", "args", "comm", "ts", "rank")
 
 
@@ -171,6 +176,9 @@ def _network(d: Derived, ev: dict, cid: str | None) -> None:
     origin = kind if ev["kind"] != "flow" else f"flow:{kind}"
     if kind == "connect":
         key = (me, f"ip:{peer}", _port(ev.get("dport")), proto, origin)
+        name = _s(ev.get("dname"), 256)
+        if name:
+            d.ip_names[(me, peer)] = (name, max(ts, d.ip_names.get((me, peer), ("", 0))[1]))
     else:
         key = (f"ip:{peer}", me, _port(ev.get("sport")), proto, origin)
     cur = d.connections.setdefault(key, [0, 0])
@@ -217,12 +225,18 @@ def build_tree(rows: list[dict], root_pid: int | None = None) -> list[dict]:
     return roots
 
 
-def build_graph(edges: list[tuple], ip_owner: dict[str, str], names: dict[str, str]) -> dict:
+def build_graph(edges: list[tuple], ip_owner: dict[str, str], names: dict[str, str],
+                ip_names: list[tuple] | None = None, meta: dict[str, dict] | None = None) -> dict:
     """Rows (src, dst, port, proto, origin, count, last_seen) -> {"nodes", "edges"}.
 
     Endpoints "ip:<addr>" that belong to a known container become that container;
     a connection seen from both ends (connect + accept), or as events and as
-    kernel flows, is counted once (max over origins)."""
+    kernel flows, is counted once (max over origins). `ip_names` rows (src, ip,
+    name, last_seen) give edges their DNS `name` and external nodes their
+    `names`; `meta` (container id -> {"node", "namespace", "pod"}) groups nodes."""
+    dns: dict[tuple[str, str], str] = {}
+    for src, ip, name, _last in sorted(ip_names or (), key=lambda r: r[3]):
+        dns[(src, ip)] = name  # the newest name wins
     def resolve(key: str) -> str:
         if key.startswith("ip:") and key[3:] in ip_owner:
             return f"c:{ip_owner[key[3:]]}"
@@ -235,18 +249,40 @@ def build_graph(edges: list[tuple], ip_owner: dict[str, str], names: dict[str, s
         slot[0] += count
         slot[1] = max(slot[1], last)
     out_edges, node_ids = [], set()
+    ip_labels: dict[str, set[str]] = {}
     for (s, t, port, proto), origins in sorted(per_origin.items()):
+        name = dns.get((s, t[3:])) if t.startswith("ip:") else None
         out_edges.append({"source": s, "target": t, "port": port, "proto": proto,
                           "count": max(v[0] for v in origins.values()),
-                          "last_seen": max(v[1] for v in origins.values())})
+                          "last_seen": max(v[1] for v in origins.values()), "name": name})
+        if name:
+            ip_labels.setdefault(t, set()).add(name)
         node_ids.update((s, t))
 
     def node(key: str) -> dict:
         kind, _, rest = key.partition(":")
         if kind == "c":
-            return {"id": key, "label": names.get(rest) or rest[:12], "kind": "container"}
+            m = (meta or {}).get(rest) or {}
+            return {"id": key, "label": names.get(rest) or rest[:12], "kind": "container",
+                    "node": m.get("node"), "namespace": m.get("namespace"), "pod": m.get("pod")}
         if kind == "host":
-            return {"id": key, "label": rest, "kind": "host"}
-        return {"id": key, "label": rest, "kind": "external"}
+            return {"id": key, "label": rest, "kind": "host", "node": rest, "namespace": None, "pod": None}
+        dn = sorted(ip_labels.get(key, ()))
+        return {"id": key, "label": f"{dn[0]} ({rest})" if dn else rest, "kind": "external", "names": dn,
+                "node": None, "namespace": None, "pod": None}
 
     return {"nodes": [node(k) for k in sorted(node_ids)], "edges": out_edges}
+
+
+def container_meta(rows) -> dict[str, dict]:
+    """Rows (id, node, labels JSON) -> {id: {"node", "namespace", "pod"}} (Kubernetes labels where present)."""
+    out = {}
+    for cid, node, labels in rows:
+        try:
+            lab = orjson.loads(labels) if labels else {}
+        except orjson.JSONDecodeError:
+            lab = {}
+        lab = lab if isinstance(lab, dict) else {}
+        out[cid] = {"node": node, "namespace": lab.get("io.kubernetes.pod.namespace"),
+                    "pod": lab.get("io.kubernetes.pod.name")}
+    return out

@@ -17,7 +17,8 @@ import orjson
 from . import codec as codecmod, derive, journal, migrate, query
 from .backend import RetentionResult, WriteResult, container_dict, tree_from_rows
 from .journal import ALERTS, EVENTS, JOURNALS, Journal
-from .tables import AGED, CAPPED, CONTAINER_SELECT, MAX_TREE_ROWS, PROCESS_SELECT, SCHEMA_VERSION, pg_ddl, statements
+from .tables import (AGED, CAPPED, CONTAINER_META_SELECT, CONTAINER_SELECT, GRAPH_NAMES_SELECT, MAX_TREE_ROWS,
+                     PROCESS_SELECT, SCHEMA_VERSION, pg_ddl, statements)
 
 _SQL = statements(query.POSTGRES)
 CLOSE_TIMEOUT_S = 10
@@ -227,7 +228,8 @@ class PostgresBackend:
                     if derived:
                         d = derive.derive(new)
                         for key, rows in (("container", d.container_rows()), ("connection", d.connection_rows()),
-                                          ("ip", d.ip_rows()), ("process", d.process_rows()),
+                                          ("ip", d.ip_rows()), ("ip_name", d.ip_name_rows()),
+                                          ("process", d.process_rows()),
                                           ("exit", d.exit_rows())):
                             if rows:
                                 await con.executemany(_SQL[key], rows)
@@ -424,7 +426,9 @@ class PostgresBackend:
                                     "WHERE last_seen >= $1", since)
             ips = {r[0]: r[1] for r in await con.fetch("SELECT ip, container_id FROM container_ips")}
             names = {r[0]: r[1] for r in await con.fetch("SELECT id, name FROM containers")}
-        return derive.build_graph([tuple(e) for e in edges], ips, names)
+            dns = [tuple(r) for r in await con.fetch(GRAPH_NAMES_SELECT)]
+            meta = derive.container_meta([tuple(r) for r in await con.fetch(CONTAINER_META_SELECT)])
+        return derive.build_graph([tuple(e) for e in edges], ips, names, dns, meta)
 
     async def counts(self) -> dict:
         async with self.pool.acquire() as con:

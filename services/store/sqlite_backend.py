@@ -19,8 +19,8 @@ import orjson
 from . import codec as codecmod, derive, journal, migrate, query
 from .backend import RetentionResult, WriteResult, container_dict, tree_from_rows
 from .journal import ALERTS, EVENTS, JOURNALS, Journal
-from .tables import AGED, CAPPED, CONTAINER_SELECT, MAX_TREE_ROWS, PROCESS_SELECT, SCHEMA_VERSION, sqlite_ddl, \
-    statements
+from .tables import (AGED, CAPPED, CONTAINER_META_SELECT, CONTAINER_SELECT, GRAPH_NAMES_SELECT, MAX_TREE_ROWS,
+                     PROCESS_SELECT, SCHEMA_VERSION, sqlite_ddl, statements)
 
 _SQL = statements(query.SQLITE)
 RETAIN_BATCH = 2000
@@ -167,7 +167,9 @@ class SqliteBackend:
                                "WHERE last_seen >= ?", (since,)).fetchall()
             ips = dict(db.execute("SELECT ip, container_id FROM container_ips").fetchall())
             names = dict(db.execute("SELECT id, name FROM containers").fetchall())
-            return edges, ips, names
+            dns = db.execute(GRAPH_NAMES_SELECT).fetchall()
+            meta = derive.container_meta(db.execute(CONTAINER_META_SELECT).fetchall())
+            return edges, ips, names, dns, meta
         return derive.build_graph(*await self._r.call(read))
 
     async def counts(self) -> dict:
@@ -277,6 +279,7 @@ def _write(c: _Conn, db: sqlite3.Connection, events: list[dict], alerts: list[di
             db.executemany(_SQL["container"], d.container_rows())
             db.executemany(_SQL["connection"], d.connection_rows())
             db.executemany(_SQL["ip"], d.ip_rows())
+            db.executemany(_SQL["ip_name"], d.ip_name_rows())
             db.executemany(_SQL["process"], d.process_rows())
             db.executemany(_SQL["exit"], d.exit_rows())
         db.execute("COMMIT")

@@ -1,7 +1,7 @@
 """Table definitions and the write/derive statements both backends run."""
 from __future__ import annotations
 
-from .derive import CONNECTION_COLS, CONTAINER_COLS, IP_COLS, PROCESS_COLS
+from .derive import CONNECTION_COLS, CONTAINER_COLS, IP_COLS, IP_NAME_COLS, PROCESS_COLS
 from .query import Dialect
 
 SCHEMA_VERSION = 2     # 1: events/alerts with the JSON body as text (migrated on start, migrate.py)
@@ -18,6 +18,8 @@ _DERIVED_DDL = [
     "CREATE INDEX IF NOT EXISTS connections_last_seen ON connections (last_seen)",
     """CREATE TABLE IF NOT EXISTS container_ips (
         ip TEXT PRIMARY KEY, container_id TEXT NOT NULL, last_seen BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS ip_names (
+        src TEXT NOT NULL, ip TEXT NOT NULL, name TEXT NOT NULL, last_seen BIGINT NOT NULL, PRIMARY KEY (src, ip))""",
     """CREATE TABLE IF NOT EXISTS processes (
         node TEXT NOT NULL, pid BIGINT NOT NULL, ppid BIGINT, container_id TEXT, exe TEXT, args TEXT, comm TEXT,
         ts BIGINT NOT NULL, rank INTEGER NOT NULL, exited_ts BIGINT, PRIMARY KEY (node, pid))""",
@@ -25,7 +27,6 @@ _DERIVED_DDL = [
     "CREATE INDEX IF NOT EXISTS processes_ts ON processes (ts)",
     "CREATE INDEX IF NOT EXISTS processes_pid ON processes (pid)",
 ]
-
 
 
 def derived_ddl(sqlite: bool) -> list[str]:
@@ -79,7 +80,7 @@ def pg_ddl() -> list[str]:
     return [*_common("BYTEA", "SERIAL"), *(s for j in JOURNALS for s in _pg_journal(j)), *derived_ddl(sqlite=False)]
 
 
-TABLES = ("events", "alerts", "containers", "connections", "container_ips", "processes")
+TABLES = ("events", "alerts", "containers", "connections", "container_ips", "processes", "ip_names")
 
 
 def _ph(d: Dialect, n: int) -> str:
@@ -110,6 +111,8 @@ def statements(d: Dialect) -> dict[str, str]:
         "ip": _insert(d, "container_ips", IP_COLS) + """ ON CONFLICT (ip) DO UPDATE SET
             container_id = excluded.container_id, last_seen = excluded.last_seen
             WHERE excluded.last_seen >= container_ips.last_seen""",
+        "ip_name": _insert(d, "ip_names", IP_NAME_COLS) + """ ON CONFLICT (src, ip) DO UPDATE SET
+            name = excluded.name, last_seen = excluded.last_seen WHERE excluded.last_seen >= ip_names.last_seen""",
         "process": _insert(d, "processes", PROCESS_COLS) + """ ON CONFLICT (node, pid) DO UPDATE SET
             ppid = COALESCE(excluded.ppid, processes.ppid),
             container_id = COALESCE(excluded.container_id, processes.container_id),
@@ -125,10 +128,13 @@ def statements(d: Dialect) -> dict[str, str]:
 
 # Retention of the derived tables: (table, time column) aged out by max_age; processes also kept
 # under max_rows (newest by ts). The journals have their own (in batches / by partition).
-AGED = (("connections", "last_seen"), ("container_ips", "last_seen"), ("processes", "ts"), ("containers", "last_seen"))
+AGED = (("connections", "last_seen"), ("container_ips", "last_seen"), ("ip_names", "last_seen"), ("processes", "ts"),
+        ("containers", "last_seen"))
 CAPPED = ("processes",)
 
 CONTAINER_SELECT = ("SELECT id, name, image, runtime, node, cgroup_id, labels, first_seen, last_seen, events "
                     "FROM containers ORDER BY last_seen DESC LIMIT 10000")
+GRAPH_NAMES_SELECT = "SELECT src, ip, name, last_seen FROM ip_names"
+CONTAINER_META_SELECT = "SELECT id, node, labels FROM containers"
 PROCESS_SELECT = "SELECT node, pid, ppid, container_id, exe, args, comm, ts, exited_ts FROM processes"
 MAX_TREE_ROWS = 50_000

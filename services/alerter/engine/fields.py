@@ -9,6 +9,7 @@ fields return a list and a comparison holds when it holds for any element.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -662,6 +663,76 @@ _add("evt.mode_flags", "str", evt_mode_flags,
 _add("fd.is_other_proc", "bool", fd_is_other_proc,
      "path under /proc/<pid>/ of another process (false for self, thread-self and the event's pid)")
 _add("proc.argv0", "str", proc_argv0, "argv[0] as the process was started (may differ from its file name)")
+
+# --- dns (services/enricher/dns.py) and names learnt from it (services/enricher/names.py) ---
+
+def _dns(key: str) -> Extractor:
+    return lambda ev: ev.get(key) if ev.get("kind") == "dns" else None
+
+
+def dns_domains(ev: dict) -> list:
+    """The query name and every parent domain: a.b.pool.com, b.pool.com, pool.com, com."""
+    q = _dns("qname")(ev)
+    if not q:
+        return []
+    labels = q.rstrip(".").split(".")
+    return [".".join(labels[i:]) for i in range(len(labels))]
+
+
+def _labels(ev: dict) -> list[str]:
+    q = _dns("qname")(ev)
+    return q.rstrip(".").split(".") if q else []
+
+
+def dns_max_label_len(ev: dict) -> int | None:
+    labels = _labels(ev)
+    return max(map(len, labels)) if labels else None
+
+
+def label_entropy(label: str) -> int:
+    """Shannon entropy of a label's characters, in hundredths of a bit per character."""
+    if not label:
+        return 0
+    counts: dict[str, int] = {}
+    for c in label.lower():
+        counts[c] = counts.get(c, 0) + 1
+    n = len(label)
+    return round(-100 * sum(k / n * math.log2(k / n) for k in counts.values()))
+
+
+def dns_label_entropy(ev: dict) -> int | None:
+    labels = _labels(ev)
+    return label_entropy(max(labels, key=len)) if labels else None
+
+
+def _named(ev: dict, server: bool) -> str | None:
+    """The DNS name of the remote address (server side: only when we connected)."""
+    k = ev.get("kind")
+    if k == "connect" or (k == "flow" and ev.get("direction") == "connect"):
+        return ev.get("dname")
+    if k == "accept" or k == "flow":
+        return None if server else ev.get("dname")
+    return None
+
+
+_add("dns.query.name", "str", _dns("qname"), "dns: the question's name (lower case, no trailing dot)")
+_add("dns.query.type", "str", _dns("qtype"), "dns: A, AAAA, TXT, MX, ... (TYPEn when unnamed)")
+_add("dns.query.domain", "str", dns_domains, "dns: the query name or any parent domain "
+     "(dns.query.domain in (pool.example) matches x.pool.example)", many=True)
+_add("dns.query.max_label_len", "int", dns_max_label_len, "dns: length of the query name's longest label")
+_add("dns.query.label_entropy", "int", dns_label_entropy,
+     "dns: entropy of the longest label, hundredths of a bit per character (random base32 ~ 400+)")
+_add("dns.rcode", "str", _dns("rcode"), "dns answer: NOERROR, NXDOMAIN, SERVFAIL, ...")
+_add("dns.answers", "str", lambda ev: _dns("answers")(ev) or [], "dns answer: any address or name answered",
+     many=True)
+_add("dns.direction", "str", _dns("direction"), "dns: query (sent) or answer (received)")
+_add("dns.server", "str", _dns("daddr"), "dns: the server (resolver) address")
+_add("dns.server.configured", "bool", _dns("resolver_configured"),
+     "dns query: the server is a nameserver of the container's /etc/resolv.conf (unknown: unset)")
+_add("dns.latency", "int", _dns("latency_ns"), "dns answer: ns since its query")
+_add("dns.malformed", "str", _dns("malformed"), "dns: why the message did not parse (unset when it did)")
+_add("fd.sip.name", "str", lambda ev: _named(ev, True), "connect/flow: the DNS name the server IP was resolved from")
+_add("fd.rip.name", "str", lambda ev: _named(ev, False), "connect/accept/flow: the DNS name of the remote IP")
 
 # Kind-specific fields: the schema's, plus extras the probe adds (services/probe/decode.py).
 EXTRA_ARGS = ("dirfd", "fd", "backlog", "clone_flags", "argv_truncated", "flags", "uid", "gid", "euid", "suid",

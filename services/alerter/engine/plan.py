@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from shared.filterplan import (ALL_ACCESS, ALWAYS_KINDS, CREATE, DANGEROUS_ENV, MAX_ENV_NAMES, MAX_PATH_LEN,
-                               MAX_PATTERNS, MAX_SUFFIX_LEN, PATH_KINDS, READ, WRITE, FilterPlan, Pattern,
-                               access_text)
+from shared.filterplan import (ALL_ACCESS, ALWAYS_KINDS, CREATE, DANGEROUS_ENV, FEATURE_KINDS, MAX_ENV_NAMES,
+                               MAX_PATH_LEN, MAX_PATTERNS, MAX_SUFFIX_LEN, PATH_KINDS, READ, WRITE, FilterPlan,
+                               Pattern, access_text)
 
 from .compiler import MacroTable
 from .evtypes import KNOWN_KINDS, kind_of
@@ -272,7 +272,7 @@ def compile_plan(rules, table: MacroTable, source: str = "rules") -> FilterPlan:
 
 
 def build(total: Abs, full: dict[str, list[str]], source: str, env: tuple[str, ...] = ()) -> FilterPlan:
-    kinds = (set(total) - {"execenv"}) | set(ALWAYS_KINDS) | ({"execenv"} if env else set())
+    kinds = (set(total) - {"execenv"}) | set(ALWAYS_KINDS) | set(FEATURE_KINDS) | ({"execenv"} if env else set())
     any_path: dict[str, int] = {}
     merged: dict[tuple[str, str, str], int] = {}
     for k in PATH_KINDS:

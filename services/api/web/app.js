@@ -15,12 +15,6 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
-function svgEl(tag, attrs) {
-  const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
-  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
-  return e;
-}
-
 function fmtTime(ns) {
   if (!ns) return "";
   const d = new Date(Number(BigInt(ns) / 1000000n));
@@ -230,51 +224,164 @@ async function loadTree() {
   } catch (e) { box.replaceChildren(el("p", { class: "error" }, e.message)); }
 }
 
-// ---- network graph (circular layout, drawn as SVG) ----
-async function loadGraph() {
+// ---- network map (cytoscape.js, vendored by deploy/bootstrap.sh; force-directed "cose" layout) ----
+// window.eunomiaMap is the live state (tests drive the map through it).
+const map = window.eunomiaMap = { cy: null, graph: { nodes: [], edges: [] }, layouts: 0, selected: null };
+const GROUP_NONE = { namespace: "(no namespace)", pod: "(no pod)", node: "(external)" };
+
+function mapStyle() {
+  return [
+    { selector: "node", style: { label: "data(label)", "font-size": 9, color: "#d8dee6", "text-valign": "bottom",
+      "text-margin-y": 3, width: 14, height: 14, "background-color": "#4aa3ff", "min-zoomed-font-size": 7,
+      "text-max-width": 140, "text-wrap": "ellipsis" } },
+    { selector: "node.host", style: { "background-color": "#9b7bff", shape: "round-rectangle" } },
+    { selector: "node.external", style: { "background-color": "#ff9f0a", shape: "diamond" } },
+    { selector: "node.named", style: { "background-color": "#ffd60a" } },
+    { selector: "node.group", style: { "background-color": "#1b2631", "background-opacity": 0.6, "border-width": 1,
+      "border-color": "#2a3440", shape: "round-rectangle", "text-valign": "top", "font-size": 11, color: "#8a96a3",
+      padding: 12 } },
+    { selector: "node:selected", style: { "border-width": 3, "border-color": "#ffffff" } },
+    { selector: "edge", style: { width: "mapData(count, 1, 100, 1, 5)", "line-color": "#4a5a6a",
+      "target-arrow-color": "#4a5a6a", "target-arrow-shape": "triangle", "curve-style": "straight",
+      "arrow-scale": 0.6, label: "data(label)", "font-size": 7, color: "#8a96a3", "text-rotation": "autorotate",
+      "min-zoomed-font-size": 8, "text-background-color": "#121920", "text-background-opacity": 0.7 } },
+    { selector: "edge.named", style: { "line-color": "#8a7a2a", "target-arrow-color": "#8a7a2a" } },
+    { selector: "edge.hl", style: { "line-color": "#4aa3ff", "target-arrow-color": "#4aa3ff", "z-index": 10 } },
+  ];
+}
+
+function groupOf(n, by) {
+  if (!by) return null;
+  if (n.kind === "external") return "(external)";
+  return n[by] || GROUP_NONE[by];
+}
+
+function edgeLabel(e) {
+  return `${e.proto || ""}/${e.port ?? ""}${e.name ? " " + e.name : ""} ×${e.count}`;
+}
+
+// The graph as cytoscape elements, filtered by namespace (a container in it, and everything it talks to).
+function mapElements(g, ns, by) {
+  let edges = g.edges, nodes = g.nodes;
+  if (ns) {
+    const inNs = new Set(nodes.filter((n) => n.namespace === ns).map((n) => n.id));
+    edges = edges.filter((e) => inNs.has(e.source) || inNs.has(e.target));
+    const keep = new Set([...inNs, ...edges.flatMap((e) => [e.source, e.target])]);
+    nodes = nodes.filter((n) => keep.has(n.id));
+  }
+  const els = [], groups = new Set();
+  for (const n of nodes) {
+    const grp = groupOf(n, by);
+    if (grp) groups.add(grp);
+    els.push({ group: "nodes", data: { id: n.id, label: n.label || n.id, kind: n.kind, parent: grp ? "g:" + grp : undefined },
+               classes: n.kind + ((n.names || []).length ? " named" : "") });
+  }
+  for (const grp of groups) els.push({ group: "nodes", data: { id: "g:" + grp, label: grp }, classes: "group" });
+  edges.forEach((e) => els.push({ group: "edges", data: { id: `e:${e.source}>${e.target}:${e.proto}:${e.port}`,
+    source: e.source, target: e.target, count: e.count, label: edgeLabel(e) }, classes: e.name ? "named" : "" }));
+  return els;
+}
+
+function mapOptions(g) {
+  const sel = $("#graph-ns"), cur = sel.value;
+  const names = [...new Set(g.nodes.map((n) => n.namespace).filter(Boolean))].sort();
+  sel.replaceChildren(el("option", { value: "" }, "all namespaces"), ...names.map((n) => el("option", { value: n }, n)));
+  sel.value = names.includes(cur) ? cur : "";
+}
+
+// The first layout starts from random positions; later ones (new nodes on refresh) start from the
+// current ones, so the map does not jump. Big maps get fewer iterations (cose is O(n^2) per iteration).
+function runLayout(refit) {
+  const first = map.layouts === 0, n = map.cy.nodes().length;
+  const lay = map.cy.layout({ name: "cose", animate: false, randomize: first, fit: first || refit, padding: 20,
+                              numIter: n > 150 ? 300 : 600, nodeRepulsion: () => 6000, idealEdgeLength: () => 60,
+                              componentSpacing: 60 });
+  lay.one("layoutstop", () => { map.layouts++; });
+  lay.run();
+}
+
+function drawMap(refit) {
   const box = $("#graph");
-  let g;
-  try { g = await api("/network/graph"); } catch (e) { box.replaceChildren(el("p", { class: "error" }, e.message)); return; }
-  const W = 600, H = 380, cx = W / 2, cy = H / 2, r = Math.min(W, H) / 2 - 50;
-  const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "network graph" });
-  const pos = new Map();
-  g.nodes.forEach((n, i) => {
-    const a = Math.PI + (2 * Math.PI * i) / Math.max(g.nodes.length, 1);  // first node on the left
-    pos.set(n.id, g.nodes.length === 1 ? [cx, cy] : [cx + r * Math.cos(a), cy + r * Math.sin(a)]);
+  if (typeof cytoscape !== "function") {
+    box.replaceChildren(el("p", { class: "error" }, "graph library missing: run `make bootstrap` (it vendors cytoscape.js)"));
+    return;
+  }
+  const els = mapElements(map.graph, $("#graph-ns").value, $("#graph-group").value);
+  if (!map.cy) {
+    map.cy = cytoscape({ container: box, elements: [], style: mapStyle(), minZoom: 0.05, maxZoom: 6,
+                         textureOnViewport: true, hideEdgesOnViewport: true, motionBlur: false, pixelRatio: 1 });
+    map.cy.on("tap", "node", (evt) => { if (!evt.target.hasClass("group")) showNode(evt.target.id()); });
+    map.cy.on("tap", (evt) => { if (evt.target === map.cy) clearSelection(); });
+  }
+  const cy = map.cy;
+  const want = new Map(els.map((e) => [e.data.id, e]));
+  const structure = (x) => `${x.data.parent || ""}`;
+  let changed = false;
+  cy.batch(() => {
+    cy.elements().forEach((x) => {
+      const w = want.get(x.id());
+      if (!w || (x.isNode() && structure({ data: x.data() }) !== structure(w))) { x.remove(); changed = true; }
+    });
+    const add = [];
+    for (const [id, e] of want) {
+      const x = cy.getElementById(id);
+      if (x.nonempty()) { x.data(e.data); x.classes(e.classes); } else { add.push(e); changed = true; }
+    }
+    const nodes = add.filter((e) => e.group === "nodes");
+    nodes.sort((a, b) => (a.classes === "group" ? 0 : 1) - (b.classes === "group" ? 0 : 1));  // parents first
+    cy.add([...nodes, ...add.filter((e) => e.group === "edges")]);
   });
-  const maxCount = Math.max(1, ...g.edges.map((e) => e.count || 1));
-  for (const e of g.edges) {
-    const [x1, y1] = pos.get(e.source) || [cx, cy], [x2, y2] = pos.get(e.target) || [cx, cy];
-    const line = svgEl("line", { x1, y1, x2, y2, "stroke-width": 1 + 4 * ((e.count || 1) / maxCount),
-      "marker-end": "url(#arrow)", "data-source": e.source, "data-target": e.target });
-    line.append(svgEl("title"));
-    line.firstChild.textContent = `${e.source} → ${e.target} ${e.proto || ""}/${e.port ?? ""} ×${e.count}`;
-    svg.append(line);
-    const t = svgEl("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 3, class: "port", "text-anchor": "middle" });
-    t.textContent = `${e.proto || ""}/${e.port ?? ""} ×${e.count}`;
-    svg.append(t);
+  if (changed) runLayout(refit === true);
+  const real = cy.nodes().not(".group");
+  $("#graph-stats").textContent = `${real.length} nodes, ${cy.edges().length} connections`;
+  if (!real.length) $("#graph-detail").replaceChildren(el("p", { class: "empty" }, "no connections seen yet"));
+}
+
+function clearSelection() {
+  map.selected = null;
+  if (map.cy) map.cy.edges().removeClass("hl");
+}
+
+async function showNode(id) {
+  const n = map.graph.nodes.find((x) => x.id === id);
+  if (!n) return;
+  map.selected = id;
+  map.cy.edges().removeClass("hl");
+  map.cy.getElementById(id).connectedEdges().addClass("hl");
+  const box = $("#graph-detail");
+  const conns = map.graph.edges.filter((e) => e.source === id || e.target === id)
+    .sort((a, b) => (b.last_seen || 0) - (a.last_seen || 0)).slice(0, 100);
+  const label = (nid) => (map.graph.nodes.find((x) => x.id === nid) || {}).label || nid;
+  const items = conns.map((e) => el("li", { "data-peer": e.source === id ? e.target : e.source },
+    e.source === id ? "→ " : "← ", label(e.source === id ? e.target : e.source), ` ${e.proto || ""}/${e.port ?? ""} ×${e.count} `,
+    e.name ? el("span", { class: "name" }, e.name) : "", el("span", { class: "hint" }, " " + fmtTime(e.last_seen))));
+  const meta = [n.kind, n.namespace && `ns ${n.namespace}`, n.pod && `pod ${n.pod}`, n.node && `node ${n.node}`]
+    .filter(Boolean).join(" · ");
+  const alertsList = el("ul", { id: "graph-alerts" }, el("li", { class: "empty" }, "loading…"));
+  box.replaceChildren(el("h3", {}, n.label || n.id), el("p", { class: "hint" }, meta),
+    (n.names || []).length ? el("p", {}, "DNS: ", el("span", { class: "name" }, n.names.join(", "))) : "",
+    el("h4", {}, `Recent connections (${conns.length})`), el("ul", { id: "graph-conns" }, ...items),
+    el("h4", {}, "Alerts"), alertsList);
+  const kind = id.slice(0, id.indexOf(":"));
+  const params = kind === "c" ? { container: id.slice(2), limit: 20 } : { q: id.slice(id.indexOf(":") + 1), limit: 20 };
+  try {
+    const got = (await api("/alerts", params)).items;
+    if (map.selected !== id) return;
+    alertsList.replaceChildren(...(got.length ? got.map((a) => el("li", { "data-rule": a.rule },
+      el("span", { class: "prio" }, a.priority), a.rule, el("span", { class: "hint" }, " " + fmtTime(a.ts))))
+      : [el("li", { class: "empty" }, "none")]));
+  } catch (e) { alertsList.replaceChildren(el("li", { class: "error" }, e.message)); }
+}
+
+async function loadGraph() {
+  const secs = $("#graph-since").value;
+  const params = secs ? { since: String(BigInt(Date.now() - Number(secs) * 1000) * 1000000n) } : {};
+  try { map.graph = await api("/network/graph", params); } catch (e) {
+    $("#graph-stats").textContent = e.message;
+    return;
   }
-  const defs = svgEl("defs");
-  const marker = svgEl("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 21, refY: 5, markerWidth: 8,
-    markerHeight: 8, markerUnits: "userSpaceOnUse", orient: "auto-start-reverse" });
-  marker.append(svgEl("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#4a5a6a" }));
-  defs.append(marker);
-  svg.prepend(defs);
-  for (const n of g.nodes) {
-    const [x, y] = pos.get(n.id);
-    const c = svgEl("circle", { cx: x, cy: y, r: 9, class: n.kind, "data-id": n.id });
-    c.append(svgEl("title"));
-    c.firstChild.textContent = `${n.kind}: ${n.id}`;
-    const t = svgEl("text", { x, y: y + 22, "text-anchor": "middle" });
-    t.textContent = n.label || n.id;
-    svg.append(c, t);
-  }
-  if (!g.nodes.length) {
-    const t = svgEl("text", { x: cx, y: cy, "text-anchor": "middle" });
-    t.textContent = "no connections seen yet";
-    svg.append(t);
-  }
-  box.replaceChildren(svg);
+  mapOptions(map.graph);
+  drawMap();
 }
 
 // ---- performance: top table and flame graph ----
@@ -385,6 +492,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#events-prev").addEventListener("click", () => { if (pager.index > 0) { pager.index--; searchEvents(false); } });
   $("#containers-refresh").addEventListener("click", loadContainers);
   $("#graph-refresh").addEventListener("click", loadGraph);
+  $("#graph-since").addEventListener("change", loadGraph);
+  $("#graph-ns").addEventListener("change", () => drawMap(true));
+  $("#graph-group").addEventListener("change", () => drawMap(true));
+  $("#graph-fit").addEventListener("click", () => { if (map.cy) map.cy.fit(undefined, 20); });
   $("#tree-container").addEventListener("change", loadTree);
   $("#profile-form").addEventListener("submit", profileContainer);
   for (const th of document.querySelectorAll("#top-table th[data-sort]")) {
