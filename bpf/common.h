@@ -83,8 +83,10 @@ struct ev_str3  { struct ev_head h; s64 a[6]; char s1[STR_SZ]; char s2[STR_SZ]; 
 // net: sa = the raw user sockaddr (peer for connect/accept, local for listen);
 // la = local address remembered from bind(), for accept.
 struct ev_sock  { struct ev_head h; s64 a[6]; u8 sa[SA_SZ]; u8 la[16]; };
-// exec: a[1] = bytes used in argv, a[2] = argc seen, a[3] = 1 if argv truncated
-struct ev_exec  { struct ev_head h; s64 a[6]; char filename[STR_SZ]; char argv[ARGV_SZ + ARG_MAX_LEN]; };
+// exec: a[1] = bytes used in argv, a[2] = argc seen, a[3] = 1 if argv truncated;
+// base = the absolute directory a relative filename is relative to ("" otherwise)
+struct ev_exec  { struct ev_head h; s64 a[6]; char filename[STR_SZ]; char argv[ARGV_SZ + ARG_MAX_LEN];
+                  char base[STR_SZ]; };
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(lost, u64, K_MAX);          // reserve failures per kind

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -360,7 +361,7 @@ os.chdir("{d}")
 for path in ("{d}/secret/a", "{d}/other", "{d}/target.conf", "{d}/exact", "other", "{d}//other", "{d}/./other"):
     open(path).read()
 open("{d}/target.conf", "w").write("y")
-open("target.conf", "w").write("y")   # relative: judged by its tail
+open("target.conf", "w").write("y")   # relative: judged as {d}/target.conf
 os.chmod("{d}/exact", 0o600)
 os.chmod("{d}/other", 0o600)
 os.unlink("{d}/other")
@@ -372,10 +373,13 @@ os.unlink("{d}/other")
         probe.svc.load_plan(FilterPlan.capture_all(probe.svc.cfg.kinds))
     # (a path the kernel cannot read at syscall entry, e.g. a library's constant not yet paged
     # in, is sent for user space to judge: only our own paths are compared here)
-    opens = {(e["path"], e["flags"] & 3) for e in col.events if e["kind"] == "open" and e["pid"] == p.pid
-             and (str(d) in e["path"] or e["path"] in ("other", "target.conf"))}
-    assert opens == {(f"{d}/secret/a", 0), (f"{d}/exact", 0), (f"{d}//other", 0),
-                     (f"{d}/./other", 0), (f"{d}/target.conf", 1), ("target.conf", 1)}
+    opens = {(e["raw_path"], e["path"], e["flags"] & 3) for e in col.events
+             if e["kind"] == "open" and e["pid"] == p.pid
+             and (str(d) in e["raw_path"] or e["raw_path"] in ("other", "target.conf"))}
+    # the relative "other" is {d}/other: not wanted; the relative "target.conf" written is
+    assert opens == {(f"{d}/secret/a", f"{d}/secret/a", 0), (f"{d}/exact", f"{d}/exact", 0),
+                     (f"{d}//other", f"{d}/other", 0), (f"{d}/./other", f"{d}/other", 0),
+                     (f"{d}/target.conf", f"{d}/target.conf", 1), ("target.conf", f"{d}/target.conf", 1)}
     chmods = [e["path"] for e in col.events if e["kind"] == "chmod" and e["pid"] == p.pid]
     assert chmods == [f"{d}/exact"]
     assert not [e for e in col.events if e["kind"] == "unlink" and e["pid"] == p.pid]
@@ -385,6 +389,63 @@ os.unlink("{d}/other")
     for f in sorted(d.rglob("*"), reverse=True):
         f.rmdir() if f.is_dir() else f.unlink()
     d.rmdir()
+
+async def test_paths_are_absolute_and_normalised(probe, tmp_path):
+    """Relative paths (working directory, dirfd), `//`, `.` and `..`: the event's path is the
+    absolute, normalised one, the argument as written is kept in raw_path."""
+    shutil.copy("/bin/true", tmp_path / "x")
+    (tmp_path / "sub").mkdir()
+    p = await run_child(sys.executable, "-c", f"""
+import os, subprocess
+os.chdir("/etc")
+open("passwd").read()
+open("/etc//passwd").read()
+open("/etc/./../etc/passwd").read()
+fd = os.open("/etc", os.O_RDONLY | os.O_DIRECTORY)
+os.close(os.open("passwd", os.O_RDONLY, dir_fd=fd))
+os.close(os.open("../etc/passwd", os.O_RDONLY, dir_fd=fd))
+os.chdir("{tmp_path}/sub")
+os.chdir("..")
+os.chmod("x", 0o755)
+subprocess.run(["./x"], check=True)
+""")
+    assert p.returncode == 0, p.err
+    col = probe.col
+    await col.wait(lambda e: e["kind"] == "exit" and e["pid"] == p.pid)
+    opens = [e for e in col.events if e["kind"] == "open" and e["pid"] == p.pid and "passwd" in e["raw_path"]]
+    assert {(e["raw_path"], e["path"]) for e in opens} == {
+        ("passwd", "/etc/passwd"), ("/etc//passwd", "/etc/passwd"), ("/etc/./../etc/passwd", "/etc/passwd"),
+        ("../etc/passwd", "/etc/passwd")}
+    assert len([e for e in opens if e["raw_path"] == "passwd"]) == 2  # cwd /etc, and dirfd of /etc
+    cds = [(e["raw_path"], e["path"]) for e in col.events if e["kind"] == "chdir" and e["pid"] == p.pid]
+    assert cds == [("/etc", "/etc"), (f"{tmp_path}/sub", f"{tmp_path}/sub"), ("..", str(tmp_path))]
+    ch = [e for e in col.events if e["kind"] == "chmod" and e["pid"] == p.pid]
+    assert [(e["raw_path"], e["path"]) for e in ch] == [("x", f"{tmp_path}/x")]
+    ex = (await col.wait(lambda e: e["kind"] == "exec" and e["ppid"] == p.pid and e["raw_filename"] == "./x"))[0]
+    assert ex["filename"] == f"{tmp_path}/x"
+
+
+async def test_container_paths_are_absolute_in_the_container(probe, bb_image):
+    """`cd /etc && cat shadow`, `/etc//shadow` and `cd /dev/shm && ./x` in a container: the
+    container's own absolute paths (not the host's overlay directories)."""
+    name = f"eun-paths-{uuid.uuid4().hex[:8]}"
+    try:
+        containers.run(["sh", "-c", "sleep 1; cd /etc && cat shadow; cat /etc//shadow; "
+                                    "cp /bin/busybox /dev/shm/x; cd /dev/shm && ./x true; sleep 1"],
+                       name=name, detach=True, flags=["--network", "none"])
+        cid = containers.inspect_id(name)
+        inode = Path(f"/sys/fs/cgroup/unified/libpod_parent/libpod-{cid}").stat().st_ino
+        subprocess.run([*containers.PODMAN, "wait", name], capture_output=True, timeout=60)
+    finally:
+        containers.remove(name)
+    col = probe.col
+    opens = await col.wait(lambda e: e["kind"] == "open" and e["cgroup_id"] == inode
+                           and e["path"] == "/etc/shadow", n=2)
+    assert {e["raw_path"] for e in opens} == {"shadow", "/etc//shadow"}
+    ex = (await col.wait(lambda e: e["kind"] == "exec" and e["cgroup_id"] == inode
+                         and e["raw_filename"] == "./x"))[0]
+    assert ex["filename"] == "/dev/shm/x"
+
 
 async def test_control_requests(probe):
     bus, ctl = probe.bus, subjects.ctl_probe(NODE)
