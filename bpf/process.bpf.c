@@ -14,7 +14,8 @@ BPF_HASH(exec_args, u32, struct exec_stash, 1024);   // tid -> args, until exec 
 BPF_HASH(clone_flags, u32, u64, 4096);               // tid -> flags of the clone in progress
 BPF_HASH(exit_codes, u32, s64, 4096);                // tgid -> exit_group() status
 
-static __always_inline void exec_enter(const char *filename, const char *const *argv, s64 dirfd)
+// compat: argv is an array of 32-bit pointers (an ia32 execve)
+static __always_inline void exec_enter_abi(const char *filename, const char *const *argv, s64 dirfd, int compat)
 {
     if (skip(K_EXEC))
         return;
@@ -31,8 +32,14 @@ static __always_inline void exec_enter(const char *filename, const char *const *
 #pragma unroll
     for (int i = 0; i < ARGC_MAX; i++) {
         const char *arg = 0;
-        if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) < 0 || !arg)
+        if (compat) {
+            u32 a32 = 0;
+            if (bpf_probe_read_user(&a32, sizeof(a32), (const u32 *)argv + i) < 0 || !a32)
+                goto done;
+            arg = (const char *)(u64)a32;
+        } else if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) < 0 || !arg) {
             goto done;
+        }
         if (off > ARGV_SZ - 1) {
             s->truncated = 1;
             goto done;
@@ -49,6 +56,11 @@ done:
     u32 tid = bpf_get_current_pid_tgid();
     if (exec_args.update(&tid, s) < 0)
         count_lost(K_EXEC);
+}
+
+static __always_inline void exec_enter(const char *filename, const char *const *argv, s64 dirfd)
+{
+    exec_enter_abi(filename, argv, dirfd, 0);
 }
 
 static __always_inline void exec_emit(u32 key, long ret)
