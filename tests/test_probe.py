@@ -447,6 +447,42 @@ async def test_container_paths_are_absolute_in_the_container(probe, bb_image):
     assert ex["filename"] == "/dev/shm/x"
 
 
+async def test_ia32_syscalls_in_a_container_arrive_like_native_ones(probe, bb_image, tmp_path):
+    """A static 64-bit helper makes its calls through int $0x80 (the ia32 ABI, which
+    syscalls:* tracepoints never see) inside a container: each arrives as the same
+    kind, with the same fields, as the native call."""
+    exe = tmp_path / "int80"
+    subprocess.run(["gcc", "-static", "-no-pie", "-O1", "-o", str(exe), str(Path(__file__).parent / "data/int80.c")],
+                   check=True, capture_output=True)
+    name = f"eun-int80-{uuid.uuid4().hex[:8]}"
+    try:
+        containers.run(["sh", "-c", "sleep 1; /h/int80; sleep 1"], name=name, detach=True,
+                       flags=["--network", "none", "-v", f"{tmp_path}:/h:ro"])
+        cid = containers.inspect_id(name)
+        inode = Path(f"/sys/fs/cgroup/unified/libpod_parent/libpod-{cid}").stat().st_ino
+        subprocess.run([*containers.PODMAN, "wait", name], capture_output=True, timeout=60)
+    finally:
+        containers.remove(name)
+    col = probe.col
+
+    def mine(kind):
+        return lambda e: e["kind"] == kind and e["cgroup_id"] == inode and e["comm"] in ("int80", "true")
+    opens = await col.wait(lambda e: mine("open")(e) and e["path"] == "/etc/shadow", n=2)
+    assert {e["raw_path"] for e in opens} == {"/etc/shadow", "shadow"}
+    assert (await col.wait(mine("chdir")))[0]["path"] == "/etc"
+    cn = (await col.wait(mine("connect")))[0]
+    assert (cn["daddr"], cn["dport"], cn["family"]) == ("169.254.169.254", 80, socket.AF_INET)
+    assert (await col.wait(mine("ptrace")))[0]["request"] == 16
+    su = (await col.wait(mine("setuid")))[0]
+    assert (su["uid"], su["syscall"]) == (0, "setuid")
+    mt = (await col.wait(mine("mount")))[0]
+    assert (mt["source"], mt["target"], mt["fstype"]) == ("none", "/mnt", "tmpfs")
+    assert (await col.wait(mine("bpf")))[0]["cmd"] == 5
+    assert (await col.wait(mine("unshare")))[0]["flags"] == 0x20000
+    ex = (await col.wait(lambda e: mine("exec")(e) and e["argv"] == ["true", "int80"]))[0]
+    assert (ex["filename"], ex["ret"]) == ("/bin/true", 0)
+
+
 async def test_control_requests(probe):
     bus, ctl = probe.bus, subjects.ctl_probe(NODE)
     st = await bus.request_json(ctl, {"op": "status"})
