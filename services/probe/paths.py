@@ -9,6 +9,8 @@ the argument stays in `raw_path`.
 """
 from __future__ import annotations
 
+from shared.filterplan import judged_path
+
 
 def needs_folding(path: str) -> bool:
     return "//" in path or "/." in path or path.endswith("/") and len(path) > 1
@@ -31,8 +33,7 @@ def fold(path: str) -> str:
 def absolute(raw: str, base: str | None) -> str:
     """The absolute, normalised path of argument `raw`, relative to `base` when not absolute.
     A relative path whose base the kernel could not resolve stays as written."""
-    if raw.startswith("/"):
-        return fold(raw) if needs_folding(raw) else raw
-    if not raw or not base or not base.startswith("/"):
+    if not raw.startswith("/") and (not raw or not base or not base.startswith("/")):
         return raw
-    return fold(base + "/" + raw)
+    path = judged_path(raw, base)  # what the kernel's filter plan judged
+    return fold(path) if needs_folding(path) else path
