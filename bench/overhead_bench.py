@@ -390,6 +390,7 @@ def main() -> None:
     for k, v in full.items():
         ap.add_argument("--" + k.replace("_", "-"), type=type(v), default=None, help=f"default {v}, quick {quick[k]}")
     ap.add_argument("--nginx-workers", type=int, default=1, help="nginx worker processes (wrk takes the other core)")
+    ap.add_argument("--only", default="", help="comma-separated workloads to run (nginx,exec,walk,open); default all")
     args = ap.parse_args()
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None:
@@ -405,6 +406,11 @@ def main() -> None:
         helper = build_helper(tmp)
         with Nginx(tmp, args.nginx_workers) as nginx:
             wls = workloads(args, helper, nginx, tmp / "f")
+            if args.only:
+                names = set(args.only.split(","))
+                if names - {w.name for w in wls}:
+                    raise SystemExit(f"--only: unknown workload(s) {sorted(names - {w.name for w in wls})}")
+                wls = [w for w in wls if w.name in names]
             nginx.wrk(1)  # warm-up: caches, nginx workers, the file tree
             walk(1)
             off, on = [], []

@@ -26,6 +26,8 @@ int main(void)
     int80(5, (long)shadow, 0, 0, 0, 0);                   /* open("/etc/shadow", O_RDONLY) */
     int80(12, (long)etc, 0, 0, 0, 0);                     /* chdir("/etc") */
     int80(295, -100, (long)rel, 0400, 0, 0);              /* openat(AT_FDCWD, "shadow", O_NOCTTY) */
+    long dfd = int80(5, (long)etc, 0200000, 0, 0, 0);     /* open("/etc", O_DIRECTORY) */
+    int80(295, dfd, (long)rel, 0400000, 0, 0);            /* openat(dirfd, "shadow", O_NOFOLLOW) */
     long s = int80(359, 2, 1, 0, 0, 0);                   /* socket(AF_INET, SOCK_STREAM) */
     int80(362, s, (long)sa, 16, 0, 0);                    /* connect */
     int80(26, 16, 999999, 0, 0, 0);                       /* ptrace(PTRACE_ATTACH, no such pid) */
