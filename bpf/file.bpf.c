@@ -29,8 +29,9 @@ BPF_LPM_TRIE(plan_prefix, struct plan_key, u8, PLAN_ENTRIES);
 BPF_LPM_TRIE(plan_suffix, struct plan_key, u8, PLAN_ENTRIES);
 BPF_ARRAY(plan_any, u8, K_MAX);
 // Scratch keys: [0] the path, [1] its tail reversed. The slack lets the scan
-// below look a few bytes ahead without the verifier having to prove where the NUL is.
-struct plan_buf { struct plan_key k; char slack[16]; };
+// below look a few bytes ahead without the verifier having to prove where the NUL is,
+// and path_absolute() append a path after its base with bounds the verifier can see.
+struct plan_buf { struct plan_key k; char slack[PLAN_PATH_SZ + 16]; };  // room for base + path
 BPF_PERCPU_ARRAY(plan_scratch, struct plan_buf, 2);
 
 // Path resolution (needs the kernel's BTF: the loader passes -DOFF_<member>=<bytes>
@@ -285,13 +286,7 @@ static __always_inline int dedup_repeat(u32 kind, u32 flags, u32 mode, const cha
 // using rb as scratch. The new length, or -1 if the base is unknown or too long.
 static __always_inline long path_absolute(struct plan_buf *kb, struct plan_buf *rb, long n, s64 dirfd)
 {
-    for (u32 i = 0; i < PLAN_PATH_SZ; i++) {  // rb = the relative path
-        if (i >= n)
-            break;
-        u32 j = i;
-        asm volatile("" : "+r"(j));  // masked indexes the verifier can bound
-        rb->k.s[j & 0xff] = kb->k.s[j & 0xff];
-    }
+    bpf_probe_read_kernel(rb->k.s, sizeof(rb->k.s), kb->k.s);  // rb = the relative path
     long blen = base_dir(dirfd, kb->k.s);
     if (blen <= 0)
         return -1;
@@ -300,13 +295,8 @@ static __always_inline long path_absolute(struct plan_buf *kb, struct plan_buf *
         kb->k.s[off++ & 0xff] = '/';
     if (off + n >= PLAN_PATH_SZ - 4)
         return -1;
-    for (u32 i = 0; i < PLAN_PATH_SZ; i++) {
-        if (i >= n)
-            break;
-        u32 j = i;
-        asm volatile("" : "+r"(j));
-        kb->k.s[(off + j) & 0xff] = rb->k.s[j & 0xff];
-    }
+    // helpers, not byte loops: the verifier checks a loop once per iteration
+    bpf_probe_read_kernel(&kb->k.s[off & 0xff], n & 0xff, rb->k.s);
     return (off + n - 1) & 0xff;
 }
 

@@ -85,142 +85,176 @@ static __always_inline s64 id32(u64 v)
 
 #define P(x) ((const void *)(u64)(u32)(x))
 
+// ia32 calls of interest between their enter and exit, node-wide: while 0, sys_exit
+// returns at once without reading pt_regs (it runs on every syscall). Only a hint:
+// a successful ia32 execve of a 64-bit image leaves it one too high (its exit is no
+// longer TS_COMPAT), which only costs that check; it never goes below 0.
+BPF_ARRAY(i32_inflight, s64, 1);
+
+static __always_inline void i32_track(s64 d)
+{
+    u32 zero = 0;
+    s64 *n = i32_inflight.lookup(&zero);
+    if (n && (d > 0 || *n > 0))
+        __sync_fetch_and_add(n, d);
+}
+
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
     long nr = ctx->args[1];
     if (!i32_wanted(nr) || !task_in_ia32())
         return 0;
+    i32_track(1);
     struct pt_regs r = {};
     bpf_probe_read_kernel(&r, sizeof(r), (void *)ctx->args[0]);
     u64 a0 = (u32)r.bx, a1 = (u32)r.cx, a2 = (u32)r.dx, a3 = (u32)r.si;
+    // each case only sets arguments: one call of each helper below keeps the program small
+    int pk = 0, sk = 0, ek = 0, nk = 0;
+    u32 kind = 0, shape = SHAPE_NUM, dfl = 0;
+    u8 cls = CLS_READ;
+    s64 v1 = 0, v2 = 0, v3 = 0, v4 = 0, v5 = 0, dfd = AT_FDCWD_;
+    const void *p0 = 0, *p1 = 0, *p2 = 0;
     switch (nr) {
     case I32_OPEN:
-        path_stash(K_OPEN, open_class(a1), P(a0), a1, a2, AT_FDCWD_, a1, AT_FDCWD_);
+        pk = 1; kind = K_OPEN; cls = open_class(a1); p0 = P(a0); v1 = a1; v2 = a2; v3 = AT_FDCWD_; dfl = a1; dfd = AT_FDCWD_;
         break;
     case I32_CREAT:
-        path_stash(K_OPEN, CLS_WRITE | CLS_CREATE, P(a0), 01101, a1, AT_FDCWD_, 01101, AT_FDCWD_);
+        pk = 1; kind = K_OPEN; cls = CLS_WRITE | CLS_CREATE; p0 = P(a0); v1 = 01101; v2 = a1; v3 = AT_FDCWD_; dfl = 01101; dfd = AT_FDCWD_;
         break;
     case I32_OPENAT:
-        path_stash(K_OPEN, open_class(a2), P(a1), a2, a3, (s32)a0, a2, (s32)a0);
+        pk = 1; kind = K_OPEN; cls = open_class(a2); p0 = P(a1); v1 = a2; v2 = a3; v3 = (s32)a0; dfl = a2; dfd = (s32)a0;
         break;
     case I32_OPENAT2: {
         struct { u64 flags; u64 mode; } how = {};
         bpf_probe_read_user(&how, sizeof(how), P(a2));
-        path_stash(K_OPEN, open_class(how.flags), P(a1), how.flags, how.mode, (s32)a0, how.flags, (s32)a0);
+        pk = 1; kind = K_OPEN; cls = open_class(how.flags); p0 = P(a1); v1 = how.flags; v2 = how.mode; v3 = (s32)a0; dfl = how.flags; dfd = (s32)a0;
         break;
     }
     case I32_UNLINK:
-        path_stash(K_UNLINK, CLS_READ, P(a0), AT_FDCWD_, 0, 0, 0, AT_FDCWD_);
+        pk = 1; kind = K_UNLINK; cls = CLS_READ; p0 = P(a0); v1 = AT_FDCWD_; v2 = 0; v3 = 0; dfl = 0; dfd = AT_FDCWD_;
         break;
     case I32_UNLINKAT:
-        path_stash(K_UNLINK, CLS_READ, P(a1), (s32)a0, a2, 0, a2, (s32)a0);
+        pk = 1; kind = K_UNLINK; cls = CLS_READ; p0 = P(a1); v1 = (s32)a0; v2 = a2; v3 = 0; dfl = a2; dfd = (s32)a0;
         break;
     case I32_CHMOD:
-        path_stash(K_CHMOD, CLS_READ, P(a0), a1, AT_FDCWD_, 0, a1, AT_FDCWD_);
+        pk = 1; kind = K_CHMOD; cls = CLS_READ; p0 = P(a0); v1 = a1; v2 = AT_FDCWD_; v3 = 0; dfl = a1; dfd = AT_FDCWD_;
         break;
     case I32_FCHMODAT:
-        path_stash(K_CHMOD, CLS_READ, P(a1), a2, (s32)a0, 0, a2, (s32)a0);
+        pk = 1; kind = K_CHMOD; cls = CLS_READ; p0 = P(a1); v1 = a2; v2 = (s32)a0; v3 = 0; dfl = a2; dfd = (s32)a0;
         break;
     case I32_EXECVE:
-        exec_enter_abi(P(a0), P(a1), AT_FDCWD_, 1);
+        ek = 1; p0 = P(a0); p1 = P(a1); dfd = AT_FDCWD_;
         break;
     case I32_EXECVEAT:
-        exec_enter_abi(P(a1), P(a2), (s32)a0, 1);
+        ek = 1; p0 = P(a1); p1 = P(a2); dfd = (s32)a0;
         break;
     case I32_CONNECT:
-        net_stash(K_CONNECT, (s32)a0, a2, 0, P(a1), 0);
+        nk = 1; v1 = (s32)a0; v2 = a2; p0 = P(a1);
         break;
     case I32_SOCKETCALL:
         if (a0 == SYS_CONNECT_) {
             u32 sa[3] = {};  // fd, sockaddr pointer, addrlen
             bpf_probe_read_user(sa, sizeof(sa), P(a1));
-            net_stash(K_CONNECT, (s32)sa[0], sa[2], 0, P(sa[1]), 0);
+            nk = 1; v1 = (s32)sa[0]; v2 = sa[2]; p0 = P(sa[1]);
         }
         break;
     case I32_PTRACE:
-        stash_put(K_PTRACE, SHAPE_NUM, a0, (s32)a1, 0, 0, 0, 0, 0, 0);
+        sk = 1; kind = K_PTRACE; shape = SHAPE_NUM; v1 = a0; v2 = (s32)a1; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     case I32_SETUID16:
-        stash_put(K_SETUID, SHAPE_NUM, id16(a0), ID_UNCHANGED, ID_UNCHANGED, 0, 0, 0, 0, 0);
+        sk = 1; kind = K_SETUID; shape = SHAPE_NUM; v1 = id16(a0); v2 = ID_UNCHANGED; v3 = ID_UNCHANGED; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     case I32_SETUID:
-        stash_put(K_SETUID, SHAPE_NUM, id32(a0), ID_UNCHANGED, ID_UNCHANGED, 0, 0, 0, 0, 0);
+        sk = 1; kind = K_SETUID; shape = SHAPE_NUM; v1 = id32(a0); v2 = ID_UNCHANGED; v3 = ID_UNCHANGED; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     case I32_SETREUID16:
-        stash_put(K_SETUID, SHAPE_NUM, id16(a0), id16(a1), ID_UNCHANGED, 1, 0, 0, 0, 0);
+        sk = 1; kind = K_SETUID; shape = SHAPE_NUM; v1 = id16(a0); v2 = id16(a1); v3 = ID_UNCHANGED; v4 = 1; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     case I32_SETREUID:
-        stash_put(K_SETUID, SHAPE_NUM, id32(a0), id32(a1), ID_UNCHANGED, 1, 0, 0, 0, 0);
+        sk = 1; kind = K_SETUID; shape = SHAPE_NUM; v1 = id32(a0); v2 = id32(a1); v3 = ID_UNCHANGED; v4 = 1; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     case I32_SETRESUID16:
-        stash_put(K_SETUID, SHAPE_NUM, id16(a0), id16(a1), id16(a2), 2, 0, 0, 0, 0);
+        sk = 1; kind = K_SETUID; shape = SHAPE_NUM; v1 = id16(a0); v2 = id16(a1); v3 = id16(a2); v4 = 2; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     case I32_SETRESUID:
-        stash_put(K_SETUID, SHAPE_NUM, id32(a0), id32(a1), id32(a2), 2, 0, 0, 0, 0);
+        sk = 1; kind = K_SETUID; shape = SHAPE_NUM; v1 = id32(a0); v2 = id32(a1); v3 = id32(a2); v4 = 2; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     case I32_SETGID16:
-        stash_put(K_SETGID, SHAPE_NUM, id16(a0), ID_UNCHANGED, ID_UNCHANGED, 0, 0, 0, 0, 0);
+        sk = 1; kind = K_SETGID; shape = SHAPE_NUM; v1 = id16(a0); v2 = ID_UNCHANGED; v3 = ID_UNCHANGED; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     case I32_SETGID:
-        stash_put(K_SETGID, SHAPE_NUM, id32(a0), ID_UNCHANGED, ID_UNCHANGED, 0, 0, 0, 0, 0);
+        sk = 1; kind = K_SETGID; shape = SHAPE_NUM; v1 = id32(a0); v2 = ID_UNCHANGED; v3 = ID_UNCHANGED; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     case I32_SETREGID16:
-        stash_put(K_SETGID, SHAPE_NUM, id16(a0), id16(a1), ID_UNCHANGED, 1, 0, 0, 0, 0);
+        sk = 1; kind = K_SETGID; shape = SHAPE_NUM; v1 = id16(a0); v2 = id16(a1); v3 = ID_UNCHANGED; v4 = 1; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     case I32_SETREGID:
-        stash_put(K_SETGID, SHAPE_NUM, id32(a0), id32(a1), ID_UNCHANGED, 1, 0, 0, 0, 0);
+        sk = 1; kind = K_SETGID; shape = SHAPE_NUM; v1 = id32(a0); v2 = id32(a1); v3 = ID_UNCHANGED; v4 = 1; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     case I32_SETRESGID16:
-        stash_put(K_SETGID, SHAPE_NUM, id16(a0), id16(a1), id16(a2), 2, 0, 0, 0, 0);
+        sk = 1; kind = K_SETGID; shape = SHAPE_NUM; v1 = id16(a0); v2 = id16(a1); v3 = id16(a2); v4 = 2; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     case I32_SETRESGID:
-        stash_put(K_SETGID, SHAPE_NUM, id32(a0), id32(a1), id32(a2), 2, 0, 0, 0, 0);
+        sk = 1; kind = K_SETGID; shape = SHAPE_NUM; v1 = id32(a0); v2 = id32(a1); v3 = id32(a2); v4 = 2; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     case I32_MOUNT:
-        stash_put(K_MOUNT, SHAPE_STR3, a3, 0, 0, 0, 0, P(a0), P(a1), P(a2));
+        sk = 1; kind = K_MOUNT; shape = SHAPE_STR3; v1 = a3; v2 = 0; v3 = 0; v4 = 0; v5 = 0; p0 = P(a0); p1 = P(a1); p2 = P(a2);
         break;
     case I32_INIT_MODULE:
-        stash_put(K_MODULE, SHAPE_STR1, -1, 0, 0, 0, 0, P(a2), 0, 0);
+        sk = 1; kind = K_MODULE; shape = SHAPE_STR1; v1 = -1; v2 = 0; v3 = 0; v4 = 0; v5 = 0; p0 = P(a2); p1 = 0; p2 = 0;
         break;
     case I32_FINIT_MODULE:
-        stash_put(K_MODULE, SHAPE_STR1, (s32)a0, a2, 1, 0, 0, P(a1), 0, 0);
+        sk = 1; kind = K_MODULE; shape = SHAPE_STR1; v1 = (s32)a0; v2 = a2; v3 = 1; v4 = 0; v5 = 0; p0 = P(a1); p1 = 0; p2 = 0;
         break;
     case I32_BPF:
-        stash_put(K_BPF, SHAPE_NUM, a0, -1, 0, 0, 0, P(a1), 0, 0);
+        sk = 1; kind = K_BPF; shape = SHAPE_NUM; v1 = a0; v2 = -1; v3 = 0; v4 = 0; v5 = 0; p0 = P(a1); p1 = 0; p2 = 0;
         break;
     case I32_UNSHARE:
-        stash_put(K_UNSHARE, SHAPE_NUM, a0, 0, 0, 0, 0, 0, 0, 0);
+        sk = 1; kind = K_UNSHARE; shape = SHAPE_NUM; v1 = a0; v2 = 0; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     case I32_SETNS:
-        stash_put(K_SETNS, SHAPE_NUM, (s32)a0, a1, 0, 0, 0, 0, 0, 0);
+        sk = 1; kind = K_SETNS; shape = SHAPE_NUM; v1 = (s32)a0; v2 = a1; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     case I32_MEMFD_CREATE:
-        stash_put(K_MEMFD, SHAPE_STR1, a1, 0, 0, 0, 0, P(a0), 0, 0);
+        sk = 1; kind = K_MEMFD; shape = SHAPE_STR1; v1 = a1; v2 = 0; v3 = 0; v4 = 0; v5 = 0; p0 = P(a0); p1 = 0; p2 = 0;
         break;
     case I32_CHDIR:
-        stash_put(K_CHDIR, SHAPE_STR1, 0, 0, 0, 0, 0, P(a0), 0, 0);
+        sk = 1; kind = K_CHDIR; shape = SHAPE_STR1; v1 = 0; v2 = 0; v3 = 0; v4 = 0; v5 = 0; p0 = P(a0); p1 = 0; p2 = 0;
         break;
     case I32_FCHDIR:
-        stash_put(K_CHDIR, SHAPE_NUM, (s32)a0, 1, 0, 0, 0, 0, 0, 0);
+        sk = 1; kind = K_CHDIR; shape = SHAPE_NUM; v1 = (s32)a0; v2 = 1; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     case I32_KILL:
         if (a1 != 0 && (u32)a0 != bpf_get_current_pid_tgid() >> 32)
-            stash_put(K_SIGNAL, SHAPE_NUM, (s32)a0, a1, 0, 0, 0, 0, 0, 0);
+            sk = 1; kind = K_SIGNAL; shape = SHAPE_NUM; v1 = (s32)a0; v2 = a1; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     case I32_TGKILL:
         if (a2 != 0 && (u32)a0 != bpf_get_current_pid_tgid() >> 32)
-            stash_put(K_SIGNAL, SHAPE_NUM, (s32)a0, a2, (s32)a1, 0, 0, 0, 0, 0);
+            sk = 1; kind = K_SIGNAL; shape = SHAPE_NUM; v1 = (s32)a0; v2 = a2; v3 = (s32)a1; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     }
+    if (pk)
+        path_stash(kind, cls, p0, v1, v2, v3, dfl, dfd);
+    else if (sk)
+        stash_put(kind, shape, v1, v2, v3, v4, v5, p0, p1, p2);
+    else if (ek)
+        exec_enter_abi(p0, p1, dfd, 1);
+    else if (nk)
+        net_stash(K_CONNECT, v1, v2, 0, p0, 0);
     return 0;
 }
 
 RAW_TRACEPOINT_PROBE(sys_exit)
 {
+    u32 zero = 0;
+    s64 *inflight = i32_inflight.lookup(&zero);
+    if (inflight && *inflight == 0)
+        return 0;
     long nr = -1;
     bpf_probe_read_kernel(&nr, sizeof(nr), &((struct pt_regs *)ctx->args[0])->orig_ax);
     if (!i32_wanted(nr) || !task_in_ia32())
         return 0;
+    i32_track(-1);
     long ret = ctx->args[1];
     switch (nr) {
     case I32_OPEN: case I32_CREAT: case I32_OPENAT: case I32_OPENAT2: case I32_UNLINK: case I32_UNLINKAT:
