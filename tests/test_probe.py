@@ -425,6 +425,20 @@ subprocess.run(["./x"], check=True)
     assert ex["filename"] == f"{tmp_path}/x"
 
 
+async def test_a_base_too_deep_to_walk_is_counted_and_the_event_still_sent(probe, tmp_path):
+    deep = tmp_path.joinpath(*["d"] * 40)  # deeper than the kernel walks (PW_DEPTH)
+    deep.mkdir(parents=True)
+    probe.svc.read_counters()
+    before = probe.svc.stats.get("probe_path_unresolved_total", reason="too_deep_or_long") or 0
+    p = await run_child(sys.executable, "-c", f"import os; os.chdir({str(deep)!r}); open('deepfile', 'w').close()")
+    assert p.returncode == 0, p.err
+    ev = (await probe.col.wait(lambda e: e["kind"] == "open" and e["pid"] == p.pid
+                               and e["raw_path"] == "deepfile"))[0]
+    assert ev["path"] == "deepfile"  # as written: the base is unknown (user space cannot guess it)
+    probe.svc.read_counters()
+    assert probe.svc.stats.get("probe_path_unresolved_total", reason="too_deep_or_long") > before
+
+
 async def test_container_paths_are_absolute_in_the_container(probe, bb_image):
     """`cd /etc && cat shadow`, `/etc//shadow` and `cd /dev/shm && ./x` in a container: the
     container's own absolute paths (not the host's overlay directories)."""
