@@ -55,3 +55,23 @@ def test_btf_of_the_running_kernel_places_stable_members():
 def test_btf_that_is_not_btf_is_refused():
     with pytest.raises(BTFError, match="bad magic"):
         BTF(struct.pack("<HBBIIIII", 0x1234, 1, 0, 24, 0, 0, 0, 0))
+
+
+def test_without_btf_the_probe_says_what_it_loses(monkeypatch):
+    from services.probe import btf, loader
+
+    def missing():
+        raise BTFError("cannot read the kernel's BTF /sys/kernel/btf/vmlinux: gone")
+    monkeypatch.setattr(btf, "vmlinux", missing)
+    plan = loader.SourcePlan()
+    assert loader.kernel_offset_flags(plan) == ["-DHAVE_KOFF=0"]
+    assert len(plan.errors) == 1 and "not resolved to absolute paths" in plan.errors[0] and "ia32" in plan.errors[0]
+
+
+def test_offsets_from_btf_become_compiler_flags():
+    if not VMLINUX.exists():
+        pytest.skip("no /sys/kernel/btf/vmlinux on this kernel")
+    from services.probe import loader
+    flags = loader.kernel_offset_flags(loader.SourcePlan())
+    assert "-DHAVE_KOFF=1" in flags and "-DOFF_PATH_DENTRY=8" in flags
+    assert len(flags) == len(loader.KERNEL_OFFSETS) + 1
