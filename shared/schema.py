@@ -32,13 +32,16 @@ ENRICHED_FIELDS = ("proc", "container", "k8s")
 
 # kind -> kind-specific fields (documentation and validation of presence).
 # Set by the probe (services/probe/decode.py); None where the kernel side
-# cannot know (e.g. connect saddr/sport, proto; module name). Paths are as
-# the process passed them (relative to `dirfd`/cwd when not absolute).
+# cannot know (e.g. connect saddr/sport, proto; module name). open, unlink,
+# chmod and chdir "path" and exec "filename" are absolute and normalised
+# (services/probe/paths.py; still as written when the kernel could not resolve
+# the base); the argument as written is in "raw_path" / "raw_filename".
+# rename/link/symlink paths are as the process passed them.
 # Extras beyond these: chmod has "dirfd" or, for fchmod, "fd" (path None);
 # unlink "dirfd", "flags"; rename/link "flags"; signal only for sig != 0 to
 # another process; socket only for AF_PACKET or SOCK_RAW; dup only when
 # oldfd is a socket or newfd is 0-2 (fd_type "socket" | "other"); chdir only
-# on success, for fchdir with "fd" (path None).
+# on success, for fchdir with "fd" (path: the new working directory).
 KINDS: dict[str, tuple[str, ...]] = {
     "exec": ("filename", "argv", "ret", "argv_truncated"),
     "exit": ("exit_code",),
