@@ -85,26 +85,21 @@ static __always_inline s64 id32(u64 v)
 
 #define P(x) ((const void *)(u64)(u32)(x))
 
-// ia32 calls of interest between their enter and exit, node-wide: while 0, sys_exit
-// returns at once without reading pt_regs (it runs on every syscall). Only a hint:
-// a successful ia32 execve of a 64-bit image leaves it one too high (its exit is no
-// longer TS_COMPAT), which only costs that check; it never goes below 0.
-BPF_ARRAY(i32_inflight, s64, 1);
-
-static __always_inline void i32_track(s64 d)
-{
-    u32 zero = 0;
-    s64 *n = i32_inflight.lookup(&zero);
-    if (n && (d > 0 || *n > 0))
-        __sync_fetch_and_add(n, d);
-}
+// Set at the first ia32 call of interest on the node and never cleared: until then
+// sys_exit (which runs on every syscall) returns at once without reading pt_regs.
+// (A count of calls in flight would race between CPUs and could close the gate on
+// a call still in flight; a flag that only goes up cannot.)
+BPF_ARRAY(i32_seen, u8, 1);
 
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
     long nr = ctx->args[1];
     if (!i32_wanted(nr) || !task_in_ia32())
         return 0;
-    i32_track(1);
+    u32 zero = 0;
+    u8 *seen = i32_seen.lookup(&zero);
+    if (seen && !*seen)
+        *seen = 1;
     struct pt_regs r = {};
     bpf_probe_read_kernel(&r, sizeof(r), (void *)ctx->args[0]);
     u64 a0 = (u32)r.bx, a1 = (u32)r.cx, a2 = (u32)r.dx, a3 = (u32)r.si;
@@ -247,14 +242,13 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 RAW_TRACEPOINT_PROBE(sys_exit)
 {
     u32 zero = 0;
-    s64 *inflight = i32_inflight.lookup(&zero);
-    if (inflight && *inflight == 0)
+    u8 *seen = i32_seen.lookup(&zero);
+    if (seen && !*seen)
         return 0;
     long nr = -1;
     bpf_probe_read_kernel(&nr, sizeof(nr), &((struct pt_regs *)ctx->args[0])->orig_ax);
     if (!i32_wanted(nr) || !task_in_ia32())
         return 0;
-    i32_track(-1);
     long ret = ctx->args[1];
     switch (nr) {
     case I32_OPEN: case I32_CREAT: case I32_OPENAT: case I32_OPENAT2: case I32_UNLINK: case I32_UNLINKAT:
