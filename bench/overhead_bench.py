@@ -414,6 +414,7 @@ def main() -> None:
     ap.add_argument("--perf-phase", action="store_true",
                     help="also a traced phase per round with `eunomia up --no-perf`: what the performance "
                          "features cost")
+    ap.add_argument("--only", default="", help="comma-separated workloads to run (nginx,exec,walk,open); default all")
     args = ap.parse_args()
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None:
@@ -429,6 +430,11 @@ def main() -> None:
         helper = build_helper(tmp)
         with Nginx(tmp, args.nginx_workers) as nginx:
             wls = workloads(args, helper, nginx, tmp / "f")
+            if args.only:
+                names = set(args.only.split(","))
+                if names - {w.name for w in wls}:
+                    raise SystemExit(f"--only: unknown workload(s) {sorted(names - {w.name for w in wls})}")
+                wls = [w for w in wls if w.name in names]
             nginx.wrk(1)  # warm-up: caches, nginx workers, the file tree
             walk(1)
             off, on, noperf = [], [], []

@@ -29,9 +29,140 @@ BPF_LPM_TRIE(plan_prefix, struct plan_key, u8, PLAN_ENTRIES);
 BPF_LPM_TRIE(plan_suffix, struct plan_key, u8, PLAN_ENTRIES);
 BPF_ARRAY(plan_any, u8, K_MAX);
 // Scratch keys: [0] the path, [1] its tail reversed. The slack lets the scan
-// below look a few bytes ahead without the verifier having to prove where the NUL is.
-struct plan_buf { struct plan_key k; char slack[8]; };
+// below look a few bytes ahead without the verifier having to prove where the NUL is,
+// and path_absolute() append a path after its base with bounds the verifier can see.
+struct plan_buf { struct plan_key k; char slack[PLAN_PATH_SZ + 16]; };  // room for base + path
 BPF_PERCPU_ARRAY(plan_scratch, struct plan_buf, 2);
+
+// Path resolution (needs the kernel's BTF: the loader passes -DOFF_<member>=<bytes>
+// and HAVE_KOFF=1). Relative paths are resolved against the directory they are
+// relative to (the working directory, or the dirfd's file), which is turned into
+// an absolute path by walking its dentries up to the task's root, crossing
+// mounts on the way, exactly as the process sees it (a container's /etc, not
+// the host's overlay directory). Symlinks in the base are resolved; `.`/`..`
+// in the argument are folded by user space (services/probe/paths.py).
+#ifndef HAVE_KOFF
+#define HAVE_KOFF 0
+#endif
+#define PW_DEPTH 32
+#define PW_SZ 768        // scratch: the path is built right to left in [257, 512)
+#define PW_END 512
+// The walk's state lives in the map value, not in registers: the verifier then sees
+// every iteration alike and checks the loop once instead of every branch history.
+struct pw_buf { char b[PW_SZ]; u64 pos; char *mnt; char *dentry; };
+BPF_PERCPU_ARRAY(pw_scratch, struct pw_buf, 1);
+BPF_PERCPU_ARRAY(pw_counts, u64, 2);  // [0] walks cut short (too deep/long), [1] unreadable
+
+#if HAVE_KOFF
+static __always_inline void *kptr(const void *p)
+{
+    void *v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), p);
+    return v;
+}
+
+static __always_inline void pw_count(u32 i)
+{
+    u64 *c = pw_counts.lookup(&i);
+    if (c)
+        *c += 1;
+}
+
+// The absolute path of (mnt, dentry) as the current task sees it, into out
+// (STR_SZ bytes, NUL-terminated); its length without the NUL, or -1.
+static __always_inline long path_walk(char *mnt, char *dentry, char *out)
+{
+    char *fs = kptr((char *)bpf_get_current_task() + OFF_TASK_FS);
+    u32 zero = 0;
+    struct pw_buf *w = pw_scratch.lookup(&zero);
+    if (!fs || !w || !mnt || !dentry) {
+        pw_count(1);
+        return -1;
+    }
+    char *root_mnt = kptr(fs + OFF_FS_ROOT + OFF_PATH_MNT);
+    char *root_dentry = kptr(fs + OFF_FS_ROOT + OFF_PATH_DENTRY);
+    w->pos = PW_END;
+    w->mnt = mnt;
+    w->dentry = dentry;
+    w->b[PW_END] = 0;
+    int i;
+    for (i = 0; i < PW_DEPTH; i++) {
+        char *d = w->dentry, *mn = w->mnt;
+        if (d == root_dentry && mn == root_mnt)
+            break;
+        if (d == kptr(mn + OFF_VFSMOUNT_ROOT)) {  // top of this mount: continue from its mount point
+            char *m = mn - OFF_MOUNT_MNT;
+            char *parent = kptr(m + OFF_MOUNT_PARENT);
+            if (!parent || parent == m)
+                break;  // the global root (a task whose root is outside its namespace)
+            w->dentry = kptr(m + OFF_MOUNT_MOUNTPOINT);
+            w->mnt = parent + OFF_MOUNT_MNT;
+            continue;
+        }
+        char *parent = kptr(d + OFF_DENTRY_PARENT);
+        if (!parent || parent == d)
+            break;
+        u32 len = 0;
+        bpf_probe_read_kernel(&len, sizeof(len), d + OFF_DENTRY_NAME + OFF_QSTR_LEN);
+        const char *name = kptr(d + OFF_DENTRY_NAME + OFF_QSTR_NAME);
+        u64 pos = w->pos;
+        if (len > 255 || pos > PW_END || pos < 258 + len) {  // longer than STR_SZ: cut short
+            pw_count(0);
+            return -1;
+        }
+        pos -= len + 1;
+        w->b[pos & 511] = '/';
+        bpf_probe_read_kernel(&w->b[(pos + 1) & 511], len & 255, name);
+        w->pos = pos;
+        w->dentry = parent;
+    }
+    if (i == PW_DEPTH) {
+        pw_count(0);
+        return -1;
+    }
+    u64 pos = w->pos;
+    if (pos > PW_END || pos < 257)
+        return -1;
+    if (pos == PW_END)
+        w->b[--pos & 511] = '/';  // the root itself
+    bpf_probe_read_kernel(out, STR_SZ, &w->b[pos & 511]);
+    return PW_END - pos;
+}
+
+// The directory a path argument is relative to: the working directory (AT_FDCWD)
+// or the file of `dirfd`, as an absolute path into out; -1 if unknown.
+static __always_inline long base_dir(s64 dirfd, char *out)
+{
+    char *task = (char *)bpf_get_current_task();
+    char *p;  // a struct path *
+    if ((int)dirfd == AT_FDCWD_) {
+        char *fs = kptr(task + OFF_TASK_FS);
+        if (!fs)
+            return -1;
+        p = fs + OFF_FS_PWD;
+    } else {
+        char *files = kptr(task + OFF_TASK_FILES);
+        char *fdt = files ? kptr(files + OFF_FILES_FDT) : 0;
+        if (!fdt)
+            return -1;
+        u32 max = 0;
+        bpf_probe_read_kernel(&max, sizeof(max), fdt + OFF_FDT_MAX);
+        if (dirfd < 0 || (u64)dirfd >= max)
+            return -1;
+        char **fds = kptr(fdt + OFF_FDT_FD);
+        char *file = fds ? kptr(fds + dirfd) : 0;
+        if (!file)
+            return -1;
+        p = file + OFF_FILE_PATH;
+    }
+    return path_walk(kptr(p + OFF_PATH_MNT), kptr(p + OFF_PATH_DENTRY), out);
+}
+#else
+static __always_inline long base_dir(s64 dirfd, char *out)
+{
+    return -1;
+}
+#endif
 
 static __always_inline u8 open_class(s64 flags)
 {
@@ -47,8 +178,9 @@ static __always_inline u8 open_class(s64 flags)
 // `len` is its length without the NUL (masked: the verifier sees the bound).
 static __always_inline int path_unjudgeable(const char *s, u32 len)
 {
-    len &= 0xff;
-    for (u32 i = 0; i < len; i++) {
+    for (u32 i = 0; i < PLAN_PATH_SZ - 5; i++) {  // a constant bound: s[i + 3] stays in the key
+        if (i >= len)
+            break;
         if (s[i] != '/')
             continue;
         char c1 = s[i + 1];
@@ -150,10 +282,28 @@ static __always_inline int dedup_repeat(u32 kind, u32 flags, u32 mode, const cha
     return 0;
 }
 
+// kb holds a relative path of n bytes (with its NUL): rewrite it as base/path,
+// using rb as scratch. The new length, or -1 if the base is unknown or too long.
+static __always_inline long path_absolute(struct plan_buf *kb, struct plan_buf *rb, long n, s64 dirfd)
+{
+    bpf_probe_read_kernel(rb->k.s, sizeof(rb->k.s), kb->k.s);  // rb = the relative path
+    long blen = base_dir(dirfd, kb->k.s);
+    if (blen <= 0)
+        return -1;
+    u32 off = blen;
+    if (blen > 1)
+        kb->k.s[off++ & 0xff] = '/';
+    if (off + n >= PLAN_PATH_SZ - 4)
+        return -1;
+    // helpers, not byte loops: the verifier checks a loop once per iteration
+    bpf_probe_read_kernel(&kb->k.s[off & 0xff], n & 0xff, rb->k.s);
+    return (off + n - 1) & 0xff;
+}
+
 // sys_enter side of the path kinds: stash when the plan wants it and it is no
 // repeat, else count it. `dflags` is what dedup compares besides the path.
 static __always_inline void path_stash(u32 kind, u8 cls, const char *path, s64 a1, s64 a2, s64 a3,
-                                       u32 dflags)
+                                       u32 dflags, s64 dirfd)
 {
     if (skip(kind))
         return;
@@ -165,6 +315,8 @@ static __always_inline void path_stash(u32 kind, u8 cls, const char *path, s64 a
     long n = bpf_probe_read_user_str(kb->k.s, sizeof(kb->k.s), path);  // n counts the NUL
     // unreadable now (read again at exit), empty, or too long to judge: len -1
     long len = (n <= 1 || n >= PLAN_PATH_SZ - 4) ? -1 : ((n - 1) & 0xff);
+    if (len > 0 && kb->k.s[0] != '/')  // relative: judged as <its base directory>/<path>
+        len = path_absolute(kb, rb, n, dirfd);
     if (!plan_wants(kind, cls, &kb->k, len, &rb->k)) {
         count_filtered(kind);
         return;
@@ -175,25 +327,57 @@ static __always_inline void path_stash(u32 kind, u8 cls, const char *path, s64 a
     stash_store(kind, SHAPE_STR1, a1, a2, a3, hash, 0, path, 0, 0);
 }
 
-static __always_inline int open_exit(long ret)
+// sys_exit side of the path kinds (open, unlink, chmod by path): s1 is the path as
+// written; a relative one also gets s2, the absolute directory it is relative to.
+static __always_inline int path_exit(long ret)
 {
     struct stash s;
     if (!stash_take(&s))
         return 0;
-    struct ev_str1 *e = ev_reserve(K_OPEN, sizeof(*e));
+    s.a[0] = ret;
+    char c = 0;
+    bpf_probe_read_user(&c, 1, (void *)s.p[0]);
+    if (c == '/' || c == 0 || s.shape != SHAPE_STR1) {
+        if (s.shape != SHAPE_STR1) {  // fchmod: no path
+            struct ev_num *e = ev_reserve(s.kind, sizeof(*e));
+            if (!e)
+                return 0;
+            __builtin_memcpy(e->a, s.a, sizeof(e->a));
+            ev_submit(e);
+            return 0;
+        }
+        struct ev_str1 *e = ev_reserve(s.kind, sizeof(*e));
+        if (!e)
+            return 0;
+        __builtin_memcpy(e->a, s.a, sizeof(e->a));
+        if (bpf_probe_read_user_str(e->s1, sizeof(e->s1), (void *)s.p[0]) < 0)
+            e->s1[0] = 0;
+        ev_submit(e);
+        return 0;
+    }
+    struct ev_str2 *e = ev_reserve(s.kind, sizeof(*e));
     if (!e)
         return 0;
     __builtin_memcpy(e->a, s.a, sizeof(e->a));
-    e->a[0] = ret;
     if (bpf_probe_read_user_str(e->s1, sizeof(e->s1), (void *)s.p[0]) < 0)
         e->s1[0] = 0;
+    // the dirfd: open a[3], unlink a[1], chmod a[2]
+    s64 dirfd = s.kind == K_OPEN ? s.a[3] : s.kind == K_UNLINK ? s.a[1] : s.a[2];
+    if (base_dir(dirfd, e->s2) < 0)
+        e->s2[0] = 0;
     ev_submit(e);
     return 0;
 }
 
+static __always_inline int open_exit(long ret)
+{
+    return path_exit(ret);
+}
+
 TRACEPOINT_PROBE(syscalls, sys_enter_open)
 {
-    path_stash(K_OPEN, open_class(args->flags), args->filename, args->flags, args->mode, AT_FDCWD_, args->flags);
+    path_stash(K_OPEN, open_class(args->flags), args->filename, args->flags, args->mode, AT_FDCWD_, args->flags,
+               AT_FDCWD_);
     return 0;
 }
 
@@ -204,7 +388,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_open)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_openat)
 {
-    path_stash(K_OPEN, open_class(args->flags), args->filename, args->flags, args->mode, args->dfd, args->flags);
+    path_stash(K_OPEN, open_class(args->flags), args->filename, args->flags, args->mode, args->dfd, args->flags,
+               args->dfd);
     return 0;
 }
 
@@ -216,7 +401,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_openat)
 TRACEPOINT_PROBE(syscalls, sys_enter_creat)
 {
     path_stash(K_OPEN, CLS_WRITE | CLS_CREATE, args->pathname, 01101 /* O_CREAT|O_WRONLY|O_TRUNC */, args->mode,
-               AT_FDCWD_, 01101);
+               AT_FDCWD_, 01101, AT_FDCWD_);
     return 0;
 }
 
@@ -230,7 +415,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
 {
     struct { u64 flags; u64 mode; } how = {};
     bpf_probe_read_user(&how, sizeof(how), args->how);  // struct open_how: flags, mode first (UAPI)
-    path_stash(K_OPEN, open_class(how.flags), args->filename, how.flags, how.mode, args->dfd, how.flags);
+    path_stash(K_OPEN, open_class(how.flags), args->filename, how.flags, how.mode, args->dfd, how.flags, args->dfd);
     return 0;
 }
 
@@ -242,24 +427,24 @@ TRACEPOINT_PROBE(syscalls, sys_exit_openat2)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_unlink)
 {
-    path_stash(K_UNLINK, CLS_READ, args->pathname, AT_FDCWD_, 0, 0, 0);
+    path_stash(K_UNLINK, CLS_READ, args->pathname, AT_FDCWD_, 0, 0, 0, AT_FDCWD_);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_unlink)
 {
-    return stash_emit(args->ret);
+    return path_exit(args->ret);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_unlinkat)
 {
-    path_stash(K_UNLINK, CLS_READ, args->pathname, args->dfd, args->flag, 0, args->flag);
+    path_stash(K_UNLINK, CLS_READ, args->pathname, args->dfd, args->flag, 0, args->flag, args->dfd);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_unlinkat)
 {
-    return stash_emit(args->ret);
+    return path_exit(args->ret);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_rename)
@@ -299,36 +484,36 @@ TRACEPOINT_PROBE(syscalls, sys_exit_renameat2)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_chmod)
 {
-    path_stash(K_CHMOD, CLS_READ, args->filename, args->mode, AT_FDCWD_, 0, args->mode);
+    path_stash(K_CHMOD, CLS_READ, args->filename, args->mode, AT_FDCWD_, 0, args->mode, AT_FDCWD_);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_chmod)
 {
-    return stash_emit(args->ret);
+    return path_exit(args->ret);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat)
 {
-    path_stash(K_CHMOD, CLS_READ, args->filename, args->mode, args->dfd, 0, args->mode);
+    path_stash(K_CHMOD, CLS_READ, args->filename, args->mode, args->dfd, 0, args->mode, args->dfd);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_fchmodat)
 {
-    return stash_emit(args->ret);
+    return path_exit(args->ret);
 }
 
 #if HAVE_TP(syscalls, sys_enter_fchmodat2) && HAVE_TP(syscalls, sys_exit_fchmodat2)
 TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat2)
 {
-    path_stash(K_CHMOD, CLS_READ, args->filename, args->mode, args->dfd, 0, args->mode);
+    path_stash(K_CHMOD, CLS_READ, args->filename, args->mode, args->dfd, 0, args->mode, args->dfd);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_fchmodat2)
 {
-    return stash_emit(args->ret);
+    return path_exit(args->ret);
 }
 #endif
 

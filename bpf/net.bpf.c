@@ -201,7 +201,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_connect)
+static __always_inline int connect_exit(long ret)
 {
     struct stash s;
     if (!stash_take(&s))
@@ -211,7 +211,6 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     struct fd_key k = {bpf_get_current_pid_tgid() >> 32, (u32)s.a[1]};
     struct sock_info *si = sock_fds.lookup(&k);
     s64 type = si ? si->type : 0;  // 0: socket made before the probe started
-    long ret = args->ret;
     // -EALREADY/-EISCONN: a non-blocking connect asked again, not a new attempt
     if ((family == AF_INET_ || family == AF_INET6_) && ret != -EALREADY_ && ret != -EISCONN_) {
         struct flow_key fk = {};
@@ -235,13 +234,18 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     if (!e)
         return 0;
     __builtin_memcpy(e->a, s.a, sizeof(e->a));
-    e->a[0] = args->ret;
+    e->a[0] = ret;
     e->a[3] = type;
     __builtin_memset(e->sa, 0, sizeof(e->sa));
     __builtin_memset(e->la, 0, sizeof(e->la));
     read_sa(e->sa, (void *)s.p[0], s.a[2]);
     ev_submit(e);
     return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_connect)
+{
+    return connect_exit(args->ret);
 }
 
 static __always_inline int accept_exit(long ret)

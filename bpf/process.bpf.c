@@ -2,6 +2,7 @@
 // and the working directory (chdir, fchdir).
 
 struct exec_stash {
+    s64 dirfd;      // execveat's dirfd, else AT_FDCWD
     s64 argv_len;
     s64 argc;
     s64 truncated;
@@ -112,7 +113,8 @@ static __always_inline void exec_env_scan(const char *const *envp)
     ev_submit(e);
 }
 
-static __always_inline void exec_enter(const char *filename, const char *const *argv)
+// compat: argv is an array of 32-bit pointers (an ia32 execve)
+static __always_inline void exec_enter_abi(const char *filename, const char *const *argv, s64 dirfd, int compat)
 {
     if (skip(K_EXEC))
         return;
@@ -122,14 +124,21 @@ static __always_inline void exec_enter(const char *filename, const char *const *
         return;
     s->argc = 0;
     s->truncated = 0;
+    s->dirfd = dirfd;
     if (bpf_probe_read_user_str(s->filename, sizeof(s->filename), filename) < 0)
         s->filename[0] = 0;
     u32 off = 0;
 #pragma unroll
     for (int i = 0; i < ARGC_MAX; i++) {
         const char *arg = 0;
-        if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) < 0 || !arg)
+        if (compat) {
+            u32 a32 = 0;
+            if (bpf_probe_read_user(&a32, sizeof(a32), (const u32 *)argv + i) < 0 || !a32)
+                goto done;
+            arg = (const char *)(u64)a32;
+        } else if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) < 0 || !arg) {
             goto done;
+        }
         if (off > ARGV_SZ - 1) {
             s->truncated = 1;
             goto done;
@@ -148,6 +157,11 @@ done:
         count_lost(K_EXEC);
 }
 
+static __always_inline void exec_enter(const char *filename, const char *const *argv, s64 dirfd)
+{
+    exec_enter_abi(filename, argv, dirfd, 0);
+}
+
 static __always_inline void exec_emit(u32 key, long ret)
 {
     struct exec_stash *s = exec_args.lookup(&key);
@@ -162,6 +176,9 @@ static __always_inline void exec_emit(u32 key, long ret)
         e->a[4] = current_tty();
         bpf_probe_read_kernel(e->filename, sizeof(e->filename), s->filename);
         bpf_probe_read_kernel(e->argv, sizeof(e->argv), s->argv);
+        e->base[0] = 0;
+        if (s->filename[0] != '/' && s->filename[0] != 0 && base_dir(s->dirfd, e->base) < 0)
+            e->base[0] = 0;
         ev_submit(e);
     }
     exec_args.delete(&key);
@@ -170,14 +187,14 @@ static __always_inline void exec_emit(u32 key, long ret)
 TRACEPOINT_PROBE(syscalls, sys_enter_execve)
 {
     exec_env_scan(args->envp);
-    exec_enter(args->filename, args->argv);
+    exec_enter(args->filename, args->argv, AT_FDCWD_);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
 {
     exec_env_scan(args->envp);
-    exec_enter(args->filename, args->argv);
+    exec_enter(args->filename, args->argv, args->fd);
     return 0;
 }
 
@@ -300,18 +317,27 @@ TRACEPOINT_PROBE(syscalls, sys_enter_chdir)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_fchdir)
 {
-    stash_put(K_CHDIR, SHAPE_NUM, args->fd, 0, 0, 0, 0, 0, 0, 0);
+    stash_put(K_CHDIR, SHAPE_NUM, args->fd, 1, 0, 0, 0, 0, 0, 0);  // a[2] = 1: fchdir
     return 0;
 }
 
+// A successful chdir/fchdir: s1 = the argument as written ("" for fchdir),
+// s2 = the new working directory as an absolute path (walked from the kernel's own).
 static __always_inline void chdir_exit(long ret)
 {
-    if (ret == 0) {
-        stash_emit(ret);
+    struct stash s;
+    if (!stash_take(&s) || ret != 0)
         return;
-    }
-    u64 id = bpf_get_current_pid_tgid();
-    stash.delete(&id);
+    struct ev_str2 *e = ev_reserve(K_CHDIR, sizeof(*e));
+    if (!e)
+        return;
+    __builtin_memcpy(e->a, s.a, sizeof(e->a));
+    e->a[0] = ret;
+    if (!s.p[0] || bpf_probe_read_user_str(e->s1, sizeof(e->s1), (void *)s.p[0]) < 0)
+        e->s1[0] = 0;
+    if (base_dir(AT_FDCWD_, e->s2) < 0)
+        e->s2[0] = 0;
+    ev_submit(e);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_chdir)

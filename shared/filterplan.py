@@ -9,8 +9,11 @@ event the plan drops could never have matched a rule.
   process table needs them; dns always: the enricher's name map needs it);
 - for the path kinds (open, unlink, chmod, chown, truncate), events are emitted when
   `any_path[kind]` has a bit of the event's access class, or a pattern of the
-  kind matches the path with such a bit. Non-canonical paths are always
-  emitted; relative ones are judged as written (as the rules compare them).
+  kind matches the path with such a bit. The kernel judges the absolute path
+  it composes (`judged_path`: a relative argument joined to the directory it
+  is relative to, resolved in the kernel); rules see that path normalised.
+  Non-canonical paths (`//`, `.`, `..`) are always emitted; so is a relative
+  path whose directory the kernel could not resolve.
 
 - `env`: exec environment variables the rules read (proc.env[NAME]); the
   probe looks for them in envp at every execve and sends an `execenv` event
@@ -96,12 +99,13 @@ class FilterPlan:
         return cls(kinds, {k: ALL_ACCESS for k in PATH_KINDS if k in kinds}, (), {}, source, DANGEROUS_ENV)
 
     def wants(self, kind: str, path: str | None, access: int = READ) -> bool:
-        """The plan's decision for one event, as the kernel takes it (for tests and `rules check`)."""
+        """The plan's decision for one event, as the kernel takes it (for tests and `rules check`);
+        `path` is the one the kernel judges (`judged_path`); a relative one is an unresolved base."""
         if kind not in self.kinds:
             return False
         if kind not in PATH_KINDS or self.any_path.get(kind, 0) & access:
             return True
-        if not path or len(path) >= MAX_PATH_LEN or unjudgeable(path):
+        if not path or len(path) >= MAX_PATH_LEN or unjudgeable(path) or not path.startswith("/"):
             return True
         for p in self.patterns:
             if p.kind == kind and p.access & access and _matches(p, path):
@@ -144,6 +148,14 @@ class FilterPlan:
             raise PlanError(f"plan.env: not a list of at most {MAX_ENV_NAMES} variable names")
         return cls(frozenset(kinds), dict(any_path), tuple(pats), full if isinstance(full, dict) else {},
                    source if isinstance(source, str) else "", tuple(env))
+
+
+def judged_path(raw: str, base: str | None) -> str:
+    """The path the kernel judges: `raw` if absolute, else `base`/`raw` (`base` is the absolute
+    directory the kernel resolved, None if it could not: then `raw` itself, always sent)."""
+    if raw.startswith("/") or not base:
+        return raw
+    return (base if base == "/" else base + "/") + raw
 
 
 def unjudgeable(path: str) -> bool:

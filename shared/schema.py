@@ -45,13 +45,16 @@ ENRICHED_FIELDS = ("proc", "container", "k8s")
 
 # kind -> kind-specific fields (documentation and validation of presence).
 # Set by the probe (services/probe/decode.py); None where the kernel side
-# cannot know (e.g. connect saddr/sport, proto; module name). Paths are as
-# the process passed them (relative to `dirfd`/cwd when not absolute).
+# cannot know (e.g. connect saddr/sport, proto; module name). open, unlink,
+# chmod and chdir "path" and exec "filename" are absolute and normalised
+# (services/probe/paths.py; still as written when the kernel could not resolve
+# the base); the argument as written is in "raw_path" / "raw_filename".
+# rename/link/symlink paths are as the process passed them.
 # Extras beyond these: chmod has "dirfd" or, for fchmod, "fd" (path None);
 # unlink "dirfd", "flags"; rename/link "flags"; signal only for sig != 0 to
 # another process; socket only for AF_PACKET or SOCK_RAW; dup only when
 # oldfd is a socket or newfd is 0-2 (fd_type "socket" | "other"); chdir only
-# on success, for fchdir with "fd" (path None). exec's "tty" is the controlling
+# on success, for fchdir with "fd" (path: the new working directory). exec's "tty" is the controlling
 # terminal (Falco's proc.tty, 0 none, None unknown). execenv goes out at execve
 # entry, before its exec, only when a variable the rules watch is in envp: "env"
 # {NAME: value} (the enricher keeps it as proc.env). setuid/setgid: the head's

@@ -130,7 +130,33 @@ BEHAVIOURS = [
     ("Mount in container", "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t", ("privileged",)),
     ("Contact cloud metadata service", "nc -w 1 169.254.169.254 80 </dev/null; true", ("nonet",)),
     ("Package management process in container", "ln -s /bin/busybox /tmp/apk; /tmp/apk add curl; true", ()),
+    # paths as rules see them: absolute and normalised, whatever the process wrote
+    ("Read sensitive file", "cd /etc && cat shadow >/dev/null", ()),
+    ("Read sensitive file", "cat /etc//shadow >/dev/null", ()),
+    ("Read sensitive file", "cd /tmp && cat ../etc/./shadow >/dev/null", ()),
+    ("Execution from /dev/shm", "cp /bin/busybox /dev/shm/true && cd /dev/shm && ./true", ("shm",)),
 ]
+
+# The same behaviours through the ia32 ABI (int $0x80): tests/data/int80.c makes each call
+# (open /etc/shadow by absolute path, by cwd and by dirfd; connect to the metadata address,
+# ptrace, setuid, mount, finit_module, bpf, unshare, execve) and must raise the native alerts.
+INT80_RULES = ["Read sensitive file", "Contact cloud metadata service", "PTRACE attached to process",
+               "BPF program loaded", "Change namespace in container", "Linux kernel module injection"]
+
+
+@pytest.fixture(scope="module")
+def int80(tmp_path_factory):
+    d = tmp_path_factory.mktemp("int80")
+    subprocess.run(["gcc", "-static", "-no-pie", "-O1", "-o", str(d / "int80"), str(ROOT / "tests/data/int80.c")],
+                   check=True, capture_output=True)
+    return ["-v", f"{d}:/h:ro"]
+
+
+@pytest.mark.parametrize("rule", INT80_RULES)
+async def test_ia32_behaviour_raises_the_native_alert(pipe, int80, rule):
+    cid = await in_container("/h/int80; true", [*UNCONFINED, *NO_NET, *int80])
+    a = await alert_for(pipe, rule, cid)
+    assert a["event"]["container"]["id"] == cid
 
 
 def _flags(needs, actions):

@@ -11,7 +11,8 @@ import pytest
 
 from services.alerter.config import DEFAULT_RULES_DIR, rule_files
 from services.alerter.engine import load_rules, load_rules_text
-from shared.filterplan import PATH_KINDS, FilterPlan, PlanError, open_access
+from services.probe.paths import absolute
+from shared.filterplan import PATH_KINDS, FilterPlan, PlanError, judged_path, open_access
 
 FORMS = """
 - list: keys
@@ -72,6 +73,33 @@ def events():
             yield ev, (open_access(flags) if kind == "open" else 1)
 
 
+# (argument as written, directory it is relative to): the kernel judges judged_path(), rules see
+# it normalised (services/probe/paths.py)
+ARGS = [("shadow", "/etc"), ("../etc/shadow", "/tmp"), ("./shadow", "/etc"), ("/etc//shadow", None),
+        ("/etc/./shadow", None), ("/tmp/../etc/shadow", None), ("id_rsa", "/root/.ssh"), (".ssh/id_rsa", "/root"),
+        ("release_agent", "/sys/fs/cgroup"), ("job", "/etc/cron.d"), ("cron.d/job", "/etc"),
+        ("mem", "/proc/12"), ("12/mem", "/proc"), ("payload", "/srv/drop"), ("x", "/"), ("etc/shadow", "/"),
+        ("shadow", None), ("../../../etc/shadow", "/var/lib"), ("a/../../shadow", "/etc/x")]
+
+
+@pytest.mark.parametrize("which", ["default", "forms"])
+def test_plan_judges_the_path_rules_see(which):
+    """Relative, dirfd-relative and non-canonical arguments: whenever a rule matches the normalised
+    path the event carries, the plan wants the path the kernel judged."""
+    rs = load_rules(rule_files((DEFAULT_RULES_DIR,))) if which == "default" else load_rules_text(FORMS)
+    plan = FilterPlan.from_dict(rs.filter_plan("t").to_dict())
+    matched = 0
+    for ev, acc in events():
+        if ev["kind"] not in PATH_KINDS:
+            continue
+        for raw, base in ARGS:
+            ev = dict(ev, path=absolute(raw, base), raw_path=raw)
+            if rs.evaluate(ev):
+                matched += 1
+                assert plan.wants(ev["kind"], judged_path(raw, base), acc), (ev["kind"], raw, base, oct(ev["flags"]))
+    assert matched > 20
+
+
 @pytest.mark.parametrize("which", ["default", "forms"])
 def test_plan_lets_through_every_event_a_rule_matches(which):
     rs = load_rules(rule_files((DEFAULT_RULES_DIR,))) if which == "default" else load_rules_text(FORMS)
@@ -96,9 +124,13 @@ def test_plan_is_narrow_where_rules_are():
     assert want("open", "/var/x/zsh_history", 2) and not want("open", "/var/x/zsh_history", 1)
     assert want("open", "/proc/1/mem") and want("open", "/proc/1/maps")  # glob: up to the wildcard
     assert want("open", "/srv/drop/x", 4) and not want("open", "/srv/drop/x", 1)
-    # relative paths are judged as written (suffixes bound them); non-canonical ones go to user space
-    assert want("open", "id_rsa") and want("open", "keys/id_rsa") and not want("open", "id_rsa.pub")
+    # relative paths the kernel could not resolve and non-canonical ones go to user space
+    assert want("open", "id_rsa.pub") and want("open", "keys/id_rsa")
     assert want("open", "/usr//lib/x") and want("open", "/usr/lib/../x")
+    # resolved ones are judged as <base>/<path>
+    assert want("open", judged_path("id_rsa", "/data")) and not want("open", judged_path("id_rsa.pub", "/data"))
+    assert not want("open", judged_path("libc.so.6", "/usr/lib"))
+    assert want("open", judged_path("config", "/root/.ssh")) and want("open", judged_path(".ssh/config", "/root"))
 
 
 def test_unbounded_conditions_widen_and_are_named():

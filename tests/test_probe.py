@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -399,7 +400,7 @@ os.chdir("{d}")
 for path in ("{d}/secret/a", "{d}/other", "{d}/target.conf", "{d}/exact", "other", "{d}//other", "{d}/./other"):
     open(path).read()
 open("{d}/target.conf", "w").write("y")
-open("target.conf", "w").write("y")   # relative: judged by its tail
+open("target.conf", "a").write("y")   # relative: judged as {d}/target.conf (other flags: no repeat)
 os.chmod("{d}/exact", 0o600)
 os.chmod("{d}/other", 0o600)
 os.unlink("{d}/other")
@@ -411,10 +412,13 @@ os.unlink("{d}/other")
         probe.svc.load_plan(FilterPlan.capture_all(probe.svc.cfg.kinds))
     # (a path the kernel cannot read at syscall entry, e.g. a library's constant not yet paged
     # in, is sent for user space to judge: only our own paths are compared here)
-    opens = {(e["path"], e["flags"] & 3) for e in col.events if e["kind"] == "open" and e["pid"] == p.pid
-             and (str(d) in e["path"] or e["path"] in ("other", "target.conf"))}
-    assert opens == {(f"{d}/secret/a", 0), (f"{d}/exact", 0), (f"{d}//other", 0),
-                     (f"{d}/./other", 0), (f"{d}/target.conf", 1), ("target.conf", 1)}
+    opens = {(e["raw_path"], e["path"], e["flags"] & 3) for e in col.events
+             if e["kind"] == "open" and e["pid"] == p.pid
+             and (str(d) in e["raw_path"] or e["raw_path"] in ("other", "target.conf"))}
+    # the relative "other" is {d}/other: not wanted; the relative "target.conf" written is
+    assert opens == {(f"{d}/secret/a", f"{d}/secret/a", 0), (f"{d}/exact", f"{d}/exact", 0),
+                     (f"{d}//other", f"{d}/other", 0), (f"{d}/./other", f"{d}/other", 0),
+                     (f"{d}/target.conf", f"{d}/target.conf", 1), ("target.conf", f"{d}/target.conf", 1)}
     chmods = [e["path"] for e in col.events if e["kind"] == "chmod" and e["pid"] == p.pid]
     assert chmods == [f"{d}/exact"]
     assert not [e for e in col.events if e["kind"] == "unlink" and e["pid"] == p.pid]
@@ -424,6 +428,120 @@ os.unlink("{d}/other")
     for f in sorted(d.rglob("*"), reverse=True):
         f.rmdir() if f.is_dir() else f.unlink()
     d.rmdir()
+
+async def test_paths_are_absolute_and_normalised(probe, tmp_path):
+    """Relative paths (working directory, dirfd), `//`, `.` and `..`: the event's path is the
+    absolute, normalised one, the argument as written is kept in raw_path."""
+    shutil.copy("/bin/true", tmp_path / "x")
+    (tmp_path / "sub").mkdir()
+    p = await run_child(sys.executable, "-c", f"""
+import os, subprocess
+os.chdir("/etc")
+open("passwd").read()
+open("/etc//passwd").read()
+open("/etc/./../etc/passwd").read()
+fd = os.open("/etc", os.O_RDONLY | os.O_DIRECTORY)
+os.close(os.open("passwd", os.O_RDONLY | os.O_NOCTTY, dir_fd=fd))  # other flags: not a repeat
+os.close(os.open("../etc/passwd", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd))
+os.chdir("{tmp_path}/sub")
+os.chdir("..")
+os.chmod("x", 0o755)
+subprocess.run(["./x"], check=True)
+""")
+    assert p.returncode == 0, p.err
+    col = probe.col
+    await col.wait(lambda e: e["kind"] == "exit" and e["pid"] == p.pid)
+    opens = [e for e in col.events if e["kind"] == "open" and e["pid"] == p.pid and "passwd" in e["raw_path"]]
+    assert {(e["raw_path"], e["path"]) for e in opens} == {
+        ("passwd", "/etc/passwd"), ("/etc//passwd", "/etc/passwd"), ("/etc/./../etc/passwd", "/etc/passwd"),
+        ("../etc/passwd", "/etc/passwd")}
+    assert len([e for e in opens if e["raw_path"] == "passwd"]) == 2  # cwd /etc, and dirfd of /etc
+    cds = [(e["raw_path"], e["path"]) for e in col.events if e["kind"] == "chdir" and e["pid"] == p.pid]
+    assert cds == [("/etc", "/etc"), (f"{tmp_path}/sub", f"{tmp_path}/sub"), ("..", str(tmp_path))]
+    ch = [e for e in col.events if e["kind"] == "chmod" and e["pid"] == p.pid]
+    assert [(e["raw_path"], e["path"]) for e in ch] == [("x", f"{tmp_path}/x")]
+    ex = (await col.wait(lambda e: e["kind"] == "exec" and e["ppid"] == p.pid and e["raw_filename"] == "./x"))[0]
+    assert ex["filename"] == f"{tmp_path}/x"
+
+
+async def test_a_base_too_deep_to_walk_is_counted_and_the_event_still_sent(probe, tmp_path):
+    deep = tmp_path.joinpath(*["d"] * 40)  # deeper than the kernel walks (PW_DEPTH)
+    deep.mkdir(parents=True)
+    probe.svc.read_counters()
+    before = probe.svc.stats.get("probe_path_unresolved_total", reason="too_deep_or_long") or 0
+    p = await run_child(sys.executable, "-c", f"import os; os.chdir({str(deep)!r}); open('deepfile', 'w').close()")
+    assert p.returncode == 0, p.err
+    ev = (await probe.col.wait(lambda e: e["kind"] == "open" and e["pid"] == p.pid
+                               and e["raw_path"] == "deepfile"))[0]
+    assert ev["path"] == "deepfile"  # as written: the base is unknown (user space cannot guess it)
+    probe.svc.read_counters()
+    assert probe.svc.stats.get("probe_path_unresolved_total", reason="too_deep_or_long") > before
+
+
+async def test_container_paths_are_absolute_in_the_container(probe, bb_image):
+    """`cd /etc && cat shadow`, `/etc//shadow` and `cd /dev/shm && ./x` in a container: the
+    container's own absolute paths (not the host's overlay directories)."""
+    name = f"eun-paths-{uuid.uuid4().hex[:8]}"
+    try:
+        containers.run(["sh", "-c", "sleep 1; cd /etc && cat shadow; cat /etc//shadow; "
+                                    "cp /bin/busybox /dev/shm/x; cd /dev/shm && ./x true; sleep 1"],
+                       name=name, detach=True, flags=["--network", "none"])
+        cid = containers.inspect_id(name)
+        inode = Path(f"/sys/fs/cgroup/unified/libpod_parent/libpod-{cid}").stat().st_ino
+        subprocess.run([*containers.PODMAN, "wait", name], capture_output=True, timeout=60)
+    finally:
+        containers.remove(name)
+    col = probe.col
+    opens = await col.wait(lambda e: e["kind"] == "open" and e["cgroup_id"] == inode
+                           and e["path"] == "/etc/shadow", n=2)
+    assert {e["raw_path"] for e in opens} == {"shadow", "/etc//shadow"}
+    ex = (await col.wait(lambda e: e["kind"] == "exec" and e["cgroup_id"] == inode
+                         and e["raw_filename"] == "./x"))[0]
+    assert ex["filename"] == "/dev/shm/x"
+
+
+async def test_ia32_syscalls_in_a_container_arrive_like_native_ones(probe, bb_image, tmp_path):
+    """A static 64-bit helper makes its calls through int $0x80 (the ia32 ABI, which
+    syscalls:* tracepoints never see) inside a container: each arrives as the same
+    kind, with the same fields, as the native call."""
+    exe = tmp_path / "int80"
+    subprocess.run(["gcc", "-static", "-no-pie", "-O1", "-o", str(exe), str(Path(__file__).parent / "data/int80.c")],
+                   check=True, capture_output=True)
+    name = f"eun-int80-{uuid.uuid4().hex[:8]}"
+    try:
+        containers.run(["sh", "-c", "sleep 1; /h/int80; sleep 1"], name=name, detach=True,
+                       # unconfined: podman's seccomp profile refuses bpf/finit_module/unshare before
+                       # any tracepoint (either ABI) can see them
+                       flags=["--network", "none", "--security-opt", "seccomp=unconfined", "-v", f"{tmp_path}:/h:ro"])
+        cid = containers.inspect_id(name)
+        inode = Path(f"/sys/fs/cgroup/unified/libpod_parent/libpod-{cid}").stat().st_ino
+        subprocess.run([*containers.PODMAN, "wait", name], capture_output=True, timeout=60)
+    finally:
+        containers.remove(name)
+    col = probe.col
+
+    def mine(kind):
+        return lambda e: e["kind"] == kind and e["cgroup_id"] == inode and e["comm"] in ("int80", "true")
+    try:
+        opens = await col.wait(lambda e: mine("open")(e) and e["path"] == "/etc/shadow", n=3)
+    except AssertionError:
+        raise AssertionError([(e["kind"], e.get("raw_path"), e.get("path"), e.get("flags"), e.get("ret"))
+                              for e in col.events if e["cgroup_id"] == inode and e["comm"] == "int80"]) from None
+    assert sorted(e["raw_path"] for e in opens) == ["/etc/shadow", "shadow", "shadow"]  # cwd, then dirfd
+    assert (await col.wait(mine("chdir")))[0]["path"] == "/etc"
+    cn = (await col.wait(mine("connect")))[0]
+    assert (cn["daddr"], cn["dport"], cn["family"]) == ("169.254.169.254", 80, socket.AF_INET)
+    assert (await col.wait(mine("ptrace")))[0]["request"] == 16
+    su = (await col.wait(mine("setuid")))[0]
+    assert (su["uid"], su["syscall"]) == (0, "setuid")
+    mt = (await col.wait(mine("mount")))[0]
+    assert (mt["source"], mt["target"], mt["fstype"]) == ("none", "/mnt", "tmpfs")
+    assert (await col.wait(mine("module")))[0]["syscall"] == "finit_module"
+    assert (await col.wait(mine("bpf")))[0]["cmd"] == 5
+    assert (await col.wait(mine("unshare")))[0]["flags"] == 0x20000
+    ex = (await col.wait(lambda e: mine("exec")(e) and e["argv"] == ["true", "int80"]))[0]
+    assert (ex["filename"], ex["ret"]) == ("/bin/true", 0)
+
 
 async def test_control_requests(probe):
     bus, ctl = probe.bus, subjects.ctl_probe(NODE)

@@ -180,11 +180,11 @@ async def test_btf_offsets_and_their_errors(tmp_path):
     assert [f.split("=")[0] for f in flags] == ["-DTTY_OFF_SIGNAL", "-DTTY_OFF_TTY", "-DTTY_OFF_INDEX",
                                                 "-DTTY_OFF_DRIVER", "-DTTY_OFF_MAJOR", "-DTTY_OFF_MINOR_START"]
     btf = BTF(VMLINUX.read_bytes())
-    assert btf.offset("task_struct", "pid") > 0 and btf.offset("list_head", "next") == 0
+    assert btf.member_offset("task_struct", "pid") > 0 and btf.member_offset("list_head", "next") == 0
     with pytest.raises(BTFError, match="no member nope"):
-        btf.offset("task_struct", "nope")
+        btf.member_offset("task_struct", "nope")
     with pytest.raises(BTFError, match="struct no_such_struct"):
-        btf.offset("no_such_struct", "x")
+        btf.member_offset("no_such_struct", "x")
     with pytest.raises(BTFError, match="magic"):
         BTF(b"\0" * 64)
     bad = tmp_path / "vmlinux"

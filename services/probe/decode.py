@@ -18,6 +18,7 @@ from shared.netnames import IP_PROTO_NAMES, ip_text, sock_proto
 from shared.schema import new_event_id
 
 from .loader import BPF_DIR
+from .paths import absolute
 
 HEAD = struct.Struct("<QQIIIIII16s6q")  # struct ev_head + s64 a[6]
 STR_SZ, STR3_SZ, SA_SZ, ARGV_SZ, ARG_MAX_LEN = 256, 32, 128, 1024, 256
@@ -26,7 +27,7 @@ SIZE_STR1 = SIZE_NUM + STR_SZ
 SIZE_STR2 = SIZE_STR1 + STR_SZ
 SIZE_STR3 = SIZE_STR2 + STR3_SZ
 SIZE_SOCK = SIZE_NUM + SA_SZ + 16
-SIZE_EXEC = SIZE_NUM + STR_SZ + ARGV_SZ + ARG_MAX_LEN
+SIZE_EXEC = SIZE_NUM + STR_SZ + ARGV_SZ + ARG_MAX_LEN + STR_SZ  # ... filename, argv, base
 ENV_SLOTS, ENV_VAL_SZ = 4, 256  # struct ev_env
 ID_UNCHANGED = 0xFFFFFFFF
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024  # oom: the kernel counts pages
@@ -50,6 +51,11 @@ class DecodeError(ValueError):
 def _s(data: bytes, off: int, size: int = STR_SZ) -> str:
     end = data.find(b"\0", off, off + size)
     return data[off:end if end >= 0 else off + size].decode("utf-8", "replace")
+
+
+def _base(data: bytes) -> str | None:
+    """s2 of a path kind's record: the directory a relative path is relative to."""
+    return _s(data, SIZE_STR1) if len(data) >= SIZE_STR2 else None
 
 
 def _i32(v: int) -> int:
@@ -102,11 +108,16 @@ def _fields(kind: str, a: tuple, data: bytes) -> dict:
     n = len(data)
     ret = a[0]
     if kind == "open":
-        return {"path": _s(data, SIZE_NUM), "flags": a[1], "mode": a[2], "ret": ret, "dirfd": _i32(a[3])}
+        raw = _s(data, SIZE_NUM)
+        return {"path": absolute(raw, _base(data)), "raw_path": raw, "flags": a[1], "mode": a[2], "ret": ret,
+                "dirfd": _i32(a[3])}
     if kind == "exec":
         argv = data[SIZE_STR1:SIZE_STR1 + a[1]].split(b"\0")[:a[2]]
-        return {"filename": _s(data, SIZE_NUM), "argv": [x.decode("utf-8", "replace") for x in argv],
-                "argv_truncated": bool(a[3]), "ret": ret, "tty": a[4] if a[4] >= 0 else None}
+        raw = _s(data, SIZE_NUM)
+        base = _s(data, SIZE_STR1 + ARGV_SZ + ARG_MAX_LEN) if n >= SIZE_EXEC else None
+        return {"filename": absolute(raw, base), "raw_filename": raw,
+                "argv": [x.decode("utf-8", "replace") for x in argv], "argv_truncated": bool(a[3]), "ret": ret,
+                "tty": a[4] if a[4] >= 0 else None}
     if kind == "execenv":
         env = {}
         for i in range(min(a[3], ENV_SLOTS)):
@@ -118,12 +129,16 @@ def _fields(kind: str, a: tuple, data: bytes) -> dict:
         return {"exit_code": a[1] if a[1] >= 0 else None}
     if kind == "fork":
         return {"child_pid": a[1], "clone_flags": a[2]}
-    if kind == "chdir":
-        if n == SIZE_NUM:  # fchdir: no path, an fd
-            return {"path": None, "ret": ret, "fd": a[1]}
-        return {"path": _s(data, SIZE_NUM), "ret": ret}
+    if kind == "chdir":  # s2: the new working directory, walked by the kernel ("" if unknown)
+        raw = _s(data, SIZE_NUM) if n >= SIZE_STR1 else ""
+        cwd = _s(data, SIZE_STR1) if n >= SIZE_STR2 else ""
+        if a[2] == 1 or n == SIZE_NUM:  # fchdir: an fd
+            return {"path": cwd or None, "raw_path": None, "ret": ret, "fd": a[1]}
+        return {"path": cwd or raw, "raw_path": raw, "ret": ret}
     if kind == "unlink":
-        return {"path": _s(data, SIZE_NUM), "ret": ret, "dirfd": _i32(a[1]), "flags": a[2]}
+        raw = _s(data, SIZE_NUM)
+        return {"path": absolute(raw, _base(data)), "raw_path": raw, "ret": ret, "dirfd": _i32(a[1]),
+                "flags": a[2]}
     if kind in ("rename", "link"):
         return {"oldpath": _s(data, SIZE_NUM), "newpath": _s(data, SIZE_STR1), "ret": ret, "flags": a[1]}
     if kind == "symlink":
@@ -131,7 +146,9 @@ def _fields(kind: str, a: tuple, data: bytes) -> dict:
     if kind == "chmod":
         if n == SIZE_NUM:  # fchmod: no path, an fd
             return {"path": None, "mode": a[1], "ret": ret, "fd": a[2]}
-        return {"path": _s(data, SIZE_NUM), "mode": a[1], "ret": ret, "dirfd": _i32(a[2])}
+        raw = _s(data, SIZE_NUM)
+        return {"path": absolute(raw, _base(data)), "raw_path": raw, "mode": a[1], "ret": ret,
+                "dirfd": _i32(a[2])}
     if kind in ("connect", "accept", "listen"):
         family, addr, port = _sockaddr(data[SIZE_NUM:SIZE_NUM + SA_SZ])
         la = data[SIZE_NUM + SA_SZ:SIZE_SOCK]
@@ -223,9 +240,11 @@ class Decoder:
             comm = self._comm(v[8])
         if kind == "open" and len(data) == SIZE_STR1:  # the hot path: one dict literal
             dirfd = v[12]
+            raw = _s(data, SIZE_NUM)
             return {"id": new_event_id(self.node), "ts": v[0] + self.boot_to_wall, "node": self.node,
                     "kind": kind, "pid": v[3], "tid": v[4], "ppid": v[5] or None, "uid": v[6], "gid": v[7],
-                    "comm": comm, "cgroup_id": v[1], "path": _s(data, SIZE_NUM), "flags": v[10], "mode": v[11],
+                    "comm": comm, "cgroup_id": v[1], "path": absolute(raw, None), "raw_path": raw,
+                    "flags": v[10], "mode": v[11],
                     "ret": v[9], "dirfd": dirfd - (1 << 32) if (1 << 31) <= dirfd < (1 << 32) else dirfd,
                     DEDUP_HASH: v[13]}
         ev = {"id": new_event_id(self.node), "ts": v[0] + self.boot_to_wall, "node": self.node, "kind": kind,

@@ -83,10 +83,42 @@ def program_text(plan: SourcePlan, bpf_dir: Path = BPF_DIR) -> str:
     return "".join(parts)
 
 
+# Kernel struct members the path resolver and the ia32 check read (bpf/file.bpf.c,
+# bpf/ia32.bpf.c), as -DOFF_<name>=<bytes> from the running kernel's BTF.
+KERNEL_OFFSETS = {
+    "TASK_FS": ("task_struct", "fs"), "TASK_FILES": ("task_struct", "files"),
+    "TASK_TI": ("task_struct", "thread_info"), "TI_STATUS": ("thread_info", "status"),
+    "FS_PWD": ("fs_struct", "pwd"), "FS_ROOT": ("fs_struct", "root"),
+    "FILES_FDT": ("files_struct", "fdt"), "FDT_FD": ("fdtable", "fd"), "FDT_MAX": ("fdtable", "max_fds"),
+    "FILE_PATH": ("file", "f_path"), "PATH_MNT": ("path", "mnt"), "PATH_DENTRY": ("path", "dentry"),
+    "DENTRY_PARENT": ("dentry", "d_parent"), "DENTRY_NAME": ("dentry", "d_name"),
+    "QSTR_LEN": ("qstr", "len"), "QSTR_NAME": ("qstr", "name"),
+    "MOUNT_MNT": ("mount", "mnt"), "MOUNT_PARENT": ("mount", "mnt_parent"),
+    "MOUNT_MOUNTPOINT": ("mount", "mnt_mountpoint"), "VFSMOUNT_ROOT": ("vfsmount", "mnt_root"),
+}
+
+
+def kernel_offset_flags(plan: SourcePlan) -> list[str]:
+    """-DOFF_* from the kernel's BTF and -DHAVE_KOFF=1; without BTF, -DHAVE_KOFF=0 and an error in
+    `plan.errors` (paths then stay as the process wrote them, ia32 syscalls are not seen)."""
+    from .btf import BTFError, vmlinux
+    try:
+        btf = vmlinux()
+        flags = [f"-DOFF_{name}={btf.member_offset(s, m)}" for name, (s, m) in KERNEL_OFFSETS.items()]
+    except BTFError as e:
+        msg = (f"kernel BTF: {e}; event paths are not resolved to absolute paths and ia32 (int 0x80) "
+               "syscalls are not traced")
+        if msg not in plan.errors:
+            plan.errors.append(msg)
+        return ["-DHAVE_KOFF=0"]
+    return [*flags, "-DHAVE_KOFF=1"]
+
+
 def cflags(plan: SourcePlan, ringbuf_pages: int, wakeup_every: int) -> list[str]:
     flags = [f"-DRINGBUF_PAGES={ringbuf_pages}", f"-DWAKEUP_EVERY={wakeup_every}", "-Wno-macro-redefined"]
     flags += [f"-DHAVE_TP_{tp.replace(':', '__')}=1" for tp in sorted(plan.present)]
     from .btf import tty_cflags
+    flags += kernel_offset_flags(plan)
     return flags + tty_cflags()
 
 

@@ -52,6 +52,7 @@ _log = log.get("probe")
 
 CLASS_NAMES = ("exec", "file", "net")
 ROOT_CGROUP = 1
+PATH_WALK_FAILURES = ("too_deep_or_long", "unreadable")  # pw_counts in bpf/file.bpf.c
 MAX_DRAIN = 4096  # records per hand-over to the event loop
 SHUTDOWN_PUBLISH_S = 2.0  # on stop, queued events are published for this long (the rest counted)
 DETACH_WAIT_S = 2.0       # on stop, wait this long for detaching; process exit closes the rest
@@ -119,6 +120,7 @@ class ProbeService:
         self._filtered_seen: dict[int, int] = {}
         # no dedup when capturing everything: that stream is for forensics
         self.dedup = Dedup(self.node) if cfg.dedup_window_ms and cfg.capture == "plan" else None
+        self._unresolved_seen: dict[str, int] = {}  # pw_counts already reported
         self.per_syscall = False  # raw_syscalls:sys_enter attached (see _keep_per_syscall_program)
         self.flows: FlowReader | None = None  # connections aggregated in the kernel (bpf/net.bpf.c)
         self.ctl = self._control()
@@ -487,6 +489,11 @@ class ProbeService:
             if n > seen and k.value in KIND_NAMES:
                 self.stats.inc("probe_filtered_events_total", n - seen, kind=KIND_NAMES[k.value])
                 self._filtered_seen[k.value] = n
+        if self.plan.has("file.bpf.c"):  # paths the kernel could not make absolute (sent as written)
+            for i, why in enumerate(PATH_WALK_FAILURES):
+                n = sum(self.bpf[b"pw_counts"][i])
+                self.stats.inc("probe_path_unresolved_total", n - self._unresolved_seen.get(why, 0), reason=why)
+                self._unresolved_seen[why] = n
         for k, v in self.bpf[b"cg_counts"].items():
             if k.value <= ROOT_CGROUP:
                 continue

@@ -1,0 +1,286 @@
+// The ia32 ABI (int $0x80, or a 32-bit process): syscalls:sys_enter_* / sys_exit_*
+// never fire for it, raw_syscalls do, with the i386 syscall number. A syscall
+// is ia32 when TS_COMPAT is set in the task's thread_info status (offsets from
+// BTF, see services/probe/loader.py). Arguments come from pt_regs: bx, cx, dx,
+// si, di, bp. Each call of interest is stashed and emitted exactly like its
+// 64-bit twin (same kinds, same layouts), so rules see no difference.
+// Covered: open, openat, creat, openat2, execve, execveat, connect, socketcall
+// (connect), ptrace, set*uid/set*gid (16- and 32-bit ids), mount, init_module,
+// finit_module, bpf, unshare, setns, chmod, fchmodat, unlink, unlinkat,
+// memfd_create, chdir, fchdir, kill, tgkill.
+#if HAVE_KOFF
+#define TS_COMPAT_ 0x0002
+
+#define I32_UNLINK 10
+#define I32_CHDIR 12
+#define I32_CHMOD 15
+#define I32_OPEN 5
+#define I32_EXECVE 11
+#define I32_MOUNT 21
+#define I32_SETUID16 23
+#define I32_PTRACE 26
+#define I32_KILL 37
+#define I32_SETGID16 46
+#define I32_SETREUID16 70
+#define I32_SETREGID16 71
+#define I32_CREAT 8
+#define I32_SOCKETCALL 102
+#define I32_INIT_MODULE 128
+#define I32_FCHDIR 133
+#define I32_SETRESUID16 164
+#define I32_SETRESGID16 170
+#define I32_SETREUID 203
+#define I32_SETREGID 204
+#define I32_SETRESUID 208
+#define I32_SETRESGID 210
+#define I32_SETUID 213
+#define I32_SETGID 214
+#define I32_TGKILL 270
+#define I32_OPENAT 295
+#define I32_UNLINKAT 301
+#define I32_FCHMODAT 306
+#define I32_UNSHARE 310
+#define I32_SETNS 346
+#define I32_FINIT_MODULE 350
+#define I32_MEMFD_CREATE 356
+#define I32_BPF 357
+#define I32_EXECVEAT 358
+#define I32_CONNECT 362
+#define I32_OPENAT2 437
+#define SYS_CONNECT_ 3  // socketcall's call number for connect
+
+static __always_inline int i32_wanted(long nr)
+{
+    switch (nr) {
+    case I32_UNLINK: case I32_CHDIR: case I32_CHMOD: case I32_OPEN: case I32_EXECVE: case I32_MOUNT:
+    case I32_SETUID16: case I32_PTRACE: case I32_KILL: case I32_SETGID16: case I32_SETREUID16:
+    case I32_SETREGID16: case I32_CREAT: case I32_SOCKETCALL: case I32_INIT_MODULE: case I32_FCHDIR:
+    case I32_SETRESUID16: case I32_SETRESGID16: case I32_SETREUID: case I32_SETREGID: case I32_SETRESUID:
+    case I32_SETRESGID: case I32_SETUID: case I32_SETGID: case I32_TGKILL: case I32_OPENAT:
+    case I32_UNLINKAT: case I32_FCHMODAT: case I32_UNSHARE: case I32_SETNS: case I32_FINIT_MODULE:
+    case I32_MEMFD_CREATE: case I32_BPF: case I32_EXECVEAT: case I32_CONNECT: case I32_OPENAT2:
+        return 1;
+    }
+    return 0;
+}
+
+static __always_inline int task_in_ia32(void)
+{
+    u32 status = 0;
+    bpf_probe_read_kernel(&status, sizeof(status), (char *)bpf_get_current_task() + OFF_TASK_TI + OFF_TI_STATUS);
+    return status & TS_COMPAT_;
+}
+
+// A 16-bit id of the old set*id16 calls: 0xffff means "unchanged".
+static __always_inline s64 id16(u64 v)
+{
+    v &= 0xffff;
+    return v == 0xffff ? ID_UNCHANGED : (s64)v;
+}
+
+static __always_inline s64 id32(u64 v)
+{
+    return (u32)v;
+}
+
+#define P(x) ((const void *)(u64)(u32)(x))
+
+// Set at the first ia32 call of interest on the node and never cleared: until then
+// sys_exit (which runs on every syscall) returns at once without reading pt_regs.
+// (A count of calls in flight would race between CPUs and could close the gate on
+// a call still in flight; a flag that only goes up cannot.)
+BPF_ARRAY(i32_seen, u8, 1);
+
+RAW_TRACEPOINT_PROBE(sys_enter)
+{
+    long nr = ctx->args[1];
+    if (!i32_wanted(nr) || !task_in_ia32())
+        return 0;
+    u32 zero = 0;
+    u8 *seen = i32_seen.lookup(&zero);
+    if (seen && !*seen)
+        *seen = 1;
+    struct pt_regs r = {};
+    bpf_probe_read_kernel(&r, sizeof(r), (void *)ctx->args[0]);
+    u64 a0 = (u32)r.bx, a1 = (u32)r.cx, a2 = (u32)r.dx, a3 = (u32)r.si;
+    // each case only sets arguments: one call of each helper below keeps the program small
+    int pk = 0, sk = 0, ek = 0, nk = 0;
+    u32 kind = 0, shape = SHAPE_NUM, dfl = 0;
+    u8 cls = CLS_READ;
+    s64 v1 = 0, v2 = 0, v3 = 0, v4 = 0, v5 = 0, dfd = AT_FDCWD_;
+    const void *p0 = 0, *p1 = 0, *p2 = 0;
+    switch (nr) {
+    case I32_OPEN:
+        pk = 1; kind = K_OPEN; cls = open_class(a1); p0 = P(a0); v1 = a1; v2 = a2; v3 = AT_FDCWD_; dfl = a1; dfd = AT_FDCWD_;
+        break;
+    case I32_CREAT:
+        pk = 1; kind = K_OPEN; cls = CLS_WRITE | CLS_CREATE; p0 = P(a0); v1 = 01101; v2 = a1; v3 = AT_FDCWD_; dfl = 01101; dfd = AT_FDCWD_;
+        break;
+    case I32_OPENAT:
+        pk = 1; kind = K_OPEN; cls = open_class(a2); p0 = P(a1); v1 = a2; v2 = a3; v3 = (s32)a0; dfl = a2; dfd = (s32)a0;
+        break;
+    case I32_OPENAT2: {
+        struct { u64 flags; u64 mode; } how = {};
+        bpf_probe_read_user(&how, sizeof(how), P(a2));
+        pk = 1; kind = K_OPEN; cls = open_class(how.flags); p0 = P(a1); v1 = how.flags; v2 = how.mode; v3 = (s32)a0; dfl = how.flags; dfd = (s32)a0;
+        break;
+    }
+    case I32_UNLINK:
+        pk = 1; kind = K_UNLINK; cls = CLS_READ; p0 = P(a0); v1 = AT_FDCWD_; v2 = 0; v3 = 0; dfl = 0; dfd = AT_FDCWD_;
+        break;
+    case I32_UNLINKAT:
+        pk = 1; kind = K_UNLINK; cls = CLS_READ; p0 = P(a1); v1 = (s32)a0; v2 = a2; v3 = 0; dfl = a2; dfd = (s32)a0;
+        break;
+    case I32_CHMOD:
+        pk = 1; kind = K_CHMOD; cls = CLS_READ; p0 = P(a0); v1 = a1; v2 = AT_FDCWD_; v3 = 0; dfl = a1; dfd = AT_FDCWD_;
+        break;
+    case I32_FCHMODAT:
+        pk = 1; kind = K_CHMOD; cls = CLS_READ; p0 = P(a1); v1 = a2; v2 = (s32)a0; v3 = 0; dfl = a2; dfd = (s32)a0;
+        break;
+    case I32_EXECVE:
+        ek = 1; p0 = P(a0); p1 = P(a1); dfd = AT_FDCWD_;
+        break;
+    case I32_EXECVEAT:
+        ek = 1; p0 = P(a1); p1 = P(a2); dfd = (s32)a0;
+        break;
+    case I32_CONNECT:
+        nk = 1; v1 = (s32)a0; v2 = a2; p0 = P(a1);
+        break;
+    case I32_SOCKETCALL:
+        if (a0 == SYS_CONNECT_) {
+            u32 sa[3] = {};  // fd, sockaddr pointer, addrlen
+            bpf_probe_read_user(sa, sizeof(sa), P(a1));
+            nk = 1; v1 = (s32)sa[0]; v2 = sa[2]; p0 = P(sa[1]);
+        }
+        break;
+    case I32_PTRACE:
+        sk = 1; kind = K_PTRACE; shape = SHAPE_NUM; v1 = a0; v2 = (s32)a1; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    case I32_SETUID16:
+        sk = 1; kind = K_SETUID; shape = SHAPE_NUM; v1 = id16(a0); v2 = ID_UNCHANGED; v3 = ID_UNCHANGED; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    case I32_SETUID:
+        sk = 1; kind = K_SETUID; shape = SHAPE_NUM; v1 = id32(a0); v2 = ID_UNCHANGED; v3 = ID_UNCHANGED; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    case I32_SETREUID16:
+        sk = 1; kind = K_SETUID; shape = SHAPE_NUM; v1 = id16(a0); v2 = id16(a1); v3 = ID_UNCHANGED; v4 = 1; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    case I32_SETREUID:
+        sk = 1; kind = K_SETUID; shape = SHAPE_NUM; v1 = id32(a0); v2 = id32(a1); v3 = ID_UNCHANGED; v4 = 1; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    case I32_SETRESUID16:
+        sk = 1; kind = K_SETUID; shape = SHAPE_NUM; v1 = id16(a0); v2 = id16(a1); v3 = id16(a2); v4 = 2; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    case I32_SETRESUID:
+        sk = 1; kind = K_SETUID; shape = SHAPE_NUM; v1 = id32(a0); v2 = id32(a1); v3 = id32(a2); v4 = 2; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    case I32_SETGID16:
+        sk = 1; kind = K_SETGID; shape = SHAPE_NUM; v1 = id16(a0); v2 = ID_UNCHANGED; v3 = ID_UNCHANGED; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    case I32_SETGID:
+        sk = 1; kind = K_SETGID; shape = SHAPE_NUM; v1 = id32(a0); v2 = ID_UNCHANGED; v3 = ID_UNCHANGED; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    case I32_SETREGID16:
+        sk = 1; kind = K_SETGID; shape = SHAPE_NUM; v1 = id16(a0); v2 = id16(a1); v3 = ID_UNCHANGED; v4 = 1; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    case I32_SETREGID:
+        sk = 1; kind = K_SETGID; shape = SHAPE_NUM; v1 = id32(a0); v2 = id32(a1); v3 = ID_UNCHANGED; v4 = 1; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    case I32_SETRESGID16:
+        sk = 1; kind = K_SETGID; shape = SHAPE_NUM; v1 = id16(a0); v2 = id16(a1); v3 = id16(a2); v4 = 2; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    case I32_SETRESGID:
+        sk = 1; kind = K_SETGID; shape = SHAPE_NUM; v1 = id32(a0); v2 = id32(a1); v3 = id32(a2); v4 = 2; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    case I32_MOUNT:
+        sk = 1; kind = K_MOUNT; shape = SHAPE_STR3; v1 = a3; v2 = 0; v3 = 0; v4 = 0; v5 = 0; p0 = P(a0); p1 = P(a1); p2 = P(a2);
+        break;
+    case I32_INIT_MODULE:
+        sk = 1; kind = K_MODULE; shape = SHAPE_STR1; v1 = -1; v2 = 0; v3 = 0; v4 = 0; v5 = 0; p0 = P(a2); p1 = 0; p2 = 0;
+        break;
+    case I32_FINIT_MODULE:
+        sk = 1; kind = K_MODULE; shape = SHAPE_STR1; v1 = (s32)a0; v2 = a2; v3 = 1; v4 = 0; v5 = 0; p0 = P(a1); p1 = 0; p2 = 0;
+        break;
+    case I32_BPF:
+        sk = 1; kind = K_BPF; shape = SHAPE_NUM; v1 = a0; v2 = -1; v3 = 0; v4 = 0; v5 = 0; p0 = P(a1); p1 = 0; p2 = 0;
+        break;
+    case I32_UNSHARE:
+        sk = 1; kind = K_UNSHARE; shape = SHAPE_NUM; v1 = a0; v2 = 0; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    case I32_SETNS:
+        sk = 1; kind = K_SETNS; shape = SHAPE_NUM; v1 = (s32)a0; v2 = a1; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    case I32_MEMFD_CREATE:
+        sk = 1; kind = K_MEMFD; shape = SHAPE_STR1; v1 = a1; v2 = 0; v3 = 0; v4 = 0; v5 = 0; p0 = P(a0); p1 = 0; p2 = 0;
+        break;
+    case I32_CHDIR:
+        sk = 1; kind = K_CHDIR; shape = SHAPE_STR1; v1 = 0; v2 = 0; v3 = 0; v4 = 0; v5 = 0; p0 = P(a0); p1 = 0; p2 = 0;
+        break;
+    case I32_FCHDIR:
+        sk = 1; kind = K_CHDIR; shape = SHAPE_NUM; v1 = (s32)a0; v2 = 1; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    case I32_KILL:
+        if (a1 != 0 && (u32)a0 != bpf_get_current_pid_tgid() >> 32)
+            sk = 1; kind = K_SIGNAL; shape = SHAPE_NUM; v1 = (s32)a0; v2 = a1; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    case I32_TGKILL:
+        if (a2 != 0 && (u32)a0 != bpf_get_current_pid_tgid() >> 32)
+            sk = 1; kind = K_SIGNAL; shape = SHAPE_NUM; v1 = (s32)a0; v2 = a2; v3 = (s32)a1; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    }
+    if (pk)
+        path_stash(kind, cls, p0, v1, v2, v3, dfl, dfd);
+    else if (sk)
+        stash_put(kind, shape, v1, v2, v3, v4, v5, p0, p1, p2);
+    else if (ek)
+        exec_enter_abi(p0, p1, dfd, 1);
+    else if (nk)
+        net_stash(K_CONNECT, v1, v2, 0, p0, 0);
+    return 0;
+}
+
+RAW_TRACEPOINT_PROBE(sys_exit)
+{
+    u32 zero = 0;
+    u8 *seen = i32_seen.lookup(&zero);
+    if (seen && !*seen)
+        return 0;
+    long nr = -1;
+    bpf_probe_read_kernel(&nr, sizeof(nr), &((struct pt_regs *)ctx->args[0])->orig_ax);
+    if (!i32_wanted(nr) || !task_in_ia32())
+        return 0;
+    long ret = ctx->args[1];
+    switch (nr) {
+    case I32_OPEN: case I32_CREAT: case I32_OPENAT: case I32_OPENAT2: case I32_UNLINK: case I32_UNLINKAT:
+    case I32_CHMOD: case I32_FCHMODAT:
+        return path_exit(ret);
+    case I32_EXECVE: case I32_EXECVEAT:
+        if (ret < 0)
+            exec_emit((u32)bpf_get_current_pid_tgid(), ret);
+        return 0;
+    case I32_CONNECT: case I32_SOCKETCALL:
+        return connect_exit(ret);
+    case I32_CHDIR: case I32_FCHDIR:
+        chdir_exit(ret);
+        return 0;
+    case I32_BPF: {
+        struct stash s;
+        if (!stash_take(&s))
+            return 0;
+        struct ev_num *e = ev_reserve(K_BPF, sizeof(*e));
+        if (!e)
+            return 0;
+        __builtin_memcpy(e->a, s.a, sizeof(e->a));
+        e->a[0] = ret;
+        if (s.a[1] == BPF_PROG_LOAD_) {
+            u32 prog_type = 0;
+            if (bpf_probe_read_user(&prog_type, sizeof(prog_type), (void *)s.p[0]) == 0)
+                e->a[2] = prog_type;
+        }
+        ev_submit(e);
+        return 0;
+    }
+    }
+    return stash_emit(ret);
+}
+#endif
