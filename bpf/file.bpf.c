@@ -580,7 +580,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_linkat)
 
 static __always_inline void chown_path(const char *path, s64 uid, s64 gid, s64 dirfd, s64 flags)
 {
-    path_stash(K_CHOWN, CLS_READ, path, (u32)uid, (u32)gid, dirfd, (u32)uid);
+    path_stash(K_CHOWN, CLS_READ, path, (u32)uid, (u32)gid, dirfd, (u32)uid, dirfd);
     // path_stash leaves a[5] free: the AT_* flags of fchownat (AT_SYMLINK_NOFOLLOW for lchown)
     u64 id = bpf_get_current_pid_tgid();
     struct stash *s = stash.lookup(&id);
@@ -634,7 +634,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_fchown)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_truncate)
 {
-    path_stash(K_TRUNCATE, CLS_READ, args->path, args->length, AT_FDCWD_, 0, (u32)args->length);
+    path_stash(K_TRUNCATE, CLS_READ, args->path, args->length, AT_FDCWD_, 0, (u32)args->length, AT_FDCWD_);
     return 0;
 }
 

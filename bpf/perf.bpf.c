@@ -280,14 +280,15 @@ TRACEPOINT_PROBE(oom, mark_victim)
 #endif
 
 // Syscall latency per (cgroup, syscall): raw tracepoints on every syscall of the node, so
-// attached only with ProbeConfig.syscall_latency (the probe detaches them otherwise).
+// attached only with ProbeConfig.syscall_latency, by the probe (services/probe/perf.py
+// attach_syscall_latency): sys_enter/sys_exit also carry the ia32 programs.
 struct perf_sys_start { u64 ts; u64 nr; };
 struct perf_sys_key { u64 cgroup_id; u64 nr; };
 struct perf_sys { u64 count; u64 total_ns; u64 max_ns; };
 BPF_TABLE("lru_hash", u64, struct perf_sys_start, perf_sys_starts, 16384);  // tid -> syscall in progress
 BPF_HASH(perf_syscalls, struct perf_sys_key, struct perf_sys, 16384);
 
-RAW_TRACEPOINT_PROBE(sys_enter)
+int perf_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
     if (bpf_get_current_cgroup_id() <= 1)
         return 0;
@@ -297,7 +298,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     return 0;
 }
 
-RAW_TRACEPOINT_PROBE(sys_exit)
+int perf_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
     u64 tid = bpf_get_current_pid_tgid();
     struct perf_sys_start *st = perf_sys_starts.lookup(&tid);

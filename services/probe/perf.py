@@ -117,3 +117,34 @@ class PerfReader:
                         del table[k]
                     except KeyError:
                         pass
+
+
+def attach_syscall_latency(bpf) -> list[int]:
+    """Attach bpf/perf.bpf.c's perf_sys_enter/perf_sys_exit to the sys_enter/sys_exit raw
+    tracepoints, beside the ia32 programs already there (bcc keeps one program per raw
+    tracepoint, so these links are made and kept here); returns the link fds (close to detach)."""
+    from bcc import BPF
+    from bcc.libbcc import lib
+
+    fds = []
+    try:
+        for fn_name, tp in ((b"perf_sys_enter", b"sys_enter"), (b"perf_sys_exit", b"sys_exit")):
+            fn = bpf.load_func(fn_name, BPF.RAW_TRACEPOINT)
+            fd = lib.bpf_attach_raw_tracepoint(fn.fd, tp)
+            if fd < 0:
+                raise OSError(f"attaching {fn_name.decode()} to raw tracepoint {tp.decode()} failed")
+            fds.append(fd)
+    except BaseException:
+        detach_links(fds)
+        raise
+    return fds
+
+
+def detach_links(fds: list[int]) -> None:
+    import os
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    fds.clear()

@@ -39,7 +39,7 @@ from .dedup import KINDS as DEDUP_KINDS, Dedup
 from .exclusion import Exclusions
 from .dns_attach import DnsAttachment
 from .flows import FlowReader
-from .perf import PerfReader
+from .perf import PerfReader, attach_syscall_latency, detach_links
 from .plan_maps import PlanMaps
 from .ringbuf import RingReader
 
@@ -127,6 +127,7 @@ class ProbeService:
         self.perf_ctl = self._perf_control()
         self.perf: PerfReader | None = None   # per-container histograms and counters (bpf/perf.bpf.c)
         self.profiler = None                  # CPU profiles (bpf/profile.bpf.c, services/probe/profiler.py)
+        self._latency_links: list[int] = []   # syscall latency programs' raw tracepoint links
         self.perf_latest: dict = {}           # the last message published on eunomia.perf.<node>
         self._profile_drained = time.monotonic()
         self.dns: DnsAttachment | None = None  # bpf/dns.bpf.c's programs on the cgroup-v2 root
@@ -192,6 +193,7 @@ class ProbeService:
             self.dns.close()
             self.dns = None
         if self.bpf is not None:  # detaching ~100 tracepoints takes seconds: not on the loop
+            detach_links(self._latency_links)
             atexit.unregister(self.bpf.cleanup)  # bcc's own exit hook would detach a second time
             await _bounded_in_thread(self.bpf.cleanup, DETACH_WAIT_S)
             self.bpf = None
@@ -223,12 +225,12 @@ class ProbeService:
             PerfReader.switch(self.bpf, self.cfg.perf)
             if self.cfg.perf:
                 self.perf = PerfReader(self.bpf)
-        if self.plan.has("perf.bpf.c") and not (self.cfg.perf and self.cfg.syscall_latency):
-            for tp in (b"sys_enter", b"sys_exit"):  # on every syscall: only when asked for
-                try:
-                    self.bpf.detach_raw_tracepoint(tp)
-                except Exception as e:
-                    _log.warning("could not detach the syscall latency program on %s: %s", tp.decode(), e)
+        if self.plan.has("perf.bpf.c") and self.cfg.perf and self.cfg.syscall_latency:
+            try:  # on every syscall: only when asked for
+                self._latency_links = attach_syscall_latency(self.bpf)
+            except Exception as e:
+                self.stats.inc("probe_perf_attach_failed_total")
+                _log.error("syscall latency not attached: %s", e)
         if self.plan.has("profile.bpf.c") and self.cfg.profile_hz:
             from .profiler import Profiler
             prof = Profiler(self.bpf, self.cfg.profile_hz, self.cfg.profile_window_s, self.cfg.profile_history_s)
