@@ -359,11 +359,11 @@ def report_perf(wls: list[Workload], on: list[Phase], noperf: list[Phase]) -> No
     print(row("workload", ["no-perf", "perf", "ratio"]))
     for w in wls:
         fmt = "{:,.0f}" if w.higher_is_better else "{:.3f}"
-        a, b = median(noperf, lambda p: p.values[w.name]), median(on, lambda p: p.values[w.name])
+        a, b = median(noperf, lambda p, w=w: p.values[w.name]), median(on, lambda p, w=w: p.values[w.name])
         print(row(f"{w.name} ({w.unit})", [fmt.format(a), fmt.format(b), f"{b / a:.2f}x"]))
     print(row("monitor CPU during", ["no-perf %", "perf %", ""]))
     for name in on[0].cpu:
-        pct = [100 * median(ph, lambda p: p.cpu[name][0]) / median(ph, lambda p: p.cpu[name][1])
+        pct = [100 * median(ph, lambda p, name=name: p.cpu[name][0]) / median(ph, lambda p, name=name: p.cpu[name][1])
                for ph in (noperf, on)]
         print(row(name, [f"{pct[0]:.1f} %", f"{pct[1]:.1f} %", ""]))
     print(row("idle RSS (MB)", [f"{median(noperf, lambda p: p.rss['idle']):.0f}",

@@ -94,7 +94,7 @@ def test_up_stops_within_10s_after_load_every_time(tmp_path):
     for i in range(CYCLES):
         proc, base, _ = start_up(tmp_path, "--capture", "all", log_name=f"up{i}.log")
         try:
-            assert until_sync(lambda: metrics_say(base, 'service="probe"} 1'), 180), \
+            assert until_sync(lambda base=base: metrics_say(base, 'service="probe"} 1'), 180), \
                 (tmp_path / f"up{i}.log").read_text()[-3000:]
             subprocess.run([sys.executable, "-c", LOAD], check=True, timeout=300)
             rc, secs = stop(proc, signal.SIGINT if i % 2 else signal.SIGTERM)

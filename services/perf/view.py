@@ -5,8 +5,8 @@ from typing import Any
 
 POD_LABELS = ("io.kubernetes.pod.name", "io.kubernetes.pod")
 NS_LABELS = ("io.kubernetes.pod.namespace",)
-SORT_KEYS = {"cpu": "cpu", "events": "events_s", "block": "block_bytes_s", "net": "net_bytes_s", "connects": "connects_s",
-             "runq": "runq_p99_ms", "alerts": "alerts", "name": "container"}
+SORT_KEYS = {"cpu": "cpu", "events": "events_s", "block": "block_bytes_s", "net": "net_bytes_s",
+             "connects": "connects_s", "runq": "runq_p99_ms", "alerts": "alerts", "name": "container"}
 
 
 class NotFound(LookupError):

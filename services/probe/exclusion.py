@@ -106,7 +106,7 @@ class Exclusions:
         for cg in self.cgroups:
             want = "/" + cg.removeprefix(str(CGROUP_ROOT)).strip("/")
             for pid in cgroup_procs(cg):
-                self._add(pid, lambda pid=pid: _within(cgroup_of(pid), want))
+                self._add(pid, lambda pid=pid, want=want: _within(cgroup_of(pid), want))
         self.stats.set("probe_excluded_pids", len(self._fds))
 
     def _add(self, pid: int, still_ours) -> None:

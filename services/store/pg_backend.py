@@ -159,7 +159,8 @@ class PostgresBackend:
                 for s in sorted(starts):
                     name, lo, hi = self._part(j, s)
                     if await con.fetchval("SELECT to_regclass($1)", name) is None:
-                        await con.execute(f"CREATE TABLE {name} PARTITION OF {j.table} FOR VALUES FROM ({lo}) TO ({hi})")
+                        await con.execute(f"CREATE TABLE {name} PARTITION OF {j.table} "
+                                          f"FOR VALUES FROM ({lo}) TO ({hi})")
         self._parts |= {(j.table, s) for s in starts}
 
     async def _intern(self, con, strs: set[str]) -> None:
@@ -265,7 +266,7 @@ class PostgresBackend:
         """Rows per partition; closed partitions (ended over a partition ago) are counted once."""
         closed_before = time.time_ns() - self.partition_ns
         out = {}
-        for lo, hi, name in parts:
+        for _lo, hi, name in parts:
             n = self._counts.get(name)
             if n is None:
                 n = await con.fetchval(f"SELECT count(*) FROM {name}")
@@ -293,7 +294,7 @@ class PostgresBackend:
                     extra = max(0, total - max_rows)
                     if j is EVENTS and live > max_bytes and total:
                         extra = max(extra, int((live - SIZE_TARGET * max_bytes) * total / live) + 1)
-                    for lo, hi, name in parts:       # whole partitions first: a drop, no row-by-row delete
+                    for _lo, hi, name in parts:       # whole partitions first: a drop, no row-by-row delete
                         if not (hi <= cutoff_ts or 0 < rows[name] <= extra or rows[name] == 0 and hi < cutoff_ts):
                             break
                         await con.execute(f"DROP TABLE {name}")

@@ -14,7 +14,8 @@ _DERIVED_DDL = [
     "CREATE INDEX IF NOT EXISTS containers_name ON containers (name)",
     """CREATE TABLE IF NOT EXISTS connections (
         src TEXT NOT NULL, dst TEXT NOT NULL, port INTEGER NOT NULL, proto TEXT NOT NULL, origin TEXT NOT NULL,
-        count BIGINT NOT NULL, last_seen BIGINT NOT NULL, PRIMARY KEY (src, dst, port, proto, origin)){without_rowid}""",
+        count BIGINT NOT NULL, last_seen BIGINT NOT NULL,
+        PRIMARY KEY (src, dst, port, proto, origin)){without_rowid}""",
     "CREATE INDEX IF NOT EXISTS connections_last_seen ON connections (last_seen)",
     """CREATE TABLE IF NOT EXISTS container_ips (
         ip TEXT PRIMARY KEY, container_id TEXT NOT NULL, last_seen BIGINT NOT NULL)""",
