@@ -87,7 +87,8 @@ def vmlinux() -> BTF:
     try:
         return BTF(VMLINUX.read_bytes())
     except OSError as e:
-        raise BTFError(f"cannot read the kernel's BTF {VMLINUX}: {e} (kernel built without CONFIG_DEBUG_INFO_BTF?)") from e
+        raise BTFError(f"cannot read the kernel's BTF {VMLINUX}: {e} "
+                       "(kernel built without CONFIG_DEBUG_INFO_BTF?)") from e
 
 
 # What bpf/process.bpf.c current_tty() reads: -D name -> (struct, member).

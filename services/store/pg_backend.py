@@ -294,7 +294,7 @@ class PostgresBackend:
                     extra = max(0, total - max_rows)
                     if j is EVENTS and live > max_bytes and total:
                         extra = max(extra, int((live - SIZE_TARGET * max_bytes) * total / live) + 1)
-                    for _lo, hi, name in parts:       # whole partitions first: a drop, no row-by-row delete
+                    for lo, hi, name in parts:       # whole partitions first: a drop, no row-by-row delete
                         if not (hi <= cutoff_ts or 0 < rows[name] <= extra or rows[name] == 0 and hi < cutoff_ts):
                             break
                         await con.execute(f"DROP TABLE {name}")
