@@ -225,3 +225,39 @@ async def test_drop_and_execute_found_when_the_open_arrives_after_the_exec(nats_
                     what="late drop-and-execute alert")
         a = next(a for a in got if a["rule"] == "Drop and execute new binary in container")
         assert a["event"]["id"] == ex["id"] and a["priority"] == "CRITICAL"
+
+
+@pytest.mark.parametrize("broken", [
+    "- rule: R\n  desc: d\n  condition: " + "not " * 30000 + "proc.name = a\n  output: o\n  priority: NOTICE\n",
+    "[" * 100000,
+    "- rule: R\n  desc: d\n  condition: proc.name = a\n  output: o\n  priority: NOTICE\n  tags: {x: [1]}\n",
+    "# " + "x" * (9 << 20) + "\n",
+])
+async def test_malformed_file_on_watch_keeps_old_rules_and_the_loop(nats_server, rules_file, broken):
+    async with client(nats_server.url) as (bus, got), \
+            running(nats_server.url, rules=(rules_file,), reload_check_s=0.1, throttle_window_s=0) as svc:
+        rules_file.write_text(broken)
+        await until(lambda: svc.stats.total("rule_reload_errors_total") >= 1, what="failed reload counted")
+        assert re.match(rf"^{re.escape(str(rules_file))}:\d+:\d+: ", svc.last_reload_error), svc.last_reload_error
+        await bus.publish_batch(subjects.event("n1", "exec"), [exec_ev()])
+        await until(lambda: len(got) == 1, what="alert from the old rules")
+        # the watch goes on: a fixed file is loaded
+        rules_file.write_text(TEST_RULES.replace("Tool ran", "Tool ran v2"))
+        await until(lambda: svc.stats.total("rule_reloads_total") >= 1, what="reload after the fix")
+        assert svc.stats.get("rule_reload_failed") == 0
+
+
+async def test_watch_loop_failure_is_logged_counted_and_restarted(nats_server, rules_file, monkeypatch):
+    async with running(nats_server.url, rules=(rules_file,), reload_check_s=0.05, throttle_window_s=0) as svc:
+        real, calls = AlerterConfig.files, []
+
+        def flaky(cfg):
+            calls.append(1)
+            if len(calls) <= 2:
+                raise RuntimeError("disk on fire")   # not an OSError: the loop itself fails
+            return real(cfg)
+        monkeypatch.setattr(AlerterConfig, "files", flaky)
+        await until(lambda: svc.stats.get("alerter_task_restarts_total", task="rules-watch") == 2,
+                    what="two restarts counted")
+        rules_file.write_text(TEST_RULES.replace("Tool ran", "Tool ran v3"))
+        await until(lambda: svc.stats.total("rule_reloads_total") >= 1, what="the restarted watch reloads")

@@ -110,9 +110,10 @@ class AlerterService:
         await self._stack.aclose()
 
     async def run(self, stop: asyncio.Event) -> None:
-        tasks = [asyncio.create_task(self._summary_loop(), name="alerter-summaries")]
+        tasks = [asyncio.create_task(self._supervised("summaries", self._summary_loop), name="alerter-summaries")]
         if self.cfg.reload_check_s > 0:
-            tasks.append(asyncio.create_task(self._watch_loop(), name="alerter-rules-watch"))
+            tasks.append(asyncio.create_task(self._supervised("rules-watch", self._watch_loop),
+                                             name="alerter-rules-watch"))
         try:
             await stop.wait()
         finally:
@@ -138,7 +139,11 @@ class AlerterService:
             sig = _signature(files)
             try:
                 rs = await asyncio.to_thread(load_rules, files)
-            except RuleError as e:
+            except Exception as e:  # noqa: BLE001 - whatever a file does, the old rules stay
+                if not isinstance(e, RuleError):
+                    _log.exception("rules reload: unexpected failure")
+                    e = RuleError(str(files[0]) if files else "<rules>", 1, 1,
+                                  f"cannot load rules: {type(e).__name__}: {e}")
                 self._sig = self._failed_sig = sig
                 self.last_reload_error = str(e)
                 where = f"{e.file}:{e.line}:{e.column}"
@@ -163,13 +168,28 @@ class AlerterService:
         except Exception as e:  # the probes ask again (op "plan") when they (re)start
             _log.warning("could not publish the filter plan: %s", e)
 
+    async def _supervised(self, name: str, loop) -> None:
+        """Run `loop` forever: if it fails it is logged, counted
+        (alerter_task_restarts_total{task}) and started again after a pause."""
+        while True:
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a background loop must never die silently
+                _log.exception("%s failed; restarting it", name)
+                self.stats.inc("alerter_task_restarts_total", task=name)
+                await asyncio.sleep(min(1.0, self.cfg.reload_check_s or 1.0))
+
     async def _watch_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.reload_check_s)
+            self.stats.inc("rule_watch_checks_total")
             try:
                 sig = await asyncio.to_thread(lambda: _signature(self.cfg.files()))
             except OSError as e:
                 _log.warning("rules watch: %s", e)
+                self.stats.inc("rule_watch_errors_total")
                 continue
             if sig != self._sig and sig != self._failed_sig:
                 _log.info("rule files changed; reloading")
