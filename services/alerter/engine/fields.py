@@ -9,6 +9,8 @@ fields return a list and a comparison holds when it holds for any element.
 from __future__ import annotations
 
 import errno
+import functools
+import ipaddress
 import os
 import time
 from dataclasses import dataclass
@@ -293,14 +295,36 @@ def fd_filename(ev: dict) -> str | None:
     return None if p is None else os.path.basename(p)
 
 
+@functools.lru_cache(maxsize=4096)
+def _canon_ip(text: str) -> str:
+    """An address as rules compare it: an IPv4-mapped IPv6 address
+    (::ffff:a.b.c.d, which reaches the IPv4 host) as its IPv4 form, every
+    IPv6 address in its compressed form."""
+    try:
+        a = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    if a.version == 6 and a.ipv4_mapped is not None:
+        return str(a.ipv4_mapped)
+    return str(a)
+
+
+def canon_ip(v: Any) -> Any:
+    return _canon_ip(v) if v.__class__ is str and ":" in v else v
+
+
+IP_FIELDS = frozenset(("fd.sip", "fd.cip", "fd.lip", "fd.rip", "fd.dip"))
+
+
 def _net(ev: dict, accept_key: str, connect_key: str) -> Any:
     """Falco's client/server view: on connect we are the client (s* raw
-    fields are ours, d* the server's); on accept/listen we are the server."""
+    fields are ours, d* the server's); on accept/listen we are the server.
+    Addresses are canonical (canon_ip)."""
     k = ev.get("kind")
     if k == "connect":
-        return ev.get(connect_key)
+        return canon_ip(ev.get(connect_key))
     if k == "accept" or k == "listen":
-        return ev.get(accept_key)
+        return canon_ip(ev.get(accept_key))
     return None
 
 
@@ -309,13 +333,13 @@ def _net_field(accept_key: str, connect_key: str) -> Extractor:
 
 
 def _raw_net(key: str) -> Extractor:
-    return lambda ev: ev.get(key) if ev.get("kind") in _NET_KINDS else None
+    return lambda ev: canon_ip(ev.get(key)) if ev.get("kind") in _NET_KINDS else None
 
 
 def fd_ips(ev: dict) -> list:
     if ev.get("kind") not in _NET_KINDS:
         return []
-    return [ip for ip in (ev.get("saddr"), ev.get("daddr")) if ip]
+    return [canon_ip(ip) for ip in (ev.get("saddr"), ev.get("daddr")) if ip]
 
 
 _PROTO = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp", 132: "sctp"}
