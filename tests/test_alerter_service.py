@@ -113,7 +113,7 @@ async def test_repeats_are_throttled_counted_and_summarized(nats_server, rules_f
     assert len(summaries) == 1 and summaries[0]["suppressed"] == 8
     assert summaries[0]["rule"] == "Tool ran" and "throttled" in summaries[0]["tags"]
     assert "8 repeated alert(s) suppressed" in summaries[0]["output"]
-    assert svc.stats.get("alerts_suppressed_total", rule="Tool ran") == 8
+    assert svc.stats.get("alerts_suppressed_total", rule="Tool ran", reason="repeat") == 8
     assert svc.stats.get("alerts_total", rule="Tool ran", priority="WARNING") == 11
 
 
@@ -261,3 +261,25 @@ async def test_watch_loop_failure_is_logged_counted_and_restarted(nats_server, r
                     what="two restarts counted")
         rules_file.write_text(TEST_RULES.replace("Tool ran", "Tool ran v3"))
         await until(lambda: svc.stats.total("rule_reloads_total") >= 1, what="the restarted watch reloads")
+
+
+async def test_a_flooding_container_cannot_crowd_out_another(nats_server, rules_file):
+    """Unique command lines from one container fold into its overflow key past its
+    cap; another container's alerts are still raised, and everything is counted."""
+    other = {**CTR, "id": "0a" * 32, "name": "quiet"}
+    async with client(nats_server.url) as (bus, got), \
+            running(nats_server.url, rules=(rules_file,), throttle_window_s=60, throttle_max_repeats=2,
+                    throttle_keys_per_container=10, throttle_max_keys=15, summary_interval_s=0.1) as svc:
+        flood = [exec_ev(args=(f"unique-{i}",)) for i in range(500)]
+        for i in range(0, 500, 50):
+            await bus.publish_batch(subjects.event("n1", "exec"), flood[i:i + 50])
+        await bus.publish_batch(subjects.event("n1", "exec"), [exec_ev(args=("mine",), container=other)])
+        await until(lambda: any(x["container"]["id"] == other["id"] for x in got), what="the quiet one's alert")
+        await until(lambda: any(x.get("suppressed") for x in got), what="a summary")
+        assert svc.throttle.keys_of(CTR["id"]) <= 11 and svc.throttle.keys_of(other["id"]) == 1
+        assert svc.stats.get("alerts_suppressed_total", rule="Tool ran", reason="container_cap") == 500 - 10 - 2
+    plain = [x for x in got if "suppressed" not in x and x["container"]["id"] == CTR["id"]]
+    assert len(plain) == 12   # 10 keys, then 2 from the overflow key
+    summary = [x for x in got if x.get("suppressed")][0]
+    assert summary["suppressed"] == 488 and "throttle key cap" in summary["output"]
+    assert "unique-499" in summary["output"]   # the last one is the evidence kept

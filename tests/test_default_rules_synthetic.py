@@ -149,8 +149,31 @@ def test_drop_and_execute_needs_the_create_in_the_same_container(rs):
     # bounded: old entries are forgotten
     for i in range(20):
         st.annotate(ev("open", name="sh", path=f"/tmp/f{i}", flags=O_CREAT | O_WRONLY, mode=0o644, ret=3))
-    assert len(st.created) == 8
+    assert st.created.count(CID) == 8 and st.evictions["created"] >= 12
     assert "Drop and execute new binary in container" not in rules(execev(["/tmp/drop.sh"]))
+    # ... but only by the container's own entries: the other container's create is still known
+    assert st.created.has("cd" * 32, "/tmp/other")
+
+
+def test_one_container_cannot_flush_another_containers_state(rs):
+    st = ExecState(size=64, containers=4)
+    victim = {**CTR, "id": "cd" * 32}
+    st.annotate({**ev("open", name="cp", path="/tmp/drop", flags=O_WRONLY | O_CREAT, mode=0o755, ret=3),
+                 "container": victim})
+    st.annotate({**ev("memfd", name="loader", flags=1, ret=3), "name": "p", "container": victim, "pid": 99})
+    for i in range(10_000):   # the noisy container creates and execs in a loop
+        st.annotate(ev("open", name="sh", path=f"/tmp/f{i}", flags=O_CREAT | O_WRONLY, mode=0o644, ret=3))
+        st.remember_exec(execev([f"/tmp/f{i}"]), set())
+    assert st.created.count(CID) == 64 and len(st.created) == 65
+    rules = lambda e: [m.rule for m in rs.evaluate(st.annotate(e))]  # noqa: E731
+    assert "Drop and execute new binary in container" in rules({**execev(["/tmp/drop"]), "container": victim})
+    assert "Fileless execution via memfd_create" in rules(
+        {**execev(["x"], filename="/dev/fd/3"), "container": victim, "pid": 99})
+    # the number of containers remembered is bounded too
+    for n in range(10):
+        st.annotate({**ev("open", name="sh", path="/tmp/y", flags=O_CREAT, mode=0o644, ret=3),
+                     "container": {**CTR, "id": f"{n:064x}"}})
+    assert len(st.created._t) == 4
 
 
 def test_memfd_then_exec_of_an_fd_is_fileless(rs):

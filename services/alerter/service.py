@@ -31,7 +31,7 @@ from .config import AlerterConfig
 from .engine import RuleError, Ruleset, load_rules, priority_rank
 from .sinks import FileSink, NatsSink, Sink, StdoutSink, WebhookSink
 from .state import ExecState
-from .throttle import Summary, Throttle
+from .throttle import Summary, Throttle, key_of
 
 _log = log.get("alerter")
 
@@ -55,8 +55,10 @@ class AlerterService:
         self.stats = Stats("alerter")
         self.ruleset: Ruleset | None = None
         self.plan = None                        # shared.filterplan.FilterPlan of the ruleset
-        self.throttle = Throttle(cfg.throttle_window_s, cfg.throttle_max_repeats, cfg.throttle_max_keys)
-        self.state = ExecState(cfg.state_table_size)
+        self.throttle = Throttle(cfg.throttle_window_s, cfg.throttle_max_repeats, cfg.throttle_max_keys,
+                                 cfg.throttle_keys_per_container)
+        self.state = ExecState(cfg.state_table_size, cfg.state_containers)
+        self._state_evictions_seen: dict[str, int] = {}
         self.sinks: list[Sink] = []
         self.bus: busmod.Bus | None = None
         self.last_reload_error: str | None = None
@@ -234,12 +236,22 @@ class AlerterService:
                     continue
                 alert = self._alert(ev, m)
                 self.stats.inc("alerts_total", rule=m.rule, priority=m.priority)
-                ctr = ev.get("container") or {}
-                if self.throttle.admit((m.rule, ctr.get("id") or "host", m.output), alert, now):
+                why = self.throttle.admit(key_of(m.rule, ev), alert, now)
+                if why is None:
                     self._offer(alert)
                 else:
-                    self.stats.inc("alerts_suppressed_total", rule=m.rule)
+                    self.stats.inc("alerts_suppressed_total", rule=m.rule, reason=why)
         self.stats.inc("events_evaluated_total", len(events))
+        self.stats.set("alerter_throttle_keys", len(self.throttle))
+        if self.throttle.evictions:
+            self.stats.inc("alerter_throttle_evictions_total", self.throttle.evictions)
+            self.throttle.evictions = 0
+        if state.evictions != self._state_evictions_seen:
+            for table, n in state.evictions.items():
+                d = n - self._state_evictions_seen.get(table, 0)
+                if d:
+                    self.stats.inc("alerter_state_evictions_total", d, table=table)
+            self._state_evictions_seen = dict(state.evictions)
         if rs.eval_errors != self._eval_errors_seen:
             self.stats.inc("rule_errors_total", rs.eval_errors - self._eval_errors_seen)
             _log.warning("rule evaluation errors: %s", rs.last_eval_error)
@@ -267,9 +279,11 @@ class AlerterService:
     def _emit_summaries(self, summaries: list[Summary]) -> None:
         for s in summaries:
             last = s.last
+            what = "alert(s) past the container's throttle key cap" if s.overflow else "repeated alert(s)"
             alert = {**last, "id": new_event_id(self.common.node), "ts": time.time_ns(),
-                     "output": f"{s.count} repeated alert(s) suppressed: {s.output}",
+                     "output": f"{s.count} {what} suppressed, the last: {s.output}" if s.overflow else
+                     f"{s.count} {what} suppressed: {s.output}",
                      "tags": [*last.get("tags", []), "throttled"], "suppressed": s.count}
-            _log.info("throttle: rule %r container %s: %d repeats suppressed", s.rule, s.container, s.count)
+            _log.info("throttle: rule %r container %s: %d %s suppressed", s.rule, s.container, s.count, what)
             self.stats.inc("alert_summaries_total", rule=s.rule)
             self._offer(alert)
