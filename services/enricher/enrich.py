@@ -58,6 +58,12 @@ class Enricher:
             return "cgroup_id is not a non-negative integer"
         return None
 
+    def _host_cgroup(self, ev: dict) -> bool:
+        """The event's task was in a host cgroup (no container), as the probe's
+        cgroup id shows; False when the id is missing (trust nothing then)."""
+        cg = ev.get("cgroup_id")
+        return cg.__class__ is int and cg >= 1 and self.containers.resolve(cg, ev["ts"], ev["pid"]) is None
+
     def _track(self, ev: dict) -> None:
         """Fork/exec/chdir change the table; exit after the event is described."""
         kind, pid = ev["kind"], ev["pid"]
@@ -73,9 +79,11 @@ class Enricher:
             self.procs.on_chdir(pid, path if isinstance(path, str) else None, fd if isinstance(fd, int) else None)
         elif kind == "exec" and (ev.get("ret") in (None, 0)):
             argv = ev.get("argv")
+            tty = ev.get("tty")
             self.procs.on_exec(pid, ev.get("filename") if isinstance(ev.get("filename"), str) else None,
                                argv if isinstance(argv, list) else None, ev.get("comm") or "",
-                               ev.get("ppid") if isinstance(ev.get("ppid"), int) else 0)
+                               ev.get("ppid") if isinstance(ev.get("ppid"), int) else 0,
+                               host=self._host_cgroup(ev), tty=tty if tty.__class__ is int else None)
 
     def prime(self, events: list[dict]) -> None:
         """On arrival: resolve new cgroups while they still

@@ -120,6 +120,14 @@ def proc_anames(ev: dict) -> list:
     return [p] if p is not None else []
 
 
+def proc_aexes(ev: dict) -> list:
+    anc = _ancestors(ev)
+    if anc:
+        return [a.get("exe") for a in anc]
+    p = proc_pexe(ev)
+    return [p] if p is not None else []
+
+
 def proc_apids(ev: dict) -> list:
     anc = _ancestors(ev)
     if anc:
@@ -526,6 +534,7 @@ _add("proc.pname", "str", proc_pname, "parent name")
 _add("proc.pexe", "str", proc_pexe, "parent executable")
 _add("proc.pcmdline", "str", proc_pcmdline, "parent command line")
 _add("proc.aname", "str", proc_anames, "any ancestor's name; proc.aname[N] is the Nth (0 = self)", many=True)
+_add("proc.aexe", "str", proc_aexes, "any ancestor's executable path (parent first)", many=True)
 _add("proc.apid", "int", proc_apids, "any ancestor's pid; proc.apid[N] is the Nth (0 = self)", many=True)
 _add("proc.cwd", "str", lambda ev: _proc(ev).get("cwd"), "working directory")
 _add("proc.tty", "int", lambda ev: _proc(ev).get("tty"), "controlling tty when known")
@@ -538,6 +547,13 @@ _add("proc.is_exe_upper_layer", "bool", _exec_fact("is_exe_upper_layer"),
      "exec of a file created in the container after it started (set by the alerter's state)")
 _add("proc.is_exe_from_memfd", "bool", _exec_fact("is_exe_from_memfd"),
      "fileless exec from a memfd (set by the alerter's state)")
+# Set by the enricher (services/enricher/proctable.py) from the process lineage it saw, never from names.
+_add("proc.is_container_runtime", "bool", lambda ev: bool(_proc(ev).get("is_container_runtime")),
+     "runs the container runtime's own code (runc, crun, conmon, shims): it exec'd a runtime executable "
+     "(host path) from a host cgroup, or is a fork or self re-exec of such a process")
+_add("proc.is_container_entrypoint", "bool", lambda ev: bool(_proc(ev).get("is_container_entrypoint")),
+     "exec'd by the container runtime itself (the entrypoint, or the command of podman/kubectl exec), "
+     "or the first exec of a child of a minimal init (tini, dumb-init, catatonit) the runtime started")
 _add("proc.comm", "str", _head("comm"), "kernel comm of the thread")
 _add("thread.tid", "int", _head("tid"), "thread id")
 _add("fd.name", "str", fd_name, "path, or 'saddr:sport->daddr:dport' for sockets")
