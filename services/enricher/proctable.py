@@ -269,9 +269,10 @@ class ProcTable:
         cwd = p.cwd if p.cwd is not None else _readlink(f"/proc/{pid}/cwd")
         path = os.path.normpath(os.path.join(cwd or "/", filename)) if filename else ""
         # The runtime's code: a runtime executable exec'd from a host cgroup, and the runtime
-        # re-executing itself (runc's memfd clone, `/proc/self/exe init`) there. Any exec inside a
-        # container ends it: what the runtime exec'd there is the container's program.
-        p.runtime = host and (path in self.runtime_executables or (was_runtime and self_exec))
+        # re-executing itself (`/proc/self/exe init`, its memfd clone by fd: runc init does so
+        # after it moved into the container's cgroup). Any other exec ends it: what the runtime
+        # exec'd in a container is the container's program.
+        p.runtime = (host and path in self.runtime_executables) or (was_runtime and self_exec)
         p.by_runtime = (was_runtime or p.init_child) and not p.runtime and not host
         p.init_child = False
         p.tty = tty if tty is not None else read_tty(pid)
