@@ -237,13 +237,13 @@ async def test_malformed_file_on_watch_keeps_old_rules_and_the_loop(nats_server,
     async with client(nats_server.url) as (bus, got), \
             running(nats_server.url, rules=(rules_file,), reload_check_s=0.1, throttle_window_s=0) as svc:
         rules_file.write_text(broken)
-        await until(lambda: svc.stats.total("rule_reload_errors_total") >= 1, what="failed reload counted")
+        await until(lambda: svc.stats.total("rule_reload_errors_total") >= 1, what="failed reload counted", timeout=60)
         assert re.match(rf"^{re.escape(str(rules_file))}:\d+:\d+: ", svc.last_reload_error), svc.last_reload_error
         await bus.publish_batch(subjects.event("n1", "exec"), [exec_ev()])
-        await until(lambda: len(got) == 1, what="alert from the old rules")
+        await until(lambda: len(got) == 1, what="alert from the old rules", timeout=60)
         # the watch goes on: a fixed file is loaded
         rules_file.write_text(TEST_RULES.replace("Tool ran", "Tool ran v2"))
-        await until(lambda: svc.stats.total("rule_reloads_total") >= 1, what="reload after the fix")
+        await until(lambda: svc.stats.total("rule_reloads_total") >= 1, what="reload after the fix", timeout=60)
         assert svc.stats.get("rule_reload_failed") == 0
 
 
@@ -258,9 +258,9 @@ async def test_watch_loop_failure_is_logged_counted_and_restarted(nats_server, r
             return real(cfg)
         monkeypatch.setattr(AlerterConfig, "files", flaky)
         await until(lambda: svc.stats.get("alerter_task_restarts_total", task="rules-watch") == 2,
-                    what="two restarts counted")
+                    what="two restarts counted", timeout=60)
         rules_file.write_text(TEST_RULES.replace("Tool ran", "Tool ran v3"))
-        await until(lambda: svc.stats.total("rule_reloads_total") >= 1, what="the restarted watch reloads")
+        await until(lambda: svc.stats.total("rule_reloads_total") >= 1, what="the restarted watch reloads", timeout=60)
 
 
 async def test_a_flooding_container_cannot_crowd_out_another(nats_server, rules_file):
@@ -274,8 +274,8 @@ async def test_a_flooding_container_cannot_crowd_out_another(nats_server, rules_
         for i in range(0, 500, 50):
             await bus.publish_batch(subjects.event("n1", "exec"), flood[i:i + 50])
         await bus.publish_batch(subjects.event("n1", "exec"), [exec_ev(args=("mine",), container=other)])
-        await until(lambda: any(x["container"]["id"] == other["id"] for x in got), what="the quiet one's alert")
-        await until(lambda: any(x.get("suppressed") for x in got), what="a summary")
+        await until(lambda: any(x["container"]["id"] == other["id"] for x in got), what="the quiet one's alert", timeout=60)
+        await until(lambda: any(x.get("suppressed") for x in got), what="a summary", timeout=60)
         assert svc.throttle.keys_of(CTR["id"]) <= 11 and svc.throttle.keys_of(other["id"]) == 1
         assert svc.stats.get("alerts_suppressed_total", rule="Tool ran", reason="container_cap") == 500 - 10 - 2
     plain = [x for x in got if "suppressed" not in x and x["container"]["id"] == CTR["id"]]

@@ -98,8 +98,11 @@ async def alert_for(p, rule: str, cid: str, timeout: float = 30.0) -> dict:
     except (TimeoutError, asyncio.TimeoutError):
         execs = [(e.get("filename"), e.get("ret"), e.get("comm")) for e in p.events.matching(
             lambda e: (e.get("container") or {}).get("id") == cid and e["kind"] == "exec")]
+        lost = {k: p.probe.stats.total(k) for k in ("probe_events_lost_total", "probe_lost_total")} \
+            if p.probe else None
         pytest.fail(f"no {rule!r} alert for container {cid[:12]}; its alerts: "
-                    f"{sorted({a['rule'] for a in alerts_of(p, cid)})}; its execs: {execs[-10:]}")
+                    f"{sorted({a['rule'] for a in alerts_of(p, cid)})}; its execs: {execs[-10:]} "
+                    f"({len(execs)}); probe losses: {lost}")
 
 
 # --- names chosen by the attacker exempt nothing ---------------------------------
@@ -219,7 +222,7 @@ async def test_ordinary_container_life_raises_nothing(pipe):
         for cmd in (["sh", "-c", BENIGN], ["ls", "/"], ["sh", "-c", "cat /etc/shadow >/dev/null"]):
             e = await asyncio.to_thread(containers.run_bounded, [*containers.PODMAN, "exec", name, *cmd], 120, False)
             assert e.returncode == 0, (cmd, e.stderr)
-        sentinel = await alert_for(pipe, "Read sensitive file", cid)
+        sentinel = await alert_for(pipe, "Read sensitive file", cid, timeout=120)
     finally:
         await asyncio.to_thread(containers.remove, name)
         subprocess.run(["rm", "-f", cid_file])
