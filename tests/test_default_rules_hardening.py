@@ -90,7 +90,7 @@ def alerts_of(p, cid: str) -> list[dict]:
     return p._by_subject["eunomia.alert.>"].matching(lambda a: (a.get("container") or {}).get("id") == cid)
 
 
-async def alert_for(p, rule: str, cid: str, timeout: float = 30.0) -> dict:
+async def alert_for(p, rule: str, cid: str, timeout: float = 90.0) -> dict:
     def match(a):
         return a.get("rule") == rule and (a.get("container") or {}).get("id") == cid
     try:
