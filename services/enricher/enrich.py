@@ -58,13 +58,7 @@ class Enricher:
             return "cgroup_id is not a non-negative integer"
         return None
 
-    def _host_cgroup(self, ev: dict) -> bool:
-        """The event's task was in a host cgroup (no container), as the probe's
-        cgroup id shows; False when the id is missing (trust nothing then)."""
-        cg = ev.get("cgroup_id")
-        return cg.__class__ is int and cg >= 1 and self.containers.resolve(cg, ev["ts"], ev["pid"]) is None
-
-    def _track(self, ev: dict) -> None:
+    def _track(self, ev: dict, host: bool = False) -> None:
         """Fork/exec/chdir change the table; exit after the event is described."""
         kind, pid = ev["kind"], ev["pid"]
         if kind == "fork":
@@ -83,7 +77,7 @@ class Enricher:
             self.procs.on_exec(pid, ev.get("filename") if isinstance(ev.get("filename"), str) else None,
                                argv if isinstance(argv, list) else None, ev.get("comm") or "",
                                ev.get("ppid") if isinstance(ev.get("ppid"), int) else 0,
-                               host=self._host_cgroup(ev), tty=tty if tty.__class__ is int else None)
+                               host=host, tty=tty if tty.__class__ is int else None)
 
     def prime(self, events: list[dict]) -> None:
         """On arrival: resolve new cgroups while they still
@@ -112,8 +106,12 @@ class Enricher:
             if why:
                 self._malformed(why, ev if isinstance(ev, dict) else {})
                 continue
+            pid = ev["pid"]
+            cg = ev.get("cgroup_id") or 0
+            m = self.containers.resolve(cg, ev["ts"], pid) if cg else self._by_proc(pid)
             if kind == "fork" or kind == "exec" or kind == "chdir":
-                self._track(ev)
+                # host: the probe's cgroup id names no container (a missing id trusts nothing)
+                self._track(ev, host=bool(cg) and m is None)
                 changed = ev.get("child_pid") if kind == "fork" else ev["pid"]
                 views.pop(changed, None)
                 if kind == "exec" and changed in in_views:  # an ancestor of cached views changed
@@ -136,8 +134,6 @@ class Enricher:
             if ev["kind"] == "exit":
                 self.procs.on_exit(pid)
                 views.pop(pid, None)  # the pid's next events are a new process
-            cg = ev.get("cgroup_id") or 0
-            m = self.containers.resolve(cg, ev["ts"], pid) if cg else self._by_proc(pid)
             matches.append(m)
             out.append(ev)
         for kind, n in kinds_in.items():

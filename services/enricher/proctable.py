@@ -266,8 +266,9 @@ class ProcTable:
             p.argv0_name = True
         else:
             p.exe = filename
-        cwd = p.cwd if p.cwd is not None else _readlink(f"/proc/{pid}/cwd")
-        path = os.path.normpath(os.path.join(cwd or "/", filename)) if filename else ""
+        if p.cwd is None:  # only when unknown: /proc may already show a later chdir
+            p.cwd = _readlink(f"/proc/{pid}/cwd")
+        path = "" if not host or not filename else os.path.normpath(os.path.join(p.cwd or "/", filename))
         # The runtime's code: a runtime executable exec'd from a host cgroup, and the runtime
         # re-executing itself (`/proc/self/exe init`, its memfd clone by fd: runc init does so
         # after it moved into the container's cgroup). Any other exec ends it: what the runtime
@@ -275,7 +276,8 @@ class ProcTable:
         p.runtime = (host and path in self.runtime_executables) or (was_runtime and self_exec)
         p.by_runtime = (was_runtime or p.init_child) and not p.runtime and not host
         p.init_child = False
-        p.tty = tty if tty is not None else read_tty(pid)
+        # the tty matters in containers (Terminal shell in container); host execs skip the /proc read
+        p.tty = tty if tty is not None else (None if host else read_tty(pid))
         if isinstance(argv, list):
             p.args = [str(a)[:MAX_ARG_LEN] for a in argv[:MAX_ARGS]]
         if comm:
