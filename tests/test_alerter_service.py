@@ -113,7 +113,7 @@ async def test_repeats_are_throttled_counted_and_summarized(nats_server, rules_f
     assert len(summaries) == 1 and summaries[0]["suppressed"] == 8
     assert summaries[0]["rule"] == "Tool ran" and "throttled" in summaries[0]["tags"]
     assert "8 repeated alert(s) suppressed" in summaries[0]["output"]
-    assert svc.stats.get("alerts_suppressed_total", rule="Tool ran") == 8
+    assert svc.stats.get("alerts_suppressed_total", rule="Tool ran", reason="repeat") == 8
     assert svc.stats.get("alerts_total", rule="Tool ran", priority="WARNING") == 11
 
 
@@ -225,3 +225,61 @@ async def test_drop_and_execute_found_when_the_open_arrives_after_the_exec(nats_
                     what="late drop-and-execute alert")
         a = next(a for a in got if a["rule"] == "Drop and execute new binary in container")
         assert a["event"]["id"] == ex["id"] and a["priority"] == "CRITICAL"
+
+
+@pytest.mark.parametrize("broken", [
+    "- rule: R\n  desc: d\n  condition: " + "not " * 30000 + "proc.name = a\n  output: o\n  priority: NOTICE\n",
+    "[" * 100000,
+    "- rule: R\n  desc: d\n  condition: proc.name = a\n  output: o\n  priority: NOTICE\n  tags: {x: [1]}\n",
+    "# " + "x" * (9 << 20) + "\n",
+])
+async def test_malformed_file_on_watch_keeps_old_rules_and_the_loop(nats_server, rules_file, broken):
+    async with client(nats_server.url) as (bus, got), \
+            running(nats_server.url, rules=(rules_file,), reload_check_s=0.1, throttle_window_s=0) as svc:
+        rules_file.write_text(broken)
+        await until(lambda: svc.stats.total("rule_reload_errors_total") >= 1, what="failed reload counted", timeout=60)
+        assert re.match(rf"^{re.escape(str(rules_file))}:\d+:\d+: ", svc.last_reload_error), svc.last_reload_error
+        await bus.publish_batch(subjects.event("n1", "exec"), [exec_ev()])
+        await until(lambda: len(got) == 1, what="alert from the old rules", timeout=60)
+        # the watch goes on: a fixed file is loaded
+        rules_file.write_text(TEST_RULES.replace("Tool ran", "Tool ran v2"))
+        await until(lambda: svc.stats.total("rule_reloads_total") >= 1, what="reload after the fix", timeout=60)
+        assert svc.stats.get("rule_reload_failed") == 0
+
+
+async def test_watch_loop_failure_is_logged_counted_and_restarted(nats_server, rules_file, monkeypatch):
+    async with running(nats_server.url, rules=(rules_file,), reload_check_s=0.05, throttle_window_s=0) as svc:
+        real, calls = AlerterConfig.files, []
+
+        def flaky(cfg):
+            calls.append(1)
+            if len(calls) <= 2:
+                raise RuntimeError("disk on fire")   # not an OSError: the loop itself fails
+            return real(cfg)
+        monkeypatch.setattr(AlerterConfig, "files", flaky)
+        await until(lambda: svc.stats.get("alerter_task_restarts_total", task="rules-watch") == 2,
+                    what="two restarts counted", timeout=60)
+        rules_file.write_text(TEST_RULES.replace("Tool ran", "Tool ran v3"))
+        await until(lambda: svc.stats.total("rule_reloads_total") >= 1, what="the restarted watch reloads", timeout=60)
+
+
+async def test_a_flooding_container_cannot_crowd_out_another(nats_server, rules_file):
+    """Unique command lines from one container fold into its overflow key past its
+    cap; another container's alerts are still raised, and everything is counted."""
+    other = {**CTR, "id": "0a" * 32, "name": "quiet"}
+    async with client(nats_server.url) as (bus, got), \
+            running(nats_server.url, rules=(rules_file,), throttle_window_s=60, throttle_max_repeats=2,
+                    throttle_keys_per_container=10, throttle_max_keys=15, summary_interval_s=0.1) as svc:
+        flood = [exec_ev(args=(f"unique-{i}",)) for i in range(500)]
+        for i in range(0, 500, 50):
+            await bus.publish_batch(subjects.event("n1", "exec"), flood[i:i + 50])
+        await bus.publish_batch(subjects.event("n1", "exec"), [exec_ev(args=("mine",), container=other)])
+        await until(lambda: any(x["container"]["id"] == other["id"] for x in got), what="the quiet one's alert", timeout=60)
+        await until(lambda: any(x.get("suppressed") for x in got), what="a summary", timeout=60)
+        assert svc.throttle.keys_of(CTR["id"]) <= 11 and svc.throttle.keys_of(other["id"]) == 1
+        assert svc.stats.get("alerts_suppressed_total", rule="Tool ran", reason="container_cap") == 500 - 10 - 2
+    plain = [x for x in got if "suppressed" not in x and x["container"]["id"] == CTR["id"]]
+    assert len(plain) == 12   # 10 keys, then 2 from the overflow key
+    summary = [x for x in got if x.get("suppressed")][0]
+    assert summary["suppressed"] == 488 and "throttle key cap" in summary["output"]
+    assert "unique-499" in summary["output"]   # the last one is the evidence kept

@@ -101,7 +101,8 @@ async def alert_for(p, rule: str, cid: str, timeout: float = 20.0) -> dict:
 
 BEHAVIOURS = [
     # (rule, script, needs: "unconfined" | "privileged" | "actions" | "nonet" | "shm")
-    ("Shell spawned in a container", 'sh -c "echo inner"; echo done', ()),
+    # a terminal (-t); the shells stay a while: the enricher reads the tty from /proc at their exec
+    ("Terminal shell in container", 'sh -c "sleep 8; echo inner"; echo done', ("tty",)),
     ("Read sensitive file", "cat /etc/shadow >/dev/null", ()),
     ("Write below etc", "echo x > /etc/eunomia-test", ()),
     ("Write below binary dir", "echo x > /usr/bin/eunomia-test; echo x > /sbin/eunomia-test", ()),
@@ -171,6 +172,8 @@ def _flags(needs, actions):
         flags += ["--tmpfs", "/dev/shm:rw,exec,size=16m"]
     if "actions" in needs:
         flags += actions
+    if "tty" in needs:
+        flags += ["-t"]
     return flags
 
 

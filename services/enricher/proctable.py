@@ -18,6 +18,20 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from .cgroups import parse_path
+
+# The container runtimes' own executables, as paths in the host's mount
+# namespace. A process that exec'd one of these while in a host cgroup (no
+# container) runs the runtime's code: proc.is_container_runtime (below).
+RUNTIME_EXECUTABLES = frozenset(
+    f"{d}/{n}" for d in ("/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin", "/bin", "/sbin",
+                         "/usr/libexec/podman", "/usr/local/libexec/podman", "/usr/libexec/crio",
+                         "/usr/lib/podman", "/usr/libexec/docker")
+    for n in ("runc", "crun", "runsc", "youki", "conmon", "containerd-shim", "containerd-shim-runc-v1",
+              "containerd-shim-runc-v2", "containerd-shim-runsc-v1", "docker-runc"))
+# Minimal inits an image (or `run --init`) starts as pid 1 to start the real
+# command: their first child's first exec counts as started by the runtime too.
+INIT_NAMES = frozenset(("tini", "tini-static", "dumb-init", "catatonit", "docker-init", "podman-init"))
 MAX_ANCESTORS = 8
 MAX_ARGS = 64
 MAX_ARG_LEN = 4096
@@ -37,6 +51,10 @@ class Proc:
     cgroup: str | None = None   # cgroup-v2 path when read from /proc
     exited_at: float | None = None  # monotonic
     argv0_name: bool = False    # re-exec of itself (/proc/self/exe, fexecve): the name is argv[0]'s
+    # Decided from the lineage the table saw, never from names the process chose:
+    runtime: bool = False       # runs the container runtime's own code (see RUNTIME_EXECUTABLES)
+    by_runtime: bool = False    # this image was exec'd by the runtime: the entrypoint, or an exec'd command
+    init_child: bool = False    # forked by a minimal init started by the runtime, not exec'd since
     tty: int | None = None      # controlling tty (tty_nr; 0 none), None unknown
     env: dict | None = None     # watched exec environment variables (probe execenv), None unknown
 
@@ -76,6 +94,7 @@ def read_proc(pid: int) -> Proc | None:
     comm = stat[lp + 1:rp]
     rest = stat[rp + 2:].split()
     ppid = int(rest[1]) if len(rest) > 1 and rest[1].isdigit() else 0
+    tty = int(rest[4]) if len(rest) > 4 and rest[4].lstrip("-").isdigit() else None
     try:
         with open(f"{base}/cmdline", "rb") as f:
             raw = f.read(MAX_ARG_LEN * 4)
@@ -92,8 +111,21 @@ def read_proc(pid: int) -> Proc | None:
                     cgroup = line[3:]
     except OSError:
         pass
+    # Seen before the table knew it: the runtime's code when it runs a runtime executable from a host cgroup.
+    runtime = exe in RUNTIME_EXECUTABLES and cgroup is not None and parse_path(cgroup) is None
     return Proc(pid=pid, ppid=ppid, comm=comm, exe=exe, args=args, cwd=_readlink(f"{base}/cwd"), cgroup=cgroup,
-                tty=tty)
+                runtime=runtime, tty=tty)
+
+
+def read_tty(pid: int) -> int | None:
+    """tty_nr of a live process (0: none), None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    rest = stat[stat.rfind(b")") + 2:].split()
+    return int(rest[4]) if len(rest) > 4 and rest[4].lstrip(b"-").isdigit() else None
 
 
 MAX_ENVIRON = 256 * 1024
@@ -115,8 +147,10 @@ def read_environ(pid: int, names: set[str]) -> dict[str, str] | None:
 
 
 class ProcTable:
-    def __init__(self, max_entries: int = 65536, exit_grace_s: float = 30.0) -> None:
+    def __init__(self, max_entries: int = 65536, exit_grace_s: float = 30.0,
+                 runtime_executables: frozenset[str] = RUNTIME_EXECUTABLES) -> None:
         self.max_entries = max_entries
+        self.runtime_executables = runtime_executables
         self.exit_grace_s = exit_grace_s
         self._procs: OrderedDict[int, Proc] = OrderedDict()
         self._exited: OrderedDict[int, float] = OrderedDict()  # pid -> exit time, oldest first
@@ -225,32 +259,49 @@ class ProcTable:
         if parent is not None:
             child = Proc(pid=child_pid, ppid=ppid, comm=comm or parent.comm, exe=parent.exe,
                          args=list(parent.args), cwd=parent.cwd, cgroup=parent.cgroup,
-                         argv0_name=parent.argv0_name, tty=parent.tty, env=parent.env)
+                         argv0_name=parent.argv0_name, runtime=parent.runtime, tty=parent.tty, env=parent.env,
+                         init_child=parent.by_runtime and os.path.basename(parent.exe) in INIT_NAMES)
         else:
             child = Proc(pid=child_pid, ppid=ppid, comm=comm)
         self._exited.pop(child_pid, None)  # pid reuse
         self._put(child)
 
     def on_exec(self, pid: int, filename: str | None, argv: list | None, comm: str = "",
-                ppid: int = 0, tty: int | None = None, env: dict | None = None) -> Proc:
-        """`env`: the watched variables the probe found in this exec's envp (None: none
-        found or not watched); `tty` the controlling terminal at exec (None unknown)."""
+                ppid: int = 0, host: bool = False, tty: int | None = None, env: dict | None = None) -> Proc:
+        """`host`: the exec happened in a host cgroup (no container), as the probe's cgroup id
+        shows; `tty` the controlling terminal at exec (None unknown); `env` the watched variables
+        the probe found in this exec's envp (None: none found or not watched)."""
         p = self.live(pid) or Proc(pid=pid)
         p.env = env
         if tty is not None:
             p.tty = tty
         p.argv0_name = False
+        was_runtime, self_exec = p.runtime, False
         if filename and SELF_EXEC.match(filename):
+            self_exec = True
             # busybox and runc re-exec themselves: the file is the one already running
             p.exe = p.exe or _exe(pid) or filename
             p.argv0_name = True
         elif not filename or FD_EXEC.match(filename):
             # fexecve, execveat(fd, "", AT_EMPTY_PATH) (e.g. of a memfd): what the fd was, if the
             # process still shows it; named after argv[0], never after the image it replaced
+            self_exec = True
             p.exe = _exe(pid) or filename or ""
             p.argv0_name = True
         else:
             p.exe = filename
+        if p.cwd is None:  # only when unknown: /proc may already show a later chdir
+            p.cwd = _readlink(f"/proc/{pid}/cwd")
+        path = "" if not host or not filename else os.path.normpath(os.path.join(p.cwd or "/", filename))
+        # The runtime's code: a runtime executable exec'd from a host cgroup, and the runtime
+        # re-executing itself (`/proc/self/exe init`, its memfd clone by fd: runc init does so
+        # after it moved into the container's cgroup). Any other exec ends it: what the runtime
+        # exec'd in a container is the container's program.
+        p.runtime = (host and path in self.runtime_executables) or (was_runtime and self_exec)
+        p.by_runtime = (was_runtime or p.init_child) and not p.runtime and not host
+        p.init_child = False
+        # the tty matters in containers (Terminal shell in container); host execs skip the /proc read
+        p.tty = tty if tty is not None else (None if host else read_tty(pid))
         if isinstance(argv, list):
             p.args = [str(a)[:MAX_ARG_LEN] for a in argv[:MAX_ARGS]]
         if comm:
@@ -349,4 +400,7 @@ class ProcTable:
             "pexe": (parent.exe or None) if parent else None,
             "pcmdline": parent.cmdline if parent else None,
             "ancestors": ancestors,
+            "is_container_runtime": p.runtime,
+            "is_container_entrypoint": p.by_runtime,
+            "tty": p.tty,
         }, p.ppid

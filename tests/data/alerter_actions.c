@@ -1,6 +1,7 @@
 /* Behaviours busybox cannot do, for tests/test_default_rules.py.
  * Built with `gcc -static` and run inside a test container:
- *   actions ptrace-attach | traceme | bpf | packet | memfd-exec
+ *   actions ptrace-attach | traceme | bpf | packet | memfd-exec [NAME]
+ *           | chmod OCTAL-MODE PATH | connect6 IPV6-ADDR PORT | unshare-as COMM
  * Each performs the syscall for real; failing with EPERM is fine (the
  * probe sees the attempt). */
 #define _GNU_SOURCE
@@ -15,6 +16,40 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <stdlib.h>
+#include <sched.h>
+#include <sys/prctl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+/* chmod with the mode exactly as given (bits above 07777 included: the kernel ignores them). */
+static int raw_chmod(const char *mode, const char *path)
+{
+    long r = syscall(SYS_chmod, path, strtoul(mode, 0, 8));
+    printf("chmod %s %s: %ld\n", mode, path, r);
+    return 0;
+}
+
+/* Take the comm runc's init stage has, then unshare a mount namespace. */
+static int unshare_as(const char *comm)
+{
+    prctl(PR_SET_NAME, comm, 0, 0, 0);
+    printf("unshare as %s: %d\n", comm, unshare(CLONE_NEWNS));
+    return 0;
+}
+
+static int connect6(const char *addr, const char *port)
+{
+    struct sockaddr_in6 sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin6_family = AF_INET6;
+    sa.sin6_port = htons(atoi(port));
+    if (inet_pton(AF_INET6, addr, &sa.sin6_addr) != 1)
+        return 2;
+    int s = socket(AF_INET6, SOCK_STREAM, 0);
+    printf("connect %s: %d\n", addr, connect(s, (struct sockaddr *)&sa, sizeof(sa)));
+    return 0;
+}
 
 static int ptrace_attach(void)
 {
@@ -48,9 +83,9 @@ static int bpf_load(void)
     return 0;
 }
 
-static int memfd_exec(char **envp)
+static int memfd_exec(const char *name, char **envp)
 {
-    int fd = memfd_create("payload", MFD_CLOEXEC);
+    int fd = memfd_create(name, MFD_CLOEXEC);
     int src = open("/bin/busybox", O_RDONLY);
     char buf[65536];
     ssize_t n;
@@ -78,7 +113,13 @@ int main(int argc, char **argv, char **envp)
     if (!strcmp(what, "packet"))
         return printf("packet socket: %d\n", socket(AF_PACKET, SOCK_RAW, 0)) < 0;
     if (!strcmp(what, "memfd-exec"))
-        return memfd_exec(envp);
-    fprintf(stderr, "usage: actions ptrace-attach|traceme|bpf|packet|memfd-exec\n");
+        return memfd_exec(argc > 2 ? argv[2] : "payload", envp);
+    if (!strcmp(what, "chmod") && argc > 3)
+        return raw_chmod(argv[2], argv[3]);
+    if (!strcmp(what, "unshare-as") && argc > 2)
+        return unshare_as(argv[2]);
+    if (!strcmp(what, "connect6") && argc > 3)
+        return connect6(argv[2], argv[3]);
+    fprintf(stderr, "usage: actions ptrace-attach|traceme|bpf|packet|memfd-exec [NAME]|chmod MODE PATH|connect6 ADDR PORT|unshare-as COMM\n");
     return 2;
 }

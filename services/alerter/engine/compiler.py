@@ -24,6 +24,9 @@ ORDER_OPS = frozenset(("<", "<=", ">", ">="))
 MULTI_OPS = frozenset(("in", "pmatch", "intersects", "contains", "icontains", "startswith", "endswith", "glob",
                        "bcontains", "bstartswith"))
 Kinds = frozenset | None   # None: may match any kind
+# Nesting of and/or/not with macros expanded: keeps the generated expression
+# well inside what Python's own parser and compiler accept.
+MAX_NESTING = 60
 
 
 class MacroTable:
@@ -45,6 +48,8 @@ class Compiler:
         self._macro_code: dict[tuple[str, str | None], tuple[str, Kinds]] = {}
         self.kind: str | None = None       # compiling a variant specialised to this event kind
         self._stack: list[str] = []
+        self._depth = 0
+        self._peak = 0                     # deepest level reached (macro heights are cached)
         self.warnings: list[str] = []
 
     # --- namespace ---
@@ -97,6 +102,20 @@ class Compiler:
 
     # --- nodes ---
     def expr(self, node: Node) -> tuple[str, Kinds]:
+        self._depth += 1
+        try:
+            self._check_depth(node, self._depth)
+            return self._expr(node)
+        finally:
+            self._depth -= 1
+
+    def _check_depth(self, node: Node, depth: int) -> None:
+        self._peak = max(self._peak, depth)
+        if depth > MAX_NESTING:
+            via = f" (through macros {' -> '.join(self._stack)})" if self._stack else ""
+            raise node.error(f"condition nested too deeply: more than {MAX_NESTING} levels{via}")
+
+    def _expr(self, node: Node) -> tuple[str, Kinds]:
         if isinstance(node, BoolOp):
             parts = [self.expr(a) for a in node.args]
             ks = [p[1] for p in parts]
@@ -131,7 +150,9 @@ class Compiler:
         name = node.name
         key = (name, self.kind)
         if key in self._macro_code:
-            return self._macro_code[key]
+            code, kinds, height = self._macro_code[key]
+            self._check_depth(node, self._depth + height)
+            return code, kinds
         body = self.table.macros.get(name)
         if body is None:
             if "." in name:
@@ -145,11 +166,14 @@ class Compiler:
         if name in self._stack:
             raise node.error(f"macro {name!r} refers to itself ({' -> '.join(self._stack + [name])})")
         self._stack.append(name)
+        start, peak = self._depth, self._peak
+        self._peak = start
         try:
             result = self.expr(body)
         finally:
             self._stack.pop()
-        self._macro_code[key] = result
+            height, self._peak = self._peak - start, max(peak, self._peak)
+        self._macro_code[key] = (*result, height)
         return result
 
     def compare(self, node: Compare) -> tuple[str, Kinds]:
@@ -235,9 +259,11 @@ class Compiler:
             return low == "true"
         if t == "net":
             try:
-                return ipaddress.ip_network(v.text, strict=False)
+                return _canon_net(ipaddress.ip_network(v.text, strict=False))
             except ValueError:
                 raise node.src.error(v.pos, f"{f.name}: {v.text!r} is not an IP network (CIDR)") from None
+        if f.name in F.IP_FIELDS:
+            return F.canon_ip(v.text)   # addresses are compared canonical on both sides
         return v.text
 
     def scalar_pred(self, node: Compare, f: F.Field, op: str, values: list[Value] | None) -> str:
@@ -324,6 +350,17 @@ class Compiler:
         fake = F.Field(f"{node.field}", "str", lambda ev: None)
         inner = self.scalar_pred(node, fake, op, values)
         return inner.replace("{y}", "_s").replace("{x}", "(_s := (None if {x} is None else str({y})))")
+
+
+_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+
+
+def _canon_net(net):
+    """A CIDR as the fields' canonical addresses are tested against it: an
+    IPv4-mapped IPv6 network (::ffff:127.0.0.0/104) as the IPv4 one."""
+    if net.version == 6 and net.prefixlen >= 96 and net.subnet_of(_MAPPED):
+        return ipaddress.ip_network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
+    return net
 
 
 @functools.lru_cache(maxsize=8192)

@@ -9,6 +9,8 @@ fields return a list and a comparison holds when it holds for any element.
 from __future__ import annotations
 
 import errno
+import functools
+import ipaddress
 import math
 import os
 import time
@@ -117,6 +119,14 @@ def proc_anames(ev: dict) -> list:
     if anc:
         return [a.get("comm") for a in anc]
     p = proc_pname(ev)
+    return [p] if p is not None else []
+
+
+def proc_aexes(ev: dict) -> list:
+    anc = _ancestors(ev)
+    if anc:
+        return [a.get("exe") for a in anc]
+    p = proc_pexe(ev)
     return [p] if p is not None else []
 
 
@@ -295,14 +305,36 @@ def fd_filename(ev: dict) -> str | None:
     return None if p is None else os.path.basename(p)
 
 
+@functools.lru_cache(maxsize=4096)
+def _canon_ip(text: str) -> str:
+    """An address as rules compare it: an IPv4-mapped IPv6 address
+    (::ffff:a.b.c.d, which reaches the IPv4 host) as its IPv4 form, every
+    IPv6 address in its compressed form."""
+    try:
+        a = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    if a.version == 6 and a.ipv4_mapped is not None:
+        return str(a.ipv4_mapped)
+    return str(a)
+
+
+def canon_ip(v: Any) -> Any:
+    return _canon_ip(v) if v.__class__ is str and ":" in v else v
+
+
+IP_FIELDS = frozenset(("fd.sip", "fd.cip", "fd.lip", "fd.rip", "fd.dip"))
+
+
 def _net(ev: dict, accept_key: str, connect_key: str) -> Any:
     """Falco's client/server view: on connect we are the client (s* raw
-    fields are ours, d* the server's); on accept/listen we are the server."""
+    fields are ours, d* the server's); on accept/listen we are the server.
+    Addresses are canonical (canon_ip)."""
     k = ev.get("kind")
     if k == "connect":
-        return ev.get(connect_key)
+        return canon_ip(ev.get(connect_key))
     if k == "accept" or k == "listen":
-        return ev.get(accept_key)
+        return canon_ip(ev.get(accept_key))
     return None
 
 
@@ -311,13 +343,13 @@ def _net_field(accept_key: str, connect_key: str) -> Extractor:
 
 
 def _raw_net(key: str) -> Extractor:
-    return lambda ev: ev.get(key) if ev.get("kind") in _NET_KINDS else None
+    return lambda ev: canon_ip(ev.get(key)) if ev.get("kind") in _NET_KINDS else None
 
 
 def fd_ips(ev: dict) -> list:
     if ev.get("kind") not in _NET_KINDS:
         return []
-    return [ip for ip in (ev.get("saddr"), ev.get("daddr")) if ip]
+    return [canon_ip(ip) for ip in (ev.get("saddr"), ev.get("daddr")) if ip]
 
 
 
@@ -545,6 +577,7 @@ _add("proc.pname", "str", proc_pname, "parent name")
 _add("proc.pexe", "str", proc_pexe, "parent executable")
 _add("proc.pcmdline", "str", proc_pcmdline, "parent command line")
 _add("proc.aname", "str", proc_anames, "any ancestor's name; proc.aname[N] is the Nth (0 = self)", many=True)
+_add("proc.aexe", "str", proc_aexes, "any ancestor's executable path (parent first)", many=True)
 _add("proc.apid", "int", proc_apids, "any ancestor's pid; proc.apid[N] is the Nth (0 = self)", many=True)
 _add("proc.cwd", "str", lambda ev: _proc(ev).get("cwd"), "working directory")
 _add("proc.tty", "int", lambda ev: _proc(ev).get("tty"),
@@ -560,6 +593,13 @@ _add("proc.is_exe_upper_layer", "bool", _exec_fact("is_exe_upper_layer"),
      "exec of a file created in the container after it started (set by the alerter's state)")
 _add("proc.is_exe_from_memfd", "bool", _exec_fact("is_exe_from_memfd"),
      "fileless exec from a memfd (set by the alerter's state)")
+# Set by the enricher (services/enricher/proctable.py) from the process lineage it saw, never from names.
+_add("proc.is_container_runtime", "bool", lambda ev: bool(_proc(ev).get("is_container_runtime")),
+     "runs the container runtime's own code (runc, crun, conmon, shims): it exec'd a runtime executable "
+     "(host path) from a host cgroup, or is a fork or self re-exec of such a process")
+_add("proc.is_container_entrypoint", "bool", lambda ev: bool(_proc(ev).get("is_container_entrypoint")),
+     "exec'd by the container runtime itself (the entrypoint, or the command of podman/kubectl exec), "
+     "or the first exec of a child of a minimal init (tini, dumb-init, catatonit) the runtime started")
 _add("proc.comm", "str", _head("comm"), "kernel comm of the thread")
 _add("thread.tid", "int", _head("tid"), "thread id")
 _add("fd.name", "str", fd_name, "path, or 'saddr:sport->daddr:dport' for sockets")

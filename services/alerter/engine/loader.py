@@ -33,11 +33,35 @@ RULE_OVERRIDES = {"append": frozenset(("condition", "output", "desc", "tags", "e
                   "replace": frozenset(("condition", "output", "desc", "priority", "tags", "exceptions",
                                         "enabled"))}
 SYSCALL_SOURCES = frozenset(("syscall", "syscalls"))
+MAX_FILE_BYTES = 8 << 20        # a rules file larger than this is refused (the default set is ~100 KiB)
+MAX_YAML_DEPTH = 32             # nested YAML collections (rules need 4)
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader whose (recursive) composer refuses deep nesting with a
+    position instead of running out of stack."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                ev = self.peek_event()
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep",
+                                                  ev.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 @dataclass
 class _List:
     items: list[tuple[str, bool]]          # (text, quoted)
+    file: FileText | None = None
+    node: yaml.Node | None = None
 
 
 @dataclass
@@ -151,8 +175,12 @@ class Loader:
     def add_text(self, text: str, filename: str) -> None:
         self.files.append(filename)
         ft = FileText(filename, text)
+        if len(text) > MAX_FILE_BYTES:
+            self.errors.append(RuleError(filename, 1, 1, f"file too large: {len(text)} characters "
+                                                         f"(at most {MAX_FILE_BYTES})"))
+            return
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            root = yaml.compose(text, Loader=_YamlLoader)
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -172,6 +200,9 @@ class Loader:
                 self.item(_Item(ft, node))
             except RuleError as e:
                 self.errors.append(e)
+            except _UNFORESEEN as e:
+                # a shape the checks above did not foresee: still an error at the item, never a crash
+                self.errors.append(ft.error_at(node, f"malformed item: {type(e).__name__}: {e}"))
 
     def add_path(self, path: Path) -> None:
         path = Path(path)
@@ -180,6 +211,10 @@ class Loader:
                 self.add_path(p)
             return
         try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                self.errors.append(RuleError(str(path), 1, 1, f"file too large: {path.stat().st_size} bytes "
+                                                              f"(at most {MAX_FILE_BYTES})"))
+                return
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             self.errors.append(RuleError(str(path), 1, 1, f"cannot read rules file: {e}"))
@@ -205,6 +240,8 @@ class Loader:
             raise it.ft.error_at(node, f"{what}: 'override' must map keys to append or replace")
         out = {}
         for k, v in node.value:
+            if not isinstance(k, yaml.ScalarNode):
+                raise it.ft.error_at(k, f"{what}: 'override' keys must be plain names")
             mode = v.value if isinstance(v, yaml.ScalarNode) else None
             if mode not in allowed:
                 raise it.ft.error_at(v, f"{what}: override mode must be 'append' or 'replace'")
@@ -232,7 +269,7 @@ class Loader:
             return
         if not it.has("items"):
             raise it.ft.error_at(it.node, f"{what}: missing 'items'")
-        self.lists[name] = _List(items)
+        self.lists[name] = _List(items, it.ft, it.node)
 
     def macro(self, it: _Item) -> None:
         name = it.str("macro", "macro")
@@ -351,6 +388,8 @@ class Loader:
             single = isinstance(fnode, yaml.ScalarNode)
             fields = [fnode.value] if single else [t for t, _ in e.str_list("fields", ew)]
             fnodes = [fnode] if single else list(fnode.value)
+            if not fields:
+                raise ft.error_at(fnode, f"{ew}: 'fields' is empty")
             for fname, fn in zip(fields, fnodes):
                 fname_, arg = _split_field(fname)
                 try:
@@ -421,10 +460,13 @@ class Loader:
         table = MacroTable(macro_ast, lists)
         comp = Compiler(table)
         for name in macro_ast:
+            m = self.macros[name]
             try:
                 comp.macro(_macro_ref(name, macro_ast[name]))
             except RuleError as e:
                 fail(e)
+            except _UNFORESEEN as e:
+                fail(m.file.error_at(m.node, f"macro {name!r}: cannot compile: {type(e).__name__}: {e}"))
         compiled: list[CompiledRule] = []
         for r in self.rules.values():
             try:
@@ -434,6 +476,8 @@ class Loader:
                     self.warnings.append(f"rule {r.name!r} skipped: {e}")
                 else:
                     fail(e)
+            except _UNFORESEEN as e:  # e.g. Python refusing generated code: the rule's error, not a crash
+                fail(r.file.error_at(r.node, f"rule {r.name!r}: cannot compile: {type(e).__name__}: {e}"))
         if errors:
             order = {f: i for i, f in enumerate(self.files)}
             errors.sort(key=lambda e: (order.get(e.file, len(order)), e.line, e.column))
@@ -446,8 +490,14 @@ class Loader:
                        table=table)
 
     def _expand(self, name: str, stack: list[str]) -> list[str]:
+        lst = self.lists[name]
+        where = lst.file.error_at if lst.file else (lambda _n, reason: RuleError("<lists>", 1, 1, reason))
         if name in stack:
-            raise RuleError("<lists>", 1, 1, f"list {name!r} refers to itself ({' -> '.join(stack + [name])})")
+            raise where(lst.node, f"list {name!r} refers to itself ({' -> '.join(stack + [name])})")
+        if len(stack) >= MAX_YAML_DEPTH:
+            top = self.lists[stack[0]]
+            raise where(top.node, f"list {name!r}: lists nested more than {MAX_YAML_DEPTH} deep "
+                                  f"({' -> '.join(stack[:3])} ... {name})")
         out: list[str] = []
         for text, quoted in self.lists[name].items:
             if not quoted and text in self.lists:
@@ -480,6 +530,10 @@ class Loader:
         line = r.node.start_mark.line + 1
         return CompiledRule(r.name, r.desc, r.priority, list(r.tags), r.enabled, kinds, cond, template,
                             src.text, code, r.file.name, line, by_kind, ast)
+
+
+_UNFORESEEN = (RecursionError, MemoryError, SyntaxError, ValueError, TypeError, OverflowError, IndexError,
+               KeyError, AttributeError)
 
 
 def _split_field(spec: str) -> tuple[str, str | None]:

@@ -22,6 +22,7 @@ LIST_OPS = frozenset(("in", "pmatch", "intersects"))
 _BARE_STOP = frozenset(" \t\r\n(),'\"")
 _IDENT_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 _IDENT_CHARS = _IDENT_START | frozenset("0123456789.-")
+MAX_DEPTH = 50              # nested parentheses and `not`s in one condition (macros: see compiler)
 
 
 @dataclass
@@ -74,6 +75,13 @@ class Const(Node):
 class Parser:
     def __init__(self, src: Source) -> None:
         self.src, self.s, self.i = src, src.text, 0
+        self.depth = 0
+
+    def nest(self, pos: int) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(pos, f"condition nested too deeply (more than {MAX_DEPTH} levels of "
+                                 "parentheses and 'not')")
 
     def fail(self, pos: int, reason: str) -> RuleError:
         return self.src.error(pos, reason)
@@ -141,12 +149,17 @@ class Parser:
         self.ws()
         start = self.i
         if self.keyword("not"):
-            return Not(self.src, start, self.unary())
+            self.nest(start)
+            node = Not(self.src, start, self.unary())
+            self.depth -= 1
+            return node
         if self.i >= len(self.s):
             raise self.fail(self.i, "expected a condition, found the end")
         if self.s[self.i] == "(":
+            self.nest(start)
             self.i += 1
             node = self.expr()
+            self.depth -= 1
             self.ws()
             if self.i >= len(self.s) or self.s[self.i] != ")":
                 raise self.fail(self.i, f"expected ')' to close the '(' at offset {start}, "
