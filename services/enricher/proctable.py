@@ -402,5 +402,4 @@ class ProcTable:
             "ancestors": ancestors,
             "is_container_runtime": p.runtime,
             "is_container_entrypoint": p.by_runtime,
-            "tty": p.tty,
         }, p.ppid
