@@ -23,13 +23,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import re
 
 import orjson
 

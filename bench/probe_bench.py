@@ -26,9 +26,9 @@ import orjson
 from services.probe.config import ProbeConfig
 from services.probe.decode import KIND_NUMBERS
 from services.probe.service import ProbeService
+from shared import subjects
 from shared.config import CommonConfig
 from shared.natsserver import NatsServer, NatsServerConfig, free_port
-from shared import subjects
 
 NODE = "bench"
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
-import signal
 import shutil
+import signal
 import socket
 import sys
 import tempfile

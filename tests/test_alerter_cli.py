@@ -5,7 +5,8 @@ import sys
 
 import orjson
 
-from shared import bus as busmod, subjects
+from shared import bus as busmod
+from shared import subjects
 from shared.schema import new_event_id
 from shared.stats import Stats
 from shared.streams import ensure_streams

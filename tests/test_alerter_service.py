@@ -11,7 +11,8 @@ from aiohttp import web
 
 from services.alerter.config import AlerterConfig
 from services.alerter.service import AlerterService
-from shared import bus as busmod, subjects
+from shared import bus as busmod
+from shared import subjects
 from shared.config import CommonConfig, ConfigError
 from shared.natsserver import free_port
 from shared.schema import new_event_id

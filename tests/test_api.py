@@ -15,8 +15,8 @@ from services.api.config import ApiConfig
 from services.api.service import ApiService
 from shared import subjects
 from shared.config import CommonConfig, ConfigError
-from tests.conftest import ROOT
 from tests.apistack import NODE, ApiStack, alert, scenario
+from tests.conftest import ROOT
 from tests.events import container
 
 ROUTES = ["/api/v1/events", "/api/v1/alerts", "/api/v1/containers", "/api/v1/processes/tree",

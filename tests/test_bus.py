@@ -4,7 +4,8 @@ import asyncio
 import orjson
 import pytest
 
-from shared import bus as busmod, subjects
+from shared import bus as busmod
+from shared import subjects
 from shared.stats import Stats
 from shared.streams import ensure_streams
 from tests.events import raw_event

@@ -15,10 +15,11 @@ import pytest
 
 from services.alerter.config import AlerterConfig
 from services.alerter.service import AlerterService
-from shared.cgroupfs import cgroup2_root
 from services.enricher.config import EnricherConfig
 from services.enricher.service import EnricherService
-from shared import bus as busmod, partition, subjects
+from shared import bus as busmod
+from shared import partition, subjects
+from shared.cgroupfs import cgroup2_root
 from shared.config import CommonConfig
 from shared.stats import Stats
 from tests import containers, events

@@ -19,9 +19,9 @@ import pytest
 import pytest_asyncio
 
 from services.alerter.config import AlerterConfig
-from services.probe.config import ProbeConfig
 from services.alerter.service import AlerterService
 from services.enricher.config import EnricherConfig
+from services.probe.config import ProbeConfig
 from shared.natsserver import NatsServer, NatsServerConfig, free_port
 from tests import containers
 from tests.conftest import ROOT, is_root

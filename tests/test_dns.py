@@ -26,7 +26,6 @@ from shared.stats import Stats
 from tests import dnswire
 from tests.pipeline import Pipeline
 
-
 # --- parser -----------------------------------------------------------------------------------
 
 def test_query_and_answer_parse():

@@ -8,12 +8,12 @@ import orjson
 import pytest
 
 from services.enricher.cgroups import CgroupMatch, CgroupResolver, parse_path
-from shared.cgroupfs import cgroup2_root
 from services.enricher.config import EnricherConfig
-from services.enricher.proctable import ProcTable, read_proc
 from services.enricher.k8s import k8s_of
+from services.enricher.proctable import ProcTable, read_proc
 from services.enricher.runtime_api import RuntimeClient
 from shared import subjects
+from shared.cgroupfs import cgroup2_root
 from shared.config import ConfigError
 from tests import containers
 from tests.pipeline import Pipeline

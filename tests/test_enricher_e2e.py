@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from shared.cgroupfs import cgroup2_root
 from shared import subjects
+from shared.cgroupfs import cgroup2_root
 from tests import containers
 from tests.pipeline import Pipeline
 

@@ -25,7 +25,8 @@ from services.enricher.config import EnricherConfig
 from services.enricher.service import EnricherService
 from services.store.config import StoreConfig
 from services.store.service import StoreService
-from shared import bus as busmod, partition, subjects
+from shared import bus as busmod
+from shared import partition, subjects
 from shared.config import CommonConfig
 from shared.schema import new_event_id
 from shared.stats import Stats

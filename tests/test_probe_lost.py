@@ -11,7 +11,8 @@ import pytest
 
 from services.probe.config import ProbeConfig
 from services.probe.service import ProbeService
-from shared import bus as busmod, subjects
+from shared import bus as busmod
+from shared import subjects
 from shared.config import CommonConfig
 from shared.natsserver import NatsServer, NatsServerConfig, free_port
 from shared.stats import Stats

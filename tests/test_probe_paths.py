@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from services.probe.btf import BTF, BTFError, VMLINUX, vmlinux
+from services.probe.btf import BTF, VMLINUX, BTFError, vmlinux
 from services.probe.paths import absolute, fold
 from shared.filterplan import judged_path
 

@@ -2,7 +2,6 @@
 enriched events (shapes from shared/schema.py). Plain pytest, no bus."""
 from __future__ import annotations
 
-
 import pytest
 
 from services.alerter.engine import RuleError, load_rules_text

@@ -8,7 +8,8 @@ import pytest
 
 from services.seccomp import syscall_names
 from services.seccomp.generate import GenerateOptions
-from services.seccomp.profile import BASELINE, build_profile, syscall_names as names_of, unknown_numbers
+from services.seccomp.profile import BASELINE, build_profile, unknown_numbers
+from services.seccomp.profile import syscall_names as names_of
 from services.seccomp.resolve import ResolveError, match_table
 from shared.config import ConfigError
 from shared.natsserver import free_port

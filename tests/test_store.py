@@ -12,7 +12,8 @@ import pytest
 from services.store.client import StoreClient, StoreQueryError, StoreUnavailable
 from services.store.config import StoreConfig
 from services.store.service import StoreService
-from shared import bus as busmod, subjects
+from shared import bus as busmod
+from shared import subjects
 from shared.config import CommonConfig, ConfigError
 from shared.service import running
 from shared.stats import Stats

@@ -4,7 +4,6 @@ terminated or lost. Real PostgreSQL; the disk-full error is raised by a trigger 
 server's own SQLSTATE (53100), since filling this machine's disk is not an option."""
 from __future__ import annotations
 
-
 import asyncpg
 import pytest
 

@@ -193,7 +193,7 @@ async def test_no_api_query_sorts_or_scans_the_journal(tmp_path):
         for n in (0, 1, 2, 3):
             for combo in itertools.combinations(names, n):
                 pl = journal.plan(j, {k: values[k] for k in combo})
-                for probe in journal.probes(pl, {c: 1 for c in pl.names}, [1, 2] if pl.container else None):
+                for probe in journal.probes(pl, dict.fromkeys(pl.names, 1), [1, 2] if pl.container else None):
                     sql, args = sqlite_backend.probe_sql(pl, probe)
                     plan = " | ".join(r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql, args))
                     assert "TEMP B-TREE" not in plan and "SCAN t" not in plan, (combo, plan)

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import orjson
 
-from shared import bus as busmod, busauth, log, subjects
+from shared import bus as busmod
+from shared import busauth, log, subjects
 from shared.config import CommonConfig, ConfigError
 from shared.control import Control
 from shared.schema import new_event_id

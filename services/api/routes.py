@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 import nats.errors
 from aiohttp import web
 
-from services.perf import formats, view as perfview
+from services.perf import formats
+from services.perf import view as perfview
 from services.perf.client import alert_counts, request_profile
 from services.store.client import StoreQueryError, StoreUnavailable
 from shared import log

@@ -16,7 +16,6 @@ import asyncio
 import time
 from contextlib import AsyncExitStack
 
-
 from shared import busauth, log, partition, subjects
 from shared.bus import Batcher, connect
 from shared.config import CommonConfig
@@ -24,8 +23,8 @@ from shared.control import Control
 from shared.stats import Stats, StatsPublisher
 from shared.tasks import cancel_and_wait
 
-from .cgroups import CgroupResolver
 from .cgroup_watch import CgroupWatcher
+from .cgroups import CgroupResolver
 from .config import EnricherConfig
 from .containers import ContainerRegistry, Runtimes
 from .cri import CriClient

@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="no performance figures (latency histograms, CPU time) and no CPU profiler")
     p.add_argument("--syscall-latency", action="store_true",
                    help="per-container syscall latency, top syscalls by total time (a BPF program on every syscall)")
+    p.add_argument("--perf-detail", action="store_true",
+                   help="also CPU time, run-queue latency, TCP RTT and network bytes per container (BPF programs "
+                        "on every context switch and socket send/receive of the node)")
     p.add_argument("--profile-hz", type=int, default=None, help="CPU profile sampling rate (default 49; 0 = off)")
     p.set_defaults(func=_run)
 
@@ -47,6 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.profile_hz is not None:
         kw["profile_hz"] = args.profile_hz
     kw["syscall_latency"] = args.syscall_latency
+    kw["perf_detail"] = args.perf_detail
     cfg, common = ProbeConfig(**kw), common_config(args)
     try:
         run_main(lambda: ProbeService(cfg, common))

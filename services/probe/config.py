@@ -44,6 +44,10 @@ class ProbeConfig:
     # Syscall latency per container (top syscalls by total time): programs on every syscall of
     # the node (raw_syscalls enter and exit), so only when asked for.
     syscall_latency: bool = False
+    # CPU time, run-queue latency, TCP RTT and network bytes per container: programs on every context
+    # switch, wakeup and socket send/receive of the node (~30 % of the probe's kernel time under nginx
+    # load, bench/prog_cost.py), so only when asked for; block I/O, connect latency and OOM are always on.
+    perf_detail: bool = False
     profile_hz: int = 49
     profile_window_s: float = 10.0
     profile_history_s: float = 1800.0

@@ -6,8 +6,8 @@ are read from bpf/common.h, so they are defined in one place.
 """
 from __future__ import annotations
 
-import os
 import base64
+import os
 import re
 import socket
 import struct

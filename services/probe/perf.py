@@ -119,6 +119,22 @@ class PerfReader:
                         pass
 
 
+# bpf/perf.bpf.c's programs on the node's hottest paths: attached only with ProbeConfig.perf_detail
+DETAIL_TRACEPOINTS = (b"sched:sched_switch", b"sched:sched_wakeup", b"sched:sched_wakeup_new", b"tcp:tcp_probe",
+                      b"sock:sock_send_length", b"sock:sock_recv_length")
+
+
+def detach_detail(bpf) -> list[str]:
+    """Detach the per-switch and per-packet programs; the errors (named), if any."""
+    errors = []
+    for tp in DETAIL_TRACEPOINTS:
+        try:
+            bpf.detach_tracepoint(tp)
+        except Exception as e:  # not attached (tracepoint missing on this kernel)
+            errors.append(f"{tp.decode()}: {e}")
+    return errors
+
+
 def attach_syscall_latency(bpf) -> list[int]:
     """Attach bpf/perf.bpf.c's perf_sys_enter/perf_sys_exit to the sys_enter/sys_exit raw
     tracepoints, beside the ia32 programs already there (bcc keeps one program per raw

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from shared.filterplan import (ALL_ACCESS, ALWAYS_KINDS, MAX_PATH_LEN, MAX_SUFFIX_LEN, PATH_KINDS, FilterPlan,
-                               env_key)
+from shared.filterplan import ALL_ACCESS, ALWAYS_KINDS, MAX_PATH_LEN, MAX_SUFFIX_LEN, PATH_KINDS, FilterPlan, env_key
 
 Entries = dict[tuple[int, bytes], int]   # (kind number, key bytes) -> access classes
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import nats.errors
 import orjson
 
-from shared import bus as busmod, busauth, log, subjects
+from shared import bus as busmod
+from shared import busauth, log, subjects
 from shared.cgroupfs import GoneCgroups
 from shared.config import CommonConfig
 from shared.control import BAD_ARGS, BAD_REQUEST, UNAVAILABLE, Control, ControlError
@@ -35,11 +36,12 @@ from shared.stats import Stats, StatsPublisher
 from . import loader
 from .config import ProbeConfig
 from .decode import DEDUP_HASH, KIND_NAMES, KIND_NUMBERS, DecodeError, Decoder
-from .dedup import KINDS as DEDUP_KINDS, Dedup
-from .exclusion import Exclusions
+from .dedup import KINDS as DEDUP_KINDS
+from .dedup import Dedup
 from .dns_attach import DnsAttachment
+from .exclusion import Exclusions
 from .flows import FlowReader
-from .perf import PerfReader, attach_syscall_latency, detach_links
+from .perf import PerfReader, attach_syscall_latency, detach_detail, detach_links
 from .plan_maps import PlanMaps
 from .ringbuf import RingReader
 
@@ -225,6 +227,9 @@ class ProbeService:
             PerfReader.switch(self.bpf, self.cfg.perf)
             if self.cfg.perf:
                 self.perf = PerfReader(self.bpf)
+        if self.plan.has("perf.bpf.c") and not (self.cfg.perf and self.cfg.perf_detail):
+            for err in detach_detail(self.bpf):
+                _log.debug("perf detail program not detached: %s", err)
         if self.plan.has("perf.bpf.c") and self.cfg.perf and self.cfg.syscall_latency:
             try:  # on every syscall: only when asked for
                 self._latency_links = attach_syscall_latency(self.bpf)

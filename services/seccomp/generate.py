@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import nats
 import orjson
-from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 
 from shared import busauth, log, subjects
 from shared.config import CommonConfig, ConfigError

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+
 import orjson
 import zstandard
 

@@ -8,17 +8,28 @@ GIN index over each row's words (a tsvector of the words codec.py picks).
 from __future__ import annotations
 
 import asyncio
-import time
 import functools
+import time
 
 import asyncpg
 import orjson
 
-from . import codec as codecmod, derive, journal, migrate, query
+from . import codec as codecmod
+from . import derive, journal, migrate, query
 from .backend import RetentionResult, WriteResult, container_dict, tree_from_rows
 from .journal import ALERTS, EVENTS, JOURNALS, Journal
-from .tables import (AGED, CAPPED, CONTAINER_META_SELECT, CONTAINER_SELECT, GRAPH_NAMES_SELECT, MAX_TREE_ROWS,
-                     PROCESS_SELECT, SCHEMA_VERSION, pg_ddl, statements)
+from .tables import (
+    AGED,
+    CAPPED,
+    CONTAINER_META_SELECT,
+    CONTAINER_SELECT,
+    GRAPH_NAMES_SELECT,
+    MAX_TREE_ROWS,
+    PROCESS_SELECT,
+    SCHEMA_VERSION,
+    pg_ddl,
+    statements,
+)
 
 _SQL = statements(query.POSTGRES)
 CLOSE_TIMEOUT_S = 10

@@ -13,7 +13,8 @@ from contextlib import AsyncExitStack
 import orjson
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from shared import bus as busmod, busauth, log, subjects
+from shared import bus as busmod
+from shared import busauth, log, subjects
 from shared.config import CommonConfig
 from shared.stats import Stats, StatsPublisher
 from shared.streams import ALERTS, EVENTS, STREAM_SUBJECTS, ensure_streams

@@ -16,11 +16,22 @@ from pathlib import Path
 
 import orjson
 
-from . import codec as codecmod, derive, journal, migrate, query
+from . import codec as codecmod
+from . import derive, journal, migrate, query
 from .backend import RetentionResult, WriteResult, container_dict, tree_from_rows
 from .journal import ALERTS, EVENTS, JOURNALS, Journal
-from .tables import (AGED, CAPPED, CONTAINER_META_SELECT, CONTAINER_SELECT, GRAPH_NAMES_SELECT, MAX_TREE_ROWS,
-                     PROCESS_SELECT, SCHEMA_VERSION, sqlite_ddl, statements)
+from .tables import (
+    AGED,
+    CAPPED,
+    CONTAINER_META_SELECT,
+    CONTAINER_SELECT,
+    GRAPH_NAMES_SELECT,
+    MAX_TREE_ROWS,
+    PROCESS_SELECT,
+    SCHEMA_VERSION,
+    sqlite_ddl,
+    statements,
+)
 
 _SQL = statements(query.SQLITE)
 RETAIN_BATCH = 2000

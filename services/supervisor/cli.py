@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="no performance figures (latency histograms, CPU time) and no CPU profiler")
     p.add_argument("--syscall-latency", action="store_true",
                    help="per-container syscall latency, top syscalls by total time (a BPF program on every syscall)")
+    p.add_argument("--perf-detail", action="store_true",
+                   help="also CPU time, run-queue latency, TCP RTT and network bytes per container (BPF programs "
+                        "on every context switch and socket send/receive of the node)")
     p.add_argument("--profile-hz", type=int, default=None, help="CPU profile sampling rate (default 49; 0 = off)")
     p.set_defaults(func=_up)
     register_bus(sub)
@@ -45,6 +48,8 @@ def _up(args: argparse.Namespace) -> int:
         probe["profile_hz"] = args.profile_hz
     if args.syscall_latency:
         probe["syscall_latency"] = True
+    if args.perf_detail:
+        probe["perf_detail"] = True
     if args.api_host:
         overrides["api"]["host"] = args.api_host
     if args.api_port is not None:

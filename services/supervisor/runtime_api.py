@@ -11,9 +11,8 @@ import asyncio
 import shutil
 from pathlib import Path
 
-from shared import log
-
 from services.enricher.config import DEFAULT_SOCKETS
+from shared import log
 
 _log = log.get("supervisor.runtime-api")
 PODMAN_SOCKET = DEFAULT_SOCKETS[0]

@@ -10,7 +10,8 @@ import dataclasses
 import os
 from contextlib import AsyncExitStack
 
-from shared import bus as busmod, busauth, log
+from shared import bus as busmod
+from shared import busauth, log
 from shared.config import CommonConfig
 from shared.natsserver import NatsServer, NatsServerConfig
 from shared.stats import Stats

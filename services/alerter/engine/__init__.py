@@ -23,9 +23,10 @@ Evaluation never raises: a rule failing on a malformed event is counted in
 """
 from __future__ import annotations
 
+from shared.priorities import PRIORITIES, normalize_priority, priority_rank
+
 from .errors import RuleError
 from .loader import load_rules, load_rules_text
-from shared.priorities import PRIORITIES, normalize_priority, priority_rank
 from .ruleset import CompiledRule, Match, Ruleset
 
 __all__ = ["load_rules", "load_rules_text", "RuleError", "Ruleset", "Match", "CompiledRule",

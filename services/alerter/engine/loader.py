@@ -15,12 +15,13 @@ from typing import Iterable
 
 import yaml
 
+from shared.priorities import normalize_priority
+
 from . import fields as F
 from .compiler import Compiler, MacroTable
 from .errors import RuleError
 from .output import compile_output
 from .parser import LIST_OPS, BoolOp, Compare, MacroRef, Node, Not, Value, parse
-from shared.priorities import normalize_priority
 from .ruleset import CompiledRule, Ruleset
 from .source import FileText, Segment, Source
 

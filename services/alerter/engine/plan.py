@@ -22,9 +22,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from shared.filterplan import (ALL_ACCESS, ALWAYS_KINDS, CREATE, DANGEROUS_ENV, FEATURE_KINDS, MAX_ENV_NAMES,
-                               MAX_PATH_LEN, MAX_PATTERNS, MAX_SUFFIX_LEN, PATH_KINDS, READ, WRITE, FilterPlan,
-                               Pattern, access_text)
+from shared.filterplan import (
+    ALL_ACCESS,
+    ALWAYS_KINDS,
+    CREATE,
+    DANGEROUS_ENV,
+    FEATURE_KINDS,
+    MAX_ENV_NAMES,
+    MAX_PATH_LEN,
+    MAX_PATTERNS,
+    MAX_SUFFIX_LEN,
+    PATH_KINDS,
+    READ,
+    WRITE,
+    FilterPlan,
+    Pattern,
+    access_text,
+)
 
 from .compiler import MacroTable
 from .evtypes import KNOWN_KINDS, kind_of

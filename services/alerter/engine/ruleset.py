@@ -119,8 +119,9 @@ class Ruleset:
     def filter_plan(self, source: str = "rules", max_rank: int | None = None):
         """What the kernel must emit for these rules (shared/filterplan.py); with
         `max_rank`, only for rules of that priority rank or more urgent."""
-        from .plan import compile_plan
         from shared.priorities import priority_rank
+
+        from .plan import compile_plan
         rules = [r for r in self.rules if max_rank is None or priority_rank(r.priority) <= max_rank]
         return compile_plan(rules, self.table, source)
 
