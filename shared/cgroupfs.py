@@ -61,3 +61,46 @@ class GoneCgroups:
         for cg in out:
             del self._gone_since[cg]
         return out
+
+
+class CgroupPaths:
+    """cgroup id -> directory, from a walk of the tree redone (at most every `rescan_s`) when an
+    id is not known yet."""
+
+    def __init__(self, rescan_s: float = 10.0, max_entries: int = 65536) -> None:
+        self.rescan_s, self.max_entries = rescan_s, max_entries
+        self._paths: dict[int, Path] = {}
+        self._last = float("-inf")
+
+    def path(self, cgid: int) -> Path | None:
+        p = self._paths.get(cgid)
+        if p is None and time.monotonic() - self._last >= self.rescan_s:
+            self._rescan()
+            p = self._paths.get(cgid)
+        return p
+
+    def _rescan(self) -> None:
+        self._last = time.monotonic()
+        root = cgroup2_root()
+        if root is None:
+            return
+        paths: dict[int, Path] = {}
+        for dirpath, _dirs, _files in os.walk(root):
+            try:
+                paths[os.stat(dirpath).st_ino] = Path(dirpath)
+            except FileNotFoundError:
+                continue
+            if len(paths) >= self.max_entries:
+                break
+        self._paths = paths
+
+
+def cpu_usage_ns(cgroup_dir: Path) -> int | None:
+    """CPU time of a cgroup (cpu.stat usage_usec, which v2 keeps without the cpu controller), in ns."""
+    try:
+        for line in (cgroup_dir / "cpu.stat").read_text().splitlines():
+            if line.startswith("usage_usec "):
+                return int(line.split()[1]) * 1000
+    except (OSError, ValueError):
+        return None
+    return None

@@ -129,3 +129,17 @@ def test_the_oom_rule_fires_on_an_oom_event_of_a_container_only():
     assert not [m for m in rs.evaluate({**ev, "container": None})
                 if m.rule == "Container process killed for memory (OOM)"]
     orjson.dumps(ev)
+
+
+def test_cpu_time_of_a_cgroup_from_cgroupfs():
+    """Without --perf-detail, CPU per container comes from cpu.stat: our own cgroup, by its id."""
+    import os
+
+    from shared.cgroupfs import CgroupPaths, cgroup2_root, cpu_usage_ns
+    rel = next(line.split("::", 1)[1] for line in open("/proc/self/cgroup").read().splitlines()
+               if line.startswith("0::"))
+    mine = cgroup2_root() / rel.lstrip("/")
+    paths = CgroupPaths(rescan_s=0)
+    assert paths.path(os.stat(mine).st_ino) == mine
+    assert paths.path(2**40) is None  # no such cgroup
+    assert cpu_usage_ns(mine) > 0 and cpu_usage_ns(mine / "no-such-cgroup") is None

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 
+from shared.cgroupfs import CgroupPaths, cpu_usage_ns
+
 HISTS = ("runq", "block", "connect", "rtt")   # H_* order in bpf/perf.bpf.c
 SLOTS = 32
 COUNTERS = ("cpu_ns", "switches", "block_bytes", "oom_kills", "connects", "connect_failed", "net_tx_bytes",
@@ -32,7 +34,11 @@ def quantile(buckets: list[int], q: float) -> float | None:
 
 
 class PerfReader:
-    def __init__(self, bpf) -> None:
+    """`cpu_from_cgroupfs`: without the per-switch program (ProbeConfig.perf_detail off) CPU time
+    comes from each cgroup's cpu.stat instead, read for the cgroups the probe has seen events of."""
+
+    def __init__(self, bpf, cpu_from_cgroupfs: bool = False) -> None:
+        self.cgroup_paths = CgroupPaths() if cpu_from_cgroupfs else None
         self.hists = bpf[b"perf_hists"]
         self.cgs = bpf[b"perf_cgs"]
         self.full = bpf[b"perf_full"]
@@ -55,6 +61,13 @@ class PerfReader:
             c = dict(zip(COUNTERS, (v.cpu_ns, v.switches, v.block_bytes, v.oom_kills, v.connects, v.failed,
                                     v.net_tx, v.net_rx)))
             out[k.value] = {"counters": c, "hists": {}, "rates": {}}
+        if self.cgroup_paths is not None:
+            for cg in set(out) | set(events or ()):
+                path = self.cgroup_paths.path(cg)
+                used = cpu_usage_ns(path) if path is not None else None
+                if used is not None:
+                    entry = out.setdefault(cg, {"counters": dict.fromkeys(COUNTERS, 0), "hists": {}, "rates": {}})
+                    entry["counters"]["cpu_ns"] = used
         for k, v in self.hists.items():
             if k.which >= len(HISTS):
                 continue

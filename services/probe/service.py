@@ -226,7 +226,7 @@ class ProbeService:
         if self.plan.has("perf.bpf.c"):
             PerfReader.switch(self.bpf, self.cfg.perf)
             if self.cfg.perf:
-                self.perf = PerfReader(self.bpf)
+                self.perf = PerfReader(self.bpf, cpu_from_cgroupfs=not self.cfg.perf_detail)
         if self.plan.has("perf.bpf.c") and not (self.cfg.perf and self.cfg.perf_detail):
             for err in detach_detail(self.bpf):
                 _log.debug("perf detail program not detached: %s", err)
