@@ -1,6 +1,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# live suites mostly wait (containers, BPF loads, servers): four workers on two cores
+TEST_WORKERS ?= 4
 
 .PHONY: bootstrap run test lint bench clean
 
@@ -11,7 +13,7 @@ run: bootstrap
 	$(VENV)/bin/eunomia up
 
 test: bootstrap
-	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+	$(PY) -m pytest -q -rs -n $(TEST_WORKERS) --durations=15 $(PYTEST_ARGS)
 
 lint: bootstrap
 	$(VENV)/bin/ruff check services shared tests bench

@@ -20,6 +20,31 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
+# The podman Engine API lives at one path (/run/podman/podman.sock) that tests and `eunomia up`
+# find by default, so with parallel workers (pytest-xdist, `make test`) the controlling process
+# starts it once before the workers and stops it after them; no worker stops it under another.
+_SHARED_PODMAN = "EUNOMIA_TEST_SHARED_PODMAN"
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput") or not shutil.which("podman") or not is_root():
+        return
+    if getattr(config.option, "numprocesses", None):
+        containers.build_busybox_image()
+        config._eunomia_podman = containers.start_api_service()
+        os.environ[_SHARED_PODMAN] = "1"
+
+
+def pytest_unconfigure(config):
+    proc = getattr(config, "_eunomia_podman", None)
+    if proc is not None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 @pytest.fixture
 async def nats_server(tmp_path):
     """A real nats-server with JetStream on a free loopback port."""
@@ -38,9 +63,9 @@ def bb_image():
 @pytest.fixture(scope="session")
 def podman_socket(bb_image):
     """Docker-compatible Engine API served by `podman system service`."""
-    proc = containers.start_api_service()
+    proc = containers.start_api_service()  # already there when shared (see pytest_configure)
     yield containers.PODMAN_SOCK
-    if proc:
+    if proc and not os.environ.get(_SHARED_PODMAN):
         proc.terminate()
         try:
             proc.wait(10)

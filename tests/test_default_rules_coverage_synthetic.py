@@ -352,8 +352,6 @@ CASES = [
      with_(execev(["curl", "https://x/"], host=True), proc_env={"HTTPS_PROXY": "http://evil:8080"})),
     ("Potential Local Privilege Escalation via Environment Variables Misuse",
      with_(execev(["/usr/bin/su", "--help"]), proc_env={"GLIBC_TUNABLES": "glibc.malloc.mxfast=glibc.malloc.mxfast=A"})),
-    ("Terminal shell in container", with_(execev(["sh"], pname="runc"), proc_tty=34816)),
-    ("Terminal shell in container", with_(execev(["bash", "-i"], pname="runc:[2:INIT]"), proc_tty=34817)),
     ("Basic Interactive Reconnaissance", with_(execev(["whoami"]), proc_tty=34816)),
     ("Basic Interactive Reconnaissance", with_(execev(["uname", "-a"], pname="bash"), proc_tty=34817)),
     ("Sensitive file ownership changed",
@@ -582,9 +580,6 @@ NEAR_MISSES = [
      with_(execev(["python3", "app.py"]), proc_env={"http_proxy": "http://proxy:3128"})),
     ("Potential Local Privilege Escalation via Environment Variables Misuse",
      with_(execev(["/usr/bin/su", "--help"]), proc_env={"LD_LIBRARY_PATH": "/usr/lib"})),
-    ("Terminal shell in container", with_(execev(["sh"], pname="runc"), proc_tty=0)),
-    ("Terminal shell in container", with_(execev(["sh"], pname="runc"), proc_tty=None)),
-    ("Terminal shell in container", with_(execev(["sh", "-c", "x"], pname="nginx"), proc_tty=34816)),
     ("Basic Interactive Reconnaissance", with_(execev(["whoami"]), proc_tty=0)),
     ("Basic Interactive Reconnaissance", with_(execev(["whoami"], host=True), proc_tty=34816)),
     ("Sensitive file ownership changed", ev("chown", name="chown", path="/etc/shadow", owner_uid=0, owner_gid=42, ret=0)),
@@ -598,7 +593,6 @@ NEAR_MISSES = [
     ("Process VM write code injection",
      ev("procvm", name="inject", syscall="process_vm_readv", target_pid=12, riovcnt=1, ret=8)),
     ("Unmount in container", ev("umount", name="umount", target="/mnt", flags=0, ret=-1, host=True)),
-    ("Unmount in container", ev("umount", name="runc:[2:INIT]", target="/.pivot_root", flags=2, ret=0)),
 ]
 
 # Ordinary container life: none of these may raise any alert.

@@ -55,7 +55,7 @@ int main(void) {
     for (;;) { char *p = malloc(1 << 20); if (!p) { sleep(1); continue; } memset(p, 1, 1 << 20); }
 }
 '''
-TOKEN = "perf-test-token-0123456789"
+TOKEN = "pt-7f3a9c0e5b2d4f81a6c3e9d07b5f2a14"  # not a placeholder (api.token refuses those)
 
 
 def build(tmp: Path, name: str, src: str) -> Path:
@@ -117,7 +117,7 @@ async def stack(tmp_path_factory, bb_image, podman_socket):
         # process kinds only (naming containers needs no more): other tests' file and network
         # activity on this busy machine would otherwise flood this pipeline
         cfg = ProbeConfig(kinds=("exec", "exit", "fork", "oom"), counters_interval=0.5, profile_hz=99,
-                          profile_window_s=2, syscall_latency=True, perf_detail=True)
+                          profile_window_s=2, syscall_latency=True)
         async with Pipeline(srv.url, common.node, probe_cfg=cfg, extra=[store, api]) as pipe:
             st = Stack(pipe, api, tmp)
             try:
