@@ -1,6 +1,7 @@
 """JetStream streams that make events and alerts durable."""
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass, field
 
@@ -41,8 +42,25 @@ ALERTS = "ALERTS"
 STREAM_SUBJECTS = {EVENTS: [subjects.EVENT_ALL], ALERTS: [subjects.ALERT_ALL]}
 
 
+PLACEMENT_WAIT_S = 30.0   # a cluster still forming has no peers for replicas yet
+
+
 async def ensure_streams(js, limits: StreamLimits | None = None) -> None:
-    """Create or update the EVENTS and ALERTS streams (idempotent)."""
+    """Create or update the EVENTS and ALERTS streams (idempotent). While a cluster is still
+    forming ("no suitable peers for placement") it is retried for up to PLACEMENT_WAIT_S."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + PLACEMENT_WAIT_S
+    while True:
+        try:
+            return await _ensure_streams(js, limits)
+        except Exception as e:
+            if "no suitable peers" not in str(e) or loop.time() > deadline:
+                raise
+            _log.info("JetStream cluster not ready for the streams yet (%s); retrying", e)
+            await asyncio.sleep(0.5)
+
+
+async def _ensure_streams(js, limits: StreamLimits | None) -> None:
     limits = limits or StreamLimits()  # read the env at call time, not import time
     for name, subs in STREAM_SUBJECTS.items():
         cfg = StreamConfig(
@@ -52,5 +70,7 @@ async def ensure_streams(js, limits: StreamLimits | None = None) -> None:
         try:
             await js.add_stream(cfg)
         except Exception as e:  # exists with other settings: update in place
+            if "no suitable peers" in str(e):
+                raise  # a cluster still forming: ensure_streams waits
             _log.debug("add_stream %s: %s; updating", name, e)
             await js.update_stream(cfg)

@@ -117,7 +117,7 @@ async def stack(tmp_path_factory, bb_image, podman_socket):
         # process kinds only (naming containers needs no more): other tests' file and network
         # activity on this busy machine would otherwise flood this pipeline
         cfg = ProbeConfig(kinds=("exec", "exit", "fork", "oom"), counters_interval=0.5, profile_hz=99,
-                          profile_window_s=2, syscall_latency=True)
+                          profile_window_s=2, syscall_latency=True, perf_detail=True)
         async with Pipeline(srv.url, common.node, probe_cfg=cfg, extra=[store, api]) as pipe:
             st = Stack(pipe, api, tmp)
             try:
@@ -169,10 +169,11 @@ async def test_profile_of_an_unknown_container_is_a_clear_error(stack, capsys):
     rc = await perfcli.profile(stack.pipe.common, stack.args(container="no-such-container-xyz"), io.StringIO())
     assert rc == 1
     assert "no-such-container-xyz" in capsys.readouterr().err
-    reply = await stack.pipe.probe.profile({"cgroup_id": -3, "seconds": 1})
-    assert "cgroup_id" in reply["error"]
-    reply = await stack.pipe.probe.profile({"seconds": 10_000})
-    assert "seconds" in reply["error"]
+    ctl = stack.pipe.probe.perf_ctl  # the probe's read-only performance ops (shared/control.py)
+    reply = await ctl.handle(orjson.dumps({"op": "profile", "cgroup_id": -3, "seconds": 1}))
+    assert "cgroup_id" in reply["error"] and reply["code"] == "bad_args"
+    reply = await ctl.handle(orjson.dumps({"op": "profile", "seconds": 10_000}))
+    assert "seconds" in reply["error"] and reply["code"] == "bad_args"
 
 
 async def test_top_ranks_the_busy_container_above_the_idle_one(stack, busy_and_idle):
@@ -307,7 +308,12 @@ async def test_dashboard_shows_the_top_table_and_a_flame_graph(stack, busy_and_i
         Select(form.find_element(By.ID, "profile-container")).select_by_value(busy["name"])
         Select(form.find_element(By.NAME, "seconds")).select_by_visible_text("2")
         form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#flame svg g title"), "flame graph drawn")
+        try:
+            wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#flame svg g title"), "flame graph drawn")
+        except Exception as e:
+            status = browser.find_element(By.ID, "profile-status").text
+            logs = browser.get_log("browser") if hasattr(browser, "get_log") else []
+            raise AssertionError(f"no flame graph; status {status!r}; browser log {logs}") from e
         return browser.execute_script(
             "return [...document.querySelectorAll('#flame svg g title')].map(t => t.textContent)")
 

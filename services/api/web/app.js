@@ -15,6 +15,12 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
+function svgEl(tag, attrs) {
+  const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  return e;
+}
+
 function fmtTime(ns) {
   if (!ns) return "";
   const d = new Date(Number(BigInt(ns) / 1000000n));
