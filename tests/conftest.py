@@ -35,6 +35,12 @@ def pytest_configure(config):
         os.environ[_SHARED_PODMAN] = "1"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `longest` first: with parallel workers one of them starts on it at once
+    while the others share the rest, so the run ends when the longest test does."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("longest") else 1)
+
+
 def pytest_unconfigure(config):
     proc = getattr(config, "_eunomia_podman", None)
     if proc is not None:
