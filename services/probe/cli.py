@@ -21,6 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="record each container's syscalls for `eunomia seccomp` (a BPF program on every syscall)")
     p.add_argument("--capture", choices=("plan", "all"), default="plan",
                    help="plan: emit only what the alerter's rules can use (default); all: everything")
+    add_perf_args(p)
+    p.set_defaults(func=_run)
+
+
+def add_perf_args(p: argparse.ArgumentParser) -> None:
+    """The performance options (`eunomia probe` and `eunomia up`)."""
     p.add_argument("--no-perf", action="store_true",
                    help="no performance figures (latency histograms, CPU time) and no CPU profiler")
     p.add_argument("--syscall-latency", action="store_true",
@@ -29,7 +35,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also CPU time, run-queue latency, TCP RTT and network bytes per container (BPF programs "
                         "on every context switch and socket send/receive of the node)")
     p.add_argument("--profile-hz", type=int, default=None, help="CPU profile sampling rate (default 49; 0 = off)")
-    p.set_defaults(func=_run)
+
+
+def perf_overrides(args: argparse.Namespace) -> dict:
+    """ProbeConfig settings from add_perf_args' options."""
+    kw: dict = {"syscall_latency": args.syscall_latency, "perf_detail": args.perf_detail}
+    if args.no_perf:
+        kw.update(perf=False, profile_hz=0)
+    if args.profile_hz is not None:
+        kw["profile_hz"] = args.profile_hz
+    return kw
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -45,12 +60,7 @@ def _run(args: argparse.Namespace) -> int:
         kw["ringbuf_pages"] = args.ringbuf_pages
     kw["capture"] = args.capture
     kw["syscall_profiles"] = args.syscall_profiles
-    if args.no_perf:
-        kw.update(perf=False, profile_hz=0)
-    if args.profile_hz is not None:
-        kw["profile_hz"] = args.profile_hz
-    kw["syscall_latency"] = args.syscall_latency
-    kw["perf_detail"] = args.perf_detail
+    kw.update(perf_overrides(args))
     cfg, common = ProbeConfig(**kw), common_config(args)
     try:
         run_main(lambda: ProbeService(cfg, common))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from services.probe.cli import add_perf_args, perf_overrides
 from shared.service import run_main
 
 from .config import ALL_SERVICES, SupervisorConfig
@@ -23,14 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="plan: the kernel emits only what the rules can use (default); all: every event, "
                         "for forensics")
     p.add_argument("--store", default=None, help="store URL: sqlite:///path (default) or postgresql://...")
-    p.add_argument("--no-perf", action="store_true",
-                   help="no performance figures (latency histograms, CPU time) and no CPU profiler")
-    p.add_argument("--syscall-latency", action="store_true",
-                   help="per-container syscall latency, top syscalls by total time (a BPF program on every syscall)")
-    p.add_argument("--perf-detail", action="store_true",
-                   help="also CPU time, run-queue latency, TCP RTT and network bytes per container (BPF programs "
-                        "on every context switch and socket send/receive of the node)")
-    p.add_argument("--profile-hz", type=int, default=None, help="CPU profile sampling rate (default 49; 0 = off)")
+    add_perf_args(p)
     p.set_defaults(func=_up)
     register_bus(sub)
 
@@ -42,14 +36,7 @@ def _up(args: argparse.Namespace) -> int:
 
     probe: dict = {"capture": args.capture, "syscall_profiles": args.syscall_profiles}
     overrides: dict[str, dict] = {"api": {}, "store": {}, "probe": probe}
-    if args.no_perf:
-        probe.update(perf=False, profile_hz=0)
-    if args.profile_hz is not None:
-        probe["profile_hz"] = args.profile_hz
-    if args.syscall_latency:
-        probe["syscall_latency"] = True
-    if args.perf_detail:
-        probe["perf_detail"] = True
+    probe.update(perf_overrides(args))
     if args.api_host:
         overrides["api"]["host"] = args.api_host
     if args.api_port is not None:
