@@ -90,6 +90,7 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.bpf
 @pytest.mark.longest  # 20 cycles of 30-40 s: scheduled first (tests/conftest.py)
+@pytest.mark.timeout(1800)
 def test_up_stops_within_10s_after_load_every_time(tmp_path):
     took = []
     for i in range(CYCLES):
