@@ -116,8 +116,11 @@ class PostgresBackend:
                         "run a newer eunomia, or point --store at an empty database")
                 if found == 1:
                     await migrate.pg_rename_v1(con)
-                for stmt in pg_ddl():
-                    await con.execute(stmt)
+                # a current schema is left alone: CREATE INDEX IF NOT EXISTS takes a ShareLock on its table
+                # even when the index exists, which deadlocks with a running replica's writes and retention
+                if found != SCHEMA_VERSION:
+                    for stmt in pg_ddl():
+                        await con.execute(stmt)
             await self._load_dicts(con)
         async with self.pool.acquire() as con:
             if await migrate.pg_has_v1(con):
@@ -230,6 +233,10 @@ class PostgresBackend:
     async def _write(self, events: list[dict], alerts: list[dict], derived: bool = True) -> WriteResult:
         res = WriteResult()
         evs, als = derive.unique_by_id(events), derive.unique_by_id(alerts)
+        # new partitions before the write transaction: creating one locks its journal, which that
+        # transaction (on another connection) may already hold
+        await self._ensure_partitions(EVENTS, [e["ts"] for e in evs])
+        await self._ensure_partitions(ALERTS, [a["ts"] for a in als])
         async with self.pool.acquire() as con:
             try:
                 async with con.transaction():

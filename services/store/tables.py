@@ -129,8 +129,9 @@ def statements(d: Dialect) -> dict[str, str]:
 
 # Retention of the derived tables: (table, time column) aged out by max_age; processes also kept
 # under max_rows (newest by ts). The journals have their own (in batches / by partition).
-AGED = (("connections", "last_seen"), ("container_ips", "last_seen"), ("ip_names", "last_seen"), ("processes", "ts"),
-        ("containers", "last_seen"))
+# In the order the writes and the DDL lock them (containers first): retention's transaction must not deadlock them.
+AGED = (("containers", "last_seen"), ("connections", "last_seen"), ("container_ips", "last_seen"),
+        ("ip_names", "last_seen"), ("processes", "ts"))
 CAPPED = ("processes",)
 
 CONTAINER_SELECT = ("SELECT id, name, image, runtime, node, cgroup_id, labels, first_seen, last_seen, events "
