@@ -57,6 +57,7 @@ ROOT_CGROUP = 1
 PATH_WALK_FAILURES = ("too_deep_or_long", "unreadable")  # pw_counts in bpf/file.bpf.c
 MAX_DRAIN = 4096  # records per hand-over to the event loop
 SHUTDOWN_PUBLISH_S = 2.0  # on stop, queued events are published for this long (the rest counted)
+FLOW_SNAPSHOT_WAIT_S = 5.0  # report_flows waits this long for the reader thread's snapshot
 DETACH_WAIT_S = 2.0       # on stop, wait this long for detaching; process exit closes the rest
 
 
@@ -78,6 +79,15 @@ async def _bounded_in_thread(fn, timeout: float) -> None:
         await asyncio.wait_for(done, timeout)
     except asyncio.TimeoutError:
         _log.warning("%s still running after %.0f s; going on", getattr(fn, "__name__", fn), timeout)
+
+
+def _resolve(fut: asyncio.Future, result: object) -> None:
+    if fut.done():
+        return
+    if isinstance(result, Exception):
+        fut.set_exception(result)
+    else:
+        fut.set_result(result)
 
 
 def proc_parents() -> dict[int, int]:
@@ -113,6 +123,7 @@ class ProbeService:
         self._reader_stop = threading.Event()
         self.reader_paused = threading.Event()
         self._reader_error: BaseException | None = None
+        self._flows_wanted: asyncio.Future | None = None  # report_flows asks the reader for a snapshot
         self._ring: RingReader | None = None
         self._lost_seen = 0
         self._gone_cgroups = GoneCgroups()
@@ -308,24 +319,39 @@ class ProbeService:
         ring, timeout = self._ring, self.cfg.poll_timeout_ms / 1000
         try:
             while not self._reader_stop.is_set():
+                want = self._flows_wanted
+                if want is not None:  # the flow map, behind every record committed before the snapshot
+                    self._flows_wanted = None
+                    try:
+                        flows: object = self.flows.collect()
+                    except Exception as e:  # noqa: BLE001 - raised in report_flows
+                        flows = e
+                    if not self.reader_paused.is_set():
+                        while self._drain_once(loop, ring) == MAX_DRAIN:
+                            pass
+                    loop.call_soon_threadsafe(_resolve, want, flows)  # after the hand-overs: FIFO
                 if self.reader_paused.is_set():  # benchmarks fill the ring, then time its drain
                     self._reader_stop.wait(timeout)
                     continue
-                records = ring.drain(MAX_DRAIN)
-                if not records:
+                if not self._drain_once(loop, ring):
                     ring.wait(timeout)  # most records come without a wakeup: the timeout paces us
-                    continue
-                events, bad = [], 0
-                for rec in records:
-                    try:
-                        events.append(self.decoder.decode(rec))
-                    except DecodeError as e:
-                        bad += 1
-                        _log.warning("dropped undecodable ring-buffer record: %s", e)
-                loop.call_soon_threadsafe(self._hand_over, events, bad)
         except BaseException as e:  # noqa: BLE001 - reported by run()
             self._reader_error = e
             _log.exception("ring buffer reader failed")
+
+    def _drain_once(self, loop: asyncio.AbstractEventLoop, ring: RingReader) -> int:
+        """Up to MAX_DRAIN records, decoded and handed over; how many were read."""
+        records = ring.drain(MAX_DRAIN)
+        if records:
+            events, bad = [], 0
+            for rec in records:
+                try:
+                    events.append(self.decoder.decode(rec))
+                except DecodeError as e:
+                    bad += 1
+                    _log.warning("dropped undecodable ring-buffer record: %s", e)
+            loop.call_soon_threadsafe(self._hand_over, events, bad)
+        return len(records)
 
     def _hand_over(self, events: list[dict], bad: int) -> None:
         if bad:
@@ -402,15 +428,29 @@ class ProbeService:
             await self.report_perf()
 
     async def report_flows(self) -> None:
-        """Flows that changed since the last report go out as `flow` events (deltas)."""
+        """Flows that changed since the last report go out as `flow` events (deltas), in kernel order:
+        after the ring's events committed before the snapshot (a connect's flow after the DNS answer
+        that names it), through the queue run() publishes in order."""
         if self.flows is None:
             return
-        flows = await asyncio.get_running_loop().run_in_executor(None, self.flows.collect)
+        loop = asyncio.get_running_loop()
+        if self._reader is not None and self._reader.is_alive():
+            want = loop.create_future()
+            self._flows_wanted = want
+            try:
+                flows = await asyncio.wait_for(want, FLOW_SNAPSHOT_WAIT_S)
+            except asyncio.TimeoutError:  # the reader is stuck or gone: read the map here
+                self._flows_wanted = None
+                _log.warning("the ring reader took no flow snapshot in %.0f s; reading flows directly",
+                             FLOW_SNAPSHOT_WAIT_S)
+                flows = await loop.run_in_executor(None, self.flows.collect)
+        else:
+            flows = await loop.run_in_executor(None, self.flows.collect)
         f = self.flows
         self.stats.set("probe_flows_active", f.active)
         self.stats.set("probe_flows_map_full", f.map_full)  # new flows not tracked: the map was full
         if flows:
-            await self._publish(flows)
+            await self._queue.put(flows)  # waits for room: deltas are never dropped here
 
     async def report_perf(self) -> None:
         """Per-container figures -> eunomia.perf.<node>; profile windows drained when due."""
