@@ -250,14 +250,15 @@ async def test_unshare_and_mount_in_a_private_mount_namespace(probe, tmp_path):
 async def test_container_events_carry_the_container_cgroup_id(probe, bb_image, tmp_path):
     name = f"eun-probe-{uuid.uuid4().hex[:8]}"
     try:
-        containers.run(["sh", "-c", "sleep 1; cat /etc/hostname; nc -w 1 169.254.169.254 80; sleep 1"],
-                       name=name, detach=True, flags=["--network", "none"])
-        cid = containers.inspect_id(name)
+        # blocking podman calls in threads: the loop keeps taking the bus's messages meanwhile
+        await asyncio.to_thread(containers.run, ["sh", "-c", "sleep 1; cat /etc/hostname; nc -w 1 169.254.169.254 80; "
+                                                 "sleep 1"], name=name, detach=True, flags=["--network", "none"])
+        cid = await asyncio.to_thread(containers.inspect_id, name)
         cg_dir = Path(f"/sys/fs/cgroup/unified/libpod_parent/libpod-{cid}")
         inode = cg_dir.stat().st_ino
-        subprocess.run([*containers.PODMAN, "wait", name], capture_output=True, timeout=60)
+        await asyncio.to_thread(subprocess.run, [*containers.PODMAN, "wait", name], capture_output=True, timeout=60)
     finally:
-        containers.remove(name)
+        await asyncio.to_thread(containers.remove, name)
     col = probe.col
     ex = (await col.wait(lambda e: e["kind"] == "exec" and e["cgroup_id"] == inode
                          and e["argv"] == ["cat", "/etc/hostname"]))[0]
@@ -484,14 +485,15 @@ async def test_container_paths_are_absolute_in_the_container(probe, bb_image):
     container's own absolute paths (not the host's overlay directories)."""
     name = f"eun-paths-{uuid.uuid4().hex[:8]}"
     try:
-        containers.run(["sh", "-c", "sleep 1; cd /etc && cat shadow; cat /etc//shadow; "
-                                    "cp /bin/busybox /dev/shm/x; cd /dev/shm && ./x true; sleep 1"],
-                       name=name, detach=True, flags=["--network", "none"])
-        cid = containers.inspect_id(name)
+        # blocking podman calls in threads: the loop keeps taking the bus's messages meanwhile
+        await asyncio.to_thread(containers.run, ["sh", "-c", "sleep 1; cd /etc && cat shadow; cat /etc//shadow; "
+                                                 "cp /bin/busybox /dev/shm/x; cd /dev/shm && ./x true; sleep 1"],
+                                name=name, detach=True, flags=["--network", "none"])
+        cid = await asyncio.to_thread(containers.inspect_id, name)
         inode = Path(f"/sys/fs/cgroup/unified/libpod_parent/libpod-{cid}").stat().st_ino
-        subprocess.run([*containers.PODMAN, "wait", name], capture_output=True, timeout=60)
+        await asyncio.to_thread(subprocess.run, [*containers.PODMAN, "wait", name], capture_output=True, timeout=60)
     finally:
-        containers.remove(name)
+        await asyncio.to_thread(containers.remove, name)
     col = probe.col
     opens = await col.wait(lambda e: e["kind"] == "open" and e["cgroup_id"] == inode
                            and e["path"] == "/etc/shadow", n=2)
@@ -509,22 +511,27 @@ async def test_ia32_syscalls_in_a_container_arrive_like_native_ones(probe, bb_im
     subprocess.run(["gcc", "-static", "-no-pie", "-O1", "-o", str(exe), str(Path(__file__).parent / "data/int80.c")],
                    check=True, capture_output=True)
     name = f"eun-int80-{uuid.uuid4().hex[:8]}"
-    try:
-        containers.run(["sh", "-c", "sleep 1; /h/int80; sleep 1"], name=name, detach=True,
-                       # unconfined: podman's seccomp profile refuses bpf/finit_module/unshare before
-                       # any tracepoint (either ABI) can see them
-                       flags=["--network", "none", "--security-opt", "seccomp=unconfined", "-v", f"{tmp_path}:/h:ro"])
-        cid = containers.inspect_id(name)
-        inode = Path(f"/sys/fs/cgroup/unified/libpod_parent/libpod-{cid}").stat().st_ino
-        subprocess.run([*containers.PODMAN, "wait", name], capture_output=True, timeout=60)
-    finally:
-        containers.remove(name)
     col = probe.col
-
-    def mine(kind):
-        return lambda e: e["kind"] == kind and e["cgroup_id"] == inode and e["comm"] in ("int80", "true")
     try:
-        opens = await col.wait(lambda e: mine("open")(e) and e["path"] == "/etc/shadow", n=3)
+        # blocking podman calls run in threads: the loop keeps taking the bus's messages (a node
+        # busy with parallel tests sends many), and the wait for the opens starts before the helper runs
+        await asyncio.to_thread(
+            containers.run, ["sh", "-c", "sleep 3; /h/int80; sleep 1"], name=name, detach=True,
+            # unconfined: podman's seccomp profile refuses bpf/finit_module/unshare before
+            # any tracepoint (either ABI) can see them
+            flags=["--network", "none", "--security-opt", "seccomp=unconfined", "-v", f"{tmp_path}:/h:ro"])
+        cid = await asyncio.to_thread(containers.inspect_id, name)
+        inode = Path(f"/sys/fs/cgroup/unified/libpod_parent/libpod-{cid}").stat().st_ino
+
+        def mine(kind):
+            return lambda e: e["kind"] == kind and e["cgroup_id"] == inode and e["comm"] in ("int80", "true")
+        opening = asyncio.create_task(col.wait(lambda e: mine("open")(e) and e["path"] == "/etc/shadow", n=3,
+                                               timeout=60))
+        await asyncio.to_thread(subprocess.run, [*containers.PODMAN, "wait", name], capture_output=True, timeout=60)
+    finally:
+        await asyncio.to_thread(containers.remove, name)
+    try:
+        opens = await opening
     except AssertionError:
         raise AssertionError([(e["kind"], e.get("raw_path"), e.get("path"), e.get("flags"), e.get("ret"))
                               for e in col.events if e["cgroup_id"] == inode and e["comm"] == "int80"]) from None
