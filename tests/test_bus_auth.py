@@ -94,7 +94,8 @@ async def test_each_identity_does_its_job_and_nothing_else(server):
     raw = await enricher.nc.subscribe(subjects.raw(N1))
     await enricher.nc.flush()
     await probe.nc.publish(subjects.raw(N1), orjson.dumps([EVENT]))
-    assert orjson.loads((await raw.next_msg(5)).data)[0]["id"] == "e1"
+    await probe.nc.flush()  # sent and accepted by the server before we wait for it
+    assert orjson.loads((await raw.next_msg(15)).data)[0]["id"] == "e1"
     await enricher.nc.publish(subjects.raw(N1), b"[]")
     assert await enricher.denied(subjects.raw(N1))
     await probe.nc.publish(subjects.raw(N2), b"[]")
