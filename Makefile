@@ -1,8 +1,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-# live suites mostly wait (containers, BPF loads, servers): four workers on two cores
-TEST_WORKERS ?= 4
+# live suites mostly wait (containers, BPF loads, servers): three workers on two cores
+TEST_WORKERS ?= 3
 
 .PHONY: bootstrap run test lint bench clean
 

@@ -51,7 +51,7 @@ async def run_service(svc: Service, stop: asyncio.Event) -> None:
         await svc.run(stop)
 
 
-SHUTDOWN_DEADLINE_S = 7.5  # a stop request ends the process within this (env EUNOMIA_SHUTDOWN_DEADLINE);
+SHUTDOWN_DEADLINE_S = 6.5  # a stop request ends the process within this (env EUNOMIA_SHUTDOWN_DEADLINE);
 # the kernel then still has to tear down the probe's programs (seconds on a loaded machine): 10 s in all
 
 
