@@ -85,8 +85,6 @@ class AlerterService:
             self.bus = await st.enter_async_context(busmod.connect(
                 self.common.servers, self.stats, "alerter",
                 cred=busauth.for_role(self.common.data_dir, "alerter", self.common.node)))
-            await st.enter_async_context(StatsPublisher(self.bus, self.stats, self.common.node,
-                                                        self.common.stats_interval))
             q = self.cfg.sink_queue
             sinks: list[Sink] = [NatsSink(self.bus, self.stats, q)]
             if self.cfg.stdout:
@@ -102,6 +100,9 @@ class AlerterService:
             for subject, queue in self.cfg.subscriptions():  # queue group, or owned partitions
                 await self.bus.subscribe_batches(subject, self._on_events, queue=queue)
             await self.bus.nc.flush()
+            # the first heartbeat says "subscribed": tests and operators wait for it
+            await st.enter_async_context(StatsPublisher(self.bus, self.stats, self.common.node,
+                                                        self.common.stats_interval))
             await self._send_plan()
         except BaseException:
             await self._stack.aclose()

@@ -12,6 +12,8 @@ import time
 
 from shared.cgroupfs import CgroupPaths, cpu_usage_ns
 
+from .detach import close_links, detach_tracepoints
+
 HISTS = ("runq", "block", "connect", "rtt")   # H_* order in bpf/perf.bpf.c
 SLOTS = 32
 COUNTERS = ("cpu_ns", "switches", "block_bytes", "oom_kills", "connects", "connect_failed", "net_tx_bytes",
@@ -138,14 +140,8 @@ DETAIL_TRACEPOINTS = (b"sched:sched_switch", b"sched:sched_wakeup", b"sched:sche
 
 
 def detach_detail(bpf) -> list[str]:
-    """Detach the per-switch and per-packet programs; the errors (named), if any."""
-    errors = []
-    for tp in DETAIL_TRACEPOINTS:
-        try:
-            bpf.detach_tracepoint(tp)
-        except Exception as e:  # not attached (tracepoint missing on this kernel)
-            errors.append(f"{tp.decode()}: {e}")
-    return errors
+    """Detach the per-switch and per-packet programs; those that were not attached (named)."""
+    return [f"{tp}: not attached" for tp in detach_tracepoints(bpf, DETAIL_TRACEPOINTS)]
 
 
 def attach_syscall_latency(bpf) -> list[int]:
@@ -164,16 +160,6 @@ def attach_syscall_latency(bpf) -> list[int]:
                 raise OSError(f"attaching {fn_name.decode()} to raw tracepoint {tp.decode()} failed")
             fds.append(fd)
     except BaseException:
-        detach_links(fds)
+        close_links(fds)
         raise
     return fds
-
-
-def detach_links(fds: list[int]) -> None:
-    import os
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    fds.clear()

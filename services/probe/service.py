@@ -38,10 +38,11 @@ from .config import ProbeConfig
 from .decode import DEDUP_HASH, KIND_NAMES, KIND_NUMBERS, DecodeError, Decoder
 from .dedup import KINDS as DEDUP_KINDS
 from .dedup import Dedup
+from .detach import detach_tracepoints, release_bpf
 from .dns_attach import DnsAttachment
 from .exclusion import Exclusions
 from .flows import FlowReader
-from .perf import PerfReader, attach_syscall_latency, detach_detail, detach_links
+from .perf import PerfReader, attach_syscall_latency, detach_detail
 from .plan_maps import PlanMaps
 from .ringbuf import RingReader
 
@@ -167,8 +168,6 @@ class ProbeService:
             self.bus = await self._stack.enter_async_context(
                 busmod.connect(self.common.servers, self.stats, name=f"probe-{self.node}",
                                cred=busauth.for_role(self.common.data_dir, "probe", self.node)))
-            await self._stack.enter_async_context(
-                StatsPublisher(self.bus, self.stats, self.node, self.common.stats_interval))
             await self.ctl.serve(self.bus, subjects.ctl_probe(self.node))
             await self.perf_ctl.serve(self.bus, subjects.ctl_perf(self.node))
             await self.bus.subscribe_raw(subjects.CTL_PROBES, self._on_plan_broadcast)
@@ -176,6 +175,8 @@ class ProbeService:
             self._reader = threading.Thread(target=self._read_loop, args=(loop,), name="probe-ringbuf",
                                             daemon=True)
             self._reader.start()
+            await self._stack.enter_async_context(  # the first heartbeat says "reading"
+                StatsPublisher(self.bus, self.stats, self.node, self.common.stats_interval))
         except BaseException:
             await self._release()
             raise
@@ -205,11 +206,10 @@ class ProbeService:
         if self.dns is not None:
             self.dns.close()
             self.dns = None
-        if self.bpf is not None:  # detaching ~100 tracepoints takes seconds: not on the loop
-            detach_links(self._latency_links)
+        if self.bpf is not None:  # the kernel's slow teardown goes to a reaper (services/probe/detach.py)
             atexit.unregister(self.bpf.cleanup)  # bcc's own exit hook would detach a second time
-            await _bounded_in_thread(self.bpf.cleanup, DETACH_WAIT_S)
-            self.bpf = None
+            bpf, self.bpf = self.bpf, None
+            await _bounded_in_thread(lambda: release_bpf(bpf, self._latency_links), DETACH_WAIT_S)
 
     def _configure_kernel(self) -> None:
         """Exclusions and parents first, then the plan's kind switches (which start the flow)."""
@@ -270,7 +270,7 @@ class ProbeService:
         fallback = no_tps and (mode == "on" or (mode == "auto" and Path("/proc/modules").exists()))
         self.per_syscall = self.cfg.syscall_profiles or fallback
         if not self.per_syscall:
-            self.bpf.detach_tracepoint(b"raw_syscalls:sys_enter")
+            detach_tracepoints(self.bpf, [b"raw_syscalls:sys_enter"])
         _log.info("per-syscall program %s (syscall profiles %s, module-load fallback %s)",
                   "attached" if self.per_syscall else "detached", self.cfg.syscall_profiles, fallback)
 
