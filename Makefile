@@ -22,7 +22,7 @@ bench: bootstrap
 	$(PY) -m bench.probe_bench
 	$(PY) -m bench.rules_bench
 	$(PY) -m bench.pipeline_bench
-	$(PY) -m bench.overhead_bench
+	$(PY) -m bench.overhead_bench --floor
 	$(PY) -m bench.store_bench
 	$(PY) -m bench.detection_latency_bench
 	$(PY) -m bench.dns_bench

@@ -20,7 +20,8 @@ series whose name says probe events, filtered, dropped, lost or dedup, so new
 counters show up by themselves). Figures are printed next to their targets
 (nginx >= 0.95x, open <= 1.2x, exec <= 1.1x, monitor CPU <= 5 % of a core
 under nginx, idle RSS <= 150 MB), never asserted. --quick is a one-round smoke
-run. --perf-phase adds a traced phase with `--no-perf` per round and prints
+run. --floor adds a phase with empty programs on the probe's attach points: the
+kernel's floor, which no work in our programs can beat. --perf-phase adds a traced phase with `--no-perf` per round and prints
 what the performance features (histograms, CPU time, profiler) cost. Other load on the machine makes every ratio noisy: the load average is
 printed with each phase. Baseline (shared/ENVIRONMENT.md): nginx alone
 ~38-42k req/s; an empty BPF program on raw_syscalls:sys_enter alone ~0.8x.
@@ -319,6 +320,13 @@ def untraced(wls: list[Workload]) -> Phase:
     return Phase(values={w.name: w.run() for w in wls})
 
 
+def floor(wls: list[Workload]) -> Phase:
+    """Empty programs on the probe's attach points (bench/tracepoint_floor.py): the kernel's floor."""
+    from bench.tracepoint_floor import EmptyPrograms
+    with EmptyPrograms():
+        return untraced(wls)
+
+
 def traced(wls: list[Workload], data: Path, args: argparse.Namespace, extra: tuple[str, ...] = ()) -> Phase:
     with Stack(data, extra) as st:
         ph = Phase(ready_s=st.ready_s)
@@ -370,7 +378,7 @@ def report_perf(wls: list[Workload], on: list[Phase], noperf: list[Phase]) -> No
                                 f"{median(on, lambda p: p.rss['idle']):.0f}", ""]))
 
 
-def report(wls: list[Workload], off: list[Phase], on: list[Phase]) -> None:
+def report(wls: list[Workload], off: list[Phase], on: list[Phase], floors: list[Phase]) -> None:
     n = len(off)
     print(f"\neunomia up, start to ready (s): {'  '.join(f'{p.ready_s:.1f}' for p in on)}; "
           f"SIGINT to exit (s): {'  '.join(f'{p.stop_s:.1f}' for p in on)}")
@@ -381,6 +389,16 @@ def report(wls: list[Workload], off: list[Phase], on: list[Phase]) -> None:
         ratio = median(on, lambda p, w=w: p.values[w.name]) / median(off, lambda p, w=w: p.values[w.name])
         cells = [fmt.format(p.values[w.name]) for p in off + on]
         print(row(f"{w.name} ({w.unit})", [*cells, f"{ratio:.2f}x", w.target]))
+    if floors:
+        print("\nthe kernel's floor: empty programs on the same attach points, ratio of medians to untraced")
+        print(row("workload", [*(f"floor {i + 1}" for i in range(n)), "floor", "eunomia"]))
+        for w in wls:
+            fmt = "{:,.0f}" if w.higher_is_better else "{:.3f}"
+            base = median(off, lambda p, w=w: p.values[w.name])
+            fl = median(floors, lambda p, w=w: p.values[w.name]) / base
+            ours = median(on, lambda p, w=w: p.values[w.name]) / base
+            print(row(f"{w.name} ({w.unit})", [*(fmt.format(p.values[w.name]) for p in floors),
+                                               f"{fl:.2f}x", f"{ours:.2f}x"]))
 
     print("\nmonitor CPU (eunomia up + nats-server) while traced, medians over rounds")
     print(row("during", ["wall s", "CPU s", "% of a core", "target"]))
@@ -414,6 +432,9 @@ def main() -> None:
     ap.add_argument("--perf-phase", action="store_true",
                     help="also a traced phase per round with `eunomia up --no-perf`: what the performance "
                          "features cost")
+    ap.add_argument("--floor", action="store_true",
+                    help="also a phase per round with empty programs on the probe's attach points "
+                         "(bench/tracepoint_floor.py): what the attach points alone cost")
     ap.add_argument("--only", default="", help="comma-separated workloads to run (nginx,exec,walk,open); default all")
     args = ap.parse_args()
     for k, v in (quick if args.quick else full).items():
@@ -437,16 +458,20 @@ def main() -> None:
                 wls = [w for w in wls if w.name in names]
             nginx.wrk(1)  # warm-up: caches, nginx workers, the file tree
             walk(1)
-            off, on, noperf = [], [], []
+            off, on, noperf, floors = [], [], [], []
             for i in range(args.rounds):
                 print(f"round {i + 1}/{args.rounds}: untraced ... {load()}", flush=True)
                 off.append(untraced(wls))
                 print(f"round {i + 1}/{args.rounds}: traced (eunomia up) ... {load()}", flush=True)
                 on.append(traced(wls, tmp / f"data{i}", args))
+                if args.floor:
+                    print(f"round {i + 1}/{args.rounds}: empty programs on the probe's attach points ... {load()}",
+                          flush=True)
+                    floors.append(floor(wls))
                 if args.perf_phase:
                     print(f"round {i + 1}/{args.rounds}: traced, --no-perf ... {load()}", flush=True)
                     noperf.append(traced(wls, tmp / f"noperf{i}", args, ("--no-perf",)))
-        report(wls, off, on)
+        report(wls, off, on, floors)
         if noperf:
             report_perf(wls, on, noperf)
     finally:

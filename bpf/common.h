@@ -87,6 +87,9 @@ struct ev_num   { struct ev_head h; s64 a[6]; };
 struct ev_str1  { struct ev_head h; s64 a[6]; char s1[STR_SZ]; };
 struct ev_str2  { struct ev_head h; s64 a[6]; char s1[STR_SZ]; char s2[STR_SZ]; };
 struct ev_str3  { struct ev_head h; s64 a[6]; char s1[STR_SZ]; char s2[STR_SZ]; char s3[STR3_SZ]; };
+// rename/link/symlink with a relative path: b1/b2 = the absolute directories s1/s2
+// are relative to ("" when absolute, or for a symlink's target, which is contents).
+struct ev_path2 { struct ev_head h; s64 a[6]; char s1[STR_SZ]; char s2[STR_SZ]; char b1[STR_SZ]; char b2[STR_SZ]; };
 // net: sa = the raw user sockaddr (peer for connect/accept, local for listen);
 // la = local address remembered from bind(), for accept.
 struct ev_sock  { struct ev_head h; s64 a[6]; u8 sa[SA_SZ]; u8 la[16]; };

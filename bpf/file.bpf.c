@@ -447,38 +447,95 @@ TRACEPOINT_PROBE(syscalls, sys_exit_unlinkat)
     return path_exit(args->ret);
 }
 
+// Two-path kinds (rename, link, symlink): a[1] flags, a[2]/a[3] the dirfds the old
+// and new paths are relative to (NO_BASE: not a path to resolve, a symlink's target).
+#define NO_BASE -1
+static __always_inline void path2_put(u32 kind, s64 flags, const char *oldp, const char *newp, s64 olddfd,
+                                      s64 newdfd)
+{
+    stash_put(kind, SHAPE_STR2, flags, olddfd, newdfd, 0, 0, oldp, newp, 0);
+}
+
+// 1 when the user string at `p` is a relative path (its first byte is not '/').
+static __always_inline int relative_at(u64 p)
+{
+    char c = '/';
+    bpf_probe_read_user(&c, 1, (void *)p);
+    return c != '/' && c != 0;
+}
+
+// sys_exit side of the two-path kinds: an ev_str2 when both paths are absolute,
+// else an ev_path2 with the directory each relative one is relative to.
+static __always_inline int path2_exit(long ret)
+{
+    struct stash s;
+    if (!stash_take(&s))
+        return 0;
+    s.a[0] = ret;
+    int rel_old = s.a[2] != NO_BASE && relative_at(s.p[0]);
+    int rel_new = relative_at(s.p[1]);
+    if (!rel_old && !rel_new) {
+        struct ev_str2 *e = ev_reserve(s.kind, sizeof(*e));
+        if (!e)
+            return 0;
+        __builtin_memcpy(e->a, s.a, sizeof(e->a));
+        if (bpf_probe_read_user_str(e->s1, sizeof(e->s1), (void *)s.p[0]) < 0)
+            e->s1[0] = 0;
+        if (bpf_probe_read_user_str(e->s2, sizeof(e->s2), (void *)s.p[1]) < 0)
+            e->s2[0] = 0;
+        ev_submit(e);
+        return 0;
+    }
+    struct ev_path2 *e = ev_reserve(s.kind, sizeof(*e));
+    if (!e)
+        return 0;
+    __builtin_memcpy(e->a, s.a, sizeof(e->a));
+    if (bpf_probe_read_user_str(e->s1, sizeof(e->s1), (void *)s.p[0]) < 0)
+        e->s1[0] = 0;
+    if (bpf_probe_read_user_str(e->s2, sizeof(e->s2), (void *)s.p[1]) < 0)
+        e->s2[0] = 0;
+    e->b1[0] = 0;
+    e->b2[0] = 0;
+    if (rel_old && base_dir(s.a[2], e->b1) < 0)
+        e->b1[0] = 0;
+    if (rel_new && base_dir(s.a[3], e->b2) < 0)
+        e->b2[0] = 0;
+    ev_submit(e);
+    return 0;
+}
+
 TRACEPOINT_PROBE(syscalls, sys_enter_rename)
 {
-    stash_put(K_RENAME, SHAPE_STR2, 0, 0, 0, 0, 0, args->oldname, args->newname, 0);
+    path2_put(K_RENAME, 0, args->oldname, args->newname, AT_FDCWD_, AT_FDCWD_);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_rename)
 {
-    return stash_emit(args->ret);
+    return path2_exit(args->ret);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_renameat)
 {
-    stash_put(K_RENAME, SHAPE_STR2, 0, 0, 0, 0, 0, args->oldname, args->newname, 0);
+    path2_put(K_RENAME, 0, args->oldname, args->newname, args->olddfd, args->newdfd);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_renameat)
 {
-    return stash_emit(args->ret);
+    return path2_exit(args->ret);
 }
 
 #if HAVE_TP(syscalls, sys_enter_renameat2) && HAVE_TP(syscalls, sys_exit_renameat2)
 TRACEPOINT_PROBE(syscalls, sys_enter_renameat2)
 {
-    stash_put(K_RENAME, SHAPE_STR2, args->flags, 0, 0, 0, 0, args->oldname, args->newname, 0);
+    path2_put(K_RENAME, args->flags, args->oldname, args->newname, args->olddfd, args->newdfd);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_renameat2)
 {
-    return stash_emit(args->ret);
+    return path2_exit(args->ret);
 }
 #endif
 
@@ -530,46 +587,46 @@ TRACEPOINT_PROBE(syscalls, sys_exit_fchmod)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_symlink)
 {
-    stash_put(K_SYMLINK, SHAPE_STR2, 0, 0, 0, 0, 0, args->oldname, args->newname, 0);
+    path2_put(K_SYMLINK, 0, args->oldname, args->newname, NO_BASE, AT_FDCWD_);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_symlink)
 {
-    return stash_emit(args->ret);
+    return path2_exit(args->ret);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_symlinkat)
 {
-    stash_put(K_SYMLINK, SHAPE_STR2, 0, 0, 0, 0, 0, args->oldname, args->newname, 0);
+    path2_put(K_SYMLINK, 0, args->oldname, args->newname, NO_BASE, args->newdfd);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_symlinkat)
 {
-    return stash_emit(args->ret);
+    return path2_exit(args->ret);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_link)
 {
-    stash_put(K_LINK, SHAPE_STR2, 0, 0, 0, 0, 0, args->oldname, args->newname, 0);
+    path2_put(K_LINK, 0, args->oldname, args->newname, AT_FDCWD_, AT_FDCWD_);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_link)
 {
-    return stash_emit(args->ret);
+    return path2_exit(args->ret);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_linkat)
 {
-    stash_put(K_LINK, SHAPE_STR2, args->flags, 0, 0, 0, 0, args->oldname, args->newname, 0);
+    path2_put(K_LINK, args->flags, args->oldname, args->newname, args->olddfd, args->newdfd);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_linkat)
 {
-    return stash_emit(args->ret);
+    return path2_exit(args->ret);
 }
 
 // Ownership and truncation (issue 9): chown family and truncate/ftruncate.

@@ -7,7 +7,8 @@
 // Covered: open, openat, creat, openat2, execve, execveat, connect, socketcall
 // (connect), ptrace, set*uid/set*gid (16- and 32-bit ids), mount, init_module,
 // finit_module, bpf, unshare, setns, chmod, fchmodat, unlink, unlinkat,
-// memfd_create, chdir, fchdir, kill, tgkill.
+// memfd_create, chdir, fchdir, kill, tgkill, rename, renameat, renameat2, link,
+// linkat, symlink, symlinkat.
 #if HAVE_KOFF
 #define TS_COMPAT_ 0x0002
 
@@ -47,6 +48,13 @@
 #define I32_EXECVEAT 358
 #define I32_CONNECT 362
 #define I32_OPENAT2 437
+#define I32_LINK 9
+#define I32_RENAME 38
+#define I32_SYMLINK 83
+#define I32_RENAMEAT 302
+#define I32_LINKAT 303
+#define I32_SYMLINKAT 304
+#define I32_RENAMEAT2 353
 #define SYS_CONNECT_ 3  // socketcall's call number for connect
 
 static __always_inline int i32_wanted(long nr)
@@ -59,6 +67,8 @@ static __always_inline int i32_wanted(long nr)
     case I32_SETRESGID: case I32_SETUID: case I32_SETGID: case I32_TGKILL: case I32_OPENAT:
     case I32_UNLINKAT: case I32_FCHMODAT: case I32_UNSHARE: case I32_SETNS: case I32_FINIT_MODULE:
     case I32_MEMFD_CREATE: case I32_BPF: case I32_EXECVEAT: case I32_CONNECT: case I32_OPENAT2:
+    case I32_LINK: case I32_RENAME: case I32_SYMLINK: case I32_RENAMEAT: case I32_LINKAT: case I32_SYMLINKAT:
+    case I32_RENAMEAT2:
         return 1;
     }
     return 0;
@@ -213,6 +223,28 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     case I32_MEMFD_CREATE:
         sk = 1; kind = K_MEMFD; shape = SHAPE_STR1; v1 = a1; v2 = 0; v3 = 0; v4 = 0; v5 = 0; p0 = P(a0); p1 = 0; p2 = 0;
         break;
+    // two-path kinds, as path2_put() stashes them: flags, old dirfd, new dirfd
+    case I32_RENAME:
+        sk = 1; kind = K_RENAME; shape = SHAPE_STR2; v1 = 0; v2 = AT_FDCWD_; v3 = AT_FDCWD_; v4 = 0; v5 = 0; p0 = P(a0); p1 = P(a1); p2 = 0;
+        break;
+    case I32_RENAMEAT:
+        sk = 1; kind = K_RENAME; shape = SHAPE_STR2; v1 = 0; v2 = (s32)a0; v3 = (s32)a2; v4 = 0; v5 = 0; p0 = P(a1); p1 = P(a3); p2 = 0;
+        break;
+    case I32_RENAMEAT2:
+        sk = 1; kind = K_RENAME; shape = SHAPE_STR2; v1 = (u32)r.di; v2 = (s32)a0; v3 = (s32)a2; v4 = 0; v5 = 0; p0 = P(a1); p1 = P(a3); p2 = 0;
+        break;
+    case I32_LINK:
+        sk = 1; kind = K_LINK; shape = SHAPE_STR2; v1 = 0; v2 = AT_FDCWD_; v3 = AT_FDCWD_; v4 = 0; v5 = 0; p0 = P(a0); p1 = P(a1); p2 = 0;
+        break;
+    case I32_LINKAT:
+        sk = 1; kind = K_LINK; shape = SHAPE_STR2; v1 = (s32)r.di; v2 = (s32)a0; v3 = (s32)a2; v4 = 0; v5 = 0; p0 = P(a1); p1 = P(a3); p2 = 0;
+        break;
+    case I32_SYMLINK:
+        sk = 1; kind = K_SYMLINK; shape = SHAPE_STR2; v1 = 0; v2 = NO_BASE; v3 = AT_FDCWD_; v4 = 0; v5 = 0; p0 = P(a0); p1 = P(a1); p2 = 0;
+        break;
+    case I32_SYMLINKAT:
+        sk = 1; kind = K_SYMLINK; shape = SHAPE_STR2; v1 = 0; v2 = NO_BASE; v3 = (s32)a1; v4 = 0; v5 = 0; p0 = P(a0); p1 = P(a2); p2 = 0;
+        break;
     case I32_CHDIR:
         sk = 1; kind = K_CHDIR; shape = SHAPE_STR1; v1 = 0; v2 = 0; v3 = 0; v4 = 0; v5 = 0; p0 = P(a0); p1 = 0; p2 = 0;
         break;
@@ -260,6 +292,9 @@ RAW_TRACEPOINT_PROBE(sys_exit)
         return 0;
     case I32_CONNECT: case I32_SOCKETCALL:
         return connect_exit(ret);
+    case I32_LINK: case I32_RENAME: case I32_SYMLINK: case I32_RENAMEAT: case I32_LINKAT: case I32_SYMLINKAT:
+    case I32_RENAMEAT2:
+        return path2_exit(ret);
     case I32_CHDIR: case I32_FCHDIR:
         chdir_exit(ret);
         return 0;

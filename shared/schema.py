@@ -49,7 +49,9 @@ ENRICHED_FIELDS = ("proc", "container", "k8s")
 # chmod and chdir "path" and exec "filename" are absolute and normalised
 # (services/probe/paths.py; still as written when the kernel could not resolve
 # the base); the argument as written is in "raw_path" / "raw_filename".
-# rename/link/symlink paths are as the process passed them.
+# rename/link "oldpath"/"newpath" and symlink "path" are absolute and normalised the
+# same way (as written in "raw_oldpath"/"raw_newpath"/"raw_path"); a symlink's "target"
+# is where it points, resolved against the link's directory ("raw_target": its contents).
 # Extras beyond these: chmod has "dirfd" or, for fchmod, "fd" (path None);
 # unlink "dirfd", "flags"; rename/link "flags"; signal only for sig != 0 to
 # another process; socket only for AF_PACKET or SOCK_RAW; dup only when

@@ -11,7 +11,6 @@ EPERM, and the attempt is what the rules flag). The release_agent rule is
 exercised by opening for write a created file named release_agent.
 """
 import asyncio
-import shutil
 import subprocess
 import uuid
 
@@ -23,25 +22,17 @@ from services.alerter.service import AlerterService
 from services.enricher.config import EnricherConfig
 from services.probe.config import ProbeConfig
 from shared.natsserver import NatsServer, NatsServerConfig, free_port
-from tests import containers
 from tests.conftest import ROOT, is_root
 from tests.pipeline import Pipeline, new_node
+from tests.rule_containers import NO_NET, UNCONFINED, alert_for, build_static, in_container
 
 pytestmark = [pytest.mark.bpf, pytest.mark.podman, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
-
-UNCONFINED = ["--security-opt", "seccomp=unconfined"]
-NO_NET = ["--network", "none"]
 
 
 @pytest.fixture(scope="module")
 def actions(tmp_path_factory):
     """tests/data/alerter_actions.c built static, in a folder to mount at /x."""
-    if not shutil.which("gcc"):
-        pytest.fail("gcc is needed to build the test helper: run `make bootstrap`")
-    d = tmp_path_factory.mktemp("actions")
-    subprocess.run(["gcc", "-static", "-O1", "-o", str(d / "actions"), str(ROOT / "tests/data/alerter_actions.c")],
-                   check=True, capture_output=True)
-    return ["-v", f"{d}:/x:ro"]
+    return build_static(tmp_path_factory, "alerter_actions.c", "/x")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -64,41 +55,6 @@ async def pipe(tmp_path_factory, podman_socket, bb_image):
             yield p
 
 
-async def in_container(script: str, flags: list[str] = (), check: bool = False) -> str:
-    """Run `sh -c script` in a new busybox container; return its full id.
-
-    The container lingers a second after the script: the enricher maps a
-    cgroup to its container by looking the cgroup up, which fails once a
-    very short-lived container is gone (its events then carry no container)."""
-    name = f"eunomia-rules-{uuid.uuid4().hex[:10]}"
-    cid_file = f"/tmp/{name}.cid"
-    try:
-        r = await asyncio.to_thread(containers.run, ["sh", "-c", f"{script}\nsleep 1"], name=name, check=False,
-                                    flags=[*flags, "--cidfile", cid_file], timeout=60)
-        if check and r.returncode:
-            pytest.fail(f"container failed ({r.returncode}): {r.stderr}")
-        with open(cid_file) as f:
-            return f.read().strip()
-    finally:
-        await asyncio.to_thread(containers.remove, name)
-        subprocess.run(["rm", "-f", cid_file])
-
-
-async def alert_for(p, rule: str, cid: str, timeout: float = 20.0) -> dict:
-    def match(a):
-        return a.get("rule") == rule and (a.get("container") or {}).get("id") == cid
-    try:
-        return (await p.collect("eunomia.alert.>", match, n=1, timeout=timeout))[0]
-    except (TimeoutError, asyncio.TimeoutError):
-        seen = sorted({a.get("rule") for a in p._by_subject["eunomia.alert.>"].matching(
-            lambda a: (a.get("container") or {}).get("id") == cid)})
-        evs = [(e["kind"], e.get("comm"), {k: e.get(k) for k in ("filename", "path", "flags", "mode", "ret", "syscall",
-                                                             "target", "request", "cmd", "family") if k in e})
-               for e in p.events.matching(lambda e: (e.get("container") or {}).get("id") == cid
-                                          and not str(e.get("comm")).startswith(("runc", "exe", "conmon")))]
-        pytest.fail(f"no {rule!r} alert for container {cid[:12]}; its alerts: {seen}; its events: {evs}")
-
-
 BEHAVIOURS = [
     # (rule, script, needs: "unconfined" | "privileged" | "actions" | "nonet" | "shm")
     # a terminal (-t); the shells stay a while: the enricher reads the tty from /proc at their exec
@@ -116,6 +72,10 @@ BEHAVIOURS = [
      ()),
     ("Create symlink over sensitive files", "ln -s /etc/shadow /tmp/s", ()),
     ("Create hardlink over sensitive files", "ln /etc/passwd /tmp/p 2>/dev/null; true", ()),
+    ("Create hardlink over sensitive files", "cd /etc && ln passwd /tmp/p 2>/dev/null; true", ()),
+    ("Create symlink over sensitive files", "cd /tmp && ln -s ../etc/./shadow s", ()),
+    ("Launch Privileged Container", "true", ("privileged",)),
+    ("Launch Container Sharing Host Namespaces", "true", ("hostpid",)),
     ("Packet socket created in container", "/x/actions packet; true", ("actions",)),
     ("Linux kernel module injection", "echo garbage > /tmp/evil.ko; insmod /tmp/evil.ko; true", ("unconfined",)),
     ("Write to cgroup release_agent", "echo /tmp/payload > /tmp/release_agent", ()),
@@ -140,8 +100,9 @@ BEHAVIOURS = [
 
 # The same behaviours through the ia32 ABI (int $0x80): tests/data/int80.c makes each call
 # (open /etc/shadow by absolute path, by cwd and by dirfd; connect to the metadata address,
-# ptrace, setuid, mount, finit_module, bpf, unshare, execve) and must raise the native alerts.
+# ptrace, setuid, mount, finit_module, bpf, unshare, relative link, execve) and must raise the native alerts.
 INT80_RULES = ["Read sensitive file", "Contact cloud metadata service", "PTRACE attached to process",
+               "Create hardlink over sensitive files",
                "BPF program loaded", "Change namespace in container", "Linux kernel module injection"]
 
 
@@ -166,6 +127,8 @@ def _flags(needs, actions):
         flags += UNCONFINED
     if "privileged" in needs:
         flags += ["--privileged"]
+    if "hostpid" in needs:
+        flags += ["--pid", "host"]
     if "nonet" in needs:
         flags += NO_NET
     if "shm" in needs:

@@ -11,14 +11,12 @@ symlink to busybox with the tool's name. Syscalls busybox cannot make come
 from tests/data/coverage_actions.c (built static, mounted at /y).
 """
 import asyncio
-import shutil
-import subprocess
 
 import pytest
 import pytest_asyncio
 
-from tests.conftest import ROOT
-from tests.test_default_rules import NO_NET, alert_for, in_container, pipe  # noqa: F401 - pipe is a fixture
+from tests.rule_containers import NO_NET, alert_for, build_static, in_container
+from tests.test_default_rules import pipe  # noqa: F401 - pipe is a fixture
 
 pytestmark = [pytest.mark.bpf, pytest.mark.podman, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -235,13 +233,7 @@ EXPECTED = [
 @pytest.fixture(scope="module")
 def helper_mount(tmp_path_factory):
     """tests/data/coverage_actions.c built static, in a folder to mount at /y."""
-    if not shutil.which("gcc"):
-        pytest.fail("gcc is needed to build the test helper: run `make bootstrap`")
-    d = tmp_path_factory.mktemp("coverage-actions")
-    d.chmod(0o755)  # the non-root batch runs it as uid 65534
-    subprocess.run(["gcc", "-static", "-O1", "-o", str(d / "actions"), str(ROOT / "tests/data/coverage_actions.c")],
-                   check=True, capture_output=True)
-    return ["-v", f"{d}:/y:ro"]
+    return build_static(tmp_path_factory, "coverage_actions.c", "/y")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

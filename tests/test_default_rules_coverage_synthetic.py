@@ -9,7 +9,7 @@ from services.alerter.config import DEFAULT_RULES_DIR, rule_files
 from services.alerter.engine import load_rules
 from services.alerter.engine.loader import Loader
 from services.alerter.state import ExecState
-from tests.test_default_rules_synthetic import ev, execev
+from tests.test_default_rules_synthetic import CTR, ev, execev
 
 O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_APPEND = 0, 1, 2, 0o100, 0o1000, 0o2000
 W_CREATE = O_WRONLY | O_CREAT | O_TRUNC
@@ -298,6 +298,12 @@ CASES = [
     ("Non sudo setuid", setid("setgid", syscall="setgid", new_gid=0, new_egid=None, new_sgid=None, ret=-1, uid=1000)),
     ("Non sudo setuid", setid("setgid", syscall="setregid", new_gid=None, new_egid=0, new_sgid=None, ret=0, uid=1000)),
     ("Namespace or chroot tool launched in container", execev(["nsenter", "-t", "1", "-m", "-u", "-n", "-i", "sh"])),
+    ("Launch Privileged Container", with_(execev(["sh"]), proc_is_container_entrypoint=True,
+                                          container={**CTR, "privileged": True})),
+    ("Launch Container Sharing Host Namespaces", with_(execev(["nginx"]), proc_is_container_entrypoint=True,
+                                                       container={**CTR, "host_pid": True})),
+    ("Launch Container Sharing Host Namespaces", with_(execev(["sh"]), proc_is_container_entrypoint=True,
+                                                       container={**CTR, "host_network": True, "host_pid": False})),
     ("Namespace or chroot tool launched in container", execev(["chroot", "/host", "bash"])),
     ("Namespace or chroot tool launched in container", sh("unshare -rm sh")),
     ("Privileged Container Device Access", opn("/dev/sda", O_RDONLY, name="dd")),
@@ -541,6 +547,13 @@ NEAR_MISSES = [
     ("Non sudo setuid", setid("setuid", syscall="setresuid", new_uid=1000, new_euid=1000, new_suid=1000, ret=0,
                               uid=1000)),  # becoming themselves
     ("Namespace or chroot tool launched in container", execev(["nsenter", "-t", "1", "-n", "ip", "a"], host=True)),
+    ("Launch Privileged Container", with_(execev(["sh"]), container={**CTR, "privileged": True})),  # not the start
+    ("Launch Privileged Container", with_(execev(["sh"]), proc_is_container_entrypoint=True,
+                                          container={**CTR, "privileged": False})),
+    ("Launch Privileged Container", with_(execev(["sh"]), proc_is_container_entrypoint=True,
+                                          container={**CTR, "privileged": None})),  # the runtime did not say
+    ("Launch Container Sharing Host Namespaces", with_(execev(["sh"]), proc_is_container_entrypoint=True,
+                                                       container={**CTR, "host_pid": False, "host_network": False})),
     ("Privileged Container Device Access", opn("/dev/sda", host=True, name="fdisk")),
     ("Privileged Container Device Access", opn("/dev/null", W_CREATE, name="sh")),
     ("Host device mounted in container", ev("mount", name="mount", source="tmpfs", target="/mnt", fstype="tmpfs",

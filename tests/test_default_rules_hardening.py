@@ -16,7 +16,6 @@ The alerter here throttles (small per-container caps and state tables, so
 the floods stay short) unlike tests/test_default_rules.py.
 """
 import asyncio
-import shutil
 import subprocess
 import uuid
 
@@ -28,24 +27,21 @@ from services.alerter.service import AlerterService
 from services.enricher.config import EnricherConfig
 from shared.natsserver import NatsServer, NatsServerConfig, free_port
 from tests import containers
-from tests.conftest import ROOT, is_root
+from tests.conftest import is_root
 from tests.pipeline import Pipeline, new_node
+from tests.rule_containers import UNCONFINED, alerts_of, build_static
+from tests.rule_containers import alert_for as alert_for_
+from tests.rule_containers import in_container as in_container_
 
 pytestmark = [pytest.mark.bpf, pytest.mark.podman, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
-UNCONFINED = ["--security-opt", "seccomp=unconfined"]
 KEYS_PER_CONTAINER = 10
 STATE_SIZE = 200
 
 
 @pytest.fixture(scope="module")
 def actions(tmp_path_factory):
-    if not shutil.which("gcc"):
-        pytest.fail("gcc is needed to build the test helper: run `make bootstrap`")
-    d = tmp_path_factory.mktemp("actions")
-    subprocess.run(["gcc", "-static", "-O1", "-o", str(d / "actions"), str(ROOT / "tests/data/alerter_actions.c")],
-                   check=True, capture_output=True)
-    return ["-v", f"{d}:/x:ro"]
+    return build_static(tmp_path_factory, "alerter_actions.c", "/x")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -72,37 +68,11 @@ def _name() -> str:
 
 
 async def in_container(script: str, flags: list[str] = (), name: str | None = None) -> str:
-    """Run `sh -c script` in a new busybox container; its full id."""
-    name = name or _name()
-    cid_file = f"/tmp/{name}.cid"
-    try:
-        r = await asyncio.to_thread(containers.run, ["sh", "-c", f"{script}\nsleep 1"], name=name, check=False,
-                                    flags=[*flags, "--cidfile", cid_file], timeout=120)
-        assert r.returncode == 0, r.stderr
-        with open(cid_file) as f:
-            return f.read().strip()
-    finally:
-        await asyncio.to_thread(containers.remove, name)
-        subprocess.run(["rm", "-f", cid_file])
-
-
-def alerts_of(p, cid: str) -> list[dict]:
-    return p._by_subject["eunomia.alert.>"].matching(lambda a: (a.get("container") or {}).get("id") == cid)
+    return await in_container_(script, flags, check=True, timeout=120, name=name or _name())
 
 
 async def alert_for(p, rule: str, cid: str, timeout: float = 90.0) -> dict:
-    def match(a):
-        return a.get("rule") == rule and (a.get("container") or {}).get("id") == cid
-    try:
-        return (await p.collect("eunomia.alert.>", match, n=1, timeout=timeout))[0]
-    except (TimeoutError, asyncio.TimeoutError):
-        execs = [(e.get("filename"), e.get("ret"), e.get("comm")) for e in p.events.matching(
-            lambda e: (e.get("container") or {}).get("id") == cid and e["kind"] == "exec")]
-        lost = {k: p.probe.stats.total(k) for k in ("probe_events_lost_total", "probe_lost_total")} \
-            if p.probe else None
-        pytest.fail(f"no {rule!r} alert for container {cid[:12]}; its alerts: "
-                    f"{sorted({a['rule'] for a in alerts_of(p, cid)})}; its execs: {execs[-10:]} "
-                    f"({len(execs)}); probe losses: {lost}")
+    return await alert_for_(p, rule, cid, timeout)
 
 
 # --- names chosen by the attacker exempt nothing ---------------------------------

@@ -449,6 +449,11 @@ os.chdir("{tmp_path}/sub")
 os.chdir("..")
 os.chmod("x", 0o755)
 subprocess.run(["./x"], check=True)
+os.symlink("x", "sl")                               # the target, resolved against the link's directory
+d = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+os.chdir("/")
+os.link("x", "{tmp_path}/hl", src_dir_fd=d)         # linkat(dirfd, "x", AT_FDCWD, absolute)
+os.rename("hl", "sub/../hl2", src_dir_fd=d, dst_dir_fd=d)
 """)
     assert p.returncode == 0, p.err
     col = probe.col
@@ -459,11 +464,17 @@ subprocess.run(["./x"], check=True)
         ("../etc/passwd", "/etc/passwd")}
     assert len([e for e in opens if e["raw_path"] == "passwd"]) == 2  # cwd /etc, and dirfd of /etc
     cds = [(e["raw_path"], e["path"]) for e in col.events if e["kind"] == "chdir" and e["pid"] == p.pid]
-    assert cds == [("/etc", "/etc"), (f"{tmp_path}/sub", f"{tmp_path}/sub"), ("..", str(tmp_path))]
+    assert cds == [("/etc", "/etc"), (f"{tmp_path}/sub", f"{tmp_path}/sub"), ("..", str(tmp_path)), ("/", "/")]
     ch = [e for e in col.events if e["kind"] == "chmod" and e["pid"] == p.pid]
     assert [(e["raw_path"], e["path"]) for e in ch] == [("x", f"{tmp_path}/x")]
     ex = (await col.wait(lambda e: e["kind"] == "exec" and e["ppid"] == p.pid and e["raw_filename"] == "./x"))[0]
     assert ex["filename"] == f"{tmp_path}/x"
+    sl = (await col.wait(lambda e: e["kind"] == "symlink" and e["pid"] == p.pid))[0]
+    assert (sl["target"], sl["raw_target"], sl["raw_path"], sl["path"]) == (f"{tmp_path}/x", "x", "sl", f"{tmp_path}/sl")
+    ln = (await col.wait(lambda e: e["kind"] == "link" and e["pid"] == p.pid))[0]
+    assert (ln["oldpath"], ln["raw_oldpath"], ln["newpath"]) == (f"{tmp_path}/x", "x", f"{tmp_path}/hl")
+    rn = (await col.wait(lambda e: e["kind"] == "rename" and e["pid"] == p.pid))[0]
+    assert (rn["oldpath"], rn["newpath"], rn["raw_newpath"]) == (f"{tmp_path}/hl", f"{tmp_path}/hl2", "sub/../hl2")
 
 
 async def test_a_base_too_deep_to_walk_is_counted_and_the_event_still_sent(probe, tmp_path):
@@ -549,6 +560,12 @@ async def test_ia32_syscalls_in_a_container_arrive_like_native_ones(probe, bb_im
     assert (await col.wait(mine("unshare")))[0]["flags"] == 0x20000
     ex = (await col.wait(lambda e: mine("exec")(e) and e["argv"] == ["true", "int80"]))[0]
     assert (ex["filename"], ex["ret"]) == ("/bin/true", 0)
+    sl = (await col.wait(mine("symlink")))[0]
+    assert (sl["target"], sl["raw_target"], sl["path"]) == ("/etc/shadow", "shadow", "/etc/sl")
+    ln = (await col.wait(mine("link")))[0]
+    assert (ln["oldpath"], ln["newpath"], ln["raw_newpath"]) == ("/etc/shadow", "/etc/hl", "hl")
+    rn = (await col.wait(mine("rename")))[0]
+    assert (rn["oldpath"], rn["newpath"]) == ("/etc/hl", "/etc/hl2")
 
 
 async def test_control_requests(probe):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import posixpath
 import re
 import socket
 import struct
@@ -26,6 +27,7 @@ SIZE_NUM = HEAD.size
 SIZE_STR1 = SIZE_NUM + STR_SZ
 SIZE_STR2 = SIZE_STR1 + STR_SZ
 SIZE_STR3 = SIZE_STR2 + STR3_SZ
+SIZE_PATH2 = SIZE_STR2 + 2 * STR_SZ  # struct ev_path2: s1, s2, then their base directories b1, b2
 SIZE_SOCK = SIZE_NUM + SA_SZ + 16
 SIZE_EXEC = SIZE_NUM + STR_SZ + ARGV_SZ + ARG_MAX_LEN + STR_SZ  # ... filename, argv, base
 ENV_SLOTS, ENV_VAL_SZ = 4, 256  # struct ev_env
@@ -139,10 +141,15 @@ def _fields(kind: str, a: tuple, data: bytes) -> dict:
         raw = _s(data, SIZE_NUM)
         return {"path": absolute(raw, _base(data)), "raw_path": raw, "ret": ret, "dirfd": _i32(a[1]),
                 "flags": a[2]}
-    if kind in ("rename", "link"):
-        return {"oldpath": _s(data, SIZE_NUM), "newpath": _s(data, SIZE_STR1), "ret": ret, "flags": a[1]}
-    if kind == "symlink":
-        return {"target": _s(data, SIZE_NUM), "path": _s(data, SIZE_STR1), "ret": ret}
+    if kind in ("rename", "link", "symlink"):
+        old, new = _s(data, SIZE_NUM), _s(data, SIZE_STR1)
+        b_old, b_new = (_s(data, SIZE_STR2), _s(data, SIZE_STR2 + STR_SZ)) if n >= SIZE_PATH2 else (None, None)
+        if kind == "symlink":  # the target, as the link resolves it: relative to the link's directory
+            path = absolute(new, b_new)
+            return {"target": absolute(old, posixpath.dirname(path) if path.startswith("/") else None),
+                    "raw_target": old, "path": path, "raw_path": new, "ret": ret}
+        return {"oldpath": absolute(old, b_old), "newpath": absolute(new, b_new), "raw_oldpath": old,
+                "raw_newpath": new, "ret": ret, "flags": a[1]}
     if kind == "chmod":
         if n == SIZE_NUM:  # fchmod: no path, an fd
             return {"path": None, "mode": a[1], "ret": ret, "fd": a[2]}

@@ -11,6 +11,9 @@ static long int80(long nr, long a, long b, long c, long d, long e)
 static char shadow[] = "/etc/shadow";
 static char etc[] = "/etc";
 static char rel[] = "shadow";
+static char sl[] = "sl";
+static char hl[] = "hl";
+static char hl2[] = "hl2";
 static char src[] = "none";
 static char dst[] = "/mnt";
 static char fstype[] = "tmpfs";
@@ -36,6 +39,9 @@ int main(void)
     int80(350, -1, (long)src, 0, 0, 0);                   /* finit_module(-1) */
     int80(357, 5, (long)attr, 128, 0, 0);                 /* bpf(BPF_PROG_LOAD) */
     int80(310, 0x20000, 0, 0, 0, 0);                      /* unshare(CLONE_NEWNS) */
+    int80(83, (long)rel, (long)sl, 0, 0, 0);              /* symlink("shadow", "sl"), in /etc */
+    int80(9, (long)rel, (long)hl, 0, 0, 0);               /* link("shadow", "hl") */
+    int80(302, dfd, (long)hl, -100, (long)hl2, 0);        /* renameat(dirfd, "hl", AT_FDCWD, "hl2") */
     argv32[0] = (unsigned int)(long)arg0;
     argv32[1] = (unsigned int)(long)arg1;
     int80(11, (long)truebin, (long)argv32, 0, 0, 0);      /* execve("/bin/true", ["true", "int80"]) */

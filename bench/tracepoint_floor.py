@@ -1,0 +1,54 @@
+"""The kernel's floor under the probe: programs that return at once, attached to the same
+tracepoints the probe keeps attached by default. What a workload loses to this is the price
+of the attach points themselves (a syscall tracepoint puts every syscall of the node on the
+kernel's slow entry path), which no work in our programs can win back.
+
+    python -m bench.tracepoint_floor     # prints what it attaches, holds until Enter
+"""
+from __future__ import annotations
+
+import re
+
+from services.probe.detach import release_bpf
+from services.probe.loader import BPF_DIR, tracefs_root
+from services.probe.perf import DETAIL_TRACEPOINTS
+
+DETACHED_BY_DEFAULT = {tp.decode() for tp in DETAIL_TRACEPOINTS} | {"raw_syscalls:sys_enter"}
+EMPTY = b"int empty_tp(void *ctx) { return 0; }\nint empty_raw(void *ctx) { return 0; }"
+
+
+def probe_attach_points(bpf_dir=BPF_DIR) -> tuple[list[str], list[str]]:
+    """(tracepoints "cat:name" present on this kernel, raw tracepoint names) of bpf/*.bpf.c,
+    without those the probe detaches by default."""
+    tps, raws = set(), set()
+    events = tracefs_root() / "events"
+    for src in sorted(bpf_dir.glob("*.bpf.c")):
+        text = src.read_text()
+        for cat, name in re.findall(r"^TRACEPOINT_PROBE\((\w+), (\w+)\)", text, re.M):
+            if (events / cat / name).is_dir() and f"{cat}:{name}" not in DETACHED_BY_DEFAULT:
+                tps.add(f"{cat}:{name}")
+        raws.update(re.findall(r"^RAW_TRACEPOINT_PROBE\((\w+)\)", text, re.M))
+    return sorted(tps), sorted(raws)
+
+
+class EmptyPrograms:
+    """Context manager: an empty program on each of the probe's attach points."""
+
+    def __enter__(self) -> "EmptyPrograms":
+        self.tracepoints, self.raw = probe_attach_points()
+        from bcc import BPF
+        self.bpf = BPF(text=EMPTY)
+        for tp in self.tracepoints:
+            self.bpf.attach_tracepoint(tp=tp.encode(), fn_name=b"empty_tp")
+        for name in self.raw:
+            self.bpf.attach_raw_tracepoint(tp=name.encode(), fn_name=b"empty_raw")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        release_bpf(self.bpf, [])
+
+
+if __name__ == "__main__":
+    with EmptyPrograms() as e:
+        print(f"{len(e.tracepoints)} tracepoints and raw {e.raw} hold empty programs; Enter ends")
+        input()
