@@ -320,10 +320,10 @@ def untraced(wls: list[Workload]) -> Phase:
     return Phase(values={w.name: w.run() for w in wls})
 
 
-def floor(wls: list[Workload]) -> Phase:
+def floor(wls: list[Workload], tracepoints: bool = True, raw: bool = True) -> Phase:
     """Empty programs on the probe's attach points (bench/tracepoint_floor.py): the kernel's floor."""
     from bench.tracepoint_floor import EmptyPrograms
-    with EmptyPrograms():
+    with EmptyPrograms(tracepoints, raw):
         return untraced(wls)
 
 
@@ -378,7 +378,8 @@ def report_perf(wls: list[Workload], on: list[Phase], noperf: list[Phase]) -> No
                                 f"{median(on, lambda p: p.rss['idle']):.0f}", ""]))
 
 
-def report(wls: list[Workload], off: list[Phase], on: list[Phase], floors: list[Phase]) -> None:
+def report(wls: list[Workload], off: list[Phase], on: list[Phase], floors: list[Phase],
+           floor_tp: list[Phase], floor_raw: list[Phase]) -> None:
     n = len(off)
     print(f"\neunomia up, start to ready (s): {'  '.join(f'{p.ready_s:.1f}' for p in on)}; "
           f"SIGINT to exit (s): {'  '.join(f'{p.stop_s:.1f}' for p in on)}")
@@ -391,14 +392,15 @@ def report(wls: list[Workload], off: list[Phase], on: list[Phase], floors: list[
         print(row(f"{w.name} ({w.unit})", [*cells, f"{ratio:.2f}x", w.target]))
     if floors:
         print("\nthe kernel's floor: empty programs on the same attach points, ratio of medians to untraced")
-        print(row("workload", [*(f"floor {i + 1}" for i in range(n)), "floor", "eunomia"]))
+        split = ["tp only", "raw only"] if floor_tp else []
+        print(row("workload", [*(f"floor {i + 1}" for i in range(n)), "floor", *split, "eunomia"]))
         for w in wls:
             fmt = "{:,.0f}" if w.higher_is_better else "{:.3f}"
             base = median(off, lambda p, w=w: p.values[w.name])
-            fl = median(floors, lambda p, w=w: p.values[w.name]) / base
-            ours = median(on, lambda p, w=w: p.values[w.name]) / base
+            ratios = [median(ph, lambda p, w=w: p.values[w.name]) / base
+                      for ph in (floors, *((floor_tp, floor_raw) if floor_tp else ()), on)]
             print(row(f"{w.name} ({w.unit})", [*(fmt.format(p.values[w.name]) for p in floors),
-                                               f"{fl:.2f}x", f"{ours:.2f}x"]))
+                                               *(f"{r:.2f}x" for r in ratios)]))
 
     print("\nmonitor CPU (eunomia up + nats-server) while traced, medians over rounds")
     print(row("during", ["wall s", "CPU s", "% of a core", "target"]))
@@ -435,6 +437,8 @@ def main() -> None:
     ap.add_argument("--floor", action="store_true",
                     help="also a phase per round with empty programs on the probe's attach points "
                          "(bench/tracepoint_floor.py): what the attach points alone cost")
+    ap.add_argument("--floor-split", action="store_true",
+                    help="with --floor: also the floor of the syscall tracepoints alone and of the raw ones alone")
     ap.add_argument("--only", default="", help="comma-separated workloads to run (nginx,exec,walk,open); default all")
     args = ap.parse_args()
     for k, v in (quick if args.quick else full).items():
@@ -458,7 +462,7 @@ def main() -> None:
                 wls = [w for w in wls if w.name in names]
             nginx.wrk(1)  # warm-up: caches, nginx workers, the file tree
             walk(1)
-            off, on, noperf, floors = [], [], [], []
+            off, on, noperf, floors, floor_tp, floor_raw = [], [], [], [], [], []
             for i in range(args.rounds):
                 print(f"round {i + 1}/{args.rounds}: untraced ... {load()}", flush=True)
                 off.append(untraced(wls))
@@ -468,10 +472,15 @@ def main() -> None:
                     print(f"round {i + 1}/{args.rounds}: empty programs on the probe's attach points ... {load()}",
                           flush=True)
                     floors.append(floor(wls))
+                    if args.floor_split:
+                        print(f"round {i + 1}/{args.rounds}: floor, syscall tracepoints only / raw only ... "
+                              f"{load()}", flush=True)
+                        floor_tp.append(floor(wls, raw=False))
+                        floor_raw.append(floor(wls, tracepoints=False))
                 if args.perf_phase:
                     print(f"round {i + 1}/{args.rounds}: traced, --no-perf ... {load()}", flush=True)
                     noperf.append(traced(wls, tmp / f"noperf{i}", args, ("--no-perf",)))
-        report(wls, off, on, floors)
+        report(wls, off, on, floors, floor_tp, floor_raw)
         if noperf:
             report_perf(wls, on, noperf)
     finally:

@@ -53,7 +53,7 @@ async def run(a) -> None:
                     print(f"nginx: {rate:,.0f} req/s")
                 else:
                     helper = build_helper(tmp)
-                    cmd = [*helper, a.workload, str(a.n)]
+                    cmd = [*helper, a.workload, str(a.n), *([str(tmp / "f")] if a.workload == "open" else [])]
                     print(f"{a.workload}: {await asyncio.to_thread(printed_seconds, cmd):.3f} s")
                 after = prog_stats(probe.bpf)
                 stop.set()

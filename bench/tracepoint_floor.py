@@ -32,11 +32,16 @@ def probe_attach_points(bpf_dir=BPF_DIR) -> tuple[list[str], list[str]]:
 
 
 class EmptyPrograms:
-    """Context manager: an empty program on each of the probe's attach points."""
+    """Context manager: an empty program on each of the probe's attach points
+    (`tracepoints` and/or `raw` ones: what each part of the floor costs)."""
+
+    def __init__(self, tracepoints: bool = True, raw: bool = True) -> None:
+        self.want_tp, self.want_raw = tracepoints, raw
 
     def __enter__(self) -> "EmptyPrograms":
-        self.tracepoints, self.raw = probe_attach_points()
         from bcc import BPF
+        tps, raws = probe_attach_points()
+        self.tracepoints, self.raw = tps if self.want_tp else [], raws if self.want_raw else []
         self.bpf = BPF(text=EMPTY)
         for tp in self.tracepoints:
             self.bpf.attach_tracepoint(tp=tp.encode(), fn_name=b"empty_tp")
