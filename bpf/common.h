@@ -36,6 +36,7 @@
 #define K_LINK 15
 #define K_CHOWN 16
 #define K_TRUNCATE 17
+#define K_MKDIR 18
 #define K_CONNECT 20
 #define K_ACCEPT 21
 #define K_LISTEN 22

@@ -585,6 +585,29 @@ TRACEPOINT_PROBE(syscalls, sys_exit_fchmod)
     return stash_emit(args->ret);
 }
 
+// mkdir: a[] {ret, mode, dirfd, 0, hash}, the path judged by the plan like chmod's.
+TRACEPOINT_PROBE(syscalls, sys_enter_mkdir)
+{
+    path_stash(K_MKDIR, CLS_READ, args->pathname, args->mode, AT_FDCWD_, 0, args->mode, AT_FDCWD_);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_mkdir)
+{
+    return path_exit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_mkdirat)
+{
+    path_stash(K_MKDIR, CLS_READ, args->pathname, args->mode, args->dfd, 0, args->mode, args->dfd);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_mkdirat)
+{
+    return path_exit(args->ret);
+}
+
 TRACEPOINT_PROBE(syscalls, sys_enter_symlink)
 {
     path2_put(K_SYMLINK, 0, args->oldname, args->newname, NO_BASE, AT_FDCWD_);

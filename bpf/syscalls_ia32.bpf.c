@@ -8,7 +8,7 @@
 // (connect), ptrace, set*uid/set*gid (16- and 32-bit ids), mount, init_module,
 // finit_module, bpf, unshare, setns, chmod, fchmodat, unlink, unlinkat,
 // memfd_create, chdir, fchdir, kill, tgkill, rename, renameat, renameat2, link,
-// linkat, symlink, symlinkat.
+// linkat, symlink, symlinkat, mkdir, mkdirat.
 #if HAVE_KOFF
 #define TS_COMPAT_ 0x0002
 
@@ -49,6 +49,8 @@
 #define I32_CONNECT 362
 #define I32_OPENAT2 437
 #define I32_LINK 9
+#define I32_MKDIR 39
+#define I32_MKDIRAT 296
 #define I32_RENAME 38
 #define I32_SYMLINK 83
 #define I32_RENAMEAT 302
@@ -68,7 +70,7 @@ static __always_inline int i32_wanted(long nr)
     case I32_UNLINKAT: case I32_FCHMODAT: case I32_UNSHARE: case I32_SETNS: case I32_FINIT_MODULE:
     case I32_MEMFD_CREATE: case I32_BPF: case I32_EXECVEAT: case I32_CONNECT: case I32_OPENAT2:
     case I32_LINK: case I32_RENAME: case I32_SYMLINK: case I32_RENAMEAT: case I32_LINKAT: case I32_SYMLINKAT:
-    case I32_RENAMEAT2:
+    case I32_RENAMEAT2: case I32_MKDIR: case I32_MKDIRAT:
         return 1;
     }
     return 0;
@@ -146,6 +148,12 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         break;
     case I32_FCHMODAT:
         pk = 1; kind = K_CHMOD; cls = CLS_READ; p0 = P(a1); v1 = a2; v2 = (s32)a0; v3 = 0; dfl = a2; dfd = (s32)a0;
+        break;
+    case I32_MKDIR:
+        pk = 1; kind = K_MKDIR; cls = CLS_READ; p0 = P(a0); v1 = a1; v2 = AT_FDCWD_; v3 = 0; dfl = a1; dfd = AT_FDCWD_;
+        break;
+    case I32_MKDIRAT:
+        pk = 1; kind = K_MKDIR; cls = CLS_READ; p0 = P(a1); v1 = a2; v2 = (s32)a0; v3 = 0; dfl = a2; dfd = (s32)a0;
         break;
     case I32_EXECVE:
         ek = 1; p0 = P(a0); p1 = P(a1); dfd = AT_FDCWD_;
@@ -284,7 +292,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     long ret = ctx->args[1];
     switch (nr) {
     case I32_OPEN: case I32_CREAT: case I32_OPENAT: case I32_OPENAT2: case I32_UNLINK: case I32_UNLINKAT:
-    case I32_CHMOD: case I32_FCHMODAT:
+    case I32_CHMOD: case I32_FCHMODAT: case I32_MKDIR: case I32_MKDIRAT:
         return path_exit(ret);
     case I32_EXECVE: case I32_EXECVEAT:
         if (ret < 0)

@@ -30,7 +30,7 @@ from typing import Any
 READ, WRITE, CREATE = 1, 2, 4
 ALL_ACCESS = READ | WRITE | CREATE
 ACCESS_NAMES = {READ: "read", WRITE: "write", CREATE: "create"}
-PATH_KINDS = ("open", "unlink", "chmod", "chown", "truncate")  # the kernel judges their path
+PATH_KINDS = ("open", "unlink", "chmod", "chown", "truncate", "mkdir")  # the kernel judges their path
 ALWAYS_KINDS = ("exec", "exit", "fork", "chdir")  # kept by the process table whatever the rules
 # Kinds a feature uses whatever the rules: dns feeds the enricher's per-container name map
 # (`dname` on connections and flows). Low volume; turn it off with the probe's kinds.

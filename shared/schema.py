@@ -74,6 +74,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "unlink": ("path", "ret"),
     "rename": ("oldpath", "newpath", "ret"),
     "chmod": ("path", "mode", "ret"),
+    "mkdir": ("path", "mode", "ret"),
     "symlink": ("target", "path", "ret"),
     "link": ("oldpath", "newpath", "ret"),
     "connect": ("family", "daddr", "dport", "saddr", "sport", "proto", "ret", "fd"),

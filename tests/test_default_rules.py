@@ -75,6 +75,8 @@ BEHAVIOURS = [
     ("Create hardlink over sensitive files", "cd /etc && ln passwd /tmp/p 2>/dev/null; true", ()),
     ("Create symlink over sensitive files", "cd /tmp && ln -s ../etc/./shadow s", ()),
     ("Launch Privileged Container", "true", ("privileged",)),
+    ("Mkdir binary dirs", "mkdir /usr/bin/.cache", ()),
+    ("Hidden directory created in a temporary directory", "cd /tmp && mkdir ./.x", ()),
     ("Launch Container Sharing Host Namespaces", "true", ("hostpid",)),
     ("Packet socket created in container", "/x/actions packet; true", ("actions",)),
     ("Linux kernel module injection", "echo garbage > /tmp/evil.ko; insmod /tmp/evil.ko; true", ("unconfined",)),

@@ -454,6 +454,7 @@ d = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
 os.chdir("/")
 os.link("x", "{tmp_path}/hl", src_dir_fd=d)         # linkat(dirfd, "x", AT_FDCWD, absolute)
 os.rename("hl", "sub/../hl2", src_dir_fd=d, dst_dir_fd=d)
+os.mkdir("sub/./newdir", 0o750, dir_fd=d)          # mkdirat(dirfd, ...)
 """)
     assert p.returncode == 0, p.err
     col = probe.col
@@ -475,6 +476,8 @@ os.rename("hl", "sub/../hl2", src_dir_fd=d, dst_dir_fd=d)
     assert (ln["oldpath"], ln["raw_oldpath"], ln["newpath"]) == (f"{tmp_path}/x", "x", f"{tmp_path}/hl")
     rn = (await col.wait(lambda e: e["kind"] == "rename" and e["pid"] == p.pid))[0]
     assert (rn["oldpath"], rn["newpath"], rn["raw_newpath"]) == (f"{tmp_path}/hl", f"{tmp_path}/hl2", "sub/../hl2")
+    mk = (await col.wait(lambda e: e["kind"] == "mkdir" and e["pid"] == p.pid))[0]
+    assert (mk["path"], mk["raw_path"], mk["mode"], mk["ret"]) == (f"{tmp_path}/sub/newdir", "sub/./newdir", 0o750, 0)
 
 
 async def test_a_base_too_deep_to_walk_is_counted_and_the_event_still_sent(probe, tmp_path):
@@ -566,6 +569,8 @@ async def test_ia32_syscalls_in_a_container_arrive_like_native_ones(probe, bb_im
     assert (ln["oldpath"], ln["newpath"], ln["raw_newpath"]) == ("/etc/shadow", "/etc/hl", "hl")
     rn = (await col.wait(mine("rename")))[0]
     assert (rn["oldpath"], rn["newpath"]) == ("/etc/hl", "/etc/hl2")
+    mk = (await col.wait(mine("mkdir")))[0]
+    assert (mk["path"], mk["raw_path"], mk["mode"]) == ("/etc/.d", ".d", 0o700)
 
 
 async def test_control_requests(probe):

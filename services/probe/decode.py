@@ -15,6 +15,7 @@ import struct
 import time
 from pathlib import Path
 
+from shared.filterplan import PATH_KINDS
 from shared.netnames import IP_PROTO_NAMES, ip_text, sock_proto
 from shared.schema import new_event_id
 
@@ -150,6 +151,9 @@ def _fields(kind: str, a: tuple, data: bytes) -> dict:
                     "raw_target": old, "path": path, "raw_path": new, "ret": ret}
         return {"oldpath": absolute(old, b_old), "newpath": absolute(new, b_new), "raw_oldpath": old,
                 "raw_newpath": new, "ret": ret, "flags": a[1]}
+    if kind == "mkdir":
+        raw = _s(data, SIZE_NUM)
+        return {"path": absolute(raw, _base(data)), "raw_path": raw, "mode": a[1], "ret": ret, "dirfd": _i32(a[2])}
     if kind == "chmod":
         if n == SIZE_NUM:  # fchmod: no path, an fd
             return {"path": None, "mode": a[1], "ret": ret, "fd": a[2]}
@@ -258,7 +262,7 @@ class Decoder:
               "pid": v[3], "tid": v[4], "ppid": v[5] or None, "uid": v[6], "gid": v[7], "comm": comm,
               "cgroup_id": v[1]}
         ev.update(_fields(kind, v[9:], data))
-        if kind in ("unlink", "chmod", "chown", "truncate") and len(data) > SIZE_NUM:
+        if kind in PATH_KINDS and len(data) > SIZE_NUM:  # the kernel's dedup hash of the path
             ev[DEDUP_HASH] = v[13]
         return ev
 

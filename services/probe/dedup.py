@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from shared.filterplan import PATH_KINDS
 from shared.schema import new_event_id
 
 from .decode import DEDUP_HASH
 
-KINDS = ("open", "unlink", "chmod", "chown", "truncate")
+KINDS = PATH_KINDS  # the kinds path_stash() deduplicates in the kernel
 _MASK = (1 << 64) - 1
 
 
@@ -24,7 +25,7 @@ def dedup_flags(ev: dict) -> int:
     if k == "chown":  # the kernel compares the new owner as passed (-1: unchanged)
         v = ev.get("owner_uid")
         return 0xFFFFFFFF if v is None else v & 0xFFFFFFFF
-    v = ev.get("mode") if k == "chmod" else ev.get("length") if k == "truncate" else ev.get("flags")
+    v = ev.get("mode") if k in ("chmod", "mkdir") else ev.get("length") if k == "truncate" else ev.get("flags")
     return (v or 0) & 0xFFFFFFFF
 
 

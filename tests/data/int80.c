@@ -14,6 +14,7 @@ static char rel[] = "shadow";
 static char sl[] = "sl";
 static char hl[] = "hl";
 static char hl2[] = "hl2";
+static char dotd[] = ".d";
 static char src[] = "none";
 static char dst[] = "/mnt";
 static char fstype[] = "tmpfs";
@@ -42,6 +43,7 @@ int main(void)
     int80(83, (long)rel, (long)sl, 0, 0, 0);              /* symlink("shadow", "sl"), in /etc */
     int80(9, (long)rel, (long)hl, 0, 0, 0);               /* link("shadow", "hl") */
     int80(302, dfd, (long)hl, -100, (long)hl2, 0);        /* renameat(dirfd, "hl", AT_FDCWD, "hl2") */
+    int80(39, (long)dotd, 0700, 0, 0, 0);                 /* mkdir(".d", 0700), in /etc */
     argv32[0] = (unsigned int)(long)arg0;
     argv32[1] = (unsigned int)(long)arg1;
     int80(11, (long)truebin, (long)argv32, 0, 0, 0);      /* execve("/bin/true", ["true", "int80"]) */

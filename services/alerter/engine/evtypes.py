@@ -27,6 +27,7 @@ ALIASES: dict[str, str] = {
     "umount": "umount", "umount2": "umount",
     "chown": "chown", "fchown": "chown", "fchownat": "chown", "lchown": "chown",
     "truncate": "truncate", "ftruncate": "truncate",
+    "mkdir": "mkdir", "mkdirat": "mkdir",
     "process_vm_readv": "procvm", "process_vm_writev": "procvm",
     "pwrite": "write", "pwrite64": "write", "writev": "write",
 }

@@ -240,7 +240,7 @@ _FAMILY = {1: "unix", 2: "ipv4", 10: "ipv6", 16: "netlink", 17: "packet",
 _TYPECHAR = {"file": "f", "directory": "d", "ipv4": "4", "ipv6": "6", "unix": "u", "netlink": "n",
              "packet": "p", "memfd": "m", "pipe": "p", "bpf": "b"}
 _NET_KINDS = frozenset(("connect", "accept", "listen", "socket"))
-_PATH_KINDS = frozenset(("open", "unlink", "chmod", "rename", "link", "symlink", "chown", "truncate"))
+_PATH_KINDS = frozenset(("open", "unlink", "chmod", "rename", "link", "symlink", "chown", "truncate", "mkdir"))
 
 
 def _endpoint(ip: Any, port: Any) -> str:
@@ -252,7 +252,8 @@ def _endpoint(ip: Any, port: Any) -> str:
 
 def fd_name(ev: dict) -> str | None:
     k = ev.get("kind")
-    if k == "open" or k == "unlink" or k == "chmod" or k == "symlink" or k == "chown" or k == "truncate":
+    if k == "open" or k == "unlink" or k == "chmod" or k == "symlink" or k == "chown" or k == "truncate" \
+            or k == "mkdir":
         return ev.get("path")
     if k == "rename" or k == "link":
         return ev.get("newpath")
@@ -670,9 +671,9 @@ _MODE_BITS = ((0o4000, "S_ISUID"), (0o2000, "S_ISGID"), (0o1000, "S_ISVTX"),
 
 
 def evt_mode_flags(ev: dict) -> str | None:
-    """chmod's mode, or the mode an open creates with, as Falco names its bits."""
+    """chmod's and mkdir's mode, or the mode an open creates with, as Falco names its bits."""
     k = ev.get("kind")
-    if k != "chmod" and not (k == "open" and is_open_create(ev)):
+    if k != "chmod" and k != "mkdir" and not (k == "open" and is_open_create(ev)):
         return None
     m = ev.get("mode")
     if m.__class__ is not int:
