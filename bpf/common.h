@@ -52,11 +52,13 @@
 #define K_SIGNAL 36
 #define K_PROCVM 37
 #define K_EXECENV 38
+#define K_USERFAULTFD 39
 #define K_MOUNT 40
 #define K_BPF 41
 #define K_MODULE 42
 #define K_MEMFD 43
 #define K_UMOUNT 44
+#define K_MPROTECT 45
 #define K_OOM 46
 #define K_MAX 48
 

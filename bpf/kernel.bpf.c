@@ -1,7 +1,8 @@
 // Kernel-facing syscalls: mount, bpf, kernel modules, memfd_create.
 // a[]: mount {ret, flags}; bpf {ret, cmd, prog_type (BPF_PROG_LOAD) or -1};
 // module {ret, fd (finit_module) or -1, flags, syscall (0 init, 1 finit)};
-// memfd {ret, flags}.
+// memfd {ret, flags}; mprotect (W+X only) {ret, start, len, prot | syscall << 32,
+// mmap flags, mmap fd}; userfaultfd {ret, flags}.
 
 #define BPF_PROG_LOAD_ 5
 
@@ -113,3 +114,66 @@ TRACEPOINT_PROBE(syscalls, sys_exit_umount)
 {
     return stash_emit(args->ret);
 }
+
+// Memory made writable and executable at once (issue 9): shellcode loaders and
+// in-memory payloads; JIT runtimes do it too. Only W+X requests are stashed, so
+// the programs cost a test of one argument on the node's many mmap/mprotect calls.
+#define PROT_WX_ 6  // PROT_WRITE | PROT_EXEC
+#define WX_MPROTECT 0
+#define WX_MMAP 1
+#define WX_PKEY_MPROTECT 2
+static __always_inline void wx_stash(u32 syscall, u64 start, u64 len, u64 prot, s64 flags, s64 fd)
+{
+    if ((prot & PROT_WX_) == PROT_WX_)
+        stash_put(K_MPROTECT, SHAPE_NUM, start, len, (prot & 0xffffffff) | ((u64)syscall << 32), flags, fd,
+                  0, 0, 0);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_mprotect)
+{
+    wx_stash(WX_MPROTECT, args->start, args->len, args->prot, 0, -1);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_mprotect)
+{
+    return stash_emit(args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_mmap)
+{
+    wx_stash(WX_MMAP, args->addr, args->len, args->prot, args->flags, (s32)args->fd);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_mmap)
+{
+    return stash_emit(args->ret);
+}
+
+#if HAVE_TP(syscalls, sys_enter_pkey_mprotect) && HAVE_TP(syscalls, sys_exit_pkey_mprotect)
+TRACEPOINT_PROBE(syscalls, sys_enter_pkey_mprotect)
+{
+    wx_stash(WX_PKEY_MPROTECT, args->start, args->len, args->prot, 0, -1);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_pkey_mprotect)
+{
+    return stash_emit(args->ret);
+}
+#endif
+
+// userfaultfd: page faults handled by a user-space process (a kernel-exploit primitive).
+#if HAVE_TP(syscalls, sys_enter_userfaultfd) && HAVE_TP(syscalls, sys_exit_userfaultfd)
+TRACEPOINT_PROBE(syscalls, sys_enter_userfaultfd)
+{
+    stash_put(K_USERFAULTFD, SHAPE_NUM, args->flags, 0, 0, 0, 0, 0, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_userfaultfd)
+{
+    return stash_emit(args->ret);
+}
+#endif

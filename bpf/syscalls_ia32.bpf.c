@@ -8,7 +8,7 @@
 // (connect), ptrace, set*uid/set*gid (16- and 32-bit ids), mount, init_module,
 // finit_module, bpf, unshare, setns, chmod, fchmodat, unlink, unlinkat,
 // memfd_create, chdir, fchdir, kill, tgkill, rename, renameat, renameat2, link,
-// linkat, symlink, symlinkat, mkdir, mkdirat.
+// linkat, symlink, symlinkat, mkdir, mkdirat, mprotect and mmap2 (W+X), userfaultfd.
 #if HAVE_KOFF
 #define TS_COMPAT_ 0x0002
 
@@ -49,6 +49,9 @@
 #define I32_CONNECT 362
 #define I32_OPENAT2 437
 #define I32_LINK 9
+#define I32_MPROTECT 125
+#define I32_MMAP2 192
+#define I32_USERFAULTFD 374
 #define I32_MKDIR 39
 #define I32_MKDIRAT 296
 #define I32_RENAME 38
@@ -70,7 +73,7 @@ static __always_inline int i32_wanted(long nr)
     case I32_UNLINKAT: case I32_FCHMODAT: case I32_UNSHARE: case I32_SETNS: case I32_FINIT_MODULE:
     case I32_MEMFD_CREATE: case I32_BPF: case I32_EXECVEAT: case I32_CONNECT: case I32_OPENAT2:
     case I32_LINK: case I32_RENAME: case I32_SYMLINK: case I32_RENAMEAT: case I32_LINKAT: case I32_SYMLINKAT:
-    case I32_RENAMEAT2: case I32_MKDIR: case I32_MKDIRAT:
+    case I32_RENAMEAT2: case I32_MKDIR: case I32_MKDIRAT: case I32_MPROTECT: case I32_MMAP2: case I32_USERFAULTFD:
         return 1;
     }
     return 0;
@@ -148,6 +151,17 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         break;
     case I32_FCHMODAT:
         pk = 1; kind = K_CHMOD; cls = CLS_READ; p0 = P(a1); v1 = a2; v2 = (s32)a0; v3 = 0; dfl = a2; dfd = (s32)a0;
+        break;
+    case I32_MPROTECT:  // as wx_stash(): W+X only
+        if ((a2 & PROT_WX_) == PROT_WX_)
+            sk = 1; kind = K_MPROTECT; shape = SHAPE_NUM; v1 = a0; v2 = a1; v3 = a2 | ((u64)WX_MPROTECT << 32); v4 = 0; v5 = -1; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    case I32_MMAP2:
+        if ((a2 & PROT_WX_) == PROT_WX_)
+            sk = 1; kind = K_MPROTECT; shape = SHAPE_NUM; v1 = a0; v2 = a1; v3 = a2 | ((u64)WX_MMAP << 32); v4 = a3; v5 = (s32)r.di; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    case I32_USERFAULTFD:
+        sk = 1; kind = K_USERFAULTFD; shape = SHAPE_NUM; v1 = (s32)a0; v2 = 0; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     case I32_MKDIR:
         pk = 1; kind = K_MKDIR; cls = CLS_READ; p0 = P(a0); v1 = a1; v2 = AT_FDCWD_; v3 = 0; dfl = a1; dfd = AT_FDCWD_;

@@ -52,6 +52,8 @@ ENRICHED_FIELDS = ("proc", "container", "k8s")
 # rename/link "oldpath"/"newpath" and symlink "path" are absolute and normalised the
 # same way (as written in "raw_oldpath"/"raw_newpath"/"raw_path"); a symlink's "target"
 # is where it points, resolved against the link's directory ("raw_target": its contents).
+# mprotect is sent only for W+X requests (PROT_WRITE|PROT_EXEC at once) of mprotect, mmap or
+# pkey_mprotect ("syscall"; mmap adds "flags" and "fd", and its "ret" is the address mapped).
 # Extras beyond these: chmod has "dirfd" or, for fchmod, "fd" (path None);
 # unlink "dirfd", "flags"; rename/link "flags"; signal only for sig != 0 to
 # another process; socket only for AF_PACKET or SOCK_RAW; dup only when
@@ -92,6 +94,8 @@ KINDS: dict[str, tuple[str, ...]] = {
     "truncate": ("path", "length", "ret"),
     "procvm": ("syscall", "target_pid", "riovcnt", "ret"),
     "umount": ("target", "flags", "ret"),
+    "mprotect": ("syscall", "addr", "len", "prot", "ret"),
+    "userfaultfd": ("flags", "ret"),
     "capset": ("ret",),
     "mount": ("source", "target", "fstype", "flags", "ret"),
     "bpf": ("cmd", "prog_type", "ret"),

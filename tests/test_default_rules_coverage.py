@@ -131,6 +131,7 @@ BATCHES = {
         "chown 65534 /etc/shadow",
         "umount /proc/kcore 2>/dev/null",
         "/y/actions procvm-read >/dev/null",
+        "/y/actions wxmem >/dev/null",
         "/y/actions procvm-write >/dev/null",
         "/y/actions suid-sim >/dev/null",
         "true",
@@ -142,6 +143,11 @@ BATCHES = {
         "true",
     ]),
     # --- a non-root user asking for root ---
+    "uffd": (["--user", "65534:65534", "--security-opt", "seccomp=unconfined"], [  # podman's profile refuses it
+        SETTLE,
+        "/y/actions userfaultfd >/dev/null",
+        "true",
+    ]),
     "nonroot": (["--user", "65534:65534"], [
         SETTLE,
         "/y/actions setuid0 >/dev/null",
@@ -243,7 +249,7 @@ async def batches(pipe, helper_mount):  # noqa: F811 - the imported fixture
 
     async def one(name):
         flags, steps = BATCHES[name]
-        extra = helper_mount if name in ("helper", "nonroot", "events") else []
+        extra = helper_mount if name in ("helper", "nonroot", "events", "uffd") else []
         return await in_container("\n".join(steps), [*flags, *extra])
     cids = await asyncio.gather(*(one(n) for n in names))
     return dict(zip(names, cids))
@@ -271,6 +277,8 @@ EXPECTED_EVENTS = [
     ("events", "Process memory read via process_vm_readv", "procvm"),
     ("events", "Process VM write code injection", "procvm"),
     ("events", "Non sudo setuid", "setuid"),
+    ("events", "Writable and executable memory in container", "mprotect"),
+    ("uffd", "Unprivileged Delegation of Page Faults Handling to a Userspace Process", "userfaultfd"),
     ("tty", "Terminal shell in container", "exec"),
     ("tty", "Basic Interactive Reconnaissance", "exec"),
 ]

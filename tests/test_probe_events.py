@@ -1,5 +1,6 @@
 """The probe's detection events (issue 9) with real BPF: exec environment,
-controlling tty, chown, truncate, process_vm_readv/writev, umount, and the
+controlling tty, chown, truncate, process_vm_readv/writev, umount, W+X memory,
+userfaultfd, and the
 caller's ids on set*id events. Real child processes; every assertion is
 filtered by the child's pid (other tests run at the same time).
 """
@@ -61,6 +62,17 @@ os.kill(kid, 9); os.waitpid(kid, 0)
 # umount2 of something not mounted (fails: the attempt is the event)
 libc.umount2(f"{d}/not-mounted".encode(), 2)  # MNT_DETACH
 
+# W+X memory: an RWX anonymous mapping, an RW page made RWX, and an RW mapping (not sent)
+import mmap as mm
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+rwx = mm.PROT_READ | mm.PROT_WRITE | mm.PROT_EXEC
+libc.mmap(None, 8192, rwx, mm.MAP_PRIVATE | mm.MAP_ANONYMOUS, -1, 0)
+rw = libc.mmap(None, 4096, mm.PROT_READ | mm.PROT_WRITE, mm.MAP_PRIVATE | mm.MAP_ANONYMOUS, -1, 0)
+libc.mprotect(rw, 4096, rwx)
+libc.syscall(323, 1 | os.O_CLOEXEC)  # userfaultfd(UFFD_USER_MODE_ONLY)
+
 # set*id: the head's ids are the caller's before the call
 os.setresgid(65534, 65534, 65534)
 os.setresuid(65534, 65534, 65534)
@@ -86,6 +98,12 @@ async def test_detection_events_arrive_with_their_fields(probe, tmp_path):  # no
     env = (await col.wait(lambda e: e["kind"] == "execenv" and e["pid"] == env_ex["pid"]))[0]
     assert env["env"] == {"LD_PRELOAD": "/tmp/evil.so", "HISTFILE": "/dev/null"}
     assert env["env_scanned"] == 43 and env["env_truncated"] is False and env["ts"] <= env_ex["ts"]
+
+    wx = await col.wait(of("mprotect"), n=2)
+    assert {(e["syscall"], e["prot"], e["len"]) for e in wx} == {("mmap", 7, 8192), ("mprotect", 7, 4096)}
+    assert all(e["ret"] >= 0 for e in wx) and next(e for e in wx if e["syscall"] == "mmap")["flags"] & 0x20
+    uf = (await col.wait(of("userfaultfd")))[0]
+    assert uf["flags"] & 1 and uf["ret"] >= 0
 
     tty_ex = (await col.wait(child_of("exec", "tty-child")))[0]
     assert tty_ex["tty"] is not None and tty_ex["tty"] >> 8 == 136, tty_ex  # /dev/pts/N: major 136

@@ -102,6 +102,7 @@ def _dns(a: tuple, data: bytes) -> dict:
             "truncated": a[0] > copied, "payload": base64.b64encode(payload).decode()}
 
 
+WX_SYSCALLS = ("mprotect", "mmap", "pkey_mprotect")  # WX_* in bpf/kernel.bpf.c
 SETID_SYSCALLS = ("set{x}id", "setre{x}id", "setres{x}id")
 DUP_SYSCALLS = ("dup", "dup2", "dup3")
 
@@ -203,6 +204,14 @@ def _fields(kind: str, a: tuple, data: bytes) -> dict:
                 "riovcnt": a[3], "ret": ret}
     if kind == "umount":
         return {"target": _s(data, SIZE_NUM), "flags": a[1], "ret": ret}
+    if kind == "mprotect":  # W+X requests only (bpf/kernel.bpf.c wx_stash)
+        syscall = WX_SYSCALLS[(a[3] >> 32) % len(WX_SYSCALLS)]
+        mmap = syscall == "mmap"
+        return {"syscall": syscall, "addr": a[1] & 0xFFFFFFFFFFFFFFFF, "len": a[2], "prot": a[3] & 0xFFFFFFFF,
+                "flags": a[4] if mmap else None, "fd": _i32(a[5]) if mmap and _i32(a[5]) >= 0 else None,
+                "ret": ret}  # mmap: the address mapped
+    if kind == "userfaultfd":
+        return {"flags": a[1], "ret": ret}
     if kind == "capset":
         return {"ret": ret}
     if kind == "unshare":

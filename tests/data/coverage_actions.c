@@ -11,12 +11,15 @@
  *                                           program run by a user), then setuid(0), which succeeds
  * Each performs the syscall for real; failing is fine (the probe sees the attempt). */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -84,11 +87,32 @@ static int procvm(int write)
     return 0;
 }
 
+/* An anonymous mapping made writable and executable at once, then an RW page turned W+X
+ * (a shellcode loader's two ways); and a userfaultfd for user-mode faults only (allowed to
+ * unprivileged users whatever vm.unprivileged_userfaultfd says). */
+static int wxmem(void)
+{
+    void *a = mmap(0, 4096, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *b = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int r = b == MAP_FAILED ? -1 : mprotect(b, 4096, PROT_READ | PROT_WRITE | PROT_EXEC);
+    return printf("mmap rwx: %p, mprotect rwx: %d\n", a, r) < 0;
+}
+
+static int uffd(void)
+{
+    long fd = syscall(SYS_userfaultfd, 1 /* UFFD_USER_MODE_ONLY */ | O_CLOEXEC);
+    return printf("userfaultfd: %ld\n", fd) < 0;
+}
+
 int main(int argc, char **argv, char **envp)
 {
     const char *what = argc > 1 ? argv[1] : "";
     if (!strcmp(what, "ptrace-poke"))
         return ptrace_poke();
+    if (!strcmp(what, "wxmem"))
+        return wxmem();
+    if (!strcmp(what, "userfaultfd"))
+        return uffd();
     if (!strcmp(what, "setuid0"))
         return printf("setuid(0): %d\n", setuid(0)) < 0;
     if (!strcmp(what, "setuid") && argc > 2)

@@ -28,6 +28,7 @@ ALIASES: dict[str, str] = {
     "chown": "chown", "fchown": "chown", "fchownat": "chown", "lchown": "chown",
     "truncate": "truncate", "ftruncate": "truncate",
     "mkdir": "mkdir", "mkdirat": "mkdir",
+    "mmap": "mprotect", "mmap2": "mprotect", "pkey_mprotect": "mprotect",
     "process_vm_readv": "procvm", "process_vm_writev": "procvm",
     "pwrite": "write", "pwrite64": "write", "writev": "write",
 }
