@@ -16,7 +16,6 @@ import asyncio
 import time
 from collections import OrderedDict
 
-import grpc
 import orjson
 
 from shared import log
@@ -26,14 +25,37 @@ from .k8s import K8S_CONTAINER, k8s_view, pod_labels
 from .lookups import CachedLookups, ContainerInfo, LookupFailed
 
 _log = log.get("enricher.cri")
-try:
-    from .cri_proto import runtime_v1_pb2 as pb
-    from .cri_proto import runtime_v1_pb2_grpc as pb_grpc
-    STUBS_ERROR = None
-except ImportError as e:  # not generated: the enricher runs on without the CRI
-    pb = pb_grpc = None
-    STUBS_ERROR = (f"CRI stubs not generated ({e}): run `python -m services.enricher.cri_proto.gen` "
-                   "(deploy/bootstrap.sh does)")
+
+
+class _NoRpcError(Exception):
+    """Stands for grpc's AioRpcError until grpc is loaded (never raised)."""
+
+
+# grpc and the stubs (cri_proto, generated at build time) are imported on first use, when a
+# CRI socket exists: ~20 MB of RSS a node without a CRI runtime does not pay.
+grpc = pb = pb_grpc = None
+RpcError: type[Exception] = _NoRpcError
+STUBS_ERROR: str | None = None
+
+
+def load_grpc() -> bool:
+    """Import grpc and the CRI stubs once; False (STUBS_ERROR says why) when they are missing."""
+    global grpc, pb, pb_grpc, RpcError, STUBS_ERROR
+    if pb_grpc is not None:
+        return True
+    if STUBS_ERROR is not None:
+        return False
+    try:
+        import grpc as grpc_mod
+
+        from .cri_proto import runtime_v1_pb2, runtime_v1_pb2_grpc
+    except ImportError as e:  # not generated: the enricher runs on without the CRI
+        STUBS_ERROR = (f"CRI stubs not generated ({e}): run `python -m services.enricher.cri_proto.gen` "
+                       "(deploy/bootstrap.sh does)")
+        _log.warning("%s", STUBS_ERROR)
+        return False
+    grpc, pb, pb_grpc, RpcError = grpc_mod, runtime_v1_pb2, runtime_v1_pb2_grpc, grpc_mod.aio.AioRpcError
+    return True
 
 NODE = 2   # runtime.v1.NamespaceMode.NODE
 RETRY_S = 2.0
@@ -90,8 +112,6 @@ class CriClient(CachedLookups):
         self._pods: OrderedDict[str, tuple[float, dict]] = OrderedDict()   # sandbox id -> (expires, pod)
         self.runtime_name: str | None = None       # from Version, once connected
         self.events_supported: bool | None = None  # GetContainerEvents answered / unimplemented
-        if STUBS_ERROR and sockets:
-            _log.warning("%s", STUBS_ERROR)
 
     def describe(self) -> str:
         return f"CRI runtime at {' or '.join(self.sockets)}"
@@ -102,11 +122,11 @@ class CriClient(CachedLookups):
             self._channel = self._stub = self._channel_sock = None
 
     async def _get_stub(self):
-        if pb_grpc is None:
-            raise LookupFailed("no_stubs")
         sock = self.socket()
         if sock is None:
             raise LookupFailed("socket_missing")
+        if not load_grpc():
+            raise LookupFailed("no_stubs")
         if self._stub is None or self._channel_sock != sock:
             await self.close()
             self._channel = grpc.aio.insecure_channel(f"unix://{sock}")
@@ -117,7 +137,7 @@ class CriClient(CachedLookups):
                 self.runtime_name = v.runtime_name
                 _log.info("CRI runtime %s %s (API %s) at %s", v.runtime_name, v.runtime_version,
                           v.runtime_api_version, sock)
-            except grpc.aio.AioRpcError as e:
+            except RpcError as e:
                 await self.close()
                 raise LookupFailed(rpc_reason(e)) from None
         return self._stub
@@ -128,7 +148,7 @@ class CriClient(CachedLookups):
         try:
             r = await stub.ContainerStatus(pb.ContainerStatusRequest(container_id=cid, verbose=True),
                                            timeout=self.rpc_timeout)
-        except grpc.aio.AioRpcError as e:
+        except RpcError as e:
             reason = rpc_reason(e)
             if reason == "not_found":
                 return await self._sandbox_container(stub, cid)
@@ -163,7 +183,7 @@ class CriClient(CachedLookups):
         try:
             r = await stub.ListContainers(pb.ListContainersRequest(filter=pb.ContainerFilter(id=cid)),
                                           timeout=self.rpc_timeout)
-        except grpc.aio.AioRpcError:
+        except RpcError:
             return None
         return r.containers[0].pod_sandbox_id if r.containers else None
 
@@ -174,7 +194,7 @@ class CriClient(CachedLookups):
         try:
             r = await stub.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id),
                                             timeout=self.rpc_timeout)
-        except grpc.aio.AioRpcError as e:
+        except RpcError as e:
             if must:
                 raise LookupFailed(rpc_reason(e)) from None
             if self.stats is not None:
@@ -224,7 +244,7 @@ class CriClient(CachedLookups):
                     continue
             except asyncio.CancelledError:
                 raise
-            except grpc.aio.AioRpcError as e:
+            except RpcError as e:
                 if e.code() == grpc.StatusCode.UNIMPLEMENTED:
                     _log.info("CRI runtime %s has no GetContainerEvents: polling ListContainers every %g s",
                               self.runtime_name or "?", self.poll_s)
@@ -251,7 +271,7 @@ class CriClient(CachedLookups):
     async def _poll(self, stub) -> None:
         try:
             r = await stub.ListContainers(pb.ListContainersRequest(), timeout=self.rpc_timeout)
-        except grpc.aio.AioRpcError as e:
+        except RpcError as e:
             if self.stats is not None:
                 self.stats.inc("enricher_lookup_failures_total", source="cri_poll", reason=rpc_reason(e))
             if e.code() == grpc.StatusCode.UNAVAILABLE:

@@ -16,6 +16,7 @@ class ProbeConfig:
     exclude_pids: tuple[int, ...] = ()        # never traced while they live (besides ourselves)
     exclude_children: bool = False            # nor our direct children (`eunomia up`: nats-server, podman API)
     exclude_cgroups: tuple[str, ...] = ()     # nor processes in these cgroup-v2 dirs (other Eunomia units)
+    free_compiler: bool = True                # free bcc's compiler state once loaded (~40 MB; no later loads)
     ringbuf_pages: int = 4096                 # ring buffer size in pages (power of two): 16 MiB
     wakeup_every: int = 64                    # wake the reader once per N events per CPU
     poll_timeout_ms: int = 20                 # upper bound on delivery latency without a wakeup

@@ -41,7 +41,16 @@ def release_compiler_memory() -> int:
         start, end = (int(x, 16) for x in parts[0].split("-"))
         if libc.madvise(start, end - start, MADV_DONTNEED) == 0:
             advised += end - start
+    trim_heap(libc)
+    return advised
+
+
+def trim_heap(libc=None) -> None:
+    """Hand free heap back to the kernel (glibc's malloc_trim; nothing elsewhere)."""
+    try:
+        libc = libc or ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return
     trim = getattr(libc, "malloc_trim", None)  # glibc only
     if trim is not None:
         trim(0)
-    return advised

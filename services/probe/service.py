@@ -34,11 +34,12 @@ from shared.filterplan import FilterPlan, PlanError
 from shared.stats import Stats, StatsPublisher
 
 from . import loader
+from .compiler_state import free_compiler_state
 from .config import ProbeConfig
 from .decode import DEDUP_HASH, KIND_NAMES, KIND_NUMBERS, DecodeError, Decoder
 from .dedup import KINDS as DEDUP_KINDS
 from .dedup import Dedup
-from .detach import detach_tracepoints, release_bpf
+from .detach import close_links, detach_tracepoints, release_bpf
 from .dns_attach import DnsAttachment
 from .exclusion import Exclusions
 from .flows import FlowReader
@@ -142,6 +143,7 @@ class ProbeService:
         self.perf: PerfReader | None = None   # per-container histograms and counters (bpf/perf.bpf.c)
         self.profiler = None                  # CPU profiles (bpf/profile.bpf.c, services/probe/profiler.py)
         self._latency_links: list[int] = []   # syscall latency programs' raw tracepoint links
+        self._map_dups: list[int] = []        # map descriptors kept once bcc's module is freed
         self.perf_latest: dict = {}           # the last message published on eunomia.perf.<node>
         self._profile_drained = time.monotonic()
         self.dns: DnsAttachment | None = None  # bpf/dns.bpf.c's programs on the cgroup-v2 root
@@ -165,6 +167,8 @@ class ProbeService:
                     _log.warning("%s", self.dns.error)
                 self.stats.set("probe_dns_attached", 0 if self.dns.error else 1)
             await loop.run_in_executor(None, self._keep_per_syscall_program)
+            if self.cfg.free_compiler:  # every program is loaded and every map open: ~40 MB back
+                self._map_dups = await loop.run_in_executor(None, free_compiler_state, self.bpf)
             self.bus = await self._stack.enter_async_context(
                 busmod.connect(self.common.servers, self.stats, name=f"probe-{self.node}",
                                cred=busauth.for_role(self.common.data_dir, "probe", self.node)))
@@ -210,6 +214,7 @@ class ProbeService:
             atexit.unregister(self.bpf.cleanup)  # bcc's own exit hook would detach a second time
             bpf, self.bpf = self.bpf, None
             await _bounded_in_thread(lambda: release_bpf(bpf, self._latency_links), DETACH_WAIT_S)
+            close_links(self._map_dups)  # the maps' last descriptors (services/probe/compiler_state.py)
 
     def _configure_kernel(self) -> None:
         """Exclusions and parents first, then the plan's kind switches (which start the flow)."""
