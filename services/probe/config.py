@@ -7,6 +7,9 @@ from shared.config import ConfigError
 from shared.schema import KINDS
 
 DEFAULT_KINDS = tuple(KINDS)
+# `eunomia up` with the rules' plan sends few events: a 4 MiB ring (16 MiB with --capture all,
+# ProbeConfig's default; losses are counted in probe_lost_events_total either way)
+PLAN_RINGBUF_PAGES = 1024
 CAPTURE_MODES = ("plan", "all")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from services.probe.cli import add_perf_args, perf_overrides
+from services.probe.config import PLAN_RINGBUF_PAGES
 from shared.service import run_main
 
 from .config import ALL_SERVICES, SupervisorConfig
@@ -23,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--capture", choices=("plan", "all"), default="plan",
                    help="plan: the kernel emits only what the rules can use (default); all: every event, "
                         "for forensics")
+    p.add_argument("--ringbuf-pages", type=int, default=None,
+                   help="probe ring buffer size in pages, a power of two (default 1024 with --capture plan, "
+                        "4096 with --capture all)")
     p.add_argument("--store", default=None, help="store URL: sqlite:///path (default) or postgresql://...")
     add_perf_args(p)
     p.set_defaults(func=_up)
@@ -35,6 +39,8 @@ def _up(args: argparse.Namespace) -> int:
     from .supervisor import Supervisor
 
     probe: dict = {"capture": args.capture, "syscall_profiles": args.syscall_profiles}
+    if args.ringbuf_pages or args.capture == "plan":
+        probe["ringbuf_pages"] = args.ringbuf_pages or PLAN_RINGBUF_PAGES
     overrides: dict[str, dict] = {"api": {}, "store": {}, "probe": probe}
     probe.update(perf_overrides(args))
     if args.api_host:
