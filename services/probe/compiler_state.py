@@ -13,8 +13,7 @@ import ctypes
 import os
 
 from shared import log
-
-from .memory import trim_heap
+from shared.heap import trim_heap
 
 _log = log.get("probe.memory")
 

@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 
 from shared import log
+from shared.heap import trim_heap
 
 _log = log.get("probe.memory")
 MADV_DONTNEED = 4
@@ -41,16 +42,5 @@ def release_compiler_memory() -> int:
         start, end = (int(x, 16) for x in parts[0].split("-"))
         if libc.madvise(start, end - start, MADV_DONTNEED) == 0:
             advised += end - start
-    trim_heap(libc)
+    trim_heap()
     return advised
-
-
-def trim_heap(libc=None) -> None:
-    """Hand free heap back to the kernel (glibc's malloc_trim; nothing elsewhere)."""
-    try:
-        libc = libc or ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return
-    trim = getattr(libc, "malloc_trim", None)  # glibc only
-    if trim is not None:
-        trim(0)

@@ -22,6 +22,8 @@ import re
 import orjson
 import zstandard
 
+from shared.heap import trim_heap
+
 LEVEL = 3
 DICT_SIZE = 112 * 1024      # measured on bench/eventmix.py: 73 B/body with 64 KiB, 61 with 112
 TRAIN_SAMPLES = 4000          # bodies collected before (re)training a dictionary
@@ -117,15 +119,16 @@ class Codec:
         return d.decompress(blob[1:])
 
     def sample(self, raw: bytes) -> None:
-        """Reservoir-sample bodies for the next dictionary."""
+        """Reservoir-sample bodies for the next dictionary. A sample is kept as an exact-size copy:
+        orjson's output keeps its whole growth buffer (~8 KB for a 600-byte event)."""
         self._seen += 1
         self._since_train += 1
         if len(self._samples) < TRAIN_SAMPLES:
-            self._samples.append(raw)
+            self._samples.append(memoryview(raw).tobytes())
         else:
             i = random.randrange(self._seen)
             if i < TRAIN_SAMPLES:
-                self._samples[i] = raw
+                self._samples[i] = memoryview(raw).tobytes()
 
     def wants_training(self) -> bool:
         """True once per schedule: the caller then calls train() (which empties the samples)."""
@@ -144,6 +147,8 @@ class Codec:
             return None
         finally:
             self._training = False
+            del samples
+            trim_heap()  # training peaks at ~10x the samples; glibc keeps it mapped otherwise
 
 
 def dumps(item: dict) -> bytes:
