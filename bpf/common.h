@@ -118,7 +118,8 @@ struct ev_env   { struct ev_head h; s64 a[6]; char vars[ENV_SLOTS][ENV_VAL_SZ]; 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(lost, u64, K_MAX);          // reserve failures per kind
 BPF_PERCPU_ARRAY(submitted, u64, 1);         // events submitted on this CPU (wakeup pacing)
-BPF_ARRAY(kind_on, u8, K_MAX);               // per-kind switch, set from the filter plan
+BPF_ARRAY(kind_on, u8, K_MAX);               // per-kind switch from the filter plan: 1 on, 2 containers only
+BPF_ARRAY(host_mnt_ns, u32, 1);              // inode of the node's initial mount namespace (0: unknown)
 BPF_PERCPU_ARRAY(filtered, u64, K_MAX);      // events the filter plan kept in the kernel, per kind
 BPF_HASH(excluded, u32, u8, 1024);           // tgids never traced (our own services)
 BPF_HASH(parents, u32, u32, 65536);          // tgid -> parent tgid (fork, /proc at start)
@@ -152,11 +153,37 @@ static __always_inline void count_filtered(u32 kind)
     count_cgroup(bpf_get_current_cgroup_id(), kind);
 }
 
+// 1 when the current task is in the node's initial mount namespace: a host process (every
+// container has a mount namespace of its own; a host service with a private one passes as a
+// container, which only sends more). 0 when unknown (no BTF offsets, namespace not set).
+static __always_inline int in_host_mnt_ns(void)
+{
+#if HAVE_KOFF
+    u32 zero = 0;
+    u32 *host = host_mnt_ns.lookup(&zero);
+    if (!host || !*host)
+        return 0;
+    char *task = (char *)bpf_get_current_task();
+    char *nsp = 0, *mnt = 0;
+    u32 inum = 0;
+    bpf_probe_read_kernel(&nsp, sizeof(nsp), task + OFF_TASK_NSPROXY);
+    if (!nsp)
+        return 0;
+    bpf_probe_read_kernel(&mnt, sizeof(mnt), nsp + OFF_NSPROXY_MNT);
+    if (!mnt)
+        return 0;
+    bpf_probe_read_kernel(&inum, sizeof(inum), mnt + OFF_MNTNS_NS + OFF_NS_INUM);
+    return inum == *host;
+#else
+    return 0;
+#endif
+}
+
 // 1 when events of `kind` from the current task are not wanted.
 static __always_inline int skip(u32 kind)
 {
     u8 *on = kind_on.lookup(&kind);
-    if (!on || !*on) {
+    if (!on || !*on || (*on == 2 && in_host_mnt_ns())) {
         count_filtered(kind);
         return 1;
     }

@@ -92,16 +92,20 @@ class FilterPlan:
     full: dict[str, list[str]] = field(default_factory=dict)  # "kind access" -> rules forcing it
     source: str = ""                                          # who compiled it (for logs)
     env: tuple[str, ...] = ()                                 # exec environment variables watched
+    # kinds every rule that can match asks from a container: the kernel drops them for host
+    # processes (those in the node's initial mount namespace; every container has its own)
+    containers_only: frozenset[str] = frozenset()
 
     @classmethod
     def capture_all(cls, kinds, source: str = "capture all") -> "FilterPlan":
         kinds = frozenset(kinds)
         return cls(kinds, {k: ALL_ACCESS for k in PATH_KINDS if k in kinds}, (), {}, source, DANGEROUS_ENV)
 
-    def wants(self, kind: str, path: str | None, access: int = READ) -> bool:
+    def wants(self, kind: str, path: str | None, access: int = READ, host: bool = False) -> bool:
         """The plan's decision for one event, as the kernel takes it (for tests and `rules check`);
-        `path` is the one the kernel judges (`judged_path`); a relative one is an unresolved base."""
-        if kind not in self.kinds:
+        `path` is the one the kernel judges (`judged_path`); a relative one is an unresolved base;
+        `host`: from a process in the node's initial mount namespace."""
+        if kind not in self.kinds or (host and kind in self.containers_only):
             return False
         if kind not in PATH_KINDS or self.any_path.get(kind, 0) & access:
             return True
@@ -115,7 +119,8 @@ class FilterPlan:
     def to_dict(self) -> dict[str, Any]:
         return {"kinds": sorted(self.kinds), "any_path": dict(sorted(self.any_path.items())),
                 "patterns": [[p.kind, p.match, p.path, p.access] for p in self.patterns],
-                "full": self.full, "source": self.source, "env": list(self.env)}
+                "full": self.full, "source": self.source, "env": list(self.env),
+                "containers_only": sorted(self.containers_only)}
 
     @classmethod
     def from_dict(cls, d: Any) -> "FilterPlan":
@@ -146,8 +151,11 @@ class FilterPlan:
         if not isinstance(env, list) or len(env) > MAX_ENV_NAMES or not all(
                 isinstance(n, str) and n and "=" not in n and "\0" not in n for n in env):
             raise PlanError(f"plan.env: not a list of at most {MAX_ENV_NAMES} variable names")
+        scoped = d.get("containers_only", [])
+        if not isinstance(scoped, list) or not all(isinstance(k, str) for k in scoped):
+            raise PlanError("plan.containers_only: not a list of kind names")
         return cls(frozenset(kinds), dict(any_path), tuple(pats), full if isinstance(full, dict) else {},
-                   source if isinstance(source, str) else "", tuple(env))
+                   source if isinstance(source, str) else "", tuple(env), frozenset(scoped) & frozenset(kinds))
 
 
 def judged_path(raw: str, base: str | None) -> str:

@@ -243,3 +243,62 @@ def test_truncate_rules_send_the_write_opens_that_name_ftruncate_fds():
     assert plan.wants("truncate", "/root/.bash_history") and not plan.wants("truncate", "/root/.profile")
     assert plan.wants("open", "/root/.bash_history", 2) and not plan.wants("open", "/root/.bash_history", 1)
     assert "chown" in PATH_KINDS and "truncate" in PATH_KINDS
+
+
+SCOPED = """
+- macro: container
+  condition: (container.id != host)
+- macro: in_ctr
+  condition: container
+- rule: mounts in containers
+  desc: t
+  condition: evt.type = mount and in_ctr
+  output: x
+  priority: WARNING
+- rule: sockets, container by negation
+  desc: t
+  condition: evt.type = socket and not container.id = host
+  output: x
+  priority: WARNING
+- rule: unshare in a container, or setns anywhere
+  desc: t
+  condition: (evt.type = unshare and container) or evt.type = setns
+  output: x
+  priority: WARNING
+- rule: mkdir in a container
+  desc: t
+  condition: evt.type = mkdir and container and fd.name startswith /srv/
+  output: x
+  priority: WARNING
+- rule: mkdir on the host too
+  desc: t
+  condition: evt.type = mkdir and fd.name startswith /etc/
+  output: x
+  priority: WARNING
+- rule: execs in containers
+  desc: t
+  condition: evt.type = exec and container
+  output: x
+  priority: WARNING
+"""
+
+
+def test_kinds_every_rule_asks_from_a_container_are_scoped():
+    plan = load_rules_text(SCOPED).filter_plan("t")
+    # mkdir: one rule also wants the host; setns: one branch has no container test; exec: the
+    # process table needs every process
+    assert plan.containers_only == {"mount", "socket", "unshare"}
+    assert plan.wants("mount", None) and not plan.wants("mount", None, host=True)
+    assert plan.wants("mkdir", "/etc/x", host=True) and plan.wants("exec", None, host=True)
+    again = FilterPlan.from_dict(plan.to_dict())
+    assert again.containers_only == plan.containers_only
+    with pytest.raises(PlanError, match="containers_only"):
+        FilterPlan.from_dict({"kinds": ["mount"], "containers_only": "mount"})
+    assert FilterPlan.from_dict({"kinds": ["mount"], "containers_only": ["mount", "socket"]}).containers_only \
+        == {"mount"}  # only kinds the plan has
+
+
+def test_default_plan_scopes_container_rules():
+    plan = load_rules(rule_files((DEFAULT_RULES_DIR,))).filter_plan("t")
+    assert {"mount", "unshare", "setns", "mprotect"} <= plan.containers_only
+    assert not plan.containers_only & {"exec", "exit", "fork", "chdir", "dns", "open", "procvm"}

@@ -383,6 +383,50 @@ PLAN_RULES = """
 """
 
 
+SCOPE_RULES = """
+- rule: mkdir in containers
+  desc: t
+  condition: evt.type = mkdir and container.id != host and fd.name startswith {d}/
+  output: x
+  priority: WARNING
+- rule: chmod anywhere
+  desc: t
+  condition: evt.type = chmod and fd.name startswith {d}/
+  output: x
+  priority: WARNING
+"""
+
+
+async def test_container_only_kinds_are_dropped_in_the_kernel_for_host_processes(probe, tmp_path):
+    """mkdir is wanted from containers only: a host process's mkdir stays in the kernel (counted),
+    the same mkdir from another mount namespace (what every container has) is sent; chmod,
+    wanted anywhere, is sent from both."""
+    from services.alerter.engine import load_rules_text
+    from shared.filterplan import FilterPlan
+
+    plan = load_rules_text(SCOPE_RULES.format(d=tmp_path)).filter_plan("test")
+    assert plan.containers_only == {"mkdir"}
+    probe.svc.read_counters()
+    before = probe.svc.stats.get("probe_filtered_events_total", kind="mkdir") or 0
+    probe.svc.load_plan(plan)
+    try:
+        act = f"import os; os.mkdir('{tmp_path}/' + os.sys.argv[1]); os.chmod('{tmp_path}/' + os.sys.argv[1], 0o700)"
+        host = await run_child(sys.executable, "-c", act, "host")
+        other = await run_child("unshare", "-m", sys.executable, "-c", act, "ns")
+        assert host.returncode == 0 and other.returncode == 0, (host.err, other.err)
+        col = probe.col
+        for p in (host, other):
+            await col.wait(lambda e, p=p: e["kind"] == "exit" and e["pid"] == p.pid)
+        await col.wait(lambda e: e["kind"] == "mkdir" and e["path"] == f"{tmp_path}/ns")
+        await col.wait(lambda e: e["kind"] == "chmod" and e["path"] == f"{tmp_path}/host")
+        await col.wait(lambda e: e["kind"] == "chmod" and e["path"] == f"{tmp_path}/ns")
+        probe.svc.read_counters()
+    finally:
+        probe.svc.load_plan(FilterPlan.capture_all(probe.svc.cfg.kinds))
+    assert not [e for e in col.events if e["kind"] == "mkdir" and e["path"] == f"{tmp_path}/host"]
+    assert (probe.svc.stats.get("probe_filtered_events_total", kind="mkdir") or 0) > before
+
+
 async def test_filter_plan_emits_only_what_rules_can_match(probe):
     from services.alerter.engine import load_rules_text
     from shared.filterplan import FilterPlan

@@ -50,6 +50,9 @@ def _print_plan(plan) -> None:
     for p in plan.patterns:
         bounded[p.kind] = bounded.get(p.kind, 0) + 1
     print(f"kernel filter: {len(plan.kinds)} kinds emitted: {', '.join(sorted(plan.kinds))}")
+    if plan.containers_only:
+        print(f"  from containers only (every rule on them asks for a container): "
+              f"{', '.join(sorted(plan.containers_only))}")
     for kind, n in sorted(bounded.items()):
         print(f"  {kind}: {n} path pattern(s)")
     for what, rules in sorted(plan.full.items()):

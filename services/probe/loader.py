@@ -95,6 +95,8 @@ KERNEL_OFFSETS = {
     "QSTR_LEN": ("qstr", "len"), "QSTR_NAME": ("qstr", "name"),
     "MOUNT_MNT": ("mount", "mnt"), "MOUNT_PARENT": ("mount", "mnt_parent"),
     "MOUNT_MOUNTPOINT": ("mount", "mnt_mountpoint"), "VFSMOUNT_ROOT": ("vfsmount", "mnt_root"),
+    "TASK_NSPROXY": ("task_struct", "nsproxy"), "NSPROXY_MNT": ("nsproxy", "mnt_ns"),
+    "MNTNS_NS": ("mnt_namespace", "ns"), "NS_INUM": ("ns_common", "inum"),
 }
 
 

@@ -11,6 +11,7 @@ the kinds take their new values.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from shared.filterplan import ALL_ACCESS, ALWAYS_KINDS, MAX_PATH_LEN, MAX_SUFFIX_LEN, PATH_KINDS, FilterPlan, env_key
@@ -73,16 +74,18 @@ class PlanMaps:
         self.bpf, self.numbers, self.has_paths = bpf, numbers, has_paths
         self.plan: FilterPlan | None = None
         self._kinds: set[str] = set()
+        self._scoped: set[str] = set()
         self._prefix: Entries = {}
         self._suffix: Entries = {}
         self._env: set[int] = set()
 
-    def _set_kinds(self, kinds: Iterable[str]) -> None:
+    def _set_kinds(self, kinds: Iterable[str], containers_only: Iterable[str] = ()) -> None:
+        """kind_on: 0 off, 1 on, 2 on for containers only (bpf/common.h skip())."""
         on = self.bpf[b"kind_on"]
-        kinds = set(kinds)
+        kinds, scoped = set(kinds), set(containers_only)
         for name, num in self.numbers.items():
-            on[on.Key(num)] = on.Leaf(1 if name in kinds else 0)
-        self._kinds = kinds
+            on[on.Key(num)] = on.Leaf(0 if name not in kinds else 2 if name in scoped else 1)
+        self._kinds, self._scoped = kinds, scoped & kinds
 
     def _set_any(self, values: dict[str, int]) -> None:
         table = self.bpf[b"plan_any"]
@@ -120,7 +123,7 @@ class PlanMaps:
             self._set_any(plan.any_path)
         self._prefix, self._suffix = prefix, suffix
         self._set_env(plan.env)
-        self._set_kinds(kinds)
+        self._set_kinds(kinds, set(plan.containers_only) - set(ALWAYS_KINDS))
         self.plan = plan
         return self.summary()
 
@@ -129,4 +132,24 @@ class PlanMaps:
         return {"source": p.source if p else None, "kinds": sorted(self._kinds),
                 "any_path": dict(p.any_path) if p else {}, "prefix_entries": len(self._prefix),
                 "suffix_entries": len(self._suffix), "full": p.full if p else {},
-                "env": sorted(p.env) if p else []}
+                "env": sorted(p.env) if p else [], "containers_only": sorted(self._scoped)}
+
+
+def host_mount_ns(proc: str = "/proc") -> int:
+    """Inode of the node's initial mount namespace, 0 when it cannot be read: init's, else
+    kthreadd's (kernel threads live in the initial namespaces; init may refuse to be inspected)."""
+    for pid in (1, 2):
+        try:
+            link = os.readlink(f"{proc}/{pid}/ns/mnt")   # "mnt:[4026531832]"
+            return int(link[link.index("[") + 1:-1])
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
+def set_host_mount_ns(bpf) -> int:
+    """Tell the kernel which mount namespace is the host's (0 leaves container-only kinds unscoped)."""
+    ns = host_mount_ns()
+    table = bpf[b"host_mnt_ns"]
+    table[table.Key(0)] = table.Leaf(ns)
+    return ns

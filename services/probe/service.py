@@ -44,7 +44,7 @@ from .dns_attach import DnsAttachment
 from .exclusion import Exclusions
 from .flows import FlowReader
 from .perf import PerfReader, attach_syscall_latency, detach_detail
-from .plan_maps import PlanMaps
+from .plan_maps import PlanMaps, set_host_mount_ns
 from .ringbuf import RingReader
 
 try:  # written with bpf/syscalls.bpf.c by the seccomp side; optional here
@@ -231,6 +231,9 @@ class ProbeService:
         else:
             self.dedup = None
         self.plan_maps = PlanMaps(self.bpf, KIND_NUMBERS, has_files)
+        if not set_host_mount_ns(self.bpf):
+            _log.warning("the node's mount namespace is unknown (/proc/1 and /proc/2 ns/mnt unreadable): "
+                         "kinds the rules want from containers only are sent from host processes too")
         if self.plan.has("net.bpf.c"):
             self.flows = FlowReader(self.bpf, self.node)
         self._configure_perf()

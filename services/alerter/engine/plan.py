@@ -20,6 +20,7 @@ open class tests evt.is_open_read/write/create/trunc/exec = true.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 from shared.filterplan import (
@@ -258,9 +259,53 @@ def _env_names(node: Node, table: MacroTable, seen: set[str]) -> set[str | None]
     return set()
 
 
+class ContainerScope:
+    """Whether a condition can only hold for events from a container (`container.id != host`
+    required by every way it can be true). Anything it cannot tell counts as "no"."""
+
+    def __init__(self, table: MacroTable) -> None:
+        self.table = table
+        self._macros: dict[str, bool] = {}
+
+    def required(self, node: Node | None) -> bool:
+        if isinstance(node, BoolOp):
+            parts = [self.required(a) for a in node.args]
+            return any(parts) if node.op == "and" else all(parts)
+        if isinstance(node, MacroRef):
+            if node.name not in self._macros:
+                self._macros[node.name] = False  # a cycle (reported by the rule compiler) says "no"
+                body = self.table.macros.get(node.name)
+                self._macros[node.name] = body is not None and self.required(body)
+            return self._macros[node.name]
+        if isinstance(node, Not) and isinstance(node.arg, Compare):
+            return _is_host_test(node.arg, ("=", "=="))
+        if isinstance(node, Compare):
+            return _is_host_test(node, ("!=",))
+        return False
+
+
+    def host_kinds(self, node: Node | None, pc: PlanCompiler, seen: frozenset[str] = frozenset()) -> set[str]:
+        """The kinds `node` can match for a host process: each branch of an `or` on its own."""
+        if node is None:
+            return set(ALL_KINDS)
+        if isinstance(node, MacroRef) and node.name in self.table.macros and node.name not in seen:
+            return self.host_kinds(self.table.macros[node.name], pc, seen | {node.name})
+        if isinstance(node, BoolOp) and node.op == "or":
+            return set().union(*(self.host_kinds(a, pc, seen) for a in node.args))
+        return set() if self.required(node) else set(pc.eval(node))
+
+
+def _is_host_test(node: Compare, ops: tuple[str, ...]) -> bool:
+    v = node.value
+    return (node.field == "container.id" and node.arg is None and node.op in ops and v is not None
+            and not isinstance(v, list) and v.text == "host")
+
+
 def compile_plan(rules, table: MacroTable, source: str = "rules") -> FilterPlan:
     """The plan of a ruleset's enabled rules (CompiledRule objects with .ast)."""
     pc = PlanCompiler(table)
+    scope = ContainerScope(table)
+    from_host: set[str] = set()    # kinds some rule can match on the host
     total: Abs = {}
     full: dict[str, list[str]] = {}
     env: set[str] = set()
@@ -281,8 +326,12 @@ def compile_plan(rules, table: MacroTable, source: str = "rules") -> FilterPlan:
                 wide |= acc if pat is None else 0
             if wide:
                 full.setdefault(f"{k} {access_text(wide)}", []).append(r.name)
+        from_host |= scope.host_kinds(r.ast, pc) | (set(a) - set(pc.eval(r.ast)) if r.ast is not None else set(a))
         total = or_(total, a)
-    return build(total, full, source, tuple(sorted(env)[:MAX_ENV_NAMES]))
+    plan = build(total, full, source, tuple(sorted(env)[:MAX_ENV_NAMES]))
+    # the process table and features need every process's events: never scoped
+    scoped = plan.kinds - from_host - set(ALWAYS_KINDS) - set(FEATURE_KINDS) - {"execenv"}
+    return dataclasses.replace(plan, containers_only=frozenset(scoped))
 
 
 def build(total: Abs, full: dict[str, list[str]], source: str, env: tuple[str, ...] = ()) -> FilterPlan:
