@@ -290,6 +290,23 @@ static __always_inline int stash_take(struct stash *out)
     return 1;
 }
 
+// The numbers of `s` and its first user string, into an event laid out like ev_str1
+// (every string shape begins the same way).
+static __always_inline void fill_str1(struct ev_str1 *e, const struct stash *s)
+{
+    __builtin_memcpy(e->a, s->a, sizeof(e->a));
+    if (bpf_probe_read_user_str(e->s1, sizeof(e->s1), (void *)s->p[0]) < 0)
+        e->s1[0] = 0;
+}
+
+// ... and its second user string too (ev_str2, ev_str3, ev_path2).
+static __always_inline void fill_str2(struct ev_str2 *e, const struct stash *s)
+{
+    fill_str1((struct ev_str1 *)e, s);
+    if (bpf_probe_read_user_str(e->s2, sizeof(e->s2), (void *)s->p[1]) < 0)
+        e->s2[0] = 0;
+}
+
 // sys_exit side for kinds whose event is numbers plus up to three user strings.
 static __always_inline int stash_emit(long ret)
 {
@@ -307,29 +324,19 @@ static __always_inline int stash_emit(long ret)
         struct ev_str1 *e = ev_reserve(s.kind, sizeof(*e));
         if (!e)
             return 0;
-        __builtin_memcpy(e->a, s.a, sizeof(e->a));
-        if (bpf_probe_read_user_str(e->s1, sizeof(e->s1), (void *)s.p[0]) < 0)
-            e->s1[0] = 0;
+        fill_str1(e, &s);
         ev_submit(e);
     } else if (s.shape == SHAPE_STR2) {
         struct ev_str2 *e = ev_reserve(s.kind, sizeof(*e));
         if (!e)
             return 0;
-        __builtin_memcpy(e->a, s.a, sizeof(e->a));
-        if (bpf_probe_read_user_str(e->s1, sizeof(e->s1), (void *)s.p[0]) < 0)
-            e->s1[0] = 0;
-        if (bpf_probe_read_user_str(e->s2, sizeof(e->s2), (void *)s.p[1]) < 0)
-            e->s2[0] = 0;
+        fill_str2(e, &s);
         ev_submit(e);
     } else {
         struct ev_str3 *e = ev_reserve(s.kind, sizeof(*e));
         if (!e)
             return 0;
-        __builtin_memcpy(e->a, s.a, sizeof(e->a));
-        if (bpf_probe_read_user_str(e->s1, sizeof(e->s1), (void *)s.p[0]) < 0)
-            e->s1[0] = 0;
-        if (bpf_probe_read_user_str(e->s2, sizeof(e->s2), (void *)s.p[1]) < 0)
-            e->s2[0] = 0;
+        fill_str2((struct ev_str2 *)e, &s);
         if (bpf_probe_read_user_str(e->s3, sizeof(e->s3), (void *)s.p[2]) < 0)
             e->s3[0] = 0;
         ev_submit(e);

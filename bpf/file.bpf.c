@@ -349,18 +349,14 @@ static __always_inline int path_exit(long ret)
         struct ev_str1 *e = ev_reserve(s.kind, sizeof(*e));
         if (!e)
             return 0;
-        __builtin_memcpy(e->a, s.a, sizeof(e->a));
-        if (bpf_probe_read_user_str(e->s1, sizeof(e->s1), (void *)s.p[0]) < 0)
-            e->s1[0] = 0;
+        fill_str1(e, &s);
         ev_submit(e);
         return 0;
     }
     struct ev_str2 *e = ev_reserve(s.kind, sizeof(*e));
     if (!e)
         return 0;
-    __builtin_memcpy(e->a, s.a, sizeof(e->a));
-    if (bpf_probe_read_user_str(e->s1, sizeof(e->s1), (void *)s.p[0]) < 0)
-        e->s1[0] = 0;
+    fill_str1((struct ev_str1 *)e, &s);  // s2: the base directory, below
     // the dirfd: open a[3], unlink a[1], chmod a[2]
     s64 dirfd = s.kind == K_OPEN ? s.a[3] : s.kind == K_UNLINK ? s.a[1] : s.a[2];
     if (base_dir(dirfd, e->s2) < 0)
@@ -478,22 +474,14 @@ static __always_inline int path2_exit(long ret)
         struct ev_str2 *e = ev_reserve(s.kind, sizeof(*e));
         if (!e)
             return 0;
-        __builtin_memcpy(e->a, s.a, sizeof(e->a));
-        if (bpf_probe_read_user_str(e->s1, sizeof(e->s1), (void *)s.p[0]) < 0)
-            e->s1[0] = 0;
-        if (bpf_probe_read_user_str(e->s2, sizeof(e->s2), (void *)s.p[1]) < 0)
-            e->s2[0] = 0;
+        fill_str2(e, &s);
         ev_submit(e);
         return 0;
     }
     struct ev_path2 *e = ev_reserve(s.kind, sizeof(*e));
     if (!e)
         return 0;
-    __builtin_memcpy(e->a, s.a, sizeof(e->a));
-    if (bpf_probe_read_user_str(e->s1, sizeof(e->s1), (void *)s.p[0]) < 0)
-        e->s1[0] = 0;
-    if (bpf_probe_read_user_str(e->s2, sizeof(e->s2), (void *)s.p[1]) < 0)
-        e->s2[0] = 0;
+    fill_str2((struct ev_str2 *)e, &s);
     e->b1[0] = 0;
     e->b2[0] = 0;
     if (rel_old && base_dir(s.a[2], e->b1) < 0)

@@ -55,7 +55,9 @@ def test_container_syscalls_recorded_host_not(sc_bpf, bb_image):
         assert syscall_profile.counters(sc_bpf)["seccomp_cgroups_untracked_total"] == 0
         # reset forgets; the still-running loop records again
         assert syscall_profile.reset(sc_bpf, cg) is True
-        assert NUMBERS["mkdir"] in _wait_for(lambda: syscall_profile.dump(sc_bpf, cg))
+        # (waited for until mkdir itself: the loop may be in its sleep when the reset lands)
+        assert _wait_for(lambda: NUMBERS["mkdir"] in syscall_profile.dump(sc_bpf, cg)), \
+            syscall_profile.dump(sc_bpf, cg)
         assert syscall_profile.reset(sc_bpf, 2**63) is False
     finally:
         containers.remove(name)

@@ -20,7 +20,7 @@ from shared.natsserver import find_binary, free_port
 ROOT = Path(__file__).resolve().parent.parent
 EUNOMIA = [sys.executable, "-m", "services.cli.main"]
 STOP_S = 10.0
-CYCLES = int(os.environ.get("EUNOMIA_UP_CYCLES", "20"))
+CYCLES = int(os.environ.get("EUNOMIA_UP_CYCLES", "12"))  # each ~40 s on this machine under test load
 LOAD = ("import os, subprocess\n"
         "for i in range(300_000):\n"
         "    os.close(os.open('/etc/hostname', os.O_RDONLY))\n"
@@ -89,7 +89,7 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.bpf
-@pytest.mark.longest  # 20 cycles of 30-40 s: scheduled first (tests/conftest.py)
+@pytest.mark.longest  # 12 cycles of 35-50 s: scheduled first (tests/conftest.py)
 @pytest.mark.timeout(1800)
 def test_up_stops_within_10s_after_load_every_time(tmp_path):
     took = []
