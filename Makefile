@@ -17,6 +17,7 @@ test: bootstrap
 
 lint: bootstrap
 	$(VENV)/bin/ruff check services shared tests bench
+	$(VENV)/bin/mypy --strict shared
 
 bench: bootstrap
 	$(PY) -m bench.probe_bench

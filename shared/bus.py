@@ -6,7 +6,7 @@ reaches a handler: bad messages are logged, counted in `Stats` and skipped.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,11 +35,11 @@ class BadMessage(ValueError):
     """A bus message that is not a batch of events; the text says why."""
 
 
-def encode_batch(events: list[dict]) -> bytes:
+def encode_batch(events: list[dict[str, Any]]) -> bytes:
     return orjson.dumps(events)
 
 
-def decode_batch(data: bytes, *, validate: bool = True) -> list[dict]:
+def decode_batch(data: bytes, *, validate: bool = True) -> list[dict[str, Any]]:
     """Decode one message into a list of events, or raise BadMessage."""
     if len(data) > MAX_MESSAGE_BYTES * 2:
         raise BadMessage(f"message of {len(data)} bytes exceeds limit")
@@ -57,7 +57,7 @@ def decode_batch(data: bytes, *, validate: bool = True) -> list[dict]:
     return batch
 
 
-def split_encoded(events: list[dict]) -> list[bytes]:
+def split_encoded(events: list[dict[str, Any]]) -> list[bytes]:
     """Encode `events` as one or more messages, each under MAX_MESSAGE_BYTES."""
     data = orjson.dumps(events)
     if len(data) <= MAX_MESSAGE_BYTES or len(events) <= 1:
@@ -66,7 +66,7 @@ def split_encoded(events: list[dict]) -> list[bytes]:
     return split_encoded(events[:mid]) + split_encoded(events[mid:])
 
 
-def _with_ids(parts: list[bytes], events: list[dict]):
+def _with_ids(parts: list[bytes], events: list[dict[str, Any]]) -> Iterator[tuple[bytes, int, str]]:
     """(message, event count, stable message id) for each encoded part."""
     i = 0
     for data in parts:
@@ -83,25 +83,25 @@ class Bus:
         self.nc = nc
         self.stats = stats
         self._subs: list[Any] = []
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[Any]] = []
         self._stream_cache: dict[str, tuple[bool, float]] = {}
-        self._js = None
+        self._js: Any = None   # nats' JetStreamContext, made on first use
 
     @property
-    def js(self):
+    def js(self) -> Any:
         if self._js is None:
             self._js = self.nc.jetstream()
         return self._js
 
-    async def publish(self, subject: str, data: bytes, headers: dict | None = None) -> None:
+    async def publish(self, subject: str, data: bytes, headers: dict[str, Any] | None = None) -> None:
         await self.nc.publish(subject, data, headers=headers)
 
-    async def publish_batch(self, subject: str, events: list[dict]) -> None:
+    async def publish_batch(self, subject: str, events: list[dict[str, Any]]) -> None:
         for data in split_encoded(events):
             await self.nc.publish(subject, data)
         self.stats.inc("bus_published_events_total", len(events))
 
-    async def publish_batch_durable(self, subject: str, events: list[dict]) -> None:
+    async def publish_batch_durable(self, subject: str, events: list[dict[str, Any]]) -> None:
         """Publish and wait for JetStream's ack when a stream captures `subject`.
 
         Each message carries a Nats-Msg-Id derived from its events, so a retry
@@ -117,11 +117,11 @@ class Bus:
             await self.publish_durable_retrying(subject, data, msg_id)
             self.stats.inc("bus_published_events_total", n)
 
-    async def publish_many_durable(self, batches: list[tuple[str, list[dict]]]) -> list[int]:
+    async def publish_many_durable(self, batches: list[tuple[str, list[dict[str, Any]]]]) -> list[int]:
         """Durable publishing of several batches with their acks awaited together
         (pipelined, in order on one connection); a message whose ack does not come
         goes through the retrying path. Returns, per batch, how many events failed."""
-        sent: list[tuple[int, str, bytes, int, str, asyncio.Future | None]] = []
+        sent: list[tuple[int, str, bytes, int, str, asyncio.Future[Any] | None]] = []
         failed = [0] * len(batches)
         for i, (subject, events) in enumerate(batches):
             if not await self._persisted(subject):
@@ -189,7 +189,7 @@ class Bus:
     async def subscribe_batches(
         self,
         subject: str,
-        handler: Callable[[str, list[dict]], Awaitable[None]],
+        handler: Callable[[str, list[dict[str, Any]]], Awaitable[None]],
         queue: str = "",
         validate: bool = True,
     ) -> None:
@@ -209,9 +209,10 @@ class Bus:
         """Wait until the server has the subscriptions just made: without it a
         request sent right after a service starts (from another connection)
         can beat the SUB to the server and get 'no responders'."""
-        await self.nc.flush(SUBSCRIBE_FLUSH_S)
+        await self.nc.flush(int(SUBSCRIBE_FLUSH_S))
 
-    async def _consume(self, sub, handler, validate: bool) -> None:
+    async def _consume(self, sub: Any, handler: Callable[[str, list[dict[str, Any]]], Awaitable[None]],
+                       validate: bool) -> None:
         async for msg in sub.messages:
             try:
                 events = decode_batch(msg.data, validate=validate)
@@ -242,7 +243,7 @@ class Bus:
         self._subs.append(await self.nc.subscribe(subject, queue=queue, cb=cb, pending_msgs_limit=SUB_PENDING_MSGS))
         await self._registered()
 
-    async def request_json(self, subject: str, body: dict, timeout: float = 5.0) -> Any:
+    async def request_json(self, subject: str, body: dict[str, Any], timeout: float = 5.0) -> Any:
         msg = await self.nc.request(subject, orjson.dumps(body), timeout=timeout)
         return orjson.loads(msg.data)
 
@@ -333,13 +334,13 @@ class Batcher:
         self.bus, self.max_events, self.interval, self.max_pending = bus, max_events, interval, max_pending
         # durable: wait for JetStream acks (retrying) where a stream captures the subject
         self.durable = durable
-        self._buf: dict[str, list[dict]] = {}
+        self._buf: dict[str, list[dict[str, Any]]] = {}
         self._pending = 0
         self._room = asyncio.Event()
         self._room.set()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[Any] | None = None
         self.max_inflight = max_inflight
-        self._inflight: set[asyncio.Task] = set()
+        self._inflight: set[asyncio.Task[Any]] = set()
 
     async def _flush_full(self, subject: str) -> None:
         """A subject's buffer is full: publish it (durable: in the background, bounded)."""
@@ -353,10 +354,10 @@ class Batcher:
         self._inflight.add(t)
         t.add_done_callback(self._inflight.discard)
 
-    async def add(self, subject: str, event: dict) -> None:
+    async def add(self, subject: str, event: dict[str, Any]) -> None:
         await self.add_many({subject: [event]})
 
-    async def add_many(self, by_subject: dict[str, list[dict]]) -> None:
+    async def add_many(self, by_subject: dict[str, list[dict[str, Any]]]) -> None:
         """Add lists of events per subject at once (one await per full batch, not per event)."""
         for subject, events in by_subject.items():
             while events:
@@ -394,7 +395,7 @@ class Batcher:
         for subject in list(self._buf):
             await self._flush_subject(subject)
 
-    async def _flush_durable(self, bufs: dict[str, list[dict]]) -> None:
+    async def _flush_durable(self, bufs: dict[str, list[dict[str, Any]]]) -> None:
         batches = list(bufs.items())
         try:
             failed = await self.bus.publish_many_durable(batches)

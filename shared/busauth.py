@@ -27,6 +27,7 @@ import secrets
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import subjects
 from .config import ConfigError
@@ -81,7 +82,7 @@ def _stream_api(streams: tuple[str, ...] = ("EVENTS", "ALERTS")) -> list[str]:
     return out
 
 
-def permissions(user: str) -> dict | None:
+def permissions(user: str) -> dict[str, Any] | None:
     """{"publish": [...], "subscribe": [...]} allowed subjects; None = everything (admin)."""
     inbox = f"{inbox_prefix(user)}.>"
     js_pub = [f"{JS}.INFO", f"{JS}.STREAM.NAMES"]  # durable publishing looks up the capturing stream
@@ -138,7 +139,9 @@ def ensure(directory: Path, names: list[str]) -> dict[str, Credential]:
         else:
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_urlsafe(32) + "\n")
-        out[user] = load(directory, user)
+        cred = load(directory, user)
+        if cred is not None:  # unreadable right after writing: the caller finds it missing
+            out[user] = cred
     return out
 
 
@@ -175,9 +178,9 @@ def tls_context() -> ssl.SSLContext | None:
     return ctx
 
 
-def connect_kwargs(cred: Credential | None) -> dict:
+def connect_kwargs(cred: Credential | None) -> dict[str, Any]:
     """Keyword arguments for nats.connect: user, password, private inbox, TLS."""
-    kw: dict = {}
+    kw: dict[str, Any] = {}
     if cred is not None:
         kw.update(user=cred.user, password=cred.password, inbox_prefix=cred.inbox)
     ctx = tls_context()
@@ -186,7 +189,7 @@ def connect_kwargs(cred: Credential | None) -> dict:
     return kw
 
 
-def hint(common, role: str) -> str:
+def hint(common: Any, role: str) -> str:
     """What to tell a user whose connection failed: which credential was not found, if any."""
     if for_role(common.data_dir, role, common.node) is not None:
         return ""
@@ -195,7 +198,7 @@ def hint(common, role: str) -> str:
             f"run as root, or set {CREDS_ENV})")
 
 
-def role_kwargs(common, role: str) -> dict:
+def role_kwargs(common: Any, role: str) -> dict[str, Any]:
     """connect_kwargs for a service or CLI role of `common` (a CommonConfig)."""
     return connect_kwargs(for_role(common.data_dir, role, common.node))
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .bus import Bus
     from .stats import Stats
 
-Handler = Callable[[dict], "dict | Awaitable[dict]"]
+Handler = Callable[[dict[str, Any]], "dict[str, Any] | Awaitable[dict[str, Any]]"]
 _log = log.get("control")
 
 # error codes
@@ -48,7 +48,7 @@ class ControlError(Exception):
         self.code = code
 
 
-def error_reply(code: str, message: str) -> dict:
+def error_reply(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": message, "code": code}
 
 
@@ -59,7 +59,7 @@ class Control:
         self.service, self.stats = service, stats
         self._ops: dict[str, Handler] = {}
         self._background: set[str] = set()
-        self.tasks: set[asyncio.Task] = set()   # background ops in flight (cancel with `cancel()`)
+        self.tasks: set[asyncio.Task[Any]] = set()   # background ops in flight (cancel with `cancel()`)
 
     def op(self, name: str, handler: Handler, background: bool = False) -> None:
         self._ops[name] = handler
@@ -76,13 +76,13 @@ class Control:
     def ops(self) -> list[str]:
         return list(self._ops)
 
-    def refuse(self, code: str, message: str) -> dict:
+    def refuse(self, code: str, message: str) -> dict[str, Any]:
         """Count and log a refusal; the error reply."""
         self.stats.inc("ctl_errors_total", code=code)
         _log.warning("%s control request refused (%s): %s", self.service, code, message)
         return error_reply(code, message)
 
-    async def handle(self, data: bytes) -> dict:
+    async def handle(self, data: bytes) -> dict[str, Any]:
         try:
             req = orjson.loads(data)
         except orjson.JSONDecodeError as e:
@@ -137,7 +137,7 @@ class Control:
         await bus.subscribe_raw(subject, on_msg, queue=queue)
 
 
-async def request(bus: "Bus", subject: str, op: str, timeout: float = 5.0, **args: Any) -> dict:
+async def request(bus: "Bus", subject: str, op: str, timeout: float = 5.0, **args: Any) -> dict[str, Any]:
     """Send one op; the reply, or ControlError when the service refused it."""
     reply = await bus.request_json(subject, {"op": op, **args}, timeout=timeout)
     if not isinstance(reply, dict):

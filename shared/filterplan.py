@@ -24,6 +24,7 @@ O_TRUNC), CREATE (O_CREAT); events of the other path kinds are READ.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,7 +98,7 @@ class FilterPlan:
     containers_only: frozenset[str] = frozenset()
 
     @classmethod
-    def capture_all(cls, kinds, source: str = "capture all") -> "FilterPlan":
+    def capture_all(cls, kinds: Iterable[str], source: str = "capture all") -> "FilterPlan":
         kinds = frozenset(kinds)
         return cls(kinds, {k: ALL_ACCESS for k in PATH_KINDS if k in kinds}, (), {}, source, DANGEROUS_ENV)
 

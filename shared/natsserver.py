@@ -34,7 +34,7 @@ def find_binary() -> str:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 PR_SET_PDEATHSIG = 1

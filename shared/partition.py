@@ -16,6 +16,7 @@ by the replica counts you plan to run (the default 12 fits 1, 2, 3, 4, 6, 12).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from . import subjects
 from .config import ConfigError
@@ -56,14 +57,14 @@ def check_partitions(n: int) -> None:
         raise ConfigError(f"partitions: {n} not in [1, 1024]")
 
 
-def key_of(event: dict) -> str:
+def key_of(event: dict[str, Any]) -> str:
     """Partition key of an enriched event: its container id, or 'host'."""
     c = event.get("container")
     cid = c.get("id") if isinstance(c, dict) else None
     return cid if isinstance(cid, str) and subjects.valid_token(cid) else HOST_KEY
 
 
-def publish_subject(event: dict, node: str, kind: str) -> str:
+def publish_subject(event: dict[str, Any], node: str, kind: str) -> str:
     """Where the enricher publishes `event` for partitioned consumers (pre-mapping)."""
     return f"{PEVENT}.{key_of(event)}.{node}.{kind}"
 

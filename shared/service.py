@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Protocol
 
@@ -80,7 +80,7 @@ def _force_exit_after(deadline: float) -> None:
     os._exit(3)
 
 
-def run_main(make_service, use_uvloop: bool = True) -> None:
+def run_main(make_service: Callable[[], Service], use_uvloop: bool = True) -> None:
     """Run one service as a process until SIGINT/SIGTERM."""
     from . import log
 

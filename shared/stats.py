@@ -10,7 +10,7 @@ import asyncio
 import os
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -65,8 +65,8 @@ class Stats:
     def total(self, name: str) -> float:
         return sum(self.counters.get(name, {}).values())
 
-    def snapshot(self, node: str) -> dict:
-        def dump(t: dict[str, dict[Labels, float]]) -> dict:
+    def snapshot(self, node: str) -> dict[str, Any]:
+        def dump(t: dict[str, dict[Labels, float]]) -> dict[str, Any]:
             return {n: [[dict(k), v] for k, v in s.items()] for n, s in t.items()}
 
         return {
@@ -84,7 +84,7 @@ class StatsPublisher:
 
     def __init__(self, bus: "Bus", stats: Stats, node: str, interval: float = 2.0) -> None:
         self.bus, self.stats, self.node, self.interval = bus, stats, node, interval
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[Any] | None = None
 
     async def publish_now(self) -> None:
         snap = self.stats.snapshot(self.node)

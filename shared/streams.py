@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
@@ -45,7 +46,7 @@ STREAM_SUBJECTS = {EVENTS: [subjects.EVENT_ALL], ALERTS: [subjects.ALERT_ALL]}
 PLACEMENT_WAIT_S = 30.0   # a cluster still forming has no peers for replicas yet
 
 
-async def ensure_streams(js, limits: StreamLimits | None = None) -> None:
+async def ensure_streams(js: Any, limits: StreamLimits | None = None) -> None:
     """Create or update the EVENTS and ALERTS streams (idempotent). While a cluster is still
     forming ("no suitable peers for placement") it is retried for up to PLACEMENT_WAIT_S."""
     loop = asyncio.get_running_loop()
@@ -60,7 +61,7 @@ async def ensure_streams(js, limits: StreamLimits | None = None) -> None:
             await asyncio.sleep(0.5)
 
 
-async def _ensure_streams(js, limits: StreamLimits | None) -> None:
+async def _ensure_streams(js: Any, limits: StreamLimits | None) -> None:
     limits = limits or StreamLimits()  # read the env at call time, not import time
     for name, subs in STREAM_SUBJECTS.items():
         cfg = StreamConfig(
