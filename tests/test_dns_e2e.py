@@ -122,6 +122,7 @@ async def test_events_cli_follows_dns(nats_server):
     """`eunomia events --follow --kind dns` (a real subprocess) shows a host process's query and answer."""
     import os
     import random
+    import threading
 
     from tests import dnswire
     from tests.conftest import ROOT as REPO
@@ -141,11 +142,19 @@ async def test_events_cli_follows_dns(nats_server):
                     subprocess.run([sys.executable, "-c", "import socket, sys; c = socket.socket(2, 2); "
                                     "c.settimeout(10); c.sendto(bytes.fromhex(sys.argv[1]), (sys.argv[2], 53)); "
                                     "c.recv(4096)", q, addr], check=True, timeout=30)
+            # one reader thread: a readline awaited in `until` would block past its deadline
+            lines: asyncio.Queue[str] = asyncio.Queue()
+            loop = asyncio.get_running_loop()
+            threading.Thread(target=lambda: [loop.call_soon_threadsafe(lines.put_nowait, ln)
+                                             for ln in iter(cli.stdout.readline, "")], daemon=True).start()
             await asyncio.to_thread(ask)
             seen: list[str] = []
 
             async def both() -> bool:
-                line = await asyncio.to_thread(cli.stdout.readline)
+                try:
+                    line = await asyncio.wait_for(lines.get(), 1)
+                except asyncio.TimeoutError:
+                    return False
                 if addr in line:
                     seen.append(line)
                 return any("qname=cli.example" in x and "direction=query" in x for x in seen) and \
