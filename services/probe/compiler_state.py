@@ -15,7 +15,7 @@ import os
 from shared import log
 from shared.heap import trim_heap
 
-_log = log.get("probe.memory")
+_log = log.get("probe.compiler_state")
 
 
 class CompilerGone(RuntimeError):

@@ -9,12 +9,13 @@ kernel's bookkeeping. Raw tracepoint links detach without a grace period and are
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import subprocess
 import threading
 
-_log = logging.getLogger("eunomia.probe")
+from shared import log
+
+_log = log.get("probe.detach")
 
 PERF_EVENT_IOC_DISABLE = 0x2401
 REAPER = ["/bin/cat"]  # holds the descriptors until its stdin (our end of a pipe) closes

@@ -283,7 +283,6 @@ class ContainerScope:
             return _is_host_test(node, ("!=",))
         return False
 
-
     def host_kinds(self, node: Node | None, pc: PlanCompiler, seen: frozenset[str] = frozenset()) -> set[str]:
         """The kinds `node` can match for a host process: each branch of an `or` on its own."""
         if node is None:
@@ -312,7 +311,7 @@ def compile_plan(rules, table: MacroTable, source: str = "rules") -> FilterPlan:
     for r in rules:
         if not r.enabled:
             continue
-        a = pc.eval(r.ast) if r.ast is not None else top()
+        a = matched = pc.eval(r.ast) if r.ast is not None else top()
         if STATE_FIELDS & _fields(r.ast, table, set()):  # state needs creates, renames, links, memfds
             a = or_(a, {"open": frozenset({(None, CREATE)}), "rename": ANY, "link": ANY, "memfd": ANY})
         if r.ast is not None:
@@ -326,7 +325,8 @@ def compile_plan(rules, table: MacroTable, source: str = "rules") -> FilterPlan:
                 wide |= acc if pat is None else 0
             if wide:
                 full.setdefault(f"{k} {access_text(wide)}", []).append(r.name)
-        from_host |= scope.host_kinds(r.ast, pc) | (set(a) - set(pc.eval(r.ast)) if r.ast is not None else set(a))
+        # kinds added above for state and ftruncate count as the host's (they are not the condition's)
+        from_host |= scope.host_kinds(r.ast, pc) | (set(a) - set(matched))
         total = or_(total, a)
     plan = build(total, full, source, tuple(sorted(env)[:MAX_ENV_NAMES]))
     # the process table and features need every process's events: never scoped
