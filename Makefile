@@ -17,7 +17,7 @@ test: bootstrap
 
 lint: bootstrap
 	$(VENV)/bin/ruff check services shared tests bench
-	$(VENV)/bin/mypy --strict shared
+	$(VENV)/bin/mypy --strict shared services/alerter/engine
 
 bench: bootstrap
 	$(PY) -m bench.probe_bench

@@ -23,7 +23,8 @@ STR_OPS = frozenset(("contains", "icontains", "startswith", "endswith", "glob", 
 ORDER_OPS = frozenset(("<", "<=", ">", ">="))
 MULTI_OPS = frozenset(("in", "pmatch", "intersects", "contains", "icontains", "startswith", "endswith", "glob",
                        "bcontains", "bstartswith"))
-Kinds = frozenset | None   # None: may match any kind
+Kinds = frozenset[str] | None   # None: may match any kind
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Nesting of and/or/not with macros expanded: keeps the generated expression
 # well inside what Python's own parser and compiler accept.
 MAX_NESTING = 60
@@ -43,9 +44,9 @@ class Compiler:
         self.table = table
         self.ns: dict[str, Any] = {"_E": F._E, "__builtins__": {"any": any, "map": map, "str": str, "int": int,
                                                     "isinstance": isinstance, "len": len}}
-        self._consts: dict[tuple, str] = {}
+        self._consts: dict[tuple[Any, ...], str] = {}
         self._fields: dict[str, str] = {}
-        self._macro_code: dict[tuple[str, str | None], tuple[str, Kinds]] = {}
+        self._macro_code: dict[tuple[str, str | None], tuple[str, Kinds, int]] = {}  # code, kinds, height
         self.kind: str | None = None       # compiling a variant specialised to this event kind
         self._stack: list[str] = []
         self._depth = 0
@@ -55,7 +56,7 @@ class Compiler:
     # --- namespace ---
     def const(self, value: Any) -> str:
         try:
-            key: tuple = ("v", type(value).__name__, value)
+            key: tuple[Any, ...] = ("v", type(value).__name__, value)
             hash(key)
         except TypeError:
             key = ("id", id(value))
@@ -79,13 +80,13 @@ class Compiler:
         return name
 
     # --- entry point ---
-    def compile(self, node: Node, label: str) -> tuple[Callable[[dict], bool], Kinds, str]:
+    def compile(self, node: Node, label: str) -> tuple[Callable[[F.Event], bool], Kinds, str]:
         """The generic callable, the kinds it can match (None: any) and its code."""
         self.kind = None
         code, kinds = self.expr(node)
         return self._function(code, label), kinds, code
 
-    def compile_for(self, node: Node, label: str, kind: str) -> tuple[Callable[[dict], bool], str]:
+    def compile_for(self, node: Node, label: str, kind: str) -> tuple[Callable[[F.Event], bool], str]:
         """A variant for events of one kind: evt.type tests fold to constants."""
         self.kind = kind
         try:
@@ -94,11 +95,12 @@ class Compiler:
             self.kind = None
         return self._function(code, f"{label} [{kind}]"), code
 
-    def _function(self, code: str, label: str) -> Callable[[dict], bool]:
+    def _function(self, code: str, label: str) -> Callable[[F.Event], bool]:
         fn_name = "cond_" + re.sub(r"\W", "_", label)[:40]
         src = f"def {fn_name}(ev):\n    return {code}\n"
         exec(compile(src, f"<rule {label}>", "exec"), self.ns)  # noqa: S102 - our own generated code
-        return self.ns.pop(fn_name)
+        fn: Callable[[F.Event], bool] = self.ns.pop(fn_name)
+        return fn
 
     # --- nodes ---
     def expr(self, node: Node) -> tuple[str, Kinds]:
@@ -127,11 +129,11 @@ class Compiler:
                 code = skip
             else:
                 code = codes[0] if len(codes) == 1 else "(" + f" {node.op} ".join(codes) + ")"
+            known = [k for k in ks if k is not None]
             if node.op == "and":
-                known = [k for k in ks if k is not None]
                 kinds = frozenset.intersection(*known) if known else None
             else:
-                kinds = None if any(k is None for k in ks) else frozenset().union(*ks)
+                kinds = None if len(known) < len(ks) else frozenset().union(*known)
             return code, kinds
         if isinstance(node, Not):
             code, _ = self.expr(node.arg)
@@ -330,7 +332,7 @@ class Compiler:
         """evt.arg.* may be a number or a string: compare numbers as numbers
         when both sides are, else as text."""
         texts = [v.text for v in values]
-        nums = []
+        nums: list[int | None] = []
         for t in texts:
             try:
                 nums.append(int(t, 0))
@@ -352,13 +354,13 @@ class Compiler:
         return inner.replace("{y}", "_s").replace("{x}", "(_s := (None if {x} is None else str({y})))")
 
 
-_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
-def _canon_net(net):
+def _canon_net(net: Net) -> Net:
     """A CIDR as the fields' canonical addresses are tested against it: an
     IPv4-mapped IPv6 network (::ffff:127.0.0.0/104) as the IPv4 one."""
-    if net.version == 6 and net.prefixlen >= 96 and net.subnet_of(_MAPPED):
+    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96 and net.subnet_of(_MAPPED):
         return ipaddress.ip_network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
     return net
 
@@ -371,7 +373,7 @@ def _ip(text: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def _in_nets(nets: tuple) -> Callable[[Any], bool]:
+def _in_nets(nets: tuple[Net, ...]) -> Callable[[Any], bool]:
     @functools.lru_cache(maxsize=8192)
     def test(ip: Any) -> bool:
         a = _ip(ip) if isinstance(ip, str) else None

@@ -15,13 +15,14 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from shared.netnames import IP_PROTO_NAMES, SOCK_TYPE_PROTO
 from shared.schema import KINDS
 
-Extractor = Callable[[dict], Any]
-_E: dict = {}  # read-only stand-in for a missing sub-object
+Event = dict[str, Any]                 # an enriched event (decoded JSON)
+Extractor = Callable[[Event], Any]
+_E: dict[str, Any] = {}  # read-only stand-in for a missing sub-object
 
 O_ACCMODE, O_WRONLY, O_RDWR, O_CREAT, O_TRUNC = 3, 1, 2, 0o100, 0o1000
 
@@ -38,22 +39,22 @@ class Field:
 
 # --- process -------------------------------------------------------------
 
-def _proc(ev: dict) -> dict:
+def _proc(ev: Event) -> dict[str, Any]:
     return ev.get("proc") or _E
 
 
-def _args(ev: dict) -> list | None:
+def _args(ev: Event) -> list[Any] | None:
     a = _proc(ev).get("args")
     if a is None and ev.get("kind") == "exec":
         a = ev.get("argv")
     return a
 
 
-def proc_name(ev: dict) -> str | None:
+def proc_name(ev: Event) -> str | None:
     return _proc(ev).get("name") or ev.get("comm")
 
 
-def _join_cmdline(name: str | None, args: list | None) -> str | None:
+def _join_cmdline(name: str | None, args: list[Any] | None) -> str | None:
     if name is None:
         return None
     if args and len(args) > 1:
@@ -61,35 +62,35 @@ def _join_cmdline(name: str | None, args: list | None) -> str | None:
     return name
 
 
-def proc_cmdline(ev: dict) -> str | None:
+def proc_cmdline(ev: Event) -> str | None:
     args = _args(ev)
     if args is None:
         return _proc(ev).get("cmdline") or proc_name(ev)
     return _join_cmdline(proc_name(ev), args)
 
 
-def proc_args(ev: dict) -> str | None:
+def proc_args(ev: Event) -> str | None:
     args = _args(ev)
     return None if args is None else " ".join(map(str, args[1:]))
 
 
-def proc_exe(ev: dict) -> str | None:
+def proc_exe(ev: Event) -> str | None:
     exe = _proc(ev).get("exe")
     if exe is None and ev.get("kind") == "exec":
         exe = ev.get("filename")
     return exe
 
 
-def _ancestors(ev: dict) -> list:
+def _ancestors(ev: Event) -> Sequence[dict[str, Any]]:
     return _proc(ev).get("ancestors") or ()
 
 
-def proc_ppid(ev: dict) -> int | None:
+def proc_ppid(ev: Event) -> int | None:
     p = _proc(ev).get("ppid")
     return ev.get("ppid") if p is None else p
 
 
-def proc_pname(ev: dict) -> str | None:
+def proc_pname(ev: Event) -> str | None:
     p = _proc(ev).get("pname")
     if p is None:
         anc = _ancestors(ev)
@@ -97,7 +98,7 @@ def proc_pname(ev: dict) -> str | None:
     return p
 
 
-def proc_pexe(ev: dict) -> str | None:
+def proc_pexe(ev: Event) -> str | None:
     p = _proc(ev).get("pexe")
     if p is None:
         anc = _ancestors(ev)
@@ -105,7 +106,7 @@ def proc_pexe(ev: dict) -> str | None:
     return p
 
 
-def proc_pcmdline(ev: dict) -> str | None:
+def proc_pcmdline(ev: Event) -> str | None:
     p = _proc(ev).get("pcmdline")
     if p is None:
         anc = _ancestors(ev)
@@ -114,7 +115,7 @@ def proc_pcmdline(ev: dict) -> str | None:
     return p
 
 
-def proc_anames(ev: dict) -> list:
+def proc_anames(ev: Event) -> list[Any]:
     anc = _ancestors(ev)
     if anc:
         return [a.get("comm") for a in anc]
@@ -122,7 +123,7 @@ def proc_anames(ev: dict) -> list:
     return [p] if p is not None else []
 
 
-def proc_aexes(ev: dict) -> list:
+def proc_aexes(ev: Event) -> list[Any]:
     anc = _ancestors(ev)
     if anc:
         return [a.get("exe") for a in anc]
@@ -130,7 +131,7 @@ def proc_aexes(ev: dict) -> list:
     return [p] if p is not None else []
 
 
-def proc_apids(ev: dict) -> list:
+def proc_apids(ev: Event) -> list[Any]:
     anc = _ancestors(ev)
     if anc:
         return [a.get("pid") for a in anc]
@@ -144,7 +145,7 @@ def _aname_at(n: int) -> Extractor:
     if n == 1:
         return proc_pname
 
-    def get(ev: dict) -> str | None:
+    def get(ev: Event) -> str | None:
         anc = _ancestors(ev)
         return anc[n - 1].get("comm") if len(anc) >= n else None
     return get
@@ -156,7 +157,7 @@ def _apid_at(n: int) -> Extractor:
     if n == 1:
         return proc_ppid
 
-    def get(ev: dict) -> int | None:
+    def get(ev: Event) -> int | None:
         anc = _ancestors(ev)
         return anc[n - 1].get("pid") if len(anc) >= n else None
     return get
@@ -169,33 +170,33 @@ def _exec_fact(key: str) -> Extractor:
 
 # --- event ---------------------------------------------------------------
 
-def evt_time(ev: dict) -> str | None:
+def evt_time(ev: Event) -> str | None:
     ts = ev.get("ts")
     if not isinstance(ts, int):
         return None
     return time.strftime("%H:%M:%S", time.gmtime(ts // 1_000_000_000)) + f".{ts % 1_000_000_000:09d}"
 
 
-def evt_res(ev: dict) -> str | None:
+def evt_res(ev: Event) -> str | None:
     r = ev.get("ret")
     if not isinstance(r, int):
         return None
     return "SUCCESS" if r >= 0 else errno.errorcode.get(-r, str(r))
 
 
-def evt_failed(ev: dict) -> bool | None:
+def evt_failed(ev: Event) -> bool | None:
     r = ev.get("ret")
     return None if not isinstance(r, int) else r < 0
 
 
-def _open_flags(ev: dict) -> int | None:
+def _open_flags(ev: Event) -> int | None:
     if ev.get("kind") != "open":
         return None
     f = ev.get("flags")
     return f if isinstance(f, int) else None
 
 
-def is_open_write(ev: dict) -> bool | None:
+def is_open_write(ev: Event) -> bool | None:
     if ev.get("kind") != "open":
         return None
     f = ev.get("flags")
@@ -204,7 +205,7 @@ def is_open_write(ev: dict) -> bool | None:
     return (f & O_ACCMODE) in (O_WRONLY, O_RDWR) or bool(f & O_TRUNC)
 
 
-def is_open_read(ev: dict) -> bool | None:
+def is_open_read(ev: Event) -> bool | None:
     if ev.get("kind") != "open":
         return None
     f = ev.get("flags")
@@ -213,17 +214,17 @@ def is_open_read(ev: dict) -> bool | None:
     return (f & O_ACCMODE) in (0, O_RDWR)
 
 
-def is_open_create(ev: dict) -> bool | None:
+def is_open_create(ev: Event) -> bool | None:
     f = _open_flags(ev)
     return None if f is None else bool(f & O_CREAT)
 
 
-def is_open_trunc(ev: dict) -> bool | None:
+def is_open_trunc(ev: Event) -> bool | None:
     f = _open_flags(ev)
     return None if f is None else bool(f & O_TRUNC)
 
 
-def is_open_exec(ev: dict) -> bool | None:
+def is_open_exec(ev: Event) -> bool | None:
     f = _open_flags(ev)
     if f is None:
         return None
@@ -250,7 +251,7 @@ def _endpoint(ip: Any, port: Any) -> str:
     return f"{ip}:{'' if port is None else port}"
 
 
-def fd_name(ev: dict) -> str | None:
+def fd_name(ev: Event) -> str | None:
     k = ev.get("kind")
     if k == "open" or k == "unlink" or k == "chmod" or k == "symlink" or k == "chown" or k == "truncate" \
             or k == "mkdir":
@@ -271,7 +272,7 @@ def fd_name(ev: dict) -> str | None:
     return None
 
 
-def fd_type(ev: dict) -> str | None:
+def fd_type(ev: Event) -> str | None:
     k = ev.get("kind")
     if k in _PATH_KINDS:
         return "file"
@@ -284,16 +285,16 @@ def fd_type(ev: dict) -> str | None:
     return None
 
 
-def fd_typechar(ev: dict) -> str | None:
+def fd_typechar(ev: Event) -> str | None:
     t = fd_type(ev)
     return None if t is None else _TYPECHAR.get(t, "o")
 
 
-def _path(ev: dict) -> str | None:
+def _path(ev: Event) -> str | None:
     return fd_name(ev) if ev.get("kind") in _PATH_KINDS else None
 
 
-def fd_directory(ev: dict) -> str | None:
+def fd_directory(ev: Event) -> str | None:
     p = _path(ev)
     if p is None:
         return None
@@ -301,7 +302,7 @@ def fd_directory(ev: dict) -> str | None:
     return d or ("/" if p.startswith("/") else ".")
 
 
-def fd_filename(ev: dict) -> str | None:
+def fd_filename(ev: Event) -> str | None:
     p = _path(ev)
     return None if p is None else os.path.basename(p)
 
@@ -327,7 +328,7 @@ def canon_ip(v: Any) -> Any:
 IP_FIELDS = frozenset(("fd.sip", "fd.cip", "fd.lip", "fd.rip", "fd.dip"))
 
 
-def _net(ev: dict, accept_key: str, connect_key: str) -> Any:
+def _net(ev: Event, accept_key: str, connect_key: str) -> Any:
     """Falco's client/server view: on connect we are the client (s* raw
     fields are ours, d* the server's); on accept/listen we are the server.
     Addresses are canonical (canon_ip)."""
@@ -347,15 +348,13 @@ def _raw_net(key: str) -> Extractor:
     return lambda ev: canon_ip(ev.get(key)) if ev.get("kind") in _NET_KINDS else None
 
 
-def fd_ips(ev: dict) -> list:
+def fd_ips(ev: Event) -> list[Any]:
     if ev.get("kind") not in _NET_KINDS:
         return []
     return [canon_ip(ip) for ip in (ev.get("saddr"), ev.get("daddr")) if ip]
 
 
-
-
-def fd_l4proto(ev: dict) -> str | None:
+def fd_l4proto(ev: Event) -> str | None:
     k = ev.get("kind")
     if k not in _NET_KINDS:
         return None
@@ -388,7 +387,7 @@ _users: dict[int, str] | None = None
 _groups: dict[int, str] | None = None
 
 
-def user_name(ev: dict) -> str | None:
+def user_name(ev: Event) -> str | None:
     global _users
     uid = ev.get("uid")
     if not isinstance(uid, int):
@@ -398,7 +397,7 @@ def user_name(ev: dict) -> str | None:
     return _users.get(uid)
 
 
-def group_name(ev: dict) -> str | None:
+def group_name(ev: Event) -> str | None:
     global _groups
     gid = ev.get("gid")
     if not isinstance(gid, int):
@@ -410,11 +409,11 @@ def group_name(ev: dict) -> str | None:
 
 # --- container / k8s -----------------------------------------------------
 
-def _ctr(ev: dict) -> dict | None:
+def _ctr(ev: Event) -> dict[str, Any] | None:
     return ev.get("container")
 
 
-def container_id(ev: dict) -> str | None:
+def container_id(ev: Event) -> str | None:
     c = _ctr(ev)
     if not c:
         return "host"
@@ -422,17 +421,17 @@ def container_id(ev: dict) -> str | None:
     return i[:12] if isinstance(i, str) else i
 
 
-def container_full_id(ev: dict) -> str | None:
+def container_full_id(ev: Event) -> str | None:
     c = _ctr(ev)
     return "host" if not c else c.get("id")
 
 
-def container_name(ev: dict) -> str | None:
+def container_name(ev: Event) -> str | None:
     c = _ctr(ev)
     return "host" if not c else c.get("name")
 
 
-def container_image(ev: dict) -> str | None:
+def container_image(ev: Event) -> str | None:
     return (_ctr(ev) or _E).get("image")
 
 
@@ -448,18 +447,18 @@ def _split_image(image: str) -> tuple[str, str | None, str | None]:
     return image, None, digest
 
 
-def container_image_repository(ev: dict) -> str | None:
+def container_image_repository(ev: Event) -> str | None:
     i = container_image(ev)
     return None if not isinstance(i, str) else _split_image(i)[0]
 
 
-def container_image_tag(ev: dict) -> str | None:
+def container_image_tag(ev: Event) -> str | None:
     i = container_image(ev)
     return None if not isinstance(i, str) else _split_image(i)[1]
 
 
-def container_image_digest(ev: dict) -> str | None:
-    d = (_ctr(ev) or _E).get("image_digest")   # the runtime's word (CRI image_ref) first
+def container_image_digest(ev: Event) -> str | None:
+    d: str | None = (_ctr(ev) or _E).get("image_digest")   # the runtime's word (CRI image_ref) first
     if d:
         return d
     i = container_image(ev)
@@ -477,24 +476,25 @@ def _k8s_ref(key: str, part: str) -> Extractor:
 
 def _k8s_owned_by(kind: str) -> Extractor:
     """Name of the pod's owner of `kind` (ReplicaSet, Deployment, ...) in its derived owner chain."""
-    def get(ev: dict) -> str | None:
+    def get(ev: Event) -> str | None:
         k = ev.get("k8s")
         if not k:
             return None
         for ref in (k.get("owner"), k.get("workload")):
             if ref and ref.get("kind") == kind:
-                return ref.get("name")
+                name: str | None = ref.get("name")
+                return name
         return None
     return get
 
 
-def k8s_pod_labels(ev: dict) -> str | None:
+def k8s_pod_labels(ev: Event) -> str | None:
     """Falco's k8s.pod.labels: "k1:v1, k2:v2"."""
     labels = (ev.get("k8s") or _E).get("labels")
     return None if labels is None else ", ".join(f"{k}:{v}" for k, v in sorted(labels.items()))
 
 
-def container_info(ev: dict) -> str:
+def container_info(ev: Event) -> str:
     c = _ctr(ev)
     if not c:
         return "host"
@@ -502,13 +502,13 @@ def container_info(ev: dict) -> str:
 
 
 def _label(obj_key: str, label: str) -> Extractor:
-    def get(ev: dict) -> str | None:
+    def get(ev: Event) -> str | None:
         o = ev.get(obj_key)
         return (o.get("labels") or _E).get(label) if o else None
     return get
 
 
-def proc_env(ev: dict) -> str | None:
+def proc_env(ev: Event) -> str | None:
     """The watched variables of the exec environment as 'NAME=value ...' (None: not captured)."""
     env = _proc(ev).get("env")
     if env is None:
@@ -526,10 +526,6 @@ def _k8s(key: str) -> Extractor:
 
 def _head(key: str) -> Extractor:
     return lambda ev: ev.get(key)
-
-
-def _kind_only(kind: str, key: str) -> Extractor:
-    return lambda ev: ev.get(key) if ev.get("kind") == kind else None
 
 
 # --- the table -----------------------------------------------------------
@@ -586,10 +582,6 @@ _add("proc.tty", "int", lambda ev: _proc(ev).get("tty"),
 _add("proc.env", "str", proc_env,
      "exec environment variables the rules watch, 'NAME=value ...'; proc.env[NAME] is one value")
 # Set by the alerter (services/alerter/state.py) from what it saw earlier in the same container.
-_add("proc.is_exe_upper_layer", "bool", lambda ev: _proc(ev).get("is_exe_upper_layer"),
-     "exec of a file created (O_CREAT/rename/link) earlier in the same container")
-_add("proc.is_exe_from_memfd", "bool", lambda ev: _proc(ev).get("is_exe_from_memfd"),
-     "exec of a memfd (fileless): exe /memfd:..., or memfd_create then exec of an fd")
 _add("proc.is_exe_upper_layer", "bool", _exec_fact("is_exe_upper_layer"),
      "exec of a file created in the container after it started (set by the alerter's state)")
 _add("proc.is_exe_from_memfd", "bool", _exec_fact("is_exe_from_memfd"),
@@ -670,7 +662,7 @@ _MODE_BITS = ((0o4000, "S_ISUID"), (0o2000, "S_ISGID"), (0o1000, "S_ISVTX"),
               (0o4, "S_IROTH"), (0o2, "S_IWOTH"), (0o1, "S_IXOTH"))
 
 
-def evt_mode_flags(ev: dict) -> str | None:
+def evt_mode_flags(ev: Event) -> str | None:
     """chmod's and mkdir's mode, or the mode an open creates with, as Falco names its bits."""
     k = ev.get("kind")
     if k != "chmod" and k != "mkdir" and not (k == "open" and is_open_create(ev)):
@@ -681,7 +673,7 @@ def evt_mode_flags(ev: dict) -> str | None:
     return "|".join(n for b, n in _MODE_BITS if m & b)
 
 
-def fd_is_other_proc(ev: dict) -> bool | None:
+def fd_is_other_proc(ev: Event) -> bool | None:
     """/proc/<pid>/... of another process: None off /proc/<pid|self|thread-self>."""
     p = _path(ev)
     if p is None or not p.startswith("/proc/"):
@@ -694,7 +686,7 @@ def fd_is_other_proc(ev: dict) -> bool | None:
     return int(who) not in (ev.get("pid"), ev.get("tid"))
 
 
-def proc_argv0(ev: dict) -> str | None:
+def proc_argv0(ev: Event) -> str | None:
     args = _args(ev)
     return str(args[0]) if args else None
 
@@ -711,7 +703,7 @@ def _dns(key: str) -> Extractor:
     return lambda ev: ev.get(key) if ev.get("kind") == "dns" else None
 
 
-def dns_domains(ev: dict) -> list:
+def dns_domains(ev: Event) -> list[Any]:
     """The query name and every parent domain: a.b.pool.com, b.pool.com, pool.com, com."""
     q = _dns("qname")(ev)
     if not q:
@@ -720,12 +712,12 @@ def dns_domains(ev: dict) -> list:
     return [".".join(labels[i:]) for i in range(len(labels))]
 
 
-def _labels(ev: dict) -> list[str]:
+def _labels(ev: Event) -> list[str]:
     q = _dns("qname")(ev)
     return q.rstrip(".").split(".") if q else []
 
 
-def dns_max_label_len(ev: dict) -> int | None:
+def dns_max_label_len(ev: Event) -> int | None:
     labels = _labels(ev)
     return max(map(len, labels)) if labels else None
 
@@ -741,12 +733,12 @@ def label_entropy(label: str) -> int:
     return round(-100 * sum(k / n * math.log2(k / n) for k in counts.values()))
 
 
-def dns_label_entropy(ev: dict) -> int | None:
+def dns_label_entropy(ev: Event) -> int | None:
     labels = _labels(ev)
     return label_entropy(max(labels, key=len)) if labels else None
 
 
-def _named(ev: dict, server: bool) -> str | None:
+def _named(ev: Event, server: bool) -> str | None:
     """The DNS name of the remote address (server side: only when we connected)."""
     k = ev.get("kind")
     if k == "connect" or (k == "flow" and ev.get("direction") == "connect"):

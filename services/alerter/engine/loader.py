@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import yaml
 
@@ -42,17 +42,17 @@ class _YamlLoader(yaml.SafeLoader):
     """SafeLoader whose (recursive) composer refuses deep nesting with a
     position instead of running out of stack."""
 
-    def __init__(self, stream) -> None:
+    def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
 
-    def compose_node(self, parent, index):
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         self._depth += 1
         try:
             if self._depth > MAX_YAML_DEPTH:
-                ev = self.peek_event()
+                self.check_event()    # parses the next event into current_event, as peek_event (untyped) does
                 raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep",
-                                                  ev.start_mark)
+                                                  self.current_event.start_mark)
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -129,19 +129,20 @@ class _Item:
             if k not in allowed:
                 raise self.ft.error_at(knode, f"{what}: unknown key {k!r} (allowed: {', '.join(sorted(allowed))})")
 
-    def str(self, key: str, what: str) -> str:
+    def text(self, key: str, what: str) -> str:
         node = self.val(key)
         if node is None or _is_null(node):
             raise self.ft.error_at(node or self.node, f"{what}: missing {key!r}")
         if not isinstance(node, yaml.ScalarNode):
             raise self.ft.error_at(node, f"{what}: {key!r} must be text")
-        return node.value
+        value: str = node.value
+        return value
 
     def segment(self, key: str, what: str) -> Segment:
-        text = self.str(key, what)
+        text = self.text(key, what)
         return Segment(text, self.ft, self.val(key))
 
-    def bool(self, key: str, what: str, default: bool = False) -> bool:
+    def flag(self, key: str, what: str, default: bool = False) -> bool:
         node = self.val(key)
         if node is None:
             return default
@@ -258,12 +259,12 @@ class Loader:
         return out
 
     def list_(self, it: _Item) -> None:
-        name = it.str("list", "list")
+        name = it.text("list", "list")
         what = f"list {name!r}"
         it.check_keys(LIST_KEYS, what)
         items = it.str_list("items", what)
         ov = self._override(it, what, {"append": frozenset(("items",)), "replace": frozenset(("items",))})
-        if it.bool("append", what) or ov.get("items") == "append":
+        if it.flag("append", what) or ov.get("items") == "append":
             if name not in self.lists:
                 raise it.ft.error_at(it.node, f"{what}: append to a list not defined before")
             self.lists[name].items.extend(items)
@@ -273,13 +274,13 @@ class Loader:
         self.lists[name] = _List(items, it.ft, it.node)
 
     def macro(self, it: _Item) -> None:
-        name = it.str("macro", "macro")
+        name = it.text("macro", "macro")
         what = f"macro {name!r}"
         it.check_keys(MACRO_KEYS, what)
         ov = self._override(it, what, {"append": frozenset(("condition",)),
                                        "replace": frozenset(("condition",))})
         seg = it.segment("condition", what)
-        if it.bool("append", what) or ov.get("condition") == "append":
+        if it.flag("append", what) or ov.get("condition") == "append":
             if name not in self.macros:
                 raise it.ft.error_at(it.node, f"{what}: append to a macro not defined before")
             self.macros[name].cond.append(seg)
@@ -287,7 +288,7 @@ class Loader:
         self.macros[name] = _Macro([seg], it.ft, it.node)
 
     def rule(self, it: _Item) -> None:
-        name = it.str("rule", "rule")
+        name = it.text("rule", "rule")
         what = f"rule {name!r}"
         it.check_keys(RULE_KEYS, what)
         source = it.val("source")
@@ -295,7 +296,7 @@ class Loader:
             self.warnings.append(f"{it.ft.name}: {what}: source {source.value!r} is not supported, skipped")
             return
         ov = self._override(it, what, RULE_OVERRIDES)
-        append = it.bool("append", what)
+        append = it.flag("append", what)
         existing = self.rules.get(name)
         if append or ov:
             if existing is None:
@@ -310,24 +311,24 @@ class Loader:
             self._apply(existing, it, ov, what)
             return
         if existing is not None and set(it.keys) <= {"rule", "enabled"}:
-            existing.enabled = it.bool("enabled", what, True)
+            existing.enabled = it.flag("enabled", what, True)
             return
         if set(it.keys) <= {"rule", "enabled"}:
             raise it.ft.error_at(it.node, f"{what}: enabled given for a rule not defined before")
         r = _Rule(name, it.ft, it.node)
         r.cond = [it.segment("condition", what)]
         r.output = it.segment("output", what)
-        r.desc = it.str("desc", what) if it.has("desc") else ""
+        r.desc = it.text("desc", what) if it.has("desc") else ""
         r.priority = self._priority(it, what)
         r.tags = [t for t, _ in it.str_list("tags", what)]
-        r.enabled = it.bool("enabled", what, True)
-        r.skip_unknown = it.bool("skip-if-unknown-filter", what)
+        r.enabled = it.flag("enabled", what, True)
+        r.skip_unknown = it.flag("skip-if-unknown-filter", what)
         for exc in self._exceptions(it, what):
             r.exceptions[exc.name] = exc
         self.rules[name] = r          # a redefinition replaces in place
 
     def _priority(self, it: _Item, what: str) -> str:
-        text = it.str("priority", what)
+        text = it.text("priority", what)
         p = normalize_priority(text)
         if p is None:
             raise it.ft.error_at(it.val("priority"), f"{what}: unknown priority {text!r}")
@@ -343,7 +344,7 @@ class Loader:
                 r.output = Segment(r.output.text + " " + seg.text, seg.file, None) \
                     if mode == "append" and r.output else seg
             elif key == "desc":
-                d = it.str("desc", what)
+                d = it.text("desc", what)
                 r.desc = (r.desc + " " + d).strip() if mode == "append" else d
             elif key == "priority":
                 r.priority = self._priority(it, what)
@@ -351,7 +352,7 @@ class Loader:
                 tags = [t for t, _ in it.str_list("tags", what)]
                 r.tags = r.tags + [t for t in tags if t not in r.tags] if mode == "append" else tags
             elif key == "enabled":
-                r.enabled = it.bool("enabled", what, True)
+                r.enabled = it.flag("enabled", what, True)
             elif key == "exceptions":
                 new = self._exceptions(it, what, r.exceptions)
                 if mode == "replace":
@@ -375,7 +376,7 @@ class Loader:
         for en in node.value:
             e = _Item(ft, en)
             e.check_keys(frozenset(("name", "fields", "comps", "values")), f"{what} exception")
-            name = e.str("name", f"{what} exception")
+            name = e.text("name", f"{what} exception")
             ew = f"{what} exception {name!r}"
             fnode = e.val("fields")
             prior = (existing or {}).get(name)
@@ -411,7 +412,7 @@ class Loader:
         return out
 
     def _exc_values(self, ft: FileText, node: yaml.Node | None, ew: str, single: bool, comp: str,
-                    n: int) -> list[tuple[yaml.Node, list]]:
+                    n: int) -> list[tuple[yaml.Node, list[Value | list[Value]]]]:
         if node is None or _is_null(node):
             return []
         if not isinstance(node, yaml.SequenceNode):
@@ -426,9 +427,11 @@ class Loader:
 
         if single:
             if comp in LIST_OPS:
-                return [(node, [[val(x) for x in node.value]])]
+                # one comparison with all the values (a nested list among them fails to compile later)
+                items: list[Any] = [val(x) for x in node.value]
+                return [(node, [items])]
             return [(x, [val(x)]) for x in node.value]
-        out = []
+        out: list[tuple[yaml.Node, list[Value | list[Value]]]] = []
         for tup in node.value:
             if not isinstance(tup, yaml.SequenceNode) or len(tup.value) != n:
                 raise ft.error_at(tup, f"{ew}: each value must be a list of {n} items (one per field)")

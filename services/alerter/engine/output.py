@@ -29,7 +29,7 @@ class Template:
     def __init__(self, parts: list[str | F.Field], fields: dict[str, F.Field]) -> None:
         self.parts, self.fields = parts, fields
 
-    def render(self, ev: dict) -> tuple[str, dict[str, Any]]:
+    def render(self, ev: F.Event) -> tuple[str, dict[str, Any]]:
         values = {name: f.get(ev) for name, f in self.fields.items()}
         out = [p if isinstance(p, str) else _render(values[p.name]) for p in self.parts]
         return "".join(out).strip(), values

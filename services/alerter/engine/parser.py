@@ -42,7 +42,7 @@ class BoolOp(Node):
 
 @dataclass
 class Not(Node):
-    arg: Node | None = None
+    arg: Node
 
 
 @dataclass
@@ -150,7 +150,7 @@ class Parser:
         start = self.i
         if self.keyword("not"):
             self.nest(start)
-            node = Not(self.src, start, self.unary())
+            node: Node = Not(self.src, start, self.unary())
             self.depth -= 1
             return node
         if self.i >= len(self.s):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Literal
 
 from shared.filterplan import (
     ALL_ACCESS,
@@ -45,6 +46,9 @@ from .compiler import MacroTable
 from .evtypes import KNOWN_KINDS, kind_of
 from .parser import BoolOp, Compare, Const, MacroRef, Node, Not
 
+if TYPE_CHECKING:
+    from .ruleset import CompiledRule
+
 Pat = tuple[str, str] | None             # (match, path) or None: any path
 Atom = tuple[Pat, int]                    # (path pattern, access classes)
 Abs = dict[str, frozenset[Atom]]          # kind -> atoms; a kind absent cannot match
@@ -62,7 +66,7 @@ def top() -> Abs:
     return dict.fromkeys(ALL_KINDS, ANY)
 
 
-def _narrow_pat(a: Pat, b: Pat) -> Pat | bool:
+def _narrow_pat(a: Pat, b: Pat) -> Pat | Literal[False]:
     """A pattern covering both a and b's paths (False: they share none)."""
     if a is None or b is None:
         return b if a is None else a
@@ -90,7 +94,7 @@ def and_(x: Abs, y: Abs) -> Abs:
         if x[k] == ANY or y[k] == ANY:
             out[k] = y[k] if x[k] == ANY else x[k]
             continue
-        atoms = set()
+        atoms: set[Atom] = set()
         for pa, aa in x[k]:
             for pb, ab in y[k]:
                 p = _narrow_pat(pa, pb)
@@ -231,11 +235,11 @@ def _prefix(p: str) -> Pat:
     return ("prefix", p[:MAX_PATH_LEN])
 
 
-def _fields(node: Node, table: MacroTable, seen: set[str]) -> set[str]:
+def _fields(node: Node | None, table: MacroTable, seen: set[str]) -> set[str]:
     """Every field a condition reads (through macros)."""
     if isinstance(node, BoolOp):
         return set().union(*(_fields(a, table, seen) for a in node.args))
-    if isinstance(node, Not) and node.arg is not None:
+    if isinstance(node, Not):
         return _fields(node.arg, table, seen)
     if isinstance(node, Compare):
         return {node.field}
@@ -249,7 +253,7 @@ def _env_names(node: Node, table: MacroTable, seen: set[str]) -> set[str | None]
     """The variables a condition reads with proc.env[NAME] (None: proc.env unkeyed)."""
     if isinstance(node, BoolOp):
         return set().union(*(_env_names(a, table, seen) for a in node.args))
-    if isinstance(node, Not) and node.arg is not None:
+    if isinstance(node, Not):
         return _env_names(node.arg, table, seen)
     if isinstance(node, Compare):
         return {node.arg} if node.field == "proc.env" else set()
@@ -300,7 +304,7 @@ def _is_host_test(node: Compare, ops: tuple[str, ...]) -> bool:
             and not isinstance(v, list) and v.text == "host")
 
 
-def compile_plan(rules, table: MacroTable, source: str = "rules") -> FilterPlan:
+def compile_plan(rules: Iterable[CompiledRule], table: MacroTable, source: str = "rules") -> FilterPlan:
     """The plan of a ruleset's enabled rules (CompiledRule objects with .ast)."""
     pc = PlanCompiler(table)
     scope = ContainerScope(table)

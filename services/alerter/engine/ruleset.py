@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from .compiler import MacroTable
 from .evtypes import KNOWN_KINDS
+from .fields import Event
 from .output import Template
+from .parser import Node
 from .runner import Runner, build_runner
+
+if TYPE_CHECKING:
+    from shared.filterplan import FilterPlan
 
 
 @dataclass(slots=True)
@@ -27,16 +33,16 @@ class CompiledRule:
     tags: list[str]
     enabled: bool
     kinds: frozenset[str] | None          # None: any kind
-    cond: Callable[[dict], bool]
+    cond: Callable[[Event], bool]
     template: Template
     condition: str                         # the full condition text (after appends)
     code: str = ""                         # the generated Python expression
     file: str = ""
     line: int = 0
-    by_kind: dict[str, tuple[Callable[[dict], bool], str]] = field(default_factory=dict)  # per kind: fn, code
-    ast: Any = None                        # the parsed condition with exceptions (for the filter plan)
+    by_kind: dict[str, tuple[Callable[[Event], bool], str]] = field(default_factory=dict)  # per kind: fn, code
+    ast: Node | None = None                # the parsed condition with exceptions (for the filter plan)
 
-    def match(self, ev: dict) -> Match:
+    def match(self, ev: Event) -> Match:
         out, values = self.template.render(ev)
         return Match(self.name, self.priority, self.tags, self.desc, out, values)
 
@@ -49,7 +55,7 @@ class Ruleset:
     lists: dict[str, list[str]] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    table: Any = field(default=None, repr=False)  # compiler.MacroTable: macro ASTs and lists (for the plan)
+    table: MacroTable | None = field(default=None, repr=False)  # macro ASTs and lists (for the plan)
     kinds_index: dict[str, tuple[CompiledRule, ...]] = field(init=False)
     any_kind: tuple[CompiledRule, ...] = field(init=False)
     _runners: dict[str, Runner] = field(init=False, repr=False)   # kind -> generated function
@@ -78,7 +84,7 @@ class Ruleset:
             return build_runner(kind or "any kind", items, self.ns)
         plan = tuple((r.by_kind[kind][0] if kind in r.by_kind else r.cond, r) for r in rules)
 
-        def run(ev: dict, out: list, err: Callable[[Any, Exception], None]) -> None:
+        def run(ev: Event, out: list[Match], err: Callable[[CompiledRule, Exception], None]) -> None:
             for cond, r in plan:
                 try:
                     if cond(ev):
@@ -91,11 +97,12 @@ class Ruleset:
         self.eval_errors += 1
         self.last_eval_error = f"rule {rule.name!r}: {type(e).__name__}: {e}"
 
-    def evaluate(self, ev: dict) -> list[Match]:
+    def evaluate(self, ev: Event) -> list[Match]:
         """Every enabled rule that matches `ev`, in rule order. A rule that
         fails on a malformed event is counted in `eval_errors`, never raised."""
         try:
-            run = self._runners.get(ev.get("kind"), self._any_runner)
+            kind: Any = ev.get("kind")       # any JSON value: only a known kind's text finds a runner
+            run = self._runners.get(kind, self._any_runner)
         except (AttributeError, TypeError):
             self.eval_errors += 1
             self.last_eval_error = f"event is {type(ev).__name__}, not an object with a text kind"
@@ -104,7 +111,7 @@ class Ruleset:
         run(ev, out, self._error)      # a rule failing on a bad event is counted, never raised
         return out
 
-    def evaluate_all(self, ev: dict) -> list[Match]:
+    def evaluate_all(self, ev: Event) -> list[Match]:
         """Baseline without the kind index (for tests and the benchmark)."""
         out: list[Match] = []
         for r in self.rules:
@@ -116,14 +123,15 @@ class Ruleset:
                     self.eval_errors += 1
         return out
 
-    def filter_plan(self, source: str = "rules", max_rank: int | None = None):
+    def filter_plan(self, source: str = "rules", max_rank: int | None = None) -> FilterPlan:
         """What the kernel must emit for these rules (shared/filterplan.py); with
         `max_rank`, only for rules of that priority rank or more urgent."""
         from shared.priorities import priority_rank
 
         from .plan import compile_plan
         rules = [r for r in self.rules if max_rank is None or priority_rank(r.priority) <= max_rank]
-        return compile_plan(rules, self.table, source)
+        table = self.table if self.table is not None else MacroTable({}, {})  # built without the loader: no macros
+        return compile_plan(rules, table, source)
 
     def summary(self) -> dict[str, Any]:
         per_kind = {k: len(v) for k, v in self.kinds_index.items() if v}

@@ -12,12 +12,18 @@ Saves a Python call and a tuple unpack per rule against looping over
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-Runner = Callable[[dict, list, Callable[[Any, Exception], None]], None]
+from .fields import Event
+
+if TYPE_CHECKING:
+    from .ruleset import CompiledRule, Match
+
+# run(ev, out, err): appends each match to `out`, calls err(rule, exception) for a rule that raised
+Runner = Callable[[Event, "list[Match]", Callable[["CompiledRule", Exception], None]], None]
 
 
-def build_runner(label: str, items: Sequence[tuple[str, Any]], ns: dict[str, Any]) -> Runner:
+def build_runner(label: str, items: Sequence[tuple[str, CompiledRule]], ns: dict[str, Any]) -> Runner:
     """`items` are (condition code over `ev`, CompiledRule) in rule order;
     `ns` is the compiler namespace the codes refer to."""
     glb = dict(ns)
@@ -33,4 +39,5 @@ def build_runner(label: str, items: Sequence[tuple[str, Any]], ns: dict[str, Any
         lines.append("    return")
     fname = "<rules for " + re.sub(r"[^\w.-]", "_", label) + ">"
     exec(compile("\n".join(lines) + "\n", fname, "exec"), glb)  # noqa: S102 - our own generated code
-    return glb["run"]
+    run: Runner = glb["run"]
+    return run
