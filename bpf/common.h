@@ -97,7 +97,8 @@ struct ev_path2 { struct ev_head h; s64 a[6]; char s1[STR_SZ]; char s2[STR_SZ]; 
 // la = local address remembered from bind(), for accept.
 struct ev_sock  { struct ev_head h; s64 a[6]; u8 sa[SA_SZ]; u8 la[16]; };
 // exec: a[1] = bytes used in argv, a[2] = argc seen, a[3] = 1 if argv truncated,
-// a[4] = controlling tty (Falco's proc.tty: new_encode_dev; 0 none, -1 unknown);
+// a[4] = controlling tty (Falco's proc.tty: new_encode_dev; 0 none, -1 unknown),
+// a[5] = permitted capability mask after the exec (-1 unknown);
 // base = the absolute directory a relative filename is relative to ("" otherwise)
 // dns (bpf/dns.bpf.c): a[0] = payload bytes on the wire, a[1] = bytes copied to data,
 // a[2] = direction (0 query sent, 1 answer received), a[3] = family, a[4] = IP protocol

@@ -42,6 +42,24 @@ static __always_inline s64 current_tty(void)
 #endif
 }
 
+// Permitted capabilities of the current task (Falco's thread.cap_permitted), from
+// task->real_cred->cap_permitted (a 64-bit kernel_cap_t; two u32 words before 6.3,
+// the same bytes); -1 when unknown (no BTF offsets).
+static __always_inline s64 current_cap_permitted(void)
+{
+#if HAVE_KOFF
+    char *task = (char *)bpf_get_current_task();
+    char *cred = 0;
+    u64 caps = 0;
+    if (bpf_probe_read_kernel(&cred, sizeof(cred), task + OFF_TASK_REAL_CRED) < 0 || !cred ||
+        bpf_probe_read_kernel(&caps, sizeof(caps), cred + OFF_CRED_CAP_PERMITTED) < 0)
+        return -1;
+    return (s64)(caps & 0x7fffffffffffffffULL);
+#else
+    return -1;
+#endif
+}
+
 // Exec environment (K_EXECENV; struct ev_env in common.h). The plan loads the
 // names rules read (proc.env[NAME]) into env_watch, keyed by the first 8 bytes of
 // "NAME=" (names of 8+ characters: their first 8; user space checks the whole
@@ -174,6 +192,7 @@ static __always_inline void exec_emit(u32 key, long ret)
         e->a[2] = s->argc;
         e->a[3] = s->truncated;
         e->a[4] = current_tty();
+        e->a[5] = current_cap_permitted();
         bpf_probe_read_kernel(e->filename, sizeof(e->filename), s->filename);
         bpf_probe_read_kernel(e->argv, sizeof(e->argv), s->argv);
         e->base[0] = 0;

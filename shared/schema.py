@@ -10,6 +10,7 @@ The enricher adds `proc`, `container` and `k8s` (null on the host):
                 "containerd"|"cri-o", "labels": {str: str},
                 "image_digest": str|None, "image_id": str|None, "privileged": bool|None,
                 "host_network", "host_pid", "host_ipc": bool|None,
+                "mounts" (exec events only, when the runtime says): [{"source", "dest", "rw"}],
                 "metadata_missing": None | reason the runtime gave no metadata} | null
     k8s:       {"pod": str, "namespace": str, "pod_uid": str|None, "container": str|None,
                 "labels": {}, "owner": {"kind", "name"}|None, "workload": {"kind", "name"}|None} | null
@@ -21,6 +22,11 @@ resolved the remote address from (its DNS answers, services/enricher/names.py), 
 
 Kind "flow" is connects or accepts aggregated in the kernel per cgroup (pid 0;
 services/probe/flows.py): `count` and `failed` are deltas since the last one.
+
+Kind "profile" is one CPU-profile window of one cgroup (pid 0; services/probe/profiler.py):
+`folded` {"comm;frame;...;frame_[k]": samples} of its heaviest stacks (the rest summed under
+"[other stacks]"), `samples` in all, `truncated` those with cut-short user stacks, sampled at
+`hz` from `start_ns` to `end_ns`.
 
 Kind "oom" is an OOM kill (oom:mark_victim): the head names the task whose
 allocation hit the limit (in a container, a task of that container), `victim_*`
@@ -59,7 +65,8 @@ ENRICHED_FIELDS = ("proc", "container", "k8s")
 # another process; socket only for AF_PACKET or SOCK_RAW; dup only when
 # oldfd is a socket or newfd is 0-2 (fd_type "socket" | "other"); chdir only
 # on success, for fchdir with "fd" (path: the new working directory). exec's "tty" is the controlling
-# terminal (Falco's proc.tty, 0 none, None unknown). execenv goes out at execve
+# terminal (Falco's proc.tty, 0 none, None unknown), "cap_permitted" the permitted capability mask
+# after the exec (shared/capabilities.py names the bits; None unknown). execenv goes out at execve
 # entry, before its exec, only when a variable the rules watch is in envp: "env"
 # {NAME: value} (the enricher keeps it as proc.env). setuid/setgid: the head's
 # uid/gid are the caller's before the call, new_* the ids asked for (None:
@@ -67,7 +74,7 @@ ENRICHED_FIELDS = ("proc", "container", "k8s")
 # (path None; the enricher names the file when it saw the open); chown "flags".
 # procvm is process_vm_readv/writev on another process.
 KINDS: dict[str, tuple[str, ...]] = {
-    "exec": ("filename", "argv", "ret", "argv_truncated", "tty"),
+    "exec": ("filename", "argv", "ret", "argv_truncated", "tty", "cap_permitted"),
     "execenv": ("env", "env_scanned", "env_truncated"),
     "exit": ("exit_code",),
     "fork": ("child_pid", "clone_flags"),
@@ -105,6 +112,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "setns": ("fd", "nstype", "ret"),
     "signal": ("sig", "target_pid", "ret"),
     "oom": ("victim_pid", "victim_comm", "victim_uid", "total_vm_kb", "anon_rss_kb", "file_rss_kb"),
+    "profile": ("start_ns", "end_ns", "hz", "samples", "truncated", "stacks_dropped", "folded"),
     "flow": ("direction", "family", "proto", "daddr", "dport", "saddr", "sport", "count", "failed",
              "first_ts", "last_ts"),
 }

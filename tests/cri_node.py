@@ -298,7 +298,8 @@ class Kubelet:
         return r.pod_sandbox_id
 
     async def create_container(self, pod_id: str, name: str, command: list[str], image: str = BB_IMAGE,
-                               privileged: bool = False) -> str:
+                               privileged: bool = False, mounts: tuple[tuple[str, str], ...] = ()) -> str:
+        """`mounts`: (host path, container path) read-only binds."""
         sb = self.pods[pod_id]
         meta = sb.metadata
         labels = {"io.kubernetes.container.name": name, "io.kubernetes.pod.name": meta.name,
@@ -312,6 +313,7 @@ class Kubelet:
         cfg = pb.ContainerConfig(
             metadata=pb.ContainerMetadata(name=name, attempt=0), image=pb.ImageSpec(image=image),
             command=command, labels=labels, annotations=annotations, log_path=f"{name}/0.log",
+            mounts=[pb.Mount(host_path=h, container_path=c, readonly=True) for h, c in mounts],
             linux=pb.LinuxContainerConfig(security_context=sc))
         r = await self.rt.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod_id, config=cfg,
                                                                     sandbox_config=sb), timeout=120)

@@ -18,6 +18,7 @@ from services.enricher.cgroups import cgroup2_root
 from services.enricher.config import EnricherConfig
 from services.enricher.cri import CriClient
 from services.enricher.cri_proto import runtime_v1_pb2 as pb
+from services.enricher.lookups import Mount
 from shared import subjects
 from tests.cri_node import BB_IMAGE, ContainerdNode, Kubelet, containerd_missing
 from tests.pipeline import Pipeline, new_node
@@ -75,11 +76,12 @@ async def test_cri_client_reads_pods_like_the_kubelet_made_them(containerd_node)
     node, kubelet = containerd_node
     ns = f"shop-{uuid.uuid4().hex[:6]}"
     pod = await kubelet.run_pod("web-7d4b9c8f5d-x2x9q", ns, labels={"app": "web", "pod-template-hash": "7d4b9c8f5d"})
-    cid = await kubelet.create_container(pod, "app", ["/bin/sh", "-c", "sleep 60"])
+    cid = await kubelet.create_container(pod, "app", ["/bin/sh", "-c", "sleep 60"], mounts=(("/etc", "/host-etc"),))
     await kubelet.start(cid)
     async with CriClient((node.socket,), timeout=10) as cri:
         info = await cri.get(cid)
         assert info is not None, cri.failures
+        assert Mount("/etc", "/host-etc", False) in (info.mounts or ()), info.mounts  # the runtime's binds
         assert (info.id, info.name, info.image) == (cid, "app", BB_IMAGE)
         assert info.image_id and info.image_id.startswith("sha256:")
         assert (info.privileged, info.host_network, info.host_pid, info.host_ipc) == (False, True, False, False)

@@ -78,6 +78,8 @@ BEHAVIOURS = [
     ("Mkdir binary dirs", "mkdir /usr/bin/.cache", ()),
     ("Hidden directory created in a temporary directory", "cd /tmp && mkdir ./.x", ()),
     ("Launch Container Sharing Host Namespaces", "true", ("hostpid",)),
+    ("Launch Excessively Capable Container", "true", ("capsysadmin",)),
+    ("Launch Sensitive Mount Container", "true", ("etcmount",)),
     ("Packet socket created in container", "/x/actions packet; true", ("actions",)),
     ("Linux kernel module injection", "echo garbage > /tmp/evil.ko; insmod /tmp/evil.ko; true", ("unconfined",)),
     ("Write to cgroup release_agent", "echo /tmp/payload > /tmp/release_agent", ()),
@@ -131,6 +133,10 @@ def _flags(needs, actions):
         flags += ["--privileged"]
     if "hostpid" in needs:
         flags += ["--pid", "host"]
+    if "capsysadmin" in needs:
+        flags += ["--cap-add", "SYS_ADMIN"]
+    if "etcmount" in needs:
+        flags += ["-v", "/etc:/host-etc:ro"]
     if "nonet" in needs:
         flags += NO_NET
     if "shm" in needs:
@@ -174,6 +180,16 @@ async def test_ordinary_activity_raises_nothing(pipe):
                        n=1, timeout=20)
     host = pipe._by_subject["eunomia.alert.>"].matching(host_alert)
     assert [a["rule"] for a in host] == ["Read sensitive file"], [a["output"] for a in host]
+
+
+async def test_ordinary_container_options_raise_nothing(pipe, tmp_path):
+    # a data volume and harmless added capabilities are not a sensitive mount or excessive capabilities
+    cid = await in_container("ls /data >/dev/null; cat /etc/shadow >/dev/null",
+                             ["-v", f"{tmp_path}:/data", "--cap-add", "NET_RAW", "--cap-add", "AUDIT_WRITE"],
+                             check=True)
+    await alert_for(pipe, "Read sensitive file", cid)  # the sentinel: every earlier event is evaluated
+    mine = pipe._by_subject["eunomia.alert.>"].matching(lambda a: (a.get("container") or {}).get("id") == cid)
+    assert [a["rule"] for a in mine] == ["Read sensitive file"], [a["output"] for a in mine]
 
 
 async def test_alerter_counted_what_it_did(pipe):

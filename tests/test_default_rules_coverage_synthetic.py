@@ -38,6 +38,12 @@ def rs_all():
     return ld.finish()
 
 
+# podman's default capabilities (CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP
+# NET_BIND_SERVICE SYS_CHROOT SETFCAP) and an ordinary volume
+CAPS_DEFAULT = sum(1 << b for b in (0, 1, 3, 4, 5, 6, 7, 8, 10, 18, 31))
+MNT_DATA = {"source": "/var/lib/containers/storage/volumes/data/_data", "dest": "/data", "rw": True}
+
+
 def opn(path, flags=O_RDONLY, name="cat", mode=None, ret=3, **kw):
     if mode is None:
         mode = 0o666 if flags & O_CREAT else 0
@@ -319,6 +325,19 @@ CASES = [
                                                        container={**CTR, "host_pid": True})),
     ("Launch Container Sharing Host Namespaces", with_(execev(["sh"]), proc_is_container_entrypoint=True,
                                                        container={**CTR, "host_network": True, "host_pid": False})),
+    ("Launch Excessively Capable Container", with_(execev(["sh"]), proc_is_container_entrypoint=True,
+                                                   cap_permitted=CAPS_DEFAULT | 1 << 21)),  # + SYS_ADMIN
+    ("Launch Excessively Capable Container", with_(execev(["app"]), proc_is_container_entrypoint=True,
+                                                   cap_permitted=1 << 19, container={**CTR, "privileged": None})),
+    ("Launch Sensitive Mount Container", with_(execev(["sh"]), proc_is_container_entrypoint=True,
+                                               container={**CTR, "mounts": [MNT_DATA, {"source": "/", "dest": "/host",
+                                                                                       "rw": False}]})),
+    ("Launch Sensitive Mount Container", with_(execev(["agent"]), proc_is_container_entrypoint=True,
+                                               container={**CTR, "mounts": [{"source": "/run/containerd/containerd.sock",
+                                                                             "dest": "/c.sock", "rw": True}]})),
+    ("Launch Sensitive Mount Container", with_(execev(["sh"]), proc_is_container_entrypoint=True,
+                                               container={**CTR, "mounts": [{"source": "/root/.ssh", "dest": "/k",
+                                                                             "rw": False}]})),
     ("Namespace or chroot tool launched in container", execev(["chroot", "/host", "bash"])),
     ("Namespace or chroot tool launched in container", sh("unshare -rm sh")),
     ("Privileged Container Device Access", opn("/dev/sda", O_RDONLY, name="dd")),
@@ -589,6 +608,19 @@ NEAR_MISSES = [
                                           container={**CTR, "privileged": None})),  # the runtime did not say
     ("Launch Container Sharing Host Namespaces", with_(execev(["sh"]), proc_is_container_entrypoint=True,
                                                        container={**CTR, "host_pid": False, "host_network": False})),
+    ("Launch Excessively Capable Container", with_(execev(["nginx"]), proc_is_container_entrypoint=True,
+                                                   cap_permitted=CAPS_DEFAULT)),  # podman's default set
+    ("Launch Excessively Capable Container", with_(execev(["sh"]), cap_permitted=1 << 21)),  # not the start
+    ("Launch Excessively Capable Container", with_(execev(["sh"]), proc_is_container_entrypoint=True,
+                                                   cap_permitted=(1 << 41) - 1,
+                                                   container={**CTR, "privileged": True})),  # its own rule
+    ("Launch Sensitive Mount Container", with_(execev(["sh"]), proc_is_container_entrypoint=True,
+                                               container={**CTR, "mounts": [MNT_DATA]})),
+    ("Launch Sensitive Mount Container", with_(execev(["sh"]), proc_is_container_entrypoint=True, container={
+        **CTR, "mounts": [{"source": "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~projected/token",
+                           "dest": "/var/run/secrets/kubernetes.io/serviceaccount", "rw": False},
+                          {"source": "/var/lib/kubelet/pods/u1/etc-hosts", "dest": "/etc/hosts", "rw": True},
+                          {"source": "/etc/ssl/certs", "dest": "/etc/ssl/certs", "rw": False}]})),
     ("Privileged Container Device Access", opn("/dev/sda", host=True, name="fdisk")),
     ("Privileged Container Device Access", opn("/dev/null", W_CREATE, name="sh")),
     ("Host device mounted in container", ev("mount", name="mount", source="tmpfs", target="/mnt", fstype="tmpfs",
@@ -680,6 +712,9 @@ QUIET = [
     ev("chown", name="chown", path="/srv/data/file", owner_uid=1000, owner_gid=1000, ret=0),
     ev("truncate", name="sqlite3", path="/srv/data/db-journal", length=0, ret=0),
     ev("chmod", name="chmod", path="/tmp/socket", mode=0o660, ret=0),
+    # a stored CPU-profile window of a container (pid 0, no process), whatever its stacks name
+    ev("profile", name="", start_ns=1, end_ns=2, hz=49, samples=7, truncated=0, stacks_dropped=0,
+       folded={"nc;main;connect;__sys_connect_[k]": 5, "sh;execve": 2}),
 ]
 
 

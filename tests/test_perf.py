@@ -13,6 +13,7 @@ import io
 import os
 import re
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -99,7 +100,8 @@ class Stack:
         return None
 
     def args(self, **kw) -> argparse.Namespace:
-        base = {"container": None, "pod": None, "seconds": 4.0, "last": None, "format": "folded",
+        base = {"container": None, "pod": None, "seconds": 4.0, "last": None, "since_ns": None, "until_ns": None,
+                "format": "folded",
                 "output": None, "sort": "cpu", "node": self.pipe.node, "namespace": None, "interval": 0.5,
                 "once": True, "json": True, "hosts": False}
         base.update(kw)
@@ -205,6 +207,45 @@ async def test_top_ranks_the_busy_container_above_the_idle_one(stack, busy_and_i
             assert BURN_FN in [f["name"] for f in (await r.json())["shared"]["frames"]]
         async with http.get(f"{stack.api.url}/api/v1/profile", params={"container": "nope-xyz"}) as r:
             assert r.status == 404
+
+
+async def test_the_continuous_profile_is_stored_and_read_back_by_time_range(stack, busy_and_idle):
+    busy, idle = busy_and_idle
+    since = time.time_ns() - 600 * 10**9
+    out = io.StringIO()
+
+    async def stored() -> bool:  # the probe's windows reach the store as "profile" events
+        out.seek(0)
+        out.truncate()
+        rc = await perfcli.profile(stack.pipe.common, stack.args(container=busy["name"], since_ns=since), out)
+        return rc == 0 and BURN_FN in out.getvalue()
+    await until(stored, 60, "the busy container's function in its stored profile")
+    heaviest = max((ln.rsplit(" ", 1) for ln in out.getvalue().splitlines() if ln), key=lambda x: int(x[1]))
+    assert heaviest[0].split(";")[-1] == BURN_FN
+
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        url = f"{stack.api.url}/api/v1/profile"
+        async with http.get(url, params={"container": busy["name"], "since": str(since)}) as r:
+            assert r.status == 200
+            prof = await r.json()
+        assert prof["source"] == "store" and prof["windows"] >= 1 and prof["samples"] > 0
+        assert sum(prof["folded"].values()) == prof["samples"]  # stacks past the bound are summed, not lost
+        assert prof["start_ns"] >= since and prof["end_ns"] <= time.time_ns()
+        # a range before the container ran holds nothing; the idle container next to nothing
+        async with http.get(url, params={"container": busy["name"], "since": "2020-01-01T00:00:00Z",
+                                         "until": "2020-01-02T00:00:00Z"}) as r:
+            assert r.status == 200 and (await r.json())["samples"] == 0
+        async with http.get(url, params={"container": idle["name"], "since": str(since)}) as r:
+            assert r.status == 200
+            idle_prof = await r.json()  # its start-up may have been sampled, nothing since
+            assert idle_prof["samples"] < 20 and not any(BURN_FN in st for st in idle_prof["folded"]), idle_prof
+        for bad in ({"since": "yesterday"}, {"since": "2", "until": "1"}, {"since": "1", "last": "60"},
+                    {"until": "1"}):
+            async with http.get(url, params={"container": busy["name"], **bad}) as r:
+                assert r.status == 400, bad
+                assert "since" in (await r.json())["error"] or "until" in (await r.json())["error"], bad
+    assert perfcli.when("2h", "--since") < time.time_ns() - 7000 * 10**9
+    assert perfcli.when("1700000000000000000", "--since") == 1700000000000000000
 
 
 def _hist_count(metrics: str, metric: str, container: str) -> float:

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from shared.capabilities import cap_names
 from tests.test_probe import probe, run_child  # noqa: F401 - probe is a fixture
 
 pytestmark = [pytest.mark.bpf, pytest.mark.asyncio(loop_scope="module"),
@@ -76,6 +77,10 @@ libc.syscall(323, 1 | os.O_CLOEXEC)  # userfaultfd(UFFD_USER_MODE_ONLY)
 # set*id: the head's ids are the caller's before the call
 os.setresgid(65534, 65534, 65534)
 os.setresuid(65534, 65534, 65534)
+pid = os.fork()  # an unprivileged exec: no permitted capabilities
+if pid == 0:
+    os.execv("/bin/true", ["true", "nocap-child"])
+os.waitpid(pid, 0)
 print(os.getpid(), flush=True)
 '''
 
@@ -108,6 +113,11 @@ async def test_detection_events_arrive_with_their_fields(probe, tmp_path):  # no
     tty_ex = (await col.wait(child_of("exec", "tty-child")))[0]
     assert tty_ex["tty"] is not None and tty_ex["tty"] >> 8 == 136, tty_ex  # /dev/pts/N: major 136
     assert env_ex["tty"] == 0  # the plain child has no controlling terminal (run_child uses pipes)
+    # permitted capabilities after the exec: root's full set (as this process has), none for uid 65534
+    cap_prm = int(next(x for x in open("/proc/self/status") if x.startswith("CapPrm:")).split()[1], 16)
+    assert env_ex["cap_permitted"] == cap_prm and "CAP_SYS_ADMIN" in cap_names(cap_prm), env_ex
+    nocap = (await col.wait(child_of("exec", "nocap-child")))[0]
+    assert nocap["cap_permitted"] == 0 and nocap["uid"] == 65534, nocap
 
     path = f"{d}/owned"
     ch = (await col.wait(of("chown", path=path)))[0]

@@ -65,12 +65,15 @@ def document(version: str = "0.1.0") -> dict:
                                               "connects_s, runq_p99_ms, oom_kills, alerts"), "performance"),
             "/api/v1/profile": {"get": {
                 "operationId": "profile", "summary": "CPU profile of a container or a pod's containers",
-                "description": "Samples for `seconds` from now, or returns the stored profile of the last "
-                               "`last` seconds. format=json: {samples, truncated, folded: {stack: n}, ...}; "
+                "description": "Samples for `seconds` from now, returns the probes' recent profile of the "
+                               "last `last` seconds, or the store's continuous profile from `since` to `until` "
+                               "(windows of probe.profile_window_s, kept as long as events). "
+                               "format=json: {samples, truncated, folded: {stack: n}, ...}; "
                                "folded: text, one `frame;frame;... count` line per stack; speedscope: "
                                "speedscope's JSON file format.",
                 "tags": ["performance"], "parameters": _query({"container": None, "pod": None, "seconds": None,
-                                                               "last": None, "format": None}),
+                                                               "last": None, "since": None, "until": None,
+                                                               "format": None}),
                 "responses": {"200": {"description": "the profile", "content": {
                     "application/json": {"schema": obj}, "text/plain": {"schema": {"type": "string"}}}},
                     **_ERRORS, "404": _json("Error", "no such container known to the store"),

@@ -105,7 +105,7 @@ DESCRIPTIONS = {
     "sort": "column to sort by: cpu, events, block, net, connects, runq, alerts, name",
     "seconds": "sample for this many seconds from now (1-60)",
     "format": "json (default), folded or speedscope",
-    "last": "the stored (continuous) profile of the last N seconds instead of sampling now",
+    "last": "the probes' recent (continuous) profile of the last N seconds instead of sampling now",
     "kind": "event kind, e.g. exec, open, connect",
     "container": "container id (prefix) or name",
     "node": "node name",

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from services.perf import formats
 from services.perf import view as perfview
-from services.perf.client import alert_counts, request_profile
+from services.perf.client import alert_counts, request_profile, stored_profile
 from services.store.client import StoreQueryError, StoreUnavailable
 from shared import log
 
@@ -94,8 +94,9 @@ async def top(request: web.Request) -> web.Response:
 
 
 async def profile(request: web.Request) -> web.Response:
-    """CPU profile of ?container=NAME or ?pod=NAME: ?seconds=N from now (1-60), or ?last=N seconds
-    of stored history; ?format=folded (text) | speedscope (JSON) | json (folded stacks as an object)."""
+    """CPU profile of ?container=NAME or ?pod=NAME: ?seconds=N from now (1-60), ?last=N seconds of
+    the probes' recent history, or ?since=T[&until=T] from the store's continuous profile;
+    ?format=folded (text) | speedscope (JSON) | json (folded stacks as an object)."""
     svc = _svc(request)
     q = request.query
     fmt = q.get("format", "json")
@@ -109,14 +110,26 @@ async def profile(request: web.Request) -> web.Response:
         last = float(q["last"]) if "last" in q else None
         if not 0 < seconds <= 60 or (last is not None and not 0 < last <= 86400):
             raise ValueError("seconds must be in (0, 60], last in (0, 86400]")
-    except ValueError as e:
+        since = params.parse_time("since", q["since"]) if "since" in q else None
+        until = params.parse_time("until", q["until"]) if "until" in q else None
+        if until is not None and since is None:
+            raise ValueError("until needs since")
+        if since is not None and (last is not None or "seconds" in q):
+            raise ValueError("since/until read the store: not with seconds or last")
+        if since is not None and until is not None and since > until:
+            raise ValueError("since is later than until")
+    except ValueError as e:  # params.BadParam too
         svc.stats.inc("api_bad_requests_total", param="profile")
         return web.json_response({"error": str(e)}, status=400)
     try:
         containers = await svc.store.containers()
-        prof = await request_profile(svc.bus, containers if isinstance(containers, list) else [], name=name,
-                                     pod=pod, seconds=seconds,
-                                     since_ns=time.time_ns() - int(last * 1e9) if last is not None else None)
+        if since is not None:
+            prof = await stored_profile(svc.store, containers if isinstance(containers, list) else [], name=name,
+                                        pod=pod, since_ns=since, until_ns=until)
+        else:
+            prof = await request_profile(svc.bus, containers if isinstance(containers, list) else [], name=name,
+                                         pod=pod, seconds=seconds,
+                                         since_ns=time.time_ns() - int(last * 1e9) if last is not None else None)
     except perfview.NotFound as e:
         return web.json_response({"error": str(e)}, status=404)
     except (StoreUnavailable, nats.errors.Error, ConnectionError) as e:

@@ -145,6 +145,12 @@ class ContainerRegistry:
         }
         return container, info.k8s if info.k8s is not None else k8s_of(info.labels)
 
+    def mounts(self, m: CgroupMatch) -> list[dict[str, object]] | None:
+        """The container's mounts from the runtime (None: unknown), for exec events
+        (container.mount.*): every event carrying them would cost bytes for nothing."""
+        info = self.info(m)[0]
+        return None if info is None or info.mounts is None else [x.view() for x in info.mounts]
+
     def view_cached(self, m: CgroupMatch) -> tuple[dict, dict | None]:
         info, missing = self.info(m)
         if info is None:

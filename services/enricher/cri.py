@@ -22,7 +22,7 @@ from shared import log
 from shared.stats import Stats
 
 from .k8s import K8S_CONTAINER, k8s_view, pod_labels
-from .lookups import CachedLookups, ContainerInfo, LookupFailed
+from .lookups import CachedLookups, ContainerInfo, LookupFailed, Mount
 
 _log = log.get("enricher.cri")
 
@@ -177,6 +177,7 @@ class CriClient(CachedLookups):
             host_network=pod["host_network"] if pod else None,
             host_pid=host_pid if host_pid is not None else (pod["host_pid"] if pod else None),
             host_ipc=pod["host_ipc"] if pod else None,
+            mounts=tuple(Mount(m.host_path, m.container_path, not m.readonly) for m in st.mounts),
             k8s=self._k8s(pod, st.metadata.name) if pod else None)
 
     async def _sandbox_of(self, stub, cid: str) -> str | None:

@@ -224,6 +224,8 @@ class Enricher:
                     cv = by_match[id(m)] = self.containers.view_cached(m)
                 ev["container"], ev["k8s"] = cv
                 id_only += cv[0]["name"] is None
+                if ev["kind"] == "exec" and (mounts := self.containers.mounts(m)):
+                    ev["container"] = {**cv[0], "mounts": mounts}
             kind = ev["kind"]
             kinds_out[kind] = kinds_out.get(kind, 0) + 1
         if id_only:

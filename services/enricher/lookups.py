@@ -22,6 +22,16 @@ _log = log.get("enricher.runtime")
 
 
 @dataclass(frozen=True)
+class Mount:
+    source: str     # host path (a volume's directory on the node)
+    dest: str       # path in the container
+    rw: bool
+
+    def view(self) -> dict[str, object]:
+        return {"source": self.source, "dest": self.dest, "rw": self.rw}
+
+
+@dataclass(frozen=True)
 class ContainerInfo:
     id: str
     name: str
@@ -33,6 +43,7 @@ class ContainerInfo:
     host_network: bool | None = None
     host_pid: bool | None = None
     host_ipc: bool | None = None
+    mounts: tuple[Mount, ...] | None = None   # host paths mounted in; None: the runtime did not say
     k8s: dict | None = None             # from the CRI sandbox; None: derive from labels (k8s.k8s_of)
 
 

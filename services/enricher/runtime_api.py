@@ -15,7 +15,7 @@ import orjson
 
 from shared import log
 
-from .lookups import CachedLookups, ContainerInfo, LookupFailed
+from .lookups import CachedLookups, ContainerInfo, LookupFailed, Mount
 
 _log = log.get("enricher.runtime")
 
@@ -37,7 +37,16 @@ def parse_inspect(body: dict) -> ContainerInfo:
         host_network=host.get("NetworkMode") == "host" if isinstance(host.get("NetworkMode"), str) else None,
         host_pid=host.get("PidMode") == "host" if isinstance(host.get("PidMode"), str) else None,
         host_ipc=host.get("IpcMode") == "host" if isinstance(host.get("IpcMode"), str) else None,
+        mounts=parse_mounts(body.get("Mounts")),
     )
+
+
+def parse_mounts(mounts: object) -> tuple[Mount, ...] | None:
+    """Bind mounts and volumes of an inspect answer ("Mounts": Source, Destination, RW)."""
+    if not isinstance(mounts, list):
+        return None
+    return tuple(Mount(m["Source"], m["Destination"], bool(m.get("RW", True))) for m in mounts
+                 if isinstance(m, dict) and isinstance(m.get("Source"), str) and isinstance(m.get("Destination"), str))
 
 
 # Event attributes that are not container labels (docker and podman mix labels into them).

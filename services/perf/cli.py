@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 import time
 
@@ -36,7 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("container", nargs="?", help="container name or id prefix")
     p.add_argument("--pod", help="all containers of this Kubernetes pod")
     p.add_argument("--seconds", type=float, default=10.0, help="sample for N seconds from now (default 10)")
-    p.add_argument("--last", type=float, help="instead, the stored (continuous) profile of the last N seconds")
+    p.add_argument("--last", type=float, help="instead, the probes' recent (continuous) profile of the last N seconds")
+    p.add_argument("--since", help="instead, the store's continuous profile from this time: ISO-8601, ns since "
+                                   "the epoch, or an age such as 90s, 30m, 2h, 7d")
+    p.add_argument("--until", help="with --since: up to this time (default now), same forms")
     p.add_argument("--format", choices=FORMATS, default="folded", help="folded (default), speedscope, svg")
     p.add_argument("-o", "--output", help="write to this file (default stdout)")
     p.set_defaults(func=_profile)
@@ -145,6 +149,12 @@ def _profile(args: argparse.Namespace) -> int:
         raise ConfigError("name one container, or --pod NAME")
     if not 0 < args.seconds <= 600 or (args.last is not None and not 0 < args.last <= 86400):
         raise ConfigError("--seconds must be in (0, 600], --last in (0, 86400]")
+    if args.until is not None and args.since is None:
+        raise ConfigError("--until needs --since")
+    if args.since is not None and args.last is not None:
+        raise ConfigError("--since reads the store, --last the probes: not both")
+    args.since_ns = when(args.since, "--since") if args.since is not None else None
+    args.until_ns = when(args.until, "--until") if args.until is not None else None
     try:
         return asyncio.run(profile(common_config(args), args))
     except ConnectionError as e:
@@ -152,18 +162,44 @@ def _profile(args: argparse.Namespace) -> int:
         return 1
 
 
+def when(text: str, option: str) -> int:
+    """Wall-clock ns from an age ("30m": that long ago), ns since the epoch or ISO-8601."""
+    from services.api.params import parse_time
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if m:
+        return time.time_ns() - int(float(m[1]) * AGE_UNITS[m[2]] * 1e9)
+    try:
+        return parse_time(option, text)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
 async def profile(common, args: argparse.Namespace, out=None) -> int:
-    from .client import request_profile
+    from services.store.client import StoreClient, StoreQueryError, StoreUnavailable
+
+    from .client import request_profile, stored_profile
     bus = await _connect(common)
     try:
         since = time.time_ns() - int(args.last * 1e9) if args.last is not None else None
-        if since is None:
+        stored_since = getattr(args, "since_ns", None)
+        if since is None and stored_since is None:
             print(f"sampling for {args.seconds:g} s ...", file=sys.stderr, flush=True)
         try:
-            prof = await request_profile(bus, await _containers(bus), name=args.container, pod=args.pod,
-                                         seconds=args.seconds, since_ns=since)
+            if stored_since is not None:
+                prof = await stored_profile(StoreClient(bus, timeout=10.0), await _containers(bus),
+                                            name=args.container, pod=args.pod, since_ns=stored_since,
+                                            until_ns=getattr(args, "until_ns", None))
+            else:
+                prof = await request_profile(bus, await _containers(bus), name=args.container, pod=args.pod,
+                                             seconds=args.seconds, since_ns=since)
         except NotFound as e:
             print(f"eunomia profile: {e}", file=sys.stderr)
+            return 1
+        except (StoreQueryError, StoreUnavailable) as e:
+            print(f"eunomia profile: store: {e}", file=sys.stderr)
             return 1
     finally:
         await bus.close()

@@ -67,6 +67,59 @@ async def request_profile(bus, containers: list[dict], name: str | None = None, 
     return out
 
 
+STORED_WINDOWS_MAX = 5000   # stored windows merged into one answer per container (~14 h at 10 s windows)
+STORED_PAGE = 200           # profile events per store request (each up to probe.profile_store_stacks stacks)
+
+
+async def stored_profile(store, containers: list[dict], name: str | None = None, pod: str | None = None,
+                         since_ns: int = 0, until_ns: int | None = None) -> dict:
+    """The continuous profile of the container(s) from [since_ns, until_ns] out of the store's
+    "profile" events (one per cgroup and probe window); NotFound if no such container is known.
+    `windows_cut` says when the range held more than STORED_WINDOWS_MAX windows (newest kept)."""
+    hits = resolve(containers, name=name, pod=pod)
+    until_ns = until_ns if until_ns is not None else time.time_ns()
+    replies, cut = [], False
+    for c in hits:
+        windows: list[dict] = []
+        page: dict = {"next_cursor": None}
+        while True:
+            params = {"kind": "profile", "container": str(c.get("id")), "since": since_ns, "until": until_ns,
+                      "limit": STORED_PAGE}
+            if page.get("next_cursor"):
+                params["cursor"] = page["next_cursor"]
+            page = await store.events(**params)
+            windows += [e for e in (page or {}).get("items", []) if isinstance(e, dict)]
+            if not page.get("next_cursor"):
+                break
+            if len(windows) >= STORED_WINDOWS_MAX:
+                cut = True
+                break
+        replies.append(windows_reply(windows))
+    out = merge_profiles(replies)
+    out.update(source="store", windows_cut=cut, since_ns=since_ns, until_ns=until_ns)
+    out["containers"] = [{"name": c.get("name"), "id": c.get("id"), "node": c.get("node"),
+                          "cgroup_id": c.get("cgroup_id")} for c in hits]
+    return out
+
+
+def windows_reply(windows: list[dict]) -> dict:
+    """Stored profile events of one container -> a reply shaped like a probe's."""
+    folded: dict[str, int] = {}
+    out: dict = {"samples": 0, "truncated": 0, "windows": len(windows), "hz": None}
+    for w in windows:
+        for stack, n in (w.get("folded") or {}).items():
+            if isinstance(n, int):
+                folded[stack] = folded.get(stack, 0) + n
+        out["samples"] += w.get("samples") if isinstance(w.get("samples"), int) else 0
+        out["truncated"] += w.get("truncated") if isinstance(w.get("truncated"), int) else 0
+        out["hz"] = out["hz"] or w.get("hz")
+    starts = [w["start_ns"] for w in windows if isinstance(w.get("start_ns"), int)]
+    ends = [w["end_ns"] for w in windows if isinstance(w.get("end_ns"), int)]
+    out["start_ns"], out["end_ns"] = min(starts, default=0), max(ends, default=0)
+    out["folded"] = folded
+    return out
+
+
 async def _ask(bus, subject: str, body: dict, timeout: float) -> dict:
     try:
         reply = await bus.request_json(subject, body, timeout=timeout)
@@ -92,4 +145,4 @@ async def alert_counts(store, window_s: float = 3600.0) -> dict[str, int]:
     return out
 
 
-__all__ = ["PerfBoard", "request_profile", "alert_counts", "NotFound"]
+__all__ = ["PerfBoard", "request_profile", "stored_profile", "alert_counts", "NotFound"]

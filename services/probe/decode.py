@@ -121,7 +121,7 @@ def _fields(kind: str, a: tuple, data: bytes) -> dict:
         base = _s(data, SIZE_STR1 + ARGV_SZ + ARG_MAX_LEN) if n >= SIZE_EXEC else None
         return {"filename": absolute(raw, base), "raw_filename": raw,
                 "argv": [x.decode("utf-8", "replace") for x in argv], "argv_truncated": bool(a[3]), "ret": ret,
-                "tty": a[4] if a[4] >= 0 else None}
+                "tty": a[4] if a[4] >= 0 else None, "cap_permitted": a[5] if a[5] >= 0 else None}
     if kind == "execenv":
         env = {}
         for i in range(min(a[3], ENV_SLOTS)):

@@ -97,6 +97,7 @@ KERNEL_OFFSETS = {
     "MOUNT_MOUNTPOINT": ("mount", "mnt_mountpoint"), "VFSMOUNT_ROOT": ("vfsmount", "mnt_root"),
     "TASK_NSPROXY": ("task_struct", "nsproxy"), "NSPROXY_MNT": ("nsproxy", "mnt_ns"),
     "MNTNS_NS": ("mnt_namespace", "ns"), "NS_INUM": ("ns_common", "inum"),
+    "TASK_REAL_CRED": ("task_struct", "real_cred"), "CRED_CAP_PERMITTED": ("cred", "cap_permitted"),
 }
 
 

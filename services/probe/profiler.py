@@ -18,12 +18,15 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from shared.schema import new_event_id
+
 from .symbols import UNKNOWN, KernelSymbols, UserSymbols
 
 # Outermost frames of complete user stacks (glibc, musl, Go, Rust runtimes)
 ENTRY_FRAMES = ("_start", "__libc_start_main", "__libc_start_call_main", "clone", "clone3", "__clone",
                 "start_thread", "__start", "_dl_start", "runtime.goexit", "runtime.rt0_go", "thread_start")
 STACK_ERROR = "[stack lost]"
+OTHER_STACKS = "[other stacks]"   # the samples of stacks past a stored window's bound
 
 
 @dataclass
@@ -144,3 +147,24 @@ class Profiler:
                 "samples": sum(folded.values()), "truncated": truncated,
                 "cgroups": {str(k): v for k, v in per_cg.most_common(50)},
                 "folded": dict(folded.most_common())}
+
+
+def window_events(win: Window, node: str, hz: int, max_cgroups: int, max_stacks: int) -> list[dict]:
+    """One "profile" event per cgroup of a drained window, for the store (continuous profiles
+    queried by time range long after the probe's own history). Bounded: the `max_cgroups`
+    busiest cgroups, each with its `max_stacks` heaviest stacks; the samples of the stacks
+    left out go under OTHER_STACKS (so totals stay right) and the cgroups left out are counted
+    by the caller."""
+    busiest = sorted(win.folded.items(), key=lambda kv: -sum(kv[1].values()))[:max_cgroups]
+    out = []
+    for cg, stacks in busiest:
+        kept = dict(stacks.most_common(max_stacks))
+        total = sum(stacks.values())
+        if len(stacks) > len(kept):
+            kept[OTHER_STACKS] = kept.get(OTHER_STACKS, 0) + total - sum(kept.values())
+        out.append({"id": new_event_id(node), "ts": win.end_ns, "node": node, "kind": "profile",
+                    "pid": 0, "tid": 0, "ppid": None, "uid": None, "gid": None, "comm": "", "cgroup_id": cg,
+                    "start_ns": win.start_ns, "end_ns": win.end_ns, "hz": hz, "samples": total,
+                    "truncated": win.truncated.get(cg, 0), "stacks_dropped": len(stacks) - min(len(stacks), max_stacks),
+                    "folded": kept})
+    return out

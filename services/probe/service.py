@@ -492,8 +492,17 @@ class ProbeService:
             _log.error("publishing performance figures failed: %s", e)
 
     async def drain_profile(self):
+        """The kernel's samples into a new window; the window's busiest cgroups go out as
+        "profile" events (through the publishing queue, in order with the rest)."""
         self._profile_drained = time.monotonic()
-        return await asyncio.get_running_loop().run_in_executor(None, self.profiler.drain)
+        win = await asyncio.get_running_loop().run_in_executor(None, self.profiler.drain)
+        if self.cfg.profile_store_cgroups and win.folded:
+            from .profiler import window_events
+            events = window_events(win, self.node, self.profiler.hz, self.cfg.profile_store_cgroups,
+                                   self.cfg.profile_store_stacks)
+            self.stats.inc("probe_profile_cgroups_not_stored_total", len(win.folded) - len(events))
+            await self._queue.put(events)
+        return win
 
     async def profile(self, req: dict) -> dict:
         """op "profile": {"cgroup_id": int|null, "seconds": s} samples from now on for s seconds;

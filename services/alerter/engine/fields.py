@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from shared.capabilities import cap_list
 from shared.netnames import IP_PROTO_NAMES, SOCK_TYPE_PROTO
 from shared.schema import KINDS
 
@@ -469,6 +470,27 @@ def _ctr_key(key: str) -> Extractor:
     return lambda ev: (ev.get("container") or _E).get(key)
 
 
+def _mount_part(part: str) -> Extractor:
+    def get(ev: Event) -> list[str]:
+        mounts = (ev.get("container") or _E).get("mounts")
+        return [m[part] for m in mounts if isinstance(m, dict) and isinstance(m.get(part), str)] \
+            if isinstance(mounts, list) else []
+    return get
+
+
+def container_mounts(ev: Event) -> str | None:
+    mounts = (ev.get("container") or _E).get("mounts")
+    if not isinstance(mounts, list):
+        return None
+    return ", ".join(f"{m.get('source')}:{m.get('dest')}:{'rw' if m.get('rw') else 'ro'}"
+                     for m in mounts if isinstance(m, dict))
+
+
+def cap_permitted(ev: Event) -> Sequence[str]:
+    mask = ev.get("cap_permitted")
+    return cap_list(mask) if mask.__class__ is int and mask >= 0 else ()
+
+
 def _k8s_ref(key: str, part: str) -> Extractor:
     """k8s.owner / k8s.workload {"kind", "name"} parts."""
     return lambda ev: ((ev.get("k8s") or _E).get(key) or _E).get(part)
@@ -633,6 +655,14 @@ _add("container.privileged", "bool", _ctr_key("privileged"), "runs privileged (a
 _add("container.host_network", "bool", _ctr_key("host_network"), "shares the node's network namespace")
 _add("container.host_pid", "bool", _ctr_key("host_pid"), "shares the node's pid namespace")
 _add("container.host_ipc", "bool", _ctr_key("host_ipc"), "shares the node's IPC namespace")
+_add("container.mount.source", "str", _mount_part("source"), "host paths mounted in the container (exec events: "
+     "the runtime's mounts); `container.mount.source pmatch (/etc, /proc)` tests any of them", many=True)
+_add("container.mount.dest", "str", _mount_part("dest"), "where the mounts are in the container (exec events)",
+     many=True)
+_add("container.mounts", "str", container_mounts, "the mounts as 'source:dest:rw|ro, ...' (exec events)")
+_add("thread.cap_permitted", "str", cap_permitted, "permitted capabilities after the exec (exec events), e.g. "
+     "CAP_SYS_ADMIN; `in (list)` tests any of them", many=True)
+_add("proc.cap_permitted", "str", cap_permitted, "same as thread.cap_permitted", many=True)
 _add("container.metadata_missing", "str", _ctr_key("metadata_missing"),
      "why the runtime gave no metadata (no_runtime_api, not_found, unreachable, timeout, pending...)")
 _add("container.info", "str", container_info, "id, name and image in one string (for outputs)")
