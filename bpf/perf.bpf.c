@@ -1,6 +1,6 @@
 // Performance figures per cgroup, aggregated in the kernel (no event per sample):
 // log2 latency histograms (run queue, block I/O, TCP connect, TCP RTT) and
-// counters (CPU time, block bytes, network bytes, OOM kills), read periodically by
+// counters (CPU time, block bytes, network bytes, file bytes, OOM kills), read periodically by
 // services/probe/perf.py. The OOM kill is also an event (K_OOM) for rules.
 //
 // Cgroup attribution without kernel structs: a task's cgroup is learned when it
@@ -19,7 +19,7 @@ struct perf_hist { u64 slot[PERF_SLOTS]; u64 sum_ns; u64 count; };
 BPF_HASH(perf_hists, struct perf_hkey, struct perf_hist, 8192);
 
 struct perf_cg { u64 cpu_ns; u64 switches; u64 block_bytes; u64 oom_kills; u64 connects; u64 failed;
-                 u64 net_tx; u64 net_rx; };
+                 u64 net_tx; u64 net_rx; u64 file_rd; u64 file_wr; };
 BPF_HASH(perf_cgs, u64, struct perf_cg, 4096);
 BPF_PERCPU_ARRAY(perf_full, u64, 1);     // updates lost: a map was full
 BPF_ARRAY(perf_on, u8, 1);               // switched by the probe (ProbeConfig.perf)
@@ -298,6 +298,59 @@ int perf_sys_enter(struct bpf_raw_tracepoint_args *ctx)
     return 0;
 }
 
+// File read/write bytes: what read/write/pread/pwrite/readv/writev (and the 64-bit p*v2
+// forms) returned, when the fd is a regular file (sockets and pipes are not file I/O).
+// On the syscall-latency programs' sys_exit (every syscall is seen there anyway); the fd
+// is the first argument, still in the saved registers.
+static __always_inline void perf_file_bytes(struct bpf_raw_tracepoint_args *ctx, u64 nr, u64 cg)
+{
+#if HAVE_KOFF
+    long ret = ctx->args[1];
+    int wr;
+    if (ret <= 0)
+        return;
+    switch (nr) {
+    case 0: case 17: case 19: case 295: case 327:   // read pread64 readv preadv preadv2
+        wr = 0;
+        break;
+    case 1: case 18: case 20: case 296: case 328:   // write pwrite64 writev pwritev pwritev2
+        wr = 1;
+        break;
+    default:
+        return;
+    }
+    char *task = (char *)bpf_get_current_task();
+    u32 status = 0;
+    bpf_probe_read_kernel(&status, sizeof(status), task + OFF_TASK_TI + OFF_TI_STATUS);
+    if (status & 0x0002)  // TS_COMPAT: an ia32 call, numbered differently
+        return;
+    u64 fd = 0;
+    bpf_probe_read_kernel(&fd, sizeof(fd), &((struct pt_regs *)ctx->args[0])->di);
+    char *files = kptr(task + OFF_TASK_FILES);
+    char *fdt = files ? kptr(files + OFF_FILES_FDT) : 0;
+    if (!fdt)
+        return;
+    u32 max = 0;
+    bpf_probe_read_kernel(&max, sizeof(max), fdt + OFF_FDT_MAX);
+    if ((u32)fd >= max)
+        return;
+    char **fds = kptr(fdt + OFF_FDT_FD);
+    char *file = fds ? kptr(fds + (u32)fd) : 0;
+    char *inode = file ? kptr(file + OFF_FILE_INODE) : 0;
+    u16 mode = 0;
+    if (!inode || bpf_probe_read_kernel(&mode, sizeof(mode), inode + OFF_INODE_MODE) < 0
+        || (mode & 0170000) != 0100000)  // S_IFREG
+        return;
+    struct perf_cg *c = perf_cg_of(cg);
+    if (!c)
+        return;
+    if (wr)
+        __sync_fetch_and_add(&c->file_wr, ret);
+    else
+        __sync_fetch_and_add(&c->file_rd, ret);
+#endif
+}
+
 int perf_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
     u64 tid = bpf_get_current_pid_tgid();
@@ -307,6 +360,7 @@ int perf_sys_exit(struct bpf_raw_tracepoint_args *ctx)
     struct perf_sys_key k = {bpf_get_current_cgroup_id(), st->nr};
     u64 d = bpf_ktime_get_ns() - st->ts;
     perf_sys_starts.delete(&tid);
+    perf_file_bytes(ctx, k.nr, k.cgroup_id);
     struct perf_sys *v = perf_syscalls.lookup(&k);
     if (!v) {
         struct perf_sys zero = {};

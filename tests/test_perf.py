@@ -272,6 +272,13 @@ async def test_block_io_and_tcp_connects_fill_histograms_under_the_containers_na
     assert "connect" not in d["hists"]  # the disk container connects nowhere
     assert n["counters"]["connects"] > 0
     assert n["counters"]["net_tx_bytes"] > 0 and n["counters"]["net_rx_bytes"] > 0  # HTTP over loopback
+    # file bytes (with syscall latency): dd's writes to a regular file count, wget's to a pipe do not
+    async def file_bytes() -> bool:
+        row = stack.perf_row(disk_c["cgroup_id"])
+        return bool(row and row["counters"]["file_write_bytes"] >= 16 * 65536)
+    await until(file_bytes, 60, "file write bytes of the disk container")
+    n = stack.perf_row(net_c["cgroup_id"])
+    assert n["counters"]["file_write_bytes"] < stack.perf_row(disk_c["cgroup_id"])["counters"]["file_write_bytes"]
     # syscall latency (opt-in): the net container's slowest syscalls by total time, named
     async def syscalls() -> bool:
         row = stack.perf_row(net_c["cgroup_id"])

@@ -62,7 +62,8 @@ def document(version: str = "0.1.0") -> dict:
             "/api/v1/top": _get("top", "Per-container performance table (eunomia top), sorted descending",
                                 {"sort": None, "node": None, "namespace": None},
                                 _json("Page", "rows: container, node, cpu (cores), events_s, block_bytes_s, "
-                                              "connects_s, runq_p99_ms, oom_kills, alerts"), "performance"),
+                                              "file_bytes_s, net_bytes_s, connects_s, runq_p99_ms, oom_kills, "
+                                              "alerts"), "performance"),
             "/api/v1/profile": {"get": {
                 "operationId": "profile", "summary": "CPU profile of a container or a pod's containers",
                 "description": "Samples for `seconds` from now, returns the probes' recent profile of the "

@@ -102,7 +102,7 @@ GRAPH_PARAMS: dict[str, Callable[[str, str], Any]] = {"since": parse_time}
 
 # Descriptions, shared with the OpenAPI document.
 DESCRIPTIONS = {
-    "sort": "column to sort by: cpu, events, block, net, connects, runq, alerts, name",
+    "sort": "column to sort by: cpu, events, block, file, net, connects, runq, alerts, name",
     "seconds": "sample for this many seconds from now (1-60)",
     "format": "json (default), folded or speedscope",
     "last": "the probes' recent (continuous) profile of the last N seconds instead of sampling now",

@@ -19,6 +19,10 @@ COUNTER_METRICS = {
     "connect_failed": ("eunomia_container_tcp_connects_failed_total", "TCP connects that failed.", 1.0),
     "net_tx_bytes": ("eunomia_container_network_transmit_bytes_total", "Bytes sent on inet sockets.", 1.0),
     "net_rx_bytes": ("eunomia_container_network_receive_bytes_total", "Bytes received on inet sockets.", 1.0),
+    "file_read_bytes": ("eunomia_container_file_read_bytes_total",
+                        "Bytes read from regular files (with probe.syscall_latency).", 1.0),
+    "file_write_bytes": ("eunomia_container_file_write_bytes_total",
+                         "Bytes written to regular files (with probe.syscall_latency).", 1.0),
     "oom_kills": ("eunomia_container_oom_kills_total", "OOM kills triggered in the container.", 1.0),
     "switches": ("eunomia_container_context_switches_total", "Context switches away from the container's tasks.", 1.0),
 }

@@ -17,7 +17,8 @@ from .formats import FORMATS, folded_text, speedscope, svg
 from .view import SORT_KEYS, NotFound, top_rows
 
 COLUMNS = (("container", "CONTAINER", 24), ("node", "NODE", 10), ("cpu", "CPU", 6), ("events_s", "EV/S", 8),
-           ("block_bytes_s", "BLK B/S", 10), ("net_bytes_s", "NET B/S", 10), ("connects_s", "CONN/S", 7),
+           ("block_bytes_s", "BLK B/S", 10), ("file_bytes_s", "FILE B/S", 10),
+           ("net_bytes_s", "NET B/S", 10), ("connects_s", "CONN/S", 7),
            ("runq_p99_ms", "RUNQ99ms", 9),
            ("oom_kills", "OOM", 4), ("alerts", "ALERTS", 6))
 

@@ -6,6 +6,7 @@ from typing import Any
 POD_LABELS = ("io.kubernetes.pod.name", "io.kubernetes.pod")
 NS_LABELS = ("io.kubernetes.pod.namespace",)
 SORT_KEYS = {"cpu": "cpu", "events": "events_s", "block": "block_bytes_s", "net": "net_bytes_s",
+             "file": "file_bytes_s",
              "connects": "connects_s", "runq": "runq_p99_ms", "alerts": "alerts", "name": "container"}
 
 
@@ -61,6 +62,7 @@ def top_rows(perf: dict[str, dict], containers: list[dict], alerts: dict[str, in
                          "events_s": round(rates.get("events", 0.0), 2),
                          "block_bytes_s": round(rates.get("block_bytes", 0.0), 1),
                          "net_bytes_s": round(rates.get("net_bytes", 0.0), 1),
+                         "file_bytes_s": round(rates.get("file_bytes", 0.0), 1),
                          "connects_s": round(rates.get("connects", 0.0), 2),
                          "runq_p99_ms": round(p99 * 1000, 3) if p99 is not None else None,
                          "oom_kills": counters.get("oom_kills", 0),

@@ -98,6 +98,7 @@ KERNEL_OFFSETS = {
     "TASK_NSPROXY": ("task_struct", "nsproxy"), "NSPROXY_MNT": ("nsproxy", "mnt_ns"),
     "MNTNS_NS": ("mnt_namespace", "ns"), "NS_INUM": ("ns_common", "inum"),
     "TASK_REAL_CRED": ("task_struct", "real_cred"), "CRED_CAP_PERMITTED": ("cred", "cap_permitted"),
+    "FILE_INODE": ("file", "f_inode"), "INODE_MODE": ("inode", "i_mode"),
 }
 
 

@@ -17,7 +17,7 @@ from .detach import close_links, detach_tracepoints
 HISTS = ("runq", "block", "connect", "rtt")   # H_* order in bpf/perf.bpf.c
 SLOTS = 32
 COUNTERS = ("cpu_ns", "switches", "block_bytes", "oom_kills", "connects", "connect_failed", "net_tx_bytes",
-            "net_rx_bytes")
+            "net_rx_bytes", "file_read_bytes", "file_write_bytes")
 # bucket i counts [2^i, 2^(i+1)) us: its upper bound in seconds
 BUCKET_LE = tuple((1 << (i + 1)) / 1e6 for i in range(SLOTS))
 
@@ -61,7 +61,7 @@ class PerfReader:
         out: dict[int, dict] = {}
         for k, v in self.cgs.items():
             c = dict(zip(COUNTERS, (v.cpu_ns, v.switches, v.block_bytes, v.oom_kills, v.connects, v.failed,
-                                    v.net_tx, v.net_rx)))
+                                    v.net_tx, v.net_rx, v.file_rd, v.file_wr)))
             out[k.value] = {"counters": c, "hists": {}, "rates": {}}
         if self.cgroup_paths is not None:
             for cg in set(out) | set(events or ()):
@@ -89,6 +89,8 @@ class PerfReader:
                     "connects": max(0, c["connects"] - p["connects"]) / dt,
                     "net_bytes": max(0, c["net_tx_bytes"] + c["net_rx_bytes"] - p["net_tx_bytes"]
                                      - p["net_rx_bytes"]) / dt,
+                    "file_bytes": max(0, c["file_read_bytes"] + c["file_write_bytes"] - p["file_read_bytes"]
+                                      - p["file_write_bytes"]) / dt,
                 }
             self._prev[cg] = (now, c)
             runq = entry["hists"].get("runq")

@@ -396,16 +396,17 @@ async function loadTop() {
   const body = $("#top-table tbody");
   let items;
   try { items = (await api("/top", { sort: topSort })).items; } catch (e) {
-    body.replaceChildren(el("tr", {}, el("td", { colspan: 10, class: "error" }, e.message)));
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 11, class: "error" }, e.message)));
     return;
   }
   const dash = (v) => (v == null ? "-" : v);
   body.replaceChildren(...items.map((r) => el("tr", { "data-container": r.container },
     el("td", {}, r.container), el("td", {}, r.node), el("td", {}, (r.cpu * 100).toFixed(1) + " %"),
-    el("td", {}, r.events_s), el("td", {}, Math.round(r.block_bytes_s)), el("td", {}, Math.round(r.net_bytes_s)),
+    el("td", {}, r.events_s), el("td", {}, Math.round(r.block_bytes_s)), el("td", {}, Math.round(r.file_bytes_s)),
+    el("td", {}, Math.round(r.net_bytes_s)),
     el("td", {}, r.connects_s),
     el("td", {}, dash(r.runq_p99_ms)), el("td", {}, r.oom_kills), el("td", {}, r.alerts))));
-  if (!items.length) body.append(el("tr", {}, el("td", { colspan: 10, class: "empty" }, "no figures from the probes yet")));
+  if (!items.length) body.append(el("tr", {}, el("td", { colspan: 11, class: "empty" }, "no figures from the probes yet")));
   const sel = $("#profile-container");
   const keep = sel.value;
   sel.replaceChildren(el("option", { value: "" }, "(choose a container)"),
