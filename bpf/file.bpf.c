@@ -646,14 +646,20 @@ TRACEPOINT_PROBE(syscalls, sys_exit_linkat)
 // a[]: chown {ret, uid, gid, dirfd or fd, hash, flags}; truncate {ret, length, fd or dirfd, hash}.
 // dflags (what dedup compares besides the path): the new owner / the new length.
 
-static __always_inline void chown_path(const char *path, s64 uid, s64 gid, s64 dirfd, s64 flags)
+// path_stash leaves a[5] free: chown keeps there the AT_* flags of fchownat
+// (AT_SYMLINK_NOFOLLOW for lchown). Called right after path_stash (also by the ia32 programs).
+static __always_inline void chown_flags(s64 flags)
 {
-    path_stash(K_CHOWN, CLS_READ, path, (u32)uid, (u32)gid, dirfd, (u32)uid, dirfd);
-    // path_stash leaves a[5] free: the AT_* flags of fchownat (AT_SYMLINK_NOFOLLOW for lchown)
     u64 id = bpf_get_current_pid_tgid();
     struct stash *s = stash.lookup(&id);
     if (s && s->kind == K_CHOWN)
         s->a[5] = flags;
+}
+
+static __always_inline void chown_path(const char *path, s64 uid, s64 gid, s64 dirfd, s64 flags)
+{
+    path_stash(K_CHOWN, CLS_READ, path, (u32)uid, (u32)gid, dirfd, (u32)uid, dirfd);
+    chown_flags(flags);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_chown)

@@ -147,12 +147,13 @@ TRACEPOINT_PROBE(syscalls, sys_enter_socket)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_socket)
+// The exit sides below take the syscall's return value, so the ia32 programs
+// (bpf/syscalls_ia32.bpf.c) share them with the 64-bit tracepoints.
+static __always_inline int socket_exit(long ret)
 {
     struct stash s;
     if (!stash_take(&s))
         return 0;
-    long ret = args->ret;
     if (ret >= 0)
         remember_fd(ret, s.a[1], s.a[2]);
     // Only raw and packet sockets are events: everything else shows up as connect/accept.
@@ -167,16 +168,22 @@ TRACEPOINT_PROBE(syscalls, sys_exit_socket)
     return 0;
 }
 
+TRACEPOINT_PROBE(syscalls, sys_exit_socket)
+{
+    return socket_exit(args->ret);
+}
+
+#define STASH_BIND 0  // bind() makes no event: its stash has no kind of its own
 TRACEPOINT_PROBE(syscalls, sys_enter_bind)
 {
-    net_stash(0, args->fd, args->addrlen, 0, args->umyaddr, 0);
+    net_stash(STASH_BIND, args->fd, args->addrlen, 0, args->umyaddr, 0);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_bind)
+static __always_inline int bind_exit(long ret)
 {
     struct stash s;
-    if (!stash_take(&s) || args->ret != 0)
+    if (!stash_take(&s) || ret != 0)
         return 0;
     struct { u16 family; u16 port; u32 addr4; u8 addr6[16]; } sa = {};
     bpf_probe_read_user(&sa, sizeof(sa), (void *)s.p[0]);
@@ -193,6 +200,11 @@ TRACEPOINT_PROBE(syscalls, sys_exit_bind)
         v.type = old->type;
     sock_fds.update(&k, &v);
     return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_bind)
+{
+    return bind_exit(args->ret);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_connect)
@@ -347,7 +359,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 }
 #endif
 
-TRACEPOINT_PROBE(syscalls, sys_exit_listen)
+static __always_inline int listen_exit(long ret)
 {
     u32 tid = bpf_get_current_pid_tgid();
     struct listen_addr *la = listen_addrs.lookup(&tid);
@@ -375,7 +387,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_listen)
         return 0;
     }
     __builtin_memcpy(e->a, s.a, sizeof(e->a));
-    e->a[0] = args->ret;
+    e->a[0] = ret;
     __builtin_memset(e->sa, 0, sizeof(e->sa));
     __builtin_memset(e->la, 0, sizeof(e->la));
     if (la) {
@@ -390,6 +402,11 @@ TRACEPOINT_PROBE(syscalls, sys_exit_listen)
     ev_submit(e);
     listen_addrs.delete(&tid);
     return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_listen)
+{
+    return listen_exit(args->ret);
 }
 
 // dup family: the new fd inherits "socket" from oldfd (looked up in this

@@ -4,11 +4,16 @@
 // BTF, see services/probe/loader.py). Arguments come from pt_regs: bx, cx, dx,
 // si, di, bp. Each call of interest is stashed and emitted exactly like its
 // 64-bit twin (same kinds, same layouts), so rules see no difference.
-// Covered: open, openat, creat, openat2, execve, execveat, connect, socketcall
-// (connect), ptrace, set*uid/set*gid (16- and 32-bit ids), mount, init_module,
-// finit_module, bpf, unshare, setns, chmod, fchmodat, unlink, unlinkat,
-// memfd_create, chdir, fchdir, kill, tgkill, rename, renameat, renameat2, link,
-// linkat, symlink, symlinkat, mkdir, mkdirat, mprotect and mmap2 (W+X), userfaultfd.
+// Covered: open, openat, creat, openat2, execve, execveat, ptrace, set*uid/set*gid
+// (16- and 32-bit ids), mount, init_module, finit_module, bpf, unshare, setns, chmod,
+// fchmodat, fchmod, chown/lchown/fchown (16-bit ids) and chown32/lchown32/fchown32,
+// fchownat, truncate, ftruncate, truncate64, ftruncate64 (64-bit length in two
+// registers), unlink, unlinkat, memfd_create, chdir, fchdir, kill, tgkill, rename,
+// renameat, renameat2, link, linkat, symlink, symlinkat, mkdir, mkdirat, mprotect and
+// mmap2 (W+X), userfaultfd; socket, bind, connect, listen, accept4, and socketcall's
+// socket, bind, connect, listen, accept and accept4 (sockets are remembered for dup
+// and flows as in 64-bit calls); dup, dup2, dup3. The exit sides are the 64-bit
+// programs' own helpers (path_exit, connect_exit, socket_exit, ... taking `ret`).
 #if HAVE_KOFF
 #define TS_COMPAT_ 0x0002
 
@@ -60,7 +65,33 @@
 #define I32_LINKAT 303
 #define I32_SYMLINKAT 304
 #define I32_RENAMEAT2 353
-#define SYS_CONNECT_ 3  // socketcall's call number for connect
+#define I32_FCHMOD 94
+#define I32_LCHOWN16 16
+#define I32_FCHOWN16 95
+#define I32_CHOWN16 182
+#define I32_LCHOWN 198
+#define I32_FCHOWN 207
+#define I32_CHOWN 212
+#define I32_FCHOWNAT 298
+#define I32_TRUNCATE 92
+#define I32_FTRUNCATE 93
+#define I32_TRUNCATE64 193
+#define I32_FTRUNCATE64 194
+#define I32_SOCKET 359
+#define I32_BIND 361
+#define I32_LISTEN 363
+#define I32_ACCEPT4 364
+#define I32_DUP 41
+#define I32_DUP2 63
+#define I32_DUP3 330
+// socketcall's call numbers (linux/net.h)
+#define SYS_SOCKET_ 1
+#define SYS_BIND_ 2
+#define SYS_CONNECT_ 3
+#define SYS_LISTEN_ 4
+#define SYS_ACCEPT_ 5
+#define SYS_ACCEPT4_ 18
+#define AT_SYMLINK_NOFOLLOW_ 0x100
 
 static __always_inline int i32_wanted(long nr)
 {
@@ -74,6 +105,10 @@ static __always_inline int i32_wanted(long nr)
     case I32_MEMFD_CREATE: case I32_BPF: case I32_EXECVEAT: case I32_CONNECT: case I32_OPENAT2:
     case I32_LINK: case I32_RENAME: case I32_SYMLINK: case I32_RENAMEAT: case I32_LINKAT: case I32_SYMLINKAT:
     case I32_RENAMEAT2: case I32_MKDIR: case I32_MKDIRAT: case I32_MPROTECT: case I32_MMAP2: case I32_USERFAULTFD:
+    case I32_FCHMOD: case I32_LCHOWN16: case I32_FCHOWN16: case I32_CHOWN16: case I32_LCHOWN: case I32_FCHOWN:
+    case I32_CHOWN: case I32_FCHOWNAT: case I32_TRUNCATE: case I32_FTRUNCATE: case I32_TRUNCATE64:
+    case I32_FTRUNCATE64: case I32_SOCKET: case I32_BIND: case I32_LISTEN: case I32_ACCEPT4: case I32_DUP:
+    case I32_DUP2: case I32_DUP3:
         return 1;
     }
     return 0;
@@ -96,6 +131,20 @@ static __always_inline s64 id16(u64 v)
 static __always_inline s64 id32(u64 v)
 {
     return (u32)v;
+}
+
+// A 16-bit owner of chown16/lchown16/fchown16: the kernel widens 0xffff ("unchanged")
+// to (uid_t)-1, which is what the 64-bit calls' events carry.
+static __always_inline s64 own16(u64 v)
+{
+    v &= 0xffff;
+    return v == 0xffff ? 0xffffffffLL : (s64)v;
+}
+
+// A 64-bit length passed in two registers (truncate64, ftruncate64): low word first.
+static __always_inline s64 len64(u64 lo, u64 hi)
+{
+    return (s64)((u32)lo | ((u64)(u32)hi << 32));
 }
 
 #define P(x) ((const void *)(u64)(u32)(x))
@@ -126,13 +175,13 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     const void *p0 = 0, *p1 = 0, *p2 = 0;
     switch (nr) {
     case I32_OPEN:
-        pk = 1; kind = K_OPEN; cls = open_class(a1); p0 = P(a0); v1 = a1; v2 = a2; v3 = AT_FDCWD_; dfl = a1; dfd = AT_FDCWD_;
+        pk = 1; kind = K_OPEN; cls = open_class(a1); p0 = P(a0); v1 = a1; v2 = (u16)a2; v3 = AT_FDCWD_; dfl = a1; dfd = AT_FDCWD_;
         break;
     case I32_CREAT:
-        pk = 1; kind = K_OPEN; cls = CLS_WRITE | CLS_CREATE; p0 = P(a0); v1 = 01101; v2 = a1; v3 = AT_FDCWD_; dfl = 01101; dfd = AT_FDCWD_;
+        pk = 1; kind = K_OPEN; cls = CLS_WRITE | CLS_CREATE; p0 = P(a0); v1 = 01101; v2 = (u16)a1; v3 = AT_FDCWD_; dfl = 01101; dfd = AT_FDCWD_;
         break;
     case I32_OPENAT:
-        pk = 1; kind = K_OPEN; cls = open_class(a2); p0 = P(a1); v1 = a2; v2 = a3; v3 = (s32)a0; dfl = a2; dfd = (s32)a0;
+        pk = 1; kind = K_OPEN; cls = open_class(a2); p0 = P(a1); v1 = a2; v2 = (u16)a3; v3 = (s32)a0; dfl = a2; dfd = (s32)a0;
         break;
     case I32_OPENAT2: {
         struct { u64 flags; u64 mode; } how = {};
@@ -147,10 +196,48 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         pk = 1; kind = K_UNLINK; cls = CLS_READ; p0 = P(a1); v1 = (s32)a0; v2 = a2; v3 = 0; dfl = a2; dfd = (s32)a0;
         break;
     case I32_CHMOD:
-        pk = 1; kind = K_CHMOD; cls = CLS_READ; p0 = P(a0); v1 = a1; v2 = AT_FDCWD_; v3 = 0; dfl = a1; dfd = AT_FDCWD_;
+        pk = 1; kind = K_CHMOD; cls = CLS_READ; p0 = P(a0); v1 = (u16)a1; v2 = AT_FDCWD_; v3 = 0; dfl = (u16)a1; dfd = AT_FDCWD_;
         break;
     case I32_FCHMODAT:
-        pk = 1; kind = K_CHMOD; cls = CLS_READ; p0 = P(a1); v1 = a2; v2 = (s32)a0; v3 = 0; dfl = a2; dfd = (s32)a0;
+        pk = 1; kind = K_CHMOD; cls = CLS_READ; p0 = P(a1); v1 = (u16)a2; v2 = (s32)a0; v3 = 0; dfl = (u16)a2; dfd = (s32)a0;
+        break;
+    case I32_FCHMOD:
+        sk = 1; kind = K_CHMOD; shape = SHAPE_NUM; v1 = (u16)a1; v2 = a0; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    // chown by path, as chown_path(): {uid, gid, dirfd}, dedup on the uid, the AT_* flags (v4) in a[5]
+    case I32_CHOWN16:
+        pk = 1; kind = K_CHOWN; cls = CLS_READ; p0 = P(a0); v1 = own16(a1); v2 = own16(a2); v3 = AT_FDCWD_; v4 = 0; dfl = v1; dfd = AT_FDCWD_;
+        break;
+    case I32_LCHOWN16:
+        pk = 1; kind = K_CHOWN; cls = CLS_READ; p0 = P(a0); v1 = own16(a1); v2 = own16(a2); v3 = AT_FDCWD_; v4 = AT_SYMLINK_NOFOLLOW_; dfl = v1; dfd = AT_FDCWD_;
+        break;
+    case I32_CHOWN:
+        pk = 1; kind = K_CHOWN; cls = CLS_READ; p0 = P(a0); v1 = a1; v2 = a2; v3 = AT_FDCWD_; v4 = 0; dfl = a1; dfd = AT_FDCWD_;
+        break;
+    case I32_LCHOWN:
+        pk = 1; kind = K_CHOWN; cls = CLS_READ; p0 = P(a0); v1 = a1; v2 = a2; v3 = AT_FDCWD_; v4 = AT_SYMLINK_NOFOLLOW_; dfl = a1; dfd = AT_FDCWD_;
+        break;
+    case I32_FCHOWNAT:
+        pk = 1; kind = K_CHOWN; cls = CLS_READ; p0 = P(a1); v1 = a2; v2 = a3; v3 = (s32)a0; v4 = (s32)r.di; dfl = a2; dfd = (s32)a0;
+        break;
+    case I32_FCHOWN16:
+        sk = 1; kind = K_CHOWN; shape = SHAPE_NUM; v1 = own16(a1); v2 = own16(a2); v3 = a0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    case I32_FCHOWN:
+        sk = 1; kind = K_CHOWN; shape = SHAPE_NUM; v1 = a1; v2 = a2; v3 = a0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    // truncate by path: {length, dirfd}, dedup on the length; by fd: {length, fd}
+    case I32_TRUNCATE:
+        pk = 1; kind = K_TRUNCATE; cls = CLS_READ; p0 = P(a0); v1 = (s32)a1; v2 = AT_FDCWD_; v3 = 0; dfl = (s32)a1; dfd = AT_FDCWD_;
+        break;
+    case I32_TRUNCATE64:
+        pk = 1; kind = K_TRUNCATE; cls = CLS_READ; p0 = P(a0); v1 = len64(a1, a2); v2 = AT_FDCWD_; v3 = 0; dfl = (u32)a1; dfd = AT_FDCWD_;
+        break;
+    case I32_FTRUNCATE:
+        sk = 1; kind = K_TRUNCATE; shape = SHAPE_NUM; v1 = (s32)a1; v2 = a0; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        break;
+    case I32_FTRUNCATE64:
+        sk = 1; kind = K_TRUNCATE; shape = SHAPE_NUM; v1 = len64(a1, a2); v2 = a0; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     case I32_MPROTECT:  // as wx_stash(): W+X only
         if ((a2 & PROT_WX_) == PROT_WX_)
@@ -164,10 +251,10 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         sk = 1; kind = K_USERFAULTFD; shape = SHAPE_NUM; v1 = (s32)a0; v2 = 0; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     case I32_MKDIR:
-        pk = 1; kind = K_MKDIR; cls = CLS_READ; p0 = P(a0); v1 = a1; v2 = AT_FDCWD_; v3 = 0; dfl = a1; dfd = AT_FDCWD_;
+        pk = 1; kind = K_MKDIR; cls = CLS_READ; p0 = P(a0); v1 = (u16)a1; v2 = AT_FDCWD_; v3 = 0; dfl = (u16)a1; dfd = AT_FDCWD_;
         break;
     case I32_MKDIRAT:
-        pk = 1; kind = K_MKDIR; cls = CLS_READ; p0 = P(a1); v1 = a2; v2 = (s32)a0; v3 = 0; dfl = a2; dfd = (s32)a0;
+        pk = 1; kind = K_MKDIR; cls = CLS_READ; p0 = P(a1); v1 = (u16)a2; v2 = (s32)a0; v3 = 0; dfl = (u16)a2; dfd = (s32)a0;
         break;
     case I32_EXECVE:
         ek = 1; p0 = P(a0); p1 = P(a1); dfd = AT_FDCWD_;
@@ -175,16 +262,50 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     case I32_EXECVEAT:
         ek = 1; p0 = P(a1); p1 = P(a2); dfd = (s32)a0;
         break;
-    case I32_CONNECT:
-        nk = 1; v1 = (s32)a0; v2 = a2; p0 = P(a1);
+    // sockets, as net_stash() in bpf/net.bpf.c: {fd or family, ...} and up to two user pointers
+    case I32_SOCKET:
+        nk = 1; kind = K_SOCKET; v1 = (s32)a0; v2 = (s32)a1; v3 = (s32)a2; p0 = 0; p1 = 0;
         break;
-    case I32_SOCKETCALL:
-        if (a0 == SYS_CONNECT_) {
-            u32 sa[3] = {};  // fd, sockaddr pointer, addrlen
-            bpf_probe_read_user(sa, sizeof(sa), P(a1));
-            nk = 1; v1 = (s32)sa[0]; v2 = sa[2]; p0 = P(sa[1]);
+    case I32_BIND:
+        nk = 1; kind = STASH_BIND; v1 = (s32)a0; v2 = (s32)a2; v3 = 0; p0 = P(a1); p1 = 0;
+        break;
+    case I32_CONNECT:
+        nk = 1; kind = K_CONNECT; v1 = (s32)a0; v2 = (s32)a2; v3 = 0; p0 = P(a1); p1 = 0;
+        break;
+    case I32_LISTEN:
+        nk = 1; kind = K_LISTEN; v1 = (s32)a0; v2 = (s32)a1; v3 = 0; p0 = 0; p1 = 0;
+        break;
+    case I32_ACCEPT4:
+        nk = 1; kind = K_ACCEPT; v1 = (s32)a0; v2 = 0; v3 = 0; p0 = P(a1); p1 = P(a2);
+        break;
+    case I32_DUP:
+        nk = 1; kind = K_DUP; v1 = a0; v2 = -1; v3 = 0; p0 = 0; p1 = 0;
+        break;
+    case I32_DUP2:
+        nk = 1; kind = K_DUP; v1 = a0; v2 = a1; v3 = 1; p0 = 0; p1 = 0;
+        break;
+    case I32_DUP3:
+        nk = 1; kind = K_DUP; v1 = a0; v2 = a1; v3 = 2; p0 = 0; p1 = 0;
+        break;
+    case I32_SOCKETCALL: {
+        if (a0 < SYS_SOCKET_ || (a0 > SYS_ACCEPT_ && a0 != SYS_ACCEPT4_))  // send, recv, ...: nothing read
+            break;
+        u32 sa[3] = {};  // the call's first three arguments
+        bpf_probe_read_user(sa, sizeof(sa), P(a1));
+        nk = 1; v1 = (s32)sa[0]; v2 = (s32)sa[1]; v3 = 0; p0 = 0; p1 = 0;
+        if (a0 == SYS_SOCKET_) {
+            kind = K_SOCKET; v3 = (s32)sa[2];
+        } else if (a0 == SYS_BIND_) {
+            kind = STASH_BIND; v2 = (s32)sa[2]; p0 = P(sa[1]);
+        } else if (a0 == SYS_CONNECT_) {
+            kind = K_CONNECT; v2 = (s32)sa[2]; p0 = P(sa[1]);
+        } else if (a0 == SYS_LISTEN_) {
+            kind = K_LISTEN;
+        } else {  // accept, accept4
+            kind = K_ACCEPT; v2 = 0; p0 = P(sa[1]); p1 = P(sa[2]);
         }
         break;
+    }
     case I32_PTRACE:
         sk = 1; kind = K_PTRACE; shape = SHAPE_NUM; v1 = a0; v2 = (s32)a1; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
@@ -282,14 +403,38 @@ RAW_TRACEPOINT_PROBE(sys_enter)
             sk = 1; kind = K_SIGNAL; shape = SHAPE_NUM; v1 = (s32)a0; v2 = a2; v3 = (s32)a1; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     }
-    if (pk)
+    if (pk) {
         path_stash(kind, cls, p0, v1, v2, v3, dfl, dfd);
-    else if (sk)
+        if (kind == K_CHOWN)
+            chown_flags(v4);
+    } else if (sk)
         stash_put(kind, shape, v1, v2, v3, v4, v5, p0, p1, p2);
     else if (ek)
         exec_enter_abi(p0, p1, dfd, 1);
     else if (nk)
-        net_stash(K_CONNECT, v1, v2, 0, p0, 0);
+        net_stash(kind, v1, v2, v3, p0, p1);
+    return 0;
+}
+
+// socketcall's exit: the sub-call is the kind its sys_enter stashed.
+static __always_inline int socketcall_exit(long ret)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    struct stash *s = stash.lookup(&id);
+    if (!s)
+        return 0;
+    switch (s->kind) {
+    case K_SOCKET:
+        return socket_exit(ret);
+    case STASH_BIND:
+        return bind_exit(ret);
+    case K_CONNECT:
+        return connect_exit(ret);
+    case K_LISTEN:
+        return listen_exit(ret);
+    case K_ACCEPT:
+        return accept_exit(ret);
+    }
     return 0;
 }
 
@@ -312,8 +457,20 @@ RAW_TRACEPOINT_PROBE(sys_exit)
         if (ret < 0)
             exec_emit((u32)bpf_get_current_pid_tgid(), ret);
         return 0;
-    case I32_CONNECT: case I32_SOCKETCALL:
+    case I32_CONNECT:
         return connect_exit(ret);
+    case I32_SOCKETCALL:
+        return socketcall_exit(ret);
+    case I32_SOCKET:
+        return socket_exit(ret);
+    case I32_BIND:
+        return bind_exit(ret);
+    case I32_LISTEN:
+        return listen_exit(ret);
+    case I32_ACCEPT4:
+        return accept_exit(ret);
+    case I32_DUP: case I32_DUP2: case I32_DUP3:
+        return dup_exit(ret);
     case I32_LINK: case I32_RENAME: case I32_SYMLINK: case I32_RENAMEAT: case I32_LINKAT: case I32_SYMLINKAT:
     case I32_RENAMEAT2:
         return path2_exit(ret);
@@ -338,6 +495,6 @@ RAW_TRACEPOINT_PROBE(sys_exit)
         return 0;
     }
     }
-    return stash_emit(ret);
+    return stash_emit(ret);  // fchmod, chown family, truncate family and the rest: as their 64-bit exits
 }
 #endif

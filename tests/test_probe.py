@@ -564,17 +564,20 @@ async def test_container_paths_are_absolute_in_the_container(probe, bb_image):
 async def test_ia32_syscalls_in_a_container_arrive_like_native_ones(probe, bb_image, tmp_path):
     """A static 64-bit helper makes its calls through int $0x80 (the ia32 ABI, which
     syscalls:* tracepoints never see) inside a container: each arrives as the same
-    kind, with the same fields, as the native call."""
+    kind, with the same fields, as the native call. Its second part (fchmod, the chown
+    and truncate families, sockets and socketcall, dup) runs again with the x86_64
+    `syscall` instruction (as int80n): every ia32 event equals its native twin."""
     exe = tmp_path / "int80"
     subprocess.run(["gcc", "-static", "-no-pie", "-O1", "-o", str(exe), str(Path(__file__).parent / "data/int80.c")],
                    check=True, capture_output=True)
+    shutil.copy(exe, tmp_path / "int80n")  # its own comm: the native run's events are told apart by it
     name = f"eun-int80-{uuid.uuid4().hex[:8]}"
     col = probe.col
     try:
         # blocking podman calls run in threads: the loop keeps taking the bus's messages (a node
         # busy with parallel tests sends many), and the wait for the opens starts before the helper runs
         await asyncio.to_thread(
-            containers.run, ["sh", "-c", "sleep 3; /h/int80; sleep 1"], name=name, detach=True,
+            containers.run, ["sh", "-c", "sleep 3; /h/int80; /h/int80n native; sleep 1"], name=name, detach=True,
             # unconfined: podman's seccomp profile refuses bpf/finit_module/unshare before
             # any tracepoint (either ABI) can see them
             flags=["--network", "none", "--security-opt", "seccomp=unconfined", "-v", f"{tmp_path}:/h:ro"])
@@ -595,7 +598,7 @@ async def test_ia32_syscalls_in_a_container_arrive_like_native_ones(probe, bb_im
                               for e in col.events if e["cgroup_id"] == inode and e["comm"] == "int80"]) from None
     assert sorted(e["raw_path"] for e in opens) == ["/etc/shadow", "shadow", "shadow"]  # cwd, then dirfd
     assert (await col.wait(mine("chdir")))[0]["path"] == "/etc"
-    cn = (await col.wait(mine("connect")))[0]
+    cn = (await col.wait(lambda e: mine("connect")(e) and e["daddr"] != "127.0.0.1"))[0]
     assert (cn["daddr"], cn["dport"], cn["family"]) == ("169.254.169.254", 80, socket.AF_INET)
     assert (await col.wait(mine("ptrace")))[0]["request"] == 16
     su = (await col.wait(mine("setuid")))[0]
@@ -615,6 +618,51 @@ async def test_ia32_syscalls_in_a_container_arrive_like_native_ones(probe, bb_im
     assert (rn["oldpath"], rn["newpath"]) == ("/etc/hl", "/etc/hl2")
     mk = (await col.wait(mine("mkdir")))[0]
     assert (mk["path"], mk["raw_path"], mk["mode"]) == ("/etc/.d", ".d", 0o700)
+
+    # the second part, in both ABIs: the same events in the same order, but for who made them
+    # (and the ephemeral port of the peer an accept reports)
+    def part2(comm, kind):
+        return lambda e: (e["kind"] == kind and e["cgroup_id"] == inode and e["comm"] == comm
+                          and (kind != "connect" or e["daddr"] == "127.0.0.1"))
+
+    def fields(e):
+        return {k: v for k, v in e.items()
+                if k not in ("id", "ts", "pid", "tid", "ppid", "comm") and not (e["kind"] == "accept" and k == "dport")}
+    counts = {"chmod": 1, "chown": 7, "truncate": 4, "socket": 2, "listen": 2, "connect": 3, "accept": 3, "dup": 3}
+    ia32 = {}
+    for kind, n in counts.items():
+        ia32[kind] = await col.wait(part2("int80", kind), n=n)
+        native = await col.wait(part2("int80n", kind), n=n)
+        assert [fields(e) for e in ia32[kind]] == [fields(e) for e in native], kind
+    for kind, n in counts.items():  # and no more than these
+        assert len([e for e in col.events if part2("int80", kind)(e)]) == n, kind
+    f, etcfd = 3, 4  # the helper closed fds 3-63 first: the log file, then /etc
+    assert [(e["path"], e["mode"], e["fd"], e["ret"]) for e in ia32["chmod"]] == [(None, 0o600, f, 0)]
+    assert [(e["path"], e["owner_uid"], e["owner_gid"], e.get("flags"), e.get("fd"), e.get("dirfd"), e["ret"])
+            for e in ia32["chown"]] == [
+        ("/etc/shadow", 1000, None, 0, None, -100, 0),   # chown16, 0xffff: unchanged
+        ("/etc/shadow", 1001, 0, 0x100, None, -100, 0),  # lchown16
+        (None, 1002, None, None, f, None, 0),            # fchown16
+        ("/etc/shadow", 1003, None, 0, None, -100, 0),   # chown32
+        ("/etc/shadow", 1004, 42, 0x100, None, -100, 0),  # lchown32
+        (None, 1005, 0, None, f, None, 0),               # fchown32
+        ("shadow", 1006, 0, 0x100, None, etcfd, 0)]      # fchownat
+    log = "/var/log/int80.log"
+    assert [(e["path"], e["length"], e.get("fd"), e["ret"]) for e in ia32["truncate"]] == [
+        (log, 0, None, 0), (None, 0, f, 0), (log, (1 << 32) + 5, None, 0), (None, (1 << 32) + 7, f, 0)]
+    assert [(e["family"], e["type"], e["protocol"]) for e in ia32["socket"]] == [(17, 3, 0x300), (17, 2, 0x300)]
+    assert [(e["saddr"], e["sport"], e["backlog"], e["ret"]) for e in ia32["listen"]] == [
+        ("127.0.0.1", 4321, 8, 0), ("127.0.0.1", 4322, 8, 0)]
+    # the type (tcp) comes from the socket the probe remembered at socket() / socketcall socket
+    assert [(e["dport"], e["proto"], e["ret"]) for e in ia32["connect"]] == [
+        (4321, "tcp", 0), (4322, "tcp", 0), (4322, "tcp", 0)]
+    acc = ia32["accept"]
+    assert [(e["daddr"], e["saddr"], e["sport"], e["proto"]) for e in acc] == [
+        ("127.0.0.1", "127.0.0.1", 4321, "tcp"), ("127.0.0.1", "127.0.0.1", 4322, "tcp"),
+        (None, "127.0.0.1", 4322, "tcp")] and all(e["ret"] > f for e in acc)
+    assert [(e["syscall"], e["oldfd"], e["newfd"], e["fd_type"]) for e in ia32["dup"]] == [
+        ("dup", acc[0]["ret"], ia32["dup"][0]["ret"], "socket"), ("dup2", acc[0]["ret"], 0, "socket"),
+        ("dup3", acc[1]["ret"], 1, "socket")]
 
 
 async def test_control_requests(probe):
