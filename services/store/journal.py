@@ -148,6 +148,30 @@ def probes(pl: Plan, ids: dict[str, int | None], conts: list[int] | None) -> lis
     return [{**base, **c} for c in combos]
 
 
+# Container-scoped search: each row's words also hold a token naming its container's
+# interned id, so `q` within a container is one index intersection (the word's list AND the
+# container's), not a walk of the word's list checking containers. Rows written before a
+# database had these tokens (keys below its watermark, `scoped_since`) are searched the old way.
+def scope_word(cont: int | None) -> str:
+    return f" zc:{cont}" if cont is not None else ""
+
+
+def scope_token(cont: int) -> tuple[str, bool]:
+    return (f"zc:{cont}", False)
+
+
+def scope_key(j: Journal) -> str:
+    """The watermark's name: keys from it on carry scope tokens."""
+    return f"{j.table}_scoped_since"
+
+
+def split_scoped(lo: int, hi: int, since: int) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """[lo, hi] as (the part searched with the scope token, the part before the watermark)."""
+    scoped = (max(lo, since), hi) if hi >= since else None
+    old = (lo, min(hi, since - 1)) if lo < since else None
+    return scoped, old
+
+
 def key_bounds(pl: Plan) -> tuple[int, int]:
     """Keys to read: [lo, hi] (a key is the ts in ns, bumped by a few ns on collisions)."""
     lo = pl.since if pl.since is not None else 0

@@ -102,6 +102,7 @@ class PostgresBackend:
         self._names: dict[str, int] = {}
         self._parts: set[tuple[str, int]] = set()           # (table, partition start) known to exist
         self._counts: dict[str, int] = {}                    # closed partition -> rows
+        self._scoped_since: dict[str, int] = {}              # journal -> first key with scope tokens
 
     async def open(self) -> None:
         self.pool = await asyncpg.create_pool(self.url, min_size=1, max_size=4, command_timeout=60)
@@ -121,6 +122,12 @@ class PostgresBackend:
                 if found != SCHEMA_VERSION:
                     for stmt in pg_ddl():
                         await con.execute(stmt)
+                await con.execute("CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, n BIGINT NOT NULL)")
+                for j in JOURNALS:  # rows already there have no scope tokens in their words (journal.py)
+                    await con.execute(f"INSERT INTO store_meta (name, n) SELECT $1, coalesce(max(k), -1) + 1 "
+                                      f"FROM {j.table} ON CONFLICT DO NOTHING", journal.scope_key(j))
+                    self._scoped_since[j.table] = await con.fetchval("SELECT n FROM store_meta WHERE name = $1",
+                                                                     journal.scope_key(j))
             await self._load_dicts(con)
         async with self.pool.acquire() as con:
             if await migrate.pg_has_v1(con):
@@ -201,8 +208,9 @@ class PostgresBackend:
             while k in used:          # same ns within the batch
                 k += 1
             used.add(k)
-            rows.append([k, journal.idh(it), *(None if strs[c] is None else self._names[strs[c]] for c in j.named),
-                         *(ints[c] for c in j.ints), self.codec.encode(raw), codecmod.search_text(it)])
+            named = [None if strs[c] is None else self._names[strs[c]] for c in j.named]
+            rows.append([k, journal.idh(it), *named, *(ints[c] for c in j.ints), self.codec.encode(raw),
+                         codecmod.search_text(it) + journal.scope_word(named[j.named.index("cont")])])
         pending = list(range(len(rows)))
         new: list[int] = []
         sql = _insert_sql(j)
@@ -384,6 +392,21 @@ class PostgresBackend:
         return {"items": [orjson.Fragment(b) for b in bodies], "next_cursor": nxt}
 
     async def _search(self, con, j: Journal, pl: journal.Plan, probe: dict, lo: int, hi: int) -> list[tuple]:
+        """Word search within a container: the words and the container's scope token are one GIN
+        intersection (rows from the watermark on; older ones are searched as before)."""
+        if "cont" not in probe:
+            return await self._search_range(con, j, pl, probe, lo, hi, pl.words)
+        scoped, old = journal.split_scoped(lo, hi, self._scoped_since.get(j.table, journal.KEY_MAX))
+        rows: list[tuple] = []
+        if scoped:
+            rows = await self._search_range(con, j, pl, probe, *scoped,
+                                            [*pl.words, journal.scope_token(probe["cont"])])
+        if old and len(rows) <= pl.limit:
+            rows += await self._search_range(con, j, pl, probe, *old, pl.words)
+        return rows
+
+    async def _search_range(self, con, j: Journal, pl: journal.Plan, probe: dict, lo: int, hi: int,
+                            words: list[tuple[str, bool]]) -> list[tuple]:
         """Word search, never a walk of the whole table: the newest SEARCH_WALK rows are checked first
         (frequent words fill the page there); past them, the GIN index finds the rest (rare words)."""
         def where(upper: int) -> query.SqlBuilder:
@@ -393,7 +416,7 @@ class PostgresBackend:
                 b.add(f"{col} = {{}}", v)
             return b
         b = where(hi)
-        q, n = b.ph(tsquery(pl.words)), b.ph(pl.limit + 1)
+        q, n = b.ph(tsquery(words)), b.ph(pl.limit + 1)
         rows = [(r[0], r[1]) for r in await con.fetch(
             f"SELECT k, body FROM (SELECT k, body, words FROM {j.table}{b.where_sql()} ORDER BY k DESC "
             f"LIMIT {SEARCH_WALK}) s WHERE words @@ {q}::tsquery ORDER BY k DESC LIMIT {n}", *b.args)]
@@ -405,7 +428,7 @@ class PostgresBackend:
         if edge is None:          # fewer rows than the walk: all were checked
             return rows
         b = where(edge - 1)
-        b.add("words @@ {}::tsquery", tsquery(pl.words))
+        b.add("words @@ {}::tsquery", tsquery(words))
         async with con.transaction():
             await con.execute("SET LOCAL enable_indexscan = off")     # the GIN index (bitmap), not a key walk
             await con.execute("SET LOCAL enable_seqscan = off")

@@ -39,6 +39,7 @@ RETAIN_PASSES = 5
 FTS_MERGE_PAGES = 500      # FTS5 index pages merged after a retention run that deleted rows
 SIZE_TARGET = 0.9        # over max_bytes: delete down to this share of it
 _DERIVED = ("containers", "connections", "container_ips", "processes")
+_CONT = {j.table: j.named.index("cont") for j in JOURNALS}   # where a row's container id is
 
 
 class _Conn:
@@ -207,6 +208,9 @@ def _init(c: _Conn, db: sqlite3.Connection) -> None:
             db.execute(stmt)
         for j in JOURNALS:
             db.execute("INSERT INTO counters (name, n) VALUES (?, 0) ON CONFLICT DO NOTHING", (j.table,))
+            # rows already there were indexed without scope tokens (none: a new database)
+            db.execute(f"INSERT INTO counters (name, n) SELECT ?, coalesce(max(k), -1) + 1 FROM {j.table} "
+                       "WHERE true ON CONFLICT DO NOTHING", (journal.scope_key(j),))  # WHERE: SQLite's upsert parse
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -261,9 +265,9 @@ def _insert(c: _Conn, db: sqlite3.Connection, j: Journal, items: list[dict]) -> 
         strs, ints = journal.row_values(j, it)
         raw = codecmod.dumps(it)
         c.codec.sample(raw)
-        rows.append((k, h, *(_intern(c, db, strs[col]) for col in j.named), *(ints[col] for col in j.ints),
-                     c.codec.encode(raw)))
-        words.append((k, codecmod.search_text(it)))
+        named = [_intern(c, db, strs[col]) for col in j.named]
+        rows.append((k, h, *named, *(ints[col] for col in j.ints), c.codec.encode(raw)))
+        words.append((k, codecmod.search_text(it) + journal.scope_word(named[_CONT[j.table]])))
         new.append(it)
     rows.sort(key=lambda r: r[0])      # in key order: appends, full pages
     words.sort(key=lambda r: r[0])
@@ -330,14 +334,16 @@ def _retain_batch(c: _Conn, db: sqlite3.Connection, j: Journal, cutoff: int, ext
     Returns (deleted, extra left, more to do)."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        rows = db.execute(f"SELECT k, body FROM {j.table} ORDER BY k LIMIT ?", (RETAIN_BATCH,)).fetchall()
+        rows = db.execute(f"SELECT k, body, cont FROM {j.table} ORDER BY k LIMIT ?", (RETAIN_BATCH,)).fetchall()
         n = 0
         while n < len(rows) and (rows[n][0] < cutoff or n < extra):
             n += 1
         if n:
-            # a contentless FTS5 row is deleted by giving its words again
+            # a contentless FTS5 row is deleted by giving its words again (the scope token from the watermark on)
+            since = _scoped_since(db, j)
             db.executemany(f"INSERT INTO {j.fts} ({j.fts}, rowid, words) VALUES ('delete', ?, ?)",
-                           [(k, codecmod.search_text(orjson.loads(c.decode(db, body)))) for k, body in rows[:n]])
+                           [(k, codecmod.search_text(orjson.loads(c.decode(db, body)))
+                             + (journal.scope_word(cont) if k >= since else "")) for k, body, cont in rows[:n]])
             db.execute(f"DELETE FROM {j.table} WHERE k <= ?", (rows[n - 1][0],))
             db.execute("UPDATE counters SET n = n - ? WHERE name = ?", (n, j.table))
         db.execute("COMMIT")
@@ -389,17 +395,33 @@ def fts_match(words: list[tuple[str, bool]]) -> str:
     return " AND ".join(f'"{w}"*' if prefix else f'"{w}"' for w, prefix in words)
 
 
-def probe_sql(pl: journal.Plan, probe: dict[str, int]) -> tuple[str, list]:
-    """One probe's SELECT of (k, body), newest first: an index walk in key order that stops at the page's end."""
+def probe_sql(pl: journal.Plan, probe: dict[str, int], since: int = journal.KEY_MAX) -> list[tuple[str, list]]:
+    """One probe's SELECTs of (k, body), newest first: each an index walk in key order that stops at
+    the page's end. A word search within a container intersects the words with the container's
+    scope token (from the watermark `since` on; older rows are checked row by row)."""
     j = pl.journal
     lo, hi = journal.key_bounds(pl)
     conds = "".join(f" AND t.{col} = ?" for col in probe)
-    if pl.words:
-        return (f"SELECT t.k, t.body FROM {j.fts} f JOIN {j.table} t ON t.k = f.rowid "
-                f"WHERE {j.fts} MATCH ? AND f.rowid BETWEEN ? AND ?{conds} ORDER BY f.rowid DESC LIMIT ?",
-                [fts_match(pl.words), lo, hi, *probe.values(), pl.limit + 1])
-    return (f"SELECT t.k, t.body FROM {j.table} t WHERE t.k BETWEEN ? AND ?{conds} ORDER BY t.k DESC LIMIT ?",
-            [lo, hi, *probe.values(), pl.limit + 1])
+    if not pl.words:
+        return [(f"SELECT t.k, t.body FROM {j.table} t WHERE t.k BETWEEN ? AND ?{conds} ORDER BY t.k DESC LIMIT ?",
+                 [lo, hi, *probe.values(), pl.limit + 1])]
+    sql = (f"SELECT t.k, t.body FROM {j.fts} f JOIN {j.table} t ON t.k = f.rowid "
+           f"WHERE {j.fts} MATCH ? AND f.rowid BETWEEN ? AND ?{conds} ORDER BY f.rowid DESC LIMIT ?")
+    if "cont" not in probe:
+        return [(sql, [fts_match(pl.words), lo, hi, *probe.values(), pl.limit + 1])]
+    scoped, old = journal.split_scoped(lo, hi, since)
+    out = []
+    if scoped:
+        out.append((sql, [fts_match([*pl.words, journal.scope_token(probe["cont"])]), *scoped, *probe.values(),
+                          pl.limit + 1]))
+    if old:
+        out.append((sql, [fts_match(pl.words), *old, *probe.values(), pl.limit + 1]))
+    return out
+
+
+def _scoped_since(db: sqlite3.Connection, j: Journal) -> int:
+    row = db.execute("SELECT n FROM counters WHERE name = ?", (journal.scope_key(j),)).fetchone()
+    return row[0] if row else journal.KEY_MAX
 
 
 def _read(c: _Conn, db: sqlite3.Connection, pl: journal.Plan) -> dict:
@@ -409,9 +431,11 @@ def _read(c: _Conn, db: sqlite3.Connection, pl: journal.Plan) -> dict:
     if probes is None:
         return {"items": [], "next_cursor": None}
     pages = []
+    since = _scoped_since(db, pl.journal) if pl.words else journal.KEY_MAX
     for pr in probes:
         try:
-            pages.append(db.execute(*probe_sql(pl, pr)).fetchall())
+            for sql, args in probe_sql(pl, pr, since):
+                pages.append(db.execute(sql, args).fetchall())
         except sqlite3.OperationalError as e:
             if not pl.words or "fts5" not in str(e):
                 raise
