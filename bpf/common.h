@@ -60,6 +60,7 @@
 #define K_UMOUNT 44
 #define K_MPROTECT 45
 #define K_OOM 46
+#define K_IOURING 47
 #define K_MAX 48
 
 #define CLASS_EXEC 0

@@ -177,3 +177,71 @@ TRACEPOINT_PROBE(syscalls, sys_exit_userfaultfd)
     return stash_emit(args->ret);
 }
 #endif
+
+// io_uring: a process can open, connect, accept, rename... through a ring without making the
+// syscalls the other programs trace. The ring's creation (io_uring_setup, any ABI) and the
+// first request of each file or network operation per process are events; what the requests
+// name is not read. iouring (struct ev_str1): a[1] = opcode (-1: ring created), a[2] = ring fd,
+// a[3] = sq entries, a[4] = setup flags, a[5] = 1 if the SQPOLL thread submitted; s1 = the
+// kernel's name of the operation ("SETUP" for the ring).
+#if HAVE_TP(io_uring, io_uring_create)
+TRACEPOINT_PROBE(io_uring, io_uring_create)
+{
+    if (skip(K_IOURING))
+        return 0;
+    struct ev_str1 *e = ev_reserve(K_IOURING, sizeof(*e));
+    if (!e)
+        return 0;
+    e->a[0] = 0;
+    e->a[1] = -1;
+    e->a[2] = args->fd;
+    e->a[3] = args->sq_entries;
+    e->a[4] = args->flags;
+    e->a[5] = 0;
+    __builtin_memcpy(e->s1, "SETUP", 6);
+    ev_submit(e);
+    return 0;
+}
+#endif
+
+#if HAVE_TP(io_uring, io_uring_submit_req)
+struct iou_key { u32 tgid; u32 opcode; };
+BPF_TABLE("lru_hash", struct iou_key, u8, iou_seen, 4096);   // (process, operation) already reported
+
+// uapi enum io_uring_op: ACCEPT 13, CONNECT 16, OPENAT 18, OPENAT2 28, RENAMEAT 35, UNLINKAT 36,
+// MKDIRAT 37, SYMLINKAT 38, LINKAT 39, FSETXATTR 41, SETXATTR 42, SOCKET 45, FIXED_FD_INSTALL 54,
+// FTRUNCATE 55, BIND 56, LISTEN 57
+static __always_inline int iou_watched(u32 op)
+{
+    switch (op) {
+    case 13: case 16: case 18: case 28: case 35: case 36: case 37: case 38: case 39: case 41: case 42:
+    case 45: case 54: case 55: case 56: case 57:
+        return 1;
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(io_uring, io_uring_submit_req)
+{
+    u32 op = args->opcode;
+    if (!iou_watched(op) || skip(K_IOURING))
+        return 0;
+    struct iou_key k = {bpf_get_current_pid_tgid() >> 32, op};
+    if (iou_seen.lookup(&k))
+        return 0;
+    u8 one = 1;
+    iou_seen.update(&k, &one);
+    struct ev_str1 *e = ev_reserve(K_IOURING, sizeof(*e));
+    if (!e)
+        return 0;
+    e->a[0] = 0;
+    e->a[1] = op;
+    e->a[2] = -1;
+    e->a[3] = 0;
+    e->a[4] = args->flags;
+    e->a[5] = args->sq_thread;
+    TP_DATA_LOC_READ_STR(e->s1, op_str, 32);
+    ev_submit(e);
+    return 0;
+}
+#endif

@@ -72,7 +72,9 @@ ENRICHED_FIELDS = ("proc", "container", "k8s")
 # uid/gid are the caller's before the call, new_* the ids asked for (None:
 # unchanged). chown and truncate have "dirfd" or, for fchown/ftruncate, "fd"
 # (path None; the enricher names the file when it saw the open); chown "flags".
-# procvm is process_vm_readv/writev on another process.
+# procvm is process_vm_readv/writev on another process. iouring: an io_uring ring created ("op"
+# "setup", its "fd") or a process's first request of a file or network operation through one
+# ("op" the kernel's name, e.g. "openat", "connect"; what it names is not read).
 KINDS: dict[str, tuple[str, ...]] = {
     "exec": ("filename", "argv", "ret", "argv_truncated", "tty", "cap_permitted"),
     "execenv": ("env", "env_scanned", "env_truncated"),
@@ -103,6 +105,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "umount": ("target", "flags", "ret"),
     "mprotect": ("syscall", "addr", "len", "prot", "ret"),
     "userfaultfd": ("flags", "ret"),
+    "iouring": ("op", "opcode", "fd", "sq_entries", "flags", "sq_thread", "ret"),
     "capset": ("ret",),
     "mount": ("source", "target", "fstype", "flags", "ret"),
     "bpf": ("cmd", "prog_type", "ret"),

@@ -94,6 +94,9 @@ BEHAVIOURS = [
     ("BPF program loaded", "/x/actions bpf; true", ("actions", "unconfined")),
     ("Mount in container", "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t", ("privileged",)),
     ("Contact cloud metadata service", "nc -w 1 169.254.169.254 80 </dev/null; true", ("nonet",)),
+    ("io_uring ring created in container", "/x/actions iouring-open /etc/shadow", ("actions", "unconfined")),
+    ("File or network operation through io_uring in container", "/x/actions iouring-open /etc/shadow",
+     ("actions", "unconfined")),
     ("Package management process in container", "ln -s /bin/busybox /tmp/apk; /tmp/apk add curl; true", ()),
     # paths as rules see them: absolute and normalised, whatever the process wrote
     ("Read sensitive file", "cd /etc && cat shadow >/dev/null", ()),

@@ -210,6 +210,10 @@ def _fields(kind: str, a: tuple, data: bytes) -> dict:
         return {"syscall": syscall, "addr": a[1] & 0xFFFFFFFFFFFFFFFF, "len": a[2], "prot": a[3] & 0xFFFFFFFF,
                 "flags": a[4] if mmap else None, "fd": _i32(a[5]) if mmap and _i32(a[5]) >= 0 else None,
                 "ret": ret}  # mmap: the address mapped
+    if kind == "iouring":  # bpf/kernel.bpf.c: the ring's creation, or a process's first request of an operation
+        return {"op": _s(data, SIZE_NUM, 32).lower(), "opcode": a[1] if a[1] >= 0 else None,
+                "fd": _i32(a[2]) if a[1] < 0 else None, "sq_entries": a[3] if a[1] < 0 else None,
+                "flags": a[4], "sq_thread": bool(a[5]), "ret": ret}
     if kind == "userfaultfd":
         return {"flags": a[1], "ret": ret}
     if kind == "capset":

@@ -2,6 +2,7 @@
  * Built with `gcc -static` and run inside a test container:
  *   actions ptrace-attach | traceme | bpf | packet | memfd-exec [NAME]
  *           | chmod OCTAL-MODE PATH | connect6 IPV6-ADDR PORT | unshare-as COMM
+ *           | iouring-open PATH (an openat through an io_uring ring, no open syscall)
  * Each performs the syscall for real; failing with EPERM is fine (the
  * probe sees the attempt). */
 #define _GNU_SOURCE
@@ -21,6 +22,7 @@
 #include <sys/prctl.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <linux/io_uring.h>
 
 /* chmod with the mode exactly as given (bits above 07777 included: the kernel ignores them). */
 static int raw_chmod(const char *mode, const char *path)
@@ -101,6 +103,47 @@ static int memfd_exec(const char *name, char **envp)
     return 1;
 }
 
+/* Open `path` through io_uring (raw syscalls, no liburing): the open never passes the
+ * open/openat syscalls, only io_uring_setup and io_uring_enter. Prints the ring's result. */
+static int iouring_open(const char *path)
+{
+    struct io_uring_params p;
+    memset(&p, 0, sizeof(p));
+    int ring = syscall(SYS_io_uring_setup, 4, &p);
+    if (ring < 0) {
+        perror("io_uring_setup");
+        return 1;
+    }
+    size_t sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    size_t cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+    char *sq = mmap(0, sq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, ring, IORING_OFF_SQ_RING);
+    char *cq = mmap(0, cq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, ring, IORING_OFF_CQ_RING);
+    struct io_uring_sqe *sqes = mmap(0, p.sq_entries * sizeof(struct io_uring_sqe), PROT_READ | PROT_WRITE,
+                                     MAP_SHARED | MAP_POPULATE, ring, IORING_OFF_SQES);
+    if (sq == MAP_FAILED || cq == MAP_FAILED || sqes == MAP_FAILED) {
+        perror("mmap");
+        return 1;
+    }
+    unsigned tail = *(unsigned *)(sq + p.sq_off.tail);
+    unsigned idx = tail & *(unsigned *)(sq + p.sq_off.ring_mask);
+    struct io_uring_sqe *e = &sqes[idx];
+    memset(e, 0, sizeof(*e));
+    e->opcode = IORING_OP_OPENAT;
+    e->fd = AT_FDCWD;
+    e->addr = (unsigned long)path;
+    e->open_flags = O_RDONLY;
+    ((unsigned *)(sq + p.sq_off.array))[idx] = idx;
+    __atomic_store_n((unsigned *)(sq + p.sq_off.tail), tail + 1, __ATOMIC_RELEASE);
+    if (syscall(SYS_io_uring_enter, ring, 1, 1, IORING_ENTER_GETEVENTS, 0, 0) < 0) {
+        perror("io_uring_enter");
+        return 1;
+    }
+    unsigned head = *(unsigned *)(cq + p.cq_off.head);
+    struct io_uring_cqe *c = (struct io_uring_cqe *)(cq + p.cq_off.cqes) + (head & *(unsigned *)(cq + p.cq_off.ring_mask));
+    printf("io_uring openat %s: %d\n", path, c->res);
+    return c->res < 0;
+}
+
 int main(int argc, char **argv, char **envp)
 {
     const char *what = argc > 1 ? argv[1] : "";
@@ -120,6 +163,8 @@ int main(int argc, char **argv, char **envp)
         return unshare_as(argv[2]);
     if (!strcmp(what, "connect6") && argc > 3)
         return connect6(argv[2], argv[3]);
-    fprintf(stderr, "usage: actions ptrace-attach|traceme|bpf|packet|memfd-exec [NAME]|chmod MODE PATH|connect6 ADDR PORT|unshare-as COMM\n");
+    if (!strcmp(what, "iouring-open") && argc > 2)
+        return iouring_open(argv[2]);
+    fprintf(stderr, "usage: actions ptrace-attach|traceme|bpf|packet|memfd-exec [NAME]|chmod MODE PATH|connect6 ADDR PORT|unshare-as COMM|iouring-open PATH\n");
     return 2;
 }
