@@ -31,7 +31,8 @@ replica: with several replicas use partitioned subjects
 from __future__ import annotations
 
 import posixpath
-from collections import OrderedDict
+
+from shared.bounded import Bounded
 
 O_CREAT = 0o100
 _FD_EXEC_PREFIXES = ("/dev/fd/", "/proc/self/fd/")
@@ -43,25 +44,21 @@ class _PerContainer:
 
     def __init__(self, name: str, size: int, containers: int, evictions: dict[str, int]) -> None:
         self.name, self.size, self.containers = name, size, containers
-        self._t: OrderedDict[str, OrderedDict] = OrderedDict()
+        # put() refreshes the container and the key; has/pop/count do not
+        self._t: Bounded[str, Bounded] = Bounded(containers, lambda _cid, old: self._evicted(len(old)))
         self._evictions = evictions
 
     def _evicted(self, n: int = 1) -> None:
         self._evictions[self.name] = self._evictions.get(self.name, 0) + n
 
+    def _key_evicted(self, _key: object, _value: object) -> None:
+        self._evicted()
+
     def put(self, cid: str, key, value=True) -> None:
-        t = self._t.get(cid)
+        t = self._t.touch(cid)
         if t is None:
-            t = self._t[cid] = OrderedDict()
-            while len(self._t) > self.containers:
-                _, old = self._t.popitem(last=False)
-                self._evicted(len(old))
-        self._t.move_to_end(cid)
+            t = self._t[cid] = Bounded(self.size, self._key_evicted)
         t[key] = value
-        t.move_to_end(key)
-        if len(t) > self.size:
-            t.popitem(last=False)
-            self._evicted()
 
     def has(self, cid: str, key) -> bool:
         t = self._t.get(cid)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 from shared import log
+from shared.bounded import Bounded
 from shared.cgroupfs import ROOT_CANDIDATES, cgroup2_root
 
 _log = log.get("enricher.cgroups")
@@ -85,7 +85,7 @@ class CgroupResolver:
     def __init__(self, max_entries: int = 65536, root: Path | None = None) -> None:
         self.root = root if root is not None else cgroup2_root()
         self.max_entries = max_entries
-        self._cache: OrderedDict[int, CgroupMatch | None] = OrderedDict()
+        self._cache: Bounded[int, CgroupMatch | None] = Bounded(max_entries)   # resolve() hits refresh
         self._last_scan = 0.0              # monotonic
         self._last_scan_wall_ns = 0
         self._root_ino: int | None = None
@@ -100,9 +100,6 @@ class CgroupResolver:
 
     def _put(self, cgid: int, m: CgroupMatch | None) -> None:
         self._cache[cgid] = m
-        self._cache.move_to_end(cgid)
-        while len(self._cache) > self.max_entries:
-            self._cache.popitem(last=False)
 
     def learn(self, cgid: int, m: CgroupMatch) -> None:
         self._put(cgid, m)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 
+from shared.bounded import Bounded
 from shared.stats import Stats
 
 from .cgroups import CgroupMatch, CgroupResolver
@@ -52,8 +52,8 @@ class ContainerRegistry:
                  stats: Stats | None = None) -> None:
         self.cgroups, self.runtimes, self.max_entries, self.stats = cgroups, runtimes, max_entries, stats
         # container id -> (match, cgroup ids, last seen wall ns, cgroup id seen last)
-        self._known: OrderedDict[str, tuple[CgroupMatch, set[int], int, int]] = OrderedDict()
-        self._missing_counted: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._known: Bounded[str, tuple[CgroupMatch, set[int], int, int]] = Bounded(max_entries)
+        self._missing_counted: Bounded[tuple[str, str], None] = Bounded(max_entries)
 
     def __len__(self) -> int:
         return len(self._known)
@@ -66,9 +66,6 @@ class ContainerRegistry:
         if len(cg) < 64:
             cg.add(cgid)
         self._known[m.container_id] = (m, cg, time.time_ns() if seen else entry[2], cgid)
-        self._known.move_to_end(m.container_id)
-        while len(self._known) > self.max_entries:
-            self._known.popitem(last=False)
 
     def learn(self, cgid: int, m: CgroupMatch) -> None:
         """A container cgroup seen being created (CgroupWatcher): ask its runtime now, so that a
@@ -118,8 +115,6 @@ class ContainerRegistry:
         if key in self._missing_counted:
             return
         self._missing_counted[key] = None
-        while len(self._missing_counted) > self.max_entries:
-            self._missing_counted.popitem(last=False)
         if self.stats is not None:
             self.stats.inc("enricher_metadata_missing_total", reason=reason)
 

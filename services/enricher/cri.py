@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 
 import orjson
 
 from shared import log
+from shared.bounded import Bounded
 from shared.stats import Stats
 
 from .k8s import K8S_CONTAINER, k8s_view, pod_labels
@@ -109,7 +109,7 @@ class CriClient(CachedLookups):
         self._channel: grpc.aio.Channel | None = None
         self._channel_sock: str | None = None
         self._stub = None
-        self._pods: OrderedDict[str, tuple[float, dict]] = OrderedDict()   # sandbox id -> (expires, pod)
+        self._pods: Bounded[str, tuple[float, dict]] = Bounded(max_entries)   # sandbox id -> (expires, pod)
         self.runtime_name: str | None = None       # from Version, once connected
         self.events_supported: bool | None = None  # GetContainerEvents answered / unimplemented
 
@@ -207,9 +207,6 @@ class CriClient(CachedLookups):
                "uid": s.metadata.uid, "labels": pod_labels(dict(s.labels)), "annotations": dict(s.annotations),
                "host_network": ns.network == NODE, "host_pid": ns.pid == NODE, "host_ipc": ns.ipc == NODE}
         self._pods[sandbox_id] = (time.monotonic() + self.ttl, pod)
-        self._pods.move_to_end(sandbox_id)
-        while len(self._pods) > self.max_entries:
-            self._pods.popitem(last=False)
         return pod
 
     @staticmethod

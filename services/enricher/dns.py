@@ -19,6 +19,7 @@ import base64
 import binascii
 from collections import OrderedDict
 
+from shared.bounded import Bounded
 from shared.stats import Stats
 
 from .dnsparse import DnsError, parse
@@ -26,6 +27,7 @@ from .names import NameMap
 
 HEAD_COPY = ("pid", "tid", "ppid", "uid", "gid", "comm")
 RESOLV_TTL_NS = 30_000_000_000
+MAX_RESOLV = 1024   # containers whose resolv.conf nameservers are kept
 
 
 def resolv_nameservers(pid: int) -> frozenset[str] | None:
@@ -49,7 +51,7 @@ class DnsTracker:
         self.max_pending = max_pending
         self.pending_ttl_ns = int(pending_ttl_s * 1e9)
         self._pending: OrderedDict[tuple, dict] = OrderedDict()
-        self._resolv: OrderedDict[str, tuple[frozenset[str] | None, int]] = OrderedDict()
+        self._resolv: Bounded[str, tuple[frozenset[str] | None, int]] = Bounded(MAX_RESOLV)
 
     def on_event(self, ev: dict, scope: str) -> None:
         """Fill a dns event in place (before the process view: answers take the query's pid).
@@ -119,7 +121,4 @@ class DnsTracker:
                     servers = resolv_nameservers(pid)
             cached = (servers, ts)
             self._resolv[scope] = cached
-            self._resolv.move_to_end(scope)
-            while len(self._resolv) > 1024:
-                self._resolv.popitem(last=False)
         return None if cached[0] is None else server in cached[0]

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections import OrderedDict
 
 from shared import log, subjects
+from shared.bounded import Bounded
 from shared.filterplan import DANGEROUS_ENV
 from shared.schema import KINDS, missing_fields
 from shared.stats import Stats
@@ -41,8 +41,9 @@ class Enricher:
                  lookup_timeout: float, names: NameMap | None = None) -> None:
         self.procs, self.containers, self.stats = procs, containers, stats
         self.lookup_timeout = lookup_timeout
-        self._pending_env: OrderedDict[int, tuple[dict, bool]] = OrderedDict()  # pid -> (env, truncated)
-        self._fds: OrderedDict[tuple[int, int], str] = OrderedDict()
+        self._pending_env: Bounded[int, tuple[dict, bool]] = Bounded(  # pid -> (env, truncated)
+            MAX_PENDING_ENV, lambda _pid, _env: self.stats.inc("enricher_env_dropped_total"))
+        self._fds: Bounded[tuple[int, int], str] = Bounded(MAX_FDS)
         self.names = names if names is not None else NameMap()
         self.dns = DnsTracker(stats, self.names)
 
@@ -52,10 +53,6 @@ class Enricher:
         if not isinstance(env, dict):
             return
         self._pending_env[ev["pid"]] = ({str(k): str(v) for k, v in env.items()}, ev.get("env_truncated") is True)
-        self._pending_env.move_to_end(ev["pid"])
-        while len(self._pending_env) > MAX_PENDING_ENV:
-            self._pending_env.popitem(last=False)
-            self.stats.inc("enricher_env_dropped_total")
 
     def _exec_env(self, pid: int) -> dict | None:
         got = self._pending_env.pop(pid, None)
@@ -78,11 +75,7 @@ class Enricher:
                 if not path.startswith("/"):
                     cwd = (ev.get("proc") or {}).get("cwd")
                     path = os.path.normpath(os.path.join(cwd, path)) if cwd and ev.get("dirfd") == -100 else path
-                key = (ev["pid"], ret)
-                self._fds[key] = path
-                self._fds.move_to_end(key)
-                if len(self._fds) > MAX_FDS:
-                    self._fds.popitem(last=False)
+                self._fds[(ev["pid"], ret)] = path
         elif ev.get("path") is None and isinstance(ev.get("fd"), int):
             path = self._fds.get((ev["pid"], ev["fd"]))
             if path is not None:

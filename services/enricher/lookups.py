@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from shared import log
+from shared.bounded import Bounded
 from shared.stats import Stats
 
 _log = log.get("enricher.runtime")
@@ -58,7 +58,7 @@ class CachedLookups:
                  negative_ttl: float = 5.0, max_entries: int = 4096, stats: Stats | None = None) -> None:
         self.sockets, self.timeout, self.ttl, self.negative_ttl = tuple(sockets), timeout, ttl, negative_ttl
         self.max_entries = max_entries
-        self._cache: OrderedDict[str, tuple[float, ContainerInfo | None, str | None]] = OrderedDict()
+        self._cache: Bounded[str, tuple[float, ContainerInfo | None, str | None]] = Bounded(max_entries)
         self._inflight: dict[str, asyncio.Task] = {}
         self._down_logged = False
         self.stats = stats
@@ -104,9 +104,6 @@ class CachedLookups:
 
     def _put(self, cid: str, expires: float, info: ContainerInfo | None, reason: str | None) -> None:
         self._cache[cid] = (expires, info, reason)
-        self._cache.move_to_end(cid)
-        while len(self._cache) > self.max_entries:
-            self._cache.popitem(last=False)
 
     def remember(self, info: ContainerInfo) -> None:
         self._put(info.id, time.monotonic() + self.ttl, info, None)

@@ -10,7 +10,7 @@ dropped first; evictions are counted.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+from shared.bounded import Bounded
 
 
 class NameMap:
@@ -18,29 +18,27 @@ class NameMap:
                  max_ttl_s: float = 3600.0) -> None:
         self.max_scopes, self.max_names = max_scopes, max_names
         self.min_ttl_ns, self.max_ttl_ns = int(min_ttl_s * 1e9), int(max_ttl_s * 1e9)
-        self._scopes: OrderedDict[str, OrderedDict[str, tuple[str, int]]] = OrderedDict()
+        # scope -> addr -> (name, expires ns); learn() refreshes both
+        self._scopes: Bounded[str, Bounded[str, tuple[str, int]]] = Bounded(max_scopes, self._scope_evicted)
         self.evictions = 0   # names dropped before their TTL ran out (bounds)
         self.learnt = 0
+
+    def _scope_evicted(self, _scope: str, names: Bounded[str, tuple[str, int]]) -> None:
+        self.evictions += len(names)
+
+    def _name_evicted(self, _addr: str, _hit: tuple[str, int]) -> None:
+        self.evictions += 1
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._scopes.values())
 
     def learn(self, scope: str, addr: str, name: str, ttl_s: int, now_ns: int) -> None:
-        names = self._scopes.get(scope)
+        names = self._scopes.touch(scope)
         if names is None:
-            if len(self._scopes) >= self.max_scopes:
-                _, old = self._scopes.popitem(last=False)
-                self.evictions += len(old)
-            names = self._scopes[scope] = OrderedDict()
-        else:
-            self._scopes.move_to_end(scope)
+            names = self._scopes[scope] = Bounded(self.max_names, self._name_evicted)
         ttl = min(max(int(ttl_s * 1e9), self.min_ttl_ns), self.max_ttl_ns)
-        names.pop(addr, None)
         names[addr] = (name, now_ns + ttl)
         self.learnt += 1
-        while len(names) > self.max_names:
-            names.popitem(last=False)
-            self.evictions += 1
 
     def lookup(self, scope: str, addr: str | None, now_ns: int) -> str | None:
         if not addr:

@@ -18,6 +18,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from shared.bounded import Bounded
+
 from .cgroups import parse_path
 
 # The container runtimes' own executables, as paths in the host's mount
@@ -155,7 +157,7 @@ class ProcTable:
         self._procs: OrderedDict[int, Proc] = OrderedDict()
         self._exited: OrderedDict[int, float] = OrderedDict()  # pid -> exit time, oldest first
         # pids /proc did not know, and exited ones past their grace (/proc would show a reused pid)
-        self._missing: OrderedDict[int, None] = OrderedDict()
+        self._missing: Bounded[int, None] = Bounded(max_entries)
         self.evictions = 0          # entries dropped (LRU over capacity or exit grace over)
         self.proc_reads = 0         # /proc fallbacks tried
         self.proc_misses = 0        # ... that found no such process
@@ -195,9 +197,6 @@ class ProcTable:
 
     def _miss(self, pid: int) -> None:
         self._missing[pid] = None
-        self._missing.move_to_end(pid)
-        while len(self._missing) > self.max_entries:
-            self._missing.popitem(last=False)
 
     def _evict(self) -> None:
         now = time.monotonic()

@@ -8,8 +8,7 @@ a copy of the first event with `repeat` (how many more times it happened),
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-
+from shared.bounded import Bounded
 from shared.filterplan import PATH_KINDS
 from shared.schema import new_event_id
 
@@ -34,7 +33,7 @@ class Dedup:
 
     def __init__(self, node: str, max_keys: int = 16384) -> None:
         self.node, self.max_keys = node, max_keys
-        self._sent: OrderedDict[tuple, dict] = OrderedDict()  # kernel dedup key -> event sent
+        self._sent: Bounded[tuple, dict] = Bounded(max_keys)  # kernel dedup key -> event sent
         self.orphans = 0  # counts reported for events no longer remembered
 
     def remember(self, ev: dict) -> None:
@@ -45,9 +44,6 @@ class Dedup:
         key = (ev["cgroup_id"], ev["kind"], dedup_flags(ev), (ev.get("mode") or 0) if ev["kind"] == "open" else 0,
                ev["pid"], ev["uid"], ev["comm"], h & _MASK)
         self._sent[key] = ev
-        self._sent.move_to_end(key)
-        if len(self._sent) > self.max_keys:
-            self._sent.popitem(last=False)
 
     def sweep(self, table, kind_names: dict[int, str], window_ns: int, now_boot_ns: int,
               boot_to_wall: int) -> list[dict]:

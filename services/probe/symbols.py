@@ -11,7 +11,8 @@ from __future__ import annotations
 import bisect
 import os
 from array import array
-from collections import OrderedDict
+
+from shared.bounded import Bounded
 
 UNKNOWN = "[unknown]"
 
@@ -66,16 +67,12 @@ class UserSymbols:
         from bcc.libbcc import lib
         self._new, self._lib = SymbolCache, lib
         self.max_pids = max_pids
-        self._caches: OrderedDict[int, object] = OrderedDict()
+        self._caches: Bounded[int, object] = Bounded(max_pids, self._free)   # evicted ones freed
 
     def name(self, addr: int, pid: int) -> str:
-        cache = self._caches.get(pid)
+        cache = self._caches.touch(pid)
         if cache is None:
             cache = self._caches[pid] = self._new(pid)
-            while len(self._caches) > self.max_pids:
-                self._free(*self._caches.popitem(last=False))
-        else:
-            self._caches.move_to_end(pid)
         try:
             sym, _offset, module = cache.resolve(addr, True)
         except Exception:
