@@ -249,17 +249,17 @@ static __always_inline u64 fnv1a(const char *s, u32 len)
     return h;
 }
 
-// 1 when this event repeats one sent within the window (it is then only counted);
-// else *hash is its path hash (0 when not deduplicated), sent in a[4] for user space.
-static __always_inline int dedup_repeat(u32 kind, u32 flags, u32 mode, const char *path, long len, u64 *hash)
+// 1 when an event of `kind` keyed by `hash` (a path's, or another kind's object, never 0)
+// repeats one sent within the window: it is then only counted.
+static __always_inline int dedup_hit(u32 kind, u32 flags, u32 mode, u64 hash)
 {
     u32 zero = 0;
     u64 *win = dedup_window.lookup(&zero);
-    if (!win || !*win || len < 0)
+    if (!win || !*win)
         return 0;
     struct dedup_key key = {};
     key.cgroup_id = bpf_get_current_cgroup_id();
-    key.path_hash = *hash = fnv1a(path, len);
+    key.path_hash = hash;
     key.kind = kind;
     key.flags = flags;
     key.mode = mode;
@@ -280,6 +280,18 @@ static __always_inline int dedup_repeat(u32 kind, u32 flags, u32 mode, const cha
     struct dedup_val fresh = {now, now, 0};
     dedup.update(&key, &fresh);
     return 0;
+}
+
+// 1 when this event repeats one sent within the window (it is then only counted);
+// else *hash is its path hash (0 when not deduplicated), sent in a[4] for user space.
+static __always_inline int dedup_repeat(u32 kind, u32 flags, u32 mode, const char *path, long len, u64 *hash)
+{
+    u32 zero = 0;
+    u64 *win = dedup_window.lookup(&zero);
+    if (!win || !*win || len < 0)
+        return 0;
+    *hash = fnv1a(path, len);
+    return dedup_hit(kind, flags, mode, *hash);
 }
 
 // kb holds a relative path of n bytes (with its NUL): rewrite it as base/path,

@@ -147,12 +147,18 @@ TRACEPOINT_PROBE(syscalls, sys_exit_tgkill)
 }
 
 // process_vm_readv/writev into another process (issue 9): a[] {ret, target pid,
-// 1 write / 0 read, remote iovec count}. Calls on the caller itself are not sent.
+// 1 write / 0 read, remote iovec count, dedup key}. Calls on the caller itself are not sent;
+// repeats (same caller, target and direction: a profiler or debugger reads thousands of times
+// a second) are counted in the kernel like file repeats (dedup_hit, keyed by the target).
 static __always_inline void procvm_enter(u32 pid, s64 write, s64 riovcnt)
 {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    if (pid != tgid)
-        stash_put(K_PROCVM, SHAPE_NUM, pid, write, riovcnt, 0, 0, 0, 0, 0);
+    if (pid == tgid || skip(K_PROCVM))
+        return;
+    u64 hash = (u64)pid + 1;
+    if (dedup_hit(K_PROCVM, write, 0, hash))
+        return;
+    stash_put(K_PROCVM, SHAPE_NUM, pid, write, riovcnt, hash, 0, 0, 0, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_process_vm_readv)

@@ -750,3 +750,31 @@ open("{d}/f", "w").write("y")   # other flags: its own event
     assert probe.svc.stats.get("probe_dedup_repeats_total") >= 49
     (d / "f").unlink()
     d.rmdir()
+
+
+async def test_process_memory_reads_are_sent_once_then_counted(probe):
+    # a profiler or debugger reads another process's memory thousands of times a second
+    p = await run_child(sys.executable, "-c", """
+import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+buf = ctypes.create_string_buffer(8)
+kid = os.fork()
+if kid == 0:
+    time.sleep(5); os._exit(0)
+io = iovec(ctypes.addressof(buf), 8)
+for _ in range(200):
+    libc.process_vm_readv(kid, ctypes.byref(io), 1, ctypes.byref(io), 1, 0)
+libc.process_vm_writev(kid, ctypes.byref(io), 1, ctypes.byref(io), 1, 0)   # the other direction: its own
+os.kill(kid, 9); os.waitpid(kid, 0)
+""")
+    col = probe.col
+    await col.wait(lambda e: e["kind"] == "exit" and e["pid"] == p.pid)
+    mine = [e for e in col.events if e["kind"] == "procvm" and e["pid"] == p.pid and "repeat" not in e]
+    assert [e["syscall"] for e in mine] == ["process_vm_readv", "process_vm_writev"], mine
+    await asyncio.sleep(probe.svc.cfg.dedup_window_ms / 1000 + 0.2)
+    await probe.svc.report_repeats()
+    rep = (await col.wait(lambda e: e["kind"] == "procvm" and e["pid"] == p.pid and "repeat" in e))[0]
+    assert rep["repeat"] == 199 and rep["syscall"] == "process_vm_readv"
+    assert rep["target_pid"] == mine[0]["target_pid"] and rep["first_ts"] == mine[0]["ts"]

@@ -1,7 +1,8 @@
 """Repeat counts of events the kernel deduplicated (bpf/file.bpf.c `dedup`).
 
 The kernel sends the first of a run of identical file events (same process,
-uid, cgroup, comm, kind, flags, mode and path) and counts the rest for a window. This side
+uid, cgroup, comm, kind, flags, mode and path), or process_vm_readv/writev calls
+(same process and target), and counts the rest for a window. This side
 remembers the events it sent, and once a window is over reports its count as
 a copy of the first event with `repeat` (how many more times it happened),
 `first_ts` and the time of the last repeat; then it deletes the entry.
@@ -14,13 +15,15 @@ from shared.schema import new_event_id
 
 from .decode import DEDUP_HASH
 
-KINDS = PATH_KINDS  # the kinds path_stash() deduplicates in the kernel
+KINDS = (*PATH_KINDS, "procvm")  # the kinds the kernel deduplicates (path_stash(), procvm_enter())
 _MASK = (1 << 64) - 1
 
 
 def dedup_flags(ev: dict) -> int:
     """What the kernel compares besides the path (path_stash's `dflags`)."""
     k = ev["kind"]
+    if k == "procvm":  # the direction: 1 write, 0 read
+        return 1 if ev.get("syscall") == "process_vm_writev" else 0
     if k == "chown":  # the kernel compares the new owner as passed (-1: unchanged)
         v = ev.get("owner_uid")
         return 0xFFFFFFFF if v is None else v & 0xFFFFFFFF
