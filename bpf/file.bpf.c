@@ -235,6 +235,7 @@ struct dedup_key {
 struct dedup_val { u64 first_ts; u64 last_ts; u64 count; };
 BPF_TABLE("lru_hash", struct dedup_key, struct dedup_val, dedup, 16384);
 BPF_ARRAY(dedup_window, u64, 1);  // ns
+#define DEDUP_STALE 8                   // windows without a report after which repeats are sent again
 
 static __always_inline u64 fnv1a(const char *s, u32 len)
 {
@@ -269,13 +270,18 @@ static __always_inline int dedup_hit(u32 kind, u32 flags, u32 mode, u64 hash)
     u64 now = bpf_ktime_get_boot_ns();
     struct dedup_val *v = dedup.lookup(&key);
     if (v) {
-        if (now - v->first_ts < *win) {
+        // in its window, or past it with repeats user space has not reported yet (it reports
+        // every counters interval): counted. A run of repeats is never sent at full rate between
+        // a window's end and the report; only if no report came for DEDUP_STALE windows (the
+        // probe's loop stuck) do events go out again.
+        u64 age = now - v->first_ts;
+        if (age < *win || (v->count && age < DEDUP_STALE * *win)) {
             __sync_fetch_and_add(&v->count, 1);
             v->last_ts = now;
             return 1;
         }
         if (v->count)
-            return 0;  // user space has not reported the last window yet
+            return 0;
     }
     struct dedup_val fresh = {now, now, 0};
     dedup.update(&key, &fresh);

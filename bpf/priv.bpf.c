@@ -9,9 +9,17 @@
 // filled at sys_exit, i.e. with the ids after the call.
 #define CALLER_IDS ((s64)bpf_get_current_uid_gid())
 
+// ptrace: a[] {ret, request, target pid, -, dedup key}. Repeats of a request on one target
+// (a sampling profiler seizes and interrupts every thread at every sample) are counted in the
+// kernel like file repeats.
 TRACEPOINT_PROBE(syscalls, sys_enter_ptrace)
 {
-    stash_put(K_PTRACE, SHAPE_NUM, args->request, args->pid, 0, 0, 0, 0, 0, 0);
+    if (skip(K_PTRACE))
+        return 0;
+    u64 hash = ((u64)(u32)args->pid << 32 | (u32)args->request) + 1;
+    if (dedup_hit(K_PTRACE, (u32)args->request, 0, hash))
+        return 0;
+    stash_store(K_PTRACE, SHAPE_NUM, args->request, args->pid, 0, hash, 0, 0, 0, 0);
     return 0;
 }
 
@@ -158,7 +166,7 @@ static __always_inline void procvm_enter(u32 pid, s64 write, s64 riovcnt)
     u64 hash = (u64)pid + 1;
     if (dedup_hit(K_PROCVM, write, 0, hash))
         return;
-    stash_put(K_PROCVM, SHAPE_NUM, pid, write, riovcnt, hash, 0, 0, 0, 0);
+    stash_store(K_PROCVM, SHAPE_NUM, pid, write, riovcnt, hash, 0, 0, 0, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_process_vm_readv)

@@ -752,7 +752,7 @@ open("{d}/f", "w").write("y")   # other flags: its own event
     d.rmdir()
 
 
-async def test_process_memory_reads_are_sent_once_then_counted(probe):
+async def test_process_memory_reads_and_ptrace_requests_are_sent_once_then_counted(probe):
     # a profiler or debugger reads another process's memory thousands of times a second
     p = await run_child(sys.executable, "-c", """
 import ctypes, os, time
@@ -767,10 +767,14 @@ io = iovec(ctypes.addressof(buf), 8)
 for _ in range(200):
     libc.process_vm_readv(kid, ctypes.byref(io), 1, ctypes.byref(io), 1, 0)
 libc.process_vm_writev(kid, ctypes.byref(io), 1, ctypes.byref(io), 1, 0)   # the other direction: its own
+for _ in range(100):   # and a debugger's ptrace requests (on a child it does not trace: they fail)
+    libc.ptrace(0x4207, kid, 0, 0)   # PTRACE_INTERRUPT
 os.kill(kid, 9); os.waitpid(kid, 0)
 """)
     col = probe.col
     await col.wait(lambda e: e["kind"] == "exit" and e["pid"] == p.pid)
+    pt = [e for e in col.events if e["kind"] == "ptrace" and e["pid"] == p.pid and "repeat" not in e]
+    assert len(pt) == 1 and pt[0]["request"] == 0x4207, pt
     mine = [e for e in col.events if e["kind"] == "procvm" and e["pid"] == p.pid and "repeat" not in e]
     assert [e["syscall"] for e in mine] == ["process_vm_readv", "process_vm_writev"], mine
     await asyncio.sleep(probe.svc.cfg.dedup_window_ms / 1000 + 0.2)
@@ -778,3 +782,5 @@ os.kill(kid, 9); os.waitpid(kid, 0)
     rep = (await col.wait(lambda e: e["kind"] == "procvm" and e["pid"] == p.pid and "repeat" in e))[0]
     assert rep["repeat"] == 199 and rep["syscall"] == "process_vm_readv"
     assert rep["target_pid"] == mine[0]["target_pid"] and rep["first_ts"] == mine[0]["ts"]
+    rep = (await col.wait(lambda e: e["kind"] == "ptrace" and e["pid"] == p.pid and "repeat" in e))[0]
+    assert rep["repeat"] == 99 and rep["request"] == 0x4207

@@ -34,7 +34,8 @@ SIZE_EXEC = SIZE_NUM + STR_SZ + ARGV_SZ + ARG_MAX_LEN + STR_SZ  # ... filename, 
 ENV_SLOTS, ENV_VAL_SZ = 4, 256  # struct ev_env
 ID_UNCHANGED = 0xFFFFFFFF
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024  # oom: the kernel counts pages
-DEDUP_HASH = "_dedup"  # a[4] of path kinds (their path's hash) and procvm: the kernel's dedup key; the probe pops it
+DEDUP_HASH = "_dedup"  # a[4] of path kinds (their path's hash), procvm, ptrace: the kernel's dedup key; the probe pops it
+KEYED_DEDUP_KINDS = ("procvm", "ptrace")  # deduplicated by caller and target (bpf/priv.bpf.c)
 
 
 def read_kinds(header: Path = BPF_DIR / "common.h") -> dict[int, str]:
@@ -275,7 +276,7 @@ class Decoder:
               "pid": v[3], "tid": v[4], "ppid": v[5] or None, "uid": v[6], "gid": v[7], "comm": comm,
               "cgroup_id": v[1]}
         ev.update(_fields(kind, v[9:], data))
-        if kind in PATH_KINDS and len(data) > SIZE_NUM or kind == "procvm":  # the kernel's dedup key
+        if kind in PATH_KINDS and len(data) > SIZE_NUM or kind in KEYED_DEDUP_KINDS:  # the kernel's dedup key
             ev[DEDUP_HASH] = v[13]
         return ev
 

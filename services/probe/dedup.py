@@ -1,8 +1,9 @@
 """Repeat counts of events the kernel deduplicated (bpf/file.bpf.c `dedup`).
 
 The kernel sends the first of a run of identical file events (same process,
-uid, cgroup, comm, kind, flags, mode and path), or process_vm_readv/writev calls
-(same process and target), and counts the rest for a window. This side
+uid, cgroup, comm, kind, flags, mode and path), or process_vm_readv/writev and
+ptrace calls (same process, target and direction or request), and counts the rest
+for a window and until this side reports them. This side
 remembers the events it sent, and once a window is over reports its count as
 a copy of the first event with `repeat` (how many more times it happened),
 `first_ts` and the time of the last repeat; then it deletes the entry.
@@ -13,9 +14,9 @@ from shared.bounded import Bounded
 from shared.filterplan import PATH_KINDS
 from shared.schema import new_event_id
 
-from .decode import DEDUP_HASH
+from .decode import DEDUP_HASH, KEYED_DEDUP_KINDS
 
-KINDS = (*PATH_KINDS, "procvm")  # the kinds the kernel deduplicates (path_stash(), procvm_enter())
+KINDS = (*PATH_KINDS, *KEYED_DEDUP_KINDS)  # the kinds the kernel deduplicates (path_stash(), bpf/priv.bpf.c)
 _MASK = (1 << 64) - 1
 
 
@@ -24,6 +25,8 @@ def dedup_flags(ev: dict) -> int:
     k = ev["kind"]
     if k == "procvm":  # the direction: 1 write, 0 read
         return 1 if ev.get("syscall") == "process_vm_writev" else 0
+    if k == "ptrace":
+        return (ev.get("request") or 0) & 0xFFFFFFFF
     if k == "chown":  # the kernel compares the new owner as passed (-1: unchanged)
         v = ev.get("owner_uid")
         return 0xFFFFFFFF if v is None else v & 0xFFFFFFFF
