@@ -34,7 +34,7 @@ SIZE_EXEC = SIZE_NUM + STR_SZ + ARGV_SZ + ARG_MAX_LEN + STR_SZ  # ... filename, 
 ENV_SLOTS, ENV_VAL_SZ = 4, 256  # struct ev_env
 ID_UNCHANGED = 0xFFFFFFFF
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024  # oom: the kernel counts pages
-DEDUP_HASH = "_dedup"  # a[4] of path kinds (their path's hash), procvm, ptrace: the kernel's dedup key; the probe pops it
+DEDUP_HASH = "_dedup"  # a[4] of path kinds (path hash), procvm, ptrace: the kernel's dedup key; the probe pops it
 KEYED_DEDUP_KINDS = ("procvm", "ptrace")  # deduplicated by caller and target (bpf/priv.bpf.c)
 
 
