@@ -11,7 +11,7 @@
 //
 // a[]: connect {ret, fd, addrlen, socket type}; accept {ret, listen_fd, type, lport, lfamily};
 //      listen {ret, fd, backlog, lport, lfamily}; socket {ret, family, type, protocol};
-//      dup {ret, oldfd, newfd, is_socket, syscall (0 dup, 1 dup2, 2 dup3)}.
+//      dup {ret, oldfd, newfd, is_socket, syscall (0 dup, 1 dup2, 2 dup3), socket origin (SOCK_*)}.
 
 #define AF_INET_ 2
 #define AF_INET6_ 10
@@ -19,11 +19,14 @@
 #define SOCK_RAW_ 3
 
 struct fd_key { u32 tgid; u32 fd; };
+#define SOCK_MADE 1        // how the fd became a socket: socket(), accept(), connect()
+#define SOCK_ACCEPTED 2
+#define SOCK_CONNECTED 3
 struct sock_info {
     u16 family;
     u16 type;
     u16 port;      // local port from bind(), host order
-    u16 pad;
+    u16 origin;    // SOCK_*: the last of socket/accept/connect seen for it
     u8 addr[16];   // local address from bind()
 };
 BPF_TABLE("lru_hash", struct fd_key, struct sock_info, sock_fds, 65536);
@@ -48,15 +51,18 @@ static __always_inline void net_stash(u32 kind, s64 a1, s64 a2, s64 a3, const vo
         count_lost(kind);
 }
 
-static __always_inline void remember_fd(u32 fd, u16 family, u16 type)
+static __always_inline void remember_fd(u32 fd, u16 family, u16 type, u16 origin)
 {
     struct fd_key k = {bpf_get_current_pid_tgid() >> 32, fd};
     struct sock_info *old = sock_fds.lookup(&k);
-    if (old)
+    if (old) {
+        old->origin = origin;
         return;
+    }
     struct sock_info v = {};
     v.family = family;
     v.type = type;
+    v.origin = origin;
     sock_fds.update(&k, &v);
 }
 
@@ -155,7 +161,7 @@ static __always_inline int socket_exit(long ret)
     if (!stash_take(&s))
         return 0;
     if (ret >= 0)
-        remember_fd(ret, s.a[1], s.a[2]);
+        remember_fd(ret, s.a[1], s.a[2], SOCK_MADE);
     // Only raw and packet sockets are events: everything else shows up as connect/accept.
     if ((s.a[1] != AF_PACKET_ && (s.a[2] & 0xf) != SOCK_RAW_) || skip(K_SOCKET))
         return 0;
@@ -239,7 +245,7 @@ static __always_inline int connect_exit(long ret)
         }
         flow_add(&fk, laddr, ret < 0 && ret != -EINPROGRESS_);
     }
-    remember_fd(s.a[1], family, 0);
+    remember_fd(s.a[1], family, 0, SOCK_CONNECTED);
     if (skip(K_CONNECT))
         return 0;
     struct ev_sock *e = ev_reserve(K_CONNECT, sizeof(*e));
@@ -271,7 +277,7 @@ static __always_inline int accept_exit(long ret)
     struct sock_info li = {};
     if (l)
         __builtin_memcpy(&li, l, sizeof(li));
-    remember_fd(ret, li.family, li.type);
+    remember_fd(ret, li.family, li.type, SOCK_ACCEPTED);
     int alen = 0;
     if (s.p[1])
         bpf_probe_read_user(&alen, sizeof(alen), (void *)s.p[1]);
@@ -429,11 +435,13 @@ static __always_inline int dup_exit(long ret)
     }
     struct fd_key nk = {tgid, newfd};
     int is_sock = 0;
+    u16 origin = 0;
     if (si) {
         struct sock_info copy = {};
         __builtin_memcpy(&copy, si, sizeof(copy));
         sock_fds.update(&nk, &copy);
         is_sock = 1;
+        origin = copy.origin;
     } else {
         sock_fds.delete(&nk);
     }
@@ -447,6 +455,7 @@ static __always_inline int dup_exit(long ret)
     e->a[2] = newfd;
     e->a[4] = s.a[3];  // syscall code, stashed in a[3]
     e->a[3] = is_sock;
+    e->a[5] = origin;
     ev_submit(e);
     return 0;
 }

@@ -63,7 +63,8 @@ ENRICHED_FIELDS = ("proc", "container", "k8s")
 # Extras beyond these: chmod has "dirfd" or, for fchmod, "fd" (path None);
 # unlink "dirfd", "flags"; rename/link "flags"; signal only for sig != 0 to
 # another process; socket only for AF_PACKET or SOCK_RAW; dup only when
-# oldfd is a socket or newfd is 0-2 (fd_type "socket" | "other"); chdir only
+# oldfd is a socket or newfd is 0-2 (fd_type "socket" | "other"; a socket's "sock_origin"
+# "socket" | "accepted" | "connected": how the fd became one); chdir only
 # on success, for fchdir with "fd" (path: the new working directory). exec's "tty" is the controlling
 # terminal (Falco's proc.tty, 0 none, None unknown), "cap_permitted" the permitted capability mask
 # after the exec (shared/capabilities.py names the bits; None unknown). execenv goes out at execve
@@ -95,7 +96,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     # dns: a message to or from port 53 (bpf/dns.bpf.c). The probe sends `payload` (base64);
     # the enricher (services/enricher/dns.py) replaces it with the parsed fields of DNS_FIELDS.
     "dns": ("direction", "family", "proto", "saddr", "sport", "daddr", "dport", "len", "truncated"),
-    "dup": ("syscall", "oldfd", "newfd", "fd_type", "ret"),
+    "dup": ("syscall", "oldfd", "newfd", "fd_type", "sock_origin", "ret"),
     "ptrace": ("request", "target_pid", "ret"),
     "setuid": ("syscall", "new_uid", "new_euid", "new_suid", "ret"),
     "setgid": ("syscall", "new_gid", "new_egid", "new_sgid", "ret"),

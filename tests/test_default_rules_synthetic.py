@@ -91,6 +91,10 @@ CASES = [
     ("Packet socket created in container", ev("socket", name="x", family=17, type=3, protocol=768, ret=3)),
     ("Redirect STDOUT/STDIN to network connection in container",
      ev("dup", name="nc", syscall="dup2", oldfd=3, newfd=0, fd_type="socket", ret=0)),
+    ("Redirect STDOUT/STDIN to network connection in container",   # a reverse shell named like a server
+     ev("dup", name="httpd", syscall="dup2", oldfd=3, newfd=0, fd_type="socket", sock_origin="connected", ret=0)),
+    ("Redirect STDOUT/STDIN to network connection in container",   # a bind shell
+     ev("dup", name="python3", syscall="dup2", oldfd=4, newfd=0, fd_type="socket", sock_origin="accepted", ret=0)),
     ("Linux kernel module injection", ev("module", name="insmod", syscall="finit_module", fd=3,
                                          ret=-8, host=True)),
     ("PTRACE attached to process", ev("ptrace", name="x", request=16, target_pid=1, ret=0)),
@@ -131,6 +135,8 @@ QUIET = [
     ev("connect", name="wget", family=10, daddr="::ffff:169.254.169.253", dport=80, proto=6, ret=0),
     ev("symlink", name="ln", target="/etc/hostname", path="/tmp/h", ret=0),
     ev("dup", name="sh", syscall="dup2", oldfd=3, newfd=1, fd_type="other", ret=1),
+    # busybox httpd's per-connection child: the accepted connection as stdin/stdout
+    ev("dup", name="httpd", syscall="dup2", oldfd=4, newfd=0, fd_type="socket", sock_origin="accepted", ret=0),
     ev("socket", name="x", family=2, type=3, protocol=1, ret=3, host=True),
     ev("connect", name="wget", family=2, daddr="127.0.0.1", dport=80, saddr="127.0.0.1", sport=5555, proto=6,
        ret=0),

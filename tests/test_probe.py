@@ -99,6 +99,9 @@ if kid == 0:
     os.dup2(cli.fileno(), 2); os._exit(0)
 os.waitpid(kid, 0)
 
+# the accepted end, dup'ed onto a high fd: a socket too, known as accepted
+os.dup2(conn.fileno(), 9)
+
 # reverse shell shape: stdin and stdout become the connected socket
 os.dup2(cli.fileno(), 0)
 os.dup2(cli.fileno(), 1)
@@ -225,8 +228,11 @@ async def test_actions_of_a_child_process_arrive_as_raw_events(probe, tmp_path):
     sig = (await col.wait(of("signal", sig=9)))[0]
     assert sig["target_pid"] == pt["target_pid"]
 
-    dups = await col.wait(of("dup", fd_type="socket"), n=2)
-    assert sorted(e["newfd"] for e in dups) == [0, 1] and all(e["syscall"] == "dup2" for e in dups)
+    dups = await col.wait(lambda e: e["kind"] == "dup" and e["pid"] == pid and e["fd_type"] == "socket"
+                          and e["newfd"] in (0, 1), n=2)
+    assert all(e["syscall"] == "dup2" and e["sock_origin"] == "connected" for e in dups), dups
+    acc_dup = (await col.wait(of("dup", newfd=9)))[0]
+    assert acc_dup["fd_type"] == "socket" and acc_dup["sock_origin"] == "accepted"
     kid_dup = (await col.wait(lambda e: e["kind"] == "dup" and e["ppid"] == pid and e["newfd"] == 2))[0]
     assert kid_dup["fd_type"] == "socket"  # found through the parent's socket table
     ext = (await col.wait(of("exit")))[0]

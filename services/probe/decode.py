@@ -106,6 +106,7 @@ def _dns(a: tuple, data: bytes) -> dict:
 WX_SYSCALLS = ("mprotect", "mmap", "pkey_mprotect")  # WX_* in bpf/kernel.bpf.c
 SETID_SYSCALLS = ("set{x}id", "setre{x}id", "setres{x}id")
 DUP_SYSCALLS = ("dup", "dup2", "dup3")
+SOCK_ORIGINS = {1: "socket", 2: "accepted", 3: "connected"}  # bpf/net.bpf.c SOCK_*: how the fd became a socket
 
 
 def _fields(kind: str, a: tuple, data: bytes) -> dict:
@@ -181,7 +182,8 @@ def _fields(kind: str, a: tuple, data: bytes) -> dict:
         return {"family": a[1], "type": a[2], "protocol": a[3], "ret": ret}
     if kind == "dup":
         return {"syscall": DUP_SYSCALLS[a[4] % 3], "oldfd": a[1], "newfd": a[2],
-                "fd_type": "socket" if a[3] else "other", "ret": ret}
+                "fd_type": "socket" if a[3] else "other", "sock_origin": SOCK_ORIGINS.get(a[5]) if a[3] else None,
+                "ret": ret}
     if kind == "ptrace":
         return {"request": a[1], "target_pid": _i32(a[2]), "ret": ret}
     if kind in ("setuid", "setgid"):
