@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cri-socket", action="append", dest="cri_sockets", metavar="PATH",
                    help=f"CRI runtime (containerd, CRI-O) gRPC socket (repeatable; default "
                         f"{', '.join(DEFAULT_CRI_SOCKETS)}; 'none' disables)")
-    p.add_argument("--lookup-timeout", type=float, default=1.0, help="max wait for a container lookup, s")
+    p.add_argument("--lookup-timeout", type=float, default=2.0, help="max wait for a container lookup, s")
     p.set_defaults(func=_enricher)
 
     p = sub.add_parser("events", help="print enriched events as they happen (every node unless --node)")

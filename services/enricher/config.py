@@ -17,7 +17,7 @@ class EnricherConfig:
     cri_sockets: tuple[str, ...] = DEFAULT_CRI_SOCKETS  # CRI runtime sockets, first one present wins
     cri_poll_s: float = 5.0            # ListContainers period when the runtime has no GetContainerEvents
     watch_events: bool = True          # follow the runtimes' container events (GET /events, GetContainerEvents)
-    lookup_timeout_s: float = 1.0      # max wait of a batch for a container lookup
+    lookup_timeout_s: float = 2.0      # max wait of a batch for a container lookup (a new container's first)
     container_ttl_s: float = 60.0      # Engine API answers are cached this long
     negative_ttl_s: float = 5.0        # ... and failures (unknown id, socket down) this long
     max_containers: int = 4096         # container metadata cache

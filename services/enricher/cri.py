@@ -22,7 +22,7 @@ from shared.bounded import Bounded
 from shared.stats import Stats
 
 from .k8s import K8S_CONTAINER, k8s_view, pod_labels
-from .lookups import CachedLookups, ContainerInfo, LookupFailed, Mount
+from .lookups import LOOKUP_BACKGROUND_S, CachedLookups, ContainerInfo, LookupFailed, Mount
 
 _log = log.get("enricher.cri")
 
@@ -59,7 +59,6 @@ def load_grpc() -> bool:
 
 NODE = 2   # runtime.v1.NamespaceMode.NODE
 RETRY_S = 2.0
-RPC_TIMEOUT_S = 5.0
 SANDBOX_NAME = "POD"   # name given to a pod's sandbox (pause) container, as the kubelet's dockershim did
 
 
@@ -105,7 +104,7 @@ class CriClient(CachedLookups):
         self.poll_s = poll_s
         # a batch waits `timeout` for lookups; the lookup itself goes on in the background a little
         # longer (a loaded runtime answers late rather than never), then counts a timeout
-        self.rpc_timeout = max(timeout, RPC_TIMEOUT_S)
+        self.rpc_timeout = max(timeout, LOOKUP_BACKGROUND_S)
         self._channel: grpc.aio.Channel | None = None
         self._channel_sock: str | None = None
         self._stub = None

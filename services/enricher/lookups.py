@@ -19,6 +19,9 @@ from shared.bounded import Bounded
 from shared.stats import Stats
 
 _log = log.get("enricher.runtime")
+# A batch waits the configured timeout for a lookup; the lookup itself goes on in the background
+# this long (a loaded runtime answers late rather than never: its answer names the later events).
+LOOKUP_BACKGROUND_S = 5.0
 
 
 @dataclass(frozen=True)

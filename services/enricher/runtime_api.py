@@ -15,7 +15,7 @@ import orjson
 
 from shared import log
 
-from .lookups import CachedLookups, ContainerInfo, LookupFailed, Mount
+from .lookups import LOOKUP_BACKGROUND_S, CachedLookups, ContainerInfo, LookupFailed, Mount
 
 _log = log.get("enricher.runtime")
 
@@ -103,8 +103,10 @@ class RuntimeClient(CachedLookups):
             raise LookupFailed("socket_missing")
         if self._session is None or self._session_sock != sock:
             await self._close_session()
+            # a batch waits `timeout`; the request may take longer (LOOKUP_BACKGROUND_S) and still name later events
             self._session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=sock),
-                                                  timeout=aiohttp.ClientTimeout(total=self.timeout))
+                                                  timeout=aiohttp.ClientTimeout(total=max(self.timeout,
+                                                                                          LOOKUP_BACKGROUND_S)))
             self._session_sock = sock
         return self._session
 
