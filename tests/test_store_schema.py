@@ -15,6 +15,7 @@ from services.store import codec
 from services.store.backend import open_backend
 from services.store.client import StoreQueryError
 from services.store.migrate import SchemaError
+from services.store.tables import SCHEMA_VERSION
 from shared import subjects
 from tests.test_store import all_pages, client_bus, cont, ev, running_store, store_url, until  # noqa: F401
 
@@ -61,7 +62,7 @@ async def test_version_1_database_is_migrated_on_start(nats_server, store_url, t
         await bus.publish_batch(subjects.event("n1", "open"), [ev("open", container=web, path="/new")])
         await until(lambda: svc.stats.total("events_stored_total") == 1, "a new event stored")
         assert (await c.stats())["events"] == 701
-    assert await _schema_version(store_url) == 2
+    assert await _schema_version(store_url) == SCHEMA_VERSION == 3
 
 
 async def test_newer_schema_is_refused_with_what_to_do(store_url):
@@ -265,7 +266,7 @@ async def _unscope(url: str, b, evs: list[dict]) -> None:
         for k, w in words.items():
             cont_id = db.execute("SELECT cont FROM events WHERE k = ?", (k,)).fetchone()[0]
             db.execute("INSERT INTO events_fts (events_fts, rowid, words) VALUES ('delete', ?, ?)",
-                       (k, w + journal.scope_word(cont_id)))
+                       (k, journal.scoped_words(w, cont_id)))
             db.execute("INSERT INTO events_fts (rowid, words) VALUES (?, ?)", (k, w))
         db.execute("UPDATE counters SET n = ? WHERE name = 'events_scoped_since'", (max(words) + 1,))
         db.commit()
@@ -297,6 +298,13 @@ async def test_word_search_within_a_container_intersects_and_reads_older_rows(st
     await b.open()              # the older store's rows, then new ones with scope tokens
     try:
         await b.write(new, [])
+        # a late row below the watermark (another node's clock, a redelivery), and a row with no word
+        # but its container's token (PostgreSQL refuses an empty lexeme)
+        late = ev("exec", ts=t0 + 55, comm="nginx", container=db_, args=["nginx", "-g", "x"])
+        bare = {"id": "n1-bare-1", "ts": t0 + 1200, "node": "n1", "kind": "profile", "pid": 0, "comm": "",
+                "container": {"id": "cd" * 32}}
+        res = await b.write([late, bare], [])
+        assert res.events == 2
 
         async def found(**q) -> list[int]:
             out, cursor = [], None
@@ -310,11 +318,11 @@ async def test_word_search_within_a_container_intersects_and_reads_older_rows(st
         assert await found(q="nginx", container=web["id"], limit=3) == want   # paged across the watermark
         assert await found(q="reload", container=web["id"]) == want[:10]
         assert await found(q="nginx", container="web") == want                # by name
-        assert len(await found(q="nginx", container=db_["id"], limit=1000)) == 180
+        assert len(await found(q="nginx", container=db_["id"], limit=1000)) == 181
         assert await found(q="nginx", container=web["id"], since=str(t0 + 1050)) == want[:5]
         # retention deletes older and scoped rows with the words they were indexed with
         res = await b.retain(t0 + 1050, 10**9, 10**12)
-        assert res.deleted["events"] == 150
+        assert res.deleted["events"] == 151
         assert await found(q="nginx", container=web["id"]) == want[:5]
     finally:
         await b.close()

@@ -151,9 +151,14 @@ def probes(pl: Plan, ids: dict[str, int | None], conts: list[int] | None) -> lis
 # Container-scoped search: each row's words also hold a token naming its container's
 # interned id, so `q` within a container is one index intersection (the word's list AND the
 # container's), not a walk of the word's list checking containers. Rows written before a
-# database had these tokens (keys below its watermark, `scoped_since`) are searched the old way.
-def scope_word(cont: int | None) -> str:
-    return f" zc:{cont}" if cont is not None else ""
+# database had these tokens (keys below its watermark, `scoped_since`) are searched the old way;
+# on SQLite such a row arriving late has none either (an FTS5 delete must repeat exactly the
+# words of the insert). Schema version 3: an older store refuses the database rather than
+# write rows above the watermark without tokens.
+def scoped_words(text: str, cont: int | None) -> str:
+    """A row's words with its container's scope token (none for host rows). No empty word:
+    PostgreSQL's array_to_tsvector refuses one."""
+    return f"{text} zc:{cont}" if cont is not None and text else f"zc:{cont}" if cont is not None else text
 
 
 def scope_token(cont: int) -> tuple[str, bool]:

@@ -186,7 +186,8 @@ class SqliteBackend:
 
     async def counts(self) -> dict:
         def read(c: _Conn, db: sqlite3.Connection) -> dict:
-            out = dict(db.execute("SELECT name, n FROM counters").fetchall())
+            out = {j.table: db.execute("SELECT n FROM counters WHERE name = ?", (j.table,)).fetchone()[0]
+                   for j in JOURNALS}
             out.update({t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in _DERIVED})
             out["db_bytes"] = _db_bytes(db)
             return out
@@ -249,6 +250,7 @@ def _insert(c: _Conn, db: sqlite3.Connection, j: Journal, items: list[dict]) -> 
         taken.update(db.execute(f"SELECT k, idh FROM {j.table} WHERE k IN ({', '.join('?' * len(part))})", part))
     asked = set(wanted)
     rows, words, new = [], [], []
+    since = _scoped_since(db, j)
     for it in items:
         h = journal.idh(it)
         k = it["ts"]
@@ -267,7 +269,8 @@ def _insert(c: _Conn, db: sqlite3.Connection, j: Journal, items: list[dict]) -> 
         c.codec.sample(raw)
         named = [_intern(c, db, strs[col]) for col in j.named]
         rows.append((k, h, *named, *(ints[col] for col in j.ints), c.codec.encode(raw)))
-        words.append((k, codecmod.search_text(it) + journal.scope_word(named[_CONT[j.table]])))
+        text = codecmod.search_text(it)
+        words.append((k, _words_of(k, text, named[_CONT[j.table]], since)))
         new.append(it)
     rows.sort(key=lambda r: r[0])      # in key order: appends, full pages
     words.sort(key=lambda r: r[0])
@@ -342,8 +345,8 @@ def _retain_batch(c: _Conn, db: sqlite3.Connection, j: Journal, cutoff: int, ext
             # a contentless FTS5 row is deleted by giving its words again (the scope token from the watermark on)
             since = _scoped_since(db, j)
             db.executemany(f"INSERT INTO {j.fts} ({j.fts}, rowid, words) VALUES ('delete', ?, ?)",
-                           [(k, codecmod.search_text(orjson.loads(c.decode(db, body)))
-                             + (journal.scope_word(cont) if k >= since else "")) for k, body, cont in rows[:n]])
+                           [(k, _words_of(k, codecmod.search_text(orjson.loads(c.decode(db, body))), cont, since))
+                            for k, body, cont in rows[:n]])
             db.execute(f"DELETE FROM {j.table} WHERE k <= ?", (rows[n - 1][0],))
             db.execute("UPDATE counters SET n = n - ? WHERE name = ?", (n, j.table))
         db.execute("COMMIT")
@@ -417,6 +420,11 @@ def probe_sql(pl: journal.Plan, probe: dict[str, int], since: int = journal.KEY_
     if old:
         out.append((sql, [fts_match(pl.words), *old, *probe.values(), pl.limit + 1]))
     return out
+
+
+def _words_of(k: int, text: str, cont: int | None, since: int) -> str:
+    """A row's FTS5 words, the same at insert and at delete: the scope token from the watermark on."""
+    return journal.scoped_words(text, cont) if k >= since else text
 
 
 def _scoped_since(db: sqlite3.Connection, j: Journal) -> int:

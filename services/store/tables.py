@@ -4,7 +4,8 @@ from __future__ import annotations
 from .derive import CONNECTION_COLS, CONTAINER_COLS, IP_COLS, IP_NAME_COLS, PROCESS_COLS
 from .query import Dialect
 
-SCHEMA_VERSION = 2     # 1: events/alerts with the JSON body as text (migrated on start, migrate.py)
+SCHEMA_VERSION = 3     # 1: events/alerts with the JSON body as text (migrated on start, migrate.py);
+                       # 2: no container scope tokens in the words (3 adds the watermark, journal.py)
 
 # Tables derived from events (both backends, unchanged since version 1).
 _DERIVED_DDL = [
