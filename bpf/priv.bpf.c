@@ -9,23 +9,41 @@
 // filled at sys_exit, i.e. with the ids after the call.
 #define CALLER_IDS ((s64)bpf_get_current_uid_gid())
 
+// Exit side of a call deduplicated by its outcome too (ptrace, process_vm_*): a repeat is
+// the same call (a[4], the key stashed at entry) with the same `flags` and the same success or
+// failure, so a failed first call never hides the successful ones after it.
+#define DEDUP_FAILED 0x80000000U
+static __always_inline int stash_emit_once(long ret, u32 flags)
+{
+    struct stash s;
+    if (!stash_take(&s))
+        return 0;
+    if (s.a[4] && dedup_hit(s.kind, flags | (ret < 0 ? DEDUP_FAILED : 0), 0, s.a[4]))
+        return 0;
+    struct ev_num *e = ev_reserve(s.kind, sizeof(*e));
+    if (!e)
+        return 0;
+    __builtin_memcpy(e->a, s.a, sizeof(e->a));
+    e->a[0] = ret;
+    ev_submit(e);
+    return 0;
+}
+
 // ptrace: a[] {ret, request, target pid, -, dedup key}. Repeats of a request on one target
 // (a sampling profiler seizes and interrupts every thread at every sample) are counted in the
 // kernel like file repeats.
 TRACEPOINT_PROBE(syscalls, sys_enter_ptrace)
 {
-    if (skip(K_PTRACE))
-        return 0;
     u64 hash = ((u64)(u32)args->pid << 32 | (u32)args->request) + 1;
-    if (dedup_hit(K_PTRACE, (u32)args->request, 0, hash))
-        return 0;
-    stash_store(K_PTRACE, SHAPE_NUM, args->request, args->pid, 0, hash, 0, 0, 0, 0);
+    stash_put(K_PTRACE, SHAPE_NUM, args->request, args->pid, 0, hash, 0, 0, 0, 0);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_ptrace)
 {
-    return stash_emit(args->ret);
+    u64 id = bpf_get_current_pid_tgid();
+    struct stash *s = stash.lookup(&id);
+    return stash_emit_once(args->ret, s ? (u32)s->a[1] : 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_setuid)
@@ -156,17 +174,13 @@ TRACEPOINT_PROBE(syscalls, sys_exit_tgkill)
 
 // process_vm_readv/writev into another process (issue 9): a[] {ret, target pid,
 // 1 write / 0 read, remote iovec count, dedup key}. Calls on the caller itself are not sent;
-// repeats (same caller, target and direction: a profiler or debugger reads thousands of times
-// a second) are counted in the kernel like file repeats (dedup_hit, keyed by the target).
+// repeats (same caller, target, direction and outcome: a profiler or debugger reads thousands
+// of times a second) are counted in the kernel like file repeats (stash_emit_once).
 static __always_inline void procvm_enter(u32 pid, s64 write, s64 riovcnt)
 {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    if (pid == tgid || skip(K_PROCVM))
-        return;
-    u64 hash = (u64)pid + 1;
-    if (dedup_hit(K_PROCVM, write, 0, hash))
-        return;
-    stash_store(K_PROCVM, SHAPE_NUM, pid, write, riovcnt, hash, 0, 0, 0, 0);
+    if (pid != tgid)
+        stash_put(K_PROCVM, SHAPE_NUM, pid, write, riovcnt, (u64)pid + 1, 0, 0, 0, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_process_vm_readv)
@@ -177,7 +191,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_process_vm_readv)
 
 TRACEPOINT_PROBE(syscalls, sys_exit_process_vm_readv)
 {
-    return stash_emit(args->ret);
+    return stash_emit_once(args->ret, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_process_vm_writev)
@@ -188,5 +202,5 @@ TRACEPOINT_PROBE(syscalls, sys_enter_process_vm_writev)
 
 TRACEPOINT_PROBE(syscalls, sys_exit_process_vm_writev)
 {
-    return stash_emit(args->ret);
+    return stash_emit_once(args->ret, 1);
 }

@@ -18,15 +18,16 @@ from .decode import DEDUP_HASH, KEYED_DEDUP_KINDS
 
 KINDS = (*PATH_KINDS, *KEYED_DEDUP_KINDS)  # the kinds the kernel deduplicates (path_stash(), bpf/priv.bpf.c)
 _MASK = (1 << 64) - 1
+DEDUP_FAILED = 0x80000000  # bpf/priv.bpf.c: a failed call's flags
 
 
 def dedup_flags(ev: dict) -> int:
     """What the kernel compares besides the path (path_stash's `dflags`)."""
     k = ev["kind"]
-    if k == "procvm":  # the direction: 1 write, 0 read
-        return 1 if ev.get("syscall") == "process_vm_writev" else 0
-    if k == "ptrace":
-        return (ev.get("request") or 0) & 0xFFFFFFFF
+    if k in KEYED_DEDUP_KINDS:  # the direction (procvm: 1 write) or the request, and the outcome
+        v = (1 if ev.get("syscall") == "process_vm_writev" else 0) if k == "procvm" else (ev.get("request") or 0)
+        ret = ev.get("ret")
+        return (v & 0x7FFFFFFF) | (DEDUP_FAILED if isinstance(ret, int) and ret < 0 else 0)
     if k == "chown":  # the kernel compares the new owner as passed (-1: unchanged)
         v = ev.get("owner_uid")
         return 0xFFFFFFFF if v is None else v & 0xFFFFFFFF
