@@ -119,7 +119,8 @@ async def stack(tmp_path_factory, bb_image, podman_socket):
         # process kinds only (naming containers needs no more): other tests' file and network
         # activity on this busy machine would otherwise flood this pipeline
         cfg = ProbeConfig(kinds=("exec", "exit", "fork", "oom"), counters_interval=0.5, profile_hz=99,
-                          profile_window_s=2, syscall_latency=True, perf_detail=True)
+                          profile_window_s=2, profile_store_interval_s=4,
+                          syscall_latency=True, perf_detail=True)
         async with Pipeline(srv.url, common.node, probe_cfg=cfg, extra=[store, api]) as pipe:
             st = Stack(pipe, api, tmp)
             try:

@@ -143,3 +143,25 @@ def test_cpu_time_of_a_cgroup_from_cgroupfs():
     assert paths.path(os.stat(mine).st_ino) == mine
     assert paths.path(2**40) is None  # no such cgroup
     assert cpu_usage_ns(mine) > 0 and cpu_usage_ns(mine / "no-such-cgroup") is None
+
+
+def test_stored_profiles_sum_windows_per_interval_and_stay_bounded():
+    from collections import Counter
+
+    from services.probe.profiler import MAX_EVENT_STACK_BYTES, OTHER_STACKS, StoredProfiles, Window
+    sp = StoredProfiles("n1", hz=49, interval_s=60, max_cgroups=2, max_stacks=50)
+    s = 10**9
+    big = Counter({f"app;{'f' * 3000};leaf{i}": 10 + i for i in range(100)})   # ~300 KB of stack text
+    for t in range(0, 60, 10):   # six 10 s windows, three cgroups
+        w = Window(t * s, (t + 10) * s, {7: Counter(big), 8: Counter({"db;main": 5}), 9: Counter({"x;y": 1})},
+                   Counter({7: 2}))
+        sp.add(w)
+        events = sp.due(w.end_ns)
+        assert events == [] or t == 50
+    assert [e["cgroup_id"] for e in events] == [7, 8] and sp.cgroups_dropped == 1   # the busiest two
+    e7 = events[0]
+    assert (e7["start_ns"], e7["end_ns"], e7["kind"], e7["hz"]) == (0, 60 * s, "profile", 49)
+    assert e7["samples"] == 6 * sum(big.values()) == sum(e7["folded"].values())   # nothing lost: the rest summed
+    assert OTHER_STACKS in e7["folded"] and e7["stacks_dropped"] == 100 - (len(e7["folded"]) - 1)
+    assert sum(len(k) for k in e7["folded"]) <= MAX_EVENT_STACK_BYTES and e7["truncated"] == 12
+    assert sp.due(61 * s) == []   # a fresh interval

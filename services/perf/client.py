@@ -67,8 +67,8 @@ async def request_profile(bus, containers: list[dict], name: str | None = None, 
     return out
 
 
-STORED_WINDOWS_MAX = 5000   # stored windows merged into one answer per container (~14 h at 10 s windows)
-STORED_PAGE = 200           # profile events per store request (each up to probe.profile_store_stacks stacks)
+STORED_WINDOWS_MAX = 10000  # stored events merged into one answer per container (~7 days at one a minute)
+STORED_PAGE = 20            # profile events per store request (each up to 128 KiB of stacks)
 
 
 async def stored_profile(store, containers: list[dict], name: str | None = None, pod: str | None = None,
@@ -80,21 +80,22 @@ async def stored_profile(store, containers: list[dict], name: str | None = None,
     until_ns = until_ns if until_ns is not None else time.time_ns()
     replies, cut = [], False
     for c in hits:
-        windows: list[dict] = []
+        acc = windows_reply([])
         page: dict = {"next_cursor": None}
-        while True:
+        while True:  # each page merged as it comes: memory is one page and the sums
             params = {"kind": "profile", "container": str(c.get("id")), "since": since_ns, "until": until_ns,
                       "limit": STORED_PAGE}
             if page.get("next_cursor"):
                 params["cursor"] = page["next_cursor"]
             page = await store.events(**params)
-            windows += [e for e in (page or {}).get("items", []) if isinstance(e, dict)]
+            items = [e for e in (page or {}).get("items", []) if isinstance(e, dict)]
+            acc = merge_profiles([acc, windows_reply(items)])
             if not page.get("next_cursor"):
                 break
-            if len(windows) >= STORED_WINDOWS_MAX:
+            if acc["windows"] >= STORED_WINDOWS_MAX:
                 cut = True
                 break
-        replies.append(windows_reply(windows))
+        replies.append(acc)
     out = merge_profiles(replies)
     out.update(source="store", windows_cut=cut, since_ns=since_ns, until_ns=until_ns)
     out["containers"] = [{"name": c.get("name"), "id": c.get("id"), "node": c.get("node"),

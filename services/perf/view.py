@@ -107,8 +107,13 @@ def merge_profiles(replies: list[dict]) -> dict[str, Any]:
             out[k] += int(r.get(k, 0))
         for stack, n in (r.get("folded") or {}).items():
             folded[stack] = folded.get(stack, 0) + int(n)
-        out.setdefault("hz", r.get("hz"))
-        out["start_ns"] = min(out.get("start_ns", r.get("start_ns", 0)), r.get("start_ns", 0))
-        out["end_ns"] = max(out.get("end_ns", 0), r.get("end_ns", 0))
+        if out.get("hz") is None:
+            out["hz"] = r.get("hz")
+        if r.get("start_ns"):  # a reply with no window has no time range
+            out["start_ns"] = min(out.get("start_ns") or r["start_ns"], r["start_ns"])
+        if r.get("end_ns"):
+            out["end_ns"] = max(out.get("end_ns") or 0, r["end_ns"])
+    out.setdefault("start_ns", 0)
+    out.setdefault("end_ns", 0)
     out["folded"] = dict(sorted(folded.items(), key=lambda kv: -kv[1]))
     return out

@@ -43,9 +43,9 @@ class ProbeConfig:
     # Performance analysis (bpf/perf.bpf.c, bpf/profile.bpf.c; services/probe/perf.py, profiler.py):
     # latency histograms and counters per container, aggregated in the kernel and published on
     # eunomia.perf.<node> every counters_interval; CPU profiles sampled at profile_hz (0 = off),
-    # drained into windows of profile_window_s, kept for profile_history_s; each window also goes
-    # to the store as "profile" events: the profile_store_cgroups busiest cgroups (0: none), each
-    # with its profile_store_stacks heaviest stacks.
+    # drained into windows of profile_window_s, kept for profile_history_s; the windows are also
+    # summed and every profile_store_interval_s go to the store as "profile" events: the
+    # profile_store_cgroups busiest cgroups (0: none), each with its profile_store_stacks heaviest stacks.
     perf: bool = True
     # Syscall latency per container (top syscalls by total time): programs on every syscall of
     # the node (raw_syscalls enter and exit), so only when asked for.
@@ -57,6 +57,7 @@ class ProbeConfig:
     profile_hz: int = 49
     profile_window_s: float = 10.0
     profile_history_s: float = 1800.0
+    profile_store_interval_s: float = 60.0
     profile_store_cgroups: int = 32
     profile_store_stacks: int = 200
 
@@ -92,6 +93,9 @@ class ProbeConfig:
             raise ConfigError(f"probe.profile_hz: {self.profile_hz} not 0 (off) or in [1, 1000]")
         if not (1 <= self.profile_window_s <= 600):
             raise ConfigError(f"probe.profile_window_s: {self.profile_window_s} not in [1, 600] s")
+        if not (self.profile_window_s <= self.profile_store_interval_s <= 3600):
+            raise ConfigError(f"probe.profile_store_interval_s: {self.profile_store_interval_s} not in "
+                              "[profile_window_s, 3600] s")
         if not (0 <= self.profile_store_cgroups <= 4096):
             raise ConfigError(f"probe.profile_store_cgroups: {self.profile_store_cgroups} not in [0, 4096]")
         if not (1 <= self.profile_store_stacks <= 5000):

@@ -149,22 +149,62 @@ class Profiler:
                 "folded": dict(folded.most_common())}
 
 
-def window_events(win: Window, node: str, hz: int, max_cgroups: int, max_stacks: int) -> list[dict]:
-    """One "profile" event per cgroup of a drained window, for the store (continuous profiles
-    queried by time range long after the probe's own history). Bounded: the `max_cgroups`
-    busiest cgroups, each with its `max_stacks` heaviest stacks; the samples of the stacks
-    left out go under OTHER_STACKS (so totals stay right) and the cgroups left out are counted
-    by the caller."""
-    busiest = sorted(win.folded.items(), key=lambda kv: -sum(kv[1].values()))[:max_cgroups]
-    out = []
-    for cg, stacks in busiest:
-        kept = dict(stacks.most_common(max_stacks))
+MAX_EVENT_STACK_BYTES = 128 * 1024   # folded text kept per stored event (a NATS message is 1 MiB at most)
+MAX_PENDING_STACKS = 4000            # distinct stacks held per cgroup between two stored events
+
+
+class StoredProfiles:
+    """Drained windows summed per cgroup until `interval_s` has passed, then one "profile" event
+    per cgroup for the store (continuous profiles read by time range long after the probe's own
+    history). Every drain adds to it, on-demand ones too, so no sample is stored twice and a
+    request for a profile makes no extra events. Bounded: the `max_cgroups` busiest cgroups,
+    each with its `max_stacks` heaviest stacks and at most MAX_EVENT_STACK_BYTES of them; the
+    samples of stacks left out go under OTHER_STACKS (totals stay right); cgroups left out are
+    counted in `cgroups_dropped`."""
+
+    def __init__(self, node: str, hz: int, interval_s: float, max_cgroups: int, max_stacks: int) -> None:
+        self.node, self.hz, self.interval_ns = node, hz, int(interval_s * 1e9)
+        self.max_cgroups, self.max_stacks = max_cgroups, max_stacks
+        self.start_ns: int | None = None
+        self.folded: dict[int, Counter] = {}
+        self.truncated: Counter = Counter()
+        self.cgroups_dropped = 0
+
+    def add(self, win: Window) -> None:
+        if self.start_ns is None:
+            self.start_ns = win.start_ns
+        for cg, stacks in win.folded.items():
+            acc = self.folded.setdefault(cg, Counter())
+            acc.update(stacks)
+            if len(acc) > MAX_PENDING_STACKS:  # keep the heaviest, sum the rest
+                kept = Counter(dict(acc.most_common(MAX_PENDING_STACKS - 1)))
+                kept[OTHER_STACKS] += sum(acc.values()) - sum(kept.values())
+                self.folded[cg] = kept
+        self.truncated.update(win.truncated)
+
+    def due(self, end_ns: int) -> list[dict]:
+        """The events of the interval when it is over (else []), and a fresh interval."""
+        if self.start_ns is None or end_ns - self.start_ns < self.interval_ns:
+            return []
+        busiest = sorted(self.folded.items(), key=lambda kv: -sum(kv[1].values()))
+        self.cgroups_dropped += max(0, len(busiest) - self.max_cgroups)
+        out = [self._event(cg, stacks, end_ns) for cg, stacks in busiest[:self.max_cgroups]]
+        self.start_ns, self.folded, self.truncated = None, {}, Counter()
+        return out
+
+    def _event(self, cg: int, stacks: Counter, end_ns: int) -> dict:
         total = sum(stacks.values())
-        if len(stacks) > len(kept):
+        kept: dict[str, int] = {}
+        size = 0
+        for stack, n in stacks.most_common(self.max_stacks):
+            size += len(stack) + 12
+            if size > MAX_EVENT_STACK_BYTES:
+                break
+            kept[stack] = n
+        if sum(kept.values()) < total:
             kept[OTHER_STACKS] = kept.get(OTHER_STACKS, 0) + total - sum(kept.values())
-        out.append({"id": new_event_id(node), "ts": win.end_ns, "node": node, "kind": "profile",
-                    "pid": 0, "tid": 0, "ppid": None, "uid": None, "gid": None, "comm": "", "cgroup_id": cg,
-                    "start_ns": win.start_ns, "end_ns": win.end_ns, "hz": hz, "samples": total,
-                    "truncated": win.truncated.get(cg, 0), "stacks_dropped": len(stacks) - min(len(stacks), max_stacks),
-                    "folded": kept})
-    return out
+        return {"id": new_event_id(self.node), "ts": end_ns, "node": self.node, "kind": "profile",
+                "pid": 0, "tid": 0, "ppid": None, "uid": None, "gid": None, "comm": "", "cgroup_id": cg,
+                "start_ns": self.start_ns, "end_ns": end_ns, "hz": self.hz, "samples": total,
+                "truncated": self.truncated.get(cg, 0),
+                "stacks_dropped": len(stacks) - (len(kept) - (OTHER_STACKS in kept)), "folded": kept}

@@ -142,6 +142,7 @@ class ProbeService:
         self.perf_ctl = self._perf_control()
         self.perf: PerfReader | None = None   # per-container histograms and counters (bpf/perf.bpf.c)
         self.profiler = None                  # CPU profiles (bpf/profile.bpf.c, services/probe/profiler.py)
+        self.stored_profiles = None           # their sums for the store (profiler.StoredProfiles)
         self._latency_links: list[int] = []   # syscall latency programs' raw tracepoint links
         self._map_dups: list[int] = []        # map descriptors kept once bcc's module is freed
         self.perf_latest: dict = {}           # the last message published on eunomia.perf.<node>
@@ -256,11 +257,15 @@ class ProbeService:
                 self.stats.inc("probe_perf_attach_failed_total")
                 _log.error("syscall latency not attached: %s", e)
         if self.plan.has("profile.bpf.c") and self.cfg.profile_hz:
-            from .profiler import Profiler
+            from .profiler import Profiler, StoredProfiles
             prof = Profiler(self.bpf, self.cfg.profile_hz, self.cfg.profile_window_s, self.cfg.profile_history_s)
             try:
                 prof.attach()
                 self.profiler = prof
+                if self.cfg.profile_store_cgroups:
+                    self.stored_profiles = StoredProfiles(self.node, self.cfg.profile_hz,
+                                                          self.cfg.profile_store_interval_s,
+                                                          self.cfg.profile_store_cgroups, self.cfg.profile_store_stacks)
             except Exception as e:  # no perf events here: named, the rest carries on
                 self.stats.inc("probe_profile_attach_failed_total")
                 _log.error("CPU profiler not attached (perf_event cpu-clock at %d Hz): %s", self.cfg.profile_hz, e)
@@ -492,16 +497,18 @@ class ProbeService:
             _log.error("publishing performance figures failed: %s", e)
 
     async def drain_profile(self):
-        """The kernel's samples into a new window; the window's busiest cgroups go out as
-        "profile" events (through the publishing queue, in order with the rest)."""
+        """The kernel's samples into a new window, also summed for the store: every
+        profile_store_interval_s the busiest cgroups go out as "profile" events (through the
+        publishing queue, in order with the rest)."""
         self._profile_drained = time.monotonic()
         win = await asyncio.get_running_loop().run_in_executor(None, self.profiler.drain)
-        if self.cfg.profile_store_cgroups and win.folded:
-            from .profiler import window_events
-            events = window_events(win, self.node, self.profiler.hz, self.cfg.profile_store_cgroups,
-                                   self.cfg.profile_store_stacks)
-            self.stats.inc("probe_profile_cgroups_not_stored_total", len(win.folded) - len(events))
-            await self._queue.put(events)
+        stored = self.stored_profiles
+        if stored is not None:
+            stored.add(win)
+            events = stored.due(win.end_ns)
+            self.stats.set("probe_profile_cgroups_not_stored", stored.cgroups_dropped)
+            if events:
+                await self._queue.put(events)
         return win
 
     async def profile(self, req: dict) -> dict:
