@@ -204,9 +204,22 @@ TRACEPOINT_PROBE(io_uring, io_uring_create)
 }
 #endif
 
-#if HAVE_TP(io_uring, io_uring_submit_req)
-struct iou_key { u32 tgid; u32 opcode; };
-BPF_TABLE("lru_hash", struct iou_key, u8, iou_seen, 4096);   // (process, operation) already reported
+#if HAVE_TP(io_uring, io_uring_submit_req) || HAVE_TP(io_uring, io_uring_submit_sqe)
+// (process, operation) already reported; the process is its pid and start time, so a reused
+// pid is another process
+struct iou_key { u64 born; u32 tgid; u32 opcode; };
+BPF_TABLE("lru_hash", struct iou_key, u8, iou_seen, 4096);
+
+static __always_inline u64 process_born(void)
+{
+    u64 t = 0;
+#if HAVE_KOFF
+    char *leader = kptr((char *)bpf_get_current_task() + OFF_TASK_GROUP_LEADER);
+    if (leader)
+        bpf_probe_read_kernel(&t, sizeof(t), leader + OFF_TASK_START_TIME);
+#endif
+    return t;
+}
 
 // uapi enum io_uring_op: ACCEPT 13, CONNECT 16, OPENAT 18, OPENAT2 28, RENAMEAT 35, UNLINKAT 36,
 // MKDIRAT 37, SYMLINKAT 38, LINKAT 39, FSETXATTR 41, SETXATTR 42, SOCKET 45, FIXED_FD_INSTALL 54,
@@ -221,27 +234,57 @@ static __always_inline int iou_watched(u32 op)
     return 0;
 }
 
-TRACEPOINT_PROBE(io_uring, io_uring_submit_req)
+// The first request of a watched operation by this process: an event (s1 left to the caller:
+// the kernel's name of the operation where the tracepoint has it). NULL when not reported.
+static __always_inline struct ev_str1 *iou_request(u32 op, u64 flags, u8 sq_thread, struct iou_key *k)
 {
-    u32 op = args->opcode;
     if (!iou_watched(op) || skip(K_IOURING))
         return 0;
-    struct iou_key k = {bpf_get_current_pid_tgid() >> 32, op};
-    if (iou_seen.lookup(&k))
+    k->born = process_born();
+    k->tgid = bpf_get_current_pid_tgid() >> 32;
+    k->opcode = op;
+    if (iou_seen.lookup(k))
         return 0;
-    u8 one = 1;
-    iou_seen.update(&k, &one);
     struct ev_str1 *e = ev_reserve(K_IOURING, sizeof(*e));
     if (!e)
-        return 0;
+        return 0;   // not marked as seen: the next request of it is reported
     e->a[0] = 0;
     e->a[1] = op;
     e->a[2] = -1;
     e->a[3] = 0;
-    e->a[4] = args->flags;
-    e->a[5] = args->sq_thread;
-    TP_DATA_LOC_READ_STR(e->s1, op_str, 32);
+    e->a[4] = flags;
+    e->a[5] = sq_thread;
+    e->s1[0] = 0;
+    return e;
+}
+
+static __always_inline void iou_reported(struct ev_str1 *e, struct iou_key *k)
+{
+    u8 one = 1;
+    iou_seen.update(k, &one);
     ev_submit(e);
+}
+#endif
+
+#if HAVE_TP(io_uring, io_uring_submit_req)
+TRACEPOINT_PROBE(io_uring, io_uring_submit_req)
+{
+    struct iou_key k = {};
+    struct ev_str1 *e = iou_request(args->opcode, args->flags, args->sq_thread, &k);
+    if (!e)
+        return 0;
+    TP_DATA_LOC_READ_STR(e->s1, op_str, 32);
+    iou_reported(e, &k);
+    return 0;
+}
+#elif HAVE_TP(io_uring, io_uring_submit_sqe)
+// kernels before 6.3: the same request, no operation name (user space names the number)
+TRACEPOINT_PROBE(io_uring, io_uring_submit_sqe)
+{
+    struct iou_key k = {};
+    struct ev_str1 *e = iou_request(args->opcode, args->flags, args->sq_thread, &k);
+    if (e)
+        iou_reported(e, &k);
     return 0;
 }
 #endif

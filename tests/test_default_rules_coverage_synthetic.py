@@ -338,6 +338,9 @@ CASES = [
     ("Launch Sensitive Mount Container", with_(execev(["sh"]), proc_is_container_entrypoint=True,
                                                container={**CTR, "mounts": [{"source": "/root/.ssh", "dest": "/k",
                                                                              "rw": False}]})),
+    ("Launch Sensitive Mount Container", with_(execev(["sh"]), proc_is_container_entrypoint=True,
+                                               container={**CTR, "mounts": [{"source": "/run/containerd", "dest": "/c",
+                                                                             "rw": True}]})),  # a runtime's state
     ("io_uring ring created in container", ev("iouring", name="implant", op="setup", opcode=None, fd=3,
                                                sq_entries=4, flags=0, sq_thread=False, ret=0)),
     ("File or network operation through io_uring in container",

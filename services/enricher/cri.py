@@ -176,7 +176,7 @@ class CriClient(CachedLookups):
             host_network=pod["host_network"] if pod else None,
             host_pid=host_pid if host_pid is not None else (pod["host_pid"] if pod else None),
             host_ipc=pod["host_ipc"] if pod else None,
-            mounts=tuple(Mount(m.host_path, m.container_path, not m.readonly) for m in st.mounts),
+            mounts=tuple(Mount.of(m.host_path, m.container_path, not m.readonly) for m in st.mounts),
             k8s=self._k8s(pod, st.metadata.name) if pod else None)
 
     async def _sandbox_of(self, stub, cid: str) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import posixpath
 import time
 from dataclasses import dataclass, field
 
@@ -30,8 +31,20 @@ class Mount:
     dest: str       # path in the container
     rw: bool
 
+    @classmethod
+    def of(cls, source: str, dest: str, rw: bool) -> "Mount":
+        """Paths normalised as the rules compare them ("/etc/" and "/etc/./" are /etc)."""
+        return cls(_norm(source), _norm(dest), rw)
+
     def view(self) -> dict[str, object]:
         return {"source": self.source, "dest": self.dest, "rw": self.rw}
+
+
+def _norm(path: str) -> str:
+    if not path.startswith("/"):
+        return path   # a named volume or a Windows path: as the runtime said
+    p = posixpath.normpath(path)
+    return "/" if p == "//" else p
 
 
 @dataclass(frozen=True)

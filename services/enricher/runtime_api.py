@@ -45,7 +45,7 @@ def parse_mounts(mounts: object) -> tuple[Mount, ...] | None:
     """Bind mounts and volumes of an inspect answer ("Mounts": Source, Destination, RW)."""
     if not isinstance(mounts, list):
         return None
-    return tuple(Mount(m["Source"], m["Destination"], bool(m.get("RW", True))) for m in mounts
+    return tuple(Mount.of(m["Source"], m["Destination"], bool(m.get("RW", True))) for m in mounts
                  if isinstance(m, dict) and isinstance(m.get("Source"), str) and isinstance(m.get("Destination"), str))
 
 

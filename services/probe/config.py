@@ -7,6 +7,7 @@ from shared.config import ConfigError
 from shared.schema import KINDS
 
 DEFAULT_KINDS = tuple(KINDS)
+DEDUP_STALE_WINDOWS = 8   # bpf/file.bpf.c DEDUP_STALE
 # `eunomia up` with the rules' plan sends few events: a 4 MiB ring (16 MiB with --capture all,
 # ProbeConfig's default; losses are counted in probe_lost_events_total either way)
 PLAN_RINGBUF_PAGES = 1024
@@ -87,6 +88,12 @@ class ProbeConfig:
             raise ConfigError(f"probe.exclude_pids: {self.exclude_pids} must be positive pids")
         if not (0 <= self.dedup_window_ms <= 600_000):
             raise ConfigError(f"probe.dedup_window_ms: {self.dedup_window_ms} not in [0, 600000]")
+        if self.dedup_window_ms and self.counters_interval * 1000 > DEDUP_STALE_WINDOWS * self.dedup_window_ms:
+            # repeats are reported every counters interval; the kernel counts them only this long
+            raise ConfigError(f"probe.counters_interval: {self.counters_interval} s is longer than "
+                              f"{DEDUP_STALE_WINDOWS} x probe.dedup_window_ms ({self.dedup_window_ms} ms): "
+                              "runs of repeats would be sent one by one before their count; "
+                              "shorten it or lengthen the window")
         if self.module_fallback not in ("auto", "on", "off"):
             raise ConfigError(f"probe.module_fallback: {self.module_fallback!r} not in ('auto', 'on', 'off')")
         if not (self.profile_hz == 0 or 1 <= self.profile_hz <= 1000):

@@ -106,7 +106,12 @@ def _dns(a: tuple, data: bytes) -> dict:
 WX_SYSCALLS = ("mprotect", "mmap", "pkey_mprotect")  # WX_* in bpf/kernel.bpf.c
 SETID_SYSCALLS = ("set{x}id", "setre{x}id", "setres{x}id")
 DUP_SYSCALLS = ("dup", "dup2", "dup3")
-SOCK_ORIGINS = {1: "socket", 2: "accepted", 3: "connected"}  # bpf/net.bpf.c SOCK_*: how the fd became a socket
+SOCK_ORIGINS = {1: "socket", 2: "accepted", 3: "connected"}  # bpf/net.bpf.c SOCK_*: how an fd became a socket
+# io_uring operations the probe reports (bpf/kernel.bpf.c iou_watched), by uapi number, for
+# kernels whose tracepoint does not name them
+IORING_OPS = {13: "accept", 16: "connect", 18: "openat", 28: "openat2", 35: "renameat", 36: "unlinkat",
+              37: "mkdirat", 38: "symlinkat", 39: "linkat", 41: "fsetxattr", 42: "setxattr", 45: "socket",
+              54: "fixed_fd_install", 55: "ftruncate", 56: "bind", 57: "listen"}
 
 
 def _fields(kind: str, a: tuple, data: bytes) -> dict:
@@ -214,7 +219,8 @@ def _fields(kind: str, a: tuple, data: bytes) -> dict:
                 "flags": a[4] if mmap else None, "fd": _i32(a[5]) if mmap and _i32(a[5]) >= 0 else None,
                 "ret": ret}  # mmap: the address mapped
     if kind == "iouring":  # bpf/kernel.bpf.c: the ring's creation, or a process's first request of an operation
-        return {"op": _s(data, SIZE_NUM, 32).lower(), "opcode": a[1] if a[1] >= 0 else None,
+        return {"op": _s(data, SIZE_NUM, 32).lower() or IORING_OPS.get(a[1], f"op{a[1]}"),
+                "opcode": a[1] if a[1] >= 0 else None,
                 "fd": _i32(a[2]) if a[1] < 0 else None, "sq_entries": a[3] if a[1] < 0 else None,
                 "flags": a[4], "sq_thread": bool(a[5]), "ret": ret}
     if kind == "userfaultfd":

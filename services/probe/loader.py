@@ -41,6 +41,10 @@ class SourcePlan:
         return any(p.name == name for p in self.files)
 
 
+# Tracepoints an `#elif` uses on kernels that lack the newer one (its value): not missing then.
+ALTERNATIVES = {"io_uring:io_uring_submit_sqe": "io_uring:io_uring_submit_req"}
+
+
 def tracefs_root() -> Path:
     """The mounted tracefs, or ProbeLoadError saying how to mount it."""
     for root in TRACEFS_CANDIDATES:
@@ -71,6 +75,8 @@ def plan_sources(bpf_dir: Path = BPF_DIR, tracefs: Path | None = None) -> Source
             plan.errors.append(f"{path.name}: {why}; all of {path.name} is disabled")
             continue
         for tp in sorted(guarded & set(plan.missing)):
+            if (events / ALTERNATIVES.get(tp, "-").replace(":", "/")).is_dir():
+                continue  # an older kernel's name of a tracepoint this one has under its own name
             plan.errors.append(f"{path.name}: tracepoint {tp} not found in {events}; the part using it is disabled")
         plan.files.append(path)
     return plan
@@ -99,6 +105,7 @@ KERNEL_OFFSETS = {
     "MNTNS_NS": ("mnt_namespace", "ns"), "NS_INUM": ("ns_common", "inum"),
     "TASK_REAL_CRED": ("task_struct", "real_cred"), "CRED_CAP_PERMITTED": ("cred", "cap_permitted"),
     "FILE_INODE": ("file", "f_inode"), "INODE_MODE": ("inode", "i_mode"),
+    "TASK_GROUP_LEADER": ("task_struct", "group_leader"), "TASK_START_TIME": ("task_struct", "start_time"),
 }
 
 
