@@ -59,14 +59,13 @@ class Dedup:
         for k, v in list(table.items()):
             if now_boot_ns - v.first_ts < window_ns:
                 continue
-            try:  # read again: the kernel may have started a new window for this key meanwhile
-                v = table[k]
-                if now_boot_ns - v.first_ts < window_ns:
-                    continue
-                count, last_ts = v.count, v.last_ts
-                del table[k]
-            except KeyError:
+            v = _take(table, k)  # atomically: a repeat counted meanwhile is in this count, or in a new entry
+            if v is None:
                 continue
+            if now_boot_ns - v.first_ts < window_ns:  # the kernel started a new window meanwhile: put it back
+                table[k] = v
+                continue
+            count, last_ts = v.count, v.last_ts
             kind = kind_names.get(k.kind)
             if not count or kind is None:
                 continue
@@ -78,3 +77,21 @@ class Dedup:
             out.append({**first, "id": new_event_id(self.node), "ts": last_ts + boot_to_wall,
                         "first_ts": first["ts"], "repeat": count})
         return out
+
+
+def _take(table, key):
+    """The entry of `key`, deleted in the same step (BPF_MAP_LOOKUP_AND_DELETE_ELEM, hash maps
+    since Linux 5.14; before, a read then a delete, which can lose a repeat counted between the
+    two). None when there is no entry."""
+    import ctypes
+
+    from bcc.libbcc import lib
+    leaf = table.Leaf()
+    if lib.bpf_lookup_and_delete(table.map_fd, ctypes.byref(key), ctypes.byref(leaf)) == 0:
+        return leaf
+    try:
+        leaf = table[key]
+        del table[key]
+    except KeyError:
+        return None
+    return leaf
