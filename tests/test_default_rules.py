@@ -103,6 +103,8 @@ BEHAVIOURS = [
     ("Read sensitive file", "cat /etc//shadow >/dev/null", ()),
     ("Read sensitive file", "cd /tmp && cat ../etc/./shadow >/dev/null", ()),
     ("Execution from /dev/shm", "cp /bin/busybox /dev/shm/true && cd /dev/shm && ./true", ("shm",)),
+    # a traversal by a program that is no shell's child (it replaces the entrypoint shell)
+    ("Directory traversal monitored file read", "cd /tmp && exec /x/actions read ../../etc/passwd", ("actions",)),
 ]
 
 # The same behaviours through the ia32 ABI (int $0x80): tests/data/int80.c makes each call

@@ -348,6 +348,12 @@ CASES = [
         ret=0)),
     ("File or network operation through io_uring in container",
      ev("iouring", name="x", op="connect", opcode=16, fd=None, sq_entries=None, flags=0, sq_thread=True, ret=0)),
+    ("Directory traversal monitored file read", opn("/etc/passwd", name="python3", pname="gunicorn",
+                                                     raw_path="static/../../../etc/passwd")),
+    ("Directory traversal monitored file read", opn("/root/.ssh/id_rsa", name="node", pname="node",
+                                                     raw_path="/app/public/../../root/.ssh/id_rsa", ret=-13)),
+    ("Directory traversal monitored file read", opn("/home/app/.ssh/id_ed25519", name="java", pname="java",
+                                                     raw_path="../../../home/app/.ssh/id_ed25519")),
     ("Namespace or chroot tool launched in container", execev(["chroot", "/host", "bash"])),
     ("Namespace or chroot tool launched in container", sh("unshare -rm sh")),
     ("Privileged Container Device Access", opn("/dev/sda", O_RDONLY, name="dd")),
@@ -635,6 +641,14 @@ NEAR_MISSES = [
                                                sq_entries=4, flags=0, sq_thread=False, ret=0, host=True)),
     ("File or network operation through io_uring in container",
      ev("iouring", name="implant", op="setup", opcode=None, fd=3, sq_entries=4, flags=0, sq_thread=False, ret=0)),
+    ("Directory traversal monitored file read", opn("/etc/passwd", name="python3", pname="gunicorn",
+                                                     raw_path="../etc/passwd")),            # one level
+    ("Directory traversal monitored file read", opn("/etc/passwd", name="cat", pname="sh",
+                                                     raw_path="../../etc/passwd")),         # a script's
+    ("Directory traversal monitored file read", opn("/etc/passwd", name="python3", pname="gunicorn",
+                                                     raw_path="/etc/passwd")),              # no traversal
+    ("Directory traversal monitored file read", opn("/srv/app/x", name="python3", pname="gunicorn",
+                                                     raw_path="../../srv/app/x")),          # not monitored
     ("Privileged Container Device Access", opn("/dev/sda", host=True, name="fdisk")),
     ("Privileged Container Device Access", opn("/dev/null", W_CREATE, name="sh")),
     ("Host device mounted in container", ev("mount", name="mount", source="tmpfs", target="/mnt", fstype="tmpfs",

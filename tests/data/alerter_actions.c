@@ -3,6 +3,7 @@
  *   actions ptrace-attach | traceme | bpf | packet | memfd-exec [NAME]
  *           | chmod OCTAL-MODE PATH | connect6 IPV6-ADDR PORT | unshare-as COMM
  *           | iouring-open PATH (an openat through an io_uring ring, no open syscall)
+ *           | read PATH (opens PATH as written, then lingers 1.5 s: run it with `exec`, its own parent)
  * Each performs the syscall for real; failing with EPERM is fine (the
  * probe sees the attempt). */
 #define _GNU_SOURCE
@@ -165,6 +166,13 @@ int main(int argc, char **argv, char **envp)
         return connect6(argv[2], argv[3]);
     if (!strcmp(what, "iouring-open") && argc > 2)
         return iouring_open(argv[2]);
-    fprintf(stderr, "usage: actions ptrace-attach|traceme|bpf|packet|memfd-exec [NAME]|chmod MODE PATH|connect6 ADDR PORT|unshare-as COMM|iouring-open PATH\n");
+    if (!strcmp(what, "read") && argc > 2) {
+        int fd = open(argv[2], O_RDONLY);
+        printf("open %s: %d\n", argv[2], fd);
+        fflush(stdout);
+        usleep(1500000);
+        return fd < 0;
+    }
+    fprintf(stderr, "usage: actions ptrace-attach|traceme|bpf|packet|memfd-exec [NAME]|chmod MODE PATH|connect6 ADDR PORT|unshare-as COMM|iouring-open PATH|read PATH\n");
     return 2;
 }

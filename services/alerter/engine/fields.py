@@ -252,6 +252,11 @@ def _endpoint(ip: Any, port: Any) -> str:
     return f"{ip}:{'' if port is None else port}"
 
 
+def fd_nameraw(ev: Event) -> str | None:
+    raw = ev.get("raw_newpath") if ev.get("kind") in ("rename", "link") else ev.get("raw_path")
+    return raw if isinstance(raw, str) else fd_name(ev)
+
+
 def fd_name(ev: Event) -> str | None:
     k = ev.get("kind")
     if k == "open" or k == "unlink" or k == "chmod" or k == "symlink" or k == "chown" or k == "truncate" \
@@ -618,6 +623,8 @@ _add("proc.is_container_entrypoint", "bool", lambda ev: bool(_proc(ev).get("is_c
 _add("proc.comm", "str", _head("comm"), "kernel comm of the thread")
 _add("thread.tid", "int", _head("tid"), "thread id")
 _add("fd.name", "str", fd_name, "path, or 'saddr:sport->daddr:dport' for sockets")
+_add("fd.nameraw", "str", fd_nameraw, "the path as the process wrote it (relative, with ../, //), before "
+     "normalisation; fd.name otherwise")
 _add("fd.directory", "str", fd_directory, "directory of fd.name (files)")
 _add("fd.filename", "str", fd_filename, "base name of fd.name (files)")
 _add("fd.type", "str", fd_type, "file, ipv4, ipv6, unix, netlink, packet, memfd; dup: the probe's fd_type")

@@ -15,8 +15,9 @@ enricher names an ftruncate's fd from them.
 
 Path tests bound the path kinds (open, unlink, chmod, chown, truncate): fd.name / evt.arg.path
 with =, in, startswith, pmatch, endswith, glob (up to the first wildcard);
-fd.directory =, in, pmatch, startswith; fd.filename =, in, endswith; and the
-open class tests evt.is_open_read/write/create/trunc/exec = true.
+fd.directory =, in, pmatch, startswith; fd.filename =, in, endswith; fd.nameraw contains
+or glob with ".." (paths the kernel always sends); and the open class tests
+evt.is_open_read/write/create/trunc/exec = true.
 """
 from __future__ import annotations
 
@@ -58,6 +59,10 @@ PATH_FIELDS = frozenset(("fd.name", "evt.arg.path"))
 OPEN_CLASSES = {"evt.is_open_read": READ, "evt.is_open_write": WRITE, "evt.is_open_trunc": WRITE,
                 "evt.is_open_create": CREATE, "evt.is_open_exec": CREATE}
 MAX_ATOMS = 4096                          # per kind; past it the kind is taken whole
+# A path written with ".." (fd.nameraw contains "../"): the kernel never judges such a path by
+# the plan's patterns, it always sends it (bpf/file.bpf.c path_unjudgeable); the pattern keeps
+# the kind on and needs no kernel entry.
+TRAVERSAL: Pat = ("traversal", "/../")
 # Facts the alerter's state (services/alerter/state.py) derives from earlier events.
 STATE_FIELDS = frozenset(("proc.is_exe_upper_layer", "proc.is_exe_from_memfd"))
 
@@ -70,6 +75,8 @@ def _narrow_pat(a: Pat, b: Pat) -> Pat | Literal[False]:
     """A pattern covering both a and b's paths (False: they share none)."""
     if a is None or b is None:
         return b if a is None else a
+    if TRAVERSAL in (a, b):
+        return TRAVERSAL
     (ma, pa), (mb, pb) = a, b
     if ma == mb == "exact":
         return a if pa == pb else False
@@ -199,6 +206,8 @@ def path_patterns(name: str, op: str, vals: list[str]) -> set[Pat] | None:
 def _pattern(name: str, op: str, v: str) -> set[Pat] | None:
     if not v:
         return None
+    if name == "fd.nameraw" and op in ("contains", "glob") and ".." in v:
+        return {TRAVERSAL}
     if name in PATH_FIELDS:
         if op in ("=", "==", "in"):  # a relative name: its tail bounds it (kernel patterns are absolute)
             return {("exact", v)} if v.startswith("/") else {("suffix", v[-MAX_SUFFIX_LEN:])}
@@ -346,7 +355,7 @@ def build(total: Abs, full: dict[str, list[str]], source: str, env: tuple[str, .
         for pat, acc in total.get(k, ()):
             if pat is None:
                 any_path[k] = any_path.get(k, 0) | acc
-            else:
+            elif pat != TRAVERSAL:
                 merged[(k, *pat)] = merged.get((k, *pat), 0) | acc
     patterns = [Pattern(k, m, p, acc) for (k, m, p), acc in merged.items() if acc & ~any_path.get(k, 0)]
     while len(patterns) > MAX_PATTERNS:  # more than the kernel holds: the busiest kind is sent whole
