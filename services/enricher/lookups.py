@@ -61,6 +61,7 @@ class ContainerInfo:
     host_ipc: bool | None = None
     mounts: tuple[Mount, ...] | None = None   # host paths mounted in; None: the runtime did not say
     k8s: dict | None = None             # from the CRI sandbox; None: derive from labels (k8s.k8s_of)
+    partial: bool = False               # from a runtime event (names only): the inspect adds the rest
 
 
 class LookupFailed(Exception):
@@ -109,6 +110,8 @@ class CachedLookups:
         hit = self._cache.get(cid)
         if hit is None or hit[0] < time.monotonic():
             return False, hit[1] if hit else None
+        if hit[1] is not None and hit[1].partial and cid in self._inflight:
+            return False, hit[1]   # names only, its inspect under way: callers wait for it (privileged, mounts)
         return True, hit[1]
 
     def missing_reason(self, cid: str) -> str | None:

@@ -69,7 +69,8 @@ def info_from_event(ev: object) -> ContainerInfo | None:
         return None
     return ContainerInfo(id=cid, name=str(attrs.get("name", "")).lstrip("/"),
                          image=str(attrs.get("image") or ev.get("from") or ""),
-                         labels={str(k): str(v) for k, v in attrs.items() if k not in EVENT_NON_LABELS})
+                         labels={str(k): str(v) for k, v in attrs.items() if k not in EVENT_NON_LABELS},
+                         partial=True)
 
 
 class RuntimeClient(CachedLookups):
