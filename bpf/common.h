@@ -309,6 +309,18 @@ static __always_inline void fill_str2(struct ev_str2 *e, const struct stash *s)
         e->s2[0] = 0;
 }
 
+// A numbers-only event of `kind`: the stashed a[] with a[0] = ret.
+static __always_inline int emit_num(u32 kind, struct stash *s, long ret)
+{
+    struct ev_num *e = ev_reserve(kind, sizeof(*e));
+    if (!e)
+        return 0;
+    __builtin_memcpy(e->a, s->a, sizeof(e->a));
+    e->a[0] = ret;
+    ev_submit(e);
+    return 0;
+}
+
 // sys_exit side for kinds whose event is numbers plus up to three user strings.
 static __always_inline int stash_emit(long ret)
 {
@@ -317,11 +329,7 @@ static __always_inline int stash_emit(long ret)
         return 0;
     s.a[0] = ret;
     if (s.shape == SHAPE_NUM) {
-        struct ev_num *e = ev_reserve(s.kind, sizeof(*e));
-        if (!e)
-            return 0;
-        __builtin_memcpy(e->a, s.a, sizeof(e->a));
-        ev_submit(e);
+        return emit_num(s.kind, &s, ret);
     } else if (s.shape == SHAPE_STR1) {
         struct ev_str1 *e = ev_reserve(s.kind, sizeof(*e));
         if (!e)

@@ -356,14 +356,8 @@ static __always_inline int path_exit(long ret)
     char c = 0;
     bpf_probe_read_user(&c, 1, (void *)s.p[0]);
     if (c == '/' || c == 0 || s.shape != SHAPE_STR1) {
-        if (s.shape != SHAPE_STR1) {  // fchmod: no path
-            struct ev_num *e = ev_reserve(s.kind, sizeof(*e));
-            if (!e)
-                return 0;
-            __builtin_memcpy(e->a, s.a, sizeof(e->a));
-            ev_submit(e);
-            return 0;
-        }
+        if (s.shape != SHAPE_STR1)  // fchmod: no path
+            return emit_num(s.kind, &s, ret);
         struct ev_str1 *e = ev_reserve(s.kind, sizeof(*e));
         if (!e)
             return 0;

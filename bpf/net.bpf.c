@@ -165,13 +165,7 @@ static __always_inline int socket_exit(long ret)
     // Only raw and packet sockets are events: everything else shows up as connect/accept.
     if ((s.a[1] != AF_PACKET_ && (s.a[2] & 0xf) != SOCK_RAW_) || skip(K_SOCKET))
         return 0;
-    struct ev_num *e = ev_reserve(K_SOCKET, sizeof(*e));
-    if (!e)
-        return 0;
-    __builtin_memcpy(e->a, s.a, sizeof(e->a));
-    e->a[0] = ret;
-    ev_submit(e);
-    return 0;
+    return emit_num(K_SOCKET, &s, ret);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_socket)

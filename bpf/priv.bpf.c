@@ -20,13 +20,7 @@ static __always_inline int stash_emit_once(long ret, u32 flags)
         return 0;
     if (s.a[4] && dedup_hit(s.kind, flags | (ret < 0 ? DEDUP_FAILED : 0), 0, s.a[4]))
         return 0;
-    struct ev_num *e = ev_reserve(s.kind, sizeof(*e));
-    if (!e)
-        return 0;
-    __builtin_memcpy(e->a, s.a, sizeof(e->a));
-    e->a[0] = ret;
-    ev_submit(e);
-    return 0;
+    return emit_num(s.kind, &s, ret);
 }
 
 // ptrace: a[] {ret, request, target pid, -, dedup key}. Repeats of a request on one target
