@@ -208,12 +208,18 @@ def test_network_map_stays_usable_at_300_nodes_and_1000_edges(tmp_path, browser)
               f"median {frames[len(frames) // 2]:.1f}, p95 {frames[int(len(frames) * .95)]:.1f}, max {frames[-1]:.1f}")
         assert len(frames) == 59
 
-        # real input: the mouse wheel zooms
+        # real input: the mouse wheel zooms. cytoscape leaves a wheel to the page (no zoom, the page scrolls)
+        # until 250 ms after the last scroll event; a wheel sent right after scrollIntoView scrolled the page
+        # away from the map, chromedriver scrolled it back before the next wheel, and so on. So each try
+        # puts the map in view and waits until the page has not scrolled for 500 ms.
         graph = browser.find_element(By.ID, "graph")
         zoom = browser.execute_script("return window.eunomiaMap.cy.zoom()")
-        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", graph)
+        browser.execute_script("window.lastScroll = performance.now();"
+                               "addEventListener('scroll', () => { window.lastScroll = performance.now(); }, true)")
 
-        def wheel() -> bool:  # cytoscape ignores the wheel for a moment after the page itself scrolled: retried
+        def wheel() -> bool:
+            browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", graph)
+            wait(lambda: browser.execute_script("return performance.now() - window.lastScroll") > 500, "page at rest", 30)
             ActionChains(browser).scroll_from_origin(ScrollOrigin.from_element(graph), 0, -400).perform()
             return browser.execute_script("return window.eunomiaMap.cy.zoom()") != zoom
         wait(wheel, "wheel zoom", 30)
