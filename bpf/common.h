@@ -99,7 +99,8 @@ struct ev_path2 { struct ev_head h; s64 a[6]; char s1[STR_SZ]; char s2[STR_SZ]; 
 struct ev_sock  { struct ev_head h; s64 a[6]; u8 sa[SA_SZ]; u8 la[16]; };
 // exec: a[1] = bytes used in argv, a[2] = argc seen, a[3] = 1 if argv truncated,
 // a[4] = controlling tty (Falco's proc.tty: new_encode_dev; 0 none, -1 unknown),
-// a[5] = permitted capability mask after the exec (-1 unknown);
+// a[5] = permitted capability mask after the exec (-1 unknown); cap_bset = its bounding set
+// (what the container was granted: a non-root process has none permitted but may regain these);
 // base = the absolute directory a relative filename is relative to ("" otherwise)
 // dns (bpf/dns.bpf.c): a[0] = payload bytes on the wire, a[1] = bytes copied to data,
 // a[2] = direction (0 query sent, 1 answer received), a[3] = family, a[4] = IP protocol
@@ -107,7 +108,7 @@ struct ev_sock  { struct ev_head h; s64 a[6]; u8 sa[SA_SZ]; u8 la[16]; };
 #define DNS_PAYLOAD_SZ 512
 struct ev_dns   { struct ev_head h; s64 a[6]; u8 laddr[16]; u8 raddr[16]; u8 data[DNS_PAYLOAD_SZ]; };
 struct ev_exec  { struct ev_head h; s64 a[6]; char filename[STR_SZ]; char argv[ARGV_SZ + ARG_MAX_LEN];
-                  char base[STR_SZ]; };
+                  char base[STR_SZ]; s64 cap_bset; };
 
 // exec environment (K_EXECENV, bpf/process.bpf.c): "NAME=value" strings of the
 // watched variables found in envp at execve entry. a[1] = envp entries looked at,

@@ -42,17 +42,17 @@ static __always_inline s64 current_tty(void)
 #endif
 }
 
-// Permitted capabilities of the current task (Falco's thread.cap_permitted), from
-// task->real_cred->cap_permitted (a 64-bit kernel_cap_t; two u32 words before 6.3,
-// the same bytes); -1 when unknown (no BTF offsets).
-static __always_inline s64 current_cap_permitted(void)
+// A capability set of the current task (`off`: cred's cap_permitted for Falco's
+// thread.cap_permitted, cap_bset for the bounding set), from task->real_cred (a 64-bit
+// kernel_cap_t; two u32 words before 6.3, the same bytes); -1 when unknown (no BTF offsets).
+static __always_inline s64 current_caps(u32 off)
 {
 #if HAVE_KOFF
     char *task = (char *)bpf_get_current_task();
     char *cred = 0;
     u64 caps = 0;
     if (bpf_probe_read_kernel(&cred, sizeof(cred), task + OFF_TASK_REAL_CRED) < 0 || !cred ||
-        bpf_probe_read_kernel(&caps, sizeof(caps), cred + OFF_CRED_CAP_PERMITTED) < 0)
+        bpf_probe_read_kernel(&caps, sizeof(caps), cred + off) < 0)
         return -1;
     return (s64)(caps & 0x7fffffffffffffffULL);
 #else
@@ -192,7 +192,12 @@ static __always_inline void exec_emit(u32 key, long ret)
         e->a[2] = s->argc;
         e->a[3] = s->truncated;
         e->a[4] = current_tty();
-        e->a[5] = current_cap_permitted();
+#if HAVE_KOFF
+        e->a[5] = current_caps(OFF_CRED_CAP_PERMITTED);
+        e->cap_bset = current_caps(OFF_CRED_CAP_BSET);
+#else
+        e->a[5] = e->cap_bset = -1;
+#endif
         bpf_probe_read_kernel(e->filename, sizeof(e->filename), s->filename);
         bpf_probe_read_kernel(e->argv, sizeof(e->argv), s->argv);
         e->base[0] = 0;

@@ -67,7 +67,8 @@ ENRICHED_FIELDS = ("proc", "container", "k8s")
 # "socket" | "accepted" | "connected": how the fd became one); chdir only
 # on success, for fchdir with "fd" (path: the new working directory). exec's "tty" is the controlling
 # terminal (Falco's proc.tty, 0 none, None unknown), "cap_permitted" the permitted capability mask
-# after the exec (shared/capabilities.py names the bits; None unknown). execenv goes out at execve
+# after the exec and "cap_bounding" its bounding set (shared/capabilities.py names the bits; None
+# unknown). execenv goes out at execve
 # entry, before its exec, only when a variable the rules watch is in envp: "env"
 # {NAME: value} (the enricher keeps it as proc.env). setuid/setgid: the head's
 # uid/gid are the caller's before the call, new_* the ids asked for (None:
@@ -77,7 +78,7 @@ ENRICHED_FIELDS = ("proc", "container", "k8s")
 # "setup", its "fd") or a process's first request of a file or network operation through one
 # ("op" the kernel's name, e.g. "openat", "connect"; what it names is not read).
 KINDS: dict[str, tuple[str, ...]] = {
-    "exec": ("filename", "argv", "ret", "argv_truncated", "tty", "cap_permitted"),
+    "exec": ("filename", "argv", "ret", "argv_truncated", "tty", "cap_permitted", "cap_bounding"),
     "execenv": ("env", "env_scanned", "env_truncated"),
     "exit": ("exit_code",),
     "fork": ("child_pid", "clone_flags"),

@@ -79,6 +79,7 @@ BEHAVIOURS = [
     ("Hidden directory created in a temporary directory", "cd /tmp && mkdir ./.x", ()),
     ("Launch Container Sharing Host Namespaces", "true", ("hostpid",)),
     ("Launch Excessively Capable Container", "true", ("capsysadmin",)),
+    ("Launch Excessively Capable Container", "true", ("capsysadmin", "nonroot")),  # only in the bounding set
     ("Launch Sensitive Mount Container", "true", ("etcmount",)),
     ("Packet socket created in container", "/x/actions packet; true", ("actions",)),
     ("Linux kernel module injection", "echo garbage > /tmp/evil.ko; insmod /tmp/evil.ko; true", ("unconfined",)),
@@ -144,6 +145,8 @@ def _flags(needs, actions):
         flags += ["--pid", "host"]
     if "capsysadmin" in needs:
         flags += ["--cap-add", "SYS_ADMIN"]
+    if "nonroot" in needs:
+        flags += ["--user", "1000:1000"]
     if "etcmount" in needs:
         flags += ["-v", "/etc:/host-etc:ro"]
     if "nonet" in needs:

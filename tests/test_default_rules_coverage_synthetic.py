@@ -329,6 +329,8 @@ CASES = [
                                                    cap_permitted=CAPS_DEFAULT | 1 << 21)),  # + SYS_ADMIN
     ("Launch Excessively Capable Container", with_(execev(["app"]), proc_is_container_entrypoint=True,
                                                    cap_permitted=1 << 19, container={**CTR, "privileged": None})),
+    ("Launch Excessively Capable Container", with_(execev(["app"]), proc_is_container_entrypoint=True, uid=1000,
+                                                   cap_permitted=0, cap_bounding=CAPS_DEFAULT | 1 << 21)),  # non-root
     ("Launch Sensitive Mount Container", with_(execev(["sh"]), proc_is_container_entrypoint=True,
                                                container={**CTR, "mounts": [MNT_DATA, {"source": "/", "dest": "/host",
                                                                                        "rw": False}]})),
@@ -626,6 +628,8 @@ NEAR_MISSES = [
                                                        container={**CTR, "host_pid": False, "host_network": False})),
     ("Launch Excessively Capable Container", with_(execev(["nginx"]), proc_is_container_entrypoint=True,
                                                    cap_permitted=CAPS_DEFAULT)),  # podman's default set
+    ("Launch Excessively Capable Container", with_(execev(["nginx"]), proc_is_container_entrypoint=True, uid=101,
+                                                   cap_permitted=0, cap_bounding=CAPS_DEFAULT)),
     ("Launch Excessively Capable Container", with_(execev(["sh"]), cap_permitted=1 << 21)),  # not the start
     ("Launch Excessively Capable Container", with_(execev(["sh"]), proc_is_container_entrypoint=True,
                                                    cap_permitted=(1 << 41) - 1,

@@ -118,6 +118,8 @@ async def test_detection_events_arrive_with_their_fields(probe, tmp_path):  # no
     assert env_ex["cap_permitted"] == cap_prm and "CAP_SYS_ADMIN" in cap_names(cap_prm), env_ex
     nocap = (await col.wait(child_of("exec", "nocap-child")))[0]
     assert nocap["cap_permitted"] == 0 and nocap["uid"] == 65534, nocap
+    cap_bnd = int(next(x for x in open("/proc/self/status") if x.startswith("CapBnd:")).split()[1], 16)
+    assert env_ex["cap_bounding"] == nocap["cap_bounding"] == cap_bnd  # the bounding set stays
 
     path = f"{d}/owned"
     ch = (await col.wait(of("chown", path=path)))[0]

@@ -7,7 +7,7 @@ from shared import terminal
 from shared.netnames import AF_NAMES
 from shared.schema import DNS_FIELDS, KINDS
 
-_SKIP = {"ret", "argv", "filename", "cap_permitted", "folded", "start_ns", "end_ns"}
+_SKIP = {"ret", "argv", "filename", "cap_permitted", "cap_bounding", "folded", "start_ns", "end_ns"}
 # Fields the enricher adds, shown first: what was asked and answered, the name of a peer.
 _ENRICHED = {"dns": ("qname", "qtype", "rcode", "answers", "latency_ns", "malformed", "resolver_configured"),
              "connect": ("dname",), "accept": ("dname",), "flow": ("dname",)}

@@ -62,6 +62,11 @@ def _base(data: bytes) -> str | None:
     return _s(data, SIZE_STR1) if len(data) >= SIZE_STR2 else None
 
 
+def _caps(data: bytes, off: int) -> int | None:
+    v = int.from_bytes(data[off:off + 8], "little", signed=True)
+    return v if v >= 0 else None
+
+
 def _i32(v: int) -> int:
     """A C int the kernel passed in a 64-bit slot without sign extension."""
     return v - (1 << 32) if (1 << 31) <= v < (1 << 32) else v
@@ -128,7 +133,8 @@ def _fields(kind: str, a: tuple, data: bytes) -> dict:
         base = _s(data, SIZE_STR1 + ARGV_SZ + ARG_MAX_LEN) if n >= SIZE_EXEC else None
         return {"filename": absolute(raw, base), "raw_filename": raw,
                 "argv": [x.decode("utf-8", "replace") for x in argv], "argv_truncated": bool(a[3]), "ret": ret,
-                "tty": a[4] if a[4] >= 0 else None, "cap_permitted": a[5] if a[5] >= 0 else None}
+                "tty": a[4] if a[4] >= 0 else None, "cap_permitted": a[5] if a[5] >= 0 else None,
+                "cap_bounding": _caps(data, SIZE_EXEC) if n >= SIZE_EXEC + 8 else None}
     if kind == "execenv":
         env = {}
         for i in range(min(a[3], ENV_SLOTS)):

@@ -104,6 +104,7 @@ KERNEL_OFFSETS = {
     "TASK_NSPROXY": ("task_struct", "nsproxy"), "NSPROXY_MNT": ("nsproxy", "mnt_ns"),
     "MNTNS_NS": ("mnt_namespace", "ns"), "NS_INUM": ("ns_common", "inum"),
     "TASK_REAL_CRED": ("task_struct", "real_cred"), "CRED_CAP_PERMITTED": ("cred", "cap_permitted"),
+    "CRED_CAP_BSET": ("cred", "cap_bset"),
     "FILE_INODE": ("file", "f_inode"), "INODE_MODE": ("inode", "i_mode"),
     "TASK_GROUP_LEADER": ("task_struct", "group_leader"), "TASK_START_TIME": ("task_struct", "start_time"),
 }

@@ -491,9 +491,14 @@ def container_mounts(ev: Event) -> str | None:
                      for m in mounts if isinstance(m, dict))
 
 
-def cap_permitted(ev: Event) -> Sequence[str]:
-    mask = ev.get("cap_permitted")
-    return cap_list(mask) if mask.__class__ is int and mask >= 0 else ()
+def _caps(key: str) -> Extractor:
+    def get(ev: Event) -> Sequence[str]:
+        mask = ev.get(key)
+        return cap_list(mask) if mask.__class__ is int and mask >= 0 else ()
+    return get
+
+
+cap_permitted = _caps("cap_permitted")
 
 
 def _k8s_ref(key: str, part: str) -> Extractor:
@@ -670,6 +675,8 @@ _add("container.mounts", "str", container_mounts, "the mounts as 'source:dest:rw
 _add("thread.cap_permitted", "str", cap_permitted, "permitted capabilities after the exec (exec events), e.g. "
      "CAP_SYS_ADMIN; `in (list)` tests any of them", many=True)
 _add("proc.cap_permitted", "str", cap_permitted, "same as thread.cap_permitted", many=True)
+_add("thread.cap_bounding", "str", _caps("cap_bounding"), "the bounding set after the exec (exec events): "
+     "what the process or a setuid program it runs may hold, e.g. a container's granted capabilities", many=True)
 _add("container.metadata_missing", "str", _ctr_key("metadata_missing"),
      "why the runtime gave no metadata (no_runtime_api, not_found, unreachable, timeout, pending...)")
 _add("container.info", "str", container_info, "id, name and image in one string (for outputs)")
