@@ -156,6 +156,18 @@ static __always_inline void count_filtered(u32 kind)
     count_cgroup(bpf_get_current_cgroup_id(), kind);
 }
 
+#if HAVE_KOFF
+#define TS_COMPAT_ 0x0002
+// 1 while the current task makes an ia32 syscall (TS_COMPAT in its thread_info status):
+// the syscall number is then the i386 one.
+static __always_inline int task_in_ia32(void)
+{
+    u32 status = 0;
+    bpf_probe_read_kernel(&status, sizeof(status), (char *)bpf_get_current_task() + OFF_TASK_TI + OFF_TI_STATUS);
+    return status & TS_COMPAT_;
+}
+#endif
+
 // 1 when the current task is in the node's initial mount namespace: a host process (every
 // container has a mount namespace of its own; a host service with a private one passes as a
 // container, which only sends more). 0 when unknown (no BTF offsets, namespace not set).

@@ -129,28 +129,33 @@ static __always_inline long path_walk(char *mnt, char *dentry, char *out)
     return PW_END - pos;
 }
 
+// The struct file * of the current task's `fd`, or 0 (no such fd).
+static __always_inline char *fd_file(s64 fd)
+{
+    char *files = kptr((char *)bpf_get_current_task() + OFF_TASK_FILES);
+    char *fdt = files ? kptr(files + OFF_FILES_FDT) : 0;
+    if (!fdt)
+        return 0;
+    u32 max = 0;
+    bpf_probe_read_kernel(&max, sizeof(max), fdt + OFF_FDT_MAX);
+    if (fd < 0 || (u64)fd >= max)
+        return 0;
+    char **fds = kptr(fdt + OFF_FDT_FD);
+    return fds ? kptr(fds + fd) : 0;
+}
+
 // The directory a path argument is relative to: the working directory (AT_FDCWD)
 // or the file of `dirfd`, as an absolute path into out; -1 if unknown.
 static __always_inline long base_dir(s64 dirfd, char *out)
 {
-    char *task = (char *)bpf_get_current_task();
     char *p;  // a struct path *
     if ((int)dirfd == AT_FDCWD_) {
-        char *fs = kptr(task + OFF_TASK_FS);
+        char *fs = kptr((char *)bpf_get_current_task() + OFF_TASK_FS);
         if (!fs)
             return -1;
         p = fs + OFF_FS_PWD;
     } else {
-        char *files = kptr(task + OFF_TASK_FILES);
-        char *fdt = files ? kptr(files + OFF_FILES_FDT) : 0;
-        if (!fdt)
-            return -1;
-        u32 max = 0;
-        bpf_probe_read_kernel(&max, sizeof(max), fdt + OFF_FDT_MAX);
-        if (dirfd < 0 || (u64)dirfd >= max)
-            return -1;
-        char **fds = kptr(fdt + OFF_FDT_FD);
-        char *file = fds ? kptr(fds + dirfd) : 0;
+        char *file = fd_file(dirfd);
         if (!file)
             return -1;
         p = file + OFF_FILE_PATH;

@@ -319,23 +319,11 @@ static __always_inline void perf_file_bytes(struct bpf_raw_tracepoint_args *ctx,
     default:
         return;
     }
-    char *task = (char *)bpf_get_current_task();
-    u32 status = 0;
-    bpf_probe_read_kernel(&status, sizeof(status), task + OFF_TASK_TI + OFF_TI_STATUS);
-    if (status & 0x0002)  // TS_COMPAT: an ia32 call, numbered differently
+    if (task_in_ia32())  // an ia32 call, numbered differently
         return;
     u64 fd = 0;
     bpf_probe_read_kernel(&fd, sizeof(fd), &((struct pt_regs *)ctx->args[0])->di);
-    char *files = kptr(task + OFF_TASK_FILES);
-    char *fdt = files ? kptr(files + OFF_FILES_FDT) : 0;
-    if (!fdt)
-        return;
-    u32 max = 0;
-    bpf_probe_read_kernel(&max, sizeof(max), fdt + OFF_FDT_MAX);
-    if ((u32)fd >= max)
-        return;
-    char **fds = kptr(fdt + OFF_FDT_FD);
-    char *file = fds ? kptr(fds + (u32)fd) : 0;
+    char *file = fd_file((u32)fd);
     char *inode = file ? kptr(file + OFF_FILE_INODE) : 0;
     u16 mode = 0;
     if (!inode || bpf_probe_read_kernel(&mode, sizeof(mode), inode + OFF_INODE_MODE) < 0

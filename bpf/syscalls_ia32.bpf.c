@@ -15,7 +15,6 @@
 // and flows as in 64-bit calls); dup, dup2, dup3. The exit sides are the 64-bit
 // programs' own helpers (path_exit, connect_exit, socket_exit, ... taking `ret`).
 #if HAVE_KOFF
-#define TS_COMPAT_ 0x0002
 
 #define I32_UNLINK 10
 #define I32_CHDIR 12
@@ -112,13 +111,6 @@ static __always_inline int i32_wanted(long nr)
         return 1;
     }
     return 0;
-}
-
-static __always_inline int task_in_ia32(void)
-{
-    u32 status = 0;
-    bpf_probe_read_kernel(&status, sizeof(status), (char *)bpf_get_current_task() + OFF_TASK_TI + OFF_TI_STATUS);
-    return status & TS_COMPAT_;
 }
 
 // A 16-bit id of the old set*id16 calls: 0xffff means "unchanged".

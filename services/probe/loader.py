@@ -89,8 +89,8 @@ def program_text(plan: SourcePlan, bpf_dir: Path = BPF_DIR) -> str:
     return "".join(parts)
 
 
-# Kernel struct members the path resolver and the ia32 check read (bpf/file.bpf.c,
-# bpf/ia32.bpf.c), as -DOFF_<name>=<bytes> from the running kernel's BTF.
+# Kernel struct members the programs read (path resolution, the ia32 check, credentials, fds,
+# namespaces; bpf/common.h and bpf/*.bpf.c), as -DOFF_<name>=<bytes> from the running kernel's BTF.
 KERNEL_OFFSETS = {
     "TASK_FS": ("task_struct", "fs"), "TASK_FILES": ("task_struct", "files"),
     "TASK_TI": ("task_struct", "thread_info"), "TI_STATUS": ("thread_info", "status"),
