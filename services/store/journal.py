@@ -41,6 +41,11 @@ class Journal:
     def fts(self) -> str:
         return f"{self.table}_fts"
 
+    @property
+    def cont_at(self) -> int:
+        """Where a row's container id is among the interned columns."""
+        return self.named.index("cont")
+
 
 EVENTS = Journal("events", named=("kind", "node", "cont", "ns", "pod"), ints=("pid",),
                  indexed=("kind", "node", "cont", "ns", "pod", "pid"))
@@ -155,14 +160,21 @@ def probes(pl: Plan, ids: dict[str, int | None], conts: list[int] | None) -> lis
 # on SQLite such a row arriving late has none either (an FTS5 delete must repeat exactly the
 # words of the insert). Schema version 3: an older store refuses the database rather than
 # write rows above the watermark without tokens.
+def _token(cont: int) -> str:
+    return f"zc:{cont}"
+
+
 def scoped_words(text: str, cont: int | None) -> str:
     """A row's words with its container's scope token (none for host rows). No empty word:
     PostgreSQL's array_to_tsvector refuses one."""
-    return f"{text} zc:{cont}" if cont is not None and text else f"zc:{cont}" if cont is not None else text
+    if cont is None:
+        return text
+    return f"{text} {_token(cont)}" if text else _token(cont)
 
 
 def scope_token(cont: int) -> tuple[str, bool]:
-    return (f"zc:{cont}", False)
+    """The scope token as a query word (matched whole)."""
+    return (_token(cont), False)
 
 
 def scope_key(j: Journal) -> str:

@@ -210,7 +210,7 @@ class PostgresBackend:
             used.add(k)
             named = [None if strs[c] is None else self._names[strs[c]] for c in j.named]
             rows.append([k, journal.idh(it), *named, *(ints[c] for c in j.ints), self.codec.encode(raw),
-                         journal.scoped_words(codecmod.search_text(it), named[j.named.index("cont")])])
+                         journal.scoped_words(codecmod.search_text(it), named[j.cont_at])])
         pending = list(range(len(rows)))
         new: list[int] = []
         sql = _insert_sql(j)

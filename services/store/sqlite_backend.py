@@ -39,7 +39,6 @@ RETAIN_PASSES = 5
 FTS_MERGE_PAGES = 500      # FTS5 index pages merged after a retention run that deleted rows
 SIZE_TARGET = 0.9        # over max_bytes: delete down to this share of it
 _DERIVED = ("containers", "connections", "container_ips", "processes")
-_CONT = {j.table: j.named.index("cont") for j in JOURNALS}   # where a row's container id is
 
 
 class _Conn:
@@ -270,7 +269,7 @@ def _insert(c: _Conn, db: sqlite3.Connection, j: Journal, items: list[dict]) -> 
         named = [_intern(c, db, strs[col]) for col in j.named]
         rows.append((k, h, *named, *(ints[col] for col in j.ints), c.codec.encode(raw)))
         text = codecmod.search_text(it)
-        words.append((k, _words_of(k, text, named[_CONT[j.table]], since)))
+        words.append((k, _words_of(k, text, named[j.cont_at], since)))
         new.append(it)
     rows.sort(key=lambda r: r[0])      # in key order: appends, full pages
     words.sort(key=lambda r: r[0])
