@@ -162,10 +162,34 @@ static __always_inline long base_dir(s64 dirfd, char *out)
     }
     return path_walk(kptr(p + OFF_PATH_MNT), kptr(p + OFF_PATH_DENTRY), out);
 }
+
+// AF_INET or AF_INET6 when the current task's `fd` is an inet socket, else 0: asked of
+// the file itself for sockets the probe did not see made (before it started, received
+// over a unix socket, an ia32 accept whose result was not known yet).
+static __always_inline u16 fd_inet_family(s64 fd)
+{
+    char *file = fd_file(fd);
+    char *inode = file ? kptr(file + OFF_FILE_INODE) : 0;
+    u16 mode = 0;
+    if (!inode || bpf_probe_read_kernel(&mode, sizeof(mode), inode + OFF_INODE_MODE) < 0 ||
+        (mode & 0170000) != 0140000)  // S_IFSOCK
+        return 0;
+    char *sock = kptr(file + OFF_FILE_PRIVATE);  // struct socket *
+    char *sk = sock ? kptr(sock + OFF_SOCKET_SK) : 0;
+    u16 family = 0;
+    if (!sk || bpf_probe_read_kernel(&family, sizeof(family), sk + OFF_SOCK_COMMON + OFF_SKC_FAMILY) < 0)
+        return 0;
+    return family == 2 || family == 10 ? family : 0;
+}
 #else
 static __always_inline long base_dir(s64 dirfd, char *out)
 {
     return -1;
+}
+
+static __always_inline u16 fd_inet_family(s64 fd)
+{
+    return 0;
 }
 #endif
 

@@ -237,7 +237,7 @@ static __always_inline int connect_exit(long ret)
             fk.lport = si->port;
             __builtin_memcpy(laddr, si->addr, 16);
         }
-        flow_add(&fk, laddr, ret < 0 && ret != -EINPROGRESS_);
+        flow_add(&fk, laddr, ret < 0 && ret != -EINPROGRESS_ && ret != RET_UNKNOWN);
     }
     remember_fd(s.a[1], family, 0, SOCK_CONNECTED);
     if (skip(K_CONNECT))
@@ -429,13 +429,18 @@ static __always_inline int dup_exit(long ret)
     }
     struct fd_key nk = {tgid, newfd};
     int is_sock = 0;
-    u16 origin = 0;
+    u16 origin = 0, copy_family = 0;
     if (si) {
         struct sock_info copy = {};
         __builtin_memcpy(&copy, si, sizeof(copy));
         sock_fds.update(&nk, &copy);
         is_sock = 1;
         origin = copy.origin;
+    } else if (newfd <= 2 && (copy_family = fd_inet_family(s.a[1]))) {  // a socket made unseen
+        struct sock_info copy = {};
+        copy.family = copy_family;
+        sock_fds.update(&nk, &copy);
+        is_sock = 1;
     } else {
         sock_fds.delete(&nk);
     }

@@ -141,11 +141,21 @@ static __always_inline s64 len64(u64 lo, u64 hi)
 
 #define P(x) ((const void *)(u64)(u32)(x))
 
-// Set at the first ia32 call of interest on the node and never cleared: until then
-// sys_exit (which runs on every syscall) returns at once without reading pt_regs.
-// (A count of calls in flight would race between CPUs and could close the gate on
-// a call still in flight; a flag that only goes up cannot.)
+// Set at the first ia32 call of interest on the node and never cleared: user space
+// (services/probe/ia32_exit.py) polls it and then attaches i32_sys_exit below.
 BPF_ARRAY(i32_seen, u8, 1);
+
+// The exit side is lazy: a program on raw sys_exit runs on every syscall of the node
+// (~60 ns each here, a tenth of a busy web server's throughput), so i32_sys_exit is
+// loaded but attached only once an ia32 call of interest has been seen. Until user
+// space has attached it and set i32_exit_live, sys_enter tail-calls it at once
+// (i32_synth marks the thread) and the event goes out with the result unknown
+// (RET_UNKNOWN; dup2/dup3 with newfd, which is their result on success). exec is
+// reported by sched_process_exec anyway; chdir, fchdir and accept need their result
+// and stay stashed for a real exit.
+BPF_ARRAY(i32_exit_live, u8, 1);
+BPF_PROG_ARRAY(i32_exit_prog, 1);
+BPF_TABLE("lru_hash", u32, u8, i32_synth, 1024);
 
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
@@ -405,6 +415,17 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         exec_enter_abi(p0, p1, dfd, 1);
     else if (nk)
         net_stash(kind, v1, v2, v3, p0, p1);
+    if (ek)
+        return 0;
+    u8 *live = i32_exit_live.lookup(&zero);
+    u64 id = bpf_get_current_pid_tgid();
+    if ((live && *live) || !stash.lookup(&id))
+        return 0;
+    u32 tid = id;
+    u8 one = 1;
+    i32_synth.update(&tid, &one);
+    i32_exit_prog.call(ctx, 0);
+    i32_synth.delete(&tid);  // reached only if the tail call failed
     return 0;
 }
 
@@ -430,17 +451,36 @@ static __always_inline int socketcall_exit(long ret)
     return 0;
 }
 
-RAW_TRACEPOINT_PROBE(sys_exit)
+// Not a RAW_TRACEPOINT_PROBE: bcc would attach it at load (see i32_exit_live above).
+int i32_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-    u32 zero = 0;
-    u8 *seen = i32_seen.lookup(&zero);
-    if (seen && !*seen)
-        return 0;
     long nr = -1;
     bpf_probe_read_kernel(&nr, sizeof(nr), &((struct pt_regs *)ctx->args[0])->orig_ax);
     if (!i32_wanted(nr) || !task_in_ia32())
         return 0;
     long ret = ctx->args[1];
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = id;
+    if (i32_synth.lookup(&tid)) {  // tail-called from sys_enter: the call has not run yet
+        i32_synth.delete(&tid);
+        struct stash *st = stash.lookup(&id);
+        if (!st)
+            return 0;
+        switch (nr) {
+        case I32_EXECVE: case I32_EXECVEAT: case I32_CHDIR: case I32_FCHDIR: case I32_ACCEPT4:
+            return 0;
+        case I32_SOCKETCALL:
+            if (st->kind == K_ACCEPT)
+                return 0;
+            ret = RET_UNKNOWN;
+            break;
+        case I32_DUP2: case I32_DUP3:
+            ret = st->a[2];
+            break;
+        default:
+            ret = RET_UNKNOWN;
+        }
+    }
     switch (nr) {
     case I32_OPEN: case I32_CREAT: case I32_OPENAT: case I32_OPENAT2: case I32_UNLINK: case I32_UNLINKAT:
     case I32_CHMOD: case I32_FCHMODAT: case I32_MKDIR: case I32_MKDIRAT:

@@ -64,7 +64,7 @@ ENRICHED_FIELDS = ("proc", "container", "k8s")
 # unlink "dirfd", "flags"; rename/link "flags"; signal only for sig != 0 to
 # another process; socket only for AF_PACKET or SOCK_RAW; dup only when
 # oldfd is a socket or newfd is 0-2 (fd_type "socket" | "other"; a socket's "sock_origin"
-# "socket" | "accepted" | "connected": how the fd became one); chdir only
+# "socket" | "accepted" | "connected": how the fd became one, "unknown" for a socket made unseen); chdir only
 # on success, for fchdir with "fd" (path: the new working directory). exec's "tty" is the controlling
 # terminal (Falco's proc.tty, 0 none, None unknown), "cap_permitted" the permitted capability mask
 # after the exec and "cap_bounding" its bounding set (shared/capabilities.py names the bits; None
@@ -77,6 +77,8 @@ ENRICHED_FIELDS = ("proc", "container", "k8s")
 # procvm is process_vm_readv/writev on another process. iouring: an io_uring ring created ("op"
 # "setup", its "fd") or a process's first request of a file or network operation through one
 # ("op" the kernel's name, e.g. "openat", "connect"; what it names is not read).
+# "ret_unknown": True on an event sent before its call returned (an ia32 call in the moment
+# before the probe attaches its ia32 exit program); its "ret" is then 0 and evt.res UNKNOWN.
 KINDS: dict[str, tuple[str, ...]] = {
     "exec": ("filename", "argv", "ret", "argv_truncated", "tty", "cap_permitted", "cap_bounding"),
     "execenv": ("env", "env_scanned", "env_truncated"),

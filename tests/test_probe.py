@@ -143,7 +143,8 @@ async def probe(tmp_path_factory):
             await bus.subscribe_batches(subjects.raw(NODE), col.handler)
             await bus.nc.flush()
             # module events need the raw_syscalls fallback on this kernel (no module tracepoints)
-            svc = ProbeService(ProbeConfig(counters_interval=0.5, syscall_profiles=True, module_fallback="on"), common)
+            svc = ProbeService(ProbeConfig(counters_interval=0.5, syscall_profiles=True, module_fallback="on",
+                                           ia32_exit="always"), common)  # ia32 results compared below
             stop = asyncio.Event()
             async with svc:
                 task = asyncio.create_task(svc.run(stop))

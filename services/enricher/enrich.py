@@ -71,7 +71,7 @@ class Enricher:
         kind = ev["kind"]
         if kind == "open":
             ret, path = ev.get("ret"), ev.get("path")
-            if isinstance(ret, int) and ret >= 0 and isinstance(path, str) and path:
+            if isinstance(ret, int) and ret >= 0 and not ev.get("ret_unknown") and isinstance(path, str) and path:
                 if not path.startswith("/"):
                     cwd = (ev.get("proc") or {}).get("cwd")
                     path = os.path.normpath(os.path.join(cwd, path)) if cwd and ev.get("dirfd") == -100 else path

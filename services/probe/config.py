@@ -12,6 +12,7 @@ DEDUP_STALE_WINDOWS = 8   # bpf/file.bpf.c DEDUP_STALE
 # ProbeConfig's default; losses are counted in probe_lost_events_total either way)
 PLAN_RINGBUF_PAGES = 1024
 CAPTURE_MODES = ("plan", "all")
+IA32_EXIT_MODES = ("lazy", "always", "never")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class ProbeConfig:
     # Kernels without init_module/finit_module tracepoints: catch module loads on raw_syscalls.
     # "auto": only where the kernel can load modules at all (/proc/modules exists).
     module_fallback: str = "auto"
+    # The ia32 (int 0x80) exit program runs on every syscall of the node once attached. "lazy":
+    # attached after the first ia32 call of interest (those before it go out from their entry,
+    # result unknown); "always": at start; "never": every ia32 call goes out from its entry.
+    ia32_exit: str = "lazy"
     # Identical file events (cgroup, comm, kind, flags, path) within this window are sent once,
     # then reported with a repeat count (services/probe/dedup.py); 0 sends every one.
     dedup_window_ms: int = 2000
@@ -74,6 +79,8 @@ class ProbeConfig:
             raise ConfigError(f"probe.kinds: unknown kind(s) {unknown}; known: {sorted(KINDS)}")
         if self.ringbuf_pages < 8 or self.ringbuf_pages & (self.ringbuf_pages - 1):
             raise ConfigError(f"probe.ringbuf_pages: {self.ringbuf_pages} is not a power of two >= 8")
+        if self.ia32_exit not in IA32_EXIT_MODES:
+            raise ConfigError(f"probe.ia32_exit: {self.ia32_exit!r} is not one of {IA32_EXIT_MODES}")
         if not (1 <= self.wakeup_every <= 4096):
             raise ConfigError(f"probe.wakeup_every: {self.wakeup_every} not in [1, 4096]")
         if not (1 <= self.poll_timeout_ms <= 1000):

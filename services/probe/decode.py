@@ -45,6 +45,10 @@ def read_kinds(header: Path = BPF_DIR / "common.h") -> dict[int, str]:
 
 
 KIND_NAMES = read_kinds()
+# a[0] of a call that has not returned yet (bpf/common.h): decoded as ret 0 with ret_unknown,
+# so rules judge the attempt as if it succeeded and say the result is unknown
+RET_UNKNOWN = -int(re.search(r"^#define RET_UNKNOWN \(-(0x[0-9a-fA-F]+)LL\)", (BPF_DIR / "common.h").read_text(),
+                             re.M).group(1), 16)
 KIND_NUMBERS = {v: k for k, v in KIND_NAMES.items()}
 
 
@@ -112,6 +116,7 @@ WX_SYSCALLS = ("mprotect", "mmap", "pkey_mprotect")  # WX_* in bpf/kernel.bpf.c
 SETID_SYSCALLS = ("set{x}id", "setre{x}id", "setres{x}id")
 DUP_SYSCALLS = ("dup", "dup2", "dup3")
 SOCK_ORIGINS = {1: "socket", 2: "accepted", 3: "connected"}  # bpf/net.bpf.c SOCK_*: how an fd became a socket
+# (0, "unknown": a socket the probe did not see made, found by its inode: bpf/file.bpf.c fd_inet_family)
 # io_uring operations the probe reports (bpf/kernel.bpf.c iou_watched), by uapi number, for
 # kernels whose tracepoint does not name them
 IORING_OPS = {13: "accept", 16: "connect", 18: "openat", 28: "openat2", 35: "renameat", 36: "unlinkat",
@@ -193,8 +198,8 @@ def _fields(kind: str, a: tuple, data: bytes) -> dict:
         return {"family": a[1], "type": a[2], "protocol": a[3], "ret": ret}
     if kind == "dup":
         return {"syscall": DUP_SYSCALLS[a[4] % 3], "oldfd": a[1], "newfd": a[2],
-                "fd_type": "socket" if a[3] else "other", "sock_origin": SOCK_ORIGINS.get(a[5]) if a[3] else None,
-                "ret": ret}
+                "fd_type": "socket" if a[3] else "other",
+                "sock_origin": SOCK_ORIGINS.get(a[5], "unknown") if a[3] else None, "ret": ret}
     if kind == "ptrace":
         return {"request": a[1], "target_pid": _i32(a[2]), "ret": ret}
     if kind in ("setuid", "setgid"):
@@ -277,7 +282,7 @@ class Decoder:
         comm = self._comms.get(v[8])
         if comm is None:
             comm = self._comm(v[8])
-        if kind == "open" and len(data) == SIZE_STR1:  # the hot path: one dict literal
+        if kind == "open" and len(data) == SIZE_STR1 and v[9] != RET_UNKNOWN:  # the hot path: one dict literal
             dirfd = v[12]
             raw = _s(data, SIZE_NUM)
             return {"id": new_event_id(self.node), "ts": v[0] + self.boot_to_wall, "node": self.node,
@@ -292,6 +297,8 @@ class Decoder:
         ev.update(_fields(kind, v[9:], data))
         if kind in PATH_KINDS and len(data) > SIZE_NUM or kind in KEYED_DEDUP_KINDS:  # the kernel's dedup key
             ev[DEDUP_HASH] = v[13]
+        if v[9] == RET_UNKNOWN:
+            ev["ret"], ev["ret_unknown"] = 0, True
         return ev
 
     def _comm(self, raw: bytes) -> str:

@@ -27,7 +27,8 @@ def dedup_flags(ev: dict) -> int:
     if k in KEYED_DEDUP_KINDS:  # the direction (procvm: 1 write) or the request, and the outcome
         v = (1 if ev.get("syscall") == "process_vm_writev" else 0) if k == "procvm" else (ev.get("request") or 0)
         ret = ev.get("ret")
-        return (v & 0x7FFFFFFF) | (DEDUP_FAILED if isinstance(ret, int) and ret < 0 else 0)
+        failed = isinstance(ret, int) and ret < 0 or ev.get("ret_unknown")  # the kernel saw RET_UNKNOWN < 0
+        return (v & 0x7FFFFFFF) | (DEDUP_FAILED if failed else 0)
     if k == "chown":  # the kernel compares the new owner as passed (-1: unchanged)
         v = ev.get("owner_uid")
         return 0xFFFFFFFF if v is None else v & 0xFFFFFFFF

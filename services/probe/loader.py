@@ -106,6 +106,8 @@ KERNEL_OFFSETS = {
     "TASK_REAL_CRED": ("task_struct", "real_cred"), "CRED_CAP_PERMITTED": ("cred", "cap_permitted"),
     "CRED_CAP_BSET": ("cred", "cap_bset"),
     "FILE_INODE": ("file", "f_inode"), "INODE_MODE": ("inode", "i_mode"),
+    "FILE_PRIVATE": ("file", "private_data"), "SOCKET_SK": ("socket", "sk"),
+    "SOCK_COMMON": ("sock", "__sk_common"), "SKC_FAMILY": ("sock_common", "skc_family"),
     "TASK_GROUP_LEADER": ("task_struct", "group_leader"), "TASK_START_TIME": ("task_struct", "start_time"),
 }
 

@@ -43,6 +43,7 @@ from .detach import close_links, detach_tracepoints, release_bpf
 from .dns_attach import DnsAttachment
 from .exclusion import Exclusions
 from .flows import FlowReader
+from .ia32_exit import Ia32Exit
 from .perf import PerfReader, attach_syscall_latency, detach_detail
 from .plan_maps import PlanMaps, set_host_mount_ns
 from .ringbuf import RingReader
@@ -60,6 +61,7 @@ PATH_WALK_FAILURES = ("too_deep_or_long", "unreadable")  # pw_counts in bpf/file
 MAX_DRAIN = 4096  # records per hand-over to the event loop
 SHUTDOWN_PUBLISH_S = 2.0  # on stop, queued events are published for this long (the rest counted)
 FLOW_SNAPSHOT_WAIT_S = 5.0  # report_flows waits this long for the reader thread's snapshot
+IA32_POLL_S = 0.05        # how often the lazy ia32 exit program's gate is checked
 DETACH_WAIT_S = 2.0       # on stop, wait this long for detaching; process exit closes the rest
 
 
@@ -144,6 +146,7 @@ class ProbeService:
         self.profiler = None                  # CPU profiles (bpf/profile.bpf.c, services/probe/profiler.py)
         self.stored_profiles = None           # their sums for the store (profiler.StoredProfiles)
         self._latency_links: list[int] = []   # syscall latency programs' raw tracepoint links
+        self.ia32_exit: Ia32Exit | None = None  # the ia32 exit program, attached once needed
         self._map_dups: list[int] = []        # map descriptors kept once bcc's module is freed
         self.perf_latest: dict = {}           # the last message published on eunomia.perf.<node>
         self._profile_drained = time.monotonic()
@@ -214,8 +217,11 @@ class ProbeService:
         if self.bpf is not None:  # the kernel's slow teardown goes to a reaper (services/probe/detach.py)
             atexit.unregister(self.bpf.cleanup)  # bcc's own exit hook would detach a second time
             bpf, self.bpf = self.bpf, None
-            await _bounded_in_thread(lambda: release_bpf(bpf, self._latency_links), DETACH_WAIT_S)
+            links = [*self._latency_links, *(self.ia32_exit.links if self.ia32_exit else ())]
+            await _bounded_in_thread(lambda: release_bpf(bpf, links), DETACH_WAIT_S)
             close_links(self._map_dups)  # the maps' last descriptors (services/probe/compiler_state.py)
+            if self.ia32_exit is not None:
+                self.ia32_exit.close()
 
     def _configure_kernel(self) -> None:
         """Exclusions and parents first, then the plan's kind switches (which start the flow)."""
@@ -237,6 +243,11 @@ class ProbeService:
                          "kinds the rules want from containers only are sent from host processes too")
         if self.plan.has("net.bpf.c"):
             self.flows = FlowReader(self.bpf, self.node)
+        if self.plan.has("syscalls_ia32.bpf.c"):
+            try:
+                self.ia32_exit = Ia32Exit(self.bpf, self.cfg.ia32_exit)
+            except Exception as e:  # no BTF offsets here: the ia32 programs are compiled out
+                _log.warning("ia32 exit program not loaded: %s", e)
         self._configure_perf()
         # everything the config allows until the alerter's plan arrives (always, with capture "all")
         self.plan_maps.load(FilterPlan.capture_all(self.cfg.kinds, f"capture {self.cfg.capture}"), self.cfg.kinds)
@@ -379,6 +390,7 @@ class ProbeService:
     async def run(self, stop: asyncio.Event) -> None:
         counters = asyncio.create_task(self._counters_loop(), name="probe-counters")
         asker = asyncio.create_task(self._ask_plan(), name="probe-plan")
+        ia32 = asyncio.create_task(self._ia32_exit_loop(), name="probe-ia32-exit")
         stopper = asyncio.create_task(stop.wait())
         getter: asyncio.Task | None = None
         try:
@@ -396,7 +408,8 @@ class ProbeService:
             stopper.cancel()
             counters.cancel()
             asker.cancel()
-            await asyncio.gather(counters, stopper, asker, return_exceptions=True)
+            ia32.cancel()
+            await asyncio.gather(counters, stopper, asker, ia32, return_exceptions=True)
             self.read_counters()
 
     async def _publish(self, events: list[dict]) -> None:
@@ -429,6 +442,15 @@ class ProbeService:
                 self.stats.inc("probe_shutdown_dropped_events_total", len(events))
                 continue
             await self._publish(events)
+
+    async def _ia32_exit_loop(self) -> None:
+        """Attach the ia32 exit program soon after the node's first ia32 call of interest."""
+        x = self.ia32_exit
+        self.stats.set("probe_ia32_exit_attached", int(bool(x and x.attached)))
+        while x is not None and x.mode == "lazy" and not x.attached and not x.error:
+            await asyncio.sleep(IA32_POLL_S)
+            if x.poll():
+                self.stats.set("probe_ia32_exit_attached", 1)
 
     async def _counters_loop(self) -> None:
         while True:

@@ -182,6 +182,8 @@ def evt_res(ev: Event) -> str | None:
     r = ev.get("ret")
     if not isinstance(r, int):
         return None
+    if ev.get("ret_unknown"):  # reported before the call returned (judged as if it succeeded)
+        return "UNKNOWN"
     return "SUCCESS" if r >= 0 else errno.errorcode.get(-r, str(r))
 
 
@@ -585,7 +587,7 @@ _add("evt.type", "kind", _head("kind"), "event kind (Falco syscall names accepte
 _add("evt.time", "str", evt_time, "event time HH:MM:SS.nnnnnnnnn (UTC)")
 _add("evt.rawtime", "int", _head("ts"), "event time, ns since the epoch")
 _add("evt.dir", "str", lambda ev: "<", "always '<' (events are syscall exits)")
-_add("evt.res", "str", evt_res, "SUCCESS or the errno name (ENOENT, ...)")
+_add("evt.res", "str", evt_res, "SUCCESS, the errno name (ENOENT, ...) or UNKNOWN (reported before it returned)")
 _add("evt.rawres", "int", _head("ret"), "syscall return value")
 _add("evt.failed", "bool", evt_failed, "true when the syscall returned an error")
 _add("evt.is_open_read", "bool", is_open_read, "open for reading")
