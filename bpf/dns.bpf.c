@@ -21,8 +21,40 @@
 #define IPPROTO_UDP_ 17
 #define DNS_PORT 53
 
+// 0 when the packet's own headers, read in place, show it is no DNS packet of
+// interest; 1 when it may be one (or its headers are not all in the linear part):
+// most packets of the node leave here without a helper call.
+static __always_inline int dns_maybe(struct __sk_buff *skb, u32 dir)
+{
+    u8 *d = (u8 *)(long)skb->data, *end = (u8 *)(long)skb->data_end;
+    if (d + 40 > end)
+        return 1;
+    u32 l4;
+    u8 proto;
+    if ((d[0] >> 4) == 4) {
+        l4 = (d[0] & 0xf) * 4;
+        proto = d[9];
+    } else if ((d[0] >> 4) == 6) {
+        l4 = 40;
+        proto = d[6];
+    } else {
+        return 0;
+    }
+    if (proto != IPPROTO_UDP_ && proto != IPPROTO_TCP_)
+        return 0;
+    if (l4 < 20 || l4 > 60)
+        return 1;
+    u8 *ports = d + l4;
+    if (ports + 4 > end)
+        return 1;
+    u16 port = dir == 0 ? ((u16)ports[2] << 8 | ports[3]) : ((u16)ports[0] << 8 | ports[1]);
+    return port == DNS_PORT;
+}
+
 static __always_inline int dns_skb(struct __sk_buff *skb, u32 dir)
 {
+    if (!dns_maybe(skb, dir))
+        return 1;
     u8 vh = 0;
     if (bpf_skb_load_bytes(skb, 0, &vh, 1) < 0)
         return 1;
