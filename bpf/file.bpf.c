@@ -28,6 +28,10 @@ struct plan_key { u32 prefixlen; u8 kind; char s[PLAN_PATH_SZ]; };
 BPF_LPM_TRIE(plan_prefix, struct plan_key, u8, PLAN_ENTRIES);
 BPF_LPM_TRIE(plan_suffix, struct plan_key, u8, PLAN_ENTRIES);
 BPF_ARRAY(plan_any, u8, K_MAX);
+// The access classes of the suffixes (any kind) ending in each pair of bytes, keyed by
+// last | second-to-last << 8 (a one-byte suffix under all 256 pairs it can end): most
+// paths end in a pair no suffix ends in, and skip reversing their tail and the trie.
+BPF_ARRAY(plan_tail, u8, 65536);
 // Scratch keys: [0] the path, [1] its tail reversed. The slack lets the scan
 // below look a few bytes ahead without the verifier having to prove where the NUL is,
 // and path_absolute() append a path after its base with bounds the verifier can see.
@@ -240,6 +244,12 @@ static __always_inline int plan_wants(u32 kind, u8 cls, struct plan_key *k, long
     u8 *v = plan_prefix.lookup(k);
     if (v && (*v & cls))
         return 1;
+    u32 tail = (u8)k->s[(len - 1) & 0xff];  // len >= 1 here
+    if (len >= 2)
+        tail |= (u32)(u8)k->s[(len - 2) & 0xff] << 8;
+    v = plan_tail.lookup(&tail);
+    if (!v || !(*v & cls))
+        return 0;
     r->kind = kind;
     u32 m = 0;
     for (u32 i = 0; i < PLAN_SUFFIX_SZ && i < len; i++) {

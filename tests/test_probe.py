@@ -387,6 +387,11 @@ PLAN_RULES = """
   condition: evt.type in (open, chmod) and fd.name = "{d}/exact"
   output: x
   priority: WARNING
+- rule: one-byte suffix
+  desc: t
+  condition: evt.type = open and evt.is_open_read = true and fd.name endswith "~"
+  output: x
+  priority: WARNING
 """
 
 
@@ -440,7 +445,7 @@ async def test_filter_plan_emits_only_what_rules_can_match(probe):
 
     d = Path(f"/tmp/eunplan-{uuid.uuid4().hex[:8]}")
     (d / "secret").mkdir(parents=True)
-    for name in ("secret/a", "other", "target.conf", "exact"):
+    for name in ("secret/a", "other", "target.conf", "exact", "backup~"):
         (d / name).write_text("x")
     plan = load_rules_text(PLAN_RULES.format(d=d)).filter_plan("test")
     assert "unlink" not in plan.kinds and "open" in plan.kinds
@@ -450,7 +455,8 @@ async def test_filter_plan_emits_only_what_rules_can_match(probe):
         p = await run_child(sys.executable, "-c", f"""
 import os
 os.chdir("{d}")
-for path in ("{d}/secret/a", "{d}/other", "{d}/target.conf", "{d}/exact", "other", "{d}//other", "{d}/./other"):
+for path in ("{d}/secret/a", "{d}/other", "{d}/target.conf", "{d}/exact", "other", "{d}//other", "{d}/./other",
+             "{d}/backup~"):
     open(path).read()
 open("{d}/target.conf", "w").write("y")
 open("target.conf", "a").write("y")   # relative: judged as {d}/target.conf (other flags: no repeat)
@@ -471,7 +477,8 @@ os.unlink("{d}/other")
     # the relative "other" is {d}/other: not wanted; the relative "target.conf" written is
     assert opens == {(f"{d}/secret/a", f"{d}/secret/a", 0), (f"{d}/exact", f"{d}/exact", 0),
                      (f"{d}//other", f"{d}/other", 0), (f"{d}/./other", f"{d}/other", 0),
-                     (f"{d}/target.conf", f"{d}/target.conf", 1), ("target.conf", f"{d}/target.conf", 1)}
+                     (f"{d}/target.conf", f"{d}/target.conf", 1), ("target.conf", f"{d}/target.conf", 1),
+                     (f"{d}/backup~", f"{d}/backup~", 0)}
     chmods = [e["path"] for e in col.events if e["kind"] == "chmod" and e["pid"] == p.pid]
     assert chmods == [f"{d}/exact"]
     assert not [e for e in col.events if e["kind"] == "unlink" and e["pid"] == p.pid]

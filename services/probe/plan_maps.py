@@ -49,6 +49,18 @@ def trie_entries(plan: FilterPlan, numbers: dict[str, int]) -> tuple[Entries, En
     return prefix, suffix
 
 
+def tail_entries(suffix: Entries) -> dict[int, int]:
+    """bpf/file.bpf.c plan_tail: {last byte | second-to-last << 8: access classes} of the suffix
+    trie's (reversed, never empty: shared/filterplan.Pattern) keys; a one-byte suffix under every
+    pair it ends."""
+    tails: dict[int, int] = {}
+    for (_kind, key), acc in suffix.items():
+        keys = [key[0] | key[1] << 8] if len(key) >= 2 else [key[0] | b << 8 for b in range(256)]
+        for t in keys:
+            tails[t] = tails.get(t, 0) | acc
+    return tails
+
+
 def _key(table, kind: int, raw: bytes):
     k = table.Key()
     k.prefixlen = 8 + 8 * len(raw)
@@ -77,6 +89,7 @@ class PlanMaps:
         self._scoped: set[str] = set()
         self._prefix: Entries = {}
         self._suffix: Entries = {}
+        self._tails: dict[int, int] = {}
         self._env: set[int] = set()
 
     def _set_kinds(self, kinds: Iterable[str], containers_only: Iterable[str] = ()) -> None:
@@ -92,6 +105,15 @@ class PlanMaps:
         for kind in PATH_KINDS:
             if kind in self.numbers:
                 table[table.Key(self.numbers[kind])] = table.Leaf(values.get(kind, 0))
+
+    def _set_tails(self, tails: dict[int, int]) -> None:
+        table = self.bpf[b"plan_tail"]
+        for t in set(self._tails) - set(tails):
+            table[table.Key(t)] = table.Leaf(0)
+        for t, acc in tails.items():
+            if self._tails.get(t) != acc:
+                table[table.Key(t)] = table.Leaf(acc)
+        self._tails = tails
 
     def _set_env(self, names: Iterable[str]) -> None:
         try:
@@ -120,6 +142,7 @@ class PlanMaps:
         if self.has_paths:
             _rewrite(self.bpf[b"plan_prefix"], prefix, self._prefix)
             _rewrite(self.bpf[b"plan_suffix"], suffix, self._suffix)
+            self._set_tails(tail_entries(suffix))
             self._set_any(plan.any_path)
         self._prefix, self._suffix = prefix, suffix
         self._set_env(plan.env)
