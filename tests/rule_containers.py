@@ -7,14 +7,40 @@ import asyncio
 import shutil
 import subprocess
 import uuid
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
 
 import pytest
 
+from shared.natsserver import NatsServer, NatsServerConfig, free_port
 from tests import containers
-from tests.conftest import ROOT
+from tests.conftest import ROOT, is_root
+from tests.pipeline import Pipeline, new_node
 
 UNCONFINED = ["--security-opt", "seccomp=unconfined"]
 NO_NET = ["--network", "none"]
+
+
+@asynccontextmanager
+async def alerting_pipeline(tmp_path_factory, podman_socket, probe_cfg=None, **alerter_kw) -> AsyncIterator[Pipeline]:
+    """probe -> enricher (names from podman) -> alerter with the default rules, on a nats-server
+    of its own; alerts are collected from the start (`p.alerter` is the alerter)."""
+    from services.alerter.config import AlerterConfig
+    from services.alerter.service import AlerterService
+    from services.enricher.config import EnricherConfig
+    if not is_root():
+        pytest.fail("the probe needs root")
+    tmp = tmp_path_factory.mktemp("rules-e2e")
+    node = new_node()
+    async with NatsServer(NatsServerConfig(port=free_port(), store_dir=tmp / "js")) as srv:
+        alerter = AlerterService(AlerterConfig(subject=f"eunomia.event.{node}.>",
+                                               queue_group=f"q{uuid.uuid4().hex[:8]}", **alerter_kw),
+                                 Pipeline.common_for(srv.url, node))
+        async with Pipeline(srv.url, node, enricher_cfg=EnricherConfig(runtime_sockets=(podman_socket,)),
+                            probe_cfg=probe_cfg, extra=[alerter]) as p:
+            await p.collect("eunomia.alert.>", n=0)  # subscribe now, before anything happens
+            p.alerter = alerter
+            yield p
 
 
 def build_static(tmp_path_factory, source: str, mount: str) -> list[str]:

@@ -12,19 +12,13 @@ exercised by opening for write a created file named release_agent.
 """
 import asyncio
 import subprocess
-import uuid
 
 import pytest
 import pytest_asyncio
 
-from services.alerter.config import AlerterConfig
-from services.alerter.service import AlerterService
-from services.enricher.config import EnricherConfig
 from services.probe.config import ProbeConfig
-from shared.natsserver import NatsServer, NatsServerConfig, free_port
-from tests.conftest import ROOT, is_root
-from tests.pipeline import Pipeline, new_node
-from tests.rule_containers import NO_NET, UNCONFINED, alert_for, build_static, in_container
+from tests.conftest import ROOT
+from tests.rule_containers import NO_NET, UNCONFINED, alert_for, alerting_pipeline, build_static, in_container
 
 pytestmark = [pytest.mark.bpf, pytest.mark.podman, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -37,22 +31,11 @@ def actions(tmp_path_factory):
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def pipe(tmp_path_factory, podman_socket, bb_image):
-    if not is_root():
-        pytest.fail("the probe needs root")
-    tmp = tmp_path_factory.mktemp("rules-e2e")
-    node = new_node()
-    async with NatsServer(NatsServerConfig(port=free_port(), store_dir=tmp / "js")) as srv:
-        alerter = AlerterService(AlerterConfig(subject=f"eunomia.event.{node}.>", throttle_window_s=0,
-                                               queue_group=f"q{uuid.uuid4().hex[:8]}"),
-                                 Pipeline.common_for(srv.url, node))
-        # module loads: this kernel has no module tracepoints (nor modules), so the raw_syscalls
-        # fallback is switched on explicitly ("auto" leaves it off where modules cannot load)
-        async with Pipeline(srv.url, node, enricher_cfg=EnricherConfig(runtime_sockets=(podman_socket,)),
-                            probe_cfg=ProbeConfig(module_fallback="on"),
-                            extra=[alerter]) as p:
-            await p.collect("eunomia.alert.>", n=0)  # subscribe now, before anything happens
-            p.alerter = alerter
-            yield p
+    # module loads: this kernel has no module tracepoints (nor modules), so the raw_syscalls
+    # fallback is switched on explicitly ("auto" leaves it off where modules cannot load)
+    async with alerting_pipeline(tmp_path_factory, podman_socket, ProbeConfig(module_fallback="on"),
+                                 throttle_window_s=0) as p:
+        yield p
 
 
 BEHAVIOURS = [

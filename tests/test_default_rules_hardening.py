@@ -22,14 +22,8 @@ import uuid
 import pytest
 import pytest_asyncio
 
-from services.alerter.config import AlerterConfig
-from services.alerter.service import AlerterService
-from services.enricher.config import EnricherConfig
-from shared.natsserver import NatsServer, NatsServerConfig, free_port
 from tests import containers
-from tests.conftest import is_root
-from tests.pipeline import Pipeline, new_node
-from tests.rule_containers import UNCONFINED, alerts_of, build_static
+from tests.rule_containers import UNCONFINED, alerting_pipeline, alerts_of, build_static
 from tests.rule_containers import alert_for as alert_for_
 from tests.rule_containers import in_container as in_container_
 
@@ -46,21 +40,10 @@ def actions(tmp_path_factory):
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def pipe(tmp_path_factory, podman_socket, bb_image):
-    if not is_root():
-        pytest.fail("the probe needs root")
-    tmp = tmp_path_factory.mktemp("hardening-e2e")
-    node = new_node()
-    async with NatsServer(NatsServerConfig(port=free_port(), store_dir=tmp / "js")) as srv:
-        alerter = AlerterService(AlerterConfig(subject=f"eunomia.event.{node}.>", throttle_window_s=600,
-                                               throttle_max_repeats=5, throttle_keys_per_container=KEYS_PER_CONTAINER,
-                                               state_table_size=STATE_SIZE, summary_interval_s=0.5,
-                                               queue_group=f"q{uuid.uuid4().hex[:8]}"),
-                                 Pipeline.common_for(srv.url, node))
-        async with Pipeline(srv.url, node, enricher_cfg=EnricherConfig(runtime_sockets=(podman_socket,)),
-                            extra=[alerter]) as p:
-            await p.collect("eunomia.alert.>", n=0)
-            p.alerter = alerter
-            yield p
+    async with alerting_pipeline(tmp_path_factory, podman_socket, throttle_window_s=600, throttle_max_repeats=5,
+                                 throttle_keys_per_container=KEYS_PER_CONTAINER, state_table_size=STATE_SIZE,
+                                 summary_interval_s=0.5) as p:
+        yield p
 
 
 def _name() -> str:

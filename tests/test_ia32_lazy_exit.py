@@ -18,9 +18,6 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from services.alerter.config import AlerterConfig
-from services.alerter.service import AlerterService
-from services.enricher.config import EnricherConfig
 from services.probe.config import ProbeConfig
 from services.probe.service import ProbeService
 from shared import bus as busmod
@@ -30,8 +27,7 @@ from shared.natsserver import NatsServer, NatsServerConfig, free_port
 from shared.stats import Stats
 from tests import containers
 from tests.conftest import ROOT
-from tests.pipeline import Pipeline, new_node
-from tests.rule_containers import NO_NET, UNCONFINED, alert_for, in_container
+from tests.rule_containers import NO_NET, UNCONFINED, alert_for, alerting_pipeline, in_container
 from tests.test_default_rules import INT80_RULES
 from tests.test_probe import Collector
 
@@ -118,16 +114,9 @@ async def test_exit_program_attaches_after_the_first_ia32_call(lazy, int80, bb_i
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def entry_only(tmp_path_factory, podman_socket, bb_image):
-    tmp = tmp_path_factory.mktemp("ia32-entry")
-    node = new_node()
-    async with NatsServer(NatsServerConfig(port=free_port(), store_dir=tmp / "js")) as srv:
-        alerter = AlerterService(AlerterConfig(subject=f"eunomia.event.{node}.>", throttle_window_s=0,
-                                               queue_group=f"q{uuid.uuid4().hex[:8]}"),
-                                 Pipeline.common_for(srv.url, node))
-        async with Pipeline(srv.url, node, enricher_cfg=EnricherConfig(runtime_sockets=(podman_socket,)),
-                            probe_cfg=ProbeConfig(module_fallback="on", ia32_exit="never"), extra=[alerter]) as p:
-            await p.collect("eunomia.alert.>", n=0)
-            yield p
+    async with alerting_pipeline(tmp_path_factory, podman_socket, ProbeConfig(module_fallback="on", ia32_exit="never"),
+                                 throttle_window_s=0) as p:
+        yield p
 
 
 async def test_ia32_calls_reported_from_their_entry_raise_the_native_alerts(entry_only, int80):
