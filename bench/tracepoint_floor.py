@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from services.probe.detach import release_bpf
-from services.probe.loader import BPF_DIR, tracefs_root
+from services.probe.loader import BPF_DIR, tracefs_root, tracepoints_used
 from services.probe.perf import DETAIL_TRACEPOINTS
 
 DETACHED_BY_DEFAULT = {tp.decode() for tp in DETAIL_TRACEPOINTS} | {"raw_syscalls:sys_enter"}
@@ -24,9 +24,9 @@ def probe_attach_points(bpf_dir=BPF_DIR) -> tuple[list[str], list[str]]:
     events = tracefs_root() / "events"
     for src in sorted(bpf_dir.glob("*.bpf.c")):
         text = src.read_text()
-        for cat, name in re.findall(r"^TRACEPOINT_PROBE\((\w+), (\w+)\)", text, re.M):
-            if (events / cat / name).is_dir() and f"{cat}:{name}" not in DETACHED_BY_DEFAULT:
-                tps.add(f"{cat}:{name}")
+        for tp in tracepoints_used(text):
+            if (events / tp.replace(":", "/")).is_dir() and tp not in DETACHED_BY_DEFAULT:
+                tps.add(tp)
         raws.update(re.findall(r"^RAW_TRACEPOINT_PROBE\((\w+)\)", text, re.M))
     return sorted(tps), sorted(raws)
 

@@ -131,6 +131,14 @@ struct cg_count { u64 n[4]; };               // per class: exec, file, net (n[3]
 BPF_HASH(cg_counts, u64, struct cg_count, 4096);
 
 // A syscall's arguments kept from sys_enter to sys_exit (one per thread).
+#define AF_INET_ 2
+#define AF_INET6_ 10
+
+// The sys_exit side of a syscall whose exit only hands its result to `helper`
+// (services/probe/loader.py reads these as the tracepoint syscalls:sys_exit_<event>).
+#define SYS_EXIT(event, helper) \
+    TRACEPOINT_PROBE(syscalls, sys_exit_##event) { return helper(args->ret); }
+
 // a[0] of an event whose syscall has not returned yet (an ia32 call before the exit
 // program is attached, bpf/syscalls_ia32.bpf.c): no errno, and < 0 so no fd is remembered.
 #define RET_UNKNOWN (-0x10000000000LL)

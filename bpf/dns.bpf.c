@@ -15,8 +15,6 @@
 // The payload (at most DNS_PAYLOAD_SZ bytes, TCP's 2-byte length included)
 // is copied as is: names are decoded in user space (services/enricher/dns.py).
 
-#define AF_INET_ 2
-#define AF_INET6_ 10
 #define IPPROTO_TCP_ 6
 #define IPPROTO_UDP_ 17
 #define DNS_PORT 53

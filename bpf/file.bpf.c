@@ -183,7 +183,7 @@ static __always_inline u16 fd_inet_family(s64 fd)
     u16 family = 0;
     if (!sk || bpf_probe_read_kernel(&family, sizeof(family), sk + OFF_SOCK_COMMON + OFF_SKC_FAMILY) < 0)
         return 0;
-    return family == 2 || family == 10 ? family : 0;
+    return family == AF_INET_ || family == AF_INET6_ ? family : 0;
 }
 #else
 static __always_inline long base_dir(s64 dirfd, char *out)
@@ -428,10 +428,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_open)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_open)
-{
-    return open_exit(args->ret);
-}
+SYS_EXIT(open, open_exit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_openat)
 {
@@ -440,10 +437,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_openat)
-{
-    return open_exit(args->ret);
-}
+SYS_EXIT(openat, open_exit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_creat)
 {
@@ -452,10 +446,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_creat)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_creat)
-{
-    return open_exit(args->ret);
-}
+SYS_EXIT(creat, open_exit)
 
 #if HAVE_TP(syscalls, sys_enter_openat2) && HAVE_TP(syscalls, sys_exit_openat2)
 TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
@@ -466,10 +457,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_openat2)
-{
-    return open_exit(args->ret);
-}
+SYS_EXIT(openat2, open_exit)
 #endif
 
 TRACEPOINT_PROBE(syscalls, sys_enter_unlink)
@@ -478,10 +466,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_unlink)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_unlink)
-{
-    return path_exit(args->ret);
-}
+SYS_EXIT(unlink, path_exit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_unlinkat)
 {
@@ -489,10 +474,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_unlinkat)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_unlinkat)
-{
-    return path_exit(args->ret);
-}
+SYS_EXIT(unlinkat, path_exit)
 
 // Two-path kinds (rename, link, symlink): a[1] flags, a[2]/a[3] the dirfds the old
 // and new paths are relative to (NO_BASE: not a path to resolve, a symlink's target).
@@ -549,10 +531,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_rename)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_rename)
-{
-    return path2_exit(args->ret);
-}
+SYS_EXIT(rename, path2_exit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_renameat)
 {
@@ -560,10 +539,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_renameat)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_renameat)
-{
-    return path2_exit(args->ret);
-}
+SYS_EXIT(renameat, path2_exit)
 
 #if HAVE_TP(syscalls, sys_enter_renameat2) && HAVE_TP(syscalls, sys_exit_renameat2)
 TRACEPOINT_PROBE(syscalls, sys_enter_renameat2)
@@ -572,10 +548,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_renameat2)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_renameat2)
-{
-    return path2_exit(args->ret);
-}
+SYS_EXIT(renameat2, path2_exit)
 #endif
 
 TRACEPOINT_PROBE(syscalls, sys_enter_chmod)
@@ -584,10 +557,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_chmod)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_chmod)
-{
-    return path_exit(args->ret);
-}
+SYS_EXIT(chmod, path_exit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat)
 {
@@ -595,10 +565,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_fchmodat)
-{
-    return path_exit(args->ret);
-}
+SYS_EXIT(fchmodat, path_exit)
 
 #if HAVE_TP(syscalls, sys_enter_fchmodat2) && HAVE_TP(syscalls, sys_exit_fchmodat2)
 TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat2)
@@ -607,10 +574,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat2)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_fchmodat2)
-{
-    return path_exit(args->ret);
-}
+SYS_EXIT(fchmodat2, path_exit)
 #endif
 
 TRACEPOINT_PROBE(syscalls, sys_enter_fchmod)
@@ -619,10 +583,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_fchmod)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_fchmod)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(fchmod, stash_emit)
 
 // mkdir: a[] {ret, mode, dirfd, 0, hash}, the path judged by the plan like chmod's.
 TRACEPOINT_PROBE(syscalls, sys_enter_mkdir)
@@ -631,10 +592,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_mkdir)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_mkdir)
-{
-    return path_exit(args->ret);
-}
+SYS_EXIT(mkdir, path_exit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_mkdirat)
 {
@@ -642,10 +600,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_mkdirat)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_mkdirat)
-{
-    return path_exit(args->ret);
-}
+SYS_EXIT(mkdirat, path_exit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_symlink)
 {
@@ -653,10 +608,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_symlink)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_symlink)
-{
-    return path2_exit(args->ret);
-}
+SYS_EXIT(symlink, path2_exit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_symlinkat)
 {
@@ -664,10 +616,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_symlinkat)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_symlinkat)
-{
-    return path2_exit(args->ret);
-}
+SYS_EXIT(symlinkat, path2_exit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_link)
 {
@@ -675,10 +624,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_link)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_link)
-{
-    return path2_exit(args->ret);
-}
+SYS_EXIT(link, path2_exit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_linkat)
 {
@@ -686,10 +632,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_linkat)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_linkat)
-{
-    return path2_exit(args->ret);
-}
+SYS_EXIT(linkat, path2_exit)
 
 // Ownership and truncation (issue 9): chown family and truncate/ftruncate.
 // Path forms go through the plan's path filter like chmod; fd forms (fchown,
@@ -719,10 +662,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_chown)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_chown)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(chown, stash_emit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_lchown)
 {
@@ -730,10 +670,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_lchown)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_lchown)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(lchown, stash_emit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_fchownat)
 {
@@ -741,10 +678,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_fchownat)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_fchownat)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(fchownat, stash_emit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_fchown)
 {
@@ -752,10 +686,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_fchown)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_fchown)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(fchown, stash_emit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_truncate)
 {
@@ -763,10 +694,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_truncate)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_truncate)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(truncate, stash_emit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_ftruncate)
 {
@@ -774,7 +702,4 @@ TRACEPOINT_PROBE(syscalls, sys_enter_ftruncate)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_ftruncate)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(ftruncate, stash_emit)

@@ -3,6 +3,7 @@
 // module {ret, fd (finit_module) or -1, flags, syscall (0 init, 1 finit)};
 // memfd {ret, flags}; mprotect (W+X only) {ret, start, len, prot | syscall << 32,
 // mmap flags, mmap fd}; userfaultfd {ret, flags}.
+// needs: file.bpf.c
 
 #define BPF_PROG_LOAD_ 5
 
@@ -12,10 +13,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_mount)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_mount)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(mount, stash_emit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_bpf)
 {
@@ -49,10 +47,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_init_module)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_init_module)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(init_module, stash_emit)
 #endif
 
 #if HAVE_TP(syscalls, sys_enter_finit_module) && HAVE_TP(syscalls, sys_exit_finit_module)
@@ -62,10 +57,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_finit_module)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_finit_module)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(finit_module, stash_emit)
 #endif
 
 // Fallback for kernels without the *_module syscall tracepoints (built without
@@ -98,10 +90,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_memfd_create)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_memfd_create)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(memfd_create, stash_emit)
 
 // umount2(target, flags) (issue 9): a[] {ret, flags}; s1 the target as passed.
 TRACEPOINT_PROBE(syscalls, sys_enter_umount)
@@ -110,10 +99,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_umount)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_umount)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(umount, stash_emit)
 
 // Memory made writable and executable at once (issue 9): shellcode loaders and
 // in-memory payloads; JIT runtimes do it too. Only W+X requests are stashed, so
@@ -135,10 +121,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_mprotect)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_mprotect)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(mprotect, stash_emit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_mmap)
 {
@@ -146,10 +129,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_mmap)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_mmap)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(mmap, stash_emit)
 
 #if HAVE_TP(syscalls, sys_enter_pkey_mprotect) && HAVE_TP(syscalls, sys_exit_pkey_mprotect)
 TRACEPOINT_PROBE(syscalls, sys_enter_pkey_mprotect)
@@ -158,10 +138,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_pkey_mprotect)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_pkey_mprotect)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(pkey_mprotect, stash_emit)
 #endif
 
 // userfaultfd: page faults handled by a user-space process (a kernel-exploit primitive).
@@ -172,10 +149,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_userfaultfd)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_userfaultfd)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(userfaultfd, stash_emit)
 #endif
 
 // io_uring: a process can open, connect, accept, rename... through a ring without making the

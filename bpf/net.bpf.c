@@ -12,9 +12,8 @@
 // a[]: connect {ret, fd, addrlen, socket type}; accept {ret, listen_fd, type, lport, lfamily};
 //      listen {ret, fd, backlog, lport, lfamily}; socket {ret, family, type, protocol};
 //      dup {ret, oldfd, newfd, is_socket, syscall (0 dup, 1 dup2, 2 dup3), socket origin (SOCK_*)}.
+// needs: file.bpf.c
 
-#define AF_INET_ 2
-#define AF_INET6_ 10
 #define AF_PACKET_ 17
 #define SOCK_RAW_ 3
 
@@ -168,10 +167,7 @@ static __always_inline int socket_exit(long ret)
     return emit_num(K_SOCKET, &s, ret);
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_socket)
-{
-    return socket_exit(args->ret);
-}
+SYS_EXIT(socket, socket_exit)
 
 #define STASH_BIND 0  // bind() makes no event: its stash has no kind of its own
 TRACEPOINT_PROBE(syscalls, sys_enter_bind)
@@ -202,10 +198,7 @@ static __always_inline int bind_exit(long ret)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_bind)
-{
-    return bind_exit(args->ret);
-}
+SYS_EXIT(bind, bind_exit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_connect)
 {
@@ -255,10 +248,7 @@ static __always_inline int connect_exit(long ret)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_connect)
-{
-    return connect_exit(args->ret);
-}
+SYS_EXIT(connect, connect_exit)
 
 static __always_inline int accept_exit(long ret)
 {
@@ -312,10 +302,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_accept)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_accept)
-{
-    return accept_exit(args->ret);
-}
+SYS_EXIT(accept, accept_exit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_accept4)
 {
@@ -323,10 +310,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_accept4)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_accept4)
-{
-    return accept_exit(args->ret);
-}
+SYS_EXIT(accept4, accept_exit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_listen)
 {
@@ -404,10 +388,7 @@ static __always_inline int listen_exit(long ret)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_listen)
-{
-    return listen_exit(args->ret);
-}
+SYS_EXIT(listen, listen_exit)
 
 // dup family: the new fd inherits "socket" from oldfd (looked up in this
 // process, then in its parent: nc -e forks before it dups).
@@ -465,10 +446,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_dup)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_dup)
-{
-    return dup_exit(args->ret);
-}
+SYS_EXIT(dup, dup_exit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_dup2)
 {
@@ -476,10 +454,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_dup2)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_dup2)
-{
-    return dup_exit(args->ret);
-}
+SYS_EXIT(dup2, dup_exit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_dup3)
 {
@@ -487,10 +462,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_dup3)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_dup3)
-{
-    return dup_exit(args->ret);
-}
+SYS_EXIT(dup3, dup_exit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_close)
 {

@@ -6,6 +6,7 @@
 // Cgroup attribution without kernel structs: a task's cgroup is learned when it
 // runs (sched_switch sees the current task as `prev`), block requests take the
 // issuer's cgroup, sockets the connecting task's.
+// needs: file.bpf.c
 
 #define PERF_SLOTS 32          // log2 buckets of microseconds: slot i counts [2^i, 2^(i+1)) us
 #define H_RUNQ 0

@@ -3,6 +3,7 @@
 // a[]: ptrace {ret, request, target}; setuid/setgid {ret, id, eid, sid, syscall
 // (0 set*id, 1 setre*id, 2 setres*id), caller's uid|gid<<32 before the call}; unshare {ret, flags}; setns {ret, fd,
 // nstype}; signal {ret, target, sig, tid (tgkill)}.
+// needs: file.bpf.c
 
 #define ID_UNCHANGED 0xffffffffLL
 // set*id a[5]: the caller's uid | gid << 32 at sys_enter. The event head is
@@ -46,10 +47,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_setuid)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_setuid)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(setuid, stash_emit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_setreuid)
 {
@@ -57,10 +55,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_setreuid)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_setreuid)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(setreuid, stash_emit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_setresuid)
 {
@@ -68,10 +63,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_setresuid)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_setresuid)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(setresuid, stash_emit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_setgid)
 {
@@ -79,10 +71,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_setgid)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_setgid)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(setgid, stash_emit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_setregid)
 {
@@ -90,10 +79,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_setregid)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_setregid)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(setregid, stash_emit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_setresgid)
 {
@@ -101,10 +87,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_setresgid)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_setresgid)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(setresgid, stash_emit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_capset)
 {
@@ -112,10 +95,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_capset)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_capset)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(capset, stash_emit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_unshare)
 {
@@ -123,10 +103,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_unshare)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_unshare)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(unshare, stash_emit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_setns)
 {
@@ -134,10 +111,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_setns)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_setns)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(setns, stash_emit)
 
 // Signals: only real ones (sig != 0) sent to another process.
 TRACEPOINT_PROBE(syscalls, sys_enter_kill)
@@ -148,10 +122,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_kill)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_kill)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(kill, stash_emit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_tgkill)
 {
@@ -161,10 +132,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_tgkill)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_tgkill)
-{
-    return stash_emit(args->ret);
-}
+SYS_EXIT(tgkill, stash_emit)
 
 // process_vm_readv/writev into another process (issue 9): a[] {ret, target pid,
 // 1 write / 0 read, remote iovec count, dedup key}. Calls on the caller itself are not sent;

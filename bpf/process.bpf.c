@@ -1,5 +1,6 @@
 // Process life cycle: exec (with argv), fork (processes, not threads), exit,
 // and the working directory (chdir, fchdir).
+// needs: file.bpf.c
 
 struct exec_stash {
     s64 dirfd;      // execveat's dirfd, else AT_FDCWD
@@ -347,14 +348,14 @@ TRACEPOINT_PROBE(syscalls, sys_enter_fchdir)
 
 // A successful chdir/fchdir: s1 = the argument as written ("" for fchdir),
 // s2 = the new working directory as an absolute path (walked from the kernel's own).
-static __always_inline void chdir_exit(long ret)
+static __always_inline int chdir_exit(long ret)
 {
     struct stash s;
     if (!stash_take(&s) || ret != 0)
-        return;
+        return 0;
     struct ev_str2 *e = ev_reserve(K_CHDIR, sizeof(*e));
     if (!e)
-        return;
+        return 0;
     __builtin_memcpy(e->a, s.a, sizeof(e->a));
     e->a[0] = ret;
     if (!s.p[0] || bpf_probe_read_user_str(e->s1, sizeof(e->s1), (void *)s.p[0]) < 0)
@@ -362,16 +363,9 @@ static __always_inline void chdir_exit(long ret)
     if (base_dir(AT_FDCWD_, e->s2) < 0)
         e->s2[0] = 0;
     ev_submit(e);
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_chdir)
-{
-    chdir_exit(args->ret);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_fchdir)
-{
-    chdir_exit(args->ret);
-    return 0;
-}
+SYS_EXIT(chdir, chdir_exit)
+
+SYS_EXIT(fchdir, chdir_exit)

@@ -9,6 +9,7 @@
 // Numbers are x86_64 syscall numbers. A 32-bit (ia32) task's sys_enter id is
 // its i386 number; telling those apart needs kernel struct offsets, so they
 // are recorded as they come (rare in containers; documented limitation).
+// needs: kernel.bpf.c
 
 #define SC_MAX_SYSCALLS 512
 #define SC_WORDS (SC_MAX_SYSCALLS / 64)

@@ -14,6 +14,7 @@
 // socket, bind, connect, listen, accept and accept4 (sockets are remembered for dup
 // and flows as in 64-bit calls); dup, dup2, dup3. The exit sides are the 64-bit
 // programs' own helpers (path_exit, connect_exit, socket_exit, ... taking `ret`).
+// needs: file.bpf.c kernel.bpf.c net.bpf.c priv.bpf.c process.bpf.c
 #if HAVE_KOFF
 
 #define I32_UNLINK 10

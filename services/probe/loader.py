@@ -1,7 +1,9 @@
 """Compile every bpf/*.bpf.c into one bcc object and attach its tracepoints.
 
 All sources are concatenated after bpf/common.h (with #line markers, so
-compiler errors name the real file and line). Before compiling, every
+compiler errors name the real file and line), each after the files it names
+on a `// needs: a.bpf.c b.bpf.c` line (helpers, maps and constants it uses
+from them); a file whose needs are dropped is dropped too. Before compiling, every
 tracepoint a file uses is looked up in tracefs: a missing one that the file
 guards with `#if HAVE_TP(cat, name)` only disables that part; a missing one
 that is not guarded drops the whole file. Either way the probe carries on
@@ -21,7 +23,9 @@ BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 
 _TP_PROBE = re.compile(r"^\s*TRACEPOINT_PROBE\(\s*(\w+)\s*,\s*(\w+)\s*\)", re.M)
+_SYS_EXIT = re.compile(r"^\s*SYS_EXIT\(\s*(\w+)\s*,", re.M)  # bpf/common.h: syscalls:sys_exit_<event>
 _TP_GUARD = re.compile(r"HAVE_TP\(\s*(\w+)\s*,\s*(\w+)\s*\)")
+_NEEDS = re.compile(r"^// needs: (.+)$", re.M)
 
 
 class ProbeLoadError(RuntimeError):
@@ -58,9 +62,12 @@ def plan_sources(bpf_dir: Path = BPF_DIR, tracefs: Path | None = None) -> Source
     """Decide which bpf/*.bpf.c files and guarded sections can be compiled here."""
     events = (tracefs or tracefs_root()) / "events"
     plan = SourcePlan()
-    for path in sorted(Path(bpf_dir).glob("*.bpf.c")):
-        text = path.read_text()
-        used = {f"{c}:{e}" for c, e in _TP_PROBE.findall(text)}
+    for path, text in load_order(bpf_dir, plan):
+        gone = [d for d in needs(text) if d in plan.dropped]  # dropped below for a missing tracepoint
+        if gone:
+            drop(plan, path.name, f"needs {gone[0]} ({plan.dropped[gone[0]]})")
+            continue
+        used = tracepoints_used(text)
         guarded = {f"{c}:{e}" for c, e in _TP_GUARD.findall(text)}
         for tp in sorted(used | guarded):
             cat, name = tp.split(":")
@@ -70,9 +77,7 @@ def plan_sources(bpf_dir: Path = BPF_DIR, tracefs: Path | None = None) -> Source
                 plan.missing.append(tp)
         fatal = sorted(tp for tp in used - guarded if tp in plan.missing)
         if fatal:
-            why = f"tracepoint {fatal[0]} not found in {events}"
-            plan.dropped[path.name] = why
-            plan.errors.append(f"{path.name}: {why}; all of {path.name} is disabled")
+            drop(plan, path.name, f"tracepoint {fatal[0]} not found in {events}")
             continue
         for tp in sorted(guarded & set(plan.missing)):
             if (events / ALTERNATIVES.get(tp, "-").replace(":", "/")).is_dir():
@@ -80,6 +85,54 @@ def plan_sources(bpf_dir: Path = BPF_DIR, tracefs: Path | None = None) -> Source
             plan.errors.append(f"{path.name}: tracepoint {tp} not found in {events}; the part using it is disabled")
         plan.files.append(path)
     return plan
+
+
+def tracepoints_used(text: str) -> set[str]:
+    """The tracepoints ("cat:name") a source attaches programs to."""
+    return ({f"{c}:{e}" for c, e in _TP_PROBE.findall(text)}
+            | {f"syscalls:sys_exit_{e}" for e in _SYS_EXIT.findall(text)})
+
+
+def needs(text: str) -> list[str]:
+    """The files a source names on its `// needs:` lines."""
+    return [n for line in _NEEDS.findall(text) for n in line.split()]
+
+
+def load_order(bpf_dir: Path, plan: SourcePlan) -> list[tuple[Path, str]]:
+    """bpf_dir's *.bpf.c (path, text), each after what it needs (by name otherwise); one that
+    needs a file that is not there, or itself through others, is dropped and named in `plan`."""
+    texts = {p.name: (p, p.read_text()) for p in sorted(Path(bpf_dir).glob("*.bpf.c"))}
+    order: list[tuple[Path, str]] = []
+    placed: set[str] = set()
+
+    def visit(name: str, chain: tuple[str, ...]) -> str | None:
+        """None once `name` is placed, else why it cannot be."""
+        if name in placed:
+            return None
+        if name in plan.dropped:
+            return plan.dropped[name]
+        if name in chain:
+            return "a cycle: " + " -> ".join((*chain, name))
+        if name not in texts:
+            return f"not in {bpf_dir}"
+        path, text = texts[name]
+        for dep in needs(text):
+            why = visit(dep, (*chain, name))
+            if why is not None:
+                drop(plan, name, f"needs {dep} ({why})")
+                return plan.dropped[name]
+        placed.add(name)
+        order.append((path, text))
+        return None
+
+    for name in texts:
+        visit(name, ())
+    return order
+
+
+def drop(plan: SourcePlan, name: str, why: str) -> None:
+    plan.dropped[name] = why
+    plan.errors.append(f"{name}: {why}; all of {name} is disabled")
 
 
 def program_text(plan: SourcePlan, bpf_dir: Path = BPF_DIR) -> str:
