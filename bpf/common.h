@@ -106,9 +106,8 @@ struct ev_sock  { struct ev_head h; s64 a[6]; u8 sa[SA_SZ]; u8 la[16]; };
 // a[2] = direction (0 query sent, 1 answer received), a[3] = family, a[4] = IP protocol
 // (6 tcp, 17 udp), a[5] = local port << 16 | remote port; addresses as in the IP header.
 #define DNS_PAYLOAD_SZ 512
-struct ev_dns   { struct ev_head h; s64 a[6]; u8 laddr[16]; u8 raddr[16]; u8 data[DNS_PAYLOAD_SZ]; };
-struct ev_exec  { struct ev_head h; s64 a[6]; char filename[STR_SZ]; char argv[ARGV_SZ + ARG_MAX_LEN];
-                  char base[STR_SZ]; s64 cap_bset; };
+struct ev_dns { struct ev_head h; union { s64 a[6]; struct { s64 len, copied, direction, family, proto, ports; }; }; u8 laddr[16]; u8 raddr[16]; u8 data[DNS_PAYLOAD_SZ]; };
+struct ev_exec { struct ev_head h; union { s64 a[6]; struct { s64 ret, argv_len, argc, argv_truncated, tty, cap_permitted; }; }; char filename[STR_SZ]; char argv[ARGV_SZ + ARG_MAX_LEN]; char base[STR_SZ]; s64 cap_bset; };
 
 // exec environment (K_EXECENV, bpf/process.bpf.c): "NAME=value" strings of the
 // watched variables found in envp at execve entry. a[1] = envp entries looked at,
@@ -117,6 +116,85 @@ struct ev_exec  { struct ev_head h; s64 a[6]; char filename[STR_SZ]; char argv[A
 #define ENV_SLOTS 4
 #define ENV_VAL_SZ 256
 struct ev_env   { struct ev_head h; s64 a[6]; char vars[ENV_SLOTS][ENV_VAL_SZ]; };
+
+// Each kind's event, named: the same bytes as its shape above (a kind's a[0..5] are
+// its first six s64, a[0] always the return value; `_n` = slot n unused; exec and dns
+// name them in their own shapes). The BPF side fills the shapes; services/probe/decode.py
+// reads every `struct ev_<kind> { struct ev_head h; ... };` line and decodes each kind
+// by it. A string member past the end of a shorter record (e.g. chmod's path for
+// fchmod, a base only for relative paths) is absent.
+struct ev_exit       { struct ev_head h; s64 ret, exit_code, _2, _3, _4, _5; };
+struct ev_fork       { struct ev_head h; s64 ret, child_pid, clone_flags, _3, _4, _5; };
+struct ev_chdir      { struct ev_head h; s64 ret, fd, is_fchdir, _3, _4, _5; char raw_path[STR_SZ]; char cwd[STR_SZ]; };
+struct ev_open       { struct ev_head h; s64 ret, flags, mode, dirfd, path_hash, _5; char raw_path[STR_SZ]; char base[STR_SZ]; };
+struct ev_unlink     { struct ev_head h; s64 ret, dirfd, flags, _3, path_hash, _5; char raw_path[STR_SZ]; char base[STR_SZ]; };
+struct ev_rename     { struct ev_head h; s64 ret, flags, _2, _3, _4, _5; char raw_oldpath[STR_SZ]; char raw_newpath[STR_SZ]; char old_base[STR_SZ]; char new_base[STR_SZ]; };
+struct ev_link       { struct ev_head h; s64 ret, flags, _2, _3, _4, _5; char raw_oldpath[STR_SZ]; char raw_newpath[STR_SZ]; char old_base[STR_SZ]; char new_base[STR_SZ]; };
+struct ev_symlink    { struct ev_head h; s64 ret, _1, _2, _3, _4, _5; char raw_target[STR_SZ]; char raw_path[STR_SZ]; char _b1[STR_SZ]; char base[STR_SZ]; };
+struct ev_chmod      { struct ev_head h; s64 ret, mode, dirfd, _3, path_hash, _5; char raw_path[STR_SZ]; char base[STR_SZ]; };
+struct ev_mkdir      { struct ev_head h; s64 ret, mode, dirfd, _3, path_hash, _5; char raw_path[STR_SZ]; char base[STR_SZ]; };
+struct ev_chown      { struct ev_head h; s64 ret, owner_uid, owner_gid, dirfd, path_hash, flags; char path[STR_SZ]; };
+struct ev_truncate   { struct ev_head h; s64 ret, length, dirfd, _3, path_hash, _5; char path[STR_SZ]; };
+struct ev_connect    { struct ev_head h; s64 ret, fd, addrlen, type, _4, _5; u8 sa[SA_SZ]; u8 la[16]; };
+struct ev_accept     { struct ev_head h; s64 ret, fd, type, lport, lfamily, _5; u8 sa[SA_SZ]; u8 la[16]; };
+struct ev_listen     { struct ev_head h; s64 ret, fd, backlog, lport, lfamily, _5; u8 sa[SA_SZ]; u8 la[16]; };
+struct ev_socket     { struct ev_head h; s64 ret, family, type, protocol, _4, _5; };
+struct ev_dup        { struct ev_head h; s64 ret, oldfd, newfd, is_sock, syscall, origin; };
+struct ev_ptrace     { struct ev_head h; s64 ret, request, target_pid, _3, dedup_key, _5; };
+struct ev_setuid     { struct ev_head h; s64 ret, id, eid, sid, syscall, caller_ids; };
+struct ev_setgid     { struct ev_head h; s64 ret, id, eid, sid, syscall, caller_ids; };
+struct ev_capset     { struct ev_head h; s64 ret, _1, _2, _3, _4, _5; };
+struct ev_unshare    { struct ev_head h; s64 ret, flags, _2, _3, _4, _5; };
+struct ev_setns      { struct ev_head h; s64 ret, fd, nstype, _3, _4, _5; };
+struct ev_signal     { struct ev_head h; s64 ret, target_pid, sig, _3, _4, _5; };
+struct ev_procvm     { struct ev_head h; s64 ret, target_pid, write, riovcnt, dedup_key, _5; };
+struct ev_execenv    { struct ev_head h; s64 ret, env_scanned, env_truncated, slots, _4, _5; char vars[ENV_SLOTS][ENV_VAL_SZ]; };
+struct ev_userfaultfd { struct ev_head h; s64 ret, flags, _2, _3, _4, _5; };
+struct ev_mount      { struct ev_head h; s64 ret, flags, _2, _3, _4, _5; char source[STR_SZ]; char target[STR_SZ]; char fstype[STR3_SZ]; };
+struct ev_bpf        { struct ev_head h; s64 ret, cmd, prog_type, _3, _4, _5; };
+struct ev_module     { struct ev_head h; s64 ret, fd, flags, is_finit, _4, _5; char params[STR_SZ]; };
+struct ev_memfd      { struct ev_head h; s64 ret, flags, _2, _3, _4, _5; char name[STR_SZ]; };
+struct ev_umount     { struct ev_head h; s64 ret, flags, _2, _3, _4, _5; char target[STR_SZ]; };
+struct ev_mprotect   { struct ev_head h; s64 ret, addr, len, prot_syscall, mmap_flags, mmap_fd; };
+struct ev_oom        { struct ev_head h; s64 ret, victim_pid, total_vm, anon_rss, file_rss, victim_uid; char victim_comm[STR_SZ]; };
+struct ev_iouring    { struct ev_head h; s64 ret, opcode, fd, sq_entries, flags, sq_thread; char op[STR_SZ]; };
+
+// ... byte for byte:
+_Static_assert(sizeof(struct ev_exit) == sizeof(struct ev_num), "ev_exit is ev_num");
+_Static_assert(sizeof(struct ev_fork) == sizeof(struct ev_num), "ev_fork is ev_num");
+_Static_assert(sizeof(struct ev_socket) == sizeof(struct ev_num), "ev_socket is ev_num");
+_Static_assert(sizeof(struct ev_dup) == sizeof(struct ev_num), "ev_dup is ev_num");
+_Static_assert(sizeof(struct ev_ptrace) == sizeof(struct ev_num), "ev_ptrace is ev_num");
+_Static_assert(sizeof(struct ev_setuid) == sizeof(struct ev_num), "ev_setuid is ev_num");
+_Static_assert(sizeof(struct ev_setgid) == sizeof(struct ev_num), "ev_setgid is ev_num");
+_Static_assert(sizeof(struct ev_capset) == sizeof(struct ev_num), "ev_capset is ev_num");
+_Static_assert(sizeof(struct ev_unshare) == sizeof(struct ev_num), "ev_unshare is ev_num");
+_Static_assert(sizeof(struct ev_setns) == sizeof(struct ev_num), "ev_setns is ev_num");
+_Static_assert(sizeof(struct ev_signal) == sizeof(struct ev_num), "ev_signal is ev_num");
+_Static_assert(sizeof(struct ev_procvm) == sizeof(struct ev_num), "ev_procvm is ev_num");
+_Static_assert(sizeof(struct ev_userfaultfd) == sizeof(struct ev_num), "ev_userfaultfd is ev_num");
+_Static_assert(sizeof(struct ev_bpf) == sizeof(struct ev_num), "ev_bpf is ev_num");
+_Static_assert(sizeof(struct ev_mprotect) == sizeof(struct ev_num), "ev_mprotect is ev_num");
+_Static_assert(sizeof(struct ev_chown) == sizeof(struct ev_str1), "ev_chown is ev_str1");
+_Static_assert(sizeof(struct ev_truncate) == sizeof(struct ev_str1), "ev_truncate is ev_str1");
+_Static_assert(sizeof(struct ev_module) == sizeof(struct ev_str1), "ev_module is ev_str1");
+_Static_assert(sizeof(struct ev_memfd) == sizeof(struct ev_str1), "ev_memfd is ev_str1");
+_Static_assert(sizeof(struct ev_umount) == sizeof(struct ev_str1), "ev_umount is ev_str1");
+_Static_assert(sizeof(struct ev_oom) == sizeof(struct ev_str1), "ev_oom is ev_str1");
+_Static_assert(sizeof(struct ev_iouring) == sizeof(struct ev_str1), "ev_iouring is ev_str1");
+_Static_assert(sizeof(struct ev_chdir) == sizeof(struct ev_str2), "ev_chdir is ev_str2");
+_Static_assert(sizeof(struct ev_open) == sizeof(struct ev_str2), "ev_open is ev_str2");
+_Static_assert(sizeof(struct ev_unlink) == sizeof(struct ev_str2), "ev_unlink is ev_str2");
+_Static_assert(sizeof(struct ev_chmod) == sizeof(struct ev_str2), "ev_chmod is ev_str2");
+_Static_assert(sizeof(struct ev_mkdir) == sizeof(struct ev_str2), "ev_mkdir is ev_str2");
+_Static_assert(sizeof(struct ev_mount) == sizeof(struct ev_str3), "ev_mount is ev_str3");
+_Static_assert(sizeof(struct ev_rename) == sizeof(struct ev_path2), "ev_rename is ev_path2");
+_Static_assert(sizeof(struct ev_link) == sizeof(struct ev_path2), "ev_link is ev_path2");
+_Static_assert(sizeof(struct ev_symlink) == sizeof(struct ev_path2), "ev_symlink is ev_path2");
+_Static_assert(sizeof(struct ev_connect) == sizeof(struct ev_sock), "ev_connect is ev_sock");
+_Static_assert(sizeof(struct ev_accept) == sizeof(struct ev_sock), "ev_accept is ev_sock");
+_Static_assert(sizeof(struct ev_listen) == sizeof(struct ev_sock), "ev_listen is ev_sock");
+_Static_assert(sizeof(struct ev_execenv) == sizeof(struct ev_env), "ev_execenv is ev_env");
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(lost, u64, K_MAX);          // reserve failures per kind

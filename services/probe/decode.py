@@ -1,8 +1,11 @@
 """Raw ring-buffer records (bpf/common.h layouts) -> event dicts (shared/schema.py).
 
-The record size names the shape (numbers only, 1/2/3 strings, sockaddr,
-exec); the kind in the head says what the numbers a[0..5] mean. Kind numbers
-are read from bpf/common.h, so they are defined in one place.
+The kind in the head names the record's layout: its `struct ev_<kind>` in
+bpf/common.h, read by services/probe/layouts.py, names the six numbers after
+the head and the members after them. Each kind's event fields are made from
+those names (FIELDS; a kind without an entry goes out under its record's own
+names). Kind numbers and sizes are read from bpf/common.h too, so every byte's
+meaning is declared in one place.
 """
 from __future__ import annotations
 
@@ -13,25 +16,24 @@ import re
 import socket
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from shared.filterplan import PATH_KINDS
 from shared.netnames import IP_PROTO_NAMES, ip_text, sock_proto
 from shared.schema import new_event_id
 
+from .layouts import DEFINES, LAYOUTS
 from .loader import BPF_DIR
 from .paths import absolute
 
 HEAD = struct.Struct("<QQIIIIII16s6q")  # struct ev_head + s64 a[6]
-STR_SZ, STR3_SZ, SA_SZ, ARGV_SZ, ARG_MAX_LEN = 256, 32, 128, 1024, 256
+STR_SZ, ARGV_SZ, ARG_MAX_LEN = DEFINES["STR_SZ"], DEFINES["ARGV_SZ"], DEFINES["ARG_MAX_LEN"]
 SIZE_NUM = HEAD.size
 SIZE_STR1 = SIZE_NUM + STR_SZ
 SIZE_STR2 = SIZE_STR1 + STR_SZ
-SIZE_STR3 = SIZE_STR2 + STR3_SZ
-SIZE_PATH2 = SIZE_STR2 + 2 * STR_SZ  # struct ev_path2: s1, s2, then their base directories b1, b2
-SIZE_SOCK = SIZE_NUM + SA_SZ + 16
 SIZE_EXEC = SIZE_NUM + STR_SZ + ARGV_SZ + ARG_MAX_LEN + STR_SZ  # ... filename, argv, base
-ENV_SLOTS, ENV_VAL_SZ = 4, 256  # struct ev_env
+ENV_SLOTS = DEFINES["ENV_SLOTS"]
 ID_UNCHANGED = 0xFFFFFFFF
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024  # oom: the kernel counts pages
 DEDUP_HASH = "_dedup"  # a[4] of path kinds (path hash), procvm, ptrace: the kernel's dedup key; the probe pops it
@@ -59,11 +61,6 @@ class DecodeError(ValueError):
 def _s(data: bytes, off: int, size: int = STR_SZ) -> str:
     end = data.find(b"\0", off, off + size)
     return data[off:end if end >= 0 else off + size].decode("utf-8", "replace")
-
-
-def _base(data: bytes) -> str | None:
-    """s2 of a path kind's record: the directory a relative path is relative to."""
-    return _s(data, SIZE_STR1) if len(data) >= SIZE_STR2 else None
 
 
 def _caps(data: bytes, off: int) -> int | None:
@@ -97,19 +94,21 @@ def _sockaddr(sa: bytes) -> tuple[int, str | None, int | None]:
 
 
 
-DNS_PAYLOAD_SZ = 512
+DNS_PAYLOAD_SZ = DEFINES["DNS_PAYLOAD_SZ"]
+DNS_DATA = next(m for m in LAYOUTS["dns"].members if m.name == "data")  # after laddr, raddr
 
 
-def _dns(a: tuple, data: bytes) -> dict:
-    """struct ev_dns: the raw DNS message goes on as base64; services/enricher/dns.py parses it."""
-    family = a[3]
-    addrs = data[SIZE_NUM:SIZE_NUM + 32]
-    copied = max(0, min(a[1], DNS_PAYLOAD_SZ, len(data) - SIZE_NUM - 32))
-    payload = data[SIZE_NUM + 32:SIZE_NUM + 32 + copied]
-    return {"direction": "answer" if a[2] else "query", "family": family,
-            "proto": IP_PROTO_NAMES.get(a[4]), "saddr": ip_text(family, addrs[:16]), "sport": (a[5] >> 16) & 0xFFFF,
-            "daddr": ip_text(family, addrs[16:]), "dport": a[5] & 0xFFFF, "len": a[0],
-            "truncated": a[0] > copied, "payload": base64.b64encode(payload).decode()}
+def _dns(r: dict, data: bytes) -> dict:
+    """struct ev_dns: the raw DNS message goes on as base64; services/enricher/dns.py parses it
+    (what a short record holds of the payload is kept)."""
+    at = DNS_DATA.offset
+    family, copied = r["family"], max(0, min(r["copied"], DNS_PAYLOAD_SZ, len(data) - at))
+    addrs = data[DNS_DATA.offset - 32:DNS_DATA.offset]
+    return {"direction": "answer" if r["direction"] else "query", "family": family,
+            "proto": IP_PROTO_NAMES.get(r["proto"]), "saddr": ip_text(family, addrs[:16]),
+            "sport": (r["ports"] >> 16) & 0xFFFF, "daddr": ip_text(family, addrs[16:]),
+            "dport": r["ports"] & 0xFFFF, "len": r["len"], "truncated": r["len"] > copied,
+            "payload": base64.b64encode(data[at:at + copied]).decode()}
 
 
 WX_SYSCALLS = ("mprotect", "mmap", "pkey_mprotect")  # WX_* in bpf/kernel.bpf.c
@@ -124,141 +123,178 @@ IORING_OPS = {13: "accept", 16: "connect", 18: "openat", 28: "openat2", 35: "ren
               54: "fixed_fd_install", 55: "ftruncate", 56: "bind", 57: "listen"}
 
 
+# Each kind's event fields from its named record (services/probe/layouts.py: the names of
+# its struct ev_<kind> in bpf/common.h; members a shorter record lacks are absent). Kinds
+# whose fields are their record's names as they are (but `_n` and hashes) have no entry.
+def _path_of(r: dict) -> dict:  # open, unlink, mkdir, chmod: the path, absolute when its base is known
+    raw = r.get("raw_path", "")
+    return {"path": absolute(raw, r.get("base")), "raw_path": raw, "ret": r["ret"], "dirfd": _i32(r["dirfd"])}
+
+
+def _open(r: dict) -> dict:
+    return {**_path_of(r), "flags": r["flags"], "mode": r["mode"]}
+
+
+def _execenv(r: dict) -> dict:
+    env: dict[str, str] = {}
+    for slot in r.get("vars", [])[:max(0, min(r["slots"], ENV_SLOTS))]:
+        name, eq, value = slot.partition("=")
+        if eq:
+            env.setdefault(name, value)
+    return {"env": env, "env_scanned": r["env_scanned"], "env_truncated": bool(r["env_truncated"])}
+
+
+def _chdir(r: dict) -> dict:  # cwd: the new working directory, walked by the kernel ("" if unknown)
+    raw, cwd = r.get("raw_path", ""), r.get("cwd", "")
+    if r["is_fchdir"] == 1 or "raw_path" not in r:  # fchdir: an fd
+        return {"path": cwd or None, "raw_path": None, "ret": r["ret"], "fd": r["fd"]}
+    return {"path": cwd or raw, "raw_path": raw, "ret": r["ret"]}
+
+
+def _two_paths(r: dict) -> dict:  # rename, link
+    old, new = r.get("raw_oldpath", ""), r.get("raw_newpath", "")
+    return {"oldpath": absolute(old, r.get("old_base")), "newpath": absolute(new, r.get("new_base")),
+            "raw_oldpath": old, "raw_newpath": new, "ret": r["ret"], "flags": r["flags"]}
+
+
+def _symlink(r: dict) -> dict:  # the target, as the link resolves it: relative to the link's directory
+    raw, target = r.get("raw_path", ""), r.get("raw_target", "")
+    path = absolute(raw, r.get("base"))
+    return {"target": absolute(target, posixpath.dirname(path) if path.startswith("/") else None),
+            "raw_target": target, "path": path, "raw_path": raw, "ret": r["ret"]}
+
+
+def _by_fd_or_path(r: dict, fields: dict) -> dict:  # chmod, chown, truncate: fchmod & co carry no path
+    if "raw_path" not in r and "path" not in r:
+        return {"path": None, **fields, "ret": r["ret"], "fd": r["dirfd"]}
+    out = _path_of(r) if "raw_path" in r else {"path": r["path"], "ret": r["ret"], "dirfd": _i32(r["dirfd"])}
+    return {**out, **fields}
+
+
+def _sock(r: dict) -> dict:  # connect, accept, listen
+    family, addr, port = _sockaddr(r.get("sa", b""))
+    return {"family": family, "daddr": addr, "dport": port, "la": r.get("la", b"")}
+
+
+def _connect(r: dict) -> dict:
+    s = _sock(r)
+    return {"family": s["family"], "daddr": s["daddr"], "dport": s["dport"], "saddr": None, "sport": None,
+            "proto": sock_proto(s["family"], r["type"]), "ret": r["ret"], "fd": _i32(r["fd"])}
+
+
+def _accept(r: dict) -> dict:
+    s = _sock(r)
+    family, lfamily = s["family"], r["lfamily"] or s["family"]
+    return {"family": family or lfamily, "daddr": s["daddr"], "dport": s["dport"],
+            "saddr": ip_text(lfamily, s["la"]), "sport": r["lport"] or None,
+            "proto": sock_proto(family or lfamily, r["type"]), "ret": r["ret"], "fd": _i32(r["fd"])}
+
+
+def _listen(r: dict) -> dict:
+    lfamily = r["lfamily"] or _sock(r)["family"]
+    return {"family": lfamily, "saddr": ip_text(lfamily, r.get("la", b"")), "sport": r["lport"] or None,
+            "ret": r["ret"], "fd": r["fd"], "backlog": r["backlog"]}
+
+
+def _setid(x: str) -> Callable[[dict], dict]:
+    """setuid/setgid: the requested ids as new_*; the head's uid/gid become the caller's before
+    the call (caller_ids), as Falco's user.uid on the syscall's enter side."""
+    def fields(r: dict) -> dict:
+        return {"syscall": SETID_SYSCALLS[r["syscall"] % 3].format(x=x), f"new_{x}id": _id(r["id"]),
+                f"new_e{x}id": _id(r["eid"]), f"new_s{x}id": _id(r["sid"]), "ret": r["ret"],
+                "uid": r["caller_ids"] & 0xFFFFFFFF, "gid": (r["caller_ids"] >> 32) & 0xFFFFFFFF}
+    return fields
+
+
+def _mprotect(r: dict) -> dict:  # W+X requests only (bpf/kernel.bpf.c wx_stash)
+    syscall = WX_SYSCALLS[(r["prot_syscall"] >> 32) % len(WX_SYSCALLS)]
+    mmap = syscall == "mmap"
+    fd = _i32(r["mmap_fd"])
+    return {"syscall": syscall, "addr": r["addr"] & 0xFFFFFFFFFFFFFFFF, "len": r["len"],
+            "prot": r["prot_syscall"] & 0xFFFFFFFF, "flags": r["mmap_flags"] if mmap else None,
+            "fd": fd if mmap and fd >= 0 else None, "ret": r["ret"]}  # mmap: the address mapped
+
+
+def _iouring(r: dict) -> dict:  # the ring's creation (opcode -1), or a process's first request of an operation
+    op, setup = r.get("op", "")[:32].lower(), r["opcode"] < 0
+    return {"op": op or IORING_OPS.get(r["opcode"], f"op{r['opcode']}"), "opcode": None if setup else r["opcode"],
+            "fd": _i32(r["fd"]) if setup else None, "sq_entries": r["sq_entries"] if setup else None,
+            "flags": r["flags"], "sq_thread": bool(r["sq_thread"]), "ret": r["ret"]}
+
+
+FIELDS: dict[str, Callable[[dict], dict]] = {
+    "open": _open,
+    "execenv": _execenv,
+    "exit": lambda r: {"exit_code": r["exit_code"] if r["exit_code"] >= 0 else None},
+    "fork": lambda r: {"child_pid": r["child_pid"], "clone_flags": r["clone_flags"]},
+    "chdir": _chdir,
+    "unlink": lambda r: {**_path_of(r), "flags": r["flags"]},
+    "rename": _two_paths,
+    "link": _two_paths,
+    "symlink": _symlink,
+    "mkdir": lambda r: {**_path_of(r), "mode": r["mode"]},
+    "chmod": lambda r: _by_fd_or_path(r, {"mode": r["mode"]}),
+    "chown": lambda r: _by_fd_or_path(r, {"owner_uid": _id(r["owner_uid"]), "owner_gid": _id(r["owner_gid"]),
+                                          **({"flags": r["flags"]} if "path" in r else {})}),
+    "truncate": lambda r: _by_fd_or_path(r, {"length": r["length"]}),
+    "connect": _connect,
+    "accept": _accept,
+    "listen": _listen,
+    "dup": lambda r: {"syscall": DUP_SYSCALLS[r["syscall"] % 3], "oldfd": r["oldfd"], "newfd": r["newfd"],
+                      "fd_type": "socket" if r["is_sock"] else "other",
+                      "sock_origin": SOCK_ORIGINS.get(r["origin"], "unknown") if r["is_sock"] else None,
+                      "ret": r["ret"]},
+    "ptrace": lambda r: {"request": r["request"], "target_pid": _i32(r["target_pid"]), "ret": r["ret"]},
+    "setuid": _setid("u"),
+    "setgid": _setid("g"),
+    "procvm": lambda r: {"syscall": "process_vm_writev" if r["write"] else "process_vm_readv",
+                         "target_pid": _i32(r["target_pid"]), "riovcnt": r["riovcnt"], "ret": r["ret"]},
+    "mprotect": _mprotect,
+    "iouring": _iouring,
+    "setns": lambda r: {"fd": _i32(r["fd"]), "nstype": r["nstype"], "ret": r["ret"]},
+    "signal": lambda r: {"sig": r["sig"], "target_pid": _i32(r["target_pid"]), "ret": r["ret"]},
+    "bpf": lambda r: {"cmd": r["cmd"], "prog_type": r["prog_type"] if r["prog_type"] >= 0 else None, "ret": r["ret"]},
+    "module": lambda r: {"syscall": "finit_module" if r["is_finit"] == 1 else "init_module", "name": None,
+                         "params": r.get("params", ""), "fd": _i32(r["fd"]) if _i32(r["fd"]) >= 0 else None,
+                         "ret": r["ret"]},
+    "oom": lambda r: {"victim_pid": r["victim_pid"], "victim_comm": r.get("victim_comm", ""),
+                      "victim_uid": r["victim_uid"], "total_vm_kb": r["total_vm"] * PAGE_KB,
+                      "anon_rss_kb": r["anon_rss"] * PAGE_KB, "file_rss_kb": r["file_rss"] * PAGE_KB},
+}
+
+
+def _as_named(r: dict) -> dict:
+    """The record's own names (socket, memfd, mount, unshare, ...), without unused slots and hashes."""
+    return {k: v for k, v in r.items() if not k.startswith("_") and k not in ("path_hash", "dedup_key")}
+
+
 def _fields(kind: str, a: tuple, data: bytes) -> dict:
-    """Kind-specific fields from the numbers `a` and the string area of `data`."""
-    n = len(data)
-    ret = a[0]
-    if kind == "open":
-        raw = _s(data, SIZE_NUM)
-        return {"path": absolute(raw, _base(data)), "raw_path": raw, "flags": a[1], "mode": a[2], "ret": ret,
-                "dirfd": _i32(a[3])}
+    """Kind-specific fields from the numbers `a` and the members after them in `data`."""
     if kind == "exec":
-        argv = data[SIZE_STR1:SIZE_STR1 + a[1]].split(b"\0")[:a[2]]
-        raw = _s(data, SIZE_NUM)
-        base = _s(data, SIZE_STR1 + ARGV_SZ + ARG_MAX_LEN) if n >= SIZE_EXEC else None
-        return {"filename": absolute(raw, base), "raw_filename": raw,
-                "argv": [x.decode("utf-8", "replace") for x in argv], "argv_truncated": bool(a[3]), "ret": ret,
-                "tty": a[4] if a[4] >= 0 else None, "cap_permitted": a[5] if a[5] >= 0 else None,
-                "cap_bounding": _caps(data, SIZE_EXEC) if n >= SIZE_EXEC + 8 else None}
-    if kind == "execenv":
-        env = {}
-        for i in range(min(a[3], ENV_SLOTS)):
-            name, eq, value = _s(data, SIZE_NUM + i * ENV_VAL_SZ, ENV_VAL_SZ).partition("=")
-            if eq:
-                env.setdefault(name, value)
-        return {"env": env, "env_scanned": a[1], "env_truncated": bool(a[2])}
-    if kind == "exit":
-        return {"exit_code": a[1] if a[1] >= 0 else None}
-    if kind == "fork":
-        return {"child_pid": a[1], "clone_flags": a[2]}
-    if kind == "chdir":  # s2: the new working directory, walked by the kernel ("" if unknown)
-        raw = _s(data, SIZE_NUM) if n >= SIZE_STR1 else ""
-        cwd = _s(data, SIZE_STR1) if n >= SIZE_STR2 else ""
-        if a[2] == 1 or n == SIZE_NUM:  # fchdir: an fd
-            return {"path": cwd or None, "raw_path": None, "ret": ret, "fd": a[1]}
-        return {"path": cwd or raw, "raw_path": raw, "ret": ret}
-    if kind == "unlink":
-        raw = _s(data, SIZE_NUM)
-        return {"path": absolute(raw, _base(data)), "raw_path": raw, "ret": ret, "dirfd": _i32(a[1]),
-                "flags": a[2]}
-    if kind in ("rename", "link", "symlink"):
-        old, new = _s(data, SIZE_NUM), _s(data, SIZE_STR1)
-        b_old, b_new = (_s(data, SIZE_STR2), _s(data, SIZE_STR2 + STR_SZ)) if n >= SIZE_PATH2 else (None, None)
-        if kind == "symlink":  # the target, as the link resolves it: relative to the link's directory
-            path = absolute(new, b_new)
-            return {"target": absolute(old, posixpath.dirname(path) if path.startswith("/") else None),
-                    "raw_target": old, "path": path, "raw_path": new, "ret": ret}
-        return {"oldpath": absolute(old, b_old), "newpath": absolute(new, b_new), "raw_oldpath": old,
-                "raw_newpath": new, "ret": ret, "flags": a[1]}
-    if kind == "mkdir":
-        raw = _s(data, SIZE_NUM)
-        return {"path": absolute(raw, _base(data)), "raw_path": raw, "mode": a[1], "ret": ret, "dirfd": _i32(a[2])}
-    if kind == "chmod":
-        if n == SIZE_NUM:  # fchmod: no path, an fd
-            return {"path": None, "mode": a[1], "ret": ret, "fd": a[2]}
-        raw = _s(data, SIZE_NUM)
-        return {"path": absolute(raw, _base(data)), "raw_path": raw, "mode": a[1], "ret": ret,
-                "dirfd": _i32(a[2])}
-    if kind in ("connect", "accept", "listen"):
-        family, addr, port = _sockaddr(data[SIZE_NUM:SIZE_NUM + SA_SZ])
-        la = data[SIZE_NUM + SA_SZ:SIZE_SOCK]
-        if kind == "connect":
-            return {"family": family, "daddr": addr, "dport": port, "saddr": None, "sport": None,
-                    "proto": sock_proto(family, a[3]), "ret": ret, "fd": _i32(a[1])}
-        lfamily = a[4] or family
-        if kind == "accept":
-            return {"family": family or lfamily, "daddr": addr, "dport": port, "saddr": ip_text(lfamily, la),
-                    "sport": a[3] or None, "proto": sock_proto(family or lfamily, a[2]), "ret": ret,
-                    "fd": _i32(a[1])}
-        return {"family": lfamily, "saddr": ip_text(lfamily, la), "sport": a[3] or None, "ret": ret,
-                "fd": a[1], "backlog": a[2]}
+        return _exec_fields(a, data)
     if kind == "dns":
-        return _dns(a, data)
-    if kind == "socket":
-        return {"family": a[1], "type": a[2], "protocol": a[3], "ret": ret}
-    if kind == "dup":
-        return {"syscall": DUP_SYSCALLS[a[4] % 3], "oldfd": a[1], "newfd": a[2],
-                "fd_type": "socket" if a[3] else "other",
-                "sock_origin": SOCK_ORIGINS.get(a[5], "unknown") if a[3] else None, "ret": ret}
-    if kind == "ptrace":
-        return {"request": a[1], "target_pid": _i32(a[2]), "ret": ret}
-    if kind in ("setuid", "setgid"):
-        # the requested ids as new_*; the head's uid/gid become the caller's before the
-        # call (a[5]), as Falco's user.uid on the syscall's enter side
-        x = kind[3]  # "u" or "g"
-        return {"syscall": SETID_SYSCALLS[a[4] % 3].format(x=x), f"new_{x}id": _id(a[1]),
-                f"new_e{x}id": _id(a[2]), f"new_s{x}id": _id(a[3]), "ret": ret,
-                "uid": a[5] & 0xFFFFFFFF, "gid": (a[5] >> 32) & 0xFFFFFFFF}
-    if kind == "chown":
-        if n == SIZE_NUM:  # fchown: no path, an fd
-            return {"path": None, "owner_uid": _id(a[1]), "owner_gid": _id(a[2]), "ret": ret, "fd": a[3]}
-        return {"path": _s(data, SIZE_NUM), "owner_uid": _id(a[1]), "owner_gid": _id(a[2]), "ret": ret,
-                "dirfd": _i32(a[3]), "flags": a[5]}
-    if kind == "truncate":
-        if n == SIZE_NUM:  # ftruncate: an fd (the enricher names its file when it saw the open)
-            return {"path": None, "length": a[1], "ret": ret, "fd": a[2]}
-        return {"path": _s(data, SIZE_NUM), "length": a[1], "ret": ret, "dirfd": _i32(a[2])}
-    if kind == "procvm":
-        return {"syscall": "process_vm_writev" if a[2] else "process_vm_readv", "target_pid": _i32(a[1]),
-                "riovcnt": a[3], "ret": ret}
-    if kind == "umount":
-        return {"target": _s(data, SIZE_NUM), "flags": a[1], "ret": ret}
-    if kind == "mprotect":  # W+X requests only (bpf/kernel.bpf.c wx_stash)
-        syscall = WX_SYSCALLS[(a[3] >> 32) % len(WX_SYSCALLS)]
-        mmap = syscall == "mmap"
-        return {"syscall": syscall, "addr": a[1] & 0xFFFFFFFFFFFFFFFF, "len": a[2], "prot": a[3] & 0xFFFFFFFF,
-                "flags": a[4] if mmap else None, "fd": _i32(a[5]) if mmap and _i32(a[5]) >= 0 else None,
-                "ret": ret}  # mmap: the address mapped
-    if kind == "iouring":  # bpf/kernel.bpf.c: the ring's creation, or a process's first request of an operation
-        return {"op": _s(data, SIZE_NUM, 32).lower() or IORING_OPS.get(a[1], f"op{a[1]}"),
-                "opcode": a[1] if a[1] >= 0 else None,
-                "fd": _i32(a[2]) if a[1] < 0 else None, "sq_entries": a[3] if a[1] < 0 else None,
-                "flags": a[4], "sq_thread": bool(a[5]), "ret": ret}
-    if kind == "userfaultfd":
-        return {"flags": a[1], "ret": ret}
-    if kind == "capset":
-        return {"ret": ret}
-    if kind == "unshare":
-        return {"flags": a[1], "ret": ret}
-    if kind == "setns":
-        return {"fd": _i32(a[1]), "nstype": a[2], "ret": ret}
-    if kind == "signal":
-        return {"sig": a[2], "target_pid": _i32(a[1]), "ret": ret}
-    if kind == "mount":
-        return {"source": _s(data, SIZE_NUM), "target": _s(data, SIZE_STR1),
-                "fstype": _s(data, SIZE_STR2, STR3_SZ), "flags": a[1], "ret": ret}
-    if kind == "bpf":
-        return {"cmd": a[1], "prog_type": a[2] if a[2] >= 0 else None, "ret": ret}
-    if kind == "module":
-        return {"syscall": "finit_module" if a[3] == 1 else "init_module", "name": None,
-                "params": _s(data, SIZE_NUM), "fd": _i32(a[1]) if _i32(a[1]) >= 0 else None, "ret": ret}
-    if kind == "memfd":
-        return {"name": _s(data, SIZE_NUM), "flags": a[1], "ret": ret}
-    if kind == "oom":
-        kb = PAGE_KB
-        return {"victim_pid": a[1], "victim_comm": _s(data, SIZE_NUM), "victim_uid": a[5],
-                "total_vm_kb": a[2] * kb, "anon_rss_kb": a[3] * kb, "file_rss_kb": a[4] * kb}
-    return {}
+        return _dns(LAYOUTS["dns"].read(a, b""), data)
+    fields = FIELDS.get(kind)
+    if fields is not None:
+        return fields(LAYOUTS[kind].read(a, data))
+    layout = LAYOUTS[kind]  # its text members all there, "" past a short record's end
+    return _as_named({**dict.fromkeys((m.name for m in layout.members if m.ctype == "char"), ""),
+                      **layout.read(a, data)})
+
+
+def _exec_fields(a: tuple, data: bytes) -> dict:
+    """exec: argv is argc NUL-separated strings in the first argv_len bytes of its area."""
+    r = LAYOUTS["exec"].read(a, data[:SIZE_STR1])  # the numbers and the filename
+    argv_at = SIZE_STR1
+    argv = data[argv_at:argv_at + r["argv_len"]].split(b"\0")[:r["argc"]]
+    n = len(data)
+    base = _s(data, SIZE_STR1 + ARGV_SZ + ARG_MAX_LEN) if n >= SIZE_EXEC else None
+    raw = r.get("filename", "")
+    return {"filename": absolute(raw, base), "raw_filename": raw,
+            "argv": [x.decode("utf-8", "replace") for x in argv], "argv_truncated": bool(r["argv_truncated"]),
+            "ret": r["ret"], "tty": r["tty"] if r["tty"] >= 0 else None,
+            "cap_permitted": r["cap_permitted"] if r["cap_permitted"] >= 0 else None,
+            "cap_bounding": _caps(data, SIZE_EXEC) if n >= SIZE_EXEC + 8 else None}
 
 
 class Decoder:
@@ -294,7 +330,10 @@ class Decoder:
         ev = {"id": new_event_id(self.node), "ts": v[0] + self.boot_to_wall, "node": self.node, "kind": kind,
               "pid": v[3], "tid": v[4], "ppid": v[5] or None, "uid": v[6], "gid": v[7], "comm": comm,
               "cgroup_id": v[1]}
-        ev.update(_fields(kind, v[9:], data))
+        try:
+            ev.update(_fields(kind, v[9:], data))
+        except (ValueError, KeyError, IndexError) as e:  # a record too short for its kind's layout
+            raise DecodeError(f"{kind} record of {len(data)} bytes: {type(e).__name__}: {e}") from None
         if kind in PATH_KINDS and len(data) > SIZE_NUM or kind in KEYED_DEDUP_KINDS:  # the kernel's dedup key
             ev[DEDUP_HASH] = v[13]
         if v[9] == RET_UNKNOWN:
