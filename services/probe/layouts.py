@@ -53,19 +53,21 @@ class Layout:
         out = dict(zip(self.nums, a))
         n = len(data)
         for m in self.members:
-            end = m.offset + m.size
-            if m.offset >= n or (m.ctype == "s64" and end > n):
+            off = m.offset
+            if off >= n:
                 break
-            if m.ctype == "s64":
-                out[m.name] = int.from_bytes(data[m.offset:end], "little", signed=True)
+            if m.ctype == "char" and not m.dims[1:]:  # the common case: one text
+                end = data.find(b"\0", off, off + m.size)
+                out[m.name] = data[off:end if end >= 0 else off + m.size].decode("utf-8", "replace")
             elif m.ctype == "u8":
-                out[m.name] = data[m.offset:end]
-            elif len(m.dims) == 2:
-                width = m.dims[1]
-                out[m.name] = [_text(data, m.offset + i * width, width) for i in range(m.dims[0])
-                               if m.offset + i * width < n]
+                out[m.name] = data[off:off + m.size]
+            elif m.ctype == "s64":
+                if off + 8 > n:
+                    break
+                out[m.name] = int.from_bytes(data[off:off + 8], "little", signed=True)
             else:
-                out[m.name] = _text(data, m.offset, m.size)
+                width = m.dims[1]
+                out[m.name] = [_text(data, off + i * width, width) for i in range(m.dims[0]) if off + i * width < n]
         return out
 
 
