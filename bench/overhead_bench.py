@@ -290,7 +290,7 @@ class Stack:
             text = self.metrics_text()
         except OSError:  # no token file yet, or the API not listening yet
             return False
-        up = set(re.findall(r'^eunomia_service_up\{[^}]*service="(\w+)"[^}]*\} 1$', text, re.M))
+        up = set(re.findall(r'^eunomia_service_up\{[^}]*service="(\w+)"[^}]*\} 1(?:\.0)?$', text, re.M))
         events = sum(float(v) for n, _, v in SAMPLE.findall(text) if n == "eunomia_probe_events_total")
         return up >= set(ALL_SERVICES) and events > 0
 

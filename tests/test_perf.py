@@ -300,7 +300,7 @@ async def test_block_io_and_tcp_connects_fill_histograms_under_the_containers_na
         async with http.get(f"{stack.api.url}/metrics") as r:
             text = await r.text()
     assert re.search(rf'eunomia_container_block_io_latency_seconds_bucket\{{container="{disk}",'
-                     rf'node="{stack.pipe.node}",le="[^"]+"\}} \d+', text)
+                     rf'le="[^"]+",node="{stack.pipe.node}"\}} \d+(\.\d+)?', text)
     assert "# TYPE eunomia_container_block_io_latency_seconds histogram" in text
     lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr

@@ -93,9 +93,9 @@ def test_histograms_pass_promtool():
     export(exp, {"n1": _perf_msg()}, {"11": "busy", "12": "idle"})
     text = exp.render()
     assert '# TYPE eunomia_container_block_io_latency_seconds histogram' in text
-    assert 'eunomia_container_block_io_latency_seconds_bucket{container="busy",node="n1",le="+Inf"} 5' in text
-    assert 'eunomia_container_block_io_latency_seconds_bucket{container="busy",node="n1",le="4e-06"} 2' in text
-    assert 'eunomia_container_cpu_seconds_total{container="busy",node="n1"} 2' in text
+    assert 'eunomia_container_block_io_latency_seconds_bucket{container="busy",le="+Inf",node="n1"} 5.0' in text
+    assert 'eunomia_container_block_io_latency_seconds_bucket{container="busy",le="4e-06",node="n1"} 2.0' in text
+    assert 'eunomia_container_cpu_seconds_total{container="busy",node="n1"} 2.0' in text
     # every scrape has the same bucket bounds, however many buckets the probe sent
     assert text.count('eunomia_container_block_io_latency_seconds_bucket{container="busy"') == 28
     lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)

@@ -1,14 +1,20 @@
-"""Prometheus text exposition (format 0.0.4): names, units, labels, escaping.
+"""Prometheus exposition: names, units and labels ours, the text format prometheus_client's.
 
 Turns arbitrary service counter names into names `promtool check metrics`
 accepts: snake case, `_total` on counters, base units (seconds, bytes) with
-values scaled, no reserved suffixes or labels.
+values scaled, no reserved suffixes or labels; assembles the families of one
+scrape with a cap on series; prometheus_client writes them out (escaping,
+number formats, histogram series).
 """
 from __future__ import annotations
 
-import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import floatToGoString
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -64,20 +70,6 @@ def label_name(raw: str) -> str:
     return n
 
 
-def escape(v: str) -> str:
-    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def fmt_value(v: float) -> str:
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    if float(v).is_integer() and abs(v) < 1e15:
-        return str(int(v))
-    return repr(float(v))
-
-
 @dataclass
 class Family:
     name: str
@@ -129,23 +121,30 @@ class Exposition:
         fam.hists[key] = (buckets, total, count)
 
     def render(self) -> str:
-        out: list[str] = []
+        """The text exposition of every family, by prometheus_client (format 0.0.4)."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Collected(self.families))
+        return generate_latest(registry).decode()
+
+
+class _Collected:
+    """The assembled families as prometheus_client metrics (a custom collector)."""
+
+    def __init__(self, families: dict[str, Family]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
         for name in sorted(self.families):
             fam = self.families[name]
-            out.append(f"# HELP {name} {fam.help.replace(chr(92), chr(92) * 2).replace(chr(10), ' ')}")
-            out.append(f"# TYPE {name} {fam.kind}")
+            # a counter family is named without _total; its samples keep it
+            m = Metric(name.removesuffix("_total") if fam.kind == "counter" else name, fam.help, fam.kind)
             for key in sorted(fam.samples):
-                lbl = ",".join(f'{k}="{escape(v)}"' for k, v in key)
-                out.append(f"{name}{{{lbl}}} {fmt_value(fam.samples[key])}" if lbl
-                           else f"{name} {fmt_value(fam.samples[key])}")
+                m.add_sample(name, dict(key), fam.samples[key])
             for key in sorted(fam.hists):
                 buckets, total, count = fam.hists[key]
-                lbl = ",".join(f'{k}="{escape(v)}"' for k, v in key)
-                sep = "," if lbl else ""
                 for le, n in buckets:
-                    out.append(f'{name}_bucket{{{lbl}{sep}le="{fmt_value(le)}"}} {fmt_value(n)}')
-                out.append(f'{name}_bucket{{{lbl}{sep}le="+Inf"}} {fmt_value(count)}')
-                out.append(f"{name}_sum{{{lbl}}} {fmt_value(total)}" if lbl else f"{name}_sum {fmt_value(total)}")
-                out.append(f"{name}_count{{{lbl}}} {fmt_value(count)}" if lbl
-                           else f"{name}_count {fmt_value(count)}")
-        return "\n".join(out) + "\n"
+                    m.add_sample(f"{name}_bucket", {**dict(key), "le": floatToGoString(le)}, n)
+                m.add_sample(f"{name}_bucket", {**dict(key), "le": "+Inf"}, count)
+                m.add_sample(f"{name}_sum", dict(key), total)
+                m.add_sample(f"{name}_count", dict(key), count)
+            yield m
