@@ -153,7 +153,7 @@ BPF_ARRAY(i32_seen, u8, 1);
 // (i32_synth marks the thread) and the event goes out with the result unknown
 // (RET_UNKNOWN; dup2/dup3 with newfd, which is their result on success). exec is
 // reported by sched_process_exec anyway; chdir, fchdir and accept need their result
-// and stay stashed for a real exit.
+// and are not reported then (their stash is dropped: a native exit must never take it).
 BPF_ARRAY(i32_exit_live, u8, 1);
 BPF_PROG_ARRAY(i32_exit_prog, 1);
 BPF_TABLE("lru_hash", u32, u8, i32_synth, 1024);
@@ -420,13 +420,19 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         return 0;
     u8 *live = i32_exit_live.lookup(&zero);
     u64 id = bpf_get_current_pid_tgid();
-    if ((live && *live) || !stash.lookup(&id))
+    struct stash *st = stash.lookup(&id);
+    if ((live && *live) || !st)
         return 0;
+    u32 stashed = st->kind;  // (read from the map: one value for the verifier, whatever the case above)
     u32 tid = id;
     u8 one = 1;
     i32_synth.update(&tid, &one);
     i32_exit_prog.call(ctx, 0);
-    i32_synth.delete(&tid);  // reached only if the tail call failed
+    // reached only if the tail call failed (no exit program loaded): the call is lost, counted,
+    // and its stash must not be taken by the thread's next native exit
+    i32_synth.delete(&tid);
+    stash.delete(&id);
+    count_lost(stashed);
     return 0;
 }
 
@@ -468,11 +474,16 @@ int i32_sys_exit(struct bpf_raw_tracepoint_args *ctx)
         if (!st)
             return 0;
         switch (nr) {
-        case I32_EXECVE: case I32_EXECVEAT: case I32_CHDIR: case I32_FCHDIR: case I32_ACCEPT4:
+        case I32_EXECVE: case I32_EXECVEAT:
+            return 0;
+        case I32_CHDIR: case I32_FCHDIR: case I32_ACCEPT4:  // their events need the result
+            stash.delete(&id);  // not left for the thread's next native exit to take
             return 0;
         case I32_SOCKETCALL:
-            if (st->kind == K_ACCEPT)
+            if (st->kind == K_ACCEPT) {
+                stash.delete(&id);
                 return 0;
+            }
             ret = RET_UNKNOWN;
             break;
         case I32_DUP2: case I32_DUP3:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import queue
+import select
 import struct
+import threading
 
 from shared import log
 from shared.stats import Stats
 
-from .cgroups import parse_path
+from .cgroups import CgroupMatch, parse_path
 
 _log = log.get("enricher.cgroup-watch")
 
@@ -26,15 +29,26 @@ _EVENT = struct.Struct("iIII")
 
 
 class CgroupWatcher:
-    """Async context manager; calls `on_container(inode, match)` for each new container cgroup."""
+    """Async context manager; calls `on_container(inode, match)` (in the event loop) for each new
+    container cgroup.
+
+    The inotify descriptor is read by a thread of its own, which stats each new directory at
+    once: the event loop may be busy with a large batch while a container lives and goes, and a
+    directory gone before it is stat'ed can never be placed. What the thread finds reaches the
+    loop through a queue, delivered soon after, or at once by `poll()` (the resolver calls it
+    before it gives an unknown cgroup id up)."""
 
     def __init__(self, root: str | None, on_container, stats: Stats, max_watches: int = 4096,
                  max_depth: int = 6) -> None:
         self.root, self.on_container, self.stats = root, on_container, stats
         self.max_watches, self.max_depth = max_watches, max_depth
         self._fd = -1
-        self._paths: dict[int, str] = {}   # watch descriptor -> directory
+        self._paths: dict[int, str] = {}   # watch descriptor -> directory (the thread's, after start)
         self._libc = ctypes.CDLL(None, use_errno=True)
+        self._found_q: queue.SimpleQueue[tuple[int, CgroupMatch] | str] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __aenter__(self) -> "CgroupWatcher":
         if not self.root:
@@ -45,23 +59,42 @@ class CgroupWatcher:
                          ctypes.get_errno())
             return self
         self._fd = fd
+        self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._watch_tree, self.root, 0)
-        asyncio.get_running_loop().add_reader(fd, self._on_readable)
-        self.stats.set("enricher_cgroup_watches", len(self._paths))
+        await asyncio.to_thread(self.poll)  # off the loop: the start-up walk's containers are not looked up yet
+        self._thread = threading.Thread(target=self._read_loop, name="enricher-cgroup-watch", daemon=True)
+        self._thread.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            await asyncio.to_thread(self._thread.join, 2)
+            self._thread = None
         if self._fd >= 0:
-            asyncio.get_running_loop().remove_reader(self._fd)
             os.close(self._fd)
             self._fd = -1
+
+    def poll(self) -> None:
+        """Deliver what the thread has found so far (in the event loop's thread)."""
+        while True:
+            try:
+                item = self._found_q.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, str):
+                self.stats.inc(item)
+                continue
+            self.stats.inc("enricher_cgroups_watched_total")
+            self.on_container(*item)
+        self.stats.set("enricher_cgroup_watches", len(self._paths))
 
     def _depth(self, path: str) -> int:
         return path[len(self.root):].count("/")
 
     def _watch(self, path: str) -> bool:
         if len(self._paths) >= self.max_watches:
-            self.stats.inc("enricher_cgroup_watch_refused_total")
+            self._found_q.put("enricher_cgroup_watch_refused_total")
             return False
         wd = self._libc.inotify_add_watch(self._fd, path.encode(), IN_CREATE | IN_DELETE_SELF | IN_ONLYDIR)
         if wd < 0:
@@ -90,11 +123,25 @@ class CgroupWatcher:
         try:
             ino = os.stat(path).st_ino
         except OSError:
+            self._found_q.put("enricher_cgroup_watch_gone_total")  # removed before we could stat it
             return
-        self.stats.inc("enricher_cgroups_watched_total")
-        self.on_container(ino, m)
+        self._found_q.put((ino, m))
 
-    def _on_readable(self) -> None:
+    def _read_loop(self) -> None:
+        p = select.poll()
+        p.register(self._fd, select.POLLIN)
+        while not self._stop.is_set():
+            if not p.poll(200):
+                continue
+            before = self._found_q.qsize()
+            self._read_events()
+            if self._found_q.qsize() != before and self._loop is not None:
+                try:
+                    self._loop.call_soon_threadsafe(self.poll)
+                except RuntimeError:  # the loop is closing
+                    return
+
+    def _read_events(self) -> None:
         try:
             data = os.read(self._fd, 64 * 1024)
         except BlockingIOError:
@@ -108,7 +155,7 @@ class CgroupWatcher:
             name = data[i + _EVENT.size:i + _EVENT.size + ln].split(b"\0", 1)[0].decode(errors="replace")
             i += _EVENT.size + ln
             if mask & IN_Q_OVERFLOW:
-                self.stats.inc("enricher_cgroup_watch_overflows_total")  # the periodic rescan catches up
+                self._found_q.put("enricher_cgroup_watch_overflows_total")  # the periodic rescan catches up
                 continue
             if mask & (IN_IGNORED | IN_DELETE_SELF):
                 self._paths.pop(wd, None)
@@ -120,4 +167,3 @@ class CgroupWatcher:
             self._found(path)
             if self._depth(path) < self.max_depth:
                 self._watch_tree(path, self._depth(path))
-        self.stats.set("enricher_cgroup_watches", len(self._paths))

@@ -64,9 +64,10 @@ class EnricherService:
                 n = await asyncio.to_thread(self.procs.seed)
                 _log.info("process table seeded with %d processes from /proc", n)
             # new container cgroups are learnt as the runtime creates them (before the first event)
-            await self._stack.enter_async_context(CgroupWatcher(
+            cg_watch = await self._stack.enter_async_context(CgroupWatcher(
                 str(self.containers.cgroups.root) if self.containers.cgroups.root else None,
                 self.containers.learn, self.stats))
+            self.containers.cgroups.catch_up = cg_watch.poll
             await self.containers.rescan()
             for client in self.runtimes.clients:
                 await self._stack.enter_async_context(client)
