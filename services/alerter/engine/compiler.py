@@ -278,12 +278,7 @@ class Compiler:
         if t == "any":
             return self.any_pred(node, op, values)
         if t == "net":
-            if op not in ("=", "!=", "in"):
-                raise node.src.error(node.op_pos, f"operator {op!r} is not supported for {f.name} "
-                                                  "(use =, != or in with CIDRs)")
-            nets = tuple(self.convert(node, f, v) for v in values)
-            test = self.const(_in_nets(nets))
-            return f"({test}({{x}}))" if op != "!=" else f"({{x}} is not None and not {test}({{y}}))"
+            return self.net_pred(node, f, op, values)
         if op in STR_OPS and t != "str":
             raise node.src.error(node.op_pos, f"operator {op!r} needs a text field, {f.name} is {t}")
         if op in ORDER_OPS and t != "int":
@@ -293,40 +288,19 @@ class Compiler:
             # Falco's ubiquitous `container.id != host`, without building the short id.
             on_host = '(ev.get("container") or _E).get("id") is None'
             return f"({on_host})" if op == "=" else f"(not {on_host})"
-        if op == "=":
-            return f"({{x}} == {self.const(lits[0])})"
-        if op == "!=":
-            return f"({{x}} is not None and {{y}} != {self.const(lits[0])})"
-        if op in ORDER_OPS:
-            return f"({{x}} is not None and {{y}} {op} {self.const(lits[0])})"
-        if op in ("in", "intersects"):
-            return f"({{x}} in {self.const(frozenset(lits))})"
-        if op in ("contains", "bcontains"):
-            if len(lits) == 1:
-                return f"({{x}} is not None and {self.const(lits[0])} in {{y}})"
-            return f"({{x}} is not None and any(map({{y}}.__contains__, {self.const(tuple(lits))})))"
-        if op == "icontains":
-            low = tuple(s.lower() for s in lits)
-            return f"({{x}} is not None and any(map({{y}}.lower().__contains__, {self.const(low)})))"
-        if op in ("startswith", "bstartswith"):
-            return f"({{x}} is not None and {{y}}.startswith({self.const(tuple(lits))}))"
-        if op == "endswith":
-            return f"({{x}} is not None and {{y}}.endswith({self.const(tuple(lits))}))"
-        if op == "glob":
-            rx = re.compile("|".join(f"(?:{fnmatch.translate(s)})" for s in lits), re.S)
-            return f"({{x}} is not None and {self.const(rx)}.match({{y}}) is not None)"
-        if op == "regex":
-            try:
-                rx = re.compile(lits[0])
-            except re.error as e:
-                raise node.src.error(values[0].pos, f"bad regex {lits[0]!r}: {e}") from None
-            return f"({{x}} is not None and {self.const(rx)}.search({{y}}) is not None)"
-        if op == "pmatch":
-            exact = frozenset(p.rstrip("/") or "/" for p in lits)
-            prefixes = tuple("/" if p.rstrip("/") == "" else p.rstrip("/") + "/" for p in lits)
-            return (f"({{x}} is not None and ({{y}} in {self.const(exact)} "
-                    f"or {{y}}.startswith({self.const(prefixes)})))")
-        raise node.src.error(node.op_pos, f"operator {op!r} is not supported for {f.name}")
+        make = _PREDICATES.get(op)
+        if make is None:
+            raise node.src.error(node.op_pos, f"operator {op!r} is not supported for {f.name}")
+        return make(self, node, op, values, lits)
+
+    def net_pred(self, node: Compare, f: F.Field, op: str, values: list[Value]) -> str:
+        """An address field against CIDRs (=, != or in)."""
+        if op not in ("=", "!=", "in"):
+            raise node.src.error(node.op_pos, f"operator {op!r} is not supported for {f.name} "
+                                              "(use =, != or in with CIDRs)")
+        nets = tuple(self.convert(node, f, v) for v in values)
+        test = self.const(_in_nets(nets))
+        return f"({test}({{x}}))" if op != "!=" else f"({{x}} is not None and not {test}({{y}}))"
 
     def any_pred(self, node: Compare, op: str, values: list[Value]) -> str:
         """evt.arg.* may be a number or a string: compare numbers as numbers
@@ -379,3 +353,51 @@ def _in_nets(nets: tuple[Net, ...]) -> Callable[[Any], bool]:
         a = _ip(ip) if isinstance(ip, str) else None
         return a is not None and any(a in n for n in nets if n.version == a.version)
     return test
+
+
+# Predicate templates of scalar_pred, by operator: (compiler, node, op, values, literals) -> template.
+Predicate = Callable[["Compiler", Compare, str, list[Value], list[Any]], str]
+
+
+def _regex(c: Compiler, node: Compare, op: str, values: list[Value], lits: list[Any]) -> str:
+    try:
+        rx = re.compile(lits[0])
+    except re.error as e:
+        raise node.src.error(values[0].pos, f"bad regex {lits[0]!r}: {e}") from None
+    return f"({{x}} is not None and {c.const(rx)}.search({{y}}) is not None)"
+
+
+def _glob(c: Compiler, node: Compare, op: str, values: list[Value], lits: list[Any]) -> str:
+    rx = re.compile("|".join(f"(?:{fnmatch.translate(s)})" for s in lits), re.S)
+    return f"({{x}} is not None and {c.const(rx)}.match({{y}}) is not None)"
+
+
+def _contains(c: Compiler, node: Compare, op: str, values: list[Value], lits: list[Any]) -> str:
+    if len(lits) == 1:
+        return f"({{x}} is not None and {c.const(lits[0])} in {{y}})"
+    return f"({{x}} is not None and any(map({{y}}.__contains__, {c.const(tuple(lits))})))"
+
+
+def _pmatch(c: Compiler, node: Compare, op: str, values: list[Value], lits: list[Any]) -> str:
+    exact = frozenset(p.rstrip("/") or "/" for p in lits)
+    prefixes = tuple("/" if p.rstrip("/") == "" else p.rstrip("/") + "/" for p in lits)
+    return f"({{x}} is not None and ({{y}} in {c.const(exact)} or {{y}}.startswith({c.const(prefixes)})))"
+
+
+_PREDICATES: dict[str, Predicate] = {
+    "=": lambda c, n, op, v, lits: f"({{x}} == {c.const(lits[0])})",
+    "!=": lambda c, n, op, v, lits: f"({{x}} is not None and {{y}} != {c.const(lits[0])})",
+    **{o: (lambda c, n, op, v, lits: f"({{x}} is not None and {{y}} {op} {c.const(lits[0])})") for o in ORDER_OPS},
+    "in": lambda c, n, op, v, lits: f"({{x}} in {c.const(frozenset(lits))})",
+    "intersects": lambda c, n, op, v, lits: f"({{x}} in {c.const(frozenset(lits))})",
+    "contains": _contains,
+    "bcontains": _contains,
+    "icontains": lambda c, n, op, v, lits: (f"({{x}} is not None and any(map({{y}}.lower().__contains__, "
+                                            f"{c.const(tuple(s.lower() for s in lits))})))"),
+    "startswith": lambda c, n, op, v, lits: f"({{x}} is not None and {{y}}.startswith({c.const(tuple(lits))}))",
+    "bstartswith": lambda c, n, op, v, lits: f"({{x}} is not None and {{y}}.startswith({c.const(tuple(lits))}))",
+    "endswith": lambda c, n, op, v, lits: f"({{x}} is not None and {{y}}.endswith({c.const(tuple(lits))}))",
+    "glob": _glob,
+    "regex": _regex,
+    "pmatch": _pmatch,
+}
