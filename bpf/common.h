@@ -61,7 +61,8 @@
 #define K_MPROTECT 45
 #define K_OOM 46
 #define K_IOURING 47
-#define K_MAX 48
+#define K_CGROUP 48
+#define K_MAX 49
 
 #define CLASS_EXEC 0
 #define CLASS_FILE 1
@@ -157,6 +158,11 @@ struct ev_memfd      { struct ev_head h; s64 ret, flags, _2, _3, _4, _5; char na
 struct ev_umount     { struct ev_head h; s64 ret, flags, _2, _3, _4, _5; char target[STR_SZ]; };
 struct ev_mprotect   { struct ev_head h; s64 ret, addr, len, prot_syscall, mmap_flags, mmap_fd; };
 struct ev_oom        { struct ev_head h; s64 ret, victim_pid, total_vm, anon_rss, file_rss, victim_uid; char victim_comm[STR_SZ]; };
+// cgroup (cgroup:cgroup_mkdir, bpf/process.bpf.c): a cgroup directory made; its id (the inode
+// bpf_get_current_cgroup_id() gives its tasks), hierarchy (0: the v2 hierarchy) and path from the
+// hierarchy's root. Sent whatever the plan: the enricher learns which container a new id is from it,
+// in kernel order, before the container's first event (a cgroup may be gone before anyone can stat it).
+struct ev_cgroup     { struct ev_head h; s64 ret, new_cgroup_id, level, hierarchy, _4, _5; char path[STR_SZ + STR_SZ]; };
 struct ev_iouring    { struct ev_head h; s64 ret, opcode, fd, sq_entries, flags, sq_thread; char op[STR_SZ]; };
 
 // ... byte for byte:
@@ -183,6 +189,7 @@ _Static_assert(sizeof(struct ev_umount) == sizeof(struct ev_str1), "ev_umount is
 _Static_assert(sizeof(struct ev_oom) == sizeof(struct ev_str1), "ev_oom is ev_str1");
 _Static_assert(sizeof(struct ev_iouring) == sizeof(struct ev_str1), "ev_iouring is ev_str1");
 _Static_assert(sizeof(struct ev_chdir) == sizeof(struct ev_str2), "ev_chdir is ev_str2");
+_Static_assert(sizeof(struct ev_cgroup) == sizeof(struct ev_str2), "ev_cgroup is ev_str2");
 _Static_assert(sizeof(struct ev_open) == sizeof(struct ev_str2), "ev_open is ev_str2");
 _Static_assert(sizeof(struct ev_unlink) == sizeof(struct ev_str2), "ev_unlink is ev_str2");
 _Static_assert(sizeof(struct ev_chmod) == sizeof(struct ev_str2), "ev_chmod is ev_str2");

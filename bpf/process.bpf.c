@@ -245,6 +245,26 @@ TRACEPOINT_PROBE(syscalls, sys_exit_execveat)
     return 0;
 }
 
+#if HAVE_TP(cgroup, cgroup_mkdir)
+// Not subject to the plan (a few per container start; see struct ev_cgroup), only to exclusion.
+TRACEPOINT_PROBE(cgroup, cgroup_mkdir)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (excluded.lookup(&tgid))
+        return 0;
+    struct ev_cgroup *e = ev_reserve(K_CGROUP, sizeof(*e));
+    if (!e)
+        return 0;
+    e->ret = 0;
+    e->new_cgroup_id = args->id;
+    e->level = args->level;
+    e->hierarchy = args->root;
+    TP_DATA_LOC_READ_STR(e->path, path, sizeof(e->path));
+    ev_submit(e);
+    return 0;
+}
+#endif
+
 // clone flags tell threads (CLONE_THREAD) from processes at sched_process_fork.
 TRACEPOINT_PROBE(syscalls, sys_enter_clone)
 {

@@ -32,6 +32,11 @@ Kind "oom" is an OOM kill (oom:mark_victim): the head names the task whose
 allocation hit the limit (in a container, a task of that container), `victim_*`
 the process the kernel kills.
 
+Kind "cgroup" is a cgroup directory made (cgroup:cgroup_mkdir; the head names the task that
+made it, usually a container runtime): `new_cgroup_id` (what events of tasks in it carry as
+cgroup_id), `path` from the hierarchy's root, `level`, `hierarchy` (0: cgroup v2). The probe
+sends every one; the enricher learns new container cgroups from them.
+
 Alerts travel in the same batch format with kind "alert":
     {"id", "ts", "node", "kind": "alert", "pid", "rule", "priority", "output",
      "tags": [...], "event": <the enriched event that matched>, "container", "k8s"}
@@ -119,6 +124,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "setns": ("fd", "nstype", "ret"),
     "signal": ("sig", "target_pid", "ret"),
     "oom": ("victim_pid", "victim_comm", "victim_uid", "total_vm_kb", "anon_rss_kb", "file_rss_kb"),
+    "cgroup": ("new_cgroup_id", "path", "level", "hierarchy"),
     "profile": ("start_ns", "end_ns", "hz", "samples", "truncated", "stacks_dropped", "folded"),
     "flow": ("direction", "family", "proto", "daddr", "dport", "saddr", "sport", "count", "failed",
              "first_ts", "last_ts"),

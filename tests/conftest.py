@@ -1,8 +1,10 @@
 """Fixtures with real parts: nats-server processes, podman containers."""
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +35,26 @@ def pytest_configure(config):
         containers.build_busybox_image()
         config._eunomia_podman = containers.start_api_service()
         os.environ[_SHARED_PODMAN] = "1"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_timeout_set_timer(item, settings):
+    """On a timeout, print the stack of every asyncio task of the test's loop before pytest-timeout
+    prints the threads': a hung await shows where it waits (threads alone show the loop in select)."""
+    yield
+    handler = signal.getsignal(signal.SIGALRM)
+    if not callable(handler):
+        return
+
+    def dump_tasks_then(signum, frame):
+        loop = asyncio._get_running_loop()
+        if loop is not None:
+            print(f"+++ asyncio tasks at timeout ({item.nodeid}) +++")
+            for task in asyncio.all_tasks(loop):
+                task.print_stack(file=sys.stdout)
+        handler(signum, frame)
+
+    signal.signal(signal.SIGALRM, dump_tasks_then)
 
 
 def pytest_collection_modifyitems(config, items):

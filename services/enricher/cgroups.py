@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,9 +91,6 @@ class CgroupResolver:
         self._root_ino: int | None = None
         self.scans = 0
         self.unresolved = 0  # events whose cgroup could not be placed yet
-        # learns what is pending before an unknown id is looked for elsewhere (CgroupWatcher.poll:
-        # a new container's inotify event may still be queued behind the batch naming it)
-        self.catch_up: Callable[[], None] | None = None
         if self.root is None:
             _log.warning("no cgroup-v2 hierarchy at %s: containers resolve through /proc only",
                          " or ".join(map(str, ROOT_CANDIDATES)))
@@ -157,10 +153,6 @@ class CgroupResolver:
             return True, self._cache[cgid]
         if cgid <= 1:
             return True, None
-        if self.catch_up is not None:
-            self.catch_up()
-            if cgid in self._cache:
-                return True, self._cache[cgid]
         if self.root is not None and self.root_ino() == cgid:
             self._put(cgid, None)
             return True, None

@@ -68,14 +68,10 @@ class ContainerRegistry:
         self._known[m.container_id] = (m, cg, time.time_ns() if seen else entry[2], cgid)
 
     def learn(self, cgid: int, m: CgroupMatch) -> None:
-        """A container cgroup seen being created (CgroupWatcher): ask its runtime now, so that a
+        """A container cgroup seen being made (the probe's cgroup event): ask its runtime now, so that a
         container living for milliseconds still gets its names."""
         self.cgroups.learn(cgid, m)
         self.note(cgid, m, seen=False)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return  # called from the watcher's start-up walk in a thread: the first event asks
         if self.needs_lookup(m):
             self.lookup(m)
 

@@ -140,7 +140,11 @@ class Enricher:
         """On arrival: resolve new cgroups while they still
         exist and start the container lookups the events will need."""
         for ev in events:
-            cg = ev.get("cgroup_id") if ev.__class__ is dict else None
+            if ev.__class__ is not dict:
+                continue
+            if ev.get("kind") == "cgroup":
+                self._cgroup_made(ev)
+            cg = ev.get("cgroup_id")
             if not isinstance(cg, int) or cg <= 1 or self.containers.cgroups.known(cg):
                 continue
             pid = ev.get("pid") if isinstance(ev.get("pid"), int) else 0
@@ -148,6 +152,17 @@ class Enricher:
             m = self.containers.resolve(cg, ts, pid)
             if m is not None and self.containers.needs_lookup(m):
                 self.containers.lookup(m)
+
+    def _cgroup_made(self, ev: dict) -> None:
+        """The probe saw a cgroup made (kind "cgroup", before anything runs in it): a container's
+        is learnt at once, in kernel order, so even one gone before it could be stat'ed is placed."""
+        cgid, path = ev.get("new_cgroup_id"), ev.get("path")
+        if ev.get("hierarchy") != 0 or not isinstance(cgid, int) or cgid <= 1 or not isinstance(path, str):
+            return
+        m = parse_path(path)
+        if m is not None:
+            self.stats.inc("enricher_container_cgroups_made_total")
+            self.containers.learn(cgid, m)
 
     async def enrich(self, events: list[dict]) -> list[dict]:
         out: list[dict] = []

@@ -23,7 +23,6 @@ from shared.control import Control
 from shared.stats import Stats, StatsPublisher
 from shared.tasks import cancel_and_wait
 
-from .cgroup_watch import CgroupWatcher
 from .cgroups import CgroupResolver
 from .config import EnricherConfig
 from .containers import ContainerRegistry, Runtimes
@@ -63,11 +62,6 @@ class EnricherService:
             if self.cfg.seed_from_proc:
                 n = await asyncio.to_thread(self.procs.seed)
                 _log.info("process table seeded with %d processes from /proc", n)
-            # new container cgroups are learnt as the runtime creates them (before the first event)
-            cg_watch = await self._stack.enter_async_context(CgroupWatcher(
-                str(self.containers.cgroups.root) if self.containers.cgroups.root else None,
-                self.containers.learn, self.stats))
-            self.containers.cgroups.catch_up = cg_watch.poll
             await self.containers.rescan()
             for client in self.runtimes.clients:
                 await self._stack.enter_async_context(client)
