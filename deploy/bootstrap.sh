@@ -93,7 +93,7 @@ STAMP="$VENV/.deps-$(sha1sum pyproject.toml | cut -c1-12)"
 if [ ! -e "$STAMP" ]; then
   log "pip install"
   "$VENV/bin/pip" install -q -e ".[test]" 2>&1 | grep -v "is ignored: it is neither" >&2 || true
-  "$VENV/bin/python" -c "import nats, orjson, aiohttp, yaml, asyncpg, zstandard, bcc" 
+  "$VENV/bin/python" -c "import nats, orjson, aiohttp, yaml, asyncpg, zstandard, prometheus_client, bcc" 
   rm -f "$VENV"/.deps-*; touch "$STAMP"
 fi
 # CRI client stubs from services/enricher/cri_proto/runtime_v1.proto (only when it changed).
