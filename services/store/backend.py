@@ -14,6 +14,7 @@ class WriteResult:
     events: int = 0          # newly stored
     alerts: int = 0
     duplicates: int = 0      # already present (same id): skipped
+    db_bytes: int | None = None  # the database's size after the write, where it costs nothing to know
 
 
 @dataclass

@@ -24,6 +24,7 @@ from .derive import _container, _i, _k8s, _s
 
 MAX_PROBES = 64
 KEY_MAX = 2**63 - 1
+KEY_MIN = -2**63
 
 
 @dataclass(frozen=True)

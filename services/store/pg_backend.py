@@ -27,6 +27,7 @@ from .tables import (
     MAX_TREE_ROWS,
     PROCESS_SELECT,
     SCHEMA_VERSION,
+    derived_cutoff,
     pg_ddl,
     statements,
 )
@@ -342,8 +343,10 @@ class PostgresBackend:
                         extra -= n
                         self._counts.clear()
             async with con.transaction():
+                oldest = await con.fetchval("SELECT min(k) FROM events")
                 for table, col in AGED:
-                    count(table, _rowcount(await con.execute(f"DELETE FROM {table} WHERE {col} < $1", cutoff_ts)))
+                    count(table, _rowcount(await con.execute(f"DELETE FROM {table} WHERE {col} < $1",
+                                                             derived_cutoff(table, cutoff_ts, oldest))))
                 for table in CAPPED:
                     ts = await con.fetchval(f"SELECT ts FROM {table} ORDER BY ts DESC LIMIT 1 OFFSET $1", max_rows)
                     if ts is not None:

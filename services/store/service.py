@@ -29,6 +29,8 @@ _log = log.get("store")
 STOP_TIMEOUT_S = 15.0
 MAX_DELIVERIES = 5   # a message whose data the database refused this often is terminated (unwritable_total)
 RETRY_DELAY_S = 1.0
+RETAIN_EARLY = 0.95             # a write finding the database over this share of max_bytes starts retention
+RETAIN_MIN_GAP_S = 1.0          # ... but passes start at most this often
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 CHUNK_HEADROOM = 4096           # bytes under max_payload for the header and protocol
 CHUNK_HEADER = "Eunomia-Chunk"
@@ -50,6 +52,8 @@ class StoreService:
         # set when run() is cancelled: loops also end on it, should a driver call swallow the CancelledError
         # (Python 3.11's wait_for can, when cancelled just as the awaited call completes)
         self._halt = asyncio.Event()
+        self._retain_soon = asyncio.Event()
+        self._retain_lock = asyncio.Lock()
 
     async def __aenter__(self) -> "StoreService":
         try:
@@ -156,6 +160,11 @@ class StoreService:
         self.stats.inc("events_stored_total", res.events)
         self.stats.inc("alerts_stored_total", res.alerts)
         self.stats.inc("duplicates_skipped_total", res.duplicates)
+        if res.db_bytes is not None and res.db_bytes > self.cfg.max_bytes * RETAIN_EARLY:
+            if res.db_bytes > self.cfg.max_bytes:
+                await self.retain_now()     # over the cap: the next write waits for retention
+            else:
+                self._retain_soon.set()     # near it: do not wait for the interval
 
     async def _write_one_by_one(self, stream: str, good: list) -> None:
         """After a batch the database refused, each message alone: a refused one is redelivered (nak)
@@ -184,14 +193,19 @@ class StoreService:
 
     # -- periodic -----------------------------------------------------------
     async def _retention_loop(self, stop: asyncio.Event) -> None:
+        """Every retention_interval_s, or at once when a write finds the database near its size cap."""
         while not (stop.is_set() or self._halt.is_set()):
+            self._retain_soon.clear()
+            started = time.monotonic()
             await self.retain_now()
-            await _sleep_or_stop(stop, self.cfg.retention_interval_s)
+            await _sleep_or_stop(stop, self.cfg.retention_interval_s, self._retain_soon)
+            await _sleep_or_stop(stop, started + RETAIN_MIN_GAP_S - time.monotonic())
 
     async def retain_now(self) -> dict[str, int]:
         cutoff = time.time_ns() - int(self.cfg.retention_max_age_s * 1e9)
         try:
-            res = await self.backend.retain(cutoff, self.cfg.max_rows, self.cfg.max_bytes)
+            async with self._retain_lock:   # one pass at a time: each counts what is there to delete
+                res = await self.backend.retain(cutoff, self.cfg.max_rows, self.cfg.max_bytes)
         except Exception as e:
             self.stats.inc("retention_errors_total")
             _log.error("retention failed: %s", e)
@@ -280,8 +294,10 @@ async def _quietly(aw) -> None:
         _log.debug("ack/nak/term failed: %s", e)
 
 
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:
+    waits = [asyncio.ensure_future(e.wait()) for e in (stop, wake) if e is not None]
     try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except asyncio.TimeoutError:
-        pass
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()

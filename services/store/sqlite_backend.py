@@ -3,8 +3,9 @@
 One writer thread (one connection) and one reader thread (another
 connection): WAL lets queries run while a batch is being written.
 Events and alerts are journals (journal.py): typed columns, zstd bodies,
-a contentless FTS5 index of their words; retention deletes the oldest rows
-in small transactions so writes go on between them.
+a contentless FTS5 index of their words in key-range shards (fts_shards.py);
+retention deletes the oldest rows in small transactions so writes go on
+between them, and drops a shard's words when its rows are all gone.
 """
 from __future__ import annotations
 
@@ -14,11 +15,10 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import orjson
-
 from . import codec as codecmod
 from . import derive, journal, migrate, query
 from .backend import RetentionResult, WriteResult, container_dict, tree_from_rows
+from .fts_shards import ROW_BYTES_GUESS, Shards
 from .journal import ALERTS, EVENTS, JOURNALS, Journal
 from .tables import (
     AGED,
@@ -29,14 +29,14 @@ from .tables import (
     MAX_TREE_ROWS,
     PROCESS_SELECT,
     SCHEMA_VERSION,
+    derived_cutoff,
     sqlite_ddl,
     statements,
 )
 
 _SQL = statements(query.SQLITE)
-RETAIN_BATCH = 2000
+RETAIN_BATCH = 5000
 RETAIN_PASSES = 5
-FTS_MERGE_PAGES = 500      # FTS5 index pages merged after a retention run that deleted rows
 SIZE_TARGET = 0.9        # over max_bytes: delete down to this share of it
 _DERIVED = ("containers", "connections", "container_ips", "processes")
 
@@ -50,6 +50,7 @@ class _Conn:
         self.db: sqlite3.Connection | None = None
         self.codec = codecmod.Codec()
         self.names: dict[str, int] = {}
+        self.shards = {j.table: Shards(j) for j in JOURNALS}
 
     def _open(self) -> sqlite3.Connection:
         if self.db is None:
@@ -124,21 +125,19 @@ class SqliteBackend:
         res = RetentionResult()
         for attempt in range(RETAIN_PASSES):   # the size estimate is rough: check again after each pass
             excess = await self._w.call(_excess, max_rows, max_bytes)
-            if attempt and not any(excess.values()):
+            if attempt and not any(extra or below > journal.KEY_MIN for extra, below in excess.values()):
                 break
             for j in JOURNALS:
-                extra = excess[j.table]
+                extra, below = excess[j.table]
+                below = max(below, cutoff_ts)
                 while True:     # small transactions: the writer gets its turn between them
-                    n, extra, more = await self._w.call(_retain_batch, j, cutoff_ts, extra)
+                    n, extra, more = await self._w.call(_retain_batch, j, below, extra)
                     if n:
                         res.deleted[j.table] = res.deleted.get(j.table, 0) + n
                     if not more:
                         break
         for table, n in (await self._w.call(_retain_derived, cutoff_ts, max_rows)).items():
             res.deleted[table] = n
-        for j in JOURNALS:
-            if res.deleted.get(j.table):     # deleted words are tombstones until FTS5 merges its segments
-                await self._w.call(_fts_merge, j)
         return res
 
     # -- queries ------------------------------------------------------------
@@ -207,6 +206,7 @@ def _init(c: _Conn, db: sqlite3.Connection) -> None:
         for stmt in sqlite_ddl():
             db.execute(stmt)
         for j in JOURNALS:
+            c.shards[j.table].ensure(db)
             db.execute("INSERT INTO counters (name, n) VALUES (?, 0) ON CONFLICT DO NOTHING", (j.table,))
             # rows already there were indexed without scope tokens (none: a new database)
             db.execute(f"INSERT INTO counters (name, n) SELECT ?, coalesce(max(k), -1) + 1 FROM {j.table} "
@@ -273,9 +273,9 @@ def _insert(c: _Conn, db: sqlite3.Connection, j: Journal, items: list[dict]) -> 
         new.append(it)
     rows.sort(key=lambda r: r[0])      # in key order: appends, full pages
     words.sort(key=lambda r: r[0])
+    c.shards[j.table].place(db, words)     # before the rows: it reads the newest key stored
     db.executemany(f"INSERT INTO {j.table} ({', '.join(j.columns)}) VALUES ({', '.join('?' * len(j.columns))})",
                    rows)
-    db.executemany(f"INSERT INTO {j.fts} (rowid, words) VALUES (?, ?)", words)
     return new
 
 
@@ -300,9 +300,12 @@ def _write(c: _Conn, db: sqlite3.Connection, events: list[dict], alerts: list[di
             db.executemany(_SQL["process"], d.process_rows())
             db.executemany(_SQL["exit"], d.exit_rows())
         db.execute("COMMIT")
+        res.db_bytes = _db_bytes(db)
     except BaseException:
         db.execute("ROLLBACK")
         c.names.clear()       # ids interned in the rolled-back transaction are gone
+        for sh in c.shards.values():
+            sh.load(db)       # and so are its shards' rows (and a shard it opened)
         raise
     return res
 
@@ -320,51 +323,53 @@ def _db_bytes(db: sqlite3.Connection) -> int:
     return pages * db.execute("PRAGMA page_size").fetchone()[0]
 
 
-def _excess(c: _Conn, db: sqlite3.Connection, max_rows: int, max_bytes: int) -> dict[str, int]:
-    """Rows to delete from each journal (oldest first) for the row and size caps."""
+def _excess(c: _Conn, db: sqlite3.Connection, max_rows: int, max_bytes: int) -> dict[str, tuple[int, int]]:
+    """Per journal: (rows to delete oldest first for the row cap, keys below which to delete for the
+    size cap). Over the size cap, whole shards go (their words with them): deleting only part of
+    one would leave its words in the file."""
     counts = dict(db.execute("SELECT name, n FROM counters").fetchall())
-    out = {j.table: max(0, counts.get(j.table, 0) - max_rows) for j in JOURNALS}
+    out = {j.table: (max(0, counts.get(j.table, 0) - max_rows), journal.KEY_MIN) for j in JOURNALS}
     live, rows = _db_bytes(db), counts.get("events", 0)
+    shards = c.shards[EVENTS.table]
+    shards.size_for(min(max_rows, int(max_bytes * rows / live) if rows else max_bytes // ROW_BYTES_GUESS))
     if live > max_bytes and rows:
         # freed pages are reused by new rows, so live pages ~ rows x bytes per row
-        out["events"] = max(out["events"], int((live - SIZE_TARGET * max_bytes) * rows / live) + 1)
+        n = int((live - SIZE_TARGET * max_bytes) * rows / live) + 1
+        kth = db.execute("SELECT k FROM events ORDER BY k LIMIT 1 OFFSET ?", (min(n, rows) - 1,)).fetchone()
+        if kth is not None:
+            out["events"] = (out["events"][0], shards.size_cut(kth[0]))
     return out
 
 
-def _retain_batch(c: _Conn, db: sqlite3.Connection, j: Journal, cutoff: int, extra: int) -> tuple[int, int, bool]:
-    """Delete up to RETAIN_BATCH of the oldest rows that are older than cutoff or among the `extra` oldest.
-    Returns (deleted, extra left, more to do)."""
+def _retain_batch(c: _Conn, db: sqlite3.Connection, j: Journal, below: int, extra: int) -> tuple[int, int, bool]:
+    """Delete up to RETAIN_BATCH of the oldest rows whose key is below `below` or that are among the
+    `extra` oldest, then the shards of words left without rows. Returns (deleted, extra left, more to do)."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        rows = db.execute(f"SELECT k, body, cont FROM {j.table} ORDER BY k LIMIT ?", (RETAIN_BATCH,)).fetchall()
+        keys = [r[0] for r in db.execute(f"SELECT k FROM {j.table} ORDER BY k LIMIT ?", (RETAIN_BATCH,))]
         n = 0
-        while n < len(rows) and (rows[n][0] < cutoff or n < extra):
+        while n < len(keys) and (keys[n] < below or n < extra):
             n += 1
         if n:
-            # a contentless FTS5 row is deleted by giving its words again (the scope token from the watermark on)
-            since = _scoped_since(db, j)
-            db.executemany(f"INSERT INTO {j.fts} ({j.fts}, rowid, words) VALUES ('delete', ?, ?)",
-                           [(k, _words_of(k, codecmod.search_text(orjson.loads(c.decode(db, body))), cont, since))
-                            for k, body, cont in rows[:n]])
-            db.execute(f"DELETE FROM {j.table} WHERE k <= ?", (rows[n - 1][0],))
+            db.execute(f"DELETE FROM {j.table} WHERE k <= ?", (keys[n - 1],))
             db.execute("UPDATE counters SET n = n - ? WHERE name = ?", (n, j.table))
+            c.shards[j.table].drop_dead(db)
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
+        c.shards[j.table].load(db)
         raise
     return n, max(0, extra - n), n == RETAIN_BATCH
-
-
-def _fts_merge(c: _Conn, db: sqlite3.Connection, j: Journal) -> None:
-    db.execute(f"INSERT INTO {j.fts} ({j.fts}, rank) VALUES ('merge', ?)", (FTS_MERGE_PAGES,))
 
 
 def _retain_derived(c: _Conn, db: sqlite3.Connection, cutoff: int, max_rows: int) -> dict[str, int]:
     out: dict[str, int] = {}
     db.execute("BEGIN IMMEDIATE")
     try:
+        oldest = db.execute("SELECT min(k) FROM events").fetchone()[0]
         for table, col in AGED:
-            out[table] = db.execute(f"DELETE FROM {table} WHERE {col} < ?", (cutoff,)).rowcount
+            out[table] = db.execute(f"DELETE FROM {table} WHERE {col} < ?",
+                                    (derived_cutoff(table, cutoff, oldest),)).rowcount
         for table in CAPPED:
             row = db.execute(f"SELECT ts FROM {table} ORDER BY ts DESC LIMIT 1 OFFSET ?", (max_rows,)).fetchone()
             if row:
@@ -397,18 +402,21 @@ def fts_match(words: list[tuple[str, bool]]) -> str:
     return " AND ".join(f'"{w}"*' if prefix else f'"{w}"' for w, prefix in words)
 
 
-def probe_sql(pl: journal.Plan, probe: dict[str, int], since: int = journal.KEY_MAX) -> list[tuple[str, list]]:
+def probe_sql(pl: journal.Plan, probe: dict[str, int], since: int = journal.KEY_MAX, fts: str | None = None,
+              bounds: tuple[int, int] | None = None) -> list[tuple[str, list]]:
     """One probe's SELECTs of (k, body), newest first: each an index walk in key order that stops at
-    the page's end. A word search within a container intersects the words with the container's
-    scope token (from the watermark `since` on; older rows are checked row by row)."""
+    the page's end. A word search reads one shard of words (`fts`, keys within `bounds`); within a
+    container it intersects the words with the container's scope token (from the watermark `since`
+    on; older rows are checked row by row)."""
     j = pl.journal
-    lo, hi = journal.key_bounds(pl)
+    lo, hi = bounds or journal.key_bounds(pl)
     conds = "".join(f" AND t.{col} = ?" for col in probe)
     if not pl.words:
         return [(f"SELECT t.k, t.body FROM {j.table} t WHERE t.k BETWEEN ? AND ?{conds} ORDER BY t.k DESC LIMIT ?",
                  [lo, hi, *probe.values(), pl.limit + 1])]
-    sql = (f"SELECT t.k, t.body FROM {j.fts} f JOIN {j.table} t ON t.k = f.rowid "
-           f"WHERE {j.fts} MATCH ? AND f.rowid BETWEEN ? AND ?{conds} ORDER BY f.rowid DESC LIMIT ?")
+    fts = fts or j.fts
+    sql = (f"SELECT t.k, t.body FROM {fts} f JOIN {j.table} t ON t.k = f.rowid "
+           f"WHERE {fts} MATCH ? AND f.rowid BETWEEN ? AND ?{conds} ORDER BY f.rowid DESC LIMIT ?")
     if "cont" not in probe:
         return [(sql, [fts_match(pl.words), lo, hi, *probe.values(), pl.limit + 1])]
     scoped, old = journal.split_scoped(lo, hi, since)
@@ -439,10 +447,17 @@ def _read(c: _Conn, db: sqlite3.Connection, pl: journal.Plan) -> dict:
         return {"items": [], "next_cursor": None}
     pages = []
     since = _scoped_since(db, pl.journal) if pl.words else journal.KEY_MAX
+    # a word search reads the shards newest first, until one probe has a page (older shards hold older keys)
+    shards = c.shards[pl.journal.table].load(db).ranges(*journal.key_bounds(pl)) if pl.words else [(None, 0, 0)]
     for pr in probes:
         try:
-            for sql, args in probe_sql(pl, pr, since):
-                pages.append(db.execute(sql, args).fetchall())
+            got = 0
+            for fts, lo, hi in shards:
+                for sql, args in probe_sql(pl, pr, since, fts, (lo, hi) if fts else None):
+                    pages.append(db.execute(sql, args).fetchall())
+                    got += len(pages[-1])
+                if got > pl.limit:
+                    break
         except sqlite3.OperationalError as e:
             if not pl.words or "fts5" not in str(e):
                 raise

@@ -1,11 +1,13 @@
 """Table definitions and the write/derive statements both backends run."""
 from __future__ import annotations
 
+from . import fts_shards
 from .derive import CONNECTION_COLS, CONTAINER_COLS, IP_COLS, IP_NAME_COLS, PROCESS_COLS
 from .query import Dialect
 
-SCHEMA_VERSION = 3     # 1: events/alerts with the JSON body as text (migrated on start, migrate.py);
-                       # 2: no container scope tokens in the words (3 adds the watermark, journal.py)
+SCHEMA_VERSION = 4     # 1: events/alerts with the JSON body as text (migrated on start, migrate.py);
+                       # 2: no container scope tokens in the words (3 adds the watermark, journal.py);
+                       # 3: SQLite's words in one FTS5 table (4: in key-range shards, fts_shards.py)
 
 # Tables derived from events (both backends, unchanged since version 1).
 _DERIVED_DDL = [
@@ -47,11 +49,8 @@ def _sqlite_journal(j) -> list[str]:
     return [f"CREATE TABLE IF NOT EXISTS {j.table} (k INTEGER PRIMARY KEY, idh INTEGER NOT NULL, {cols}, "
             "body BLOB NOT NULL)",
             *(f"CREATE INDEX IF NOT EXISTS {j.table}_by_{c} ON {j.table} ({c})"
-              + (f" WHERE {c} IS NOT NULL" if c in _PARTIAL else "") for c in j.indexed),
-            # contentless: the words are not stored twice; deleting a row deletes its words (retention);
-            # detail=none, columnsize=0: no positions, no sizes (no ranking), a few bytes per word
-            f"CREATE VIRTUAL TABLE IF NOT EXISTS {j.fts} USING fts5(words, content='', detail=none, columnsize=0, "
-            "tokenize=\"unicode61 remove_diacritics 0 tokenchars '._:'\")"]
+              + (f" WHERE {c} IS NOT NULL" if c in _PARTIAL else "") for c in j.indexed)]
+    # its words: FTS5 tables in key-range shards (fts_shards.py, made by SqliteBackend.open)
 
 
 def _pg_journal(j) -> list[str]:
@@ -73,7 +72,7 @@ def _common(blob: str, serial: str) -> list[str]:
 def sqlite_ddl() -> list[str]:
     from .journal import JOURNALS
     return [*_common("BLOB", "INTEGER"),
-            "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL)", fts_shards.DDL,
             *(s for j in JOURNALS for s in _sqlite_journal(j)), *derived_ddl(sqlite=True)]
 
 
@@ -134,6 +133,14 @@ def statements(d: Dialect) -> dict[str, str]:
 AGED = (("containers", "last_seen"), ("connections", "last_seen"), ("container_ips", "last_seen"),
         ("ip_names", "last_seen"), ("processes", "ts"))
 CAPPED = ("processes",)
+# ... and those that describe what the events say go with the oldest event kept too (the size cap
+# trims the events: the connection graph and process table must not outgrow it)
+FOLLOW_EVENTS = ("connections", "container_ips", "ip_names", "processes")
+
+
+def derived_cutoff(table: str, cutoff: int, oldest_event: int | None) -> int:
+    """Rows of `table` older than this go."""
+    return max(cutoff, oldest_event) if oldest_event is not None and table in FOLLOW_EVENTS else cutoff
 
 CONTAINER_SELECT = ("SELECT id, name, image, runtime, node, cgroup_id, labels, first_seen, last_seen, events "
                     "FROM containers ORDER BY last_seen DESC LIMIT 10000")
