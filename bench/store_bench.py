@@ -27,6 +27,7 @@ import orjson
 from bench.eventmix import EventMix
 from bench.store_v1 import PostgresV1, SqliteV1
 from services.store.backend import open_backend
+from services.store.config import StoreConfig
 from services.store.service import RETAIN_EARLY
 
 SPAN_NS = 7 * 24 * 3600 * 10**9
@@ -112,6 +113,7 @@ async def bench_backend(kind: str, n: int, seed: int, baseline: bool, pg_url: st
                 store = open_backend(url) if label == "new" else await PostgresV1(url).open()
             if label == "new":
                 await store.open()
+                await store.retain(0, StoreConfig.max_rows, StoreConfig.max_bytes)   # as the service does at start
             try:
                 t = time.perf_counter()
                 out[label] = await measure(store, n, seed, end_ts, label == "new")
@@ -135,6 +137,7 @@ async def retention_under_load(kind: str, n: int, cap: int, seed: int, pg_url: s
         store = open_backend(f"sqlite:///{tmp / 'retain.db'}" if kind == "sqlite"
                              else (await pg.new_database() if pg else pg_url))
         await store.open()
+        await store.retain(0, 10**12, cap)          # as the service does at start
         lat, sizes, retains = [], [], []
         task = None
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from .journal import KEY_MIN, Journal
 
 SHARDS_PER_CAP = 8
-DEFAULT_SHARD_ROWS = 20_000     # until retention sizes them (its first pass, when the store starts)
+DEFAULT_SHARD_ROWS = 250_000    # until retention sizes them (its first pass, when the store starts)
 MIN_SHARD_ROWS, MAX_SHARD_ROWS = 200, 2_000_000
 ROW_BYTES_GUESS = 300           # a stored event, all told, while there are none to measure
 
