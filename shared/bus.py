@@ -255,11 +255,7 @@ class Bus:
                 await sub.unsubscribe()
             except Exception:
                 pass
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(*self._tasks)
         try:
             await self.nc.drain()
         except Exception:  # reconnecting or already broken: close what is left, never raise on the way out

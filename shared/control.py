@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from . import log
+from .tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from .bus import Bus
@@ -68,9 +69,7 @@ class Control:
 
     async def cancel(self) -> None:
         """Stop background ops still running (at service shutdown)."""
-        for t in list(self.tasks):
-            t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await cancel_and_wait(*self.tasks)
 
     @property
     def ops(self) -> list[str]:

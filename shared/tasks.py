@@ -4,13 +4,23 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+RECANCEL_S = 0.5   # a task still running this long after its cancel is cancelled again
 
-async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
-    """Cancel `task` and wait until it has finished; its outcome is not ours to raise."""
-    if task is None:
-        return
-    task.cancel()
-    try:
-        await task
-    except (asyncio.CancelledError, Exception):
-        pass
+
+async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel the tasks and wait until every one has finished; their outcomes are not ours to raise.
+
+    A cancel can be lost: Python 3.11's asyncio.wait_for (nats-py's request uses it) returns the
+    result instead when the awaited call completes in the same step, and a loop around it then
+    runs on. So a task still running after RECANCEL_S is cancelled again, until it ends."""
+    mine = [t for t in tasks if t is not None]
+    pending = set(mine)
+    for t in pending:
+        t.cancel()
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
+        for t in pending:
+            t.cancel()
+    for t in mine:
+        if not t.cancelled():
+            t.exception()   # retrieved: no "exception was never retrieved" at exit

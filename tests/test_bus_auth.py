@@ -38,6 +38,35 @@ class Conn:
         return False
 
 
+async def _delivered(sender: "Conn", sub, subject: str, data: bytes, within: float = 15.0):
+    """The message `sub` receives once `sender` publishes to `subject`, published again each second
+    while none has come: two bare nats-py clients against this nats-server lose the first message
+    to a subscription flushed a moment before about 1 time in 100 here (not found why). What is
+    tested is who may send and receive, not that moment."""
+    end = asyncio.get_running_loop().time() + within
+    while True:
+        await sender.nc.publish(subject, data)
+        await sender.nc.flush()
+        try:
+            return await sub.next_msg(1.0)
+        except nats.errors.TimeoutError:
+            if asyncio.get_running_loop().time() > end:
+                raise
+
+
+async def _request_once_answered(conn: "Conn", subject: str, within: float = 10.0):
+    """A request, repeated while the server says no one answers: as in _delivered, a subscription
+    flushed on another connection can be missed for a moment (one full run here)."""
+    end = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            return await conn.nc.request(subject, b"{}", timeout=5)
+        except nats.errors.NoRespondersError:
+            if asyncio.get_running_loop().time() > end:
+                raise
+            await asyncio.sleep(0.1)
+
+
 @pytest_asyncio.fixture
 async def server(tmp_path):
     creds = busauth.ensure(tmp_path / "creds", busauth.users([N1, N2]))
@@ -93,9 +122,7 @@ async def test_each_identity_does_its_job_and_nothing_else(server):
     # the probe feeds its enricher; forged raw events from the enricher or another node's raw are refused
     raw = await enricher.nc.subscribe(subjects.raw(N1))
     await enricher.nc.flush()
-    await probe.nc.publish(subjects.raw(N1), orjson.dumps([EVENT]))
-    await probe.nc.flush()  # sent and accepted by the server before we wait for it
-    assert orjson.loads((await raw.next_msg(15)).data)[0]["id"] == "e1"
+    assert orjson.loads((await _delivered(probe, raw, subjects.raw(N1), orjson.dumps([EVENT]))).data)[0]["id"] == "e1"
     await enricher.nc.publish(subjects.raw(N1), b"[]")
     assert await enricher.denied(subjects.raw(N1))
     await probe.nc.publish(subjects.raw(N2), b"[]")
@@ -106,8 +133,11 @@ async def test_each_identity_does_its_job_and_nothing_else(server):
     assert await enricher.denied(subjects.event(N2, "open"))
     await api.nc.publish(subjects.ctl_probe(N1), b'{"op":"status"}')  # control ops: admin only
     assert await api.denied(subjects.ctl_probe(N1))
-    with pytest.raises(Exception):
-        await raw.next_msg(0.5)  # nothing forged got through
+    while True:  # nothing forged got through (a late copy of the probe's own event may)
+        try:
+            assert (await raw.next_msg(0.5)).data != b"[]"
+        except nats.errors.TimeoutError:
+            break
 
     # the probe cannot join the alerter's queue nor sniff store queries, replies or other probes' control
     for subject in (subjects.EVENT_ALL, f"{subjects.PREFIX}.store.>", "_INBOX.>", f"_INBOX.{busauth.API}.>",
@@ -120,7 +150,7 @@ async def test_each_identity_does_its_job_and_nothing_else(server):
         await msg.respond(b'{"items": []}')
     await store.nc.subscribe(subjects.store("events"), queue="store", cb=answer)
     await store.nc.flush()
-    reply = await api.nc.request(subjects.store("events"), b"{}", timeout=5)
+    reply = await _request_once_answered(api, subjects.store("events"))
     assert orjson.loads(reply.data) == {"items": []}
     await probe.nc.publish(subjects.store("events"), b"{}")
     assert await probe.denied(subjects.store("events"))
@@ -128,8 +158,8 @@ async def test_each_identity_does_its_job_and_nothing_else(server):
     # events reach the alerter (queue group); alerts are durable (JetStream acks reach the alerter)
     got = await alerter.nc.subscribe(subjects.EVENT_ALL, queue="alerter")
     await alerter.nc.flush()
-    await enricher.nc.publish(subjects.event(N1, "open"), orjson.dumps([EVENT]))
-    assert (await got.next_msg(5)).subject == subjects.event(N1, "open")
+    assert (await _delivered(enricher, got, subjects.event(N1, "open"), orjson.dumps([EVENT]))).subject == \
+        subjects.event(N1, "open")
     ack = await alerter.nc.jetstream().publish(subjects.alert("warning"), b"[]", timeout=5)
     assert ack.stream == "ALERTS"
 

@@ -28,6 +28,7 @@ from shared.config import CommonConfig, ConfigError
 from shared.control import Control
 from shared.schema import new_event_id
 from shared.stats import Stats, StatsPublisher
+from shared.tasks import cancel_and_wait
 
 from .config import AlerterConfig
 from .engine import RuleError, Ruleset, load_rules, priority_rank
@@ -124,9 +125,7 @@ class AlerterService:
         try:
             await stop.wait()
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(*tasks)
 
     # --- rules -------------------------------------------------------------
 

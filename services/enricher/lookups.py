@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from shared import log
 from shared.bounded import Bounded
 from shared.stats import Stats
+from shared.tasks import cancel_and_wait
 
 _log = log.get("enricher.runtime")
 # A batch waits the configured timeout for a lookup; the lookup itself goes on in the background
@@ -85,13 +86,7 @@ class CachedLookups:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for t in list(self._inflight.values()):
-            t.cancel()
-        for t in list(self._inflight.values()):
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(*self._inflight.values())
         await self.close()
 
     async def close(self) -> None:

@@ -104,11 +104,7 @@ class EnricherService:
                 except asyncio.TimeoutError:
                     pass
         finally:
-            worker.cancel()
-            try:
-                await worker
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(worker)
             await self._drain()
             self.update_gauges()
 

@@ -32,6 +32,7 @@ from shared.config import CommonConfig
 from shared.control import BAD_ARGS, BAD_REQUEST, UNAVAILABLE, Control, ControlError
 from shared.filterplan import FilterPlan, PlanError
 from shared.stats import Stats, StatsPublisher
+from shared.tasks import cancel_and_wait
 
 from . import loader
 from .compiler_state import free_compiler_state
@@ -403,13 +404,7 @@ class ProbeService:
                     await self._publish(getter.result())
                     getter = None
         finally:
-            if getter is not None:
-                getter.cancel()
-            stopper.cancel()
-            counters.cancel()
-            asker.cancel()
-            ia32.cancel()
-            await asyncio.gather(counters, stopper, asker, ia32, return_exceptions=True)
+            await cancel_and_wait(getter, stopper, counters, asker, ia32)
             self.read_counters()
 
     async def _publish(self, events: list[dict]) -> None:
