@@ -22,6 +22,7 @@ import re
 import orjson
 import zstandard
 
+from shared.bounded import Bounded
 from shared.heap import trim_heap
 
 LEVEL = 3
@@ -35,8 +36,6 @@ MIN_PREFIX = 3                # `ab*` matches the word ab only
 _WORD = re.compile(r"[\w.:]+")
 _QUERY_WORD = re.compile(r"([\w.:]+)(\*?)")
 _PART = re.compile(r"[^.:\s]+")
-_FIELDS = ("comm", "path", "filename", "oldpath", "newpath", "target", "source", "name", "query", "qname",
-           "daddr", "saddr")
 
 
 def id_hash(id_: str) -> int:
@@ -59,21 +58,35 @@ def _str(d: dict, k: str) -> str:
     return v if isinstance(v, str) else ""
 
 
-def search_text(item: dict) -> str:
-    """The searchable text of an event or alert, as space-separated words."""
-    parts = [_str(item, k) for k in _FIELDS]
+_FIELDS = ("path", "filename", "oldpath", "newpath", "target", "source", "name", "query", "qname", "daddr", "saddr")
+# the words of who did it (comm, exe, command line, container): the same for most of a process's events
+_who_words: Bounded[str, frozenset[str]] = Bounded(4096)
+
+
+def _who(item: dict) -> str:
     proc = item.get("proc")
+    parts = [_str(item, "comm")]
     if isinstance(proc, dict):
         parts += (_str(proc, "exe"), _str(proc, "cmdline"))
     if isinstance(item.get("argv"), list) and not (isinstance(proc, dict) and proc.get("cmdline")):
         parts += [a for a in item["argv"] if isinstance(a, str)]
     if isinstance(item.get("container"), dict):     # image, pod, namespace: the API filters on those
         parts.append(_str(item["container"], "name"))
+    return " ".join(parts)[:MAX_WORDS_TEXT]
+
+
+def search_text(item: dict) -> str:
+    """The searchable text of an event or alert, as space-separated words."""
+    who = _who(item)
+    words = _who_words.get(who)
+    if words is None:
+        words = _who_words[who] = frozenset(split_words(who))
+    what = [_str(item, k) for k in _FIELDS]
     if item.get("kind") == "alert":
-        parts += (_str(item, "rule"), _str(item, "output"))
+        what += (_str(item, "rule"), _str(item, "output"))
         if isinstance(item.get("event"), dict):
-            parts.append(search_text(item["event"]))
-    return " ".join(split_words(" ".join(parts)[:MAX_WORDS_TEXT]))
+            what.append(search_text(item["event"]))
+    return " ".join(sorted(words.union(split_words(" ".join(what)[:MAX_WORDS_TEXT]))))
 
 
 def query_words(q: str) -> list[tuple[str, bool]]:

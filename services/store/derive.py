@@ -118,39 +118,44 @@ IP_NAME_COLS = ("src", "ip", "name", "last_seen")  # the DNS name `src` resolved
 PROCESS_COLS = ("node", "pid", "ppid", "container_id", "exe", "args", "comm", "ts", "rank")
 
 
-def _add_process(d: Derived, node: str, pid: Any, row: tuple) -> None:
+def _wins(d: Derived, node: str, pid: Any, rank: int, ts: int) -> bool:
+    """Whether a row for (node, pid) seen at `ts` with `rank` would replace the batch's row so far
+    (asked before the row is built: most events repeat their ancestors)."""
     if not isinstance(pid, int) or not 0 < pid <= INT64_MAX:
-        return
-    key = (node, pid)
-    old = d.processes.get(key)
-    if old is None or (row[8], row[7]) >= (old[8], old[7]):
-        d.processes[key] = row
+        return False
+    old = d.processes.get((node, pid))
+    return old is None or (rank, ts) >= (old[8], old[7])
 
 
 def _processes(d: Derived, ev: dict, cid: str | None) -> None:
     node, kind, ts = str(ev.get("node")), ev["kind"], ev["ts"]
     proc = ev.get("proc") if isinstance(ev.get("proc"), dict) else {}
     pid = ev.get("pid")
-    ppid = _i(ev.get("ppid")) or _i(proc.get("ppid"))
-    exe = _s(proc.get("exe") or ev.get("filename"))
-    args = proc.get("args") or ev.get("argv") or []
-    comm = _s(ev.get("comm"), 64)
     rank = RANK_EXEC if kind == "exec" else RANK_SEEN
-    if kind != "exec" or ev.get("ret", 0) in (0, None):
-        _add_process(d, node, pid, (node, pid, ppid, cid, exe, dumps(args), comm, ts, rank))
-    if kind == "fork":
-        _add_process(d, node, _i(ev.get("child_pid")), (node, ev.get("child_pid"), pid, cid, exe, dumps(args),
-                                                         comm, ts, RANK_FORK))
+    own = kind != "exec" or ev.get("ret", 0) in (0, None)
+    if (own and _wins(d, node, pid, rank, ts)) or (kind == "fork" and _wins(d, node, ev.get("child_pid"),
+                                                                            RANK_FORK, ts)):
+        ppid = _i(ev.get("ppid")) or _i(proc.get("ppid"))
+        exe = _s(proc.get("exe") or ev.get("filename"))
+        args = dumps(proc.get("args") or ev.get("argv") or [])
+        comm = _s(ev.get("comm"), 64)
+        if own and _wins(d, node, pid, rank, ts):
+            d.processes[(node, pid)] = (node, pid, ppid, cid, exe, args, comm, ts, rank)
+        if kind == "fork" and _wins(d, node, ev.get("child_pid"), RANK_FORK, ts):
+            d.processes[(node, ev["child_pid"])] = (node, ev["child_pid"], pid, cid, exe, args, comm, ts, RANK_FORK)
     if kind == "exit" and isinstance(pid, int):
         d.exits[(node, pid)] = max(ts, d.exits.get((node, pid), 0))
     anc = proc.get("ancestors") if isinstance(proc.get("ancestors"), list) else []
     for i, a in enumerate(anc):
         if not isinstance(a, dict):
             break
+        apid = _i(a.get("pid"))
+        if not _wins(d, node, apid, RANK_ANCESTOR, ts):
+            continue
         parent = anc[i + 1].get("pid") if i + 1 < len(anc) and isinstance(anc[i + 1], dict) else None
         # an ancestor may live outside the container (conmon, runc): its container stays unknown
-        _add_process(d, node, _i(a.get("pid")), (node, a.get("pid"), _i(parent), None, _s(a.get("exe")),
-                                                 dumps(a.get("args") or []), _s(a.get("comm"), 64), ts, RANK_ANCESTOR))
+        d.processes[(node, apid)] = (node, apid, _i(parent), None, _s(a.get("exe")), dumps(a.get("args") or []),
+                                     _s(a.get("comm"), 64), ts, RANK_ANCESTOR)
 
 
 def _network(d: Derived, ev: dict, cid: str | None) -> None:
