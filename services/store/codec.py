@@ -81,7 +81,7 @@ def search_text(item: dict) -> str:
     words = _who_words.get(who)
     if words is None:
         words = _who_words[who] = frozenset(split_words(who))
-    what = [_str(item, k) for k in _FIELDS]
+    what = [v for k in _FIELDS if (v := item.get(k)).__class__ is str]
     if item.get("kind") == "alert":
         what += (_str(item, "rule"), _str(item, "output"))
         if isinstance(item.get("event"), dict):
