@@ -125,3 +125,45 @@ async def test_a_version_3_database_becomes_shard_0(tmp_path):
     assert db.execute("SELECT id, rows FROM fts_shards WHERE journal = 'events' ORDER BY id").fetchall() == [
         (0, 300), (1, 100), (2, 100), (3, 100)]
     db.close()
+
+
+async def test_a_shard_larger_than_shards_are_now_is_cut_inside_not_dropped_whole(tmp_path):
+    """A version 3 file's one index (or a cap made smaller) over the size cap: only the oldest rows go,
+    not the whole shard with nearly all of history."""
+    path = tmp_path / "big.db"
+    b = open_backend(f"sqlite:///{path}")
+    await b.open()
+    t0 = time.time_ns() - 10**12
+    try:
+        for lo in range(0, 3000, 500):
+            await b.write(_batch(t0, lo, lo + 500), [])       # one shard (250k rows by default)
+        size = (await b.counts())["db_bytes"]
+        await b.write(_batch(t0, 3000, 3100), [])
+        await b.retain(0, 10**9, int(size * 0.9))               # sizes shards to a few hundred rows
+        left = await _ts(b, limit=1000)
+        assert 1500 < len(left) < 3100 and min(left) > t0 and max(left) == t0 + 3099
+        assert await _ts(b, q="rare", limit=100) == [t for t in left if (t - t0) % 100 == 0]
+    finally:
+        await b.close()
+
+
+async def test_a_key_below_the_newest_shard_after_everything_was_deleted_is_found(tmp_path):
+    path = tmp_path / "late.db"
+    b = open_backend(f"sqlite:///{path}")
+    await b.open()
+    t0 = time.time_ns() - 10**12
+    try:
+        b._w.shards["events"].rows_per_shard = 100
+        for lo in range(0, 400, 100):
+            await b.write(_batch(t0, lo, lo + 100), [])
+        await b.retain(t0 + 10**6, 10**9, 10**12)               # every row older than the cutoff
+        assert (await b.counts())["events"] == 0
+        # an event from before the newest shard's start (a clock stepped back, a replayed backlog)
+        await b.write([ev("open", ts=t0 + 150, path="/srv/back", comm="rare")], [])
+        await b.write(_batch(t0, 500, 700), [])
+        assert await _ts(b, q="back") == [t0 + 150]
+        assert await _ts(b, q="rare") == [t0 + 600, t0 + 500, t0 + 150]
+        los = [s.k_lo for s in b._w.shards["events"].list]
+        assert los == sorted(los) and len(set(los)) == len(los)
+    finally:
+        await b.close()

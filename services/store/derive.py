@@ -121,7 +121,7 @@ PROCESS_COLS = ("node", "pid", "ppid", "container_id", "exe", "args", "comm", "t
 def _wins(d: Derived, node: str, pid: Any, rank: int, ts: int) -> bool:
     """Whether a row for (node, pid) seen at `ts` with `rank` would replace the batch's row so far
     (asked before the row is built: most events repeat their ancestors)."""
-    if not isinstance(pid, int) or not 0 < pid <= INT64_MAX:
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= INT64_MAX:
         return False
     old = d.processes.get((node, pid))
     return old is None or (rank, ts) >= (old[8], old[7])
@@ -132,17 +132,18 @@ def _processes(d: Derived, ev: dict, cid: str | None) -> None:
     proc = ev.get("proc") if isinstance(ev.get("proc"), dict) else {}
     pid = ev.get("pid")
     rank = RANK_EXEC if kind == "exec" else RANK_SEEN
-    own = kind != "exec" or ev.get("ret", 0) in (0, None)
-    if (own and _wins(d, node, pid, rank, ts)) or (kind == "fork" and _wins(d, node, ev.get("child_pid"),
-                                                                            RANK_FORK, ts)):
+    child = _i(ev.get("child_pid")) if kind == "fork" else None
+    own = (kind != "exec" or ev.get("ret", 0) in (0, None)) and _wins(d, node, pid, rank, ts)
+    forked = child is not None and _wins(d, node, child, RANK_FORK, ts)
+    if own or forked:
         ppid = _i(ev.get("ppid")) or _i(proc.get("ppid"))
         exe = _s(proc.get("exe") or ev.get("filename"))
         args = dumps(proc.get("args") or ev.get("argv") or [])
         comm = _s(ev.get("comm"), 64)
-        if own and _wins(d, node, pid, rank, ts):
+        if own:
             d.processes[(node, pid)] = (node, pid, ppid, cid, exe, args, comm, ts, rank)
-        if kind == "fork" and _wins(d, node, ev.get("child_pid"), RANK_FORK, ts):
-            d.processes[(node, ev["child_pid"])] = (node, ev["child_pid"], pid, cid, exe, args, comm, ts, RANK_FORK)
+        if forked:
+            d.processes[(node, child)] = (node, child, pid, cid, exe, args, comm, ts, RANK_FORK)
     if kind == "exit" and isinstance(pid, int):
         d.exits[(node, pid)] = max(ts, d.exits.get((node, pid), 0))
     anc = proc.get("ancestors") if isinstance(proc.get("ancestors"), list) else []

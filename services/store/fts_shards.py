@@ -24,6 +24,7 @@ from .journal import KEY_MIN, Journal
 SHARDS_PER_CAP = 8
 DEFAULT_SHARD_ROWS = 250_000    # until retention sizes them (its first pass, when the store starts)
 MIN_SHARD_ROWS, MAX_SHARD_ROWS = 200, 2_000_000
+OVERSIZED = 2                   # a shard of more than this many times rows_per_shard is cut inside
 ROW_BYTES_GUESS = 300           # a stored event, all told, while there are none to measure
 
 DDL = "CREATE TABLE IF NOT EXISTS fts_shards (journal TEXT NOT NULL, id INTEGER NOT NULL, k_lo INTEGER NOT NULL, " \
@@ -85,17 +86,17 @@ class Shards:
         by_shard: dict[int, list[tuple[int, str]]] = {}
         for row in words:
             k = row[0]
-            if k > top:
-                top = k
+            if k > top and k >= los[-1]:     # (a key below the newest shard's start, after the rows
+                top = k                      # above it were all deleted, goes where its range is)
                 filled = self.list[-1].rows + pending[-1]
-                if filled and (filled >= self.rows_per_shard or self.close_next):
+                if k > los[-1] and filled and (filled >= self.rows_per_shard or self.close_next):
                     self._open(db, k)
                     los.append(k)
                     pending.append(0)
                     self.close_next = False
                 i = len(self.list) - 1
             else:
-                i = max(0, bisect.bisect_right(los, k) - 1)
+                i = self._index(k)
             pending[i] += 1
             by_shard.setdefault(i, []).append(row)
         for i, rows in by_shard.items():
@@ -105,6 +106,9 @@ class Shards:
             db.execute("UPDATE fts_shards SET rows = ? WHERE journal = ? AND id = ?", (s.rows, self.j.table, s.id))
 
     def _open(self, db: sqlite3.Connection, k_lo: int) -> None:
+        if k_lo <= self.list[-1].k_lo:
+            raise ValueError(f"{self.j.table}: a shard from key {k_lo} would not follow the newest "
+                             f"({self.list[-1].k_lo})")
         new = Shard(max(s.id for s in self.list) + 1, k_lo, 0)
         db.execute(fts_ddl(self.table(new)))
         db.execute("INSERT INTO fts_shards (journal, id, k_lo, rows) VALUES (?, ?, ?, 0)",
@@ -114,12 +118,16 @@ class Shards:
     def size_cut(self, k: int) -> int:
         """Where to cut for the size cap when the rows up to `k` must go: the end of k's shard (a
         shard goes whole, words and all). Never into the newest, whose words could not go with its
-        rows: the cut stops below it, and it is closed at the next write so that the next pass can."""
+        rows: the cut stops below it, and it is closed at the next write so that the next pass can.
+        A shard far larger than shards are now (version 3's one index, or a cap made smaller) is
+        cut inside, at `k`: its words stay until its last row goes, rather than all its rows at once."""
         i = self._index(k)
-        if i + 1 < len(self.list):
-            return self.list[i + 1].k_lo
-        self.close_next = True
-        return self.list[-1].k_lo
+        newest = i + 1 == len(self.list)
+        if newest:
+            self.close_next = True
+        if self.list[i].rows > OVERSIZED * self.rows_per_shard:
+            return k + 1
+        return self.list[-1].k_lo if newest else self.list[i + 1].k_lo
 
     def drop_dead(self, db: sqlite3.Connection) -> int:
         """Drop the shards below the oldest stored key (never the newest); returns how many."""

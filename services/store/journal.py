@@ -158,9 +158,8 @@ def probes(pl: Plan, ids: dict[str, int | None], conts: list[int] | None) -> lis
 # interned id, so `q` within a container is one index intersection (the word's list AND the
 # container's), not a walk of the word's list checking containers. Rows written before a
 # database had these tokens (keys below its watermark, `scoped_since`) are searched the old way;
-# on SQLite such a row arriving late has none either (an FTS5 delete must repeat exactly the
-# words of the insert). Schema version 3: an older store refuses the database rather than
-# write rows above the watermark without tokens.
+# such a row arriving late has none either (it is searched the old way). Schema version 3: an
+# older store refuses the database rather than write rows above the watermark without tokens.
 def _token(cont: int) -> str:
     return f"zc:{cont}"
 

@@ -54,6 +54,8 @@ class StoreService:
         self._halt = asyncio.Event()
         self._retain_soon = asyncio.Event()
         self._retain_lock = asyncio.Lock()
+        self._last_retain = 0.0          # monotonic start of the last retention pass
+        self._over_cap = False
 
     async def __aenter__(self) -> "StoreService":
         try:
@@ -156,15 +158,17 @@ class StoreService:
             await _quietly(msg.ack())
 
     async def _write(self, stream: str, items: list[dict]) -> None:
+        if self._over_cap:      # the last write left the database over its cap: retention first
+            self._over_cap = False
+            if time.monotonic() - self._last_retain >= RETAIN_MIN_GAP_S:
+                await self.retain_now()
         res = await (self.backend.write(items, []) if stream == EVENTS else self.backend.write([], items))
         self.stats.inc("events_stored_total", res.events)
         self.stats.inc("alerts_stored_total", res.alerts)
         self.stats.inc("duplicates_skipped_total", res.duplicates)
         if res.db_bytes is not None and res.db_bytes > self.cfg.max_bytes * RETAIN_EARLY:
-            if res.db_bytes > self.cfg.max_bytes:
-                await self.retain_now()     # over the cap: the next write waits for retention
-            else:
-                self._retain_soon.set()     # near it: do not wait for the interval
+            self._retain_soon.set()     # near the cap: do not wait for the interval
+            self._over_cap = res.db_bytes > self.cfg.max_bytes  # over it: the next write waits (this one is acked)
 
     async def _write_one_by_one(self, stream: str, good: list) -> None:
         """After a batch the database refused, each message alone: a refused one is redelivered (nak)
@@ -205,6 +209,7 @@ class StoreService:
         cutoff = time.time_ns() - int(self.cfg.retention_max_age_s * 1e9)
         try:
             async with self._retain_lock:   # one pass at a time: each counts what is there to delete
+                self._last_retain = time.monotonic()
                 res = await self.backend.retain(cutoff, self.cfg.max_rows, self.cfg.max_bytes)
         except Exception as e:
             self.stats.inc("retention_errors_total")

@@ -430,7 +430,7 @@ def probe_sql(pl: journal.Plan, probe: dict[str, int], since: int = journal.KEY_
 
 
 def _words_of(k: int, text: str, cont: int | None, since: int) -> str:
-    """A row's FTS5 words, the same at insert and at delete: the scope token from the watermark on."""
+    """A row's FTS5 words: the scope token from the watermark on."""
     return journal.scoped_words(text, cont) if k >= since else text
 
 
@@ -440,6 +440,16 @@ def _scoped_since(db: sqlite3.Connection, j: Journal) -> int:
 
 
 def _read(c: _Conn, db: sqlite3.Connection, pl: journal.Plan) -> dict:
+    """One snapshot (a read transaction): the shards listed are the shards read, whatever retention
+    drops meanwhile."""
+    db.execute("BEGIN")
+    try:
+        return _read_in(c, db, pl)
+    finally:
+        db.execute("COMMIT")
+
+
+def _read_in(c: _Conn, db: sqlite3.Connection, pl: journal.Plan) -> dict:
     ids = {col: _lookup(db, s) for col, s in pl.names.items()}
     conts = _containers(db, pl.container) if pl.container is not None else None
     probes = journal.probes(pl, ids, conts)

@@ -134,8 +134,9 @@ AGED = (("containers", "last_seen"), ("connections", "last_seen"), ("container_i
         ("ip_names", "last_seen"), ("processes", "ts"))
 CAPPED = ("processes",)
 # ... and those that describe what the events say go with the oldest event kept too (the size cap
-# trims the events: the connection graph and process table must not outgrow it)
-FOLLOW_EVENTS = ("connections", "container_ips", "ip_names", "processes")
+# trims the events: the connection graph must not outgrow it; the process table is capped by rows,
+# and keeps a quiet long-lived process whose exec was trimmed)
+FOLLOW_EVENTS = ("connections", "container_ips", "ip_names")
 
 
 def derived_cutoff(table: str, cutoff: int, oldest_event: int | None) -> int:
