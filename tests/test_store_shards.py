@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from contextlib import asynccontextmanager
 
 import orjson
 
@@ -31,6 +32,22 @@ async def _ts(b, **q) -> list[int]:
             return out
 
 
+@asynccontextmanager
+async def _filled(path, n: int, step: int, rows_per_shard: int | None = None):
+    """A store at `path` with events t0+0 .. t0+n-1 written `step` at a time; yields (backend, t0)."""
+    b = open_backend(f"sqlite:///{path}")
+    await b.open()
+    t0 = time.time_ns() - 10**12
+    try:
+        if rows_per_shard:
+            b._w.shards["events"].rows_per_shard = rows_per_shard
+        for lo in range(0, n, step):
+            await b.write(_batch(t0, lo, lo + step), [])
+        yield b, t0
+    finally:
+        await b.close()
+
+
 def _batch(t0: int, lo: int, hi: int) -> list[dict]:
     web = cont("web")
     return [ev("open", ts=t0 + i, path=f"/srv/f{i}", comm="rare" if i % 100 == 0 else "common",
@@ -39,13 +56,7 @@ def _batch(t0: int, lo: int, hi: int) -> list[dict]:
 
 async def test_searches_span_shards_and_retention_drops_a_shard_with_its_last_row(tmp_path):
     path = tmp_path / "s.db"
-    b = open_backend(f"sqlite:///{path}")
-    await b.open()
-    t0 = time.time_ns() - 10**12
-    try:
-        b._w.shards["events"].rows_per_shard = 1000
-        for lo in range(0, 3500, 500):
-            await b.write(_batch(t0, lo, lo + 500), [])
+    async with _filled(path, 3500, 500, rows_per_shard=1000) as (b, t0):
         assert _tables(path) == ["events_fts", "events_fts_1", "events_fts_2", "events_fts_3"]
         rare = [t0 + i for i in range(3400, -1, -100)]
         assert await _ts(b, q="rare", limit=7) == rare                      # newest first, paged across shards
@@ -61,8 +72,6 @@ async def test_searches_span_shards_and_retention_drops_a_shard_with_its_last_ro
         # a late row below every shard left goes to the oldest one, and is found
         await b.write([ev("open", ts=t0 + 5, path="/srv/late", comm="rare")], [])
         assert (await _ts(b, q="late")) == [t0 + 5]
-    finally:
-        await b.close()
     db = sqlite3.connect(path)
     for t in _tables(path):
         db.execute(f"INSERT INTO {t} ({t}, rank) VALUES ('integrity-check', 0)")   # raises if corrupt
@@ -77,13 +86,7 @@ async def test_searches_span_shards_and_retention_drops_a_shard_with_its_last_ro
 
 async def test_over_the_size_cap_whole_shards_go_and_the_file_shrinks(tmp_path):
     path = tmp_path / "s.db"
-    b = open_backend(f"sqlite:///{path}")
-    await b.open()
-    t0 = time.time_ns() - 10**12
-    try:
-        b._w.shards["events"].rows_per_shard = 2000
-        for lo in range(0, 20000, 1000):
-            await b.write(_batch(t0, lo, lo + 1000), [])
+    async with _filled(path, 20000, 1000, rows_per_shard=2000) as (b, t0):
         before = (await b.counts())["db_bytes"]
         cap = before // 2
         res = await b.retain(0, 10**9, cap)
@@ -95,8 +98,6 @@ async def test_over_the_size_cap_whole_shards_go_and_the_file_shrinks(tmp_path):
         left = await _ts(b, limit=1000)
         assert len(_tables(path)) * 2000 >= n and min(left) - t0 in range(0, 20000, 2000)
         assert await _ts(b, q="rare", limit=1000) == [t for t in left if (t - t0) % 100 == 0]
-    finally:
-        await b.close()
 
 
 async def test_a_version_3_database_becomes_shard_0(tmp_path):
@@ -130,32 +131,17 @@ async def test_a_version_3_database_becomes_shard_0(tmp_path):
 async def test_a_shard_larger_than_shards_are_now_is_cut_inside_not_dropped_whole(tmp_path):
     """A version 3 file's one index (or a cap made smaller) over the size cap: only the oldest rows go,
     not the whole shard with nearly all of history."""
-    path = tmp_path / "big.db"
-    b = open_backend(f"sqlite:///{path}")
-    await b.open()
-    t0 = time.time_ns() - 10**12
-    try:
-        for lo in range(0, 3000, 500):
-            await b.write(_batch(t0, lo, lo + 500), [])       # one shard (250k rows by default)
+    async with _filled(tmp_path / "big.db", 3000, 500) as (b, t0):   # one shard (250k rows by default)
         size = (await b.counts())["db_bytes"]
         await b.write(_batch(t0, 3000, 3100), [])
         await b.retain(0, 10**9, int(size * 0.9))               # sizes shards to a few hundred rows
         left = await _ts(b, limit=1000)
         assert 1500 < len(left) < 3100 and min(left) > t0 and max(left) == t0 + 3099
         assert await _ts(b, q="rare", limit=100) == [t for t in left if (t - t0) % 100 == 0]
-    finally:
-        await b.close()
 
 
 async def test_a_key_below_the_newest_shard_after_everything_was_deleted_is_found(tmp_path):
-    path = tmp_path / "late.db"
-    b = open_backend(f"sqlite:///{path}")
-    await b.open()
-    t0 = time.time_ns() - 10**12
-    try:
-        b._w.shards["events"].rows_per_shard = 100
-        for lo in range(0, 400, 100):
-            await b.write(_batch(t0, lo, lo + 100), [])
+    async with _filled(tmp_path / "late.db", 400, 100, rows_per_shard=100) as (b, t0):
         await b.retain(t0 + 10**6, 10**9, 10**12)               # every row older than the cutoff
         assert (await b.counts())["events"] == 0
         # an event from before the newest shard's start (a clock stepped back, a replayed backlog)
@@ -165,5 +151,3 @@ async def test_a_key_below_the_newest_shard_after_everything_was_deleted_is_foun
         assert await _ts(b, q="rare") == [t0 + 600, t0 + 500, t0 + 150]
         los = [s.k_lo for s in b._w.shards["events"].list]
         assert los == sorted(los) and len(set(los)) == len(los)
-    finally:
-        await b.close()
