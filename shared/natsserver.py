@@ -78,6 +78,10 @@ class NatsServerConfig:
     # the "route" credential authenticates cluster routes. None = open bus (tests only).
     auth: dict[str, busauth.Credential] | None = None
     tls: TlsFiles | None = None     # TLS for clients and routes (routes verify the peer's certificate)
+    # Go's soft memory limit for the server (GOMEMLIMIT; one the environment sets wins): after a
+    # burst its heap goes back down instead of staying at its peak (45 -> 30 MB here 60 s after an
+    # open/exec burst). Soft: a busier server goes over it, with the GC doing more work. 0 = none.
+    go_mem_limit_mib: int = 24
 
     def config_text(self) -> str:
         """The config file given with -c (flags from args() override it); it holds
@@ -151,8 +155,11 @@ class NatsServer:
                 os.close(fd)
             Path(self._conf).write_text(self.cfg.config_text())
             conf_args = ["-c", self._conf]
+        env = dict(os.environ)
+        if self.cfg.go_mem_limit_mib > 0:
+            env.setdefault("GOMEMLIMIT", f"{self.cfg.go_mem_limit_mib}MiB")
         self.proc = await asyncio.create_subprocess_exec(
-            find_binary(), *conf_args, *self.cfg.args(), stdout=asyncio.subprocess.DEVNULL,
+            find_binary(), *conf_args, *self.cfg.args(), env=env, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL if not os.environ.get("EUNOMIA_NATS_LOG") else None,
             start_new_session=True, preexec_fn=die_with_parent)
         deadline = asyncio.get_running_loop().time() + wait

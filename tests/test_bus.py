@@ -1,5 +1,6 @@
 """The bus against a real nats-server: batches, malformed input, JetStream."""
 import asyncio
+from pathlib import Path
 
 import orjson
 import pytest
@@ -120,3 +121,19 @@ async def test_batcher_keeps_causal_order_across_subjects(nats_server):
                 await b.add(subjects.raw("n1"), ev("open", seq=i))
         await asyncio.wait_for(done.wait(), 10)
     assert [e["seq"] for e in got] == list(range(301))
+
+
+async def test_the_servers_go_memory_limit_is_set_unless_the_environment_sets_one(tmp_path, monkeypatch):
+    from shared.natsserver import NatsServer, NatsServerConfig, free_port
+
+    def limit_of(srv) -> str | None:
+        env = Path(f"/proc/{srv.proc.pid}/environ").read_bytes().split(b"\0")
+        return next((e.decode().split("=", 1)[1] for e in env if e.startswith(b"GOMEMLIMIT=")), None)
+    monkeypatch.delenv("GOMEMLIMIT", raising=False)
+    async with NatsServer(NatsServerConfig(port=free_port())) as srv:
+        assert limit_of(srv) == "24MiB"
+    async with NatsServer(NatsServerConfig(port=free_port(), go_mem_limit_mib=0)) as srv:
+        assert limit_of(srv) is None
+    monkeypatch.setenv("GOMEMLIMIT", "1GiB")
+    async with NatsServer(NatsServerConfig(port=free_port())) as srv:
+        assert limit_of(srv) == "1GiB"
