@@ -38,6 +38,12 @@ def fts_ddl(name: str) -> str:
             "tokenize=\"unicode61 remove_diacritics 0 tokenchars '._:'\")")
 
 
+def _holding(los: list[int], k: int) -> int:
+    """Index of the shard holding `k`, given the shards' first keys in order (the oldest takes keys
+    below every shard left)."""
+    return max(0, bisect.bisect_right(los, k) - 1)
+
+
 @dataclass
 class Shard:
     id: int
@@ -72,8 +78,7 @@ class Shards:
         self.load(db)
 
     def _index(self, k: int) -> int:
-        """The shard holding `k` (the oldest takes keys below every shard left)."""
-        return max(0, bisect.bisect_right([s.k_lo for s in self.list], k) - 1)
+        return _holding([s.k_lo for s in self.list], k)
 
     def place(self, db: sqlite3.Connection, words: list[tuple[int, str]]) -> None:
         """Insert a batch's (key, words) rows, sorted by key, each into the shard its key falls in, in
@@ -96,7 +101,7 @@ class Shards:
                     self.close_next = False
                 i = len(self.list) - 1
             else:
-                i = self._index(k)
+                i = _holding(los, k)
             pending[i] += 1
             by_shard.setdefault(i, []).append(row)
         for i, rows in by_shard.items():

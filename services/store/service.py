@@ -200,10 +200,9 @@ class StoreService:
         """Every retention_interval_s, or at once when a write finds the database near its size cap."""
         while not (stop.is_set() or self._halt.is_set()):
             self._retain_soon.clear()
-            started = time.monotonic()
             await self.retain_now()
             await _sleep_or_stop(stop, self.cfg.retention_interval_s, self._retain_soon)
-            await _sleep_or_stop(stop, started + RETAIN_MIN_GAP_S - time.monotonic())
+            await _sleep_or_stop(stop, self._last_retain + RETAIN_MIN_GAP_S - time.monotonic())
 
     async def retain_now(self) -> dict[str, int]:
         cutoff = time.time_ns() - int(self.cfg.retention_max_age_s * 1e9)
