@@ -3,6 +3,7 @@
     python -m bench.store_bench                   # 1M events, SQLite and PostgreSQL
     python -m bench.store_bench --events 10000000 # the 10M run (hours on a small machine)
     python -m bench.store_bench --backends sqlite --no-baseline
+    python -m bench.store_bench --backends sqlite --no-baseline --keep /var/tmp/sb   # ingest once, query again later
 
 For each backend: ingest a realistic event mix (bench/eventmix.py; one alert
 per 100 events) spread over 7 days, then print bytes/event, ingest events/s
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import random
 import signal
 import statistics
@@ -75,14 +77,27 @@ def queries(mix: EventMix, end_ts: int, new: bool):
     return out
 
 
-async def measure(store, n: int, seed: int, end_ts: int, new: bool) -> dict:
+async def ingest(store, n: int, seed: int, end_ts: int, new: bool) -> dict:
     t_write = 0.0
     for evs, als in batches(n, seed, end_ts):
         t = time.perf_counter()
         await store.write(evs, als)
         t_write += time.perf_counter() - t
     size = (await store.counts())["db_bytes"] if new else await store.db_bytes()
-    res = {"bytes_per_event": size / n, "ingest_eps": n / t_write, "db_bytes": size, "q": {}}
+    return {"bytes_per_event": size / n, "ingest_eps": n / t_write, "db_bytes": size, "end_ts": end_ts}
+
+
+async def measure(store, n: int, seed: int, end_ts: int, new: bool, kept: Path | None = None) -> dict:
+    """Ingest (unless `kept` names a marker of an ingest already done into this store), then query."""
+    if kept is not None and kept.exists():
+        res = orjson.loads(kept.read_bytes())
+        print(f"  reusing the {n:,} events ingested earlier ({kept})", flush=True)
+    else:
+        res = await ingest(store, n, seed, end_ts, new)
+        if kept is not None:
+            kept.write_bytes(orjson.dumps(res))
+    res["q"] = {}
+    end_ts = res["end_ts"]
     r = random.Random(seed)
     for name, runs, params, method in queries(EventMix(seed=seed), end_ts, new):
         lat = []
@@ -96,7 +111,8 @@ async def measure(store, n: int, seed: int, end_ts: int, new: bool) -> dict:
     return res
 
 
-async def bench_backend(kind: str, n: int, seed: int, baseline: bool, pg_url: str | None, tmp: Path) -> dict:
+async def bench_backend(kind: str, n: int, seed: int, baseline: bool, pg_url: str | None, tmp: Path,
+                        keep: Path | None = None) -> dict:
     end_ts = time.time_ns()
     out = {}
     pg = None
@@ -105,8 +121,14 @@ async def bench_backend(kind: str, n: int, seed: int, baseline: bool, pg_url: st
             from tests.pg import PgServer
             pg = PgServer().start()
         for label in (("new", "v1") if baseline else ("new",)):
+            where = pg_url if kind == "postgresql" else "sqlite"
+            tag = f"{label}-{n}-s{seed}-{hashlib.sha1(str(where).encode()).hexdigest()[:8]}"
+            kept = keep / f"{tag}.done" if keep is not None and (kind == "sqlite" or pg_url) else None
             if kind == "sqlite":
-                path = tmp / f"{label}.db"
+                path = (keep if kept else tmp) / f"{tag if kept else label}.db"
+                if kept and not kept.exists():      # an ingest cut short: start again
+                    for f in path.parent.glob(path.name + "*"):
+                        f.unlink()
                 store = open_backend(f"sqlite:///{path}") if label == "new" else SqliteV1(str(path))
             else:
                 url = await pg.new_database() if pg else pg_url
@@ -116,7 +138,7 @@ async def bench_backend(kind: str, n: int, seed: int, baseline: bool, pg_url: st
                 await store.retain(0, StoreConfig.max_rows, StoreConfig.max_bytes)   # as the service does at start
             try:
                 t = time.perf_counter()
-                out[label] = await measure(store, n, seed, end_ts, label == "new")
+                out[label] = await measure(store, n, seed, end_ts, label == "new", kept)
                 print(f"  {kind} {label}: {time.perf_counter() - t:.0f} s", flush=True)
             finally:
                 await store.close()
@@ -209,12 +231,16 @@ def main() -> None:
                     help="events for the retention-under-load run (0: skip it)")
     ap.add_argument("--retention-cap-mib", type=int, default=16, help="the size cap of that run")
     ap.add_argument("--only-retention", action="store_true")
+    ap.add_argument("--keep", type=Path, help="keep the SQLite files (and a --pg-url database) in this folder and, "
+                    "when run again with the same events, seed and backend, query them without ingesting")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # unwind: stop the PostgreSQL server, remove files
     with tempfile.TemporaryDirectory(prefix="store-bench-") as tmp:
         for kind in a.backends.split(","):
             if not a.only_retention:
-                res = asyncio.run(bench_backend(kind, a.events, a.seed, not a.no_baseline, a.pg_url, Path(tmp)))
+                if a.keep:
+                    a.keep.mkdir(parents=True, exist_ok=True)
+                res = asyncio.run(bench_backend(kind, a.events, a.seed, not a.no_baseline, a.pg_url, Path(tmp), a.keep))
                 report(kind, a.events, res)
             if a.retention_events:
                 asyncio.run(retention_under_load(kind, a.retention_events, a.retention_cap_mib * 2**20, a.seed, a.pg_url,
