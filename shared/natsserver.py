@@ -145,14 +145,26 @@ class NatsServer:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    def _conf_path(self) -> str:
+        """A file only we can read for the config (it holds bcrypt hashes): beside the JetStream
+        store when there is one, so a server whose owner is killed leaves it in its own data
+        directory (rewritten at the next start) rather than in /tmp."""
+        if self.cfg.store_dir is not None:
+            path = Path(self.cfg.store_dir) / f"nats-{self.cfg.port}.conf"
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600))
+            os.chmod(path, 0o600)
+            return str(path)
+        fd, path_s = tempfile.mkstemp(prefix=f"nats-{self.cfg.port}-", suffix=".conf")
+        os.close(fd)
+        return path_s
+
     async def start(self, wait: float = 15.0) -> None:
         if self.cfg.store_dir is not None:
             Path(self.cfg.store_dir).mkdir(parents=True, exist_ok=True)
         conf_args: list[str] = []
         if self.cfg.config_text():
             if self._conf is None:
-                fd, self._conf = tempfile.mkstemp(prefix=f"nats-{self.cfg.port}-", suffix=".conf")
-                os.close(fd)
+                self._conf = self._conf_path()
             Path(self._conf).write_text(self.cfg.config_text())
             conf_args = ["-c", self._conf]
         env = dict(os.environ)

@@ -101,6 +101,18 @@ def test_credential_files_are_private(tmp_path):
     assert all(c.password not in text for c in first.values())  # the server config holds hashes only
 
 
+async def test_the_server_config_with_hashes_stays_private_in_the_data_directory(tmp_path):
+    # a server whose owner is SIGKILLed leaves its config behind: it must be in the server's own
+    # directory, readable by root only, not in /tmp
+    creds = busauth.ensure(tmp_path / "creds", busauth.users([N1]))
+    srv = NatsServer(NatsServerConfig(port=free_port(), store_dir=tmp_path / "js", auth=creds))
+    async with srv:
+        conf = Path(srv._conf)
+        assert conf.parent == tmp_path / "js" and stat.S_IMODE(conf.stat().st_mode) == 0o600
+        assert "$2" in conf.read_text()               # bcrypt hashes are what it holds
+    assert not conf.exists()
+
+
 async def test_anonymous_and_wrong_passwords_are_refused(server):
     with pytest.raises(Exception):
         await server.connect(None)
