@@ -62,7 +62,7 @@ async def test_version_1_database_is_migrated_on_start(nats_server, store_url, t
         await bus.publish_batch(subjects.event("n1", "open"), [ev("open", container=web, path="/new")])
         await until(lambda: svc.stats.total("events_stored_total") == 1, "a new event stored")
         assert (await c.stats())["events"] == 701
-    assert await _schema_version(store_url) == SCHEMA_VERSION == 4
+    assert await _schema_version(store_url) == SCHEMA_VERSION == 5
 
 
 async def test_newer_schema_is_refused_with_what_to_do(store_url):

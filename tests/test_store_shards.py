@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import orjson
 
 from services.store.backend import open_backend
+from services.store.tables import SCHEMA_VERSION
 from tests.test_store import cont, ev
 
 
@@ -122,7 +123,7 @@ async def test_a_version_3_database_becomes_shard_0(tmp_path):
     finally:
         await b.close()
     db = sqlite3.connect(path)
-    assert db.execute("SELECT version FROM schema_version").fetchone()[0] == 4
+    assert db.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     assert db.execute("SELECT id, rows FROM fts_shards WHERE journal = 'events' ORDER BY id").fetchall() == [
         (0, 300), (1, 100), (2, 100), (3, 100)]
     db.close()
@@ -151,3 +152,92 @@ async def test_a_key_below_the_newest_shard_after_everything_was_deleted_is_foun
         assert await _ts(b, q="rare") == [t0 + 600, t0 + 500, t0 + 150]
         los = [s.k_lo for s in b._w.shards["events"].list]
         assert los == sorted(los) and len(set(los)) == len(los)
+
+
+def _pair_batch(t0: int, lo: int, hi: int, conts: list[dict]) -> list[dict]:
+    """Row i: container i % 3 (the last one: host); path words that each container has in some
+    shards only: `alpha` in container 0's rows below 1500, `beta_gamma` and `naïve` in container 1's
+    rows from 1500, `common` everywhere."""
+    out = []
+    for i in range(lo, hi):
+        c = conts[i % 3]
+        word = "alpha" if (c is conts[0] and i < 1500) else \
+            ("beta_gamma naïve" if (c is conts[1] and i >= 1500) else "other")
+        out.append(ev("open", ts=t0 + i, path=f"/srv/{word} /x/common.log", comm="c", container=c))
+    return out
+
+
+async def test_a_word_search_within_a_container_skips_shards_where_it_lacks_a_word(tmp_path):
+    path = tmp_path / "p.db"
+    b = open_backend(f"sqlite:///{path}")
+    await b.open()
+    t0 = time.time_ns() - 10**12
+    a, c, host = cont("a"), cont("c"), None
+    try:
+        b._w.shards["events"].rows_per_shard = 500
+        for lo in range(0, 3000, 250):
+            await b.write(_pair_batch(t0, lo, lo + 250, [a, c, host]), [])
+        # late rows, below the newest shard: their pairs go with them into the shard that holds them
+        await b.write([ev("open", ts=t0 + 3000 + 7, path="/srv/alpha", container=a)], [])
+        await b.write([ev("open", ts=t0 + 700 + 10**6, path="/srv/late_word", container=c)], [])
+
+        def expect(word_rows, name):
+            cont_of = {0: a, 1: c, 2: host}
+            return [t0 + i for i in sorted(word_rows, reverse=True) if cont_of[i % 3] is not None
+                    and cont_of[i % 3]["name"] == name]
+        alpha_a = expect([i for i in range(1500) if i % 3 == 0], "a")
+        assert await _ts(b, q="alpha", container="a") == [t0 + 3007, *alpha_a]
+        assert await _ts(b, q="alpha", container="c") == []
+        beta_c = expect([i for i in range(1500, 3000) if i % 3 == 1], "c")
+        for q in ("beta_gamma", "naïve", "beta_gamma naïve", "beta_gamma common.log"):
+            assert await _ts(b, q=q, container="c") == beta_c, q
+        assert await _ts(b, q="gamma", container="c") == []        # '_' joins a word in FTS5 too
+        assert await _ts(b, q="beta_gamma", container="a") == []
+        assert await _ts(b, q="alpha beta_gamma", container="a") == []
+        assert await _ts(b, q="late_word", container="c") == [t0 + 700 + 10**6]
+        assert len(await _ts(b, q="common", container="a", limit=1000)) == 1000
+        assert await _ts(b, q="alph*", container="a") == [t0 + 3007, *alpha_a]      # prefixes: not checked
+        # the skip itself: the shards where container a has no `alpha` are not read
+        sh = b._w.shards["events"]
+        db = sqlite3.connect(path)
+        try:
+            ids = {r[0]: r[1] for r in db.execute("SELECT s, id FROM names")}
+            holds = [sh.may_hold(db, s, ids[a["id"]], ["alpha"]) for s in sh.load(db).list]
+            n_shards = len(sh.list)
+        finally:
+            db.close()
+        assert n_shards >= 6 and holds[:3] == [True] * 3 and holds[3:-1] == [False] * (n_shards - 4), holds
+        assert holds[-1]      # the late row of t0 + 3007
+    finally:
+        await b.close()
+
+
+async def test_a_version_4_database_keeps_its_shards_and_records_pairs_in_new_ones(tmp_path):
+    path = tmp_path / "v4.db"
+    a, c = cont("a"), cont("c")
+    async with _filled(path, 0, 1) as (b, t0):
+        b._w.shards["events"].rows_per_shard = 500
+        for lo in range(0, 1500, 250):
+            await b.write(_pair_batch(t0, lo, lo + 250, [a, c, None]), [])
+    db = sqlite3.connect(path)       # what version 4 wrote: no pairs
+    db.execute("DROP TABLE events_fts_pairs")
+    db.execute("DROP TABLE alerts_fts_pairs")
+    db.execute("ALTER TABLE fts_shards DROP COLUMN pairs")
+    db.execute("UPDATE schema_version SET version = 4")
+    db.commit()
+    db.close()
+    b = open_backend(f"sqlite:///{path}")
+    await b.open()
+    try:
+        b._w.shards["events"].rows_per_shard = 500
+        for lo in range(1500, 3000, 250):
+            await b.write(_pair_batch(t0, lo, lo + 250, [a, c, None]), [])
+        assert await _ts(b, q="alpha", container="a") == [t0 + i for i in range(1497, -1, -3)]
+        assert len(await _ts(b, q="beta_gamma", container="c")) == 500
+    finally:
+        await b.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT version FROM schema_version").fetchone()[0] == 5
+    assert db.execute("SELECT pairs FROM fts_shards WHERE journal = 'events' ORDER BY id").fetchall() == [
+        (0,), (0,), (0,), (1,), (1,), (1,)]
+    db.close()

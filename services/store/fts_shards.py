@@ -12,11 +12,21 @@ Shard 0 is the journal's `<table>_fts` of schema version 3; later ones are
 `<table>_fts_<id>`. `fts_shards` holds each shard's first key; a shard ends
 where the next begins. The newest takes new keys until it has `rows_per_shard`
 rows; retention sizes that to about 1/SHARDS_PER_CAP of the rows under the cap.
+
+A word search within a container intersects the words' lists with the
+container's scope token in each shard; when the container holds none of the
+words there, that walks both lists to their ends, shard after shard (~1 s at
+10M events). So each shard also records which words occur in which container
+(`<fts>_pairs`: shard, container, crc32 of the word; a few bytes per distinct
+pair, not per row), and such a search skips a shard that lacks a pair. Shards
+made before version 5 have no pairs (`pairs` = 0) and are always read.
 """
 from __future__ import annotations
 
 import bisect
+import re
 import sqlite3
+import zlib
 from dataclasses import dataclass
 
 from .journal import KEY_MIN, Journal
@@ -26,9 +36,44 @@ DEFAULT_SHARD_ROWS = 250_000    # until retention sizes them (its first pass, wh
 MIN_SHARD_ROWS, MAX_SHARD_ROWS = 200, 2_000_000
 OVERSIZED = 2                   # a shard of more than this many times rows_per_shard is cut inside
 ROW_BYTES_GUESS = 300           # a stored event, all told, while there are none to measure
+SEEN_PAIRS = 200_000            # pairs the writer remembers for the newest shard (past that, the table decides)
 
 DDL = "CREATE TABLE IF NOT EXISTS fts_shards (journal TEXT NOT NULL, id INTEGER NOT NULL, k_lo INTEGER NOT NULL, " \
-      "rows INTEGER NOT NULL, PRIMARY KEY (journal, id))"
+      "rows INTEGER NOT NULL, pairs INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (journal, id))"
+
+
+def pairs_ddl(j: Journal) -> str:
+    return (f"CREATE TABLE IF NOT EXISTS {j.fts}_pairs (shard INTEGER NOT NULL, cont INTEGER NOT NULL, "
+            "wh INTEGER NOT NULL, PRIMARY KEY (shard, cont, wh)) WITHOUT ROWID")
+
+
+def add_pairs_column(db: sqlite3.Connection) -> None:
+    """Schema version 4's fts_shards gets the `pairs` flag (0: its shards hold no pairs)."""
+    if "pairs" not in {r[1] for r in db.execute("PRAGMA table_info(fts_shards)")}:
+        db.execute("ALTER TABLE fts_shards ADD COLUMN pairs INTEGER NOT NULL DEFAULT 0")
+
+
+# FTS5's ASCII tokens (unicode61 with tokenchars '._:', over our lowercased words): runs of these.
+# Non-ASCII query words are not checked against the pairs.
+_ASCII_TOKEN = re.compile(r"[a-z0-9._:]+")
+
+
+def row_tokens(text: str) -> list[str]:
+    """Every ASCII token FTS5 may find in a row's words: the words themselves when they are ASCII
+    (codec.split_words made them of those characters), else every ASCII run in them."""
+    return text.split(" ") if text.isascii() else _ASCII_TOKEN.findall(text)
+
+
+def query_tokens(words: list[str]) -> set[str] | None:
+    """The tokens a row must hold for FTS5 to match these whole words; None if one is not ASCII."""
+    if not all(w.isascii() for w in words):
+        return None
+    return {t for w in words for t in _ASCII_TOKEN.findall(w)}
+
+
+def word_hash(w: str) -> int:
+    """A word as the pairs table keeps it (a collision only makes a search read a shard for nothing)."""
+    return zlib.crc32(w.encode())
 
 
 def fts_ddl(name: str) -> str:
@@ -49,6 +94,7 @@ class Shard:
     id: int
     k_lo: int
     rows: int
+    pairs: bool = False     # (container, word) pairs recorded from its first row on
 
 
 class Shards:
@@ -59,36 +105,44 @@ class Shards:
         self.list: list[Shard] = []
         self.rows_per_shard = DEFAULT_SHARD_ROWS
         self.close_next = False      # retention wants the newest shard's rows gone: close it at the next write
+        self.pairs = f"{j.fts}_pairs"
+        self._seen: set[tuple[int, str]] = set()    # pairs already in the newest shard's table
+        self._seen_id = -1
 
     def table(self, s: Shard) -> str:
         return self.j.fts if s.id == 0 else f"{self.j.fts}_{s.id}"
 
     def load(self, db: sqlite3.Connection) -> "Shards":
-        self.list = [Shard(*r) for r in db.execute(
-            "SELECT id, k_lo, rows FROM fts_shards WHERE journal = ? ORDER BY k_lo", (self.j.table,))]
+        """Read the shards again (after a rollback too: the pairs remembered may not have been kept)."""
+        self.list = [Shard(i, k_lo, rows, bool(pairs)) for i, k_lo, rows, pairs in db.execute(
+            "SELECT id, k_lo, rows, pairs FROM fts_shards WHERE journal = ? ORDER BY k_lo", (self.j.table,))]
+        self._seen, self._seen_id = set(), -1
         return self
 
     def ensure(self, db: sqlite3.Connection) -> None:
-        """A new database, or one of schema version 3: shard 0 holds every key so far (in a transaction)."""
+        """A new database, or one of schema version 3: shard 0 holds every key so far (in a transaction).
+        Its pairs are recorded only if it starts empty."""
+        db.execute(pairs_ddl(self.j))
         if self.load(db).list:
             return
         db.execute(fts_ddl(self.j.fts))
         n = db.execute(f"SELECT count(*) FROM {self.j.table}").fetchone()[0]
-        db.execute("INSERT INTO fts_shards (journal, id, k_lo, rows) VALUES (?, 0, ?, ?)", (self.j.table, KEY_MIN, n))
+        db.execute("INSERT INTO fts_shards (journal, id, k_lo, rows, pairs) VALUES (?, 0, ?, ?, ?)",
+                   (self.j.table, KEY_MIN, n, int(n == 0)))
         self.load(db)
 
     def _index(self, k: int) -> int:
         return _holding([s.k_lo for s in self.list], k)
 
-    def place(self, db: sqlite3.Connection, words: list[tuple[int, str]]) -> None:
-        """Insert a batch's (key, words) rows, sorted by key, each into the shard its key falls in, in
-        the writer's transaction before the rows themselves go in. Keys above every stored one go to
-        the newest shard, and a new one starts there whenever it is full, even mid-batch."""
+    def place(self, db: sqlite3.Connection, words: list[tuple[int, str, int | None]]) -> None:
+        """Insert a batch's (key, words, container) rows, sorted by key, each into the shard its key
+        falls in, in the writer's transaction before the rows themselves go in. Keys above every stored
+        one go to the newest shard, and a new one starts there whenever it is full, even mid-batch."""
         top = db.execute(f"SELECT max(k) FROM {self.j.table}").fetchone()[0]
         top = KEY_MIN if top is None else top
         los = [s.k_lo for s in self.list]
         pending = [0] * len(self.list)
-        by_shard: dict[int, list[tuple[int, str]]] = {}
+        by_shard: dict[int, list[tuple[int, str, int | None]]] = {}
         for row in words:
             k = row[0]
             if k > top and k >= los[-1]:     # (a key below the newest shard's start, after the rows
@@ -106,17 +160,48 @@ class Shards:
             by_shard.setdefault(i, []).append(row)
         for i, rows in by_shard.items():
             s = self.list[i]
-            db.executemany(f"INSERT INTO {self.table(s)} (rowid, words) VALUES (?, ?)", rows)
+            db.executemany(f"INSERT INTO {self.table(s)} (rowid, words) VALUES (?, ?)", [r[:2] for r in rows])
+            if s.pairs:
+                self._pair(db, s, rows)
             s.rows += len(rows)
             db.execute("UPDATE fts_shards SET rows = ? WHERE journal = ? AND id = ?", (s.rows, self.j.table, s.id))
+
+    def _pair(self, db: sqlite3.Connection, s: Shard, rows: list[tuple[int, str, int | None]]) -> None:
+        """Record the (container, word) pairs of rows placed in `s` that it does not hold yet."""
+        if s is self.list[-1]:
+            if self._seen_id != s.id or len(self._seen) > SEEN_PAIRS:
+                self._seen, self._seen_id = set(), s.id
+            seen = self._seen
+        else:
+            seen = set()        # a late row in an older shard
+        new = []
+        for _, text, cont in rows:
+            if cont is None:
+                continue
+            for w in row_tokens(text):
+                if (cont, w) not in seen:
+                    seen.add((cont, w))
+                    new.append((s.id, cont, word_hash(w)))
+        if new:
+            db.executemany(f"INSERT OR IGNORE INTO {self.pairs} (shard, cont, wh) VALUES (?, ?, ?)", new)
+
+    def may_hold(self, db: sqlite3.Connection, s: Shard, cont: int, words: list[str]) -> bool:
+        """False when shard `s` has no row of container `cont` with every one of `words` (whole words)."""
+        tokens = query_tokens(words) if s.pairs else None
+        if not tokens:
+            return True
+        hashes = {word_hash(t) for t in tokens}
+        found = db.execute(f"SELECT count(*) FROM {self.pairs} WHERE shard = ? AND cont = ? AND wh IN "
+                           f"({', '.join('?' * len(hashes))})", (s.id, cont, *hashes)).fetchone()[0]
+        return bool(found == len(hashes))
 
     def _open(self, db: sqlite3.Connection, k_lo: int) -> None:
         if k_lo <= self.list[-1].k_lo:
             raise ValueError(f"{self.j.table}: a shard from key {k_lo} would not follow the newest "
                              f"({self.list[-1].k_lo})")
-        new = Shard(max(s.id for s in self.list) + 1, k_lo, 0)
+        new = Shard(max(s.id for s in self.list) + 1, k_lo, 0, True)
         db.execute(fts_ddl(self.table(new)))
-        db.execute("INSERT INTO fts_shards (journal, id, k_lo, rows) VALUES (?, ?, ?, 0)",
+        db.execute("INSERT INTO fts_shards (journal, id, k_lo, rows, pairs) VALUES (?, ?, ?, 0, 1)",
                    (self.j.table, new.id, new.k_lo))
         self.list.append(new)
 
@@ -141,6 +226,7 @@ class Shards:
         while len(self.list) > 1 and (oldest is None or self.list[1].k_lo <= oldest):
             s = self.list.pop(0)
             db.execute(f"DROP TABLE IF EXISTS {self.table(s)}")
+            db.execute(f"DELETE FROM {self.pairs} WHERE shard = ?", (s.id,))
             db.execute("DELETE FROM fts_shards WHERE journal = ? AND id = ?", (self.j.table, s.id))
             dead += 1
         return dead
@@ -148,8 +234,8 @@ class Shards:
     def size_for(self, rows_under_cap: int) -> None:
         self.rows_per_shard = max(MIN_SHARD_ROWS, min(MAX_SHARD_ROWS, rows_under_cap // SHARDS_PER_CAP))
 
-    def ranges(self, lo: int, hi: int) -> list[tuple[str, int, int]]:
-        """(table, lo, hi) of each shard meeting [lo, hi], newest first (the oldest takes every key
+    def ranges(self, lo: int, hi: int) -> list[tuple[Shard, int, int]]:
+        """(shard, lo, hi) of each shard meeting [lo, hi], newest first (the oldest takes every key
         below it: a late row below the shards left)."""
         out = []
         for i in range(len(self.list) - 1, -1, -1):
@@ -157,5 +243,5 @@ class Shards:
             s_hi = self.list[i + 1].k_lo - 1 if i + 1 < len(self.list) else hi
             if s_lo > hi or s_hi < lo:
                 continue
-            out.append((self.table(self.list[i]), max(lo, s_lo), min(hi, s_hi)))
+            out.append((self.list[i], max(lo, s_lo), min(hi, s_hi)))
         return out

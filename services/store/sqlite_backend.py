@@ -18,7 +18,7 @@ from pathlib import Path
 from . import codec as codecmod
 from . import derive, journal, migrate, query
 from .backend import RetentionResult, WriteResult, container_dict, tree_from_rows
-from .fts_shards import ROW_BYTES_GUESS, Shards
+from .fts_shards import ROW_BYTES_GUESS, Shards, add_pairs_column
 from .journal import ALERTS, EVENTS, JOURNALS, Journal
 from .tables import (
     AGED,
@@ -205,6 +205,7 @@ def _init(c: _Conn, db: sqlite3.Connection) -> None:
     try:
         for stmt in sqlite_ddl():
             db.execute(stmt)
+        add_pairs_column(db)
         for j in JOURNALS:
             c.shards[j.table].ensure(db)
             db.execute("INSERT INTO counters (name, n) VALUES (?, 0) ON CONFLICT DO NOTHING", (j.table,))
@@ -269,7 +270,7 @@ def _insert(c: _Conn, db: sqlite3.Connection, j: Journal, items: list[dict]) -> 
         named = [_intern(c, db, strs[col]) for col in j.named]
         rows.append((k, h, *named, *(ints[col] for col in j.ints), c.codec.encode(raw)))
         text = codecmod.search_text(it)
-        words.append((k, _words_of(k, text, named[j.cont_at], since)))
+        words.append((k, _words_of(k, text, named[j.cont_at], since), named[j.cont_at]))
         new.append(it)
     rows.sort(key=lambda r: r[0])      # in key order: appends, full pages
     words.sort(key=lambda r: r[0])
@@ -457,12 +458,18 @@ def _read_in(c: _Conn, db: sqlite3.Connection, pl: journal.Plan) -> dict:
         return {"items": [], "next_cursor": None}
     pages = []
     since = _scoped_since(db, pl.journal) if pl.words else journal.KEY_MAX
-    # a word search reads the shards newest first, until one probe has a page (older shards hold older keys)
-    shards = c.shards[pl.journal.table].load(db).ranges(*journal.key_bounds(pl)) if pl.words else [(None, 0, 0)]
+    # a word search reads the shards newest first, until one probe has a page (older shards hold older keys);
+    # within a container, only the shards where it has every word
+    sh = c.shards[pl.journal.table]
+    shards = sh.load(db).ranges(*journal.key_bounds(pl)) if pl.words else [(None, 0, 0)]
+    whole = [w for w, prefix in pl.words if not prefix]
     for pr in probes:
         try:
             got = 0
-            for fts, lo, hi in shards:
+            for s, lo, hi in shards:
+                if s is not None and "cont" in pr and not sh.may_hold(db, s, pr["cont"], whole):
+                    continue
+                fts = sh.table(s) if s is not None else None
                 for sql, args in probe_sql(pl, pr, since, fts, (lo, hi) if fts else None):
                     pages.append(db.execute(sql, args).fetchall())
                     got += len(pages[-1])

@@ -5,9 +5,10 @@ from . import fts_shards
 from .derive import CONNECTION_COLS, CONTAINER_COLS, IP_COLS, IP_NAME_COLS, PROCESS_COLS
 from .query import Dialect
 
-SCHEMA_VERSION = 4     # 1: events/alerts with the JSON body as text (migrated on start, migrate.py);
+SCHEMA_VERSION = 5     # 1: events/alerts with the JSON body as text (migrated on start, migrate.py);
                        # 2: no container scope tokens in the words (3 adds the watermark, journal.py);
-                       # 3: SQLite's words in one FTS5 table (4: in key-range shards, fts_shards.py)
+                       # 3: SQLite's words in one FTS5 table (4: in key-range shards, fts_shards.py;
+                       # 5: with each shard's (container, word) pairs)
 
 # Tables derived from events (both backends, unchanged since version 1).
 _DERIVED_DDL = [
