@@ -2,11 +2,15 @@
 
 glibc keeps what a thread frees in that thread's arena, mapped and counted in RSS, until
 malloc_trim: after one-off peaks (compiling the BPF programs, training a zstd dictionary)
-the services call trim_heap() so the stack returns near its idle size."""
+the services call trim_heap() so the stack returns near its idle size. After a burst of events
+the same holds for what the threads freed (bus batches, SQLite pages, decoded events): each
+process keeps trimming when it has grown (keep_trimmed)."""
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
+import os
 
 _libc = None
 
@@ -21,3 +25,30 @@ def trim_heap() -> None:
     trim = getattr(_libc, "malloc_trim", None)
     if trim is not None:
         trim(0)
+
+
+TRIM_EVERY_S = 15.0
+TRIM_GROWN = 8 << 20        # bytes of RSS over what the last trim left that make the next one worth it
+
+
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+async def keep_trimmed(stop: asyncio.Event, every_s: float = TRIM_EVERY_S, grown: int = TRIM_GROWN) -> int:
+    """Until `stop`: every `every_s`, trim the heap if RSS has grown by `grown` since the last trim
+    (a burst's freed memory goes back; a steady process is left alone). Returns the trims made."""
+    floor, trims = rss_bytes(), 0
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), every_s)
+            return trims
+        except asyncio.TimeoutError:
+            pass
+        if rss_bytes() > floor + grown:
+            await asyncio.to_thread(trim_heap)
+            floor, trims = rss_bytes(), trims + 1

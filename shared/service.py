@@ -47,8 +47,15 @@ async def running(svc: Service) -> AsyncIterator[Service]:
 
 
 async def run_service(svc: Service, stop: asyncio.Event) -> None:
+    """Run `svc` as a process's service (and keep the process's heap trimmed after bursts)."""
+    from .heap import keep_trimmed
+    from .tasks import cancel_and_wait
     async with svc:
-        await svc.run(stop)
+        trimmer = asyncio.create_task(keep_trimmed(stop), name="heap trim")
+        try:
+            await svc.run(stop)
+        finally:
+            await cancel_and_wait(trimmer)
 
 
 SHUTDOWN_DEADLINE_S = 6.5  # a stop request ends the process within this (env EUNOMIA_SHUTDOWN_DEADLINE);

@@ -1,0 +1,43 @@
+"""shared/heap.keep_trimmed on this process's real heap: what a thread freed after a burst goes
+back to the kernel once the process has grown, and a process that has not grown is left alone."""
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from shared.heap import keep_trimmed, rss_bytes
+
+
+def _burst_in_a_thread(keep: list) -> None:
+    """~80 MB of malloc'd blocks in a thread's arena, then all freed but every 50th (holes the
+    arena's top cannot shrink past)."""
+    def work() -> None:
+        blocks = [bytes(2048) + bytes([i % 251]) for i in range(40_000)]
+        keep.extend(blocks[::50])
+        del blocks
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+
+
+async def test_a_grown_process_gives_freed_heap_back_and_an_idle_one_is_left_alone():
+    stop = asyncio.Event()
+    idle = asyncio.create_task(keep_trimmed(stop, every_s=0.05, grown=8 << 20))
+    await asyncio.sleep(0.3)
+    stop.set()
+    assert await idle == 0                      # nothing grew: no trim
+
+    keep: list[bytes] = []
+    stop = asyncio.Event()
+    trimmer = asyncio.create_task(keep_trimmed(stop, every_s=0.2, grown=8 << 20))
+    await asyncio.sleep(0)                      # its floor: the RSS before the burst
+    before = rss_bytes()
+    _burst_in_a_thread(keep)
+    grown = rss_bytes()
+    assert grown - before > 40 << 20, (before, grown)     # the freed blocks still count
+    await asyncio.sleep(1.0)
+    stop.set()
+    assert await trimmer >= 1
+    after = rss_bytes()
+    assert after - before < (grown - before) / 2, (before, grown, after)
+    assert len(keep) == 800
