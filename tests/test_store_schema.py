@@ -230,6 +230,55 @@ async def test_postgres_retention_drops_day_partitions(postgres):
         await b.close()
 
 
+async def test_postgres_keeps_a_size_cap_by_dropping_partitions_sized_to_it(postgres):
+    """Events arriving over 24 h into a store capped far below a day of them: the partitions shrink to
+    a span that holds about 1/8 of the cap, retention drops the oldest whole, and the files (not an
+    estimate) end under the cap with most of what fits kept."""
+    from services.store.pg_partitions import SPANS
+    b = open_backend(await postgres.new_database())
+    await b.open()
+    mix, hour = EventMix(seed=5), 3600 * 10**9
+    # from 2 h before a midnight: the first partition (a day's, made before retention sized any) ends there
+    t0, n, cap = (time.time_ns() // (24 * hour) - 2) * 24 * hour + 22 * hour, 24_000, 8 << 20
+    sizes, per_row = [], None
+    try:
+        for i in range(0, n, 1000):
+            await b.write([mix.event(t0 + (i + j) * (24 * hour // n)) for j in range(1000)], [])
+            if i % 3000 == 2000:
+                c = await b.counts()
+                per_row = per_row or c["db_bytes"] / c["events"]     # before any row went
+                await b.retain(0, 10**9, cap)
+                sizes.append((await b.counts())["db_bytes"])
+        c = await b.counts()
+        assert b.partition_ns < SPANS[-1]
+        assert max(sizes[2:]) <= cap, [f"{x / 2**20:.1f}" for x in sizes]
+        assert c["events"] >= 0.5 * cap / per_row, (c, per_row)       # most of what fits, not a share of it
+    finally:
+        await b.close()
+
+
+async def test_postgres_deleting_rows_for_the_size_cap_does_not_eat_the_history(postgres):
+    """All rows in one partition, over the cap: retention deletes rows, whose space the file keeps.
+    Each later pass must not take that size as new excess (it deleted a share of what was left each
+    time, down to a few percent)."""
+    b = open_backend(await postgres.new_database())
+    await b.open()
+    mix, t0 = EventMix(seed=6), time.time_ns() - 3600 * 10**9
+    try:
+        for i in range(0, 20_000, 2000):
+            await b.write([mix.event(t0 + (i + j) * 10**6) for j in range(2000)], [])
+        cap = (await b.counts())["db_bytes"] // 2
+        kept = []
+        for p in range(4):
+            await b.retain(0, 10**9, cap)
+            kept.append((await b.counts())["events"])
+            await b.write([mix.event(t0 + 10**11 + (p * 1000 + j) * 10**6) for j in range(1000)], [])
+        assert min(kept) >= 0.3 * 20_000, kept
+        assert kept[-1] >= kept[0] - 2000, kept          # later passes take about what was added
+    finally:
+        await b.close()
+
+
 async def test_postgres_search_past_the_walk_uses_the_index(postgres, monkeypatch):
     """Rare words are found past the newest SEARCH_WALK rows (through the GIN index), pages included."""
     from services.store import pg_backend

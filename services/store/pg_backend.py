@@ -1,13 +1,14 @@
 """PostgreSQL backend (asyncpg): shared by store replicas in a cluster.
 
-Events and alerts are journals (journal.py) partitioned by key range (time):
-one partition per PARTITION_NS, created as rows arrive; retention drops
-whole partitions and deletes the rest in small batches. Text search uses a
+Events and alerts are journals (journal.py) partitioned by key range (time),
+created as rows arrive and sized to the size cap (pg_partitions.py); retention
+drops whole partitions and deletes the rest in small batches. Text search uses a
 GIN index over each row's words (a tsvector of the words codec.py picks).
 """
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import time
 
@@ -18,6 +19,7 @@ from . import codec as codecmod
 from . import derive, journal, migrate, query
 from .backend import RetentionResult, WriteResult, container_dict, tree_from_rows
 from .journal import ALERTS, EVENTS, JOURNALS, Journal
+from .pg_partitions import FIRST_SPAN, SPANS, covered, new_span, span_for
 from .tables import (
     AGED,
     CAPPED,
@@ -34,10 +36,10 @@ from .tables import (
 
 _SQL = statements(query.POSTGRES)
 CLOSE_TIMEOUT_S = 10
-PARTITION_NS = 24 * 3600 * 10**9     # one partition per day: retention drops whole days
+CLOSED_NS = SPANS[-1]        # a partition that ended this long ago gets no more rows (but late ones)
 RETAIN_BATCH = 5000
-RETAIN_PASSES = 1           # freed space shows only after VACUUM: one estimate per run
 SIZE_TARGET = 0.9
+TRIMMED = "trimmed:"        # store_meta names of the partitions retention deleted rows from (not dropped)
 SEARCH_WALK = 20_000       # rows a word search checks by key before it asks the GIN index (tests lower it)
 _LOCK = 7226061
 _DERIVED = ("containers", "connections", "container_ips", "processes")
@@ -95,13 +97,13 @@ def _backing_off(write):
 class PostgresBackend:
     name = "postgresql"
 
-    def __init__(self, url: str, partition_ns: int = PARTITION_NS) -> None:
+    def __init__(self, url: str, partition_ns: int = FIRST_SPAN) -> None:
         self.url = url
         self.partition_ns = partition_ns
         self.pool: asyncpg.Pool | None = None
         self.codec = codecmod.Codec()
         self._names: dict[str, int] = {}
-        self._parts: set[tuple[str, int]] = set()           # (table, partition start) known to exist
+        self._spans: dict[str, list[tuple[int, int]]] = {}  # journal -> its partitions' [lo, hi), known to exist
         self._counts: dict[str, int] = {}                    # closed partition -> rows
         self._scoped_since: dict[str, int] = {}              # journal -> first key with scope tokens
 
@@ -167,23 +169,26 @@ class PostgresBackend:
         return [self.codec.decode(b) for b in blobs]
 
     # -- writes -------------------------------------------------------------
-    def _part(self, j: Journal, k: int) -> tuple[str, int, int]:
-        start = k - k % self.partition_ns
-        return f"{j.table}_p{start}_{start + self.partition_ns}", start, start + self.partition_ns
-
     async def _ensure_partitions(self, j: Journal, keys) -> None:
-        starts = {k - k % self.partition_ns for k in keys} - {s for t, s in self._parts if t == j.table}
-        if not starts:
+        spans = self._spans.setdefault(j.table, [])
+        missing = sorted({k for k in keys if not covered(spans, k)})
+        if not missing:
             return
-        async with self.pool.acquire() as con:
-            async with con.transaction():
-                await con.execute(f"SELECT pg_advisory_xact_lock({_LOCK})")
-                for s in sorted(starts):
-                    name, lo, hi = self._part(j, s)
-                    if await con.fetchval("SELECT to_regclass($1)", name) is None:
-                        await con.execute(f"CREATE TABLE {name} PARTITION OF {j.table} "
+        try:
+            async with self.pool.acquire() as con:
+                async with con.transaction():
+                    await con.execute(f"SELECT pg_advisory_xact_lock({_LOCK})")
+                    spans[:] = [(lo, hi) for lo, hi, _ in await self._partitions(con, j)]  # replicas' too
+                    for k in missing:
+                        if covered(spans, k):
+                            continue
+                        lo, hi = new_span(spans, k, self.partition_ns)
+                        await con.execute(f"CREATE TABLE {j.table}_p{lo}_{hi} PARTITION OF {j.table} "
                                           f"FOR VALUES FROM ({lo}) TO ({hi})")
-        self._parts |= {(j.table, s) for s in starts}
+                        bisect.insort(spans, (lo, hi))
+        except BaseException:
+            spans.clear()       # read again next time
+            raise
 
     async def _intern(self, con, strs: set[str]) -> None:
         missing = sorted(s for s in strs if s not in self._names)
@@ -246,6 +251,8 @@ class PostgresBackend:
         # transaction (on another connection) may already hold
         await self._ensure_partitions(EVENTS, [e["ts"] for e in evs])
         await self._ensure_partitions(ALERTS, [a["ts"] for a in als])
+        if min((it["ts"] for it in (*evs, *als)), default=time.time_ns()) < time.time_ns() - CLOSED_NS:
+            self._counts.clear()      # rows for a partition counted as closed: count them again
         async with self.pool.acquire() as con:
             try:
                 async with con.transaction():
@@ -290,8 +297,8 @@ class PostgresBackend:
         return sorted(out)
 
     async def _rows(self, con, j: Journal, parts: list[tuple[int, int, str]]) -> dict[str, int]:
-        """Rows per partition; closed partitions (ended over a partition ago) are counted once."""
-        closed_before = time.time_ns() - self.partition_ns
+        """Rows per partition; closed partitions (ended over a day ago) are counted once."""
+        closed_before = time.time_ns() - CLOSED_NS
         out = {}
         for _lo, hi, name in parts:
             n = self._counts.get(name)
@@ -310,38 +317,56 @@ class PostgresBackend:
                 res.deleted[table] = res.deleted.get(table, 0) + n
 
         async with self.pool.acquire() as con:
-            for attempt in range(RETAIN_PASSES):   # the size estimate is rough: check again
-                live = await self._db_bytes(con)
-                if attempt and live <= max_bytes:
-                    break
-                for j in JOURNALS:
-                    parts = await self._partitions(con, j)
-                    rows = await self._rows(con, j, parts)
-                    total = sum(rows.values())
-                    extra = max(0, total - max_rows)
-                    if j is EVENTS and live > max_bytes and total:
-                        extra = max(extra, int((live - SIZE_TARGET * max_bytes) * total / live) + 1)
-                    for lo, hi, name in parts:       # whole partitions first: a drop, no row-by-row delete
-                        if not (hi <= cutoff_ts or 0 < rows[name] <= extra or rows[name] == 0 and hi < cutoff_ts):
-                            break
-                        await con.execute(f"DROP TABLE {name}")
-                        self._parts.discard((j.table, lo))
-                        self._counts.pop(name, None)
-                        count(j.table, rows[name])
-                        extra = max(0, extra - rows[name])
-                    # then the oldest rows, in small transactions: those aged out, then the excess
-                    old = f"DELETE FROM {j.table} WHERE k IN (SELECT k FROM {j.table} WHERE k < $1 ORDER BY k LIMIT $2)"
-                    while (n := _rowcount(await con.execute(old, cutoff_ts, RETAIN_BATCH))):
-                        count(j.table, n)
-                        extra = max(0, extra - n)
-                        self._counts.clear()
-                        if n < RETAIN_BATCH:
-                            break
-                    oldest = f"DELETE FROM {j.table} WHERE k IN (SELECT k FROM {j.table} ORDER BY k LIMIT $1)"
-                    while extra and (n := _rowcount(await con.execute(oldest, min(RETAIN_BATCH, extra)))):
-                        count(j.table, n)
-                        extra -= n
-                        self._counts.clear()
+            live = await self._db_bytes(con)
+            for j in JOURNALS:
+                parts = await self._partitions(con, j)
+                rows = await self._rows(con, j, parts)
+                total = sum(rows.values())
+                extra, over_size = max(0, total - max_rows), 0
+                if j is EVENTS and total:
+                    over_size = await self._size_excess(con, parts, rows, live, max_bytes)
+                    newest = await con.fetchrow("SELECT min(k), max(k) FROM events")
+                    self.partition_ns = span_for(max_bytes, live, newest[0], newest[1])
+                # whole partitions first, a drop and no row-by-row delete: those aged out, the oldest
+                # over the row cap, and over the size cap any but the one holding the newest row
+                last_used = next((name for _, _, name in reversed(parts) if rows[name]), None)
+                dropped = set()
+                for lo, hi, name in parts:
+                    if name == last_used or not (hi <= cutoff_ts or 0 < rows[name] <= extra or over_size > 0
+                                                 or rows[name] == 0):
+                        break
+                    await con.execute(f"DROP TABLE {name}")
+                    dropped.add(name)
+                    await con.execute("DELETE FROM store_meta WHERE name = $1", TRIMMED + name)
+                    if (lo, hi) in self._spans.get(j.table, []):
+                        self._spans[j.table].remove((lo, hi))
+                    self._counts.pop(name, None)
+                    count(j.table, rows[name])
+                    extra, over_size = max(0, extra - rows[name]), max(0, over_size - rows[name])
+                extra = max(extra, over_size)     # what is left to do is in the newest partition
+                # then the oldest rows, in small transactions: those aged out, then the excess
+                top = None
+                old = (f"WITH d AS (DELETE FROM {j.table} WHERE k IN (SELECT k FROM {j.table} WHERE k < $1 "
+                       f"ORDER BY k LIMIT $2) RETURNING k) SELECT count(*), max(k) FROM d")
+                while True:
+                    n, last = await con.fetchrow(old, cutoff_ts, RETAIN_BATCH)
+                    if not n:
+                        break
+                    count(j.table, n)
+                    extra, top = max(0, extra - n), last
+                    if n < RETAIN_BATCH:
+                        break
+                oldest = (f"WITH d AS (DELETE FROM {j.table} WHERE k IN (SELECT k FROM {j.table} ORDER BY k "
+                          f"LIMIT $1) RETURNING k) SELECT count(*), max(k) FROM d")
+                while extra:
+                    n, last = await con.fetchrow(oldest, min(RETAIN_BATCH, extra))
+                    if not n:
+                        break
+                    count(j.table, n)
+                    extra, top = extra - n, last
+                if top is not None:
+                    self._counts.clear()
+                    await self._vacuum_trimmed(con, [n for lo, _, n in parts if lo <= top and n not in dropped])
             async with con.transaction():
                 oldest = await con.fetchval("SELECT min(k) FROM events")
                 for table, col in AGED:
@@ -353,10 +378,44 @@ class PostgresBackend:
                         count(table, _rowcount(await con.execute(f"DELETE FROM {table} WHERE ts <= $1", ts)))
         return res
 
-    async def _db_bytes(self, con) -> int:
-        rels = [name for j in JOURNALS for _, _, name in await self._partitions(con, j)] + list(_DERIVED) + ["names"]
+    async def _size_excess(self, con, parts: list[tuple[int, int, str]], rows: dict[str, int], live: int,
+                           max_bytes: int) -> int:
+        """Events to delete for the size cap. A partition retention deleted rows from keeps its file
+        size (VACUUM only makes the space reusable), so `live` counts it at its rows times the bytes
+        a row takes in the partitions never trimmed; measured as files, every pass would find the
+        database as large as before and delete a share of what is left again."""
+        total = sum(rows.values())
+        trimmed = {r[0][len(TRIMMED):] for r in await con.fetch(
+            "SELECT name FROM store_meta WHERE starts_with(name, $1)", TRIMMED)}
+        whole = [name for _, _, name in parts if name not in trimmed and rows.get(name)]
+        per_row = None
+        if whole:
+            per_row = await self._bytes_of(con, whole) / sum(rows[n] for n in whole)
+            await con.execute("INSERT INTO store_meta (name, n) VALUES ('row_bytes', $1) "
+                              "ON CONFLICT (name) DO UPDATE SET n = $1", max(1, int(per_row)))
+        else:
+            per_row = await con.fetchval("SELECT n FROM store_meta WHERE name = 'row_bytes'")
+        cut = [name for _, _, name in parts if name in trimmed]
+        if per_row and cut:
+            live += int(sum(rows.get(n, 0) for n in cut) * per_row) - await self._bytes_of(con, cut)
+        per_row = per_row or live / total
+        return int((live - SIZE_TARGET * max_bytes) / per_row) + 1 if live > max_bytes else 0
+
+    async def _vacuum_trimmed(self, con, names: list[str]) -> None:
+        """Mark the partitions rows were deleted from, and VACUUM them: new rows reuse the space."""
+        for name in names:
+            await con.execute("INSERT INTO store_meta (name, n) VALUES ($1, 1) ON CONFLICT DO NOTHING",
+                              TRIMMED + name)
+            await con.execute(f"VACUUM {name}")
+
+    @staticmethod
+    async def _bytes_of(con, rels: list[str]) -> int:
         return int(await con.fetchval("SELECT coalesce(sum(pg_total_relation_size(c::regclass)), 0) "
                                       "FROM unnest($1::text[]) c", rels))
+
+    async def _db_bytes(self, con) -> int:
+        rels = [name for j in JOURNALS for _, _, name in await self._partitions(con, j)] + list(_DERIVED) + ["names"]
+        return await self._bytes_of(con, rels)
 
     # -- queries ------------------------------------------------------------
     async def _read(self, pl: journal.Plan) -> dict:
