@@ -49,6 +49,16 @@ async def _filled(path, n: int, step: int, rows_per_shard: int | None = None):
         await b.close()
 
 
+def _as_version(path, version: int, *sql: str) -> None:
+    """Make the file at `path` what an older schema version wrote."""
+    db = sqlite3.connect(path)
+    for stmt in sql:
+        db.execute(stmt)
+    db.execute("UPDATE schema_version SET version = ?", (version,))
+    db.commit()
+    db.close()
+
+
 def _batch(t0: int, lo: int, hi: int) -> list[dict]:
     web = cont("web")
     return [ev("open", ts=t0 + i, path=f"/srv/f{i}", comm="rare" if i % 100 == 0 else "common",
@@ -108,11 +118,7 @@ async def test_a_version_3_database_becomes_shard_0(tmp_path):
     t0 = time.time_ns() - 10**12
     await b.write(_batch(t0, 0, 300), [])
     await b.close()
-    db = sqlite3.connect(path)       # what version 3 wrote: one events_fts, no shard table
-    db.execute("DROP TABLE fts_shards")
-    db.execute("UPDATE schema_version SET version = 3")
-    db.commit()
-    db.close()
+    _as_version(path, 3, "DROP TABLE fts_shards")    # what version 3 wrote: one events_fts, no shard table
     b = open_backend(f"sqlite:///{path}")
     await b.open()
     try:
@@ -219,13 +225,8 @@ async def test_a_version_4_database_keeps_its_shards_and_records_pairs_in_new_on
         b._w.shards["events"].rows_per_shard = 500
         for lo in range(0, 1500, 250):
             await b.write(_pair_batch(t0, lo, lo + 250, [a, c, None]), [])
-    db = sqlite3.connect(path)       # what version 4 wrote: no pairs
-    db.execute("DROP TABLE events_fts_pairs")
-    db.execute("DROP TABLE alerts_fts_pairs")
-    db.execute("ALTER TABLE fts_shards DROP COLUMN pairs")
-    db.execute("UPDATE schema_version SET version = 4")
-    db.commit()
-    db.close()
+    _as_version(path, 4, "DROP TABLE events_fts_pairs", "DROP TABLE alerts_fts_pairs",   # what version 4
+                "ALTER TABLE fts_shards DROP COLUMN pairs")                               # wrote: no pairs
     b = open_backend(f"sqlite:///{path}")
     await b.open()
     try:
