@@ -4,6 +4,8 @@ terminated or lost. Real PostgreSQL; the disk-full error is raised by a trigger 
 server's own SQLSTATE (53100), since filling this machine's disk is not an option."""
 from __future__ import annotations
 
+import time
+
 import asyncpg
 import pytest
 
@@ -78,5 +80,31 @@ async def test_writes_back_off_while_the_database_refuses(postgres):
             await admin.close()
         await b.write([ev("open", path="/y")], [])
         assert b._backoff_s == 0.0
+    finally:
+        await b.close()
+
+
+async def test_a_partition_dropped_under_the_writer_is_made_again(postgres):
+    """Another replica's retention drops the partition this store wrote to (its cache still lists it):
+    the write that finds no partition is transient, and the next one makes the partition again."""
+    from services.store.backend import open_backend
+    url = await postgres.new_database()
+    b = open_backend(url)
+    await b.open()
+    try:
+        now = time.time_ns()
+        await b.write([ev("open", ts=now, path="/first")], [])
+        con = await asyncpg.connect(url)
+        try:
+            for (name,) in await con.fetch("SELECT c.relname FROM pg_inherits i JOIN pg_class c "
+                                           "ON c.oid = i.inhrelid WHERE i.inhparent = 'events'::regclass"):
+                await con.execute(f"DROP TABLE {name}")
+        finally:
+            await con.close()
+        with pytest.raises(asyncpg.CheckViolationError) as e:
+            await b.write([ev("open", ts=now + 1, path="/second")], [])
+        assert b.is_transient(e.value)
+        res = await b.write([ev("open", ts=now + 1, path="/second")], [])
+        assert res.events == 1 and (await b.counts())["events"] == 1
     finally:
         await b.close()

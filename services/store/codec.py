@@ -75,18 +75,26 @@ def _who(item: dict) -> str:
     return " ".join(parts)[:MAX_WORDS_TEXT]
 
 
+# the whole text of a (who, what) pair: a process touching the same paths again
+_texts: Bounded[tuple[str, str], str] = Bounded(8192)
+
+
 def search_text(item: dict) -> str:
     """The searchable text of an event or alert, as space-separated words."""
     who = _who(item)
-    words = _who_words.get(who)
-    if words is None:
-        words = _who_words[who] = frozenset(split_words(who))
     what = [v for k in _FIELDS if (v := item.get(k)).__class__ is str]
     if item.get("kind") == "alert":
         what += (_str(item, "rule"), _str(item, "output"))
         if isinstance(item.get("event"), dict):
             what.append(search_text(item["event"]))
-    return " ".join(sorted(words.union(split_words(" ".join(what)[:MAX_WORDS_TEXT]))))
+    what_s = " ".join(what)[:MAX_WORDS_TEXT]
+    text = _texts.get((who, what_s))
+    if text is None:
+        words = _who_words.get(who)
+        if words is None:
+            words = _who_words[who] = frozenset(split_words(who))
+        text = _texts[(who, what_s)] = " ".join(sorted(words.union(split_words(what_s))))
+    return text
 
 
 def query_words(q: str) -> list[tuple[str, bool]]:

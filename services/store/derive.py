@@ -194,9 +194,11 @@ def _network(d: Derived, ev: dict, cid: str | None) -> None:
 
 def derive(events: list[dict]) -> Derived:
     d = Derived()
+    cids = []
     for ev in events:
         c = _container(ev)
         cid = c.get("id")
+        cids.append(cid)
         if cid:
             agg = d.containers.get(cid)
             if agg is None:
@@ -207,8 +209,11 @@ def derive(events: list[dict]) -> Derived:
             agg["first_seen"] = min(agg["first_seen"], ev["ts"])
             agg["last_seen"] = max(agg["last_seen"], ev["ts"])
             agg["events"] += 1
-        _processes(d, ev, cid)
         _network(d, ev, cid)
+    # newest first: a process's row is built once per rank, not again for each later event that
+    # names it (every event names its ancestors)
+    for i in sorted(range(len(events)), key=lambda i: events[i]["ts"], reverse=True):
+        _processes(d, events[i], cids[i])
     return d
 
 

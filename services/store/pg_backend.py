@@ -156,6 +156,8 @@ class PostgresBackend:
                             asyncpg.InterfaceError)):
             return True
         code = getattr(exc, "sqlstate", None) or ""
+        if code == "23514" and "no partition" in str(exc):   # dropped between its creation and the write
+            return True
         return code[:2] in TRANSIENT_SQLSTATE_CLASSES or code in TRANSIENT_SQLSTATES
 
     async def _load_dicts(self, con) -> None:
@@ -270,6 +272,7 @@ class PostgresBackend:
                                 await con.executemany(_SQL[key], rows)
             except BaseException:
                 self._names.clear()      # ids interned in the rolled-back transaction are gone
+                self._spans.clear()      # a partition may have gone meanwhile (retention, a replica)
                 raise
         return res
 
@@ -332,8 +335,7 @@ class PostgresBackend:
                 last_used = next((name for _, _, name in reversed(parts) if rows[name]), None)
                 dropped = set()
                 for lo, hi, name in parts:
-                    if name == last_used or not (hi <= cutoff_ts or 0 < rows[name] <= extra or over_size > 0
-                                                 or rows[name] == 0):
+                    if name == last_used or not (hi <= cutoff_ts or 0 < rows[name] <= extra or over_size > 0):
                         break
                     await con.execute(f"DROP TABLE {name}")
                     dropped.add(name)
