@@ -379,3 +379,49 @@ async def test_word_search_within_a_container_intersects_and_reads_older_rows(st
         db = sqlite3.connect(store_url[len("sqlite://"):])
         db.execute("INSERT INTO events_fts (events_fts, rank) VALUES ('integrity-check', 0)")   # raises if corrupt
         db.close()
+
+
+async def test_postgres_word_search_within_a_container_reads_only_partitions_with_its_words(postgres):
+    """The PostgreSQL side of pairs.py: partitions (hours here) where the container lacks a word are
+    not searched; results are the same as searching them all; a database from before the pairs (its
+    rows under the watermark) is searched whole."""
+    from services.store.journal import EVENTS, KEY_MAX, pairs_key
+    from tests.test_store_shards import _pair_batch, _ts
+    url = await postgres.new_database()
+    hour = 3600 * 10**9
+    t0 = (time.time_ns() // hour - 8) * hour       # row i at t0 + i * 7.2 s: hours 0..5, 500 rows each
+    a, c = cont("a"), cont("c")
+
+    def batch(lo, hi):
+        return [dict(e, ts=t0 + (e["ts"] - t0) * 7_200_000_000) for e in _pair_batch(t0, lo, hi, [a, c, None])]
+    b = open_backend(url)
+    await b.open()
+    try:
+        for lo in range(0, 1500, 250):
+            await b.write(batch(lo, lo + 250), [])
+    finally:
+        await b.close()
+    con = await asyncpg.connect(url)    # as version 4 left it: no pairs for these rows
+    await con.execute("DELETE FROM events_pairs")
+    await con.execute("UPDATE store_meta SET n = (SELECT max(k) + 1 FROM events) WHERE name = $1", pairs_key(EVENTS))
+    await con.close()
+    b = open_backend(url)
+    await b.open()
+    try:
+        for lo in range(1500, 3000, 250):
+            await b.write(batch(lo, lo + 250), [])
+        at = [t0 + i * 7_200_000_000 for i in range(3000)]
+        assert await _ts(b, q="alpha", container="a") == [at[i] for i in range(1497, -1, -3)]
+        assert await _ts(b, q="beta_gamma", container="c") == [at[i] for i in range(2998, 1499, -3)]
+        assert await _ts(b, q="naïve beta_gamma", container="c") == [at[i] for i in range(2998, 1499, -3)]
+        assert await _ts(b, q="alpha", container="c") == [] and await _ts(b, q="beta_gamma", container="a") == []
+        async with b.pool.acquire() as con:
+            ids = {r[1]: r[0] for r in await con.fetch("SELECT id, s FROM names")}
+            alpha = await b._pieces(con, EVENTS, ids[a["id"]], [("alpha", False)], 0, KEY_MAX)
+            beta = await b._pieces(con, EVENTS, ids[c["id"]], [("beta_gamma", False)], 0, KEY_MAX)
+        # alpha: the hours after the watermark hold no `alpha` of container a and are not read
+        assert [lo for lo, _ in alpha] == [t0 + h * hour for h in (2, 1, 0)], alpha
+        assert [lo for lo, _ in beta] == [t0 + h * hour for h in (5, 4, 3, 2, 1, 0)]   # before it: no pairs
+        assert alpha[0][1] == at[1499]       # hour 2 is read up to the watermark only
+    finally:
+        await b.close()

@@ -13,30 +13,25 @@ Shard 0 is the journal's `<table>_fts` of schema version 3; later ones are
 where the next begins. The newest takes new keys until it has `rows_per_shard`
 rows; retention sizes that to about 1/SHARDS_PER_CAP of the rows under the cap.
 
-A word search within a container intersects the words' lists with the
-container's scope token in each shard; when the container holds none of the
-words there, that walks both lists to their ends, shard after shard (~1 s at
-10M events). So each shard also records which words occur in which container
-(`<fts>_pairs`: shard, container, crc32 of the word; a few bytes per distinct
-pair, not per row), and such a search skips a shard that lacks a pair. Shards
-made before version 5 have no pairs (`pairs` = 0) and are always read.
+Each shard also records which words occur in which container (pairs.py,
+`<fts>_pairs`: shard, container, word hash); a word search within a container
+skips a shard that lacks a pair. Shards made before version 5 have no pairs
+(`pairs` = 0) and are always read.
 """
 from __future__ import annotations
 
 import bisect
-import re
 import sqlite3
-import zlib
 from dataclasses import dataclass
 
 from .journal import KEY_MIN, Journal
+from .pairs import Seen, query_hashes
 
 SHARDS_PER_CAP = 8
 DEFAULT_SHARD_ROWS = 250_000    # until retention sizes them (its first pass, when the store starts)
 MIN_SHARD_ROWS, MAX_SHARD_ROWS = 200, 2_000_000
 OVERSIZED = 2                   # a shard of more than this many times rows_per_shard is cut inside
 ROW_BYTES_GUESS = 300           # a stored event, all told, while there are none to measure
-SEEN_PAIRS = 200_000            # pairs the writer remembers for the newest shard (past that, the table decides)
 
 DDL = "CREATE TABLE IF NOT EXISTS fts_shards (journal TEXT NOT NULL, id INTEGER NOT NULL, k_lo INTEGER NOT NULL, " \
       "rows INTEGER NOT NULL, pairs INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (journal, id))"
@@ -51,29 +46,6 @@ def add_pairs_column(db: sqlite3.Connection) -> None:
     """Schema version 4's fts_shards gets the `pairs` flag (0: its shards hold no pairs)."""
     if "pairs" not in {r[1] for r in db.execute("PRAGMA table_info(fts_shards)")}:
         db.execute("ALTER TABLE fts_shards ADD COLUMN pairs INTEGER NOT NULL DEFAULT 0")
-
-
-# FTS5's ASCII tokens (unicode61 with tokenchars '._:', over our lowercased words): runs of these.
-# Non-ASCII query words are not checked against the pairs.
-_ASCII_TOKEN = re.compile(r"[a-z0-9._:]+")
-
-
-def row_tokens(text: str) -> list[str]:
-    """Every ASCII token FTS5 may find in a row's words: the words themselves when they are ASCII
-    (codec.split_words made them of those characters), else every ASCII run in them."""
-    return text.split(" ") if text.isascii() else _ASCII_TOKEN.findall(text)
-
-
-def query_tokens(words: list[str]) -> set[str] | None:
-    """The tokens a row must hold for FTS5 to match these whole words; None if one is not ASCII."""
-    if not all(w.isascii() for w in words):
-        return None
-    return {t for w in words for t in _ASCII_TOKEN.findall(w)}
-
-
-def word_hash(w: str) -> int:
-    """A word as the pairs table keeps it (a collision only makes a search read a shard for nothing)."""
-    return zlib.crc32(w.encode())
 
 
 def fts_ddl(name: str) -> str:
@@ -106,8 +78,7 @@ class Shards:
         self.rows_per_shard = DEFAULT_SHARD_ROWS
         self.close_next = False      # retention wants the newest shard's rows gone: close it at the next write
         self.pairs = f"{j.fts}_pairs"
-        self._seen: set[tuple[int, str]] = set()    # pairs already in the newest shard's table
-        self._seen_id = -1
+        self._seen = Seen()          # pairs already in the newest shard's table
 
     def table(self, s: Shard) -> str:
         return self.j.fts if s.id == 0 else f"{self.j.fts}_{s.id}"
@@ -116,7 +87,7 @@ class Shards:
         """Read the shards again (after a rollback too: the pairs remembered may not have been kept)."""
         self.list = [Shard(i, k_lo, rows, bool(pairs)) for i, k_lo, rows, pairs in db.execute(
             "SELECT id, k_lo, rows, pairs FROM fts_shards WHERE journal = ? ORDER BY k_lo", (self.j.table,))]
-        self._seen, self._seen_id = set(), -1
+        self._seen.forget()
         return self
 
     def ensure(self, db: sqlite3.Connection) -> None:
@@ -168,29 +139,16 @@ class Shards:
 
     def _pair(self, db: sqlite3.Connection, s: Shard, rows: list[tuple[int, str, int | None]]) -> None:
         """Record the (container, word) pairs of rows placed in `s` that it does not hold yet."""
-        if s is self.list[-1]:
-            if self._seen_id != s.id or len(self._seen) > SEEN_PAIRS:
-                self._seen, self._seen_id = set(), s.id
-            seen = self._seen
-        else:
-            seen = set()        # a late row in an older shard
-        new = []
-        for _, text, cont in rows:
-            if cont is None:
-                continue
-            for w in row_tokens(text):
-                if (cont, w) not in seen:
-                    seen.add((cont, w))
-                    new.append((s.id, cont, word_hash(w)))
+        seen = self._seen if s is self.list[-1] else Seen()      # else: a late row in an older shard
+        new = seen.new_pairs(s.id, ((text, cont) for _, text, cont in rows))
         if new:
-            db.executemany(f"INSERT OR IGNORE INTO {self.pairs} (shard, cont, wh) VALUES (?, ?, ?)", new)
+            db.executemany(f"INSERT OR IGNORE INTO {self.pairs} (shard, cont, wh) VALUES ({s.id}, ?, ?)", new)
 
     def may_hold(self, db: sqlite3.Connection, s: Shard, cont: int, words: list[str]) -> bool:
         """False when shard `s` has no row of container `cont` with every one of `words` (whole words)."""
-        tokens = query_tokens(words) if s.pairs else None
-        if not tokens:
+        hashes = query_hashes(words) if s.pairs else None
+        if not hashes:
             return True
-        hashes = {word_hash(t) for t in tokens}
         found = db.execute(f"SELECT count(*) FROM {self.pairs} WHERE shard = ? AND cont = ? AND wh IN "
                            f"({', '.join('?' * len(hashes))})", (s.id, cont, *hashes)).fetchone()[0]
         return bool(found == len(hashes))

@@ -182,6 +182,11 @@ def scope_key(j: Journal) -> str:
     return f"{j.table}_scoped_since"
 
 
+def pairs_key(j: Journal) -> str:
+    """PostgreSQL's watermark: keys from it on have their (container, word) pairs recorded."""
+    return f"{j.table}_pairs_since"
+
+
 def split_scoped(lo: int, hi: int, since: int) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
     """[lo, hi] as (the part searched with the scope token, the part before the watermark)."""
     scoped = (max(lo, since), hi) if hi >= since else None

@@ -19,6 +19,7 @@ from . import codec as codecmod
 from . import derive, journal, migrate, query
 from .backend import RetentionResult, WriteResult, container_dict, tree_from_rows
 from .journal import ALERTS, EVENTS, JOURNALS, Journal
+from .pairs import Seen, query_hashes
 from .pg_partitions import FIRST_SPAN, SPANS, covered, new_span, span_for
 from .tables import (
     AGED,
@@ -106,6 +107,8 @@ class PostgresBackend:
         self._spans: dict[str, list[tuple[int, int]]] = {}  # journal -> its partitions' [lo, hi), known to exist
         self._counts: dict[str, int] = {}                    # closed partition -> rows
         self._scoped_since: dict[str, int] = {}              # journal -> first key with scope tokens
+        self._pairs_since: dict[str, int] = {}               # journal -> first key with pairs recorded
+        self._seen = {j.table: Seen() for j in JOURNALS}     # pairs in each journal's newest partition
 
     async def open(self) -> None:
         self.pool = await asyncpg.create_pool(self.url, min_size=1, max_size=4, command_timeout=60)
@@ -127,10 +130,11 @@ class PostgresBackend:
                         await con.execute(stmt)
                 await con.execute("CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, n BIGINT NOT NULL)")
                 for j in JOURNALS:  # rows already there have no scope tokens in their words (journal.py)
-                    await con.execute(f"INSERT INTO store_meta (name, n) SELECT $1, coalesce(max(k), -1) + 1 "
-                                      f"FROM {j.table} ON CONFLICT DO NOTHING", journal.scope_key(j))
-                    self._scoped_since[j.table] = await con.fetchval("SELECT n FROM store_meta WHERE name = $1",
-                                                                     journal.scope_key(j))
+                    for key, since in ((journal.scope_key(j), self._scoped_since),    # nor pairs (pairs.py)
+                                       (journal.pairs_key(j), self._pairs_since)):
+                        await con.execute(f"INSERT INTO store_meta (name, n) SELECT $1, coalesce(max(k), -1) + 1 "
+                                          f"FROM {j.table} ON CONFLICT DO NOTHING", key)
+                        since[j.table] = await con.fetchval("SELECT n FROM store_meta WHERE name = $1", key)
             await self._load_dicts(con)
         async with self.pool.acquire() as con:
             if await migrate.pg_has_v1(con):
@@ -228,6 +232,7 @@ class PostgresBackend:
             done = {r[0] for r in await con.fetch(sql, *cols)}
             clash = [i for i in pending if rows[i][0] not in done]
             new += [i for i in pending if rows[i][0] in done]
+            await self._record_pairs(con, j, [rows[i] for i in pending if rows[i][0] in done])
             if not clash:
                 break
             held = {r[0]: r[1] for r in await con.fetch(f"SELECT k, idh FROM {j.table} WHERE k = ANY($1::bigint[])",
@@ -238,6 +243,24 @@ class PostgresBackend:
                     rows[i][0] += 1
                     pending.append(i)
         return [items[i] for i in sorted(new)]
+
+    async def _record_pairs(self, con, j: Journal, rows: list[list]) -> None:
+        """The (container, word) pairs of rows just stored, in the partitions that hold them."""
+        spans, since, cont_at = self._spans.get(j.table, []), self._pairs_since.get(j.table, journal.KEY_MAX), \
+            2 + j.cont_at
+        by_part: dict[int, list[tuple[str, int | None]]] = {}
+        for r in rows:
+            i = bisect.bisect_right(spans, (r[0], float("inf"))) - 1
+            if r[0] >= since and r[cont_at] is not None and i >= 0:
+                by_part.setdefault(spans[i][0], []).append((r[-1], r[cont_at]))
+        newest = spans[-1][0] if spans else None
+        for lo, part_rows in by_part.items():
+            new = (self._seen[j.table] if lo == newest else Seen()).new_pairs(lo, part_rows)
+            if new:
+                conts, hashes = zip(*new)
+                await con.execute(f"INSERT INTO {j.table}_pairs (cont, wh, part_lo) SELECT c, h, {lo} "
+                                  "FROM unnest($1::int[], $2::bigint[]) AS u(c, h) ON CONFLICT DO NOTHING",
+                                  list(conts), list(hashes))
 
     @_backing_off
     async def write(self, events: list[dict], alerts: list[dict]) -> WriteResult:
@@ -273,6 +296,8 @@ class PostgresBackend:
             except BaseException:
                 self._names.clear()      # ids interned in the rolled-back transaction are gone
                 self._spans.clear()      # a partition may have gone meanwhile (retention, a replica)
+                for seen in self._seen.values():
+                    seen.forget()        # and the pairs recorded with them
                 raise
         return res
 
@@ -338,6 +363,7 @@ class PostgresBackend:
                     if name == last_used or not (hi <= cutoff_ts or 0 < rows[name] <= extra or over_size > 0):
                         break
                     await con.execute(f"DROP TABLE {name}")
+                    await con.execute(f"DELETE FROM {j.table}_pairs WHERE part_lo = $1", lo)
                     dropped.add(name)
                     await con.execute("DELETE FROM store_meta WHERE name = $1", TRIMMED + name)
                     if (lo, hi) in self._spans.get(j.table, []):
@@ -463,11 +489,36 @@ class PostgresBackend:
         scoped, old = journal.split_scoped(lo, hi, self._scoped_since.get(j.table, journal.KEY_MAX))
         rows: list[tuple] = []
         if scoped:
-            rows = await self._search_range(con, j, pl, probe, *scoped,
-                                            [*pl.words, journal.scope_token(probe["cont"])])
+            words = [*pl.words, journal.scope_token(probe["cont"])]
+            for a, b in await self._pieces(con, j, probe["cont"], pl.words, *scoped):
+                rows += await self._search_range(con, j, pl, probe, a, b, words)
+                if len(rows) > pl.limit:
+                    break
         if old and len(rows) <= pl.limit:
             rows += await self._search_range(con, j, pl, probe, *old, pl.words)
         return rows
+
+    async def _pieces(self, con, j: Journal, cont: int, words: list[tuple[str, bool]], lo: int,
+                      hi: int) -> list[tuple[int, int]]:
+        """[lo, hi] as the key ranges of the partitions where container `cont` has every whole word,
+        newest first (pairs.py); keys below the pairs' watermark are always kept."""
+        hashes = query_hashes([w for w, prefix in words if not prefix])
+        since = self._pairs_since.get(j.table, journal.KEY_MAX)
+        if not hashes or hi < since:
+            return [(lo, hi)]
+        held = {r[0] for r in await con.fetch(
+            f"SELECT part_lo FROM {j.table}_pairs WHERE cont = $1 AND wh = ANY($2::bigint[]) "
+            "GROUP BY part_lo HAVING count(*) = $3", cont, sorted(hashes), len(hashes))}
+        out = []
+        for p_lo, p_hi, _ in reversed(await self._partitions(con, j)):
+            a, b = max(lo, p_lo), min(hi, p_hi - 1)
+            if a > b:
+                continue
+            if p_lo in held or b < since:
+                out.append((a, b))
+            elif a < since:
+                out.append((a, since - 1))      # rows before the watermark have no pairs to tell
+        return out
 
     async def _search_range(self, con, j: Journal, pl: journal.Plan, probe: dict, lo: int, hi: int,
                             words: list[tuple[str, bool]]) -> list[tuple]:

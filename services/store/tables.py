@@ -61,7 +61,11 @@ def _pg_journal(j) -> list[str]:
             f"body BYTEA NOT NULL, words TSVECTOR NOT NULL, PRIMARY KEY (k)) PARTITION BY RANGE (k)",
             *(f"CREATE INDEX IF NOT EXISTS {j.table}_by_{c} ON {j.table} ({c}, k)"
               + (f" WHERE {c} IS NOT NULL" if c in _PARTIAL else "") for c in j.indexed),
-            f"CREATE INDEX IF NOT EXISTS {j.table}_words ON {j.table} USING gin (words)"]
+            f"CREATE INDEX IF NOT EXISTS {j.table}_words ON {j.table} USING gin (words)",
+            # which words occur in which container, per partition (pairs.py)
+            f"CREATE TABLE IF NOT EXISTS {j.table}_pairs (cont INTEGER NOT NULL, wh BIGINT NOT NULL, "
+            "part_lo BIGINT NOT NULL, PRIMARY KEY (cont, wh, part_lo))",
+            f"CREATE INDEX IF NOT EXISTS {j.table}_pairs_by_part ON {j.table}_pairs (part_lo)"]
 
 
 def _common(blob: str, serial: str) -> list[str]:
