@@ -30,6 +30,8 @@ from bench.eventmix import EventMix
 from bench.store_v1 import PostgresV1, SqliteV1
 from services.store.backend import open_backend
 from services.store.config import StoreConfig
+from services.store.pg_backend import PostgresBackend
+from services.store.pg_partitions import SPANS
 from services.store.service import RETAIN_EARLY
 
 SPAN_NS = 7 * 24 * 3600 * 10**9
@@ -132,7 +134,10 @@ async def bench_backend(kind: str, n: int, seed: int, baseline: bool, pg_url: st
                 store = open_backend(f"sqlite:///{path}") if label == "new" else SqliteV1(str(path))
             else:
                 url = await pg.new_database() if pg else pg_url
-                store = open_backend(url) if label == "new" else await PostgresV1(url).open()
+                # day partitions: the span retention gives a store whose size cap holds a week at this rate
+                # (the bench runs no retention while it ingests: sized by the default cap, they would be hours)
+                store = PostgresBackend(url, partition_ns=SPANS[-1]) if label == "new" else \
+                    await PostgresV1(url).open()
             if label == "new":
                 await store.open()
                 if not (kept and kept.exists()):     # (kept: 10M rows are over the default row cap)
