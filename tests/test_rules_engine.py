@@ -389,3 +389,35 @@ def test_setid_args_env_and_tty_fields() -> None:
     for kind, alias in (("chown", "fchownat"), ("truncate", "ftruncate"), ("procvm", "process_vm_writev"),
                         ("umount", "umount2")):
         assert holds(f"evt.type = {alias}", make_event(kind))
+
+
+def test_a_field_several_rules_read_is_read_once_per_event_and_only_when_needed() -> None:
+    from services.alerter.engine.runner import build_runner
+
+    class Rule:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def match(self, ev):
+            return self.name
+    calls: list[str] = []
+
+    def path(ev):
+        calls.append("path")
+        if ev.get("boom"):
+            raise ValueError("boom")
+        return ev["path"]
+    ns = {"f0": path, "f1": lambda ev: ev["kind"], "__builtins__": {"any": any}}
+    run = build_runner("t", [("f1(ev) == 'open' and f0(ev).startswith('/etc')", Rule("a")),
+                             ("f0(ev) == '/etc/shadow'", Rule("b")),
+                             ("f1(ev) == 'exec' and f0(ev) == 'never read'", Rule("c")),
+                             ("any(c == 'x' for c in f0(ev))", Rule("d"))],    # an iterable: plain reads
+                       ns)
+    out: list = []
+    errors: list = []
+    run({"kind": "open", "path": "/etc/shadow"}, out, lambda r, e: errors.append((r.name, str(e))))
+    assert out == ["a", "b"] and errors == []
+    assert calls == ["path", "path"]          # once for a and b (c never reads it), again for d's iterable
+    calls.clear()
+    run({"kind": "open", "path": "/x", "boom": True}, out, lambda r, e: errors.append((r.name, str(e))))
+    assert errors == [("a", "boom"), ("b", "boom"), ("d", "boom")]    # a read that raised is not kept
