@@ -8,6 +8,7 @@ import time
 from contextlib import asynccontextmanager
 
 import orjson
+import pytest
 
 from services.store.backend import open_backend
 from services.store.tables import SCHEMA_VERSION
@@ -242,3 +243,29 @@ async def test_a_version_4_database_keeps_its_shards_and_records_pairs_in_new_on
     assert db.execute("SELECT pairs FROM fts_shards WHERE journal = 'events' ORDER BY id").fetchall() == [
         (0,), (0,), (0,), (1,), (1,), (1,)]
     db.close()
+
+
+async def test_pairs_hold_after_a_full_disk_and_for_words_fts5_case_folds(tmp_path):
+    """A write SQLite refuses (disk full: it rolls the transaction back itself) and writes again: its
+    pairs are recorded then. And 'ſhadow' is 'shadow' to FTS5 (its case folding), so to the pairs."""
+    b = open_backend(f"sqlite:///{tmp_path / 'full.db'}")
+    await b.open()
+    web = cont("web")
+    t0 = time.time_ns() - 10**12
+    try:
+        await b.write([ev("open", ts=t0 + i, path=f"/srv/a{i}", container=web) for i in range(10)], [])
+        await b.write([ev("open", ts=t0 + 20, path="/etc/ſhadow", comm="cat", container=web)], [])
+        assert await _ts(b, q="shadow", container="web") == [t0 + 20]
+
+        def cap(c, db):
+            db.execute(f"PRAGMA max_page_count={db.execute('PRAGMA page_count').fetchone()[0]}")
+        await b._w.call(cap)
+        batch = [ev("open", ts=t0 + 100 + i, path=f"/tmp/evil{i}.sh", comm="dropper", cmdline="x" * 20000,
+                    container=web) for i in range(50)]
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            await b.write(batch, [])
+        await b._w.call(lambda c, db: db.execute("PRAGMA max_page_count=1073741823"))
+        await b.write(batch, [])                    # redelivered once there is room
+        assert len(await _ts(b, q="dropper", container="web")) == 50
+    finally:
+        await b.close()

@@ -90,6 +90,10 @@ class Shards:
         self._seen.forget()
         return self
 
+    def forget_pairs(self) -> None:
+        """After a failed write: the pairs it recorded may not have been kept."""
+        self._seen.forget()
+
     def ensure(self, db: sqlite3.Connection) -> None:
         """A new database, or one of schema version 3: shard 0 holds every key so far (in a transaction).
         Its pairs are recorded only if it starts empty."""

@@ -25,8 +25,11 @@ _ASCII_TOKEN = re.compile(r"[a-z0-9._:]+")
 
 def row_tokens(text: str) -> list[str]:
     """Every ASCII token a search may find in a row's words: the words themselves when they are ASCII
-    (codec.split_words made them of those characters), else every ASCII run in them."""
-    return text.split(" ") if text.isascii() else _ASCII_TOKEN.findall(text)
+    (codec.split_words made them of those characters), else every ASCII run in them, also once case
+    folded (FTS5 folds 'ſ' to 's', which Python's lower() leaves)."""
+    if text.isascii():
+        return text.split(" ")
+    return _ASCII_TOKEN.findall(text) + _ASCII_TOKEN.findall(text.casefold())
 
 
 def query_tokens(words: list[str]) -> set[str] | None:

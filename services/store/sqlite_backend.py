@@ -214,7 +214,7 @@ def _init(c: _Conn, db: sqlite3.Connection) -> None:
                        "WHERE true ON CONFLICT DO NOTHING", (journal.scope_key(j),))  # WHERE: SQLite's upsert parse
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        _rollback(db)
         raise
     c.load_dicts(db)
     if migrate.sqlite_has_v1(db):
@@ -303,12 +303,21 @@ def _write(c: _Conn, db: sqlite3.Connection, events: list[dict], alerts: list[di
         db.execute("COMMIT")
         res.db_bytes = _db_bytes(db)
     except BaseException:
-        db.execute("ROLLBACK")
         c.names.clear()       # ids interned in the rolled-back transaction are gone
         for sh in c.shards.values():
-            sh.load(db)       # and so are its shards' rows (and a shard it opened)
+            sh.forget_pairs()     # and the pairs it recorded
+        _rollback(db)
+        for sh in c.shards.values():
+            sh.load(db)       # and its shards' rows (and a shard it opened)
         raise
     return res
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Undo the transaction, unless SQLite already has (a full disk, an I/O error or a busy lock
+    roll it back by themselves: ROLLBACK would then raise and hide both the error and the undo)."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
 
 def _add_dict(c: _Conn, db: sqlite3.Connection, data: bytes) -> None:
@@ -357,7 +366,7 @@ def _retain_batch(c: _Conn, db: sqlite3.Connection, j: Journal, below: int, extr
             c.shards[j.table].drop_dead(db)
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        _rollback(db)
         c.shards[j.table].load(db)
         raise
     return n, max(0, extra - n), n == RETAIN_BATCH
@@ -377,7 +386,7 @@ def _retain_derived(c: _Conn, db: sqlite3.Connection, cutoff: int, max_rows: int
                 out[table] += db.execute(f"DELETE FROM {table} WHERE ts <= ?", (row[0],)).rowcount
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        _rollback(db)
         raise
     return {t: n for t, n in out.items() if n > 0}
 
