@@ -390,7 +390,7 @@ async def test_postgres_word_search_within_a_container_reads_only_partitions_wit
     url = await postgres.new_database()
     hour = 3600 * 10**9
     t0 = (time.time_ns() // hour - 8) * hour       # row i at t0 + i * 7.2 s: hours 0..5, 500 rows each
-    a, c = cont("a"), cont("c")
+    a, c = cont("web"), cont("api")
 
     def batch(lo, hi):
         return [dict(e, ts=t0 + (e["ts"] - t0) * 7_200_000_000) for e in _pair_batch(t0, lo, hi, [a, c, None])]
@@ -411,10 +411,10 @@ async def test_postgres_word_search_within_a_container_reads_only_partitions_wit
         for lo in range(1500, 3000, 250):
             await b.write(batch(lo, lo + 250), [])
         at = [t0 + i * 7_200_000_000 for i in range(3000)]
-        assert await _ts(b, q="alpha", container="a") == [at[i] for i in range(1497, -1, -3)]
-        assert await _ts(b, q="beta_gamma", container="c") == [at[i] for i in range(2998, 1499, -3)]
-        assert await _ts(b, q="naïve beta_gamma", container="c") == [at[i] for i in range(2998, 1499, -3)]
-        assert await _ts(b, q="alpha", container="c") == [] and await _ts(b, q="beta_gamma", container="a") == []
+        assert await _ts(b, q="alpha", container="web") == [at[i] for i in range(1497, -1, -3)]
+        assert await _ts(b, q="beta_gamma", container="api") == [at[i] for i in range(2998, 1499, -3)]
+        assert await _ts(b, q="naïve beta_gamma", container="api") == [at[i] for i in range(2998, 1499, -3)]
+        assert await _ts(b, q="alpha", container="api") == [] and await _ts(b, q="beta_gamma", container="web") == []
         async with b.pool.acquire() as con:
             ids = {r[1]: r[0] for r in await con.fetch("SELECT id, s FROM names")}
             alpha = await b._pieces(con, EVENTS, ids[a["id"]], [("alpha", False)], 0, KEY_MAX)

@@ -179,7 +179,7 @@ async def test_a_word_search_within_a_container_skips_shards_where_it_lacks_a_wo
     b = open_backend(f"sqlite:///{path}")
     await b.open()
     t0 = time.time_ns() - 10**12
-    a, c, host = cont("a"), cont("c"), None
+    a, c, host = cont("web"), cont("api"), None
     try:
         b._w.shards["events"].rows_per_shard = 500
         for lo in range(0, 3000, 250):
@@ -192,18 +192,18 @@ async def test_a_word_search_within_a_container_skips_shards_where_it_lacks_a_wo
             cont_of = {0: a, 1: c, 2: host}
             return [t0 + i for i in sorted(word_rows, reverse=True) if cont_of[i % 3] is not None
                     and cont_of[i % 3]["name"] == name]
-        alpha_a = expect([i for i in range(1500) if i % 3 == 0], "a")
-        assert await _ts(b, q="alpha", container="a") == [t0 + 3007, *alpha_a]
-        assert await _ts(b, q="alpha", container="c") == []
-        beta_c = expect([i for i in range(1500, 3000) if i % 3 == 1], "c")
+        alpha_a = expect([i for i in range(1500) if i % 3 == 0], "web")
+        assert await _ts(b, q="alpha", container="web") == [t0 + 3007, *alpha_a]
+        assert await _ts(b, q="alpha", container="api") == []
+        beta_c = expect([i for i in range(1500, 3000) if i % 3 == 1], "api")
         for q in ("beta_gamma", "naïve", "beta_gamma naïve", "beta_gamma common.log"):
-            assert await _ts(b, q=q, container="c") == beta_c, q
-        assert await _ts(b, q="gamma", container="c") == []        # '_' joins a word in FTS5 too
-        assert await _ts(b, q="beta_gamma", container="a") == []
-        assert await _ts(b, q="alpha beta_gamma", container="a") == []
-        assert await _ts(b, q="late_word", container="c") == [t0 + 700 + 10**6]
-        assert len(await _ts(b, q="common", container="a", limit=1000)) == 1000
-        assert await _ts(b, q="alph*", container="a") == [t0 + 3007, *alpha_a]      # prefixes: not checked
+            assert await _ts(b, q=q, container="api") == beta_c, q
+        assert await _ts(b, q="gamma", container="api") == []        # '_' joins a word in FTS5 too
+        assert await _ts(b, q="beta_gamma", container="web") == []
+        assert await _ts(b, q="alpha beta_gamma", container="web") == []
+        assert await _ts(b, q="late_word", container="api") == [t0 + 700 + 10**6]
+        assert len(await _ts(b, q="common", container="web", limit=1000)) == 1000
+        assert await _ts(b, q="alph*", container="web") == [t0 + 3007, *alpha_a]      # prefixes: not checked
         # the skip itself: the shards where container a has no `alpha` are not read
         sh = b._w.shards["events"]
         db = sqlite3.connect(path)
@@ -221,7 +221,7 @@ async def test_a_word_search_within_a_container_skips_shards_where_it_lacks_a_wo
 
 async def test_a_version_4_database_keeps_its_shards_and_records_pairs_in_new_ones(tmp_path):
     path = tmp_path / "v4.db"
-    a, c = cont("a"), cont("c")
+    a, c = cont("web"), cont("api")
     async with _filled(path, 0, 1) as (b, t0):
         b._w.shards["events"].rows_per_shard = 500
         for lo in range(0, 1500, 250):
@@ -234,8 +234,8 @@ async def test_a_version_4_database_keeps_its_shards_and_records_pairs_in_new_on
         b._w.shards["events"].rows_per_shard = 500
         for lo in range(1500, 3000, 250):
             await b.write(_pair_batch(t0, lo, lo + 250, [a, c, None]), [])
-        assert await _ts(b, q="alpha", container="a") == [t0 + i for i in range(1497, -1, -3)]
-        assert len(await _ts(b, q="beta_gamma", container="c")) == 500
+        assert await _ts(b, q="alpha", container="web") == [t0 + i for i in range(1497, -1, -3)]
+        assert len(await _ts(b, q="beta_gamma", container="api")) == 500
     finally:
         await b.close()
     db = sqlite3.connect(path)

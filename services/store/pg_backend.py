@@ -20,7 +20,7 @@ from . import derive, journal, migrate, query
 from .backend import RetentionResult, WriteResult, container_dict, tree_from_rows
 from .journal import ALERTS, EVENTS, JOURNALS, Journal
 from .pairs import Seen, query_hashes
-from .pg_partitions import FIRST_SPAN, SPANS, covered, new_span, span_for
+from .pg_partitions import FIRST_SPAN, PARTS_PER_CAP, SPANS, covered, new_span, recent_rate, span_for
 from .tables import (
     AGED,
     CAPPED,
@@ -42,7 +42,11 @@ RETAIN_BATCH = 5000
 SIZE_TARGET = 0.9
 TRIMMED = "trimmed:"        # store_meta names of the partitions retention deleted rows from (not dropped)
 SEARCH_WALK = 20_000       # rows a word search checks by key before it asks the GIN index (tests lower it)
+PIECE_WALK = 2_000         # the same within one partition where a container has the words (pairs.py): the
+                           # GIN index over one partition is cheap, a long walk of random rows is not
 _LOCK = 7226061
+_RETAIN_LOCK = 7226062      # held (per session) by the replica running retention
+MIN_ROWS_TO_MEASURE = 10_000
 _DERIVED = ("containers", "connections", "container_ips", "processes")
 BACKOFF_FIRST_S = 0.25   # wait before the write after a transient failure ...
 BACKOFF_MAX_S = 8.0      # ... doubling up to this
@@ -65,6 +69,12 @@ def _rowcount(status: str) -> int:
         return 0
 
 
+def _bounds(j: Journal, partition: str) -> tuple[int, int]:
+    """[lo, hi) of a partition from its name, <table>_p<lo>_<hi>."""
+    lo, _, hi = partition[len(j.table) + 2:].partition("_")
+    return int(lo), int(hi)
+
+
 def tsquery(words: list[tuple[str, bool]]) -> str:
     """Words (letters, digits, '_.:' only: codec.py) -> tsquery text, cast without re-parsing."""
     return " & ".join(f"'{w}':*" if prefix else f"'{w}'" for w, prefix in words)
@@ -75,7 +85,7 @@ def _insert_sql(j: Journal) -> str:
     arrays = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
     cols = ", ".join(j.columns)
     return (f"INSERT INTO {j.table} ({cols}, words) SELECT {cols}, array_to_tsvector(string_to_array(w, ' ')) "
-            f"FROM unnest({arrays}) AS u({cols}, w) ON CONFLICT (k) DO NOTHING RETURNING k")
+            f"FROM unnest({arrays}) AS u({cols}, w) ON CONFLICT (k) DO NOTHING RETURNING k, tableoid::regclass::text")
 def _backing_off(write):
     """After a transient failure the next write first waits, doubling up to BACKOFF_MAX_S
     (a database that is down or full is not hammered); a success resets it."""
@@ -111,7 +121,11 @@ class PostgresBackend:
         self._seen = {j.table: Seen() for j in JOURNALS}     # pairs in each journal's newest partition
 
     async def open(self) -> None:
-        self.pool = await asyncpg.create_pool(self.url, min_size=1, max_size=4, command_timeout=60)
+        # custom plans always: a query's generic plan (asyncpg prepares every statement; PostgreSQL
+        # switches to it after five runs) cannot see that a priority or container has no rows and walks
+        # the whole key index for them (~130 ms at 10M events against < 1 ms)
+        self.pool = await asyncpg.create_pool(self.url, min_size=1, max_size=4, command_timeout=60,
+                                              server_settings={"plan_cache_mode": "force_custom_plan"})
         async with self.pool.acquire() as con:
             async with con.transaction():
                 # replicas may start together: serialize DDL
@@ -229,10 +243,10 @@ class PostgresBackend:
         while pending:
             await self._ensure_partitions(j, [rows[i][0] for i in pending])
             cols = [list(c) for c in zip(*(rows[i] for i in pending))]
-            done = {r[0] for r in await con.fetch(sql, *cols)}
+            done = {r[0]: r[1] for r in await con.fetch(sql, *cols)}     # key -> the partition it went to
             clash = [i for i in pending if rows[i][0] not in done]
             new += [i for i in pending if rows[i][0] in done]
-            await self._record_pairs(con, j, [rows[i] for i in pending if rows[i][0] in done])
+            await self._record_pairs(con, j, [(rows[i], done[rows[i][0]]) for i in pending if rows[i][0] in done])
             if not clash:
                 break
             held = {r[0]: r[1] for r in await con.fetch(f"SELECT k, idh FROM {j.table} WHERE k = ANY($1::bigint[])",
@@ -244,18 +258,18 @@ class PostgresBackend:
                     pending.append(i)
         return [items[i] for i in sorted(new)]
 
-    async def _record_pairs(self, con, j: Journal, rows: list[list]) -> None:
-        """The (container, word) pairs of rows just stored, in the partitions that hold them."""
-        spans, since, cont_at = self._spans.get(j.table, []), self._pairs_since.get(j.table, journal.KEY_MAX), \
-            2 + j.cont_at
+    async def _record_pairs(self, con, j: Journal, stored: list[tuple[list, str]]) -> None:
+        """The (container, word) pairs of rows just stored, with the partition each went to (as the
+        INSERT says: the partition cache may be out of date when a replica has dropped one)."""
+        since, cont_at = self._pairs_since.get(j.table, journal.KEY_MAX), 2 + j.cont_at
         by_part: dict[int, list[tuple[str, int | None]]] = {}
-        for r in rows:
-            i = bisect.bisect_right(spans, (r[0], float("inf"))) - 1
-            if r[0] >= since and r[cont_at] is not None and i >= 0:
-                by_part.setdefault(spans[i][0], []).append((r[-1], r[cont_at]))
-        newest = spans[-1][0] if spans else None
+        for r, part in stored:
+            if r[0] >= since and r[cont_at] is not None:
+                by_part.setdefault(_bounds(j, part)[0], []).append((r[-1], r[cont_at]))
+        spans = self._spans.get(j.table)
         for lo, part_rows in by_part.items():
-            new = (self._seen[j.table] if lo == newest else Seen()).new_pairs(lo, part_rows)
+            # remembered for the newest partition only: retention never drops that one
+            new = (self._seen[j.table] if spans and lo == spans[-1][0] else Seen()).new_pairs(lo, part_rows)
             if new:
                 conts, hashes = zip(*new)
                 await con.execute(f"INSERT INTO {j.table}_pairs (cont, wh, part_lo) SELECT c, h, {lo} "
@@ -318,11 +332,7 @@ class PostgresBackend:
     async def _partitions(self, con, j: Journal) -> list[tuple[int, int, str]]:
         rows = await con.fetch("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
                                "WHERE i.inhparent = $1::regclass", j.table)
-        out = []
-        for (name,) in rows:
-            lo, _, hi = name[len(j.table) + 2:].partition("_")
-            out.append((int(lo), int(hi), name))
-        return sorted(out)
+        return sorted((*_bounds(j, name), name) for (name,) in rows)
 
     async def _rows(self, con, j: Journal, parts: list[tuple[int, int, str]]) -> dict[str, int]:
         """Rows per partition; closed partitions (ended over a day ago) are counted once."""
@@ -345,89 +355,114 @@ class PostgresBackend:
                 res.deleted[table] = res.deleted.get(table, 0) + n
 
         async with self.pool.acquire() as con:
-            live = await self._db_bytes(con)
-            for j in JOURNALS:
-                parts = await self._partitions(con, j)
-                rows = await self._rows(con, j, parts)
-                total = sum(rows.values())
-                extra, over_size = max(0, total - max_rows), 0
-                if j is EVENTS and total:
-                    over_size = await self._size_excess(con, parts, rows, live, max_bytes)
-                    newest = await con.fetchrow("SELECT min(k), max(k) FROM events")
-                    self.partition_ns = span_for(max_bytes, live, newest[0], newest[1])
-                # whole partitions first, a drop and no row-by-row delete: those aged out, the oldest
-                # over the row cap, and over the size cap any but the one holding the newest row
-                last_used = next((name for _, _, name in reversed(parts) if rows[name]), None)
-                dropped = set()
-                for lo, hi, name in parts:
-                    if name == last_used or not (hi <= cutoff_ts or 0 < rows[name] <= extra or over_size > 0):
-                        break
-                    await con.execute(f"DROP TABLE {name}")
-                    await con.execute(f"DELETE FROM {j.table}_pairs WHERE part_lo = $1", lo)
-                    dropped.add(name)
-                    await con.execute("DELETE FROM store_meta WHERE name = $1", TRIMMED + name)
-                    if (lo, hi) in self._spans.get(j.table, []):
-                        self._spans[j.table].remove((lo, hi))
-                    self._counts.pop(name, None)
-                    count(j.table, rows[name])
-                    extra, over_size = max(0, extra - rows[name]), max(0, over_size - rows[name])
-                extra = max(extra, over_size)     # what is left to do is in the newest partition
-                # then the oldest rows, in small transactions: those aged out, then the excess
-                top = None
-                old = (f"WITH d AS (DELETE FROM {j.table} WHERE k IN (SELECT k FROM {j.table} WHERE k < $1 "
-                       f"ORDER BY k LIMIT $2) RETURNING k) SELECT count(*), max(k) FROM d")
-                while True:
-                    n, last = await con.fetchrow(old, cutoff_ts, RETAIN_BATCH)
-                    if not n:
-                        break
-                    count(j.table, n)
-                    extra, top = max(0, extra - n), last
-                    if n < RETAIN_BATCH:
-                        break
-                oldest = (f"WITH d AS (DELETE FROM {j.table} WHERE k IN (SELECT k FROM {j.table} ORDER BY k "
-                          f"LIMIT $1) RETURNING k) SELECT count(*), max(k) FROM d")
-                while extra:
-                    n, last = await con.fetchrow(oldest, min(RETAIN_BATCH, extra))
-                    if not n:
-                        break
-                    count(j.table, n)
-                    extra, top = extra - n, last
-                if top is not None:
-                    self._counts.clear()
-                    await self._vacuum_trimmed(con, [n for lo, _, n in parts if lo <= top and n not in dropped])
-            async with con.transaction():
-                oldest = await con.fetchval("SELECT min(k) FROM events")
-                for table, col in AGED:
-                    count(table, _rowcount(await con.execute(f"DELETE FROM {table} WHERE {col} < $1",
-                                                             derived_cutoff(table, cutoff_ts, oldest))))
-                for table in CAPPED:
-                    ts = await con.fetchval(f"SELECT ts FROM {table} ORDER BY ts DESC LIMIT 1 OFFSET $1", max_rows)
-                    if ts is not None:
-                        count(table, _rowcount(await con.execute(f"DELETE FROM {table} WHERE ts <= $1", ts)))
+            # one replica at a time: two passes would each delete the excess
+            if not await con.fetchval(f"SELECT pg_try_advisory_lock({_RETAIN_LOCK})"):
+                return res
+            try:
+                await self._retain(con, cutoff_ts, max_rows, max_bytes, count)
+            finally:
+                await con.execute(f"SELECT pg_advisory_unlock({_RETAIN_LOCK})")
         return res
 
+    async def _retain(self, con, cutoff_ts: int, max_rows: int, max_bytes: int, count) -> None:
+        live = await self._db_bytes(con)
+        for j in JOURNALS:
+            parts = await self._partitions(con, j)
+            rows = await self._rows(con, j, parts)
+            total = sum(rows.values())
+            extra, over_size, allowance = max(0, total - max_rows), 0, 0
+            last_used = next((name for _, _, name in reversed(parts) if rows[name]), None)
+            if j is EVENTS and total:
+                over_size, per_row = await self._size_excess(con, parts, rows, live, max_bytes)
+                allowance = int(max_bytes / PARTS_PER_CAP / per_row)
+                last_lo = next(lo for lo, _, n in parts if n == last_used)
+                per_ns = recent_rate([(lo, hi, rows[n] * per_row) for lo, hi, n in parts if hi <= last_lo])
+                if per_ns:
+                    self.partition_ns = span_for(max_bytes, per_ns)
+            # whole partitions first, a drop and no row-by-row delete: those aged out, the oldest over
+            # the row cap, and over the size cap one that is not much more than the excess (one made
+            # when the rate was lower can be far larger: its rows are deleted instead); never the one
+            # holding the newest row
+            dropped = set()
+            for lo, hi, name in parts:
+                if name == last_used or not (hi <= cutoff_ts or 0 < rows[name] <= extra
+                                             or 0 < over_size and rows[name] <= over_size + allowance):
+                    break
+                await self._drop_partition(con, j, lo, hi, name)
+                dropped.add(name)
+                count(j.table, rows[name])
+                extra, over_size = max(0, extra - rows[name]), max(0, over_size - rows[name])
+            extra = max(extra, over_size)     # what is left to do is in the newest partition
+            # then the oldest rows, in small transactions: those aged out, then the excess
+            top = None
+            old = (f"WITH d AS (DELETE FROM {j.table} WHERE k IN (SELECT k FROM {j.table} WHERE k < $1 "
+                   f"ORDER BY k LIMIT $2) RETURNING k) SELECT count(*), max(k) FROM d")
+            while True:
+                n, last = await con.fetchrow(old, cutoff_ts, RETAIN_BATCH)
+                if not n:
+                    break
+                count(j.table, n)
+                extra, top = max(0, extra - n), last
+                if n < RETAIN_BATCH:
+                    break
+            oldest = (f"WITH d AS (DELETE FROM {j.table} WHERE k IN (SELECT k FROM {j.table} ORDER BY k "
+                      f"LIMIT $1) RETURNING k) SELECT count(*), max(k) FROM d")
+            while extra:
+                n, last = await con.fetchrow(oldest, min(RETAIN_BATCH, extra))
+                if not n:
+                    break
+                count(j.table, n)
+                extra, top = extra - n, last
+            if top is not None:
+                self._counts.clear()
+                await self._vacuum_trimmed(con, [n for lo, _, n in parts if lo <= top and n not in dropped])
+        async with con.transaction():
+            oldest = await con.fetchval("SELECT min(k) FROM events")
+            for table, col in AGED:
+                count(table, _rowcount(await con.execute(f"DELETE FROM {table} WHERE {col} < $1",
+                                                         derived_cutoff(table, cutoff_ts, oldest))))
+            for table in CAPPED:
+                ts = await con.fetchval(f"SELECT ts FROM {table} ORDER BY ts DESC LIMIT 1 OFFSET $1", max_rows)
+                if ts is not None:
+                    count(table, _rowcount(await con.execute(f"DELETE FROM {table} WHERE ts <= $1", ts)))
+
+    async def _drop_partition(self, con, j: Journal, lo: int, hi: int, name: str) -> None:
+        """A partition and its pairs, in one transaction under the partition lock (a replica cannot make
+        one with the same range and record pairs in between)."""
+        async with con.transaction():
+            await con.execute(f"SELECT pg_advisory_xact_lock({_LOCK})")
+            await con.execute(f"DROP TABLE {name}")
+            await con.execute(f"DELETE FROM {j.table}_pairs WHERE part_lo = $1", lo)
+            await con.execute("DELETE FROM store_meta WHERE name = $1", TRIMMED + name)
+        if (lo, hi) in self._spans.get(j.table, []):
+            self._spans[j.table].remove((lo, hi))
+        if self._seen[j.table].piece == lo:
+            self._seen[j.table].forget()
+        self._counts.pop(name, None)
+
     async def _size_excess(self, con, parts: list[tuple[int, int, str]], rows: dict[str, int], live: int,
-                           max_bytes: int) -> int:
-        """Events to delete for the size cap. A partition retention deleted rows from keeps its file
-        size (VACUUM only makes the space reusable), so `live` counts it at its rows times the bytes
-        a row takes in the partitions never trimmed; measured as files, every pass would find the
-        database as large as before and delete a share of what is left again."""
+                           max_bytes: int) -> tuple[int, float]:
+        """(events to delete for the size cap, bytes a row takes). A partition retention deleted rows
+        from keeps its file size (VACUUM only makes the space reusable), so `live` counts it at its rows
+        times the bytes a row takes in partitions never trimmed (never more than its file); measured as
+        files, every pass would find the database as large as before and delete a share of what is left
+        again. The bytes per row come from untrimmed partitions with rows enough to measure them (a new
+        one's fixed index pages over a few rows would inflate them), else from the last such measure."""
         total = sum(rows.values())
         trimmed = {r[0][len(TRIMMED):] for r in await con.fetch(
             "SELECT name FROM store_meta WHERE starts_with(name, $1)", TRIMMED)}
         whole = [name for _, _, name in parts if name not in trimmed and rows.get(name)]
-        per_row = None
-        if whole:
+        per_row: float | None = None
+        if sum(rows[n] for n in whole) >= MIN_ROWS_TO_MEASURE:
             per_row = await self._bytes_of(con, whole) / sum(rows[n] for n in whole)
             await con.execute("INSERT INTO store_meta (name, n) VALUES ('row_bytes', $1) "
                               "ON CONFLICT (name) DO UPDATE SET n = $1", max(1, int(per_row)))
         else:
             per_row = await con.fetchval("SELECT n FROM store_meta WHERE name = 'row_bytes'")
-        cut = [name for _, _, name in parts if name in trimmed]
-        if per_row and cut:
-            live += int(sum(rows.get(n, 0) for n in cut) * per_row) - await self._bytes_of(con, cut)
         per_row = per_row or live / total
-        return int((live - SIZE_TARGET * max_bytes) / per_row) + 1 if live > max_bytes else 0
+        for name in (n for _, _, n in parts if n in trimmed):
+            live += min(0, int(rows.get(name, 0) * per_row) - await self._bytes_of(con, [name]))
+        return (int((live - SIZE_TARGET * max_bytes) / per_row) + 1 if live > max_bytes else 0), per_row
 
     async def _vacuum_trimmed(self, con, names: list[str]) -> None:
         """Mark the partitions rows were deleted from, and VACUUM them: new rows reuse the space."""
@@ -491,7 +526,7 @@ class PostgresBackend:
         if scoped:
             words = [*pl.words, journal.scope_token(probe["cont"])]
             for a, b in await self._pieces(con, j, probe["cont"], pl.words, *scoped):
-                rows += await self._search_range(con, j, pl, probe, a, b, words)
+                rows += await self._search_range(con, j, pl, probe, a, b, words, min(PIECE_WALK, SEARCH_WALK))
                 if len(rows) > pl.limit:
                     break
         if old and len(rows) <= pl.limit:
@@ -521,9 +556,10 @@ class PostgresBackend:
         return out
 
     async def _search_range(self, con, j: Journal, pl: journal.Plan, probe: dict, lo: int, hi: int,
-                            words: list[tuple[str, bool]]) -> list[tuple]:
-        """Word search, never a walk of the whole table: the newest SEARCH_WALK rows are checked first
-        (frequent words fill the page there); past them, the GIN index finds the rest (rare words)."""
+                            words: list[tuple[str, bool]], walk: int | None = None) -> list[tuple]:
+        """Word search, never a walk of the whole table: the newest `walk` (SEARCH_WALK) rows are checked
+        first (frequent words fill the page there); past them, the GIN index finds the rest (rare words)."""
+        walk = walk or SEARCH_WALK
         def where(upper: int) -> query.SqlBuilder:
             b = query.POSTGRES.builder()
             b.add("k BETWEEN {} AND {}", lo, upper)
@@ -532,14 +568,19 @@ class PostgresBackend:
             return b
         b = where(hi)
         q, n = b.ph(tsquery(words)), b.ph(pl.limit + 1)
-        rows = [(r[0], r[1]) for r in await con.fetch(
-            f"SELECT k, body FROM (SELECT k, body, words FROM {j.table}{b.where_sql()} ORDER BY k DESC "
-            f"LIMIT {SEARCH_WALK}) s WHERE words @@ {q}::tsquery ORDER BY k DESC LIMIT {n}", *b.args)]
+        async with con.transaction():
+            # a walk by key that stops at the page's end: left to itself, the planner reads every row
+            # in the range (a bitmap or parallel scan, then a sort) when it guesses they are few
+            await con.execute("SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; "
+                              "SET LOCAL enable_sort = off")
+            rows = [(r[0], r[1]) for r in await con.fetch(
+                f"SELECT k, body FROM (SELECT k, body, words FROM {j.table}{b.where_sql()} ORDER BY k DESC "
+                f"LIMIT {walk}) s WHERE words @@ {q}::tsquery ORDER BY k DESC LIMIT {n}", *b.args)]
         if len(rows) > pl.limit:
             return rows
         b = where(hi)
         edge = await con.fetchval(f"SELECT k FROM {j.table}{b.where_sql()} ORDER BY k DESC "
-                                  f"OFFSET {SEARCH_WALK - 1} LIMIT 1", *b.args)
+                                  f"OFFSET {walk - 1} LIMIT 1", *b.args)
         if edge is None:          # fewer rows than the walk: all were checked
             return rows
         b = where(edge - 1)

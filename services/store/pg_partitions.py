@@ -17,15 +17,12 @@ SPANS = tuple(int(h * HOUR_NS) for h in (0.25, 0.5, 1, 2, 3, 6, 12, 24))
 PARTS_PER_CAP = 8
 
 
-FIRST_SPAN = HOUR_NS         # while the rate is unknown (less than an hour of keys)
+FIRST_SPAN = HOUR_NS         # while the rate is unknown
 
 
-def span_for(max_bytes: int, live: int, oldest: int | None, newest: int | None) -> int:
-    """The longest span whose rows fit PARTS_PER_CAP times in `max_bytes`, at `live` bytes over the
-    keys oldest..newest (FIRST_SPAN while there is too little to tell)."""
-    if oldest is None or newest is None or newest - oldest < HOUR_NS or live <= 0:
-        return FIRST_SPAN
-    per_ns = live / (newest - oldest)
+def span_for(max_bytes: int, per_ns: float) -> int:
+    """The longest span whose rows, at `per_ns` bytes per ns of keys, fit PARTS_PER_CAP times in
+    `max_bytes`."""
     fits = max_bytes / PARTS_PER_CAP / per_ns
     return max((s for s in SPANS if s <= fits), default=SPANS[0])
 
@@ -46,3 +43,14 @@ def new_span(spans: list[tuple[int, int]], k: int, span: int) -> tuple[int, int]
     if i < len(spans):
         hi = min(hi, spans[i][0])
     return lo, hi
+
+
+def recent_rate(parts: list[tuple[int, int, float]]) -> float | None:
+    """Bytes per ns over the newest closed partitions ((lo, hi, bytes), oldest first), up to a day of
+    them; None with less than an hour to tell (a stray old key makes one more partition, not a rate)."""
+    span = size = 0.0
+    for lo, hi, b in reversed(parts):
+        if span >= SPANS[-1]:
+            break
+        span, size = span + (hi - lo), size + b
+    return size / span if span >= HOUR_NS and size > 0 else None
