@@ -15,6 +15,8 @@ import time
 import asyncpg
 import orjson
 
+from shared import log
+
 from . import codec as codecmod
 from . import derive, journal, migrate, query
 from .backend import RetentionResult, WriteResult, container_dict, tree_from_rows
@@ -44,10 +46,12 @@ TRIMMED = "trimmed:"        # store_meta names of the partitions retention delet
 SEARCH_WALK = 20_000       # rows a word search checks by key before it asks the GIN index (tests lower it)
 PIECE_WALK = 2_000         # the same within one partition where a container has the words (pairs.py): the
                            # GIN index over one partition is cheap, a long walk of random rows is not
+_log = log.get("store.postgresql")
 _LOCK = 7226061
 _RETAIN_LOCK = 7226062      # held (per session) by the replica running retention
 MIN_ROWS_TO_MEASURE = 10_000
 VACUUM_AFTER = 1000         # rows deleted from a derived table that make retention VACUUM it
+VACUUM_TIMEOUT_S = 600
 _DERIVED = ("containers", "connections", "container_ips", "processes")
 BACKOFF_FIRST_S = 0.25   # wait before the write after a transient failure ...
 BACKOFF_MAX_S = 8.0      # ... doubling up to this
@@ -367,18 +371,18 @@ class PostgresBackend:
 
     async def _retain(self, con, cutoff_ts: int, max_rows: int, max_bytes: int, count) -> None:
         live = await self._db_bytes(con)
-        alerts_below = journal.KEY_MIN     # over the size cap: alerts older than the oldest event kept go too
+        now = time.time_ns()
         for j in JOURNALS:
-            below = max(cutoff_ts, alerts_below) if j is ALERTS else cutoff_ts
             parts = await self._partitions(con, j)
             rows = await self._rows(con, j, parts)
             total = sum(rows.values())
             extra, over_size, allowance = max(0, total - max_rows), 0, 0
-            last_used = next((name for _, _, name in reversed(parts) if rows[name]), None)
-            over_size_at_start = 0
+            # the partition being written: the newest with rows that is not in the future (a future-dated
+            # event makes one there)
+            last_used = next((name for lo, _, name in reversed(parts) if rows[name] and lo <= now), None) or \
+                next((name for _, _, name in reversed(parts) if rows[name]), None)
             if j is EVENTS and total:
                 over_size, per_row = await self._size_excess(con, parts, rows, live, max_bytes)
-                over_size_at_start = over_size
                 allowance = int(max_bytes / PARTS_PER_CAP / per_row)
                 last_lo = next(lo for lo, _, n in parts if n == last_used)
                 per_ns = recent_rate([(lo, hi, rows[n] * per_row) for lo, hi, n in parts if hi <= last_lo])
@@ -390,7 +394,7 @@ class PostgresBackend:
             # holding the newest row
             dropped = set()
             for lo, hi, name in parts:
-                if name == last_used or not (hi <= below or 0 < rows[name] <= extra
+                if name == last_used or not (hi <= cutoff_ts or 0 < rows[name] <= extra
                                              or 0 < over_size and rows[name] <= over_size + allowance):
                     break
                 await self._drop_partition(con, j, lo, hi, name)
@@ -398,7 +402,7 @@ class PostgresBackend:
                 count(j.table, rows[name])
                 extra, over_size = max(0, extra - rows[name]), max(0, over_size - rows[name])
             if dropped:
-                await con.execute(f"VACUUM {j.table}_pairs")      # the dropped partitions' pairs' space
+                await self._vacuum(con, f"{j.table}_pairs")      # the dropped partitions' pairs' space
             # what is left to do is in the partitions left: the newest loses at most half its rows a pass
             # (the estimate counts what no row deletion frees, the derived tables and fixed pages, as
             # rows: one pass over a cap that small would empty it; the next pass estimates again)
@@ -411,7 +415,7 @@ class PostgresBackend:
             old = (f"WITH d AS (DELETE FROM {j.table} WHERE k IN (SELECT k FROM {j.table} WHERE k < $1 "
                    f"ORDER BY k LIMIT $2) RETURNING k) SELECT count(*), max(k) FROM d")
             while True:
-                n, last = await con.fetchrow(old, below, RETAIN_BATCH)
+                n, last = await con.fetchrow(old, cutoff_ts, RETAIN_BATCH)
                 if not n:
                     break
                 count(j.table, n)
@@ -429,8 +433,6 @@ class PostgresBackend:
             if top is not None:
                 self._counts.clear()
                 await self._vacuum_trimmed(con, [n for lo, _, n in parts if lo <= top and n not in dropped])
-            if j is EVENTS and over_size_at_start:
-                alerts_below = await con.fetchval("SELECT min(k) FROM events") or alerts_below
         async with con.transaction():
             oldest = await con.fetchval("SELECT min(k) FROM events")
             gone = {table: _rowcount(await con.execute(f"DELETE FROM {table} WHERE {col} < $1",
@@ -443,7 +445,7 @@ class PostgresBackend:
         for table, n in gone.items():
             count(table, n)
             if n >= VACUUM_AFTER:       # the space for new rows now, not at autovacuum's next round
-                await con.execute(f"VACUUM {table}")
+                await self._vacuum(con, table)
 
     async def _drop_partition(self, con, j: Journal, lo: int, hi: int, name: str) -> None:
         """A partition and its pairs, in one transaction under the partition lock (a replica cannot make
@@ -488,7 +490,16 @@ class PostgresBackend:
         for name in names:
             await con.execute("INSERT INTO store_meta (name, n) VALUES ($1, 1) ON CONFLICT DO NOTHING",
                               TRIMMED + name)
-            await con.execute(f"VACUUM {name}")
+            await self._vacuum(con, name)
+
+    @staticmethod
+    async def _vacuum(con, table: str) -> None:
+        """VACUUM `table`; a failure (a slow one past its timeout) leaves the space to autovacuum and
+        the pass goes on."""
+        try:
+            await con.execute(f"VACUUM {table}", timeout=VACUUM_TIMEOUT_S)
+        except (asyncpg.PostgresError, asyncio.TimeoutError) as e:
+            _log.warning("retention: VACUUM %s failed (%s); autovacuum will reclaim its space", table, e)
 
     @staticmethod
     async def _bytes_of(con, rels: list[str]) -> int:

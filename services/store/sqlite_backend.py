@@ -347,11 +347,7 @@ def _excess(c: _Conn, db: sqlite3.Connection, max_rows: int, max_bytes: int) -> 
         n = int((live - SIZE_TARGET * max_bytes) * rows / live) + 1
         kth = db.execute("SELECT k FROM events ORDER BY k LIMIT 1 OFFSET ?", (min(n, rows) - 1,)).fetchone()
         if kth is not None:
-            cut = shards.size_cut(kth[0])
-            out["events"] = (out["events"][0], cut)
-            # alerts older than the events kept go too: kept longer, they would fill the cap themselves
-            # and squeeze the events out, pass after pass
-            out["alerts"] = (out["alerts"][0], max(out["alerts"][1], cut))
+            out["events"] = (out["events"][0], shards.size_cut(kth[0]))
     return out
 
 
