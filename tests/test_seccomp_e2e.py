@@ -15,6 +15,7 @@ import pytest_asyncio
 
 from services.seccomp.profile import BASELINE
 from services.seccomp.resolve import from_cgroupfs, resolve_locally
+from shared import subjects
 from shared.config import CommonConfig
 from shared.natsserver import NatsServer, NatsServerConfig, free_port
 from tests import containers
@@ -55,7 +56,6 @@ async def probe(tmp_path_factory, podman_socket):
     from services.enricher.service import EnricherService
     from services.probe.config import ProbeConfig
     from services.probe.service import ProbeService
-    from shared import subjects
 
     tmp = tmp_path_factory.mktemp("seccomp")
     node = f"sc{uuid.uuid4().hex[:6]}"
@@ -93,6 +93,16 @@ async def test_profile_from_probe_allows_workload_denies_rest(probe, bb_image, t
         assert svc.stats.get("seccomp_tracked_cgroups") >= 1
         assert "seccomp_cgroups_untracked_total" in svc.stats.counters
 
+        # the CLI asks the enricher first (2 s at most) and falls back to podman: wait until the
+        # enricher's table names the container, so that the path under test is the one taken
+        for _ in range(150):
+            try:
+                listing = await _ctl(common.nats_url, subjects.ctl_enricher(common.node), {"op": "containers"}, 5.0)
+                if any(c.get("name") == name for c in listing.get("containers", [])):
+                    break
+            except Exception:
+                pass
+            await asyncio.sleep(0.2)
         cli = ["--nats", common.nats_url, "--node", common.node, "seccomp"]
         full = tmp_path / "full.json"
         r = await run(_cli, *cli, name, "-o", str(full))
