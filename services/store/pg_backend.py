@@ -228,19 +228,19 @@ class PostgresBackend:
         """Store items under the first free keys at or after their ts; returns those not already stored."""
         if not items:
             return []
-        keys = await self._keys(con, j, items)
-        items = [it for it, k in zip(items, keys) if k is not None]
-        keys = [k for k in keys if k is not None]
+        keyed = await self._keys(con, j, items)
+        items = [it for it, kh in zip(items, keyed) if kh is not None]
+        keys = [kh for kh in keyed if kh is not None]
         if not items:
             return []
         vals = [journal.row_values(j, it) for it in items]
         await self._intern(con, {s for strs, _ in vals for s in strs.values() if s is not None})
         rows = []
-        for it, k, (strs, ints) in zip(items, keys, vals):
+        for it, (k, h), (strs, ints) in zip(items, keys, vals):
             raw = codecmod.dumps(it)
             self.codec.sample(raw)
             named = [None if strs[c] is None else self._names[strs[c]] for c in j.named]
-            rows.append([k, journal.idh(it), *named, *(ints[c] for c in j.ints), self.codec.encode(raw),
+            rows.append([k, h, *named, *(ints[c] for c in j.ints), self.codec.encode(raw),
                          journal.scoped_words(codecmod.search_text(it), named[j.cont_at])])
         pending = list(range(len(rows)))
         new: list[int] = []
@@ -281,15 +281,15 @@ class PostgresBackend:
                                   "FROM unnest($1::int[], $2::bigint[]) AS u(c, h) ON CONFLICT DO NOTHING",
                                   list(conts), list(hashes))
 
-    async def _keys(self, con, j: Journal, items: list[dict]) -> list[int | None]:
-        """Each item's key: the first at or after its ts not held by another event (None: this event
-        is stored already). The walk starts at the ts every time, past the keys the database and the
+    async def _keys(self, con, j: Journal, items: list[dict]) -> list[tuple[int, int] | None]:
+        """Each item's (key, id hash): the key the first at or after its ts not held by another event
+        (None: this event is stored already). The walk starts at the ts every time, past the keys the database and the
         batch hold, so a redelivered event finds the key it has whatever order the batch comes in."""
         wanted = sorted({it["ts"] for it in items})
         taken = {r[0]: r[1] for r in await con.fetch(f"SELECT k, idh FROM {j.table} WHERE k = ANY($1::bigint[])",
                                                      wanted)}
         asked = set(wanted)
-        out: list[int | None] = []
+        out: list[tuple[int, int] | None] = []
         for it in items:
             h, k = journal.idh(it), it["ts"]
             while True:
@@ -306,7 +306,7 @@ class PostgresBackend:
                 out.append(None)
             else:
                 taken[k] = h
-                out.append(k)
+                out.append((k, h))
         return out
 
     @_backing_off
