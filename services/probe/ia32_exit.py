@@ -54,6 +54,14 @@ class Ia32Exit:
         _log.info("ia32 exit program attached: %s", why)
         return True
 
+    def take_links(self) -> list[int]:
+        """Hand the attach links to the caller, who closes them (each descriptor has one closer:
+        a second close could hit a number the process has given to something else since)."""
+        links, self.links = self.links, []
+        return links
+
     def close(self) -> None:
         close_links(self.links)
-        close_links([self.prog_fd])
+        if self.prog_fd >= 0:
+            close_links([self.prog_fd])
+            self.prog_fd = -1

@@ -218,7 +218,8 @@ class ProbeService:
         if self.bpf is not None:  # the kernel's slow teardown goes to a reaper (services/probe/detach.py)
             atexit.unregister(self.bpf.cleanup)  # bcc's own exit hook would detach a second time
             bpf, self.bpf = self.bpf, None
-            links = [*self._latency_links, *(self.ia32_exit.links if self.ia32_exit else ())]
+            links = [*self._latency_links, *(self.ia32_exit.take_links() if self.ia32_exit else ())]
+            self._latency_links = []  # the release closes them: nobody else may
             await _bounded_in_thread(lambda: release_bpf(bpf, links), DETACH_WAIT_S)
             close_links(self._map_dups)  # the maps' last descriptors (services/probe/compiler_state.py)
             if self.ia32_exit is not None:
