@@ -14,6 +14,11 @@ class StoreConfig:
     url: str = ""                      # "" = sqlite:///<data_dir>/eunomia.db; or postgresql://...
     fetch_batch: int = 64              # stream messages (each a batch of events) per fetch/transaction
     fetch_timeout_s: float = 1.0
+    # a small fetch waits up to linger_s (at most ack_wait_s / 4) for more, up to linger_bytes: one
+    # transaction per many of the enricher's messages. A transaction's fixed cost is ~1-3 ms on SQLite
+    # (113 us/event in batches of 50, 44 in batches of 2000). Stored events show this much later; 0 = off
+    linger_s: float = 0.5
+    linger_bytes: int = 2 * 1024 * 1024
     ack_wait_s: float = 30.0           # unacked messages are redelivered after this
     max_ack_pending: int = 1024
     retention_max_age_s: float = 7 * DAY_S
@@ -31,6 +36,8 @@ class StoreConfig:
         checks = {
             "fetch_batch": 1 <= self.fetch_batch <= 10_000,
             "fetch_timeout_s": 0.01 <= self.fetch_timeout_s <= 60,
+            "linger_s": 0 <= self.linger_s <= 10,
+            "linger_bytes": 0 <= self.linger_bytes <= 64 * 1024 * 1024,
             "ack_wait_s": 0.5 <= self.ack_wait_s <= 3600,
             "max_ack_pending": self.max_ack_pending >= self.fetch_batch,
             "retention_max_age_s": self.retention_max_age_s > 0,

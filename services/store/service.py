@@ -119,7 +119,27 @@ class StoreService:
                 _log.warning("fetch from %s failed: %s", stream, e)
                 await asyncio.sleep(0.5)
                 continue
+            await self._linger(psub, msgs, stop)
+            self.stats.inc("write_batches_total", stream=stream)
             await self._store_batch(stream, msgs)
+
+    async def _linger(self, psub, msgs: list, stop: asyncio.Event) -> None:
+        """A small fetch gathers more (into `msgs`) for up to linger_s, until linger_bytes or fetch_batch
+        messages: a few large transactions cost far less than many small ones. A failed fetch here ends
+        the gathering; what is in hand is written (the next fetch meets the error)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(self.cfg.linger_s, self.cfg.ack_wait_s / 4)
+        size = sum(len(m.data) for m in msgs)
+        while len(msgs) < self.cfg.fetch_batch and size < self.cfg.linger_bytes and not stop.is_set():
+            left = deadline - loop.time()
+            if left < 0.01:
+                return
+            try:
+                more = await psub.fetch(self.cfg.fetch_batch - len(msgs), timeout=left)
+            except Exception:   # noqa: BLE001 - a timeout (nothing more came) or the bus: write what we have
+                return
+            msgs += more
+            size += sum(len(m.data) for m in more)
 
     async def _store_batch(self, stream: str, msgs: list) -> None:
         good: list[tuple[object, list[dict]]] = []
