@@ -169,6 +169,25 @@ async def test_same_event_twice_is_stored_once(nats_server, store_url, tmp_path)
         assert row["events"] == 40                     # derived counts ignore duplicates
 
 
+@pytest.mark.parametrize("linger", [1.0, 0.0])
+async def test_trickling_messages_are_gathered_into_few_transactions(nats_server, tmp_path, linger):
+    """The enricher sends small messages every ~50 ms: the store gathers them for up to linger_s before
+    one transaction; with linger off, each fetch is written on its own."""
+    events = [ev("open", pid=700, path=f"/g{i}") for i in range(40)]
+    async with running_store(nats_server.url, f"sqlite:///{tmp_path}/store.db", tmp_path, linger_s=linger,
+                             fetch_timeout_s=0.1) as svc, client_bus(nats_server.url) as (bus, c):
+        for e in events:
+            await bus.publish_batch(subjects.event("n1", "open"), [e])
+            await asyncio.sleep(0.05)
+        await until(lambda: svc.stats.total("events_stored_total") >= 40, "40 events stored")
+        assert (await c.stats())["events"] == 40
+        batches = svc.stats.total("write_batches_total")
+        if linger:
+            assert batches <= 8, f"{batches} transactions for 40 messages 50 ms apart with a 1 s linger"
+        else:
+            assert batches >= 20, f"only {batches} transactions with linger off"
+
+
 async def test_store_restart_mid_stream_loses_and_duplicates_nothing(nats_server, store_url, tmp_path):
     total, per_msg = 4000, 40
     cfg = dict(fetch_batch=4, ack_wait_s=1.0)
