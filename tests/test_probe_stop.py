@@ -49,4 +49,6 @@ async def test_stop_closes_no_descriptor_twice(nats_server, tmp_path, monkeypatc
         if not any(t.name.startswith("bounded-") for t in threading.enumerate()):
             break
         await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the release thread was still running 20 s after the stop")
     assert not bad, f"descriptors closed twice on stop: {bad}"

@@ -188,6 +188,27 @@ async def test_trickling_messages_are_gathered_into_few_transactions(nats_server
             assert batches >= 20, f"only {batches} transactions with linger off"
 
 
+async def test_a_store_cancelled_while_lingering_gives_its_messages_back_at_once(nats_server, tmp_path):
+    """Cancelled mid-linger, the store naks what it holds: the next one gets it in seconds, not after ack_wait."""
+    url, e = f"sqlite:///{tmp_path}/store.db", ev("open", pid=701, path="/lingered")
+    common = CommonConfig(nats_url=nats_server.url, node="n1", data_dir=tmp_path)
+    async with client_bus(nats_server.url) as (bus, c):
+        await ensure_streams(bus.js)
+        a = StoreService(StoreConfig(url=url, linger_s=5.0, fetch_timeout_s=0.1), common)
+        async with a:
+            run_a = asyncio.create_task(a.run(asyncio.Event()))
+            await asyncio.sleep(0.5)
+            await bus.publish_batch(subjects.event("n1", "open"), [e])
+            await asyncio.sleep(1.0)          # fetched, lingering (for 5 s)
+            assert a.stats.total("events_stored_total") == 0
+            run_a.cancel()
+            await asyncio.gather(run_a, return_exceptions=True)
+        async with running_store(nats_server.url, url, tmp_path, linger_s=0.0, fetch_timeout_s=0.1) as b:
+            await until(lambda: b.stats.total("events_stored_total") == 1, "the event stored by the next store",
+                        timeout=10)   # ack_wait is 30 s: only a nak brings it back this soon
+            assert [x["id"] for x in (await c.events())["items"]] == [e["id"]]
+
+
 async def test_store_restart_mid_stream_loses_and_duplicates_nothing(nats_server, store_url, tmp_path):
     total, per_msg = 4000, 40
     cfg = dict(fetch_batch=4, ack_wait_s=1.0)

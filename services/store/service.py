@@ -29,6 +29,7 @@ _log = log.get("store")
 STOP_TIMEOUT_S = 15.0
 MAX_DELIVERIES = 5   # a message whose data the database refused this often is terminated (unwritable_total)
 RETRY_DELAY_S = 1.0
+NAK_ON_CANCEL_S = 2.0           # a store cancelled mid-linger hands its messages back after this
 RETAIN_EARLY = 0.95             # a write finding the database over this share of max_bytes starts retention
 RETAIN_MIN_GAP_S = 1.0          # ... but passes start at most this often
 MAX_REPLY_BYTES = 64 * 1024 * 1024
@@ -119,8 +120,9 @@ class StoreService:
                 _log.warning("fetch from %s failed: %s", stream, e)
                 await asyncio.sleep(0.5)
                 continue
+            if not msgs:
+                continue
             await self._linger(psub, msgs, stop)
-            self.stats.inc("write_batches_total", stream=stream)
             await self._store_batch(stream, msgs)
 
     async def _linger(self, psub, msgs: list, stop: asyncio.Event) -> None:
@@ -130,12 +132,19 @@ class StoreService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(self.cfg.linger_s, self.cfg.ack_wait_s / 4)
         size = sum(len(m.data) for m in msgs)
-        while len(msgs) < self.cfg.fetch_batch and size < self.cfg.linger_bytes and not stop.is_set():
+        while len(msgs) < self.cfg.fetch_batch and size < self.cfg.linger_bytes and not (
+                stop.is_set() or self._halt.is_set()):
             left = deadline - loop.time()
             if left < 0.01:
                 return
             try:
                 more = await psub.fetch(self.cfg.fetch_batch - len(msgs), timeout=left)
+            except asyncio.CancelledError:
+                # what is in hand goes back in NAK_ON_CANCEL_S, not after ack_wait (at once, it could go to
+                # this store's own pull request, still open until the bus closes)
+                for m in msgs:
+                    await _quietly(m.nak(delay=NAK_ON_CANCEL_S))
+                raise
             except Exception:   # noqa: BLE001 - a timeout (nothing more came) or the bus: write what we have
                 return
             msgs += more
@@ -159,6 +168,7 @@ class StoreService:
             good.append((msg, batch))
         if not good:
             return
+        self.stats.inc("write_batches_total", stream=stream)
         try:
             await self._write(stream, [it for _, batch in good for it in batch])
         except Exception as e:
