@@ -282,9 +282,10 @@ class PostgresBackend:
                                   list(conts), list(hashes))
 
     async def _keys(self, con, j: Journal, items: list[dict]) -> list[tuple[int, int] | None]:
-        """Each item's (key, id hash): the key the first at or after its ts not held by another event
-        (None: this event is stored already). The walk starts at the ts every time, past the keys the database and the
-        batch hold, so a redelivered event finds the key it has whatever order the batch comes in."""
+        """Each item's (key, id hash): the first key at or after its ts not held by another event (None:
+        this event is stored already). The walk starts at the ts every time, past the keys the database
+        and the batch hold, so a redelivered event finds the key it has whatever order the batch comes in
+        (the same walk as sqlite_backend._insert's, there on a synchronous connection)."""
         wanted = sorted({it["ts"] for it in items})
         taken = {r[0]: r[1] for r in await con.fetch(f"SELECT k, idh FROM {j.table} WHERE k = ANY($1::bigint[])",
                                                      wanted)}
@@ -292,16 +293,13 @@ class PostgresBackend:
         out: list[tuple[int, int] | None] = []
         for it in items:
             h, k = journal.idh(it), it["ts"]
-            while True:
-                if k not in asked:          # walked past the keys asked for: same-ns events
+            while k in taken and taken[k] != h:      # another event holds this ns: the next one
+                k += 1
+                if k not in asked:                    # past the keys asked for: same-ns events
                     asked.add(k)
                     held = await con.fetchval(f"SELECT idh FROM {j.table} WHERE k = $1", k)
                     if held is not None:
                         taken[k] = held
-                if k in taken and taken[k] != h:
-                    k += 1
-                    continue
-                break
             if taken.get(k) == h:
                 out.append(None)
             else:
