@@ -103,6 +103,8 @@ async def test_profile_from_probe_allows_workload_denies_rest(probe, bb_image, t
             except Exception:
                 pass
             await asyncio.sleep(0.2)
+        else:
+            pytest.fail(f"the enricher did not name container {name} within 30 s")
         cli = ["--nats", common.nats_url, "--node", common.node, "seccomp"]
         full = tmp_path / "full.json"
         r = await run(_cli, *cli, name, "-o", str(full))

@@ -188,7 +188,7 @@ async def test_trickling_messages_are_gathered_into_few_transactions(nats_server
             assert batches >= 20, f"only {batches} transactions with linger off"
 
 
-async def test_a_store_cancelled_while_lingering_gives_its_messages_back_at_once(nats_server, tmp_path):
+async def test_a_store_cancelled_while_lingering_gives_its_messages_back_in_seconds(nats_server, tmp_path):
     """Cancelled mid-linger, the store naks what it holds: the next one gets it in seconds, not after ack_wait."""
     url, e = f"sqlite:///{tmp_path}/store.db", ev("open", pid=701, path="/lingered")
     common = CommonConfig(nats_url=nats_server.url, node="n1", data_dir=tmp_path)
