@@ -181,29 +181,66 @@ static __always_inline void exec_enter(const char *filename, const char *const *
     exec_enter_abi(filename, argv, dirfd, 0);
 }
 
+// The new image's arguments as the kernel copied them onto its stack (mm->arg_start..arg_end):
+// what really runs, and in memory. The caller's argv read at execve entry can be missing (a
+// string in a not yet faulted page, e.g. a fork child's file-backed .rodata, cannot be read
+// there) or changed by another thread after the read. argc -1: the decoder counts them.
+static __always_inline int exec_image_args(struct ev_exec *e)
+{
+#if HAVE_KOFF
+    char *task = (char *)bpf_get_current_task();
+    char *mm = 0;
+    u64 start = 0, end = 0;
+    if (bpf_probe_read_kernel(&mm, sizeof(mm), task + OFF_TASK_MM) < 0 || !mm ||
+        bpf_probe_read_kernel(&start, sizeof(start), mm + OFF_MM_ARG_START) < 0 ||
+        bpf_probe_read_kernel(&end, sizeof(end), mm + OFF_MM_ARG_END) < 0 || end <= start)
+        return -1;
+    u64 n = end - start;
+    e->a[3] = n > ARGV_SZ;
+    if (n > ARGV_SZ)
+        n = ARGV_SZ;
+    if (bpf_probe_read_user(e->argv, n, (const void *)start) < 0)
+        return -1;
+    e->a[1] = n;
+    e->a[2] = -1;
+    return 0;
+#else
+    return -1;
+#endif
+}
+
+static __always_inline struct ev_exec *exec_record(struct exec_stash *s, long ret)
+{
+    struct ev_exec *e = ev_reserve(K_EXEC, sizeof(*e));
+    if (!e)
+        return 0;
+    e->a[0] = ret;
+    e->a[1] = s->argv_len;
+    e->a[2] = s->argc;
+    e->a[3] = s->truncated;
+    e->a[4] = current_tty();
+#if HAVE_KOFF
+    e->a[5] = current_caps(OFF_CRED_CAP_PERMITTED);
+    e->cap_bset = current_caps(OFF_CRED_CAP_BSET);
+#else
+    e->a[5] = e->cap_bset = -1;
+#endif
+    bpf_probe_read_kernel(e->filename, sizeof(e->filename), s->filename);
+    e->base[0] = 0;
+    if (s->filename[0] != '/' && s->filename[0] != 0 && base_dir(s->dirfd, e->base) < 0)
+        e->base[0] = 0;
+    return e;
+}
+
+// A failed exec (ret < 0): the arguments as read at entry.
 static __always_inline void exec_emit(u32 key, long ret)
 {
     struct exec_stash *s = exec_args.lookup(&key);
     if (!s)
         return;
-    struct ev_exec *e = ev_reserve(K_EXEC, sizeof(*e));
+    struct ev_exec *e = exec_record(s, ret);
     if (e) {
-        e->a[0] = ret;
-        e->a[1] = s->argv_len;
-        e->a[2] = s->argc;
-        e->a[3] = s->truncated;
-        e->a[4] = current_tty();
-#if HAVE_KOFF
-        e->a[5] = current_caps(OFF_CRED_CAP_PERMITTED);
-        e->cap_bset = current_caps(OFF_CRED_CAP_BSET);
-#else
-        e->a[5] = e->cap_bset = -1;
-#endif
-        bpf_probe_read_kernel(e->filename, sizeof(e->filename), s->filename);
         bpf_probe_read_kernel(e->argv, sizeof(e->argv), s->argv);
-        e->base[0] = 0;
-        if (s->filename[0] != '/' && s->filename[0] != 0 && base_dir(s->dirfd, e->base) < 0)
-            e->base[0] = 0;
         ev_submit(e);
     }
     exec_args.delete(&key);
@@ -226,7 +263,19 @@ TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
 // Success: the new image runs; old_pid is the tid that called execve.
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
-    exec_emit(args->old_pid, 0);
+    u32 key = args->old_pid;
+    struct exec_stash *s = exec_args.lookup(&key);
+    if (!s)
+        return 0;
+    struct ev_exec *e = exec_record(s, 0);
+    if (e) {
+        if (!e->filename[0])  // unreadable at entry: the path the kernel opened
+            TP_DATA_LOC_READ_STR(e->filename, filename, sizeof(e->filename));
+        if (exec_image_args(e) < 0)
+            bpf_probe_read_kernel(e->argv, sizeof(e->argv), s->argv);
+        ev_submit(e);
+    }
+    exec_args.delete(&key);
     return 0;
 }
 

@@ -240,6 +240,36 @@ async def test_actions_of_a_child_process_arrive_as_raw_events(probe, tmp_path):
     assert ext["exit_code"] == 7
 
 
+# fork, then execve with argument strings in the binary's read-only data: in the child those
+# pages are not mapped until touched, so they cannot be read at execve's entry.
+FORK_EXEC_C = r"""
+#include <sys/wait.h>
+#include <unistd.h>
+int main(void) {
+    static char *const args[] = {"/bin/echo", "rodata-arg-one", "two", 0};
+    pid_t p = fork();
+    if (p == 0) { execve(args[0], args, 0); _exit(127); }
+    waitpid(p, 0, 0);
+    return 0;
+}
+"""
+
+
+async def test_exec_arguments_are_those_the_new_image_runs_with(probe, tmp_path):
+    src, exe = tmp_path / "forkexec.c", tmp_path / "forkexec"
+    src.write_text(FORK_EXEC_C)
+    subprocess.run(["gcc", "-O1", "-o", str(exe), str(src)], check=True, capture_output=True)
+    p = await run_child(str(exe))
+    assert p.returncode == 0 and p.out == "rodata-arg-one two\n", p.err
+    ex = (await probe.col.wait(lambda e: e["kind"] == "exec" and e["ppid"] == p.pid and e["ret"] == 0))[0]
+    assert (ex["filename"], ex["argv"], ex["argv_truncated"]) == ("/bin/echo", ["/bin/echo", "rodata-arg-one", "two"],
+                                                                   False)
+    long_arg = "x" * 3000  # past the argument area: cut, and said to be
+    p = await run_child("/bin/echo", long_arg)
+    ex = (await probe.col.wait(lambda e: e["kind"] == "exec" and e["pid"] == p.pid and e["ret"] == 0))[0]
+    assert ex["argv"][0] == "/bin/echo" and long_arg.startswith(ex["argv"][1]) and ex["argv_truncated"]
+
+
 async def test_unshare_and_mount_in_a_private_mount_namespace(probe, tmp_path):
     target = tmp_path / "mnt"
     target.mkdir()

@@ -286,7 +286,12 @@ def _exec_fields(a: tuple, data: bytes) -> dict:
     """exec: argv is argc NUL-separated strings in the first argv_len bytes of its area."""
     r = LAYOUTS["exec"].read(a, data[:SIZE_STR1])  # the numbers and the filename
     argv_at = SIZE_STR1
-    argv = data[argv_at:argv_at + r["argv_len"]].split(b"\0")[:r["argc"]]
+    area = data[argv_at:argv_at + r["argv_len"]]
+    if r["argc"] < 0:  # the new image's argument area, whole: its strings end in NULs
+        argv = area[:-1].split(b"\0") if area.endswith(b"\0") else area.split(b"\0")
+        argv = [] if argv == [b""] else argv
+    else:
+        argv = area.split(b"\0")[:r["argc"]]
     n = len(data)
     base = _s(data, SIZE_STR1 + ARGV_SZ + ARG_MAX_LEN) if n >= SIZE_EXEC else None
     raw = r.get("filename", "")

@@ -161,6 +161,7 @@ KERNEL_OFFSETS = {
     "FILE_INODE": ("file", "f_inode"), "INODE_MODE": ("inode", "i_mode"),
     "FILE_PRIVATE": ("file", "private_data"), "SOCKET_SK": ("socket", "sk"),
     "SOCK_COMMON": ("sock", "__sk_common"), "SKC_FAMILY": ("sock_common", "skc_family"),
+    "TASK_MM": ("task_struct", "mm"), "MM_ARG_START": ("mm_struct", "arg_start"), "MM_ARG_END": ("mm_struct", "arg_end"),
     "TASK_GROUP_LEADER": ("task_struct", "group_leader"), "TASK_START_TIME": ("task_struct", "start_time"),
 }
 
