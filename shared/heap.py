@@ -27,6 +27,29 @@ def trim_heap() -> None:
         trim(0)
 
 
+# mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
+ARENA_MAX = 2               # the loop's thread and the rest (bcc, SQLite, executors) share one
+MMAP_THRESHOLD = 128 << 10  # fixed: glibc raises it after big frees, and then keeps big buffers
+
+
+def tune_malloc() -> bool:
+    """Before threads start: fewer glibc arenas (each thread's freed memory otherwise stays in its
+    own), allocations over 128 KiB (bus messages, batches) mapped and unmapped on their own, and
+    the heap top trimmed past 128 KiB. Measured on `eunomia up`: ~9 MB less idle, ~5 MB less after
+    a burst of execs. False where mallopt is missing (not glibc)."""
+    global _libc
+    try:
+        _libc = _libc or ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return False
+    mallopt = getattr(_libc, "mallopt", None)
+    if mallopt is None:
+        return False
+    return all(mallopt(p, v) == 1 for p, v in ((M_ARENA_MAX, ARENA_MAX), (M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+                                               (M_TRIM_THRESHOLD, MMAP_THRESHOLD)))
+
+
 TRIM_EVERY_S = 15.0
 TRIM_GROWN = 8 << 20        # bytes of RSS over what the last trim left that make the next one worth it
 

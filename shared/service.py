@@ -92,6 +92,8 @@ def run_main(make_service: Callable[[], Service], use_uvloop: bool = True) -> No
     from . import log
 
     log.setup()
+    from .heap import tune_malloc
+    tune_malloc()
     faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2`: every thread's stack on stderr
 
     async def main() -> None:

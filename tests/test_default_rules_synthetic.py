@@ -1,6 +1,8 @@
 """The default ruleset on synthetic enriched events (shapes of shared/schema.py):
 each rule fires on its behaviour, ordinary activity fires nothing, and the
 alerter's sequence state (drop-and-execute, memfd exec) feeds the rules."""
+import time
+
 import pytest
 
 from services.alerter.config import DEFAULT_RULES_DIR, rule_files
@@ -247,3 +249,23 @@ def test_a_cause_arriving_after_its_exec_is_evaluated_late(rs):
     st.remember_exec(ex2, set())
     assert st.late({**ev("open", name="cp", path="/tmp/other", flags=O_CREAT, mode=0o755, ret=3),
                     "ts": ex2["ts"] + 1}) == []
+
+
+def test_execs_are_held_for_a_late_cause_only_within_the_window(rs):
+    """Whole exec events are held: past the window they are neither matched nor kept."""
+    t0 = time.monotonic()
+    old, new = execev(["/tmp/old"], pid=101), execev(["/tmp/new"], pid=102)
+    for e in (old, new):
+        e["ts"] += 1000
+    opened = lambda p: {**ev("open", name="cp", path=p, flags=O_WRONLY | O_CREAT, mode=0o755, ret=3)}  # noqa: E731
+    st = ExecState(late_window_s=30)
+    st.remember_exec(old, set(), now=t0 - 31)
+    assert st.late(st.annotate(opened("/tmp/old"))) == []  # its cause came too late to be one
+    st = ExecState(late_window_s=30)
+    st.remember_exec(old, set(), now=t0 - 31)
+    st.remember_exec(new, set(), now=t0)
+    st.expire(t0)
+    assert len(st.execs_by_path) == 1 and len(st.execs_by_pid) == 1  # only the new exec is held
+    assert [e["filename"] for e, _ in st.late(st.annotate(opened("/tmp/new")))] == ["/tmp/new"]
+    st.expire(t0 + 31)
+    assert len(st.execs_by_path) == 0 and len(st.execs_by_pid) == 0 and not st.execs_by_pid._t

@@ -3,9 +3,12 @@ back to the kernel once the process has grown, and a process that has not grown 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
-from shared.heap import keep_trimmed, rss_bytes
+from shared.heap import ARENA_MAX, keep_trimmed, rss_bytes
 
 
 def _burst_in_a_thread(keep: list) -> None:
@@ -41,3 +44,37 @@ async def test_a_grown_process_gives_freed_heap_back_and_an_idle_one_is_left_alo
     after = rss_bytes()
     assert after - before < (grown - before) / 2, (before, grown, after)
     assert len(keep) == 800
+
+
+ARENAS = r"""
+import ctypes, re, sys, tempfile, threading
+from shared.heap import tune_malloc
+if sys.argv[1] == "tuned":
+    assert tune_malloc()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.fopen.restype = ctypes.c_void_p
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+go = threading.Barrier(6)
+def work():
+    go.wait()  # all at once: each contends for an arena
+    for _ in range(2000):
+        libc.free(libc.malloc(4096))
+threads = [threading.Thread(target=work) for _ in range(6)]
+for t in threads: t.start()
+for t in threads: t.join()
+with tempfile.NamedTemporaryFile() as f:
+    fp = libc.fopen(f.name.encode(), b"w"); libc.malloc_info(0, fp); libc.fclose(fp)
+    print(len(re.findall(r'<heap nr="\d+"', open(f.name).read())))
+"""
+
+
+def test_tuned_malloc_caps_the_arenas_threads_spread_over():
+    """tune_malloc (run by every service's main before its threads start): six busy threads share
+    ARENA_MAX arenas, where glibc alone gives them more (each keeping what its thread freed)."""
+    root = Path(__file__).parent.parent
+    arenas = {mode: int(subprocess.run([sys.executable, "-c", ARENAS, mode], cwd=root, capture_output=True,
+                                       text=True, check=True).stdout) for mode in ("plain", "tuned")}
+    assert arenas["tuned"] <= ARENA_MAX < arenas["plain"], arenas

@@ -270,6 +270,7 @@ class AlerterService:
         while True:
             await asyncio.sleep(self.cfg.summary_interval_s)
             self._emit_summaries(self.throttle.summaries(time.monotonic()))
+            self.state.expire()
 
     def _emit_summaries(self, summaries: list[Summary]) -> None:
         for s in summaries:

@@ -15,7 +15,10 @@ Events of different kinds travel on different subjects, so an exec may
 arrive before the open/memfd_create that preceded it. Recent execs are
 kept too: when the earlier create/memfd_create shows up late, `late(ev)`
 hands back the exec, annotated, for a second evaluation (the service
-raises only rules that did not match the first time).
+raises only rules that did not match the first time). "Recent" is
+`late_window_s`: an older exec is not matched and `expire()` forgets it, so
+what is held follows the exec rate, not the table sizes times the
+containers (whole events: the sizes alone would allow gigabytes).
 
 The tables are per container ("host" for host processes): each container
 has its own bounded LRUs (`size` entries each), and at most `containers`
@@ -31,6 +34,8 @@ replica: with several replicas use partitioned subjects
 from __future__ import annotations
 
 import posixpath
+import time
+from collections.abc import Callable
 
 from shared.bounded import Bounded
 
@@ -68,6 +73,14 @@ class _PerContainer:
         t = self._t.get(cid)
         return None if t is None else t.pop(key, None)
 
+    def drop_older(self, before: float, when: Callable[[object], float]) -> None:
+        """Drop entries whose `when(value)` is before `before` (a table's oldest come first)."""
+        for cid, t in list(self._t.items()):
+            while t and when(next(iter(t.values()))) < before:
+                t.popitem(last=False)
+            if not t:
+                del self._t[cid]
+
     def count(self, cid: str) -> int:
         return len(self._t.get(cid) or ())
 
@@ -96,8 +109,16 @@ def _abs(path: object, ev: dict) -> str | None:
     return posixpath.normpath(path)
 
 
+LATE_WINDOW_S = 30.0  # how late a cause may arrive: far more than batching and subjects reorder by
+
+
+def _held_at(value: object) -> float:
+    return value[2]  # type: ignore[index]
+
+
 class ExecState:
-    def __init__(self, size: int = 1024, containers: int = 512) -> None:
+    def __init__(self, size: int = 1024, containers: int = 512, late_window_s: float = LATE_WINDOW_S) -> None:
+        self.late_window_s = late_window_s
         self.evictions: dict[str, int] = {}   # table -> entries dropped to stay bounded
         t = lambda name: _PerContainer(name, size, containers, self.evictions)  # noqa: E731
         self.created = t("created")           # container -> {absolute path}
@@ -105,14 +126,21 @@ class ExecState:
         self.execs_by_path = t("execs_by_path")  # container -> {path: (exec event, rules it matched)}
         self.execs_by_pid = t("execs_by_pid")    # container or "host" -> {pid: same}
 
-    def remember_exec(self, ev: dict, rules: set[str]) -> None:
+    def remember_exec(self, ev: dict, rules: set[str], now: float | None = None) -> None:
         """An exec and the rules it matched, in case its cause arrives late."""
+        held = (ev, rules, time.monotonic() if now is None else now)
         cid = _cid(ev)
         if cid:
             for p in {_abs(ev.get("filename"), ev), _abs(_procd(ev).get("exe"), ev)}:
                 if p:
-                    self.execs_by_path.put(cid, p, (ev, rules))
-        self.execs_by_pid.put(cid or "host", ev.get("pid"), (ev, rules))
+                    self.execs_by_path.put(cid, p, held)
+        self.execs_by_pid.put(cid or "host", ev.get("pid"), held)
+
+    def expire(self, now: float | None = None) -> None:
+        """Forget execs held longer than the window."""
+        before = (time.monotonic() if now is None else now) - self.late_window_s
+        self.execs_by_path.drop_older(before, _held_at)
+        self.execs_by_pid.drop_older(before, _held_at)
 
     def late(self, ev: dict) -> list[tuple[dict, set[str]]]:
         """Execs seen before `ev` that `ev` (an earlier create or memfd_create)
@@ -126,7 +154,7 @@ class ExecState:
             hit = self.execs_by_pid.pop(_cid(ev) or "host", ev.get("pid"))
         else:
             return out
-        if hit and _before(ev, hit[0]):
+        if hit and time.monotonic() - hit[2] <= self.late_window_s and _before(ev, hit[0]):
             again = self._exec(hit[0])
             if again is not hit[0]:
                 out.append((again, hit[1]))

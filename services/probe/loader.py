@@ -161,7 +161,8 @@ KERNEL_OFFSETS = {
     "FILE_INODE": ("file", "f_inode"), "INODE_MODE": ("inode", "i_mode"),
     "FILE_PRIVATE": ("file", "private_data"), "SOCKET_SK": ("socket", "sk"),
     "SOCK_COMMON": ("sock", "__sk_common"), "SKC_FAMILY": ("sock_common", "skc_family"),
-    "TASK_MM": ("task_struct", "mm"), "MM_ARG_START": ("mm_struct", "arg_start"), "MM_ARG_END": ("mm_struct", "arg_end"),
+    "TASK_MM": ("task_struct", "mm"), "MM_ARG_START": ("mm_struct", "arg_start"),
+    "MM_ARG_END": ("mm_struct", "arg_end"),
     "TASK_GROUP_LEADER": ("task_struct", "group_leader"), "TASK_START_TIME": ("task_struct", "start_time"),
 }
 
@@ -206,6 +207,8 @@ def compile_and_attach(plan: SourcePlan, ringbuf_pages: int, wakeup_every: int, 
                   cflags=[*cflags(plan, ringbuf_pages, wakeup_every), *extra_cflags])
     except Exception as e:
         raise ProbeLoadError(f"BPF compile/load of {[p.name for p in plan.files]} failed: {e}") from e
+    from .btf import vmlinux
     from .memory import release_compiler_memory
+    vmlinux.cache_clear()  # the offsets are compiled in: the parsed BTF (~10 MB) is not needed again
     release_compiler_memory()  # the compiler is done: ~90 MB of RSS back
     return bpf
