@@ -335,6 +335,7 @@ class Batcher:
         self._room = asyncio.Event()
         self._room.set()
         self._task: asyncio.Task[Any] | None = None
+        self._added = asyncio.Event()  # something is buffered: the flush timer runs only then
         self.max_inflight = max_inflight
         self._inflight: set[asyncio.Task[Any]] = set()
 
@@ -364,6 +365,7 @@ class Batcher:
                 room = self.max_events - len(buf)
                 buf.extend(events[:room])
                 self._pending += min(room, len(events))
+                self._added.set()
                 events = events[room:]
                 if len(buf) >= self.max_events:
                     await self._flush_full(subject)
@@ -406,7 +408,9 @@ class Batcher:
 
     async def _loop(self) -> None:
         while True:
+            await self._added.wait()  # idle: no timer wakes the loop
             await asyncio.sleep(self.interval)
+            self._added.clear()  # what comes during the flush sets it again
             await self.flush()
 
     async def __aenter__(self) -> "Batcher":

@@ -123,6 +123,38 @@ async def test_batcher_keeps_causal_order_across_subjects(nats_server):
     assert [e["seq"] for e in got] == list(range(301))
 
 
+async def test_an_idle_batcher_sleeps_and_a_lone_event_still_goes_out_after_its_interval(nats_server):
+    """No timer runs while nothing is buffered (an idle node's services do not wake every
+    interval); the first event after a quiet spell is flushed one interval later."""
+    got: list[tuple[float, dict]] = []
+    done = asyncio.Event()
+
+    async def handler(subject, events):
+        got.extend((asyncio.get_running_loop().time(), e) for e in events)
+        done.set()
+
+    async with busmod.connect(nats_server.url, Stats("t")) as bus:
+        await bus.subscribe_batches("eunomia.raw.>", handler)
+        await bus.nc.flush()
+        async with busmod.Batcher(bus, max_events=100, interval=0.05) as b:
+            flushes = 0
+            real_flush = b.flush
+
+            async def counted_flush() -> None:
+                nonlocal flushes
+                flushes += 1
+                await real_flush()
+            b.flush = counted_flush
+            await asyncio.sleep(0.6)
+            assert flushes == 0  # twelve intervals, nothing buffered: not woken
+            sent = asyncio.get_running_loop().time()
+            await b.add(subjects.raw("n1"), ev("exec", seq=1))
+            await asyncio.wait_for(done.wait(), 5)
+            assert flushes == 1 and got[0][1]["seq"] == 1 and got[0][0] - sent >= 0.04
+            await asyncio.sleep(0.3)
+            assert flushes == 1  # and back to sleep
+
+
 async def test_the_servers_go_memory_limit_is_set_unless_the_environment_sets_one(tmp_path, monkeypatch):
     from shared.natsserver import NatsServer, NatsServerConfig, free_port
 
