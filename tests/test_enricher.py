@@ -154,6 +154,8 @@ async def test_enricher_alone_raw_events_in_enriched_out(nats_server):
             assert opened["proc"]["pexe"].endswith("sleep") and opened["proc"]["pname"] == "sleep"
             assert opened["proc"]["ancestors"][1]["pid"] == os.getpid()
             assert by[("exit", 999_999_101)]["proc"]["name"] == "cat"
+            # one view for the open and the exit in the batch (sent once encoded, then as that JSON)
+            assert by[("exit", 999_999_101)]["proc"] == opened["proc"]
             assert ("newkind", 999_999_101) in by
 
             st = p.enricher.stats

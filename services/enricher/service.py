@@ -15,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import AsyncExitStack
+from typing import Any
+
+import orjson
 
 from shared import busauth, log, partition, subjects
 from shared.bus import Batcher, connect
@@ -140,7 +143,18 @@ class EnricherService:
             return
         by_subject: dict[str, list[dict]] = {}
         names = self._event_subjects
+        encoded: dict[int, Any] = {}  # id(proc view) -> the view, then its JSON once it is used again
         for ev in out:
+            # events of one process in a batch share their `proc` view: it is encoded once, and
+            # goes out in the others as that JSON (the same bytes)
+            proc = ev["proc"]
+            seen = encoded.get(id(proc))
+            if seen is None:
+                encoded[id(proc)] = proc
+            else:
+                if seen is proc:
+                    seen = encoded[id(proc)] = orjson.Fragment(orjson.dumps(proc))
+                ev["proc"] = seen
             kind = ev["kind"]
             subject = names.get(kind)
             if subject is None:
