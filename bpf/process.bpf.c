@@ -195,14 +195,14 @@ static __always_inline int exec_image_args(struct ev_exec *e)
         bpf_probe_read_kernel(&start, sizeof(start), mm + OFF_MM_ARG_START) < 0 ||
         bpf_probe_read_kernel(&end, sizeof(end), mm + OFF_MM_ARG_END) < 0 || end <= start)
         return -1;
-    u64 n = end - start;
-    e->a[3] = n > ARGV_SZ;
+    u64 n = end - start, cut = n > ARGV_SZ;
     if (n > ARGV_SZ)
         n = ARGV_SZ;
     if (bpf_probe_read_user(e->argv, n, (const void *)start) < 0)
         return -1;
     e->a[1] = n;
     e->a[2] = -1;
+    e->a[3] = cut;
     return 0;
 #else
     return -1;
@@ -269,8 +269,11 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         return 0;
     struct ev_exec *e = exec_record(s, 0);
     if (e) {
-        if (!e->filename[0])  // unreadable at entry: the path the kernel opened
+        if (!e->filename[0]) {  // unreadable at entry: the path the kernel opened
             TP_DATA_LOC_READ_STR(e->filename, filename, sizeof(e->filename));
+            if (e->filename[0] != '/' && e->filename[0] && base_dir(s->dirfd, e->base) < 0)
+                e->base[0] = 0;
+        }
         if (exec_image_args(e) < 0)
             bpf_probe_read_kernel(e->argv, sizeof(e->argv), s->argv);
         ev_submit(e);

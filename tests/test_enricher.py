@@ -180,6 +180,27 @@ async def test_enricher_alone_raw_events_in_enriched_out(nats_server):
         sleeper.wait()
 
 
+async def test_a_working_directory_named_in_bytes_that_are_not_utf8_is_sent_replaced(nats_server, tmp_path):
+    """Any user can chdir into a directory named b"\\xff": its events still go out (the bytes as
+    U+FFFD, as every string of an event), and the enricher goes on."""
+    odd = os.path.join(os.fsencode(tmp_path), b"odd-\xff")
+    os.mkdir(odd)
+    sleeper = subprocess.Popen(["/bin/sleep", "30"], cwd=odd)
+    try:
+        async with Pipeline(nats_server.url, probe=False,
+                            enricher_cfg=EnricherConfig(runtime_sockets=("/nonexistent.sock",))) as p:
+            await p.publish_raw([{"kind": "open", "pid": sleeper.pid, "path": f"f{i}", "flags": 0, "mode": 0,
+                                  "ret": 3, "dirfd": -100, "comm": "sleep"} for i in range(2)])  # one batch, one view
+            evs = await p.wait_for_all(lambda e: e["pid"] == sleeper.pid, n=2)
+            assert {e["proc"]["cwd"] for e in evs} == {f"{tmp_path}/odd-\ufffd"}
+            await p.publish_raw([{"kind": "open", "pid": sleeper.pid, "path": "/etc/hostname", "flags": 0,
+                                  "mode": 0, "ret": 3, "comm": "sleep"}])
+            await p.wait_for_all(lambda e: e["pid"] == sleeper.pid and e["path"] == "/etc/hostname", n=1)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 async def test_exec_environment_tty_and_fd_names(nats_server):
     """execenv before its exec becomes proc.env (forks inherit it, a failed exec
     drops it, a truncated scan is completed from /proc/<pid>/environ); the exec's

@@ -3,6 +3,7 @@ back to the kernel once the process has grown, and a process that has not grown 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -75,6 +76,7 @@ def test_tuned_malloc_caps_the_arenas_threads_spread_over():
     """tune_malloc (run by every service's main before its threads start): six busy threads share
     ARENA_MAX arenas, where glibc alone gives them more (each keeping what its thread freed)."""
     root = Path(__file__).parent.parent
-    arenas = {mode: int(subprocess.run([sys.executable, "-c", ARENAS, mode], cwd=root, capture_output=True,
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES")}
+    arenas = {mode: int(subprocess.run([sys.executable, "-c", ARENAS, mode], cwd=root, env=env, capture_output=True,
                                        text=True, check=True).stdout) for mode in ("plain", "tuned")}
     assert arenas["tuned"] <= ARENA_MAX < arenas["plain"], arenas

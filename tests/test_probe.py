@@ -245,11 +245,17 @@ async def test_actions_of_a_child_process_arrive_as_raw_events(probe, tmp_path):
 FORK_EXEC_C = r"""
 #include <sys/wait.h>
 #include <unistd.h>
-int main(void) {
-    static char *const args[] = {"/bin/echo", "rodata-arg-one", "two", 0};
+static void run(char *const *args) {
     pid_t p = fork();
     if (p == 0) { execve(args[0], args, 0); _exit(127); }
     waitpid(p, 0, 0);
+}
+int main(void) {
+    static char *const args[] = {"/bin/echo", "rodata-arg-one", "two", 0};
+    static char *const rel[] = {"./echo", "relative", 0};
+    run(args);
+    if (chdir("/bin") == 0)
+        run(rel);
     return 0;
 }
 """
@@ -260,10 +266,14 @@ async def test_exec_arguments_are_those_the_new_image_runs_with(probe, tmp_path)
     src.write_text(FORK_EXEC_C)
     subprocess.run(["gcc", "-O1", "-o", str(exe), str(src)], check=True, capture_output=True)
     p = await run_child(str(exe))
-    assert p.returncode == 0 and p.out == "rodata-arg-one two\n", p.err
-    ex = (await probe.col.wait(lambda e: e["kind"] == "exec" and e["ppid"] == p.pid and e["ret"] == 0))[0]
+    assert p.returncode == 0 and p.out == "rodata-arg-one two\nrelative\n", p.err
+    ex, rel = sorted(await probe.col.wait(lambda e: e["kind"] == "exec" and e["ppid"] == p.pid and e["ret"] == 0,
+                                          n=2), key=lambda e: e["ts"])
     assert (ex["filename"], ex["argv"], ex["argv_truncated"]) == ("/bin/echo", ["/bin/echo", "rodata-arg-one", "two"],
                                                                    False)
+    # the kernel's relative name, made absolute against the working directory
+    assert (rel["filename"], rel["raw_filename"], rel["argv"]) == (os.path.realpath("/bin") + "/echo", "./echo",
+                                                                   ["./echo", "relative"])
     long_arg = "x" * 3000  # past the argument area: cut, and said to be
     p = await run_child("/bin/echo", long_arg)
     ex = (await probe.col.wait(lambda e: e["kind"] == "exec" and e["pid"] == p.pid and e["ret"] == 0))[0]

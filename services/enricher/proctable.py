@@ -72,10 +72,13 @@ class Proc:
 
 
 def _readlink(path: str) -> str | None:
+    """The link's target; bytes that are not UTF-8 become U+FFFD (as in every other string of an
+    event: os.readlink's surrogates cannot be encoded, and would fail the whole batch)."""
     try:
-        return os.readlink(path)
+        target = os.readlink(path)
     except OSError:
         return None
+    return target.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _exe(pid: int) -> str | None:

@@ -153,7 +153,10 @@ class EnricherService:
                 encoded[id(proc)] = proc
             else:
                 if seen is proc:
-                    seen = encoded[id(proc)] = orjson.Fragment(orjson.dumps(proc))
+                    try:
+                        seen = encoded[id(proc)] = orjson.Fragment(orjson.dumps(proc))
+                    except TypeError:  # not encodable: left as it is, for the bus to report
+                        continue
                 ev["proc"] = seen
             kind = ev["kind"]
             subject = names.get(kind)
