@@ -1,5 +1,6 @@
 """The enricher's parts with real inputs: /proc, the cgroup tree, podman's
 Engine API, a real nats-server (raw events published by the test)."""
+import asyncio
 import os
 import subprocess
 import uuid
@@ -199,6 +200,36 @@ async def test_a_working_directory_named_in_bytes_that_are_not_utf8_is_sent_repl
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+async def test_a_view_that_cannot_be_encoded_is_counted_lost_and_the_enricher_goes_on(nats_server, monkeypatch):
+    """Should a process's view hold a string JSON cannot carry (a lone surrogate: _readlink no
+    longer makes them, this stands in for any other source), its events are counted as failed
+    publishes, never dropped unsaid, and the enricher goes on."""
+    from services.enricher import proctable
+    sleepers = []
+    try:
+        async with Pipeline(nats_server.url, probe=False,
+                            enricher_cfg=EnricherConfig(runtime_sockets=("/nonexistent.sock",))) as p:
+            with monkeypatch.context() as m:  # the process is first read while readlink misbehaves
+                m.setattr(proctable, "_readlink", lambda path: "/tmp/\udcff" if path.endswith("/cwd") else None)
+                sleepers.append(subprocess.Popen(["/bin/sleep", "30"]))
+                await p.publish_raw([{"kind": "open", "pid": sleepers[0].pid, "path": f"/f{i}", "flags": 0,
+                                      "mode": 0, "ret": 3, "comm": "sleep"} for i in range(2)])
+                stats = p.enricher.stats
+                for _ in range(100):
+                    if stats.total("bus_publish_failed_events_total") >= 2:
+                        break
+                    await asyncio.sleep(0.1)
+                assert stats.total("bus_publish_failed_events_total") == 2
+            sleepers.append(subprocess.Popen(["/bin/sleep", "30"]))
+            await p.publish_raw([{"kind": "open", "pid": sleepers[1].pid, "path": "/etc/hostname", "flags": 0,
+                                  "mode": 0, "ret": 3, "comm": "sleep"}])
+            await p.wait_for_all(lambda e: e["pid"] == sleepers[1].pid, n=1)
+    finally:
+        for s in sleepers:
+            s.kill()
+            s.wait()
 
 
 async def test_exec_environment_tty_and_fd_names(nats_server):

@@ -151,13 +151,13 @@ class EnricherService:
             seen = encoded.get(id(proc))
             if seen is None:
                 encoded[id(proc)] = proc
-            else:
-                if seen is proc:
-                    try:
-                        seen = encoded[id(proc)] = orjson.Fragment(orjson.dumps(proc))
-                    except TypeError:  # not encodable: left as it is, for the bus to report
-                        continue
+            elif seen is not proc:
                 ev["proc"] = seen
+            else:
+                try:
+                    encoded[id(proc)] = ev["proc"] = orjson.Fragment(orjson.dumps(proc))
+                except TypeError:  # not encodable: sent as it is, and the bus counts the failure
+                    pass
             kind = ev["kind"]
             subject = names.get(kind)
             if subject is None:
