@@ -36,7 +36,30 @@ class BadMessage(ValueError):
 
 
 def encode_batch(events: list[dict[str, Any]]) -> bytes:
-    return orjson.dumps(events)
+    try:
+        return orjson.dumps(events)
+    except TypeError:  # one bad string must not cost the batch: see _encodable
+        return orjson.dumps([_encodable(e) for e in events])
+
+
+def _encodable(x: Any) -> Any:
+    """`x` as JSON can carry it: a string's lone surrogates (from an OS call that does not decode
+    bytes as UTF-8) as U+FFFD, as the probe decodes every string; other objects as their str()."""
+    if isinstance(x, str):
+        try:
+            raw = x.encode("utf-8", "surrogateescape")  # the bytes an OS name stood for
+        except UnicodeEncodeError:
+            raw = x.encode("utf-8", "surrogatepass")
+        return raw.decode("utf-8", "replace")
+    if isinstance(x, dict):
+        return {_encodable(k) if isinstance(k, str) else str(k): _encodable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_encodable(v) for v in x]
+    if isinstance(x, int) and not isinstance(x, bool) and not -2**63 <= x < 2**64:
+        return str(x)  # past what orjson encodes
+    if x is None or isinstance(x, (bool, int, float, orjson.Fragment)):
+        return x
+    return str(x)
 
 
 def decode_batch(data: bytes, *, validate: bool = True) -> list[dict[str, Any]]:
@@ -59,7 +82,7 @@ def decode_batch(data: bytes, *, validate: bool = True) -> list[dict[str, Any]]:
 
 def split_encoded(events: list[dict[str, Any]]) -> list[bytes]:
     """Encode `events` as one or more messages, each under MAX_MESSAGE_BYTES."""
-    data = orjson.dumps(events)
+    data = encode_batch(events)
     if len(data) <= MAX_MESSAGE_BYTES or len(events) <= 1:
         return [data]
     mid = len(events) // 2

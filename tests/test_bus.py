@@ -169,3 +169,13 @@ async def test_the_servers_go_memory_limit_is_set_unless_the_environment_sets_on
     monkeypatch.setenv("GOMEMLIMIT", "1GiB")
     async with NatsServer(NatsServerConfig(port=free_port())) as srv:
         assert limit_of(srv) == "1GiB"
+
+
+def test_a_string_json_cannot_carry_is_replaced_not_the_batch_lost():
+    """A lone surrogate (an OS name decoded with surrogateescape) or a foreign object in one event:
+    the batch is still encoded, that string as U+FFFD."""
+    events = [ev(path="/ok"), ev(path="/tmp/\udcff", extra={1: {2}, "big": 2**70})]
+    decoded = busmod.decode_batch(busmod.encode_batch(events))
+    assert decoded[0]["path"] == "/ok" and decoded[1]["path"] == "/tmp/\ufffd"
+    assert decoded[1]["extra"] == {"1": "{2}", "big": str(2**70)}
+    assert busmod.decode_batch(busmod.split_encoded(events)[0]) == decoded
