@@ -52,14 +52,14 @@ def _encodable(x: Any) -> Any:
             raw = x.encode("utf-8", "surrogatepass")
         return raw.decode("utf-8", "replace")
     if isinstance(x, dict):
-        return {_encodable(k) if isinstance(k, str) else str(k): _encodable(v) for k, v in x.items()}
+        return {_encodable(k if isinstance(k, str) else str(k)): _encodable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_encodable(v) for v in x]
     if isinstance(x, int) and not isinstance(x, bool) and not -2**63 <= x < 2**64:
         return str(x)  # past what orjson encodes
     if x is None or isinstance(x, (bool, int, float, orjson.Fragment)):
         return x
-    return str(x)
+    return _encodable(str(x))
 
 
 def decode_batch(data: bytes, *, validate: bool = True) -> list[dict[str, Any]]:
@@ -154,7 +154,13 @@ class Bus:
                     failed[i] = len(events)
                     _log.error("publish of %d events to %s failed: %s", len(events), subject, e)
                 continue
-            for data, n, msg_id in _with_ids(split_encoded(events), events):
+            try:
+                parts = list(_with_ids(split_encoded(events), events))
+            except Exception as e:  # not encodable even so (nesting past orjson's limit): this batch only
+                failed[i] = len(events)
+                _log.error("encoding %d events for %s failed: %s", len(events), subject, e)
+                continue
+            for data, n, msg_id in parts:
                 try:
                     fut = await self.js.publish_async(subject, data, wait_stall=DURABLE_ACK_TIMEOUT_S,
                                                       headers={"Nats-Msg-Id": msg_id})

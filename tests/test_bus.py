@@ -174,8 +174,25 @@ async def test_the_servers_go_memory_limit_is_set_unless_the_environment_sets_on
 def test_a_string_json_cannot_carry_is_replaced_not_the_batch_lost():
     """A lone surrogate (an OS name decoded with surrogateescape) or a foreign object in one event:
     the batch is still encoded, that string as U+FFFD."""
-    events = [ev(path="/ok"), ev(path="/tmp/\udcff", extra={1: {2}, "big": 2**70})]
+    events = [ev(path="/ok"), ev(path="/tmp/\udcff", extra={1: {2}, "big": 2**70, Path("/k\udcff"): Path("/v\udcff")})]
     decoded = busmod.decode_batch(busmod.encode_batch(events))
     assert decoded[0]["path"] == "/ok" and decoded[1]["path"] == "/tmp/\ufffd"
-    assert decoded[1]["extra"] == {"1": "{2}", "big": str(2**70)}
+    assert decoded[1]["extra"] == {"1": "{2}", "big": str(2**70), "/k\ufffd": "/v\ufffd"}
     assert busmod.decode_batch(busmod.split_encoded(events)[0]) == decoded
+
+
+async def test_a_batch_that_cannot_be_encoded_fails_alone(nats_server):
+    """Nesting past orjson's limit cannot be encoded at all: that batch is counted failed, and the
+    batches flushed with it are published and acked."""
+    deep: dict = {}
+    cur = deep
+    for _ in range(300):
+        cur["d"] = {}
+        cur = cur["d"]
+    async with busmod.connect(nats_server.url, Stats("t")) as bus:
+        await ensure_streams(bus.js)
+        failed = await bus.publish_many_durable([(subjects.event("n1", "open"), [ev(i=1)]),
+                                                 (subjects.event("n1", "exec"), [ev("exec", deep=deep), ev("exec")]),
+                                                 (subjects.event("n1", "exit"), [ev("exit", i=3)])])
+        assert failed == [0, 2, 0]
+        assert (await bus.js.stream_info("EVENTS")).state.messages == 2
