@@ -90,8 +90,13 @@ async def alert_for(p, rule: str, cid: str, timeout: float = 20.0) -> dict:
                                                              "target", "request", "cmd", "family") if k in e})
                for e in p.events.matching(lambda e: (e.get("container") or {}).get("id") == cid
                                           and not str(e.get("comm")).startswith(("runc", "exe", "conmon")))]
-        lost = {k: p.probe.stats.total(k) for k in ("probe_events_lost_total", "probe_lost_total")} \
-            if p.probe else None
+        if p.probe:  # the kernel's counts now, not as of the last counters interval
+            p.probe.read_counters()
+        lost = {k: p.probe.stats.total(k) for k in ("probe_lost_events_total", "bus_publish_failed_events_total",
+                                                    "probe_filtered_events_total")} if p.probe else None
+        dropped = {name: svc.stats.total("bus_slow_consumer_dropped_total")
+                   for name, svc in (("enricher", getattr(p, "enricher", None)), ("alerter", getattr(p, "alerter", None)))
+                   if svc is not None}
         pytest.fail(f"no {rule!r} alert for container {cid[:12]}; its alerts: "
                     f"{sorted({a.get('rule') for a in alerts_of(p, cid)})}; its events ({len(evs)}): {evs[-40:]}; "
-                    f"probe losses: {lost}")
+                    f"probe losses: {lost}; slow-consumer drops: {dropped}")
