@@ -226,10 +226,15 @@ static __always_inline struct ev_exec *exec_record(struct exec_stash *s, long re
     e->a[5] = e->cap_bset = -1;
 #endif
     bpf_probe_read_kernel(e->filename, sizeof(e->filename), s->filename);
-    e->base[0] = 0;
-    if (s->filename[0] != '/' && s->filename[0] != 0 && base_dir(s->dirfd, e->base) < 0)
-        e->base[0] = 0;
     return e;
+}
+
+// The directory a relative filename is relative to (the cwd, or execveat's dirfd).
+static __always_inline void exec_base(struct ev_exec *e, s64 dirfd)
+{
+    e->base[0] = 0;
+    if (e->filename[0] != '/' && e->filename[0] != 0 && base_dir(dirfd, e->base) < 0)
+        e->base[0] = 0;
 }
 
 // A failed exec (ret < 0): the arguments as read at entry.
@@ -240,6 +245,7 @@ static __always_inline void exec_emit(u32 key, long ret)
         return;
     struct ev_exec *e = exec_record(s, ret);
     if (e) {
+        exec_base(e, s->dirfd);
         bpf_probe_read_kernel(e->argv, sizeof(e->argv), s->argv);
         ev_submit(e);
     }
@@ -269,11 +275,9 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         return 0;
     struct ev_exec *e = exec_record(s, 0);
     if (e) {
-        if (!e->filename[0]) {  // unreadable at entry: the path the kernel opened
+        if (!e->filename[0])  // unreadable at entry: the path the kernel opened
             TP_DATA_LOC_READ_STR(e->filename, filename, sizeof(e->filename));
-            if (e->filename[0] != '/' && e->filename[0] && base_dir(s->dirfd, e->base) < 0)
-                e->base[0] = 0;
-        }
+        exec_base(e, s->dirfd);
         if (exec_image_args(e) < 0)
             bpf_probe_read_kernel(e->argv, sizeof(e->argv), s->argv);
         ev_submit(e);
