@@ -11,18 +11,24 @@ import asyncio
 import ctypes
 import ctypes.util
 import os
+from typing import Any
 
 _libc = None
 
 
-def trim_heap() -> None:
-    """malloc_trim(0) on every arena (glibc only; nothing elsewhere)."""
+def _glibc_call(name: str) -> Any:
+    """libc's function `name` (loaded once), or None where there is none (not glibc)."""
     global _libc
     try:
         _libc = _libc or ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
-        return
-    trim = getattr(_libc, "malloc_trim", None)
+        return None
+    return getattr(_libc, name, None)
+
+
+def trim_heap() -> None:
+    """malloc_trim(0) on every arena (glibc only; nothing elsewhere)."""
+    trim = _glibc_call("malloc_trim")
     if trim is not None:
         trim(0)
 
@@ -39,12 +45,7 @@ def tune_malloc() -> bool:
     the heap top trimmed past 128 KiB. Measured on `eunomia up`: ~9 MB less idle, ~5 MB less after
     a burst of execs. $MALLOC_ARENA_MAX, when set, is left to glibc. False where mallopt is
     missing (not glibc)."""
-    global _libc
-    try:
-        _libc = _libc or ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return False
-    mallopt = getattr(_libc, "mallopt", None)
+    mallopt = _glibc_call("mallopt")
     if mallopt is None:
         return False
     wanted = [(M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, MMAP_THRESHOLD)]
