@@ -16,7 +16,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from . import busauth, log
-from .schema import missing_fields
+from .schema import event_text, missing_fields
 from .stats import Stats
 from .tasks import cancel_and_wait
 
@@ -43,14 +43,9 @@ def encode_batch(events: list[dict[str, Any]]) -> bytes:
 
 
 def _encodable(x: Any) -> Any:
-    """`x` as JSON can carry it: a string's lone surrogates (from an OS call that does not decode
-    bytes as UTF-8) as U+FFFD, as the probe decodes every string; other objects as their str()."""
+    """`x` as JSON can carry it: strings as event_text, other objects as their str()."""
     if isinstance(x, str):
-        try:
-            raw = x.encode("utf-8", "surrogateescape")  # the bytes an OS name stood for
-        except UnicodeEncodeError:
-            raw = x.encode("utf-8", "surrogatepass")
-        return raw.decode("utf-8", "replace")
+        return event_text(x)
     if isinstance(x, dict):
         return {_encodable(k if isinstance(k, str) else str(k)): _encodable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):

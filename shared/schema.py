@@ -145,6 +145,16 @@ def new_event_id(node: str) -> str:
     return f"{node}-{_boot}-{next(_seq):x}"
 
 
+def event_text(s: str) -> str:
+    """`s` as an event carries text: UTF-8, with what is not (an OS name's undecodable bytes,
+    held by Python as lone surrogates) as U+FFFD, as the probe decodes the kernel's strings."""
+    try:
+        raw = s.encode("utf-8", "surrogateescape")  # the bytes an OS name stood for
+    except UnicodeEncodeError:
+        raw = s.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace")
+
+
 def missing_fields(ev: object) -> str | None:
     """Why `ev` is not a usable event, or None when it is."""
     if not isinstance(ev, dict):

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from shared.bounded import Bounded
+from shared.schema import event_text
 
 from .cgroups import parse_path
 
@@ -72,13 +73,11 @@ class Proc:
 
 
 def _readlink(path: str) -> str | None:
-    """The link's target; bytes that are not UTF-8 become U+FFFD (as in every other string of an
-    event: os.readlink's surrogates cannot be encoded, and would fail the whole batch)."""
+    """The link's target as event text (a name in bytes that are not UTF-8 has them as U+FFFD)."""
     try:
-        target = os.readlink(path)
+        return event_text(os.readlink(path))
     except OSError:
         return None
-    return target.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _exe(pid: int) -> str | None:
