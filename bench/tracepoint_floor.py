@@ -13,7 +13,8 @@ from services.probe.detach import release_bpf
 from services.probe.loader import BPF_DIR, tracefs_root, tracepoints_used
 from services.probe.perf import DETAIL_TRACEPOINTS
 
-DETACHED_BY_DEFAULT = {tp.decode() for tp in DETAIL_TRACEPOINTS} | {"raw_syscalls:sys_enter"}
+# close() is traced only on kernels without BTF (bpf/net.bpf.c)
+DETACHED_BY_DEFAULT = {tp.decode() for tp in DETAIL_TRACEPOINTS} | {"raw_syscalls:sys_enter", "syscalls:sys_enter_close"}
 EMPTY = b"int empty_tp(void *ctx) { return 0; }\nint empty_raw(void *ctx) { return 0; }"
 
 

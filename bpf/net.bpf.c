@@ -3,7 +3,10 @@
 // Every socket fd (from socket, connect, accept) is remembered per tgid in
 // sock_fds so that dup2/dup3 can say "oldfd is a socket": a shell whose
 // stdin/stdout become a socket is a reverse shell. bind() adds the local
-// address, which listen and accept report.
+// address, which listen and accept report. An entry names the socket it was made
+// for (fd_ident) and counts only while that socket is still at its fd: no
+// program runs on close(), which every process of the node calls all the time
+// (without kernel BTF, where fds cannot be checked, close() is traced instead).
 //
 // Connects and accepts of AF_INET/AF_INET6 are also aggregated per cgroup
 // in the `flows` map (always, whatever kinds are on), which
@@ -27,6 +30,7 @@ struct sock_info {
     u16 port;      // local port from bind(), host order
     u16 origin;    // SOCK_*: the last of socket/accept/connect seen for it
     u8 addr[16];   // local address from bind()
+    u64 ident;     // fd_ident() of the fd when remembered
 };
 BPF_TABLE("lru_hash", struct fd_key, struct sock_info, sock_fds, 65536);
 
@@ -50,18 +54,58 @@ static __always_inline void net_stash(u32 kind, s64 a1, s64 a2, s64 a3, const vo
         count_lost(kind);
 }
 
+// What sock_info.ident holds for the current task's `fd`: its socket inode's number (sockfs
+// numbers every socket anew; a struct file is reused as soon as it is freed), 1 for an fd
+// that is no socket, 0 without BTF (no check).
+static __always_inline u64 fd_ident(u32 fd)
+{
+#if HAVE_KOFF
+    char *file = fd_file(fd);
+    char *inode = file ? kptr(file + OFF_FILE_INODE) : 0;
+    u16 mode = 0;
+    u64 ino = 0;
+    if (!inode || bpf_probe_read_kernel(&mode, sizeof(mode), inode + OFF_INODE_MODE) < 0 ||
+        (mode & 0170000) != 0140000 ||  // S_IFSOCK
+        bpf_probe_read_kernel(&ino, sizeof(ino), inode + OFF_INODE_INO) < 0 || ino <= 1)
+        return 1;
+    return ino;
+#else
+    return 0;
+#endif
+}
+
+// sock_fds' entry for `fd` of process `tgid`, if it still describes the socket the current
+// task has at `fd` (a child shares its parent's); a stale entry of the current process (its
+// fd closed and reused since) is deleted.
+static __always_inline struct sock_info *sock_lookup(u32 tgid, u32 fd)
+{
+    struct fd_key k = {tgid, fd};
+    struct sock_info *si = sock_fds.lookup(&k);
+    if (!si || si->ident == fd_ident(fd))
+        return si;
+    if (tgid == bpf_get_current_pid_tgid() >> 32)
+        sock_fds.delete(&k);
+    return 0;
+}
+
+// Remember `fd` as a socket (no entry if it is none: a connect() on a file fails, and leaves it a file).
 static __always_inline void remember_fd(u32 fd, u16 family, u16 type, u16 origin)
 {
-    struct fd_key k = {bpf_get_current_pid_tgid() >> 32, fd};
-    struct sock_info *old = sock_fds.lookup(&k);
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    u64 ident = fd_ident(fd);
+    if (ident == 1)
+        return;
+    struct sock_info *old = sock_lookup(tgid, fd);
     if (old) {
         old->origin = origin;
         return;
     }
+    struct fd_key k = {tgid, fd};
     struct sock_info v = {};
     v.family = family;
     v.type = type;
     v.origin = origin;
+    v.ident = ident;
     sock_fds.update(&k, &v);
 }
 
@@ -191,9 +235,10 @@ static __always_inline int bind_exit(long ret)
     else if (sa.family == AF_INET6_)
         __builtin_memcpy(v.addr, sa.addr6, 16);  // sin6_addr follows sin6_flowinfo: u32 at 4, addr at 8
     struct fd_key k = {bpf_get_current_pid_tgid() >> 32, (u32)s.a[1]};
-    struct sock_info *old = sock_fds.lookup(&k);
+    struct sock_info *old = sock_lookup(k.tgid, k.fd);
     if (old)
         v.type = old->type;
+    v.ident = fd_ident(k.fd);
     sock_fds.update(&k, &v);
     return 0;
 }
@@ -213,8 +258,7 @@ static __always_inline int connect_exit(long ret)
         return 0;
     u16 family = 0;
     bpf_probe_read_user(&family, sizeof(family), (void *)s.p[0]);
-    struct fd_key k = {bpf_get_current_pid_tgid() >> 32, (u32)s.a[1]};
-    struct sock_info *si = sock_fds.lookup(&k);
+    struct sock_info *si = sock_lookup(bpf_get_current_pid_tgid() >> 32, (u32)s.a[1]);
     s64 type = si ? si->type : 0;  // 0: socket made before the probe started
     // -EALREADY/-EISCONN: a non-blocking connect asked again, not a new attempt
     if ((family == AF_INET_ || family == AF_INET6_) && ret != -EALREADY_ && ret != -EISCONN_) {
@@ -256,8 +300,7 @@ static __always_inline int accept_exit(long ret)
     if (!stash_take(&s) || ret < 0)
         return 0;
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    struct fd_key lk = {tgid, (u32)s.a[1]};
-    struct sock_info *l = sock_fds.lookup(&lk);
+    struct sock_info *l = sock_lookup(tgid, (u32)s.a[1]);
     struct sock_info li = {};
     if (l)
         __builtin_memcpy(&li, l, sizeof(li));
@@ -355,7 +398,7 @@ static __always_inline int listen_exit(long ret)
         return 0;
     }
     k.fd = (u32)s.a[1];
-    struct sock_info *l = sock_fds.lookup(&k);
+    struct sock_info *l = sock_lookup(k.tgid, k.fd);
     if (l && la) {  // remember the real local address for accept()
         l->family = la->family;
         l->port = la->port;
@@ -399,14 +442,11 @@ static __always_inline int dup_exit(long ret)
         return 0;
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     u32 newfd = ret;
-    struct fd_key ok = {tgid, (u32)s.a[1]};
-    struct sock_info *si = sock_fds.lookup(&ok);
+    struct sock_info *si = sock_lookup(tgid, (u32)s.a[1]);
     if (!si) {
         u32 *pp = parents.lookup(&tgid);
-        if (pp) {
-            struct fd_key pk = {*pp, (u32)s.a[1]};
-            si = sock_fds.lookup(&pk);
-        }
+        if (pp)
+            si = sock_lookup(*pp, (u32)s.a[1]);
     }
     struct fd_key nk = {tgid, newfd};
     int is_sock = 0;
@@ -420,6 +460,7 @@ static __always_inline int dup_exit(long ret)
     } else if (newfd <= 2 && (copy_family = fd_inet_family(s.a[1]))) {  // a socket made unseen
         struct sock_info copy = {};
         copy.family = copy_family;
+        copy.ident = fd_ident(newfd);
         sock_fds.update(&nk, &copy);
         is_sock = 1;
     } else {
@@ -464,6 +505,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_dup3)
 
 SYS_EXIT(dup3, dup_exit)
 
+#if !HAVE_KOFF
 TRACEPOINT_PROBE(syscalls, sys_enter_close)
 {
     struct fd_key k = {bpf_get_current_pid_tgid() >> 32, args->fd};
@@ -471,3 +513,4 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
         sock_fds.delete(&k);
     return 0;
 }
+#endif

@@ -93,6 +93,12 @@ try:
 except FileNotFoundError:
     pass
 
+# a socket's fd number, closed and then taken by a file: a dup of it onto stderr is no socket
+gone = socket.socket(); n = gone.fileno(); gone.close()
+f = os.open("/dev/null", os.O_RDONLY)
+assert f == n, (f, n)
+saved = os.dup(2); os.dup2(f, 2); os.dup2(saved, 2); os.close(saved); os.close(f)
+
 # nc -e shape: a forked child puts the parent's socket on its stderr
 kid = os.fork()
 if kid == 0:
@@ -236,6 +242,9 @@ async def test_actions_of_a_child_process_arrive_as_raw_events(probe, tmp_path):
     assert acc_dup["fd_type"] == "socket" and acc_dup["sock_origin"] == "accepted"
     kid_dup = (await col.wait(lambda e: e["kind"] == "dup" and e["ppid"] == pid and e["newfd"] == 2))[0]
     assert kid_dup["fd_type"] == "socket"  # found through the parent's socket table
+    # the closed socket's number reused by a file (no program runs on close: the socket is checked at dup)
+    file_dups = await col.wait(lambda e: e["kind"] == "dup" and e["pid"] == pid and e["newfd"] == 2, n=2)
+    assert [e["fd_type"] for e in file_dups] == ["other", "other"], file_dups
     ext = (await col.wait(of("exit")))[0]
     assert ext["exit_code"] == 7
 

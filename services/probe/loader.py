@@ -158,7 +158,7 @@ KERNEL_OFFSETS = {
     "MNTNS_NS": ("mnt_namespace", "ns"), "NS_INUM": ("ns_common", "inum"),
     "TASK_REAL_CRED": ("task_struct", "real_cred"), "CRED_CAP_PERMITTED": ("cred", "cap_permitted"),
     "CRED_CAP_BSET": ("cred", "cap_bset"),
-    "FILE_INODE": ("file", "f_inode"), "INODE_MODE": ("inode", "i_mode"),
+    "FILE_INODE": ("file", "f_inode"), "INODE_MODE": ("inode", "i_mode"), "INODE_INO": ("inode", "i_ino"),
     "FILE_PRIVATE": ("file", "private_data"), "SOCKET_SK": ("socket", "sk"),
     "SOCK_COMMON": ("sock", "__sk_common"), "SKC_FAMILY": ("sock_common", "skc_family"),
     "TASK_MM": ("task_struct", "mm"), "MM_ARG_START": ("mm_struct", "arg_start"),
