@@ -32,6 +32,10 @@ BPF_ARRAY(plan_any, u8, K_MAX);
 // last | second-to-last << 8 (a one-byte suffix under all 256 pairs it can end): most
 // paths end in a pair no suffix ends in, and skip reversing their tail and the trie.
 BPF_ARRAY(plan_tail, u8, 65536);
+// Opens only (the node's most frequent path kind): the access classes of the open prefixes and
+// exact paths whose two bytes after the leading '/' are these, keyed first | second << 8 (an
+// entry shorter than that under every key it can start): most opens skip the prefix trie.
+BPF_ARRAY(plan_open_head, u8, 65536);
 // Scratch keys: [0] the path, [1] its tail reversed. The slack lets the scan
 // below look a few bytes ahead without the verifier having to prove where the NUL is,
 // and path_absolute() append a path after its base with bounds the verifier can see.
@@ -230,6 +234,14 @@ static __always_inline int path_unjudgeable(const char *s, u32 len)
     return 0;
 }
 
+// plan_open_head's classes for `head` (no branch on the lookup: see plan_wants).
+static __always_inline u8 open_head(u32 head)
+{
+    u8 hv = 0;
+    bpf_probe_read_kernel(&hv, 1, plan_open_head.lookup(&head));  // a NULL reads as 0
+    return hv;
+}
+
 // 1 when an event of `kind`, access class `cls`, on the path in `k` (`len` bytes,
 // -1 if unread) may match a rule.
 static __always_inline int plan_wants(u32 kind, u8 cls, struct plan_key *k, long len, struct plan_key *r)
@@ -239,9 +251,18 @@ static __always_inline int plan_wants(u32 kind, u8 cls, struct plan_key *k, long
         return 1;
     if (len < 0 || path_unjudgeable(k->s, len))
         return 1;
+    u32 head = (u8)k->s[1] | (u32)(u8)k->s[2] << 8;  // absolute here: s[0] is '/'
+    // every class for kinds other than open (they always take the trie): no branch on the kind either
+    u32 other = ((u64)(kind ^ K_OPEN) + 0xffffffffULL) >> 32;  // 0 for open, else 1
+    u32 hv = open_head(head) | other * (CLS_READ | CLS_WRITE | CLS_CREATE);
     k->kind = kind;
-    k->prefixlen = 16 + 8 * len;  // the kind byte, the path and its NUL
-    u8 *v = plan_prefix.lookup(k);
+    // the kind byte, the path and its NUL; when no open prefix starts with the path's pair, the kind
+    // byte alone, which no entry is as short as: the lookup ends at the trie's root. One lookup either
+    // way and no branch: branches here multiply what the verifier walks in the ia32 program.
+    u32 deep = ((u32)(hv & cls) + 7) >> 3;  // 0 or 1
+    k->prefixlen = 8 + deep * (8 + 8 * len);
+    u8 *v;
+    v = plan_prefix.lookup(k);
     if (v && (*v & cls))
         return 1;
     u32 tail = (u8)k->s[(len - 1) & 0xff];  // len >= 1 here

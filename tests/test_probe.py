@@ -538,6 +538,41 @@ os.unlink("{d}/other")
         f.rmdir() if f.is_dir() else f.unlink()
     d.rmdir()
 
+async def test_open_plan_first_tests_two_bytes_then_the_trie(probe):
+    """Opens are first judged by the two bytes after the path's '/' (bpf/file.bpf.c plan_open_head):
+    a path whose pair no prefix or exact path starts is kept without the trie; one whose pair is
+    wanted still goes through it; short patterns ("/t", "/") stand for every pair they can start."""
+    from shared.filterplan import READ, WRITE, FilterPlan, Pattern
+
+    d = Path(f"/tmp/eunhead-{uuid.uuid4().hex[:8]}")
+    d.mkdir()
+    for name in ("exact", "other"):
+        (d / name).write_text("x")
+    plan = FilterPlan(kinds=tuple(probe.svc.cfg.kinds), patterns=(
+        Pattern("open", "exact", f"{d}/exact", READ), Pattern("open", "prefix", "/t", WRITE),
+        Pattern("open", "exact", "/", READ), Pattern("open", "prefix", "/proc/self/stat", READ)))
+    probe.svc.load_plan(plan)
+    try:
+        p = await run_child(sys.executable, "-c", f"""
+import os
+for path in ("{d}/exact", "{d}/other", "/etc/hostname", "/proc/self/status", "/proc/self/statm", "/sys/kernel/mm"):
+    os.close(os.open(path, os.O_RDONLY))
+os.close(os.open("/", os.O_RDONLY))
+open("{d}/w", "w").write("y")
+""")
+        col = probe.col
+        await col.wait(lambda e: e["kind"] == "exit" and e["pid"] == p.pid)
+    finally:
+        probe.svc.load_plan(FilterPlan.capture_all(probe.svc.cfg.kinds))
+    opens = {(e["path"], e["flags"] & 3) for e in col.events if e["kind"] == "open" and e["pid"] == p.pid}
+    ours = {o for o in opens if o[0].startswith((str(d), "/etc/", "/proc/self/", "/sys/")) or o[0] == "/"}
+    assert ours == {(f"{d}/exact", 0), ("/proc/self/status", 0), ("/proc/self/statm", 0), ("/", 0),
+                    (f"{d}/w", 1)}, opens
+    for f in d.iterdir():
+        f.unlink()
+    d.rmdir()
+
+
 async def test_paths_are_absolute_and_normalised(probe, tmp_path):
     """Relative paths (working directory, dirfd), `//`, `.` and `..`: the event's path is the
     absolute, normalised one, the argument as written is kept in raw_path."""

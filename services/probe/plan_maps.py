@@ -3,6 +3,7 @@
 Maps (bpf/common.h, bpf/file.bpf.c): kind_on (kinds emitted), plan_any
 (access classes wanted for any path, per path kind), plan_prefix and
 plan_suffix (LPM tries keyed by kind byte + path, or + reversed path tail),
+plan_tail and plan_open_head (the quick tests before each trie),
 env_watch (exec environment variables watched, by the first 8 bytes of "NAME=").
 
 A swap never drops what either plan wants: first every path passes and the
@@ -61,6 +62,25 @@ def tail_entries(suffix: Entries) -> dict[int, int]:
     return tails
 
 
+def open_head_entries(prefix: Entries, open_kind: int) -> dict[int, int]:
+    """bpf/file.bpf.c plan_open_head: {second byte | third << 8: access classes} of the prefix trie's
+    open keys (absolute paths; an exact one ends in its NUL); a key too short to have both bytes,
+    or not absolute, under every pair it can start."""
+    heads: dict[int, int] = {}
+    for (kind, key), acc in prefix.items():
+        if kind != open_kind:
+            continue
+        if len(key) >= 3 and key[0] == ord("/"):
+            keys: Iterable[int] = (key[1] | key[2] << 8,)
+        elif len(key) == 2 and key[0] == ord("/"):
+            keys = (key[1] | b << 8 for b in range(256))
+        else:
+            keys = range(65536)
+        for h in keys:
+            heads[h] = heads.get(h, 0) | acc
+    return heads
+
+
 def _key(table, kind: int, raw: bytes):
     k = table.Key()
     k.prefixlen = 8 + 8 * len(raw)
@@ -90,6 +110,7 @@ class PlanMaps:
         self._prefix: Entries = {}
         self._suffix: Entries = {}
         self._tails: dict[int, int] = {}
+        self._heads: dict[int, int] = {}
         self._env: set[int] = set()
 
     def _set_kinds(self, kinds: Iterable[str], containers_only: Iterable[str] = ()) -> None:
@@ -106,14 +127,14 @@ class PlanMaps:
             if kind in self.numbers:
                 table[table.Key(self.numbers[kind])] = table.Leaf(values.get(kind, 0))
 
-    def _set_tails(self, tails: dict[int, int]) -> None:
-        table = self.bpf[b"plan_tail"]
-        for t in set(self._tails) - set(tails):
+    def _set_array(self, name: bytes, old: dict[int, int], new: dict[int, int]) -> None:
+        """Rewrite the array map `name` from `old` to `new` values (absent: 0)."""
+        table = self.bpf[name]
+        for t in set(old) - set(new):
             table[table.Key(t)] = table.Leaf(0)
-        for t, acc in tails.items():
-            if self._tails.get(t) != acc:
+        for t, acc in new.items():
+            if old.get(t) != acc:
                 table[table.Key(t)] = table.Leaf(acc)
-        self._tails = tails
 
     def _set_env(self, names: Iterable[str]) -> None:
         try:
@@ -142,7 +163,10 @@ class PlanMaps:
         if self.has_paths:
             _rewrite(self.bpf[b"plan_prefix"], prefix, self._prefix)
             _rewrite(self.bpf[b"plan_suffix"], suffix, self._suffix)
-            self._set_tails(tail_entries(suffix))
+            tails, heads = tail_entries(suffix), open_head_entries(prefix, self.numbers.get("open", -1))
+            self._set_array(b"plan_tail", self._tails, tails)
+            self._set_array(b"plan_open_head", self._heads, heads)
+            self._tails, self._heads = tails, heads
             self._set_any(plan.any_path)
         self._prefix, self._suffix = prefix, suffix
         self._set_env(plan.env)
