@@ -35,6 +35,7 @@ import orjson
 from shared import subjects
 from shared.bus import Batcher, connect
 from shared.config import CommonConfig
+from shared.heap import tune_malloc
 from shared.natsserver import NatsServer, NatsServerConfig, free_port
 from shared.schema import new_event_id
 from shared.stats import Stats
@@ -293,6 +294,7 @@ def main() -> int:
     p.add_argument("--parents", help=argparse.SUPPRESS)
     p.add_argument("--children", help=argparse.SUPPRESS)
     a = p.parse_args()
+    tune_malloc()  # as every service process does before its threads start (shared/service.run_main)
     if a.drive:
         a.mode = a.drive
         print(orjson.dumps(asyncio.run(drive(a))).decode())

@@ -36,19 +36,23 @@ def trim_heap() -> None:
 # mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
 ARENA_MAX = 2               # the loop's thread and the rest (bcc, SQLite, executors) share one
-MMAP_THRESHOLD = 128 << 10  # fixed: glibc raises it after big frees, and then keeps big buffers
+# Fixed (glibc raises its own after big frees, up to 32 MiB, and keeps what it freed). Not lower:
+# decoding a bus message allocates a few times its size, and at 128 KiB every decode mapped, faulted
+# in and unmapped its buffers (orjson.loads of enriched batches ran at ~2/3 of the speed).
+MMAP_THRESHOLD = 4 << 20
+TRIM_THRESHOLD = 4 << 20
 
 
 def tune_malloc() -> bool:
     """Before threads start: fewer glibc arenas (each thread's freed memory otherwise stays in its
-    own), allocations over 128 KiB (bus messages, batches) mapped and unmapped on their own, and
-    the heap top trimmed past 128 KiB. Measured on `eunomia up`: ~9 MB less idle, ~5 MB less after
-    a burst of execs. $MALLOC_ARENA_MAX, when set, is left to glibc. False where mallopt is
-    missing (not glibc)."""
+    own), allocations over 4 MiB mapped and unmapped on their own, and the heap top trimmed past
+    4 MiB (keep_trimmed returns the rest after a burst). Measured on `eunomia up`: ~9 MB less idle,
+    ~5 MB less after a burst of execs. $MALLOC_ARENA_MAX, when set, is left to glibc. False where
+    mallopt is missing (not glibc)."""
     mallopt = _glibc_call("mallopt")
     if mallopt is None:
         return False
-    wanted = [(M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, MMAP_THRESHOLD)]
+    wanted = [(M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD)]
     if "MALLOC_ARENA_MAX" not in os.environ:  # an operator's own setting stands
         wanted.append((M_ARENA_MAX, ARENA_MAX))
     return all(mallopt(p, v) == 1 for p, v in wanted)

@@ -15,13 +15,18 @@
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import random
 import re
+from collections.abc import Awaitable, Callable
 
 import orjson
 import zstandard
 
+from shared import log
+from shared.background import at_idle_priority
 from shared.bounded import Bounded
 from shared.heap import trim_heap
 
@@ -33,6 +38,7 @@ MAX_DICTS = 255
 MAX_WORDS_TEXT = 1500         # characters of searchable text per event
 MIN_PREFIX = 3                # `ab*` matches the word ab only
 
+_log = log.get("store.codec")
 _WORD = re.compile(r"[\w.:]+")
 _QUERY_WORD = re.compile(r"([\w.:]+)(\*?)")
 _PART = re.compile(r"[^.:\s]+")
@@ -170,6 +176,39 @@ class Codec:
             self._training = False
             del samples
             trim_heap()  # training peaks at ~10x the samples; glibc keeps it mapped otherwise
+
+
+class Training:
+    """A backend's dictionary training: when the codec wants one, it is trained at idle priority
+    while writes go on with the current dictionary, then handed to `install` (which stores it and
+    adds it to the codec)."""
+
+    def __init__(self, codec: Codec, install: Callable[[bytes], Awaitable[None]]) -> None:
+        self.codec, self.install = codec, install
+        self._task: asyncio.Task[None] | None = None
+
+    def maybe_start(self) -> None:
+        if (self._task is None or self._task.done()) and self.codec.wants_training():
+            self._task = asyncio.create_task(self._run(), name="zstd dictionary training")
+
+    async def _run(self) -> None:
+        try:
+            data = await at_idle_priority(self.codec.train, "zstd-train")
+            if data is not None:
+                await self.install(data)
+        except Exception as e:  # the bodies keep the current dictionary; the next schedule tries again
+            _log.error("training a zstd dictionary failed: %s", e)
+
+    async def wait(self) -> None:
+        """Until the training under way (if any) is over."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 def dumps(item: dict) -> bytes:

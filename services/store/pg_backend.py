@@ -118,6 +118,7 @@ class PostgresBackend:
         self.partition_ns = partition_ns
         self.pool: asyncpg.Pool | None = None
         self.codec = codecmod.Codec()
+        self.training = codecmod.Training(self.codec, self._install_dict)
         self._names: dict[str, int] = {}
         self._spans: dict[str, list[tuple[int, int]]] = {}  # journal -> its partitions' [lo, hi), known to exist
         self._counts: dict[str, int] = {}                    # closed partition -> rows
@@ -165,6 +166,7 @@ class PostgresBackend:
                     await con.execute("INSERT INTO schema_version (version) VALUES ($1)", SCHEMA_VERSION)
 
     async def close(self) -> None:
+        await self.training.stop()
         if self.pool:
             try:   # a writer cancelled mid-query can keep its connection: do not wait forever
                 await asyncio.wait_for(self.pool.close(), CLOSE_TIMEOUT_S)
@@ -310,8 +312,7 @@ class PostgresBackend:
     @_backing_off
     async def write(self, events: list[dict], alerts: list[dict]) -> WriteResult:
         res = await self._write(events, alerts)
-        if self.codec.wants_training():
-            await self._train()
+        self.training.maybe_start()
         return res
 
     async def _write(self, events: list[dict], alerts: list[dict], derived: bool = True) -> WriteResult:
@@ -346,10 +347,7 @@ class PostgresBackend:
                 raise
         return res
 
-    async def _train(self) -> None:
-        data = await asyncio.get_running_loop().run_in_executor(None, self.codec.train)
-        if data is None:
-            return
+    async def _install_dict(self, data: bytes) -> None:
         async with self.pool.acquire() as con:
             async with con.transaction():
                 await con.execute(f"SELECT pg_advisory_xact_lock({_LOCK})")

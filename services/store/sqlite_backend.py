@@ -98,13 +98,18 @@ class SqliteBackend:
         self.path = path
         self._w = _Conn(path, "write")
         self._r = _Conn(path, "read")
+        self.training = codecmod.Training(self._w.codec, self._install_dict)
 
     async def open(self) -> None:
         if self.path != ":memory:":
             private_db_file(Path(self.path))
         await self._w.call(_init)
 
+    async def _install_dict(self, data: bytes) -> None:
+        await self._w.call(_add_dict, data)
+
     async def close(self) -> None:
+        await self.training.stop()
         await self._r.close()
         await self._w.close()
 
@@ -115,10 +120,7 @@ class SqliteBackend:
     # -- writes -------------------------------------------------------------
     async def write(self, events: list[dict], alerts: list[dict]) -> WriteResult:
         res = await self._w.call(_write, events, alerts)
-        if self._w.codec.wants_training():      # trained off the writer thread (a second or two)
-            data = await asyncio.get_running_loop().run_in_executor(None, self._w.codec.train)
-            if data is not None:
-                await self._w.call(_add_dict, data)
+        self.training.maybe_start()
         return res
 
     async def retain(self, cutoff_ts: int, max_rows: int, max_bytes: int) -> RetentionResult:
