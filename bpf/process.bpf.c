@@ -81,8 +81,26 @@ static __always_inline u64 env_key(u64 head)
 }
 
 // The scan writes into a per-CPU scratch; the ring buffer is touched only on a match.
-struct env_scratch { char vars[ENV_SLOTS][ENV_VAL_SZ]; };
+struct env_scratch { char vars[ENV_SLOTS][ENV_VAL_SZ]; const char *ptrs[ENV_SCAN_MAX]; };
 BPF_PERCPU_ARRAY(env_scratch, struct env_scratch, 1);
+
+// One variable of the environment: kept in the next slot when env_watch has its name.
+static __always_inline void env_check(struct env_scratch *sc, const char *var, u32 *used, s64 *truncated)
+{
+    u64 head = 0;
+    if (bpf_probe_read_user(&head, sizeof(head), var) < 0 &&
+        bpf_probe_read_user_str(&head, sizeof(head), var) < 0)
+        return;
+    u64 key = env_key(head);
+    if (!env_watch.lookup(&key))
+        return;
+    if (*used >= ENV_SLOTS) {
+        *truncated = 1;
+        return;
+    }
+    if (bpf_probe_read_user_str(sc->vars[*used & (ENV_SLOTS - 1)], ENV_VAL_SZ, var) > 0)
+        *used += 1;
+}
 
 static __always_inline void exec_env_scan(const char *const *envp)
 {
@@ -94,23 +112,20 @@ static __always_inline void exec_env_scan(const char *const *envp)
         return;
     u32 used = 0, i = 0;
     s64 truncated = 0;
+    // The pointers in one read (the array is followed by more of the caller's memory); if that
+    // read fails (the array ends too near unmapped memory), one at a time up to its NULL.
+    if (bpf_probe_read_user(sc->ptrs, sizeof(sc->ptrs), envp) < 0) {
+        for (i = 0; i < ENV_SCAN_MAX; i++)
+            if (bpf_probe_read_user(&sc->ptrs[i], sizeof(sc->ptrs[i]), &envp[i]) < 0 || !sc->ptrs[i]) {
+                sc->ptrs[i] = 0;
+                break;
+            }
+    }
     for (i = 0; i < ENV_SCAN_MAX; i++) {
-        const char *var = 0;
-        if (bpf_probe_read_user(&var, sizeof(var), &envp[i]) < 0 || !var)
+        const char *var = sc->ptrs[i];
+        if (!var)
             break;
-        u64 head = 0;
-        if (bpf_probe_read_user(&head, sizeof(head), var) < 0 &&
-            bpf_probe_read_user_str(&head, sizeof(head), var) < 0)
-            continue;
-        u64 key = env_key(head);
-        if (!env_watch.lookup(&key))
-            continue;
-        if (used >= ENV_SLOTS) {
-            truncated = 1;
-            continue;
-        }
-        if (bpf_probe_read_user_str(sc->vars[used & (ENV_SLOTS - 1)], ENV_VAL_SZ, var) > 0)
-            used++;
+        env_check(sc, var, &used, &truncated);
     }
     if (i == ENV_SCAN_MAX) {
         const char *more = 0;

@@ -289,6 +289,36 @@ async def test_exec_arguments_are_those_the_new_image_runs_with(probe, tmp_path)
     assert ex["argv"][0] == "/bin/echo" and long_arg.startswith(ex["argv"][1]) and ex["argv_truncated"]
 
 
+# execve with its environment array at the very end of a mapping: the probe reads the array's
+# pointers in one go, which fails here, and must then read them one at a time.
+EDGE_ENV_C = r"""
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+int main(void) {
+    char *m = mmap(0, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    munmap(m + 4096, 4096);
+    strcpy(m, "LD_PRELOAD=/tmp/edge.so");
+    strcpy(m + 64, "A=1");
+    char **envp = (char **)(m + 4096 - 3 * sizeof(char *));
+    envp[0] = m + 64; envp[1] = m; envp[2] = 0;
+    char *argv[] = {"/bin/true", "edge-env", 0};
+    execve(argv[0], argv, envp);
+    return 127;
+}
+"""
+
+
+async def test_an_environment_array_at_the_end_of_its_mapping_is_still_scanned(probe, tmp_path):
+    src, exe = tmp_path / "edgeenv.c", tmp_path / "edgeenv"
+    src.write_text(EDGE_ENV_C)
+    subprocess.run(["gcc", "-O1", "-o", str(exe), str(src)], check=True, capture_output=True)
+    p = await run_child(str(exe))
+    assert p.returncode == 0, p.err
+    env = (await probe.col.wait(lambda e: e["kind"] == "execenv" and e["pid"] == p.pid))[0]
+    assert env["env"] == {"LD_PRELOAD": "/tmp/edge.so"} and env["env_scanned"] == 2, env
+
+
 async def test_unshare_and_mount_in_a_private_mount_namespace(probe, tmp_path):
     target = tmp_path / "mnt"
     target.mkdir()
