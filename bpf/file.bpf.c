@@ -234,12 +234,11 @@ static __always_inline int path_unjudgeable(const char *s, u32 len)
     return 0;
 }
 
-// plan_open_head's classes for `head` (no branch on the lookup: see plan_wants).
+// plan_open_head's classes for `head`.
 static __always_inline u8 open_head(u32 head)
 {
-    u8 hv = 0;
-    bpf_probe_read_kernel(&hv, 1, plan_open_head.lookup(&head));  // a NULL reads as 0
-    return hv;
+    u8 *hv = plan_open_head.lookup(&head);
+    return hv ? *hv : 0;
 }
 
 // 1 when an event of `kind`, access class `cls`, on the path in `k` (`len` bytes,

@@ -95,12 +95,16 @@ static __always_inline void remember_fd(u32 fd, u16 family, u16 type, u16 origin
     u64 ident = fd_ident(fd);
     if (ident == 1)
         return;
-    struct sock_info *old = sock_lookup(tgid, fd);
+    struct fd_key k = {tgid, fd};
+    struct sock_info *old = sock_fds.lookup(&k);
+    if (old && old->ident != ident) {  // stale: this fd is another socket now
+        sock_fds.delete(&k);
+        old = 0;
+    }
     if (old) {
         old->origin = origin;
         return;
     }
-    struct fd_key k = {tgid, fd};
     struct sock_info v = {};
     v.family = family;
     v.type = type;
@@ -460,7 +464,7 @@ static __always_inline int dup_exit(long ret)
     } else if (newfd <= 2 && (copy_family = fd_inet_family(s.a[1]))) {  // a socket made unseen
         struct sock_info copy = {};
         copy.family = copy_family;
-        copy.ident = fd_ident(newfd);
+        copy.ident = fd_ident(s.a[1]);  // oldfd's: an ia32 dup2 reported from its entry has not happened yet
         sock_fds.update(&nk, &copy);
         is_sock = 1;
     } else {

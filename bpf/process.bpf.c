@@ -89,8 +89,10 @@ static __always_inline void env_check(struct env_scratch *sc, const char *var, u
 {
     u64 head = 0;
     if (bpf_probe_read_user(&head, sizeof(head), var) < 0 &&
-        bpf_probe_read_user_str(&head, sizeof(head), var) < 0)
+        bpf_probe_read_user_str(&head, sizeof(head), var) < 0) {
+        *truncated = 1;  // not paged in (BPF cannot fault it in): user space reads /proc/<pid>/environ
         return;
+    }
     u64 key = env_key(head);
     if (!env_watch.lookup(&key))
         return;
@@ -115,11 +117,15 @@ static __always_inline void exec_env_scan(const char *const *envp)
     // The pointers in one read (the array is followed by more of the caller's memory); if that
     // read fails (the array ends too near unmapped memory), one at a time up to its NULL.
     if (bpf_probe_read_user(sc->ptrs, sizeof(sc->ptrs), envp) < 0) {
-        for (i = 0; i < ENV_SCAN_MAX; i++)
-            if (bpf_probe_read_user(&sc->ptrs[i], sizeof(sc->ptrs[i]), &envp[i]) < 0 || !sc->ptrs[i]) {
+        for (i = 0; i < ENV_SCAN_MAX; i++) {
+            if (bpf_probe_read_user(&sc->ptrs[i], sizeof(sc->ptrs[i]), &envp[i]) < 0) {
                 sc->ptrs[i] = 0;
+                truncated = 1;  // unreadable: as for a variable, user space reads the environment
                 break;
             }
+            if (!sc->ptrs[i])
+                break;
+        }
     }
     for (i = 0; i < ENV_SCAN_MAX; i++) {
         const char *var = sc->ptrs[i];

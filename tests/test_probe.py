@@ -289,34 +289,56 @@ async def test_exec_arguments_are_those_the_new_image_runs_with(probe, tmp_path)
     assert ex["argv"][0] == "/bin/echo" and long_arg.startswith(ex["argv"][1]) and ex["argv_truncated"]
 
 
-# execve with its environment array at the very end of a mapping: the probe reads the array's
-# pointers in one go, which fails here, and must then read them one at a time.
+# execve with (1) its environment array at the very end of a mapping: the probe reads the array's
+# pointers in one go, which fails there, and must then read them one at a time; (2) a variable in a
+# file-backed page never touched: BPF cannot fault it in, so the scan says it is incomplete.
 EDGE_ENV_C = r"""
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
-int main(void) {
-    char *m = mmap(0, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    munmap(m + 4096, 4096);
-    strcpy(m, "LD_PRELOAD=/tmp/edge.so");
-    strcpy(m + 64, "A=1");
-    char **envp = (char **)(m + 4096 - 3 * sizeof(char *));
-    envp[0] = m + 64; envp[1] = m; envp[2] = 0;
-    char *argv[] = {"/bin/true", "edge-env", 0};
+static void run(char *tag, char **envp) {
+    char *argv[] = {"/bin/true", tag, 0};
     execve(argv[0], argv, envp);
-    return 127;
+    _exit(127);
+}
+int main(int argc, char **argv) {
+    if (fork() == 0) {
+        char *m = mmap(0, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        munmap(m + 4096, 4096);
+        strcpy(m, "LD_PRELOAD=/tmp/edge.so");
+        strcpy(m + 64, "A=1");
+        char **envp = (char **)(m + 4096 - 3 * sizeof(char *));
+        envp[0] = m + 64; envp[1] = m; envp[2] = 0;
+        run("edge-env", envp);
+    }
+    wait(0);
+    if (fork() == 0) {
+        char *f = mmap(0, 4096, PROT_READ, MAP_PRIVATE, open(argv[1], O_RDONLY), 0);
+        char *envp[] = {"A=1", f, 0};
+        run("untouched-env", envp);
+    }
+    wait(0);
+    return 0;
 }
 """
 
 
-async def test_an_environment_array_at_the_end_of_its_mapping_is_still_scanned(probe, tmp_path):
-    src, exe = tmp_path / "edgeenv.c", tmp_path / "edgeenv"
+async def test_an_environment_the_kernel_cannot_read_at_once_is_still_scanned_or_said_incomplete(probe, tmp_path):
+    src, exe, var = tmp_path / "edgeenv.c", tmp_path / "edgeenv", tmp_path / "var"
     src.write_text(EDGE_ENV_C)
+    var.write_bytes(b"LD_PRELOAD=/tmp/untouched.so\0")
     subprocess.run(["gcc", "-O1", "-o", str(exe), str(src)], check=True, capture_output=True)
-    p = await run_child(str(exe))
+    p = await run_child(str(exe), str(var))
     assert p.returncode == 0, p.err
-    env = (await probe.col.wait(lambda e: e["kind"] == "execenv" and e["pid"] == p.pid))[0]
-    assert env["env"] == {"LD_PRELOAD": "/tmp/edge.so"} and env["env_scanned"] == 2, env
+    col = probe.col
+    execs = {e["argv"][1]: e for e in await col.wait(lambda e: e["kind"] == "exec" and e["ppid"] == p.pid, n=2)}
+    edge, untouched = [(await col.wait(lambda e, pid=execs[tag]["pid"]: e["kind"] == "execenv" and e["pid"] == pid))[0]
+                       for tag in ("edge-env", "untouched-env")]
+    assert edge["env"] == {"LD_PRELOAD": "/tmp/edge.so"} and edge["env_scanned"] == 2, edge
+    assert not edge["env_truncated"]
+    assert untouched["env_truncated"] and untouched["env"] == {}, untouched
 
 
 async def test_unshare_and_mount_in_a_private_mount_namespace(probe, tmp_path):
