@@ -1,45 +1,44 @@
-"""Work the node can wait for, run at the kernel's idle priority (SCHED_IDLE): it takes only CPU
-that no workload wants, so a burst of events on a busy node does not also pay for it
-(training the store's zstd dictionary is the case: ~0.5 s of CPU, due just when events flow)."""
+"""Work the node can wait for, run in a child process at the kernel's idle priority (SCHED_IDLE):
+it takes only CPU no workload wants, shares no GIL or heap lock with the service (a preempted
+idle-priority thread holding either would stall the service's loop on a busy node), and its
+memory peak leaves with it. Training the store's zstd dictionary is the case: ~0.5 s of CPU and
+a peak of ~10x its samples, due just when a burst of events arrives."""
 from __future__ import annotations
 
 import asyncio
 import os
-import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+import sys
 
-T = TypeVar("T")
+IDLE_CHILD_TIMEOUT_S = 600.0  # an idle-priority child on a node that is never idle can wait long
 
 
-def _lower_this_thread() -> None:
-    try:  # pid 0: the calling thread; SCHED_IDLE is Linux's
+class ChildFailed(RuntimeError):
+    """The child exited non-zero; the text has its status and stderr."""
+
+
+def lower_to_idle() -> bool:
+    """This process (its calling thread: call it first, before any other) to SCHED_IDLE.
+    False where the policy is missing (not Linux): it then runs at normal priority."""
+    try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        return True
     except (AttributeError, OSError):
-        pass  # elsewhere it runs at normal priority
+        return False
 
 
-async def at_idle_priority(fn: Callable[[], T], name: str = "idle-priority") -> T:
-    """fn() in a thread of its own at SCHED_IDLE (a pool thread would keep the policy for its next
-    work). Awaiting does not hold the loop; fn must not need the GIL for long (zstd releases it).
-    A cancelled await leaves the thread to finish unheard."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[Any] = loop.create_future()
-
-    def settle(ok: bool, value: Any) -> None:
-        if not fut.done():
-            fut.set_result(value) if ok else fut.set_exception(value)
-
-    def run() -> None:
-        _lower_this_thread()
-        try:
-            ok, value = True, fn()
-        except BaseException as e:  # handed to the awaiting task
-            ok, value = False, e
-        try:
-            loop.call_soon_threadsafe(settle, ok, value)
-        except RuntimeError:  # the loop has closed meanwhile
-            pass
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return await fut
+async def idle_child(module: str, data: bytes, timeout_s: float = IDLE_CHILD_TIMEOUT_S) -> bytes:
+    """`python -m module` (which calls lower_to_idle() first) with `data` on stdin: its stdout.
+    Cancelling the await kills the child."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(data), timeout_s)
+    except BaseException:  # cancelled or timed out: no orphan left working
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise ChildFailed(f"{module} exited {proc.returncode}: {err.decode(errors='replace').strip()[-500:]}")
+    return out

@@ -1,9 +1,9 @@
 """Handing freed heap back to the kernel.
 
 glibc keeps what a thread frees in that thread's arena, mapped and counted in RSS, until
-malloc_trim: after one-off peaks (compiling the BPF programs, training a zstd dictionary)
-the services call trim_heap() so the stack returns near its idle size. After a burst of events
-the same holds for what the threads freed (bus batches, SQLite pages, decoded events): each
+malloc_trim: after one-off peaks (compiling the BPF programs) the services call trim_heap() so
+the stack returns near its idle size (the store's zstd dictionary is trained in a child process,
+shared/background.py). After a burst of events the same holds for what the threads freed (bus batches, SQLite pages, decoded events): each
 process keeps trimming when it has grown (keep_trimmed)."""
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ TRIM_THRESHOLD = 4 << 20
 def tune_malloc() -> bool:
     """Before threads start: fewer glibc arenas (each thread's freed memory otherwise stays in its
     own), allocations over 4 MiB mapped and unmapped on their own, and the heap top trimmed past
-    4 MiB (keep_trimmed returns the rest after a burst). Measured on `eunomia up`: ~9 MB less idle,
-    ~5 MB less after a burst of execs. $MALLOC_ARENA_MAX, when set, is left to glibc. False where
+    4 MiB (keep_trimmed returns the rest after a burst). Measured on `eunomia up` (with 128 KiB
+    thresholds then): ~9 MB less idle, ~5 MB less after a burst of execs. $MALLOC_ARENA_MAX, when set, is left to glibc. False where
     mallopt is missing (not glibc)."""
     mallopt = _glibc_call("mallopt")
     if mallopt is None:

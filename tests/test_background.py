@@ -1,41 +1,26 @@
-"""shared/background.at_idle_priority: work run in a thread of its own at SCHED_IDLE."""
-import asyncio
+"""shared/background.idle_child: work run in a child process at SCHED_IDLE."""
 import os
-import threading
-import time
 
 import pytest
 
-from shared.background import at_idle_priority
+from services.store.train_dict import frame, unframe
+from shared.background import ChildFailed, idle_child
 
 
-async def test_work_runs_at_idle_priority_off_the_loop_and_returns_its_result():
-    seen = {}
-
-    def work():
-        seen["policy"], seen["thread"] = os.sched_getscheduler(0), threading.get_ident()
-        time.sleep(0.3)
-        return 42
-
-    ticks = 0
-
-    async def ticker():
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    t = asyncio.create_task(ticker())
-    assert await at_idle_priority(work) == 42
-    t.cancel()
-    assert seen["policy"] == os.SCHED_IDLE and seen["thread"] != threading.get_ident()
-    assert ticks >= 10  # the loop went on while the work ran
-    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the caller's thread is left alone
+async def test_the_child_runs_at_idle_priority_and_returns_its_output():
+    # services.store.train_dict lowers itself first; an empty sample list trains nothing
+    assert await idle_child("services.store.train_dict", frame([])) == b""
+    out = await idle_child("tests.idle_policy", b"ping")
+    assert out == f"{os.SCHED_IDLE} ping".encode()
 
 
-async def test_an_error_in_the_work_reaches_the_awaiting_task():
-    def work():
-        raise ValueError("bad samples")
+async def test_a_failing_child_says_why():
+    with pytest.raises(ChildFailed, match="(?s)exited 1:.*samples cut short"):
+        await idle_child("services.store.train_dict", b"\x05\x00\x00\x00ab")
 
-    with pytest.raises(ValueError, match="bad samples"):
-        await at_idle_priority(work)
+
+def test_samples_are_framed_and_unframed_whole():
+    samples = [b"", b"a", b"\x00" * 70000]
+    assert unframe(frame(samples)) == samples
+    with pytest.raises(ValueError, match="cut short"):
+        unframe(frame(samples)[:-1])

@@ -20,15 +20,15 @@ import contextlib
 import hashlib
 import random
 import re
+import threading
 from collections.abc import Awaitable, Callable
 
 import orjson
 import zstandard
 
 from shared import log
-from shared.background import at_idle_priority
+from shared.background import idle_child
 from shared.bounded import Bounded
-from shared.heap import trim_heap
 
 LEVEL = 3
 DICT_SIZE = 112 * 1024      # measured on bench/eventmix.py: 73 B/body with 64 KiB, 61 with 112
@@ -125,6 +125,7 @@ class Codec:
         self._seen = 0
         self._since_train = 0
         self._training = False
+        self._lock = threading.Lock()  # sample() runs on the writer's thread, take_samples() on the loop
 
     def add_dict(self, dict_id: int, data: bytes) -> None:
         zd = zstandard.ZstdCompressionDict(data)
@@ -148,56 +149,77 @@ class Codec:
     def sample(self, raw: bytes) -> None:
         """Reservoir-sample bodies for the next dictionary. A sample is kept as an exact-size copy:
         orjson's output keeps its whole growth buffer (~8 KB for a 600-byte event)."""
-        self._seen += 1
-        self._since_train += 1
-        if len(self._samples) < TRAIN_SAMPLES:
-            self._samples.append(memoryview(raw).tobytes())
-        else:
-            i = random.randrange(self._seen)
-            if i < TRAIN_SAMPLES:
-                self._samples[i] = memoryview(raw).tobytes()
+        with self._lock:
+            self._seen += 1
+            self._since_train += 1
+            if len(self._samples) < TRAIN_SAMPLES:
+                self._samples.append(memoryview(raw).tobytes())
+            else:
+                i = random.randrange(self._seen)
+                if i < TRAIN_SAMPLES:
+                    self._samples[i] = memoryview(raw).tobytes()
 
     def wants_training(self) -> bool:
-        """True once per schedule: the caller then calls train() (which empties the samples)."""
+        """True once per schedule: the caller then trains (train(), or take_samples() and
+        training_done() around its own training)."""
         if len(self._samples) < TRAIN_SAMPLES or self.current >= MAX_DICTS or self._training:
             return False
         self._training = self.current == 0 or self._since_train >= RETRAIN_EVERY
         return self._training
 
+    def take_samples(self) -> list[bytes]:
+        """The samples (the codec keeps none) and a new schedule."""
+        with self._lock:
+            samples, self._samples = self._samples, []
+            self._since_train, self._seen = 0, 0
+        return samples
+
+    def training_done(self) -> None:
+        self._training = False
+
     def train(self) -> bytes | None:
-        """A new dictionary from the samples (None if zstd could not train one); resets the schedule."""
-        self._since_train, self._seen = 0, 0
-        samples, self._samples = self._samples, []
+        """A new dictionary from the samples, here and now (None if zstd could not train one)."""
         try:
-            return zstandard.train_dictionary(DICT_SIZE, samples, level=LEVEL).as_bytes()
-        except zstandard.ZstdError:
-            return None
+            return train_samples(self.take_samples())
         finally:
-            self._training = False
-            del samples
-            trim_heap()  # training peaks at ~10x the samples; glibc keeps it mapped otherwise
+            self.training_done()
+
+
+def train_samples(samples: list[bytes]) -> bytes | None:
+    try:
+        return zstandard.train_dictionary(DICT_SIZE, samples, level=LEVEL).as_bytes()
+    except zstandard.ZstdError:
+        return None
 
 
 class Training:
-    """A backend's dictionary training: when the codec wants one, it is trained at idle priority
-    while writes go on with the current dictionary, then handed to `install` (which stores it and
-    adds it to the codec)."""
+    """A backend's dictionary training: when the codec wants one, it is trained in a child process at
+    idle priority (services/store/train_dict.py) while writes go on with the current dictionary,
+    then handed to `install` (which stores it and adds it to the codec)."""
+
+    MODULE = "services.store.train_dict"
 
     def __init__(self, codec: Codec, install: Callable[[bytes], Awaitable[None]]) -> None:
         self.codec, self.install = codec, install
         self._task: asyncio.Task[None] | None = None
 
-    def maybe_start(self) -> None:
-        if (self._task is None or self._task.done()) and self.codec.wants_training():
-            self._task = asyncio.create_task(self._run(), name="zstd dictionary training")
+    def maybe_start(self) -> bool:
+        """Start a training if the codec wants one (and none is under way); True if started."""
+        if (self._task is not None and not self._task.done()) or not self.codec.wants_training():
+            return False
+        self._task = asyncio.create_task(self._run(), name="zstd dictionary training")
+        return True
 
     async def _run(self) -> None:
+        from .train_dict import frame
         try:
-            data = await at_idle_priority(self.codec.train, "zstd-train")
-            if data is not None:
+            data = await idle_child(self.MODULE, frame(self.codec.take_samples()))
+            if data:
                 await self.install(data)
-        except Exception as e:  # the bodies keep the current dictionary; the next schedule tries again
+        except Exception as e:  # bodies keep the current dictionary; the next schedule tries again
             _log.error("training a zstd dictionary failed: %s", e)
+        finally:
+            self.codec.training_done()
 
     async def wait(self) -> None:
         """Until the training under way (if any) is over."""
@@ -205,6 +227,7 @@ class Training:
             await asyncio.shield(self._task)
 
     async def stop(self) -> None:
+        """Cancel a training under way (its child is killed)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
