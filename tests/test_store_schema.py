@@ -175,23 +175,30 @@ def test_trained_dictionary_makes_bodies_small():
         fresh.decode(blobs[0])
 
 
-async def test_the_dictionary_is_trained_at_idle_priority_while_writes_go_on(tmp_path):
-    """The write that brings the samples to TRAIN_SAMPLES starts the training and returns: the
-    dictionary is trained in a child process (services/store/train_dict.py, SCHED_IDLE), then
-    stored and used for new bodies."""
-    evs = EventMix(seed=3).events(codec.TRAIN_SAMPLES + 400, time.time_ns(), 3600 * 10**9)
+async def test_the_dictionary_is_trained_at_idle_priority_once_writes_quieten(tmp_path):
+    """The write that brings the samples to TRAIN_SAMPLES starts the training and returns; the training
+    waits while writes keep coming (a burst), then runs in a child process (services/store/train_dict.py,
+    SCHED_IDLE) and its dictionary is stored and used for new bodies."""
+    evs = EventMix(seed=3).events(codec.TRAIN_SAMPLES + 1200, time.time_ns(), 3600 * 10**9)
     b = open_backend(f"sqlite:///{tmp_path}/train.db")
     await b.open()
+    b.training.quiet_s, b.training.quiet_items = 1.0, 20
+    taken_at = []
+    take = b.training.codec.take_samples
+    b.training.codec.take_samples = lambda: (taken_at.append(b.training.written), take())[1]
     try:
         for i in range(0, codec.TRAIN_SAMPLES - 500, 500):
             await b.write(evs[i:i + 500], [])
         assert not b.training.codec.wants_training()
         await b.write(evs[codec.TRAIN_SAMPLES - 500:codec.TRAIN_SAMPLES], [])
-        assert b.training.codec.current == 0 and not b.training.maybe_start()  # started, under way
-        await b.write(evs[codec.TRAIN_SAMPLES:codec.TRAIN_SAMPLES + 200], [])  # writes go on meanwhile
+        assert b.training.codec.current == 0 and not b.training.after_write(0)  # started: waiting
+        for i in range(codec.TRAIN_SAMPLES, codec.TRAIN_SAMPLES + 1000, 25):  # a burst: ~2 s of writes
+            await b.write(evs[i:i + 25], [])
+            await asyncio.sleep(0.05)
         await b.training.wait()
+        assert taken_at == [codec.TRAIN_SAMPLES + 1000]  # after the burst's last write
         assert b.training.codec.current == 1
-        await b.write(evs[codec.TRAIN_SAMPLES + 200:], [])
+        await b.write(evs[codec.TRAIN_SAMPLES + 1000:], [])
     finally:
         await b.close()
     db = sqlite3.connect(tmp_path / "train.db")

@@ -192,27 +192,46 @@ def train_samples(samples: list[bytes]) -> bytes | None:
         return None
 
 
+QUIET_S = 2.0              # a training waits for a spell this long with fewer than QUIET_ITEMS written,
+QUIET_ITEMS = 200
+QUIET_MAX_WAIT_S = 60.0    # or this long at most (meanwhile bodies keep the current dictionary)
+
+
 class Training:
-    """A backend's dictionary training: when the codec wants one, it is trained in a child process at
-    idle priority (services/store/train_dict.py) while writes go on with the current dictionary,
-    then handed to `install` (which stores it and adds it to the codec)."""
+    """A backend's dictionary training: when the codec wants one, it waits for a quiet spell (the
+    samples are complete when a burst of events is still arriving), then is trained in a child
+    process at idle priority (services/store/train_dict.py) while writes go on with the current
+    dictionary, then handed to `install` (which stores it and adds it to the codec)."""
 
     MODULE = "services.store.train_dict"
 
     def __init__(self, codec: Codec, install: Callable[[bytes], Awaitable[None]]) -> None:
         self.codec, self.install = codec, install
+        self.quiet_s, self.quiet_items, self.max_wait_s = QUIET_S, QUIET_ITEMS, QUIET_MAX_WAIT_S
+        self.written = 0
         self._task: asyncio.Task[None] | None = None
 
-    def maybe_start(self) -> bool:
-        """Start a training if the codec wants one (and none is under way); True if started."""
+    def after_write(self, items: int) -> bool:
+        """Count a write of `items`; start a training if the codec wants one (and none is under
+        way). True if started."""
+        self.written += items
         if (self._task is not None and not self._task.done()) or not self.codec.wants_training():
             return False
         self._task = asyncio.create_task(self._run(), name="zstd dictionary training")
         return True
 
+    async def _quiet_spell(self) -> None:
+        deadline = asyncio.get_running_loop().time() + self.max_wait_s
+        while asyncio.get_running_loop().time() < deadline:
+            before = self.written
+            await asyncio.sleep(self.quiet_s)
+            if self.written - before < self.quiet_items:
+                return
+
     async def _run(self) -> None:
         from .train_dict import frame
         try:
+            await self._quiet_spell()
             data = await idle_child(self.MODULE, frame(self.codec.take_samples()))
             if data:
                 await self.install(data)

@@ -312,7 +312,7 @@ class PostgresBackend:
     @_backing_off
     async def write(self, events: list[dict], alerts: list[dict]) -> WriteResult:
         res = await self._write(events, alerts)
-        self.training.maybe_start()
+        self.training.after_write(len(events) + len(alerts))
         return res
 
     async def _write(self, events: list[dict], alerts: list[dict], derived: bool = True) -> WriteResult:

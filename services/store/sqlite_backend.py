@@ -120,7 +120,7 @@ class SqliteBackend:
     # -- writes -------------------------------------------------------------
     async def write(self, events: list[dict], alerts: list[dict]) -> WriteResult:
         res = await self._w.call(_write, events, alerts)
-        self.training.maybe_start()
+        self.training.after_write(len(events) + len(alerts))
         return res
 
     async def retain(self, cutoff_ts: int, max_rows: int, max_bytes: int) -> RetentionResult:
