@@ -36,17 +36,18 @@ def trim_heap() -> None:
 # mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
 ARENA_MAX = 2               # the loop's thread and the rest (bcc, SQLite, executors) share one
-# Fixed (glibc raises its own after big frees, up to 32 MiB, and keeps what it freed). Not lower:
-# decoding a bus message allocates a few times its size, and at 128 KiB every decode mapped, faulted
-# in and unmapped its buffers (orjson.loads of enriched batches ran at ~2/3 of the speed).
+# The mmap threshold is fixed (glibc raises its own after big frees, up to 32 MiB, and keeps what
+# it freed), at 4 MiB: decoding a bus message allocates a few times its size, and at 128 KiB every
+# decode mapped, faulted in and unmapped its buffers (orjson.loads of enriched batches ran at ~2/3
+# of the speed). The heap top is trimmed past 128 KiB.
 MMAP_THRESHOLD = 4 << 20
-TRIM_THRESHOLD = 4 << 20
+TRIM_THRESHOLD = 128 << 10
 
 
 def tune_malloc() -> bool:
     """Before threads start: fewer glibc arenas (each thread's freed memory otherwise stays in its
     own), allocations over 4 MiB mapped and unmapped on their own, and the heap top trimmed past
-    4 MiB (keep_trimmed returns the rest after a burst). Measured on `eunomia up` (with 128 KiB
+    128 KiB (keep_trimmed returns the rest after a burst). Measured on `eunomia up` (with 128 KiB
     thresholds then): ~9 MB less idle, ~5 MB less after a burst of execs. $MALLOC_ARENA_MAX, when set, is left to glibc. False where
     mallopt is missing (not glibc)."""
     mallopt = _glibc_call("mallopt")
