@@ -3,8 +3,9 @@
 glibc keeps what a thread frees in that thread's arena, mapped and counted in RSS, until
 malloc_trim: after one-off peaks (compiling the BPF programs) the services call trim_heap() so
 the stack returns near its idle size (the store's zstd dictionary is trained in a child process,
-shared/background.py). After a burst of events the same holds for what the threads freed (bus batches, SQLite pages, decoded events): each
-process keeps trimming when it has grown (keep_trimmed)."""
+shared/background.py). After a burst of events the same holds for what the threads freed (bus
+batches, SQLite pages, decoded events): each process keeps trimming when it has grown
+(keep_trimmed)."""
 from __future__ import annotations
 
 import asyncio
@@ -48,8 +49,8 @@ def tune_malloc() -> bool:
     """Before threads start: fewer glibc arenas (each thread's freed memory otherwise stays in its
     own), allocations over 4 MiB mapped and unmapped on their own, and the heap top trimmed past
     128 KiB (keep_trimmed returns the rest after a burst). Measured on `eunomia up` (with 128 KiB
-    thresholds then): ~9 MB less idle, ~5 MB less after a burst of execs. $MALLOC_ARENA_MAX, when set, is left to glibc. False where
-    mallopt is missing (not glibc)."""
+    thresholds then): ~9 MB less idle, ~5 MB less after a burst of execs. $MALLOC_ARENA_MAX, when
+    set, is left to glibc. False where mallopt is missing (not glibc)."""
     mallopt = _glibc_call("mallopt")
     if mallopt is None:
         return False
