@@ -260,8 +260,7 @@ static __always_inline int plan_wants(u32 kind, u8 cls, struct plan_key *k, long
     // way and no branch: branches here multiply what the verifier walks in the ia32 program.
     u32 deep = ((u32)(hv & cls) + 7) >> 3;  // 0 or 1
     k->prefixlen = 8 + deep * (8 + 8 * len);
-    u8 *v;
-    v = plan_prefix.lookup(k);
+    u8 *v = plan_prefix.lookup(k);
     if (v && (*v & cls))
         return 1;
     u32 tail = (u8)k->s[(len - 1) & 0xff];  // len >= 1 here

@@ -74,18 +74,24 @@ static __always_inline u64 fd_ident(u32 fd)
 #endif
 }
 
-// sock_fds' entry for `fd` of process `tgid`, if it still describes the socket the current
-// task has at `fd` (a child shares its parent's); a stale entry of the current process (its
-// fd closed and reused since) is deleted.
+// `si`, sock_fds' entry `k` (or NULL), if it still describes the socket the current task has at
+// that fd (a child shares its parent's), whose fd_ident() is `ident`; a stale entry of the
+// current process (its fd closed and reused since) is deleted.
+static __always_inline struct sock_info *sock_current(struct fd_key *k, struct sock_info *si, u64 ident)
+{
+    if (!si || si->ident == ident)
+        return si;
+    if (k->tgid == bpf_get_current_pid_tgid() >> 32)
+        sock_fds.delete(k);
+    return 0;
+}
+
+// sock_fds' current entry for `fd` of process `tgid` (the fd's ident read only when there is one).
 static __always_inline struct sock_info *sock_lookup(u32 tgid, u32 fd)
 {
     struct fd_key k = {tgid, fd};
     struct sock_info *si = sock_fds.lookup(&k);
-    if (!si || si->ident == fd_ident(fd))
-        return si;
-    if (tgid == bpf_get_current_pid_tgid() >> 32)
-        sock_fds.delete(&k);
-    return 0;
+    return si ? sock_current(&k, si, fd_ident(fd)) : 0;
 }
 
 // Remember `fd` as a socket (no entry if it is none: a connect() on a file fails, and leaves it a file).
@@ -96,11 +102,7 @@ static __always_inline void remember_fd(u32 fd, u16 family, u16 type, u16 origin
     if (ident == 1)
         return;
     struct fd_key k = {tgid, fd};
-    struct sock_info *old = sock_fds.lookup(&k);
-    if (old && old->ident != ident) {  // stale: this fd is another socket now
-        sock_fds.delete(&k);
-        old = 0;
-    }
+    struct sock_info *old = sock_current(&k, sock_fds.lookup(&k), ident);
     if (old) {
         old->origin = origin;
         return;
@@ -239,10 +241,10 @@ static __always_inline int bind_exit(long ret)
     else if (sa.family == AF_INET6_)
         __builtin_memcpy(v.addr, sa.addr6, 16);  // sin6_addr follows sin6_flowinfo: u32 at 4, addr at 8
     struct fd_key k = {bpf_get_current_pid_tgid() >> 32, (u32)s.a[1]};
-    struct sock_info *old = sock_lookup(k.tgid, k.fd);
+    v.ident = fd_ident(k.fd);
+    struct sock_info *old = sock_current(&k, sock_fds.lookup(&k), v.ident);
     if (old)
         v.type = old->type;
-    v.ident = fd_ident(k.fd);
     sock_fds.update(&k, &v);
     return 0;
 }
