@@ -16,8 +16,8 @@ def frame(samples: list[bytes]) -> bytes:
 def unframe(data: bytes) -> list[bytes]:
     out, i = [], 0
     while i < len(data):
-        (n,) = struct.unpack_from("<I", data, i) if i + 4 <= len(data) else (len(data),)
-        if i + 4 + n > len(data):
+        left = len(data) - i - 4  # bytes after this sample's length
+        if left < 0 or left < (n := struct.unpack_from("<I", data, i)[0]):
             raise ValueError(f"samples cut short: the one at byte {i} of {len(data)} does not fit")
         out.append(data[i + 4:i + 4 + n])
         i += 4 + n
