@@ -14,6 +14,7 @@ import orjson
 from shared.netnames import INET_FAMILY_SPELLINGS, IP_PROTO_NAMES
 
 RANK_ANCESTOR, RANK_SEEN, RANK_FORK, RANK_EXEC = 0, 1, 2, 3
+CHAINS_KEPT = 4
 
 
 def dumps(v: Any) -> str:
@@ -90,6 +91,7 @@ class Derived:
     processes: dict[tuple, tuple] = field(default_factory=dict)     # (node, pid) -> row
     exits: dict[tuple, int] = field(default_factory=dict)           # (node, pid) -> ts
     ip_names: dict[tuple, tuple[str, int]] = field(default_factory=dict)  # (src, ip) -> (DNS name, ts)
+    chains: list[list] = field(default_factory=list)     # the last ancestor lists placed (newest first)
 
     def container_rows(self) -> list[tuple]:
         return [(cid, c["name"], c["image"], c["runtime"], c["node"], c["cgroup_id"], c["labels"],
@@ -147,6 +149,12 @@ def _processes(d: Derived, ev: dict, cid: str | None) -> None:
     if kind == "exit" and isinstance(pid, int):
         d.exits[(node, pid)] = max(ts, d.exits.get((node, pid), 0))
     anc = proc.get("ancestors") if isinstance(proc.get("ancestors"), list) else []
+    # most events repeat a newer event's ancestors, whose rows then win already: one comparison skips them
+    if anc in d.chains:
+        return
+    d.chains.append(anc)
+    if len(d.chains) > CHAINS_KEPT:
+        del d.chains[0]
     for i, a in enumerate(anc):
         if not isinstance(a, dict):
             break
