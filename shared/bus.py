@@ -216,17 +216,19 @@ class Bus:
         handler: Callable[[str, list[dict[str, Any]]], Awaitable[None]],
         queue: str = "",
         validate: bool = True,
+        skip: Callable[[str], bool] | None = None,
     ) -> None:
         """Run `handler(subject, events)` for every well-formed batch.
 
         Malformed messages are counted (`bus_malformed_total`) and skipped;
         a handler exception is counted (`handler_errors_total`) and logged:
-        neither ends the subscription.
+        neither ends the subscription. A message whose subject `skip` names
+        is not decoded at all (counted in `bus_skipped_messages_total`).
         """
         sub = await self.nc.subscribe(subject, queue=queue, pending_msgs_limit=SUB_PENDING_MSGS,
                                       pending_bytes_limit=256 * 1024 * 1024)
         self._subs.append(sub)
-        self._tasks.append(asyncio.create_task(self._consume(sub, handler, validate), name=f"sub {subject}"))
+        self._tasks.append(asyncio.create_task(self._consume(sub, handler, validate, skip), name=f"sub {subject}"))
         await self._registered()
 
     async def _registered(self) -> None:
@@ -236,8 +238,11 @@ class Bus:
         await self.nc.flush(int(SUBSCRIBE_FLUSH_S))
 
     async def _consume(self, sub: Any, handler: Callable[[str, list[dict[str, Any]]], Awaitable[None]],
-                       validate: bool) -> None:
+                       validate: bool, skip: Callable[[str], bool] | None) -> None:
         async for msg in sub.messages:
+            if skip is not None and skip(msg.subject):
+                self.stats.inc("bus_skipped_messages_total", subject=_subject_family(msg.subject))
+                continue
             try:
                 events = decode_batch(msg.data, validate=validate)
             except BadMessage as e:

@@ -284,3 +284,27 @@ async def test_a_flooding_container_cannot_crowd_out_another(nats_server, rules_
     summary = [x for x in got if x.get("suppressed")][0]
     assert summary["suppressed"] == 488 and "throttle key cap" in summary["output"]
     assert "unique-499" in summary["output"]   # the last one is the evidence kept
+
+
+async def test_kinds_no_rule_reads_are_not_decoded_until_a_reload_adds_one(nats_server, rules_file):
+    fork_rule = ("\n- rule: Tool forked\n  desc: x\n  condition: evt.type = clone and proc.name = tool\n"
+                 "  output: tool forked\n  priority: WARNING\n")
+    fork = {**exec_ev(), "kind": "fork", "child_pid": 8, "clone_flags": 17}
+    for k in ("filename", "argv", "ret"):
+        del fork[k]
+    async with client(nats_server.url) as (bus, got), \
+            running(nats_server.url, rules=(rules_file,), reload_check_s=0, throttle_window_s=0) as svc:
+        assert {"fork", "exit", "flow"} <= svc.skipped_kinds and "exec" not in svc.skipped_kinds
+        assert "open" not in svc.skipped_kinds  # no rule on it, but the exec state reads it
+        await bus.publish_batch(subjects.event("n1", "fork"), [fork, fork])
+        await bus.publish(subjects.event("n1", "exit"), b"{not even JSON")  # skipped, so never found bad
+        await bus.publish_batch(subjects.event("n1", "exec"), [exec_ev()])
+        await until(lambda: len(got) == 1, what="the exec's alert")
+        assert svc.stats.total("bus_skipped_messages_total") == 2
+        assert svc.stats.total("events_evaluated_total") == 1 and svc.stats.total("bus_malformed_total") == 0
+        rules_file.write_text(TEST_RULES + fork_rule)
+        assert (await bus.request_json(subjects.CTL_ALERTER, {"op": "reload"}))["ok"]
+        assert "fork" not in svc.skipped_kinds and "exit" in svc.skipped_kinds
+        await bus.publish_batch(subjects.event("n1", "fork"), [fork])
+        await until(lambda: len(got) == 2, what="the fork's alert after the reload")
+        assert got[1]["rule"] == "Tool forked" and svc.stats.total("bus_skipped_messages_total") == 2

@@ -26,14 +26,14 @@ from shared import bus as busmod
 from shared import busauth, log, subjects
 from shared.config import CommonConfig, ConfigError
 from shared.control import Control
-from shared.schema import new_event_id
+from shared.schema import KINDS, new_event_id
 from shared.stats import Stats, StatsPublisher
 from shared.tasks import cancel_and_wait
 
 from .config import AlerterConfig
 from .engine import RuleError, Ruleset, load_rules, priority_rank
 from .sinks import FileSink, NatsSink, Sink, StdoutSink, WebhookSink
-from .state import ExecState
+from .state import STATE_KINDS, ExecState
 from .throttle import Summary, Throttle, key_of
 
 _log = log.get("alerter")
@@ -58,6 +58,7 @@ class AlerterService:
         self.stats = Stats("alerter")
         self.ruleset: Ruleset | None = None
         self.plan = None                        # shared.filterplan.FilterPlan of the ruleset
+        self.skipped_kinds: frozenset[str] = frozenset()  # kinds no rule or state reads: not even decoded
         self.throttle = Throttle(cfg.throttle_window_s, cfg.throttle_max_repeats, cfg.throttle_max_keys,
                                  cfg.throttle_keys_per_container)
         self.state = ExecState(cfg.state_table_size, cfg.state_containers)
@@ -99,7 +100,7 @@ class AlerterService:
                 self.sinks.append(await st.enter_async_context(s))
             await self._control().serve(self.bus, subjects.CTL_ALERTER)
             for subject, queue in self.cfg.subscriptions():  # queue group, or owned partitions
-                await self.bus.subscribe_batches(subject, self._on_events, queue=queue)
+                await self.bus.subscribe_batches(subject, self._on_events, queue=queue, skip=self._skipped)
             await self.bus.nc.flush()
             # the first heartbeat says "subscribed": tests and operators wait for it
             await st.enter_async_context(StatsPublisher(self.bus, self.stats, self.common.node,
@@ -133,6 +134,8 @@ class AlerterService:
         self.ruleset = rs
         # rules below min_priority never alert: the kernel need not emit for them
         self.plan = rs.filter_plan(f"alerter {self.common.node}", max_rank=self._min_rank)
+        matched = rs.kinds_matched()
+        self.skipped_kinds = frozenset() if matched is None else frozenset(KINDS) - matched - STATE_KINDS
         self._eval_errors_seen = rs.eval_errors
         self.stats.set("rules_loaded", sum(r.enabled for r in rs.rules))
         for w in rs.warnings:
@@ -214,6 +217,11 @@ class AlerterService:
                 "throttle_keys": len(self.throttle)}
 
     # --- the hot path ------------------------------------------------------
+
+    def _skipped(self, subject: str) -> bool:
+        """A batch on eunomia.event.<node>.<kind> (or a partition's subject, also ending in the kind)
+        of a kind no rule can match (fork and exit, with the default rules)."""
+        return subject[subject.rfind(".") + 1:] in self.skipped_kinds
 
     async def _on_events(self, subject: str, events: list[dict]) -> None:
         rs, now = self.ruleset, time.monotonic()

@@ -109,6 +109,7 @@ def _abs(path: object, ev: dict) -> str | None:
     return posixpath.normpath(path)
 
 
+STATE_KINDS = frozenset({"exec", "open", "rename", "link", "memfd"})  # what annotate() and late() read
 LATE_WINDOW_S = 30.0  # how late a cause may arrive: far more than batching and subjects reorder by
 
 

@@ -78,6 +78,12 @@ class Ruleset:
         self._runners = {k: self._runner(k, rules) for k, rules in self.kinds_index.items()}
         self._any_runner = self._runner(None, self.any_kind)
 
+    def kinds_matched(self) -> frozenset[str] | None:
+        """The kinds some enabled rule can match; None when a rule matches any kind."""
+        if self.any_kind:
+            return None
+        return frozenset(k for k, rules in self.kinds_index.items() if rules)
+
     def _runner(self, kind: str | None, rules: tuple[CompiledRule, ...]) -> Runner:
         if self.ns is not None and all(r.code for r in rules):
             items = [(r.by_kind[kind][1] if kind in r.by_kind else r.code, r) for r in rules]
