@@ -104,7 +104,18 @@ static __always_inline void env_check(struct env_scratch *sc, const char *var, u
         *used += 1;
 }
 
-static __always_inline void exec_env_scan(const char *const *envp)
+// Pointer i of an environment array: 64-bit, or 32-bit for an ia32 execve (compat).
+static __always_inline int env_ptr(const char **out, const void *envp, u32 i, int compat)
+{
+    if (!compat)
+        return bpf_probe_read_user(out, sizeof(*out), (const char *const *)envp + i);
+    u32 p32 = 0;
+    int err = bpf_probe_read_user(&p32, sizeof(p32), (const u32 *)envp + i);
+    *out = (const char *)(u64)p32;
+    return err;
+}
+
+static __always_inline void exec_env_scan_abi(const void *envp, int compat)
 {
     if (!envp || skip(K_EXECENV))
         return;
@@ -115,10 +126,11 @@ static __always_inline void exec_env_scan(const char *const *envp)
     u32 used = 0, i = 0;
     s64 truncated = 0;
     // The pointers in one read (the array is followed by more of the caller's memory); if that
-    // read fails (the array ends too near unmapped memory), one at a time up to its NULL.
-    if (bpf_probe_read_user(sc->ptrs, sizeof(sc->ptrs), envp) < 0) {
+    // read fails (the array ends too near unmapped memory), or they are 32-bit, one at a time
+    // up to the NULL.
+    if (compat || bpf_probe_read_user(sc->ptrs, sizeof(sc->ptrs), envp) < 0) {
         for (i = 0; i < ENV_SCAN_MAX; i++) {
-            if (bpf_probe_read_user(&sc->ptrs[i], sizeof(sc->ptrs[i]), &envp[i]) < 0) {
+            if (env_ptr(&sc->ptrs[i], envp, i, compat) < 0) {
                 sc->ptrs[i] = 0;
                 truncated = 1;  // unreadable: as for a variable, user space reads the environment
                 break;
@@ -135,7 +147,7 @@ static __always_inline void exec_env_scan(const char *const *envp)
     }
     if (i == ENV_SCAN_MAX) {
         const char *more = 0;
-        if (bpf_probe_read_user(&more, sizeof(more), &envp[ENV_SCAN_MAX]) == 0 && more)
+        if (env_ptr(&more, envp, ENV_SCAN_MAX, compat) == 0 && more)
             truncated = 1;
     }
     if (!used && !truncated)
@@ -275,14 +287,14 @@ static __always_inline void exec_emit(u32 key, long ret)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_execve)
 {
-    exec_env_scan(args->envp);
+    exec_env_scan_abi(args->envp, 0);
     exec_enter(args->filename, args->argv, AT_FDCWD_);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
 {
-    exec_env_scan(args->envp);
+    exec_env_scan_abi(args->envp, 0);
     exec_enter(args->filename, args->argv, args->fd);
     return 0;
 }

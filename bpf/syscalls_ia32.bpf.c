@@ -156,6 +156,9 @@ BPF_ARRAY(i32_seen, u8, 1);
 // and are not reported then (their stash is dropped: a native exit must never take it).
 BPF_ARRAY(i32_exit_live, u8, 1);
 BPF_PROG_ARRAY(i32_exit_prog, 1);
+// An ia32 execve's environment is scanned by its own program (i32_env_scan below), tail-called
+// from sys_enter: its loop would not fit in sys_enter's verifier budget.
+BPF_PROG_ARRAY(i32_env_prog, 1);
 BPF_TABLE("lru_hash", u32, u8, i32_synth, 1024);
 
 RAW_TRACEPOINT_PROBE(sys_enter)
@@ -416,8 +419,12 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         exec_enter_abi(p0, p1, dfd, 1);
     else if (nk)
         net_stash(kind, v1, v2, v3, p0, p1);
-    if (ek)
+    if (ek) {
+        i32_env_prog.call(ctx, 0);
+        if (!skip(K_EXECENV))  // reached only if the tail call failed: the scan is lost, counted
+            count_lost(K_EXECENV);
         return 0;
+    }
     u8 *live = i32_exit_live.lookup(&zero);
     u64 id = bpf_get_current_pid_tgid();
     struct stash *st = stash.lookup(&id);
@@ -455,6 +462,16 @@ static __always_inline int socketcall_exit(long ret)
     case K_ACCEPT:
         return accept_exit(ret);
     }
+    return 0;
+}
+
+// The environment of an ia32 execve (envp in edx) or execveat (in esi), as native execs'.
+// Not a RAW_TRACEPOINT_PROBE: only ever tail-called (user space fills i32_env_prog).
+int i32_env_scan(struct bpf_raw_tracepoint_args *ctx)
+{
+    struct pt_regs r = {};
+    bpf_probe_read_kernel(&r, sizeof(r), (void *)ctx->args[0]);
+    exec_env_scan_abi(P(ctx->args[1] == I32_EXECVE ? r.dx : r.si), 1);
     return 0;
 }
 

@@ -760,6 +760,8 @@ async def test_ia32_syscalls_in_a_container_arrive_like_native_ones(probe, bb_im
     assert (await col.wait(mine("unshare")))[0]["flags"] == 0x20000
     ex = (await col.wait(lambda e: mine("exec")(e) and e["argv"] == ["true", "int80"]))[0]
     assert (ex["filename"], ex["ret"]) == ("/bin/true", 0)
+    env = (await col.wait(lambda e: e["kind"] == "execenv" and e["pid"] == ex["pid"]))[0]  # 32-bit envp
+    assert (env["env"], env["env_scanned"], env["env_truncated"]) == ({"LD_PRELOAD": "/tmp/int80.so"}, 2, False)
     sl = (await col.wait(mine("symlink")))[0]
     assert (sl["target"], sl["raw_target"], sl["path"]) == ("/etc/shadow", "shadow", "/etc/sl")
     ln = (await col.wait(mine("link")))[0]

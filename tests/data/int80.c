@@ -57,6 +57,9 @@ static char truebin[] = "/bin/true";
 static char arg0[] = "true";
 static char arg1[] = "int80";
 static unsigned int argv32[3];
+static char preload[] = "LD_PRELOAD=/tmp/int80.so";
+static char plain[] = "A=1";
+static unsigned int envp32[3];
 static unsigned char sa[16] = {2, 0, 0, 80, 169, 254, 169, 254};  /* AF_INET 169.254.169.254:80 */
 static unsigned int attr[32];
 static char logf[] = "/var/log/int80.log";
@@ -147,6 +150,9 @@ int main(int argc, char **argv)
     second_part();
     argv32[0] = (unsigned int)(long)arg0;
     argv32[1] = (unsigned int)(long)arg1;
-    int80(11, (long)truebin, (long)argv32, 0, 0, 0);      /* execve("/bin/true", ["true", "int80"]) */
+    envp32[0] = (unsigned int)(long)plain;
+    envp32[1] = (unsigned int)(long)preload;
+    /* execve("/bin/true", ["true", "int80"], ["A=1", "LD_PRELOAD=/tmp/int80.so"]) */
+    int80(11, (long)truebin, (long)argv32, (long)envp32, 0, 0);
     return 1;
 }
