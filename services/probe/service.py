@@ -165,7 +165,10 @@ class ProbeService:
         try:
             self.bpf = await loop.run_in_executor(
                 None, loader.compile_and_attach, self.plan, self.cfg.ringbuf_pages, self.cfg.wakeup_every)
-            self._configure_kernel()
+            self._exclude_ourselves()
+            # map writes and program loads (the verifier takes seconds): off the loop, which other
+            # services share in `eunomia up` (an API answering nothing for 1.5 s failed a test)
+            await loop.run_in_executor(None, self._configure_kernel)
             if self.plan.has("dns.bpf.c"):
                 self.dns = await loop.run_in_executor(None, DnsAttachment(self.bpf).attach)
                 if self.dns.error:
@@ -225,11 +228,14 @@ class ProbeService:
             if self.ia32_exit is not None:
                 self.ia32_exit.close()
 
-    def _configure_kernel(self) -> None:
-        """Exclusions and parents first, then the plan's kind switches (which start the flow)."""
+    def _exclude_ourselves(self) -> None:
+        """On the loop, which watches each excluded process's pidfd; before any kind is switched on."""
         self.exclusions = Exclusions(self.bpf[b"excluded"], self.stats, children=self.cfg.exclude_children,
                                      pids=self.cfg.exclude_pids, cgroups=self.cfg.exclude_cgroups)
         self.exclusions.refresh()
+
+    def _configure_kernel(self) -> None:
+        """Parents first, then the plan's kind switches (which start the flow); in a worker thread."""
         parents = self.bpf[b"parents"]
         for pid, ppid in proc_parents().items():
             parents[parents.Key(pid)] = parents.Leaf(ppid)
