@@ -80,28 +80,31 @@ static __always_inline u64 env_key(u64 head)
     return head;
 }
 
-// The scan writes into a per-CPU scratch; the ring buffer is touched only on a match.
-struct env_scratch { char vars[ENV_SLOTS][ENV_VAL_SZ]; const char *ptrs[ENV_SCAN_MAX]; };
+// The scan writes into a per-CPU scratch; the ring buffer is touched only on a match. Its
+// counts live there too, not on the stack: the verifier then sees one state per step of the
+// loop, not one per combination of counts (the program stays far from the 1M-instruction limit).
+struct env_scratch { char vars[ENV_SLOTS][ENV_VAL_SZ]; const char *ptrs[ENV_SCAN_MAX]; u64 used; s64 truncated; };
 BPF_PERCPU_ARRAY(env_scratch, struct env_scratch, 1);
 
 // One variable of the environment: kept in the next slot when env_watch has its name.
-static __always_inline void env_check(struct env_scratch *sc, const char *var, u32 *used, s64 *truncated)
+static __always_inline void env_check(struct env_scratch *sc, const char *var)
 {
     u64 head = 0;
     if (bpf_probe_read_user(&head, sizeof(head), var) < 0 &&
         bpf_probe_read_user_str(&head, sizeof(head), var) < 0) {
-        *truncated = 1;  // not paged in (BPF cannot fault it in): user space reads /proc/<pid>/environ
+        sc->truncated = 1;  // not paged in (BPF cannot fault it in): user space reads /proc/<pid>/environ
         return;
     }
     u64 key = env_key(head);
     if (!env_watch.lookup(&key))
         return;
-    if (*used >= ENV_SLOTS) {
-        *truncated = 1;
+    u64 used = sc->used;
+    if (used >= ENV_SLOTS) {
+        sc->truncated = 1;
         return;
     }
-    if (bpf_probe_read_user_str(sc->vars[*used & (ENV_SLOTS - 1)], ENV_VAL_SZ, var) > 0)
-        *used += 1;
+    if (bpf_probe_read_user_str(sc->vars[used & (ENV_SLOTS - 1)], ENV_VAL_SZ, var) > 0)
+        sc->used = used + 1;
 }
 
 // Pointer i of an environment array: 64-bit, or 32-bit for an ia32 execve (compat).
@@ -123,8 +126,9 @@ static __always_inline void exec_env_scan_abi(const void *envp, int compat)
     struct env_scratch *sc = env_scratch.lookup(&zero);
     if (!sc)
         return;
-    u32 used = 0, i = 0;
-    s64 truncated = 0;
+    u32 i = 0;
+    sc->used = 0;
+    sc->truncated = 0;
     // The pointers in one read (the array is followed by more of the caller's memory); if that
     // read fails (the array ends too near unmapped memory), or they are 32-bit, one at a time
     // up to the NULL.
@@ -132,7 +136,7 @@ static __always_inline void exec_env_scan_abi(const void *envp, int compat)
         for (i = 0; i < ENV_SCAN_MAX; i++) {
             if (env_ptr(&sc->ptrs[i], envp, i, compat) < 0) {
                 sc->ptrs[i] = 0;
-                truncated = 1;  // unreadable: as for a variable, user space reads the environment
+                sc->truncated = 1;  // unreadable: as for a variable, user space reads the environment
                 break;
             }
             if (!sc->ptrs[i])
@@ -143,13 +147,14 @@ static __always_inline void exec_env_scan_abi(const void *envp, int compat)
         const char *var = sc->ptrs[i];
         if (!var)
             break;
-        env_check(sc, var, &used, &truncated);
+        env_check(sc, var);
     }
     if (i == ENV_SCAN_MAX) {
         const char *more = 0;
         if (env_ptr(&more, envp, ENV_SCAN_MAX, compat) == 0 && more)
-            truncated = 1;
+            sc->truncated = 1;
     }
+    s64 used = sc->used, truncated = sc->truncated;
     if (!used && !truncated)
         return;
     struct ev_env *e = ev_reserve(K_EXECENV, sizeof(*e));
