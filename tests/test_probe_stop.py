@@ -52,3 +52,45 @@ async def test_stop_closes_no_descriptor_twice(nats_server, tmp_path, monkeypatc
     else:
         pytest.fail("the release thread was still running 20 s after the stop")
     assert not bad, f"descriptors closed twice on stop: {bad}"
+
+
+def _bpf_fds() -> set[int]:
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("anon_inode:bpf"):
+                out.add(int(fd))
+        except OSError:
+            pass
+    return out
+
+
+async def test_a_start_cancelled_while_the_kernel_is_configured_leaves_nothing_behind(nats_server, tmp_path):
+    """The kernel is configured in a worker thread (the ia32 programs' verification takes seconds):
+    a start cancelled meanwhile waits for that thread before releasing the BPF module, so no program
+    is loaded or attached into a module already torn down (ia32 exit "always": attached on raw
+    sys_exit, it would run on every syscall of the node)."""
+    before = _bpf_fds()
+    svc = ProbeService(ProbeConfig(ia32_exit="always"), CommonConfig(nats_url=nats_server.url, node="cancel-node",
+                                                                      data_dir=tmp_path))
+    configuring = threading.Event()
+    real = svc._configure_kernel
+
+    def configure() -> None:
+        configuring.set()
+        real()
+    svc._configure_kernel = configure  # type: ignore[method-assign]
+    start = asyncio.create_task(svc.__aenter__())
+    while not configuring.is_set():
+        assert not start.done(), start.exception()
+        await asyncio.sleep(0.01)
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+    assert svc.ia32_exit is not None, "the configuration the cancel came during did finish"
+    assert svc.bpf is None and not svc.ia32_exit.links and svc.ia32_exit.prog_fd == -1
+    for _ in range(200):  # the release thread closes the module's descriptors
+        if not any(t.name.startswith("bounded-") for t in threading.enumerate()):
+            break
+        await asyncio.sleep(0.1)
+    assert _bpf_fds() <= before, "BPF descriptors left open by the cancelled start"

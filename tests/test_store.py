@@ -421,3 +421,15 @@ def test_config_errors_name_the_setting():
         StoreConfig(fetch_batch=0)
     with pytest.raises(ConfigError, match="events_durable"):
         StoreConfig(events_durable="a.b")
+
+
+def test_each_node_gets_the_ancestor_rows_of_a_chain_every_node_shares():
+    """derive() skips an event's ancestors once a newer event of its node named the same chain;
+    the same chain on another node (a daemon under systemd on every host) still gets its rows."""
+    from services.store.derive import derive
+    anc = [{"pid": 1, "comm": "systemd", "exe": "/usr/lib/systemd/systemd", "args": ["/sbin/init"]}]
+    events = [ev("open", node=node, pid=pid, ppid=1, ancestors=anc, ts=NOW + i, path="/etc/hosts")
+              for i, (node, pid) in enumerate([("n1", 100), ("n2", 200), ("n1", 101), ("n2", 201)])]
+    rows = {(r[0], r[1]): r for r in derive(events).process_rows()}
+    assert set(rows) == {("n1", 1), ("n1", 100), ("n1", 101), ("n2", 1), ("n2", 200), ("n2", 201)}
+    assert rows[("n1", 1)][7] == rows[("n2", 1)][7] - 1 == NOW + 2  # each from its node's newest event

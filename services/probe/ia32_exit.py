@@ -31,9 +31,11 @@ class Ia32Exit:
         fn = bpf.load_func(b"i32_sys_exit", BPF.RAW_TRACEPOINT)
         self.prog_fd = os.dup(fn.fd)  # kept for a later attach, whatever becomes of bcc's module
         bpf[b"i32_exit_prog"][ct.c_int(0)] = ct.c_int(self.prog_fd)
-        # the environment scan of an ia32 execve: tail-called from sys_enter, never attached
-        env = bpf.load_func(b"i32_env_scan", BPF.RAW_TRACEPOINT)
-        bpf[b"i32_env_prog"][ct.c_int(0)] = ct.c_int(env.fd)
+        try:  # the environment scan of an ia32 execve: tail-called from sys_enter, never attached
+            env = bpf.load_func(b"i32_env_scan", BPF.RAW_TRACEPOINT)
+            bpf[b"i32_env_prog"][ct.c_int(0)] = ct.c_int(env.fd)
+        except Exception as e:  # each ia32 execve is then counted as a lost execenv scan
+            _log.error("ia32 execve environment scan not loaded: %s", e)
         self.seen, self.live = bpf[b"i32_seen"], bpf[b"i32_exit_live"]
         if mode == "always":
             self.attach("always attached (probe.ia32_exit)")

@@ -66,6 +66,17 @@ IA32_POLL_S = 0.05        # how often the lazy ia32 exit program's gate is check
 DETACH_WAIT_S = 2.0       # on stop, wait this long for detaching; process exit closes the rest
 
 
+async def _to_the_end(fn) -> None:
+    """Run `fn` in the executor; a caller cancelled meanwhile still waits for it to end: the start
+    steps use the BPF module, which the release that follows a cancelled start destroys."""
+    fut = asyncio.get_running_loop().run_in_executor(None, fn)
+    try:
+        await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        await asyncio.wait([fut])
+        raise
+
+
 async def _bounded_in_thread(fn, timeout: float) -> None:
     """Run `fn` in a daemon thread and wait for it at most `timeout` s (an exit is never held up)."""
     done = asyncio.get_running_loop().create_future()
@@ -163,20 +174,21 @@ class ProbeService:
         self.stats.set("probe_tracepoints_missing", len(self.plan.missing))
         self.stats.inc("probe_lost_events_total", 0)  # exported (as 0) from the first heartbeat
         try:
-            self.bpf = await loop.run_in_executor(
-                None, loader.compile_and_attach, self.plan, self.cfg.ringbuf_pages, self.cfg.wakeup_every)
+            # each step's result is kept by the thread itself: a start cancelled meanwhile releases it
+            await _to_the_end(lambda: setattr(self, "bpf", loader.compile_and_attach(
+                self.plan, self.cfg.ringbuf_pages, self.cfg.wakeup_every)))
             self._exclude_ourselves()
             # map writes and program loads (the verifier takes seconds): off the loop, which other
             # services share in `eunomia up` (an API answering nothing for 1.5 s failed a test)
-            await loop.run_in_executor(None, self._configure_kernel)
+            await _to_the_end(self._configure_kernel)
             if self.plan.has("dns.bpf.c"):
-                self.dns = await loop.run_in_executor(None, DnsAttachment(self.bpf).attach)
+                await _to_the_end(lambda: setattr(self, "dns", DnsAttachment(self.bpf).attach()))
                 if self.dns.error:
                     _log.warning("%s", self.dns.error)
                 self.stats.set("probe_dns_attached", 0 if self.dns.error else 1)
-            await loop.run_in_executor(None, self._keep_per_syscall_program)
+            await _to_the_end(self._keep_per_syscall_program)
             if self.cfg.free_compiler:  # every program is loaded and every map open: ~40 MB back
-                self._map_dups = await loop.run_in_executor(None, free_compiler_state, self.bpf)
+                await _to_the_end(lambda: setattr(self, "_map_dups", free_compiler_state(self.bpf)))
             self.bus = await self._stack.enter_async_context(
                 busmod.connect(self.common.servers, self.stats, name=f"probe-{self.node}",
                                cred=busauth.for_role(self.common.data_dir, "probe", self.node)))

@@ -91,7 +91,7 @@ class Derived:
     processes: dict[tuple, tuple] = field(default_factory=dict)     # (node, pid) -> row
     exits: dict[tuple, int] = field(default_factory=dict)           # (node, pid) -> ts
     ip_names: dict[tuple, tuple[str, int]] = field(default_factory=dict)  # (src, ip) -> (DNS name, ts)
-    chains: list[list] = field(default_factory=list)     # the last ancestor lists placed (newest first)
+    chains: list[tuple[str, int, list]] = field(default_factory=list)  # the last (node, ts, ancestors) placed
 
     def container_rows(self) -> list[tuple]:
         return [(cid, c["name"], c["image"], c["runtime"], c["node"], c["cgroup_id"], c["labels"],
@@ -149,10 +149,11 @@ def _processes(d: Derived, ev: dict, cid: str | None) -> None:
     if kind == "exit" and isinstance(pid, int):
         d.exits[(node, pid)] = max(ts, d.exits.get((node, pid), 0))
     anc = proc.get("ancestors") if isinstance(proc.get("ancestors"), list) else []
-    # most events repeat a newer event's ancestors, whose rows then win already: one comparison skips them
-    if anc in d.chains:
+    # most events repeat the ancestors of a newer event of their node, whose rows then win already
+    # (an equal ts would win the tie: not skipped)
+    if any(n == node and t > ts and a == anc for n, t, a in d.chains):
         return
-    d.chains.append(anc)
+    d.chains.append((node, ts, anc))
     if len(d.chains) > CHAINS_KEPT:
         del d.chains[0]
     for i, a in enumerate(anc):
