@@ -15,7 +15,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from shared import log
 from shared.filterplan import ALL_ACCESS, ALWAYS_KINDS, MAX_PATH_LEN, MAX_SUFFIX_LEN, PATH_KINDS, FilterPlan, env_key
+
+_log = log.get("probe.plan")
+BATCH_WRITES = 256  # array entries changed at once: one batch update, not one syscall each
 
 Entries = dict[tuple[int, bytes], int]   # (kind number, key bytes) -> access classes
 
@@ -130,11 +134,17 @@ class PlanMaps:
     def _set_array(self, name: bytes, old: dict[int, int], new: dict[int, int]) -> None:
         """Rewrite the array map `name` from `old` to `new` values (absent: 0)."""
         table = self.bpf[name]
-        for t in set(old) - set(new):
-            table[table.Key(t)] = table.Leaf(0)
-        for t, acc in new.items():
-            if old.get(t) != acc:
-                table[table.Key(t)] = table.Leaf(acc)
+        changes = dict.fromkeys(set(old) - set(new), 0)
+        changes.update((t, acc) for t, acc in new.items() if old.get(t) != acc)
+        if len(changes) >= BATCH_WRITES:  # a "/" prefix rewrites all 65536 entries of plan_open_head
+            try:
+                table.items_update_batch((table.Key * len(changes))(*map(table.Key, changes)),
+                                         (table.Leaf * len(changes))(*map(table.Leaf, changes.values())))
+                return
+            except Exception as e:  # no batch operations in this kernel: one at a time
+                _log.debug("batch update of %s failed (%s): writing entries one by one", name.decode(), e)
+        for t, acc in changes.items():
+            table[table.Key(t)] = table.Leaf(acc)
 
     def _set_env(self, names: Iterable[str]) -> None:
         try:
