@@ -92,4 +92,16 @@ def release_bpf(bpf, links: list[int]) -> None:
     for tp in list(bpf.raw_tracepoint_fds):
         bpf.detach_raw_tracepoint(tp)
     hand_to_reaper(fds)
+    _forget_lost_programs(bpf)
     bpf.cleanup()
+
+
+def _forget_lost_programs(bpf) -> None:
+    """A program whose descriptor is no longer open (something closed a number it did not own) is
+    named and left out of bcc's cleanup, which would otherwise stop at it and release nothing after."""
+    for name, fn in list(bpf.funcs.items()):
+        try:
+            fcntl.fcntl(fn.fd, fcntl.F_GETFD)
+        except OSError:
+            _log.error("BPF program %s: its descriptor %d was closed before the release", name.decode(), fn.fd)
+            del bpf.funcs[name]
