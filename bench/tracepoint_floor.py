@@ -13,8 +13,20 @@ from services.probe.detach import release_bpf
 from services.probe.loader import BPF_DIR, tracefs_root, tracepoints_used
 from services.probe.perf import DETAIL_TRACEPOINTS
 
-# close() is traced only on kernels without BTF (bpf/net.bpf.c)
-DETACHED_BY_DEFAULT = {tp.decode() for tp in DETAIL_TRACEPOINTS} | {"raw_syscalls:sys_enter", "syscalls:sys_enter_close"}
+DETACHED_BY_DEFAULT = {tp.decode() for tp in DETAIL_TRACEPOINTS} | {"raw_syscalls:sys_enter"}
+
+
+def has_btf() -> bool:
+    """Whether the probe compiles with kernel offsets (HAVE_KOFF): then close() is not traced
+    (bpf/net.bpf.c) and the ia32 programs are (bpf/syscalls_ia32.bpf.c); without, the reverse."""
+    from services.probe.btf import BTFError, vmlinux
+    try:
+        vmlinux()
+    except BTFError:
+        return False
+    return True
+
+
 EMPTY = b"int empty_tp(void *ctx) { return 0; }\nint empty_raw(void *ctx) { return 0; }"
 
 
@@ -23,12 +35,15 @@ def probe_attach_points(bpf_dir=BPF_DIR) -> tuple[list[str], list[str]]:
     without those the probe detaches by default."""
     tps, raws = set(), set()
     events = tracefs_root() / "events"
+    btf = has_btf()
+    detached = DETACHED_BY_DEFAULT | ({"syscalls:sys_enter_close"} if btf else set())
     for src in sorted(bpf_dir.glob("*.bpf.c")):
         text = src.read_text()
         for tp in tracepoints_used(text):
-            if (events / tp.replace(":", "/")).is_dir() and tp not in DETACHED_BY_DEFAULT:
+            if (events / tp.replace(":", "/")).is_dir() and tp not in detached:
                 tps.add(tp)
-        raws.update(re.findall(r"^RAW_TRACEPOINT_PROBE\((\w+)\)", text, re.M))
+        if btf or src.name != "syscalls_ia32.bpf.c":  # compiled out without kernel offsets
+            raws.update(re.findall(r"^RAW_TRACEPOINT_PROBE\((\w+)\)", text, re.M))
     return sorted(tps), sorted(raws)
 
 
