@@ -160,8 +160,8 @@ class Codec:
                     self._samples[i] = memoryview(raw).tobytes()
 
     def wants_training(self) -> bool:
-        """True once per schedule: the caller then trains (train(), or take_samples() and
-        training_done() around its own training)."""
+        """True once per schedule: the caller then trains, between take_samples() and training_done()
+        (Training below)."""
         if len(self._samples) < TRAIN_SAMPLES or self.current >= MAX_DICTS or self._training:
             return False
         self._training = self.current == 0 or self._since_train >= RETRAIN_EVERY
@@ -176,13 +176,6 @@ class Codec:
 
     def training_done(self) -> None:
         self._training = False
-
-    def train(self) -> bytes | None:
-        """A new dictionary from the samples, here and now (None if zstd could not train one)."""
-        try:
-            return train_samples(self.take_samples())
-        finally:
-            self.training_done()
 
 
 def train_samples(samples: list[bytes]) -> bytes | None:
