@@ -30,6 +30,7 @@ MAX_PENDING_ENV = 4096   # execenv events waiting for their exec (one per exec i
 MAX_FDS = 16384          # (pid, fd) -> path of opens seen, to name ftruncate/fchown fds
 FD_KINDS = ("truncate", "chown")
 NAMED_KINDS = frozenset(("connect", "accept", "flow"))  # get `dname` from the container's DNS answers
+TRACKED_KINDS = frozenset(("execenv", "fork", "exec", "chdir", "dns"))  # kinds that change what is known
 
 
 def _kind_label(kind: str) -> str:
@@ -68,11 +69,10 @@ class Enricher:
 
     def _fd_path(self, ev: dict) -> None:
         """Remember what opens returned; name the fd of ftruncate/fchown (path None)."""
-        kind = ev["kind"]
-        if kind == "open":
+        if ev["kind"] == "open":
             ret, path = ev.get("ret"), ev.get("path")
-            if isinstance(ret, int) and ret >= 0 and not ev.get("ret_unknown") and isinstance(path, str) and path:
-                if not path.startswith("/"):
+            if ret.__class__ is int and ret >= 0 and path.__class__ is str and path and not ev.get("ret_unknown"):
+                if path[0] != "/":
                     cwd = (ev.get("proc") or {}).get("cwd")
                     path = os.path.normpath(os.path.join(cwd, path)) if cwd and ev.get("dirfd") == -100 else path
                 self._fds[(ev["pid"], ret)] = path
@@ -166,85 +166,100 @@ class Enricher:
 
     async def enrich(self, events: list[dict]) -> list[dict]:
         out: list[dict] = []
-        matches = []
+        in_containers: list[tuple[dict, CgroupMatch]] = []  # (event, match): their views after the lookups
         kinds_in: dict[str, int] = {}
+        bad: dict[str, int] = {}    # of kinds_in, the malformed ones
         views: dict[int, tuple[str, tuple[dict, int]]] = {}  # pid -> (comm, proc view) within the batch
         in_views: set[int] = set()  # pids that are some cached view's ancestor
+        resolve = self.containers.resolve
         for ev in events:
-            kind = ev.get("kind") if ev.__class__ is dict else None
-            label = kind if kind.__class__ is str and kind in KINDS else "other"
+            # the fast path: an event as the probe makes them (the same test as _check's first)
+            if ev.__class__ is dict:
+                kind, pid, cg = ev.get("kind"), ev.get("pid"), ev.get("cgroup_id")
+                ok = kind.__class__ is str and kind in KINDS and pid.__class__ is int and pid >= 0 \
+                    and ev.get("ts").__class__ is int and ev.get("id").__class__ is str and "node" in ev \
+                    and (cg is None or cg.__class__ is int and cg >= 0)
+            else:
+                kind, ok = None, False
+            label = kind if ok else _kind_label(kind) if kind.__class__ is str else "other"
             kinds_in[label] = kinds_in.get(label, 0) + 1
-            why = self._check(ev)
-            if why:
-                self._malformed(why, ev if isinstance(ev, dict) else {})
-                continue
-            pid = ev["pid"]
-            cg = ev.get("cgroup_id") or 0
-            m = self.containers.resolve(cg, ev["ts"], pid) if cg else self._by_proc(pid)
-            if kind == "execenv":
-                self._track(ev)
-            if kind == "fork" or kind == "exec" or kind == "chdir":
-                # host: the probe's cgroup id names no container (a missing id trusts nothing)
-                self._track(ev, host=bool(cg) and m is None)
-                changed = ev.get("child_pid") if kind == "fork" else ev["pid"]
-                views.pop(changed, None)
-                if kind == "exec" and changed in in_views:  # an ancestor of cached views changed
-                    views.clear()
-                    in_views.clear()
-            elif kind == "dns":  # before the process view: an answer takes its query's pid
-                self.dns.on_event(ev, self._scope(ev, m if cg else None))
-            pid = ev["pid"]
-            ppid = ev.get("ppid") if isinstance(ev.get("ppid"), int) else 0
-            comm = ev.get("comm") if isinstance(ev.get("comm"), str) else ""
+            if not ok:
+                why = self._check(ev)
+                if why:
+                    bad[label] = bad.get(label, 0) + 1
+                    self._malformed(why, ev if isinstance(ev, dict) else {})
+                    continue
+                pid, cg = ev["pid"], ev.get("cgroup_id")
+            m = resolve(cg, ev["ts"], pid) if cg else self._by_proc(pid)
+            if kind in TRACKED_KINDS:
+                if kind == "execenv":
+                    self._track(ev)
+                elif kind == "dns":  # before the process view: an answer takes its query's pid
+                    self.dns.on_event(ev, self._scope(ev, m if cg else None))
+                    pid = ev["pid"]
+                else:  # fork, exec, chdir
+                    # host: the probe's cgroup id names no container (a missing id trusts nothing)
+                    self._track(ev, host=bool(cg) and m is None)
+                    changed = ev.get("child_pid") if kind == "fork" else pid
+                    views.pop(changed, None)
+                    if kind == "exec" and changed in in_views:  # an ancestor of cached views changed
+                        views.clear()
+                        in_views.clear()
+            comm = ev.get("comm")
+            if comm.__class__ is not str:
+                comm = ""
             cached = views.get(pid)
             if cached is not None and cached[0] == comm:
                 view = cached[1]
             else:  # a new comm may be a rename the table must learn
-                tid = ev.get("tid") if isinstance(ev.get("tid"), int) else None
-                view = self.procs.proc_view(pid, comm, ppid, tid)
+                ppid, tid = ev.get("ppid"), ev.get("tid")
+                view = self.procs.proc_view(pid, comm, ppid if isinstance(ppid, int) else 0,
+                                            tid if isinstance(tid, int) else None)
                 views[pid] = (comm, view)
                 in_views.update(a["pid"] for a in view[0]["ancestors"])
             ev["proc"], table_ppid = view
-            if kind == "open" or kind in FD_KINDS:
-                self._fd_path(ev)
             if table_ppid:  # the table's parent: it follows CLONE_PARENT and reparenting
                 ev["ppid"] = table_ppid
-            if ev["kind"] == "exit":
+            if kind == "open" or kind in FD_KINDS:
+                self._fd_path(ev)
+            elif kind == "exit":
                 self._pending_env.pop(pid, None)
                 self.procs.on_exit(pid)
                 views.pop(pid, None)  # the pid's next events are a new process
-            if kind in NAMED_KINDS:
+            elif kind in NAMED_KINDS:
                 ev["dname"] = self.names.lookup(self._scope(ev, m), ev.get("daddr"), ev["ts"])
-            matches.append(m)
-            out.append(ev)
-        for kind, n in kinds_in.items():
-            self.stats.inc("enricher_events_in_total", n, kind=kind)
-        await self._lookups([m for m in matches if m is not None])
-        kinds_out: dict[str, int] = {}
-        by_match: dict[int, tuple[dict, dict | None]] = {}  # one container view per match in the batch
-        id_only = 0
-        for ev, m in zip(out, matches):
             if m is None:
                 ev["container"] = ev["k8s"] = None
             else:
-                cv = by_match.get(id(m))
-                if cv is None:
-                    cv = by_match[id(m)] = self.containers.view_cached(m)
-                ev["container"], ev["k8s"] = cv
-                id_only += cv[0]["name"] is None
-                if ev["kind"] == "exec" and (mounts := self.containers.mounts(m)):
-                    ev["container"] = {**cv[0], "mounts": mounts}
-            kind = ev["kind"]
-            kinds_out[kind] = kinds_out.get(kind, 0) + 1
-        if id_only:
-            self.stats.inc("enricher_container_id_only_total", id_only)
-        for kind, n in kinds_out.items():
-            self.stats.inc("enricher_events_out_total", n, kind=_kind_label(kind))
+                in_containers.append((ev, m))
+            out.append(ev)
+        for kind, n in kinds_in.items():
+            self.stats.inc("enricher_events_in_total", n, kind=kind)
+        if in_containers:
+            await self._lookups([m for _, m in in_containers])
+            self._container_views(in_containers)
+        for kind, n in kinds_in.items():
+            if n - bad.get(kind, 0):
+                self.stats.inc("enricher_events_out_total", n - bad.get(kind, 0), kind=kind)
         for reason, n in self.procs.fixups.items():
             self.stats.inc("enricher_proc_fixups_total", n, reason=reason)
         self.procs.fixups.clear()
         self.procs.tick()
         return out
+
+    def _container_views(self, in_containers: list[tuple[dict, CgroupMatch]]) -> None:
+        by_match: dict[int, tuple[dict, dict | None]] = {}  # one container view per match in the batch
+        id_only = 0
+        for ev, m in in_containers:
+            cv = by_match.get(id(m))
+            if cv is None:
+                cv = by_match[id(m)] = self.containers.view_cached(m)
+            ev["container"], ev["k8s"] = cv
+            id_only += cv[0]["name"] is None
+            if ev["kind"] == "exec" and (mounts := self.containers.mounts(m)):
+                ev["container"] = {**cv[0], "mounts": mounts}
+        if id_only:
+            self.stats.inc("enricher_container_id_only_total", id_only)
 
     def _by_proc(self, pid: int) -> CgroupMatch | None:
         """No cgroup id from the probe: the process's cgroup path from the table or /proc."""
