@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 
 from shared import log, subjects
 from shared.bounded import Bounded
@@ -30,6 +31,7 @@ MAX_PENDING_ENV = 4096   # execenv events waiting for their exec (one per exec i
 MAX_FDS = 16384          # (pid, fd) -> path of opens seen, to name ftruncate/fchown fds
 FD_KINDS = ("truncate", "chown")
 NAMED_KINDS = frozenset(("connect", "accept", "flow"))  # get `dname` from the container's DNS answers
+_UNSEEN: Any = object()
 TRACKED_KINDS = frozenset(("execenv", "fork", "exec", "chdir", "dns"))  # kinds that change what is known
 
 
@@ -171,7 +173,8 @@ class Enricher:
         bad: dict[str, int] = {}    # of kinds_in, the malformed ones
         views: dict[int, tuple[str, tuple[dict, int]]] = {}  # pid -> (comm, proc view) within the batch
         in_views: set[int] = set()  # pids that are some cached view's ancestor
-        resolve = self.containers.resolve
+        resolve, known = self.containers.resolve, self.containers.cgroups.known
+        by_cgroup: dict[int, CgroupMatch | None] = {}  # resolved once a batch (and noted seen once)
         for ev in events:
             # the fast path: an event as the probe makes them (the same test as _check's first)
             if ev.__class__ is dict:
@@ -190,7 +193,14 @@ class Enricher:
                     self._malformed(why, ev if isinstance(ev, dict) else {})
                     continue
                 pid, cg = ev["pid"], ev.get("cgroup_id")
-            m = resolve(cg, ev["ts"], pid) if cg else self._by_proc(pid)
+            if cg:
+                m = by_cgroup.get(cg, _UNSEEN)
+                if m is _UNSEEN:
+                    m = resolve(cg, ev["ts"], pid)
+                    if known(cg):  # settled: not an answer that may change within the batch
+                        by_cgroup[cg] = m
+            else:
+                m = self._by_proc(pid)
             if kind in TRACKED_KINDS:
                 if kind == "execenv":
                     self._track(ev)
