@@ -1,18 +1,24 @@
 """Stack addresses -> function names, in user space.
 
 Kernel frames from /proc/kallsyms (sorted once, bisect per address). User
-frames through bcc's symbol cache, which reads each process's memory map and
-the ELF symbol tables of its binaries through /proc/<pid>/root, so binaries
-inside containers resolve without entering their mount namespace. Per-process
-caches are bounded in number and freed once the process is gone.
+frames from each process's memory map and the ELF symbol tables of the files
+it maps, opened through /proc/<pid>/map_files (or /proc/<pid>/root), so
+binaries inside containers resolve without entering their mount namespace.
+Bounded: processes and files are each kept up to a number, least recently
+used dropped; a process's map is dropped once it is gone.
 """
 from __future__ import annotations
 
 import bisect
 import os
+import struct
+import time
 from array import array
+from dataclasses import dataclass
 
 from shared.bounded import Bounded
+
+from .elfsyms import ElfError, ElfSymbols
 
 UNKNOWN = "[unknown]"
 
@@ -58,34 +64,102 @@ class KernelSymbols:
         return self._names[self._offsets[i]:self._offsets[i + 1] - 1]
 
 
-class UserSymbols:
-    """Per-pid symbol caches (bcc's), at most `max_pids`, least recently used evicted and freed
-    (a cache holds the symbol tables of every binary the process maps: MBs for big programs)."""
+@dataclass(frozen=True)
+class _Mapping:
+    start: int
+    end: int
+    offset: int
+    path: str        # as /proc/<pid>/maps names it (in the process's mount namespace)
+    range: str       # "start-end" as in maps: /proc/<pid>/map_files/<range> opens the very file
 
-    def __init__(self, max_pids: int = 64) -> None:
-        from bcc import SymbolCache
-        from bcc.libbcc import lib
-        self._new, self._lib = SymbolCache, lib
-        self.max_pids = max_pids
-        self._caches: Bounded[int, object] = Bounded(max_pids, self._free)   # evicted ones freed
+
+@dataclass
+class _Process:
+    maps: list[_Mapping]
+    starts: list[int]
+    read_at: float   # monotonic
+
+
+class UserSymbols:
+    """User frames: the executable mappings of each process (/proc/<pid>/maps, at most `max_pids`
+    processes, least recently used dropped) and the function symbols of each mapped file
+    (services/probe/elfsyms.py; at most `max_files`, shared by every process that maps one).
+    A file is opened through /proc/<pid>/map_files (the very file mapped: one in a container,
+    deleted or replaced since), else through /proc/<pid>/root. A frame in a file without symbols
+    is named after the file ("[libfoo.so]"); one outside any file, or of a process gone, is
+    [unknown]. Nothing here runs libbcc (see elfsyms.py for why)."""
+
+    def __init__(self, max_pids: int = 64, max_files: int = 128, max_symbols: int = 1_000_000) -> None:
+        self._procs: Bounded[int, _Process] = Bounded(max_pids)
+        # None: no ELF symbols there. Bounded in files, and in symbols in all (least recently used go)
+        self._files: Bounded[tuple, ElfSymbols | None] = Bounded(max_files, self._dropped)
+        self.max_symbols, self.symbols = max_symbols, 0
 
     def name(self, addr: int, pid: int) -> str:
-        cache = self._caches.touch(pid)
-        if cache is None:
-            cache = self._caches[pid] = self._new(pid)
-        try:
-            sym, _offset, module = cache.resolve(addr, True)
-        except Exception:
+        proc = self._procs.touch(pid)
+        if proc is None:
+            proc = self._procs[pid] = self._read_maps(pid)
+        m = _find(proc, addr)
+        if m is None and time.monotonic() - proc.read_at >= REREAD_MAPS_S:  # mapped since (dlopen)?
+            proc = self._procs[pid] = self._read_maps(pid)
+            m = _find(proc, addr)
+        if m is None:
             return UNKNOWN
-        if sym:
-            return sym.decode("utf-8", "replace")
-        if module:  # a stripped binary: at least which one
-            return "[" + os.path.basename(module.decode("utf-8", "replace")) + "]"
-        return UNKNOWN
+        syms = self._symbols(pid, m)
+        file_offset = addr - m.start + m.offset
+        elf_addr = syms.address(file_offset) if syms is not None else None
+        sym = syms.name(elf_addr) if syms is not None and elf_addr is not None else None
+        return sym or "[" + os.path.basename(m.path) + "]"
 
-    def _free(self, pid: int, cache) -> None:
-        self._lib.bcc_free_symcache(cache.cache, pid)
+    def _read_maps(self, pid: int) -> _Process:
+        maps = []
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                for line in f:
+                    parts = line.split(None, 5)
+                    if len(parts) == 6 and "x" in parts[1] and parts[5].startswith("/"):
+                        lo, hi = parts[0].split("-")
+                        maps.append(_Mapping(int(lo, 16), int(hi, 16), int(parts[2], 16),
+                                             parts[5].rstrip("\n").removesuffix(" (deleted)"), parts[0]))
+        except (OSError, ValueError):
+            pass
+        maps.sort(key=lambda m: m.start)
+        return _Process(maps, [m.start for m in maps], time.monotonic())
+
+    def _symbols(self, pid: int, m: _Mapping) -> ElfSymbols | None:
+        for path in (f"/proc/{pid}/map_files/{m.range}", f"/proc/{pid}/root{m.path}"):
+            try:
+                with open(path, "rb") as f:
+                    st = os.fstat(f.fileno())
+                    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                    if key in self._files:
+                        return self._files.touch(key)
+                    try:
+                        syms: ElfSymbols | None = ElfSymbols(f)
+                    except (ElfError, struct.error, OSError, ValueError):
+                        syms = None
+                    self._files[key] = syms
+                    self.symbols += len(syms or ())
+                    while self.symbols > self.max_symbols and len(self._files) > 1:
+                        self._dropped(*self._files.popitem(last=False))
+                    return syms
+            except OSError:
+                continue
+        return None
+
+    def _dropped(self, _key: tuple, syms: ElfSymbols | None) -> None:
+        self.symbols -= len(syms or ())
 
     def forget_dead(self) -> None:
-        for pid in [p for p in self._caches if not os.path.exists(f"/proc/{p}")]:
-            self._free(pid, self._caches.pop(pid))
+        for pid in [p for p in self._procs if not os.path.exists(f"/proc/{p}")]:
+            del self._procs[pid]
+
+
+REREAD_MAPS_S = 1.0   # a frame outside every known mapping re-reads the process's maps, at most this often
+
+
+def _find(proc: _Process, addr: int) -> _Mapping | None:
+    i = bisect.bisect_right(proc.starts, addr) - 1
+    if i >= 0 and addr < proc.maps[i].end:
+        return proc.maps[i]
+    return None
