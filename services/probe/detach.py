@@ -98,7 +98,8 @@ def release_bpf(bpf, links: list[int]) -> None:
 
 def _forget_lost_programs(bpf) -> None:
     """A program whose descriptor is no longer open (something closed a number it did not own) is
-    named and left out of bcc's cleanup, which would otherwise stop at it and release nothing after."""
+    named and left out of bcc's cleanup, which would otherwise stop at it and release nothing after.
+    (libbcc's symbol cache once did so; the profiler no longer uses it: services/probe/elfsyms.py.)"""
     for name, fn in list(bpf.funcs.items()):
         try:
             fcntl.fcntl(fn.fd, fcntl.F_GETFD)
