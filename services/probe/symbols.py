@@ -14,7 +14,7 @@ import os
 import struct
 import time
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shared.bounded import Bounded
 
@@ -78,6 +78,7 @@ class _Process:
     maps: list[_Mapping]
     starts: list[int]
     read_at: float   # monotonic
+    files: dict[str, tuple] = field(default_factory=dict)   # mapping range -> its file's key in _files
 
 
 class UserSymbols:
@@ -105,7 +106,7 @@ class UserSymbols:
             m = _find(proc, addr)
         if m is None:
             return UNKNOWN
-        syms = self._symbols(pid, m)
+        syms = self._symbols(pid, proc, m)
         file_offset = addr - m.start + m.offset
         elf_addr = syms.address(file_offset) if syms is not None else None
         sym = syms.name(elf_addr) if syms is not None and elf_addr is not None else None
@@ -126,12 +127,17 @@ class UserSymbols:
         maps.sort(key=lambda m: m.start)
         return _Process(maps, [m.start for m in maps], time.monotonic())
 
-    def _symbols(self, pid: int, m: _Mapping) -> ElfSymbols | None:
+    def _symbols(self, pid: int, proc: _Process, m: _Mapping) -> ElfSymbols | None:
+        key = proc.files.get(m.range)
+        if key == ():   # could not be opened
+            return None
+        if key is not None and key in self._files:   # this mapping's file, read before
+            return self._files.touch(key)
         for path in (f"/proc/{pid}/map_files/{m.range}", f"/proc/{pid}/root{m.path}"):
             try:
                 with open(path, "rb") as f:
                     st = os.fstat(f.fileno())
-                    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                    key = proc.files[m.range] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
                     if key in self._files:
                         return self._files.touch(key)
                     try:
@@ -145,6 +151,7 @@ class UserSymbols:
                     return syms
             except OSError:
                 continue
+        proc.files[m.range] = ()
         return None
 
     def _dropped(self, _key: tuple, syms: ElfSymbols | None) -> None:
