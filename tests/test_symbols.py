@@ -184,3 +184,28 @@ def test_not_an_elf_file_and_demangling(tmp_path):
         ElfSymbols(f)
     assert demangle("_ZN3foo3barEv") == "foo::bar()"
     assert demangle("main") == "main" and demangle("_Znot-a-name") == "_Znot-a-name"
+
+
+def test_corrupt_elf_files_never_raise_past_the_reader_nor_hang(tmp_path):
+    """A monitored process chooses the files it maps: any bytes in the headers give symbols or
+    ElfError (and UserSymbols takes any failure as "no symbols"), quickly."""
+    import random
+
+    from services.probe.elfsyms import ElfError
+    good = build(tmp_path, "spin").read_bytes()
+    rnd = random.Random(7)
+    started = time.monotonic()
+    for _ in range(1000):
+        data = bytearray(good)
+        for _ in range(rnd.randint(1, 6)):   # the ELF, program and section headers, and the tables
+            at = rnd.choice([rnd.randrange(64), rnd.randrange(len(data)), len(data) - 1 - rnd.randrange(4096)])
+            data[at] = rnd.randrange(256)
+        (tmp_path / "bad").write_bytes(data)
+        with open(tmp_path / "bad", "rb") as f:
+            try:
+                syms = ElfSymbols(f)
+            except ElfError:
+                continue
+            syms.name(rnd.randrange(1 << 32))
+            syms.address(rnd.randrange(1 << 20))
+    assert time.monotonic() - started < 30

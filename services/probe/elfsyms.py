@@ -57,13 +57,17 @@ class ElfSymbols:
         hdr = lay.ehdr.unpack(_read(f, 16, lay.ehdr.size))
         phoff, shoff, phentsize, phnum, shentsize, shnum = hdr[4], hdr[5], hdr[8], hdr[9], hdr[10], hdr[11]
         self.loads: list[tuple[int, int, int]] = []   # PT_LOAD (file offset, size in file, address)
-        for i in range(min(phnum, 256)):
-            ph = lay.phdr.unpack(_read(f, phoff + i * phentsize, lay.phdr.size))
-            if ph[0] == PT_LOAD:
-                off, addr, filesz = (ph[2], ph[3], ph[5]) if ident[4] == 2 else (ph[1], ph[2], ph[4])
-                self.loads.append((off, filesz, addr))
-        sections = [lay.shdr.unpack(_read(f, shoff + i * shentsize, lay.shdr.size))
-                    for i in range(min(shnum, 65536))] if shoff else []
+        if phentsize >= lay.phdr.size:
+            table = _read(f, phoff, min(phnum, 256) * phentsize)
+            for i in range(0, len(table), phentsize):
+                ph = lay.phdr.unpack_from(table, i)
+                if ph[0] == PT_LOAD:
+                    off, addr, filesz = (ph[2], ph[3], ph[5]) if ident[4] == 2 else (ph[1], ph[2], ph[4])
+                    self.loads.append((off, filesz, addr))
+        sections = []
+        if shoff and shentsize >= lay.shdr.size:   # one read of the whole table, bounded
+            table = _read(f, shoff, min(shnum, 65536) * shentsize)
+            sections = [lay.shdr.unpack_from(table, i) for i in range(0, len(table), shentsize)]
         rows: dict[int, tuple[int, bytes]] = {}   # address -> (size, name)
         code = {i for i, x in enumerate(sections) if x[2] & SHF_EXECINSTR}
         for want in (SHT_DYNSYM, SHT_SYMTAB):
@@ -130,8 +134,11 @@ class ElfSymbols:
 
 
 def _read(f, offset: int, size: int) -> bytes:
-    f.seek(offset)
-    data = f.read(size)
+    try:
+        f.seek(offset)
+        data = f.read(size)
+    except (OSError, OverflowError, ValueError) as e:   # an offset past what a file can have
+        raise ElfError(f"unreadable at offset {offset}: {e}") from None
     if len(data) < size:
         raise ElfError(f"truncated at offset {offset}")
     return data

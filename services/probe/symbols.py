@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import bisect
 import os
-import struct
+import stat
 import time
 from array import array
 from dataclasses import dataclass, field
 
 from shared.bounded import Bounded
 
-from .elfsyms import ElfError, ElfSymbols
+from .elfsyms import ElfSymbols
 
 UNKNOWN = "[unknown]"
 
@@ -137,13 +137,15 @@ class UserSymbols:
             try:
                 with open(path, "rb") as f:
                     st = os.fstat(f.fileno())
+                    if not stat.S_ISREG(st.st_mode):   # a device mapped executable: nothing to read
+                        break
                     key = proc.files[m.range] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
                     if key in self._files:
                         return self._files.touch(key)
                     try:
                         syms: ElfSymbols | None = ElfSymbols(f)
-                    except (ElfError, struct.error, OSError, ValueError):
-                        syms = None
+                    except Exception:   # ElfError, struct.error, OSError...: a file, not ours, that no frame
+                        syms = None     # of it may cost the window
                     self._files[key] = syms
                     self.symbols += len(syms or ())
                     while self.symbols > self.max_symbols and len(self._files) > 1:
