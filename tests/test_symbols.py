@@ -34,11 +34,14 @@ int main(void) {
 
 SPIN32_S = '''
 .globl _start
+.globl inner_label
 .type eunomia_spin32, @function
 .text
 _start:
     call eunomia_spin32
 eunomia_spin32:
+    nop
+inner_label:
     jmp eunomia_spin32
 .size eunomia_spin32, . - eunomia_spin32
 '''
@@ -120,8 +123,12 @@ def test_a_32_bit_program(tmp_path):
     subprocess.run(["ld", "-m", "elf_i386", "-o", str(exe), str(obj)], check=True)
     nm = subprocess.run(["nm", str(exe)], check=True, capture_output=True, text=True).stdout
     addr = next(int(ln.split()[0], 16) for ln in nm.splitlines() if ln.endswith(" eunomia_spin32"))
+    label = next(int(ln.split()[0], 16) for ln in nm.splitlines() if ln.endswith(" inner_label"))
     with open(exe, "rb") as f:
-        assert ElfSymbols(f).name(addr + 1) == "eunomia_spin32"
+        elf = ElfSymbols(f)
+    assert elf.name(addr + 1) == "eunomia_spin32"
+    assert elf.name(label) == "eunomia_spin32"   # an untyped label inside a sized function: the function
+    assert elf.name(addr - 1) == "_start"        # untyped, unsized: up to the next symbol
     syms = UserSymbols()
     with Running(exe, prints=False) as prog:
         time.sleep(0.1)
@@ -151,7 +158,7 @@ def test_gone_and_unreaped_processes_are_unknown_and_close_nothing_of_ours(tmp_p
             fresh = UserSymbols()
             assert fresh.name(spin, prog.p.pid) == UNKNOWN   # a zombie has no memory map left
             fcntl.fcntl(victim, fcntl.F_GETFD)               # still ours
-        syms.forget_dead()
+        syms.forget_maps()
         assert syms.name(spin, prog.p.pid) == UNKNOWN
         assert syms.name(spin, 0x7FFFFFF0) == UNKNOWN        # no such process
     finally:
@@ -166,11 +173,11 @@ def test_bounds(tmp_path):
         for prog in progs:
             assert syms.name(prog.addrs[0], prog.p.pid) == "eunomia_spin_here"
         assert len(syms._procs) == 2 and len(syms._files) == 1
-        libc_only = UserSymbols(max_symbols=1)   # over budget: only the file last read is kept
+        libc_only = UserSymbols(max_bytes=1)   # over budget: only the file last read is kept
         for prog in progs:
             libc_only.name(prog.addrs[0], prog.p.pid)
             libc_only.name(_libc_addr(prog.p.pid, "write"), prog.p.pid)
-        assert len(libc_only._files) == 1 and libc_only.symbols == len(next(iter(libc_only._files.values())))
+        assert len(libc_only._files) == 1 and libc_only.nbytes == next(iter(libc_only._files.values())).nbytes
     finally:
         for prog in progs:
             prog.__exit__()
@@ -209,3 +216,22 @@ def test_corrupt_elf_files_never_raise_past_the_reader_nor_hang(tmp_path):
             syms.name(rnd.randrange(1 << 32))
             syms.address(rnd.randrange(1 << 20))
     assert time.monotonic() - started < 30
+
+
+def test_a_fifo_or_another_file_under_the_mapped_name_is_not_read(tmp_path):
+    """When /proc/<pid>/map_files cannot open a mapping, its name is tried under the process's
+    root: a FIFO put there must not block the drain, another file must not be taken for it."""
+    from services.probe.symbols import _Mapping, _Process
+    fifo, other = tmp_path / "fifo", tmp_path / "other"
+    os.mkfifo(fifo)
+    shutil.copy(build(tmp_path, "spin"), other)
+    syms = UserSymbols()
+    started = time.monotonic()
+    for path, inode in ((fifo, fifo.stat().st_ino), (other, other.stat().st_ino + 1)):
+        proc = _Process([], [], 0.0)
+        m = _Mapping(0x1000, 0x2000, 0, inode, str(path), "1000-2000")   # no such range: map_files fails
+        assert syms._symbols(os.getpid(), proc, m) is None
+    assert time.monotonic() - started < 5
+    proc = _Process([], [], 0.0)
+    m = _Mapping(0x1000, 0x2000, 0, other.stat().st_ino, str(other), "1000-2000")
+    assert syms._symbols(os.getpid(), proc, m) is not None   # the very file: read

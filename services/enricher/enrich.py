@@ -73,7 +73,7 @@ class Enricher:
         """Remember what opens returned; name the fd of ftruncate/fchown (path None)."""
         if ev["kind"] == "open":
             ret, path = ev.get("ret"), ev.get("path")
-            if ret.__class__ is int and ret >= 0 and path.__class__ is str and path and not ev.get("ret_unknown"):
+            if isinstance(ret, int) and ret >= 0 and path.__class__ is str and path and not ev.get("ret_unknown"):
                 if path[0] != "/":
                     cwd = (ev.get("proc") or {}).get("cwd")
                     path = os.path.normpath(os.path.join(cwd, path)) if cwd and ev.get("dirfd") == -100 else path
@@ -174,7 +174,9 @@ class Enricher:
         views: dict[int, tuple[str, tuple[dict, int]]] = {}  # pid -> (comm, proc view) within the batch
         in_views: set[int] = set()  # pids that are some cached view's ancestor
         resolve, known = self.containers.resolve, self.containers.cgroups.known
-        by_cgroup: dict[int, CgroupMatch | None] = {}  # resolved once a batch (and noted seen once)
+        # cgroup -> match, resolved once a batch: a container is noted seen once a batch, with the
+        # batch's first cgroup of it (not each event's), which is what last_seen and cgroup_id then say
+        by_cgroup: dict[int, CgroupMatch | None] = {}
         for ev in events:
             # the fast path: an event as the probe makes them (the same test as _check's first)
             if ev.__class__ is dict:

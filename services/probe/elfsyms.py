@@ -18,8 +18,12 @@ from array import array
 from dataclasses import dataclass
 from typing import Any
 
+from shared.bounded import Bounded
+
 MAX_SYMBOLS = 400_000           # per file: the rest of a larger table is left out
 MAX_TABLE_BYTES = 16 * 1024 * 1024   # a symbol or string table larger than this is not read
+MAX_NAME = 4096                      # bytes of one name (a longer one is cut)
+MAX_NAME_BYTES = 16 * 1024 * 1024    # names kept per file
 STT_NOTYPE, STT_FUNC, STT_GNU_IFUNC = 0, 2, 10
 SHF_EXECINSTR = 0x4
 SHT_SYMTAB, SHT_DYNSYM = 2, 11
@@ -47,7 +51,9 @@ _LAYOUTS = {
 
 
 class ElfSymbols:
-    """The function symbols of one ELF file: address -> name, by file offset or ELF address."""
+    """The function symbols of one ELF file: address -> name, by file offset or ELF address.
+    Bounded whatever the file holds (a monitored process chooses what it maps): one table of
+    each type is read, names are cut at MAX_NAME bytes and kept up to MAX_NAME_BYTES in all."""
 
     def __init__(self, f) -> None:
         ident = f.read(16)
@@ -57,7 +63,7 @@ class ElfSymbols:
         hdr = lay.ehdr.unpack(_read(f, 16, lay.ehdr.size))
         phoff, shoff, phentsize, phnum, shentsize, shnum = hdr[4], hdr[5], hdr[8], hdr[9], hdr[10], hdr[11]
         self.loads: list[tuple[int, int, int]] = []   # PT_LOAD (file offset, size in file, address)
-        if phentsize >= lay.phdr.size:
+        if phentsize == lay.phdr.size:
             table = _read(f, phoff, min(phnum, 256) * phentsize)
             for i in range(0, len(table), phentsize):
                 ph = lay.phdr.unpack_from(table, i)
@@ -65,31 +71,41 @@ class ElfSymbols:
                     off, addr, filesz = (ph[2], ph[3], ph[5]) if ident[4] == 2 else (ph[1], ph[2], ph[4])
                     self.loads.append((off, filesz, addr))
         sections = []
-        if shoff and shentsize >= lay.shdr.size:   # one read of the whole table, bounded
+        if shoff and shentsize == lay.shdr.size:   # one read of the whole table (at most 4 MiB)
             table = _read(f, shoff, min(shnum, 65536) * shentsize)
             sections = [lay.shdr.unpack_from(table, i) for i in range(0, len(table), shentsize)]
-        rows: dict[int, tuple[int, bytes]] = {}   # address -> (size, name)
-        code = {i for i, x in enumerate(sections) if x[2] & SHF_EXECINSTR}
+        rows: dict[int, tuple[int, bytes, bool]] = {}   # address -> (size, name, sized by the file)
+        self.name_bytes = 0
         for want in (SHT_DYNSYM, SHT_SYMTAB):
-            for sh in sections:
-                if sh[1] == want and sh[6] < len(sections):
-                    self._read_table(f, lay, sh, sections[sh[6]], rows, code)
-        items = sorted(rows.items())
+            sh = next((x for x in sections if x[1] == want and x[6] < len(sections)), None)
+            if sh is not None:
+                try:
+                    self._read_table(f, lay, sh, sections, rows)
+                except ElfError:   # the other table may still be good
+                    pass
+        items, sized_end = [], 0
+        for addr, row in sorted(rows.items()):
+            if not row[2] and addr < sized_end:   # an unsized label inside a sized function: the function
+                continue
+            items.append((addr, row))
+            if row[2]:
+                sized_end = max(sized_end, addr + row[0])
         self.addrs = array("Q", (a for a, _ in items))
-        self.sizes = array("Q", (s for _, (s, _n) in items))
+        self.sizes = array("Q", (r[0] for _, r in items))
         self._offsets = array("I")
         names, off = [], 0
-        for _, (_s, n) in items:
+        for _, r in items:
             self._offsets.append(off)
-            names.append(n)
-            off += len(n)
+            names.append(r[1])
+            off += len(r[1])
         self._offsets.append(off)
         self._names = b"".join(names)
 
-    @staticmethod
-    def _read_table(f, lay: _Layout, sh: tuple, strsh: tuple, rows: dict, code: set[int]) -> None:
+    def _read_table(self, f, lay: _Layout, sh: tuple, sections: list[tuple], rows: dict) -> None:
         """Functions of one symbol table into `rows`; untyped symbols too when they label code
-        (hand-written assembly often leaves them untyped)."""
+        (hand-written assembly often leaves them untyped). A symbol without a size ends where its
+        section does (and at the next symbol, when looked up)."""
+        strsh = sections[sh[6]]
         size, entsize = sh[5], sh[9] or lay.sym.size
         if entsize < lay.sym.size or size > MAX_TABLE_BYTES or strsh[5] > MAX_TABLE_BYTES:
             return
@@ -100,17 +116,34 @@ class ElfSymbols:
         for s in syms:
             name, info, shndx, value, sz = (s[0], s[1], s[3], s[4], s[5]) if is64 else (s[0], s[3], s[5], s[1], s[2])
             kind = info & 0xF
-            if not (kind == STT_FUNC or kind == STT_GNU_IFUNC or kind == STT_NOTYPE and shndx in code) \
-                    or not shndx or not value or not name:
+            if not value or not name or not 0 < shndx < len(sections) or name >= len(strs):
                 continue
-            end = strs.find(b"\0", name)
-            if end <= name or len(rows) >= MAX_SYMBOLS and value not in rows:
+            sec = sections[shndx]
+            if not (kind == STT_FUNC or kind == STT_GNU_IFUNC or kind == STT_NOTYPE and sec[2] & SHF_EXECINSTR):
                 continue
-            text, old = strs[name:end], rows.get(value)
-            # of aliases the longest, then the one with fewer leading underscores (getpid, not __getpid)
-            if old is None or sz > old[0] or sz == old[0] and len(text) - len(text.lstrip(b"_")) < \
-                    len(old[1]) - len(old[1].lstrip(b"_")):
-                rows[value] = (sz, text)
+            sized = sz > 0
+            if not sized:
+                sz = sec[3] + sec[5] - value
+                if not 0 < sz <= sec[5]:
+                    continue
+            end = strs.find(b"\0", name, name + MAX_NAME)
+            text = strs[name:end if end >= 0 else name + MAX_NAME]
+            if not text or text[0] in b"$." or len(rows) >= MAX_SYMBOLS and value not in rows:
+                continue   # empty, an ARM mapping symbol ($x, $d) or a local label (.L)
+            old = rows.get(value)
+            # of aliases a sized one, the longest, then the one with fewer leading underscores (getpid, not __getpid)
+            if old is None or (sized, sz) > (old[2], old[0]) or (sized, sz) == (old[2], old[0]) and \
+                    len(text) - len(text.lstrip(b"_")) < len(old[1]) - len(old[1].lstrip(b"_")):
+                grown = len(text) - (len(old[1]) if old else 0)
+                if self.name_bytes + grown > MAX_NAME_BYTES:
+                    return
+                self.name_bytes += grown
+                rows[value] = (sz, text, sized)
+
+    @property
+    def nbytes(self) -> int:
+        """About what this table holds in memory."""
+        return len(self._names) + 20 * len(self.addrs)
 
     def address(self, file_offset: int) -> int | None:
         """The ELF address that a byte at `file_offset` is loaded at, or None outside the loaded segments."""
@@ -150,6 +183,7 @@ class _Demangler:
     def __init__(self) -> None:
         self.fn: Any = None
         self.free: Any = None
+        self._cache: Bounded[str, str] = Bounded(4096)
         try:
             cxx = ctypes.CDLL(ctypes.util.find_library("stdc++") or "libstdc++.so.6")
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -162,8 +196,14 @@ class _Demangler:
         self.free.argtypes = [ctypes.c_void_p]
 
     def __call__(self, name: str) -> str:
-        if not name.startswith("_Z") or self.fn is None:
+        if not name.startswith("_Z") or self.fn is None or len(name) > MAX_NAME:
             return name
+        out = self._cache.get(name)
+        if out is None:
+            out = self._cache[name] = self._demangled(name)
+        return out
+
+    def _demangled(self, name: str) -> str:
         status = ctypes.c_int(0)
         p = self.fn(name.encode(), None, None, ctypes.byref(status))
         if not p:

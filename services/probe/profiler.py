@@ -87,7 +87,7 @@ class Profiler:
                 folded = ";".join([comm, *ustack, *kstack])
                 win.folded.setdefault(k.cgroup_id, Counter())[folded] += n
             self.stacks.clear()
-            self.usyms.forget_dead()
+            self.usyms.forget_maps()
             self.history.append(win)
             while self.history and self.history[0].end_ns < now - self.history_s * 1e9:
                 self.history.popleft()

@@ -69,6 +69,7 @@ class _Mapping:
     start: int
     end: int
     offset: int
+    inode: int
     path: str        # as /proc/<pid>/maps names it (in the process's mount namespace)
     range: str       # "start-end" as in maps: /proc/<pid>/map_files/<range> opens the very file
 
@@ -81,20 +82,25 @@ class _Process:
     files: dict[str, tuple] = field(default_factory=dict)   # mapping range -> its file's key in _files
 
 
-class UserSymbols:
-    """User frames: the executable mappings of each process (/proc/<pid>/maps, at most `max_pids`
-    processes, least recently used dropped) and the function symbols of each mapped file
-    (services/probe/elfsyms.py; at most `max_files`, shared by every process that maps one).
-    A file is opened through /proc/<pid>/map_files (the very file mapped: one in a container,
-    deleted or replaced since), else through /proc/<pid>/root. A frame in a file without symbols
-    is named after the file ("[libfoo.so]"); one outside any file, or of a process gone, is
-    [unknown]. Nothing here runs libbcc (see elfsyms.py for why)."""
+MAX_MAPPINGS = 4096   # executable mappings read per process
+OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC   # a FIFO or tty must not block us
 
-    def __init__(self, max_pids: int = 64, max_files: int = 128, max_symbols: int = 1_000_000) -> None:
+
+class UserSymbols:
+    """User frames: the executable mappings of each process (/proc/<pid>/maps, read again every
+    window: `forget_maps`; at most `max_pids` processes) and the function symbols of each mapped
+    file (services/probe/elfsyms.py; shared by every process that maps one, at most `max_files`
+    and about `max_bytes` in all, least recently used dropped). A file is opened through
+    /proc/<pid>/map_files (the very file mapped: one in a container, deleted or replaced since),
+    else through /proc/<pid>/root when that is the mapped inode; only regular files are read.
+    A frame in a file without symbols is named after the file ("[libfoo.so]"); one outside any
+    file, or of a process gone, is [unknown]. Nothing here runs libbcc (see elfsyms.py for why)."""
+
+    def __init__(self, max_pids: int = 64, max_files: int = 128, max_bytes: int = 64 * 1024 * 1024) -> None:
         self._procs: Bounded[int, _Process] = Bounded(max_pids)
-        # None: no ELF symbols there. Bounded in files, and in symbols in all (least recently used go)
+        # None: no ELF symbols there
         self._files: Bounded[tuple, ElfSymbols | None] = Bounded(max_files, self._dropped)
-        self.max_symbols, self.symbols = max_symbols, 0
+        self.max_bytes, self.nbytes = max_bytes, 0
 
     def name(self, addr: int, pid: int) -> str:
         proc = self._procs.touch(pid)
@@ -115,13 +121,15 @@ class UserSymbols:
     def _read_maps(self, pid: int) -> _Process:
         maps = []
         try:
-            with open(f"/proc/{pid}/maps") as f:
+            with open(f"/proc/{pid}/maps", errors="replace") as f:
                 for line in f:
                     parts = line.split(None, 5)
                     if len(parts) == 6 and "x" in parts[1] and parts[5].startswith("/"):
                         lo, hi = parts[0].split("-")
-                        maps.append(_Mapping(int(lo, 16), int(hi, 16), int(parts[2], 16),
+                        maps.append(_Mapping(int(lo, 16), int(hi, 16), int(parts[2], 16), int(parts[4]),
                                              parts[5].rstrip("\n").removesuffix(" (deleted)"), parts[0]))
+                        if len(maps) >= MAX_MAPPINGS:
+                            break
         except (OSError, ValueError):
             pass
         maps.sort(key=lambda m: m.start)
@@ -133,35 +141,36 @@ class UserSymbols:
             return None
         if key is not None and key in self._files:   # this mapping's file, read before
             return self._files.touch(key)
-        for path in (f"/proc/{pid}/map_files/{m.range}", f"/proc/{pid}/root{m.path}"):
+        for path, by_name in ((f"/proc/{pid}/map_files/{m.range}", False), (f"/proc/{pid}/root{m.path}", True)):
             try:
-                with open(path, "rb") as f:
-                    st = os.fstat(f.fileno())
-                    if not stat.S_ISREG(st.st_mode):   # a device mapped executable: nothing to read
-                        break
-                    key = proc.files[m.range] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-                    if key in self._files:
-                        return self._files.touch(key)
-                    try:
-                        syms: ElfSymbols | None = ElfSymbols(f)
-                    except Exception:   # ElfError, struct.error, OSError...: a file, not ours, that no frame
-                        syms = None     # of it may cost the window
-                    self._files[key] = syms
-                    self.symbols += len(syms or ())
-                    while self.symbols > self.max_symbols and len(self._files) > 1:
-                        self._dropped(*self._files.popitem(last=False))
-                    return syms
+                fd = os.open(path, OPEN_FLAGS)
             except OSError:
                 continue
+            with os.fdopen(fd, "rb") as f:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or by_name and st.st_ino != m.inode:
+                    continue   # not a file, or (by its name) not the one mapped
+                key = proc.files[m.range] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                if key in self._files:
+                    return self._files.touch(key)
+                try:
+                    syms: ElfSymbols | None = ElfSymbols(f)
+                except Exception:   # ElfError, OSError...: a file, not ours, that no frame of it may cost the window
+                    syms = None
+                self._files[key] = syms
+                self.nbytes += syms.nbytes if syms is not None else 0
+                while self.nbytes > self.max_bytes and len(self._files) > 1:
+                    self._dropped(*self._files.popitem(last=False))
+                return syms
         proc.files[m.range] = ()
         return None
 
     def _dropped(self, _key: tuple, syms: ElfSymbols | None) -> None:
-        self.symbols -= len(syms or ())
+        self.nbytes -= syms.nbytes if syms is not None else 0
 
-    def forget_dead(self) -> None:
-        for pid in [p for p in self._procs if not os.path.exists(f"/proc/{p}")]:
-            del self._procs[pid]
+    def forget_maps(self) -> None:
+        """Every process's map is read again when next needed (a process may have exec'd since)."""
+        self._procs.clear()
 
 
 REREAD_MAPS_S = 1.0   # a frame outside every known mapping re-reads the process's maps, at most this often
