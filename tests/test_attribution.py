@@ -162,6 +162,9 @@ class NoContainers:
     def resolve(self, *_):
         return None
 
+    def known(self, _):
+        return True
+
     def needs_lookup(self, _):
         return False
 

@@ -84,6 +84,10 @@ class ContainerRegistry:
             self.note(cgid, m, seen=False)
         return {m.container_id for m in found.values()}
 
+    def known(self, cgid: int) -> bool:
+        """Whether `cgid` is resolved for good (resolve() answers it from the cache)."""
+        return self.cgroups.known(cgid)
+
     def resolve(self, cgid: int, ts_ns: int, pid: int) -> CgroupMatch | None:
         ok, m = self.cgroups.resolve(cgid, ts_ns, pid)
         if m is not None:

@@ -147,7 +147,7 @@ class Enricher:
             if ev.get("kind") == "cgroup":
                 self._cgroup_made(ev)
             cg = ev.get("cgroup_id")
-            if not isinstance(cg, int) or cg <= 1 or self.containers.cgroups.known(cg):
+            if not isinstance(cg, int) or cg <= 1 or self.containers.known(cg):
                 continue
             pid = ev.get("pid") if isinstance(ev.get("pid"), int) else 0
             ts = ev.get("ts") if isinstance(ev.get("ts"), int) else 0
@@ -173,7 +173,7 @@ class Enricher:
         bad: dict[str, int] = {}    # of kinds_in, the malformed ones
         views: dict[int, tuple[str, tuple[dict, int]]] = {}  # pid -> (comm, proc view) within the batch
         in_views: set[int] = set()  # pids that are some cached view's ancestor
-        resolve, known = self.containers.resolve, self.containers.cgroups.known
+        resolve, known = self.containers.resolve, self.containers.known
         # cgroup -> match, resolved once a batch: a container is noted seen once a batch, with the
         # batch's first cgroup of it (not each event's), which is what last_seen and cgroup_id then say
         by_cgroup: dict[int, CgroupMatch | None] = {}
