@@ -12,6 +12,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import os
+import time
 from typing import Any
 
 _libc = None
@@ -62,6 +63,7 @@ def tune_malloc() -> bool:
 
 TRIM_EVERY_S = 15.0
 TRIM_GROWN = 8 << 20        # bytes of RSS over what the last trim left that make the next one worth it
+RETRIM_S = 30.0             # while RSS stays that much over its lowest, trimmed again this often
 
 
 def rss_bytes() -> int:
@@ -72,16 +74,26 @@ def rss_bytes() -> int:
         return 0
 
 
-async def keep_trimmed(stop: asyncio.Event, every_s: float = TRIM_EVERY_S, grown: int = TRIM_GROWN) -> int:
+async def keep_trimmed(stop: asyncio.Event, every_s: float = TRIM_EVERY_S, grown: int = TRIM_GROWN,
+                       settle_s: float = RETRIM_S) -> int:
     """Until `stop`: every `every_s`, trim the heap if RSS has grown by `grown` since the last trim
-    (a burst's freed memory goes back; a steady process is left alone). Returns the trims made."""
-    floor, trims = rss_bytes(), 0
+    (a burst's freed memory goes back; a steady process is left alone). What a burst leaves held
+    for a while (the alerter's late window, the enricher's exited processes) is freed after that
+    trim, without the RSS growing again: so while the RSS stays `grown` over the lowest a trim has
+    left, the heap is trimmed again every `settle_s`, until a trim frees little (that level is
+    then the process's own). Returns the trims made."""
+    floor = low = rss_bytes()
+    trims, last = 0, time.monotonic()
     while True:
         try:
             await asyncio.wait_for(stop.wait(), every_s)
             return trims
         except asyncio.TimeoutError:
             pass
-        if rss_bytes() > floor + grown:
+        rss = rss_bytes()
+        grew = rss > floor + grown
+        if grew or rss > low + grown and time.monotonic() - last >= settle_s:
             await asyncio.to_thread(trim_heap)
-            floor, trims = rss_bytes(), trims + 1
+            floor, trims, last = rss_bytes(), trims + 1, time.monotonic()
+            # a settling trim that freed little: this level is the process's own now
+            low = floor if not grew and rss - floor < grown // 8 else min(low, floor)

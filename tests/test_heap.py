@@ -47,6 +47,39 @@ async def test_a_grown_process_gives_freed_heap_back_and_an_idle_one_is_left_alo
     assert len(keep) == 800
 
 
+
+async def test_what_a_burst_frees_after_its_trim_goes_back_at_a_settling_trim():
+    """The burst's memory is still held at the trim its growth brings (as the alerter holds recent
+    execs for its late window), and freed later without the RSS growing again: a settling trim
+    gives it back. Then, with nothing more to free, trimming stops."""
+    held: list[bytes] = []
+    stop = asyncio.Event()
+    trimmer = asyncio.create_task(keep_trimmed(stop, every_s=0.1, grown=8 << 20, settle_s=1.0))
+    await asyncio.sleep(0)                      # its floor: the RSS before the burst
+    before = rss_bytes()
+
+    def burst() -> None:
+        held.extend(bytes(2048) + bytes([i % 251]) for i in range(40_000))
+    t = threading.Thread(target=burst)
+    t.start()
+    t.join()
+    await asyncio.sleep(0.4)                    # the growth's trim: everything still held
+    grown = rss_bytes()
+    assert grown - before > 40 << 20, (before, grown)
+    kept = held[::50]                           # freed, but every 50th: holes the top cannot shrink past
+    held.clear()
+    await asyncio.sleep(0.2)
+    assert rss_bytes() - before > 40 << 20      # freed to malloc, still in the RSS
+    await asyncio.sleep(1.5)
+    after = rss_bytes()
+    assert after - before < (grown - before) / 2, (before, grown, after)
+    await asyncio.sleep(2.5)                    # nothing more to free: no trim after the settled one
+    stop.set()
+    n = await trimmer
+    assert 2 <= n <= 4, n
+    assert len(kept) == 800
+
+
 ARENAS = r"""
 import ctypes, re, sys, tempfile, threading
 from shared.heap import tune_malloc
