@@ -83,6 +83,7 @@ class _Process:
 
 
 MAX_MAPPINGS = 4096   # executable mappings read per process
+REREAD_MAPS_S = 1.0   # a frame outside every known mapping re-reads the process's maps, at most this often
 OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC   # a FIFO or tty must not block us
 
 
@@ -171,9 +172,6 @@ class UserSymbols:
     def forget_maps(self) -> None:
         """Every process's map is read again when next needed (a process may have exec'd since)."""
         self._procs.clear()
-
-
-REREAD_MAPS_S = 1.0   # a frame outside every known mapping re-reads the process's maps, at most this often
 
 
 def _find(proc: _Process, addr: int) -> _Mapping | None:
