@@ -157,8 +157,7 @@ class ElfSymbols:
         i = bisect.bisect_right(self.addrs, addr) - 1
         if i < 0:
             return None
-        size = self.sizes[i]
-        if size and addr >= self.addrs[i] + size:
+        if addr >= self.addrs[i] + self.sizes[i]:   # every size is set (unsized ones end at their section)
             return None
         return demangle(self._names[self._offsets[i]:self._offsets[i + 1]].decode("utf-8", "replace"))
 
