@@ -36,6 +36,7 @@ import orjson
 from shared import subjects
 from shared.bus import Batcher, connect
 from shared.config import CommonConfig
+from shared.gc_tuning import settle_gc, tune_gc
 from shared.heap import tune_malloc
 from shared.natsserver import NatsServer, NatsServerConfig, free_port
 from shared.schema import new_event_id
@@ -218,6 +219,7 @@ async def run_case(name: str, a: argparse.Namespace, parents: list[int], childre
                 svc = EnricherService(EnricherConfig(), common)
             stop = asyncio.Event()
             async with svc:
+                settle_gc()  # as shared/service.run_service does once a service has started
                 task = asyncio.create_task(svc.run(stop))
                 done_at = None
                 proc = await asyncio.create_subprocess_exec(
@@ -312,6 +314,7 @@ def main() -> int:
     p.add_argument("--skip-kinds", default="", help=argparse.SUPPRESS)
     a = p.parse_args()
     tune_malloc()  # as every service process does before its threads start (shared/service.run_main)
+    tune_gc()
     if a.drive:
         a.mode = a.drive
         print(orjson.dumps(asyncio.run(drive(a))).decode())

@@ -48,9 +48,11 @@ async def running(svc: Service) -> AsyncIterator[Service]:
 
 async def run_service(svc: Service, stop: asyncio.Event) -> None:
     """Run `svc` as a process's service (and keep the process's heap trimmed after bursts)."""
+    from .gc_tuning import settle_gc
     from .heap import keep_trimmed
     from .tasks import cancel_and_wait
     async with svc:
+        settle_gc()
         trimmer = asyncio.create_task(keep_trimmed(stop), name="heap trim")
         try:
             await svc.run(stop)
@@ -92,8 +94,10 @@ def run_main(make_service: Callable[[], Service], use_uvloop: bool = True) -> No
     from . import log
 
     log.setup()
+    from .gc_tuning import tune_gc
     from .heap import tune_malloc
     tune_malloc()
+    tune_gc()
     faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2`: every thread's stack on stderr
 
     async def main() -> None:

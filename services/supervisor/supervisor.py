@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack
 from shared import bus as busmod
 from shared import busauth, log
 from shared.config import CommonConfig
+from shared.gc_tuning import settle_gc
 from shared.natsserver import NatsServer, NatsServerConfig
 from shared.stats import Stats
 from shared.streams import ensure_streams
@@ -73,6 +74,7 @@ class Supervisor:
                 svc = SPECS[name].build(self.common, **self._overrides(name))
                 async with svc:
                     self.started[name] = svc
+                    settle_gc()  # what it holds for good, out of the collector's walks
                     _log.info("%s running", name)
                     delay = self.cfg.restart_backoff_s
                     await svc.run(stop)
