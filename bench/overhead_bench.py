@@ -12,6 +12,9 @@ so drift on the machine hits both sides alike. Workloads, each timed by itself:
   exec   fork + execve(/bin/true) + waitpid, N times (static C helper): seconds
   walk   `find /usr -xdev > /dev/null`, a few times: seconds
   open   open()/close() of one file, N times (static C helper): seconds
+  syscall  getppid(), N times (static C helper): seconds; no program of ours acts on it, so this
+         is what every syscall of the node pays for the attach points (the floor) and for the
+         programs that run on every syscall (raw sys_enter's ia32 check)
 Printed: traced/untraced ratios (medians over rounds), the monitor's CPU
 (utime+stime of the `eunomia up` process tree, nats-server included) during
 each traced workload, its RSS idle, right after the open burst and after an
@@ -59,6 +62,7 @@ HELPER_C = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -71,6 +75,7 @@ int main(int argc, char **argv) {
     double t = now();
     for (long i = 0; i < n; i++) {
         if (!strcmp(argv[1], "open")) { close(open(argv[3], O_RDONLY)); continue; }
+        if (!strcmp(argv[1], "syscall")) { syscall(SYS_getppid); continue; }
         pid_t p = fork();
         if (p == 0) { execve(args[0], args, environ); _exit(127); }
         waitpid(p, NULL, 0);
@@ -88,6 +93,8 @@ t = time.perf_counter()
 for _ in range(n):
     if mode == "open":
         os.close(os.open(sys.argv[3], os.O_RDONLY))
+    elif mode == "syscall":
+        os.getppid()
     else:
         os.waitpid(os.posix_spawn("/bin/true", ["/bin/true"], dict(os.environ)), 0)
 print(time.perf_counter() - t)
@@ -185,6 +192,7 @@ def workloads(args: argparse.Namespace, helper: list[str], nginx: Nginx, target:
         Workload("nginx", "req/s", lambda: nginx.wrk(args.wrk_seconds), ">= 0.95x", True),
         Workload("exec", "s", lambda: printed_seconds([*helper, "exec", str(args.execs)]), "<= 1.1x"),
         Workload("walk", "s", lambda: walk(args.walks), ""),
+        Workload("syscall", "s", lambda: printed_seconds([*helper, "syscall", str(args.syscalls)]), ""),
         Workload("open", "s", lambda: printed_seconds([*helper, "open", str(args.opens), str(target)]), "<= 1.2x"),
     ]
 
@@ -424,8 +432,10 @@ def report(wls: list[Workload], off: list[Phase], on: list[Phase], floors: list[
 
 
 def main() -> None:
-    full = dict(rounds=2, wrk_seconds=10, opens=300_000, execs=3000, walks=3, settle=3.0, idle_wait=10.0)
-    quick = dict(rounds=1, wrk_seconds=3, opens=100_000, execs=1000, walks=1, settle=2.0, idle_wait=5.0)
+    full = dict(rounds=2, wrk_seconds=10, opens=300_000, execs=3000, walks=3, syscalls=3_000_000, settle=3.0,
+                idle_wait=10.0)
+    quick = dict(rounds=1, wrk_seconds=3, opens=100_000, execs=1000, walks=1, syscalls=1_000_000, settle=2.0,
+                 idle_wait=5.0)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="~1 minute smoke run: one round, smaller sizes (each option names its quick value)")
     for k, v in full.items():
@@ -439,7 +449,7 @@ def main() -> None:
                          "(bench/tracepoint_floor.py): what the attach points alone cost")
     ap.add_argument("--floor-split", action="store_true",
                     help="with --floor: also the floor of the syscall tracepoints alone and of the raw ones alone")
-    ap.add_argument("--only", default="", help="comma-separated workloads to run (nginx,exec,walk,open); default all")
+    ap.add_argument("--only", default="", help="comma-separated workloads to run (nginx,exec,walk,open,syscall); default all")
     args = ap.parse_args()
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None:

@@ -1,7 +1,7 @@
 """Kernel time per BPF program of the probe under a workload (kernel.bpf_stats_enabled):
 which programs cost what, with the default rules' filter plan loaded.
 
-    python -m bench.prog_cost [--seconds 5] [--workload nginx|open|exec]
+    python -m bench.prog_cost [--seconds 5] [--workload nginx|open|exec|walk]
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from bench.overhead_bench import Nginx, build_helper, printed_seconds
+from bench.overhead_bench import Nginx, build_helper, printed_seconds, walk
 from services.alerter.config import DEFAULT_RULES_DIR, rule_files
 from services.alerter.engine import load_rules
 from services.probe.config import ProbeConfig
@@ -51,6 +51,8 @@ async def run(a) -> None:
                     with Nginx(tmp, 1) as ng:
                         rate = await asyncio.to_thread(ng.wrk, a.seconds)
                     print(f"nginx: {rate:,.0f} req/s")
+                elif a.workload == "walk":
+                    print(f"walk: {await asyncio.to_thread(walk, 1):.3f} s")
                 else:
                     helper = build_helper(tmp)
                     cmd = [*helper, a.workload, str(a.n), *([str(tmp / "f")] if a.workload == "open" else [])]
@@ -71,7 +73,7 @@ async def run(a) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=5)
-    ap.add_argument("--workload", default="nginx", choices=("nginx", "open", "exec"))
+    ap.add_argument("--workload", default="nginx", choices=("nginx", "open", "exec", "walk"))
     ap.add_argument("--n", type=int, default=100000)
     asyncio.run(run(ap.parse_args()))
 

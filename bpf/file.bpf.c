@@ -57,7 +57,7 @@ BPF_PERCPU_ARRAY(plan_scratch, struct plan_buf, 2);
 #define PW_END 512
 // The walk's state lives in the map value, not in registers: the verifier then sees
 // every iteration alike and checks the loop once instead of every branch history.
-struct pw_buf { char b[PW_SZ]; u64 pos; char *mnt; char *dentry; };
+struct pw_buf { char b[PW_SZ]; u64 pos; char *mnt; char *dentry; char *mroot; u8 dn[48]; };
 BPF_PERCPU_ARRAY(pw_scratch, struct pw_buf, 1);
 BPF_PERCPU_ARRAY(pw_counts, u64, 2);  // [0] walks cut short (too deep/long), [1] unreadable
 
@@ -69,11 +69,57 @@ static __always_inline void *kptr(const void *p)
     return v;
 }
 
+// Two pointer members of one struct (offsets from BTF): one read when they are adjacent, as a
+// struct path's mnt and dentry are; else one each. The test on the offsets is folded at compile time.
+static __always_inline void kptr_pair(const char *base, u32 off_a, u32 off_b, char **a, char **b)
+{
+    char *v[2] = {};
+    if (off_b == off_a + 8) {
+        bpf_probe_read_kernel(v, sizeof(v), base + off_a);
+        *a = v[0];
+        *b = v[1];
+    } else if (off_a == off_b + 8) {
+        bpf_probe_read_kernel(v, sizeof(v), base + off_b);
+        *a = v[1];
+        *b = v[0];
+    } else {
+        *a = kptr(base + off_a);
+        *b = kptr(base + off_b);
+    }
+}
+
 static __always_inline void pw_count(u32 i)
 {
     u64 *c = pw_counts.lookup(&i);
     if (c)
         *c += 1;
+}
+
+// A dentry's parent and name (length, pointer): one read of the span they lie in when it is short
+// (d_parent right before d_name, as in every kernel so far), else one read each. Offsets from BTF.
+#define DN_PARENT OFF_DENTRY_PARENT
+#define DN_LEN (OFF_DENTRY_NAME + OFF_QSTR_LEN)
+#define DN_NAME (OFF_DENTRY_NAME + OFF_QSTR_NAME)
+#define DN_MIN2(a, b) ((a) < (b) ? (a) : (b))
+#define DN_MAX2(a, b) ((a) > (b) ? (a) : (b))
+#define DN_LO DN_MIN2(DN_PARENT, DN_MIN2(DN_LEN, DN_NAME))
+#define DN_HI DN_MAX2(DN_PARENT + 8, DN_MAX2(DN_LEN + 4, DN_NAME + 8))
+static __always_inline void dentry_link(struct pw_buf *w, char *d, char **parent, u32 *len, const char **name)
+{
+#if DN_HI - DN_LO <= 48
+    if (bpf_probe_read_kernel(w->dn, DN_HI - DN_LO, d + DN_LO) < 0) {
+        *parent = 0;
+        return;
+    }
+    __builtin_memcpy(parent, &w->dn[DN_PARENT - DN_LO], sizeof(*parent));
+    __builtin_memcpy(len, &w->dn[DN_LEN - DN_LO], sizeof(*len));
+    __builtin_memcpy(name, &w->dn[DN_NAME - DN_LO], sizeof(*name));
+#else
+    *parent = kptr(d + DN_PARENT);
+    *len = 0;
+    bpf_probe_read_kernel(len, sizeof(*len), d + DN_LEN);
+    *name = kptr(d + DN_NAME);
+#endif
 }
 
 // The absolute path of (mnt, dentry) as the current task sees it, into out
@@ -87,32 +133,34 @@ static __always_inline long path_walk(char *mnt, char *dentry, char *out)
         pw_count(1);
         return -1;
     }
-    char *root_mnt = kptr(fs + OFF_FS_ROOT + OFF_PATH_MNT);
-    char *root_dentry = kptr(fs + OFF_FS_ROOT + OFF_PATH_DENTRY);
+    char *root_mnt, *root_dentry;
+    kptr_pair(fs + OFF_FS_ROOT, OFF_PATH_MNT, OFF_PATH_DENTRY, &root_mnt, &root_dentry);
     w->pos = PW_END;
     w->mnt = mnt;
     w->dentry = dentry;
+    w->mroot = kptr(mnt + OFF_VFSMOUNT_ROOT);  // read again only when the walk crosses a mount
     w->b[PW_END] = 0;
     int i;
     for (i = 0; i < PW_DEPTH; i++) {
         char *d = w->dentry, *mn = w->mnt;
         if (d == root_dentry && mn == root_mnt)
             break;
-        if (d == kptr(mn + OFF_VFSMOUNT_ROOT)) {  // top of this mount: continue from its mount point
+        if (d == w->mroot) {  // top of this mount: continue from its mount point
             char *m = mn - OFF_MOUNT_MNT;
             char *parent = kptr(m + OFF_MOUNT_PARENT);
             if (!parent || parent == m)
                 break;  // the global root (a task whose root is outside its namespace)
             w->dentry = kptr(m + OFF_MOUNT_MOUNTPOINT);
             w->mnt = parent + OFF_MOUNT_MNT;
+            w->mroot = kptr(w->mnt + OFF_VFSMOUNT_ROOT);
             continue;
         }
-        char *parent = kptr(d + OFF_DENTRY_PARENT);
+        char *parent;
+        u32 len;
+        const char *name;
+        dentry_link(w, d, &parent, &len, &name);
         if (!parent || parent == d)
             break;
-        u32 len = 0;
-        bpf_probe_read_kernel(&len, sizeof(len), d + OFF_DENTRY_NAME + OFF_QSTR_LEN);
-        const char *name = kptr(d + OFF_DENTRY_NAME + OFF_QSTR_NAME);
         u64 pos = w->pos;
         if (len > 255 || pos > PW_END || pos < 258 + len) {  // longer than STR_SZ: cut short
             pw_count(0);
@@ -133,7 +181,10 @@ static __always_inline long path_walk(char *mnt, char *dentry, char *out)
         return -1;
     if (pos == PW_END)
         w->b[--pos & 511] = '/';  // the root itself
-    bpf_probe_read_kernel(out, STR_SZ, &w->b[pos & 511]);
+    u32 size = PW_END + 1 - pos;  // the path and its NUL, not the whole buffer: 2..256 bytes
+    if (size > STR_SZ)
+        size = STR_SZ;
+    bpf_probe_read_kernel(out, size, &w->b[pos & 511]);
     return PW_END - pos;
 }
 
@@ -144,12 +195,11 @@ static __always_inline char *fd_file(s64 fd)
     char *fdt = files ? kptr(files + OFF_FILES_FDT) : 0;
     if (!fdt)
         return 0;
-    u32 max = 0;
-    bpf_probe_read_kernel(&max, sizeof(max), fdt + OFF_FDT_MAX);
-    if (fd < 0 || (u64)fd >= max)
+    char *max_fds, *fds;  // max_fds is an unsigned int: the low half of what is read (x86 is little-endian)
+    kptr_pair(fdt, OFF_FDT_MAX, OFF_FDT_FD, &max_fds, &fds);
+    if (fd < 0 || (u64)fd >= (u32)(u64)max_fds)
         return 0;
-    char **fds = kptr(fdt + OFF_FDT_FD);
-    return fds ? kptr(fds + fd) : 0;
+    return fds ? kptr((char **)fds + fd) : 0;
 }
 
 // The directory a path argument is relative to: the working directory (AT_FDCWD)
@@ -168,7 +218,9 @@ static __always_inline long base_dir(s64 dirfd, char *out)
             return -1;
         p = file + OFF_FILE_PATH;
     }
-    return path_walk(kptr(p + OFF_PATH_MNT), kptr(p + OFF_PATH_DENTRY), out);
+    char *mnt, *dentry;
+    kptr_pair(p, OFF_PATH_MNT, OFF_PATH_DENTRY, &mnt, &dentry);
+    return path_walk(mnt, dentry, out);
 }
 
 // AF_INET or AF_INET6 when the current task's `fd` is an inet socket, else 0: asked of
@@ -362,7 +414,7 @@ static __always_inline int dedup_repeat(u32 kind, u32 flags, u32 mode, const cha
 // using rb as scratch. The new length, or -1 if the base is unknown or too long.
 static __always_inline long path_absolute(struct plan_buf *kb, struct plan_buf *rb, long n, s64 dirfd)
 {
-    bpf_probe_read_kernel(rb->k.s, sizeof(rb->k.s), kb->k.s);  // rb = the relative path
+    bpf_probe_read_kernel(rb->k.s, n & 0xff, kb->k.s);  // rb = the relative path (n < 251 bytes with its NUL)
     long blen = base_dir(dirfd, kb->k.s);
     if (blen <= 0)
         return -1;
