@@ -24,6 +24,11 @@
 #define CLS_READ 1
 #define CLS_WRITE 2
 #define CLS_CREATE 4
+// Plan values hold the classes wanted for any path in bits 0-2 and those wanted only when the
+// path climbs (a relative path's leading `../`, folded in path_absolute: rules that test
+// fd.nameraw contains "../") in bits 3-5; an event that climbs asks for both.
+#define CLS_CLIMBING 3
+#define CLS_ALL 0x3f
 struct plan_key { u32 prefixlen; u8 kind; char s[PLAN_PATH_SZ]; };
 BPF_LPM_TRIE(plan_prefix, struct plan_key, u8, PLAN_ENTRIES);
 BPF_LPM_TRIE(plan_suffix, struct plan_key, u8, PLAN_ENTRIES);
@@ -36,6 +41,7 @@ BPF_ARRAY(plan_tail, u8, 65536);
 // exact paths whose two bytes after the leading '/' are these, keyed first | second << 8 (an
 // entry shorter than that under every key it can start): most opens skip the prefix trie.
 BPF_ARRAY(plan_open_head, u8, 65536);
+
 // Scratch keys: [0] the path, [1] its tail reversed. The slack lets the scan
 // below look a few bytes ahead without the verifier having to prove where the NUL is,
 // and path_absolute() append a path after its base with bounds the verifier can see.
@@ -53,11 +59,12 @@ BPF_PERCPU_ARRAY(plan_scratch, struct plan_buf, 2);
 #define HAVE_KOFF 0
 #endif
 #define PW_DEPTH 32
+#define DOTS_MAX 8       // leading `./` and `../` of a relative path folded in the kernel
 #define PW_SZ 768        // scratch: the path is built right to left in [257, 512)
 #define PW_END 512
 // The walk's state lives in the map value, not in registers: the verifier then sees
 // every iteration alike and checks the loop once instead of every branch history.
-struct pw_buf { char b[PW_SZ]; u64 pos; char *mnt; char *dentry; char *mroot; u8 dn[48]; };
+struct pw_buf { char b[PW_SZ]; u64 pos; char *mnt; char *dentry; char *mroot; u64 ups; u8 dn[48]; };
 BPF_PERCPU_ARRAY(pw_scratch, struct pw_buf, 1);
 BPF_PERCPU_ARRAY(pw_counts, u64, 2);  // [0] walks cut short (too deep/long), [1] unreadable
 
@@ -123,8 +130,9 @@ static __always_inline void dentry_link(struct pw_buf *w, char *d, char **parent
 }
 
 // The absolute path of (mnt, dentry) as the current task sees it, into out
-// (STR_SZ bytes, NUL-terminated); its length without the NUL, or -1.
-static __always_inline long path_walk(char *mnt, char *dentry, char *out)
+// (STR_SZ bytes, NUL-terminated); its length without the NUL, or -1. With `ups`, that of its
+// ups-th parent, as `..` goes: across mounts, and never above the task's root.
+static __always_inline long path_walk(char *mnt, char *dentry, char *out, u32 ups)
 {
     char *fs = kptr((char *)bpf_get_current_task() + OFF_TASK_FS);
     u32 zero = 0;
@@ -139,6 +147,7 @@ static __always_inline long path_walk(char *mnt, char *dentry, char *out)
     w->mnt = mnt;
     w->dentry = dentry;
     w->mroot = kptr(mnt + OFF_VFSMOUNT_ROOT);  // read again only when the walk crosses a mount
+    w->ups = ups;
     w->b[PW_END] = 0;
     int i;
     for (i = 0; i < PW_DEPTH; i++) {
@@ -161,6 +170,11 @@ static __always_inline long path_walk(char *mnt, char *dentry, char *out)
         dentry_link(w, d, &parent, &len, &name);
         if (!parent || parent == d)
             break;
+        if (w->ups) {  // a `..`: this name is not part of the path
+            w->ups--;
+            w->dentry = parent;
+            continue;
+        }
         u64 pos = w->pos;
         if (len > 255 || pos > PW_END || pos < 258 + len) {  // longer than STR_SZ: cut short
             pw_count(0);
@@ -203,8 +217,8 @@ static __always_inline char *fd_file(s64 fd)
 }
 
 // The directory a path argument is relative to: the working directory (AT_FDCWD)
-// or the file of `dirfd`, as an absolute path into out; -1 if unknown.
-static __always_inline long base_dir(s64 dirfd, char *out)
+// or the file of `dirfd`, as an absolute path into out (or its ups-th parent); -1 if unknown.
+static __always_inline long base_dir_up(s64 dirfd, char *out, u32 ups)
 {
     char *p;  // a struct path *
     if ((int)dirfd == AT_FDCWD_) {
@@ -220,7 +234,12 @@ static __always_inline long base_dir(s64 dirfd, char *out)
     }
     char *mnt, *dentry;
     kptr_pair(p, OFF_PATH_MNT, OFF_PATH_DENTRY, &mnt, &dentry);
-    return path_walk(mnt, dentry, out);
+    return path_walk(mnt, dentry, out, ups);
+}
+
+static __always_inline long base_dir(s64 dirfd, char *out)
+{
+    return base_dir_up(dirfd, out, 0);
 }
 
 // AF_INET or AF_INET6 when the current task's `fd` is an inet socket, else 0: asked of
@@ -242,6 +261,11 @@ static __always_inline u16 fd_inet_family(s64 fd)
     return family == AF_INET_ || family == AF_INET6_ ? family : 0;
 }
 #else
+static __always_inline long base_dir_up(s64 dirfd, char *out, u32 ups)
+{
+    return -1;
+}
+
 static __always_inline long base_dir(s64 dirfd, char *out)
 {
     return -1;
@@ -305,12 +329,12 @@ static __always_inline int plan_wants(u32 kind, u8 cls, struct plan_key *k, long
     u32 head = (u8)k->s[1] | (u32)(u8)k->s[2] << 8;  // absolute here: s[0] is '/'
     // every class for kinds other than open (they always take the trie): no branch on the kind either
     u32 other = ((u64)(kind ^ K_OPEN) + 0xffffffffULL) >> 32;  // 0 for open, else 1
-    u32 hv = open_head(head) | other * (CLS_READ | CLS_WRITE | CLS_CREATE);
+    u32 hv = open_head(head) | other * CLS_ALL;
     k->kind = kind;
     // the kind byte, the path and its NUL; when no open prefix starts with the path's pair, the kind
     // byte alone, which no entry is as short as: the lookup ends at the trie's root. One lookup either
     // way and no branch: branches here multiply what the verifier walks in the ia32 program.
-    u32 deep = ((u32)(hv & cls) + 7) >> 3;  // 0 or 1
+    u32 deep = ((u32)(hv & cls) + CLS_ALL) >> 6;  // 0 or 1
     k->prefixlen = 8 + deep * (8 + 8 * len);
     u8 *v = plan_prefix.lookup(k);
     if (v && (*v & cls))
@@ -412,26 +436,57 @@ static __always_inline int dedup_repeat(u32 kind, u32 flags, u32 mode, const cha
 
 // kb holds a relative path of n bytes (with its NUL): rewrite it as base/path,
 // using rb as scratch. The new length, or -1 if the base is unknown or too long.
-static __always_inline long path_absolute(struct plan_buf *kb, struct plan_buf *rb, long n, s64 dirfd)
+static __always_inline long path_absolute(struct plan_buf *kb, struct plan_buf *rb, long n, s64 dirfd, int fold)
 {
     bpf_probe_read_kernel(rb->k.s, n & 0xff, kb->k.s);  // rb = the relative path (n < 251 bytes with its NUL)
-    long blen = base_dir(dirfd, kb->k.s);
+    // Its leading `./` and `../` (and a last `.` or `..`, as tree walkers open to climb back) are
+    // folded into the base: ups levels up, the rest from `at`. A `.` or `..` further on is left as
+    // written (path_unjudgeable: user space judges it).
+    u32 at = 0, ups = 0;
+    for (int i = 0; fold && i < DOTS_MAX; i++) {
+        char c0 = rb->k.s[at & 0xff], c1 = rb->k.s[(at + 1) & 0xff], c2 = rb->k.s[(at + 2) & 0xff];
+        if (c0 != '.' || (c1 != '/' && c1 != 0 && c1 != '.'))
+            break;                           // a name (".x" too)
+        if (c1 != '.') {                     // "./" or a last "."
+            at += c1 ? 2 : 1;
+            if (!c1)
+                break;
+            continue;
+        }
+        if (c2 != '/' && c2 != 0)
+            break;                           // "..x": a name
+        ups++;                               // "../" or a last ".."
+        at += c2 ? 3 : 2;
+        if (!c2)
+            break;
+    }
+    // through the map: the verifier goes on with one state, not one per way the loop ended
+    rb->slack[0] = ups;
+    rb->slack[1] = at;
+    ups = *(volatile u8 *)&rb->slack[0] & 15;  // at most DOTS_MAX
+    at = *(volatile u8 *)&rb->slack[1] & 31;   // at most 3 * DOTS_MAX
+    long blen = base_dir_up(dirfd, kb->k.s, ups);
     if (blen <= 0)
         return -1;
+    u32 rest = n - at;                       // what follows, with its NUL: 1 when nothing does
+    if (rest <= 1)
+        return blen;
     u32 off = blen;
     if (blen > 1)
         kb->k.s[off++ & 0xff] = '/';
-    if (off + n >= PLAN_PATH_SZ - 4)
+    if (off + rest >= PLAN_PATH_SZ - 4)
         return -1;
     // helpers, not byte loops: the verifier checks a loop once per iteration
-    bpf_probe_read_kernel(&kb->k.s[off & 0xff], n & 0xff, rb->k.s);
-    return (off + n - 1) & 0xff;
+    bpf_probe_read_kernel(&kb->k.s[off & 0xff], rest & 0xff, &rb->k.s[at & 0x3f]);
+    return (off + rest - 1) & 0xff;
 }
 
 // sys_enter side of the path kinds: stash when the plan wants it and it is no
-// repeat, else count it. `dflags` is what dedup compares besides the path.
-static __always_inline void path_stash(u32 kind, u8 cls, const char *path, s64 a1, s64 a2, s64 a3,
-                                       u32 dflags, s64 dirfd)
+// repeat, else count it. `dflags` is what dedup compares besides the path. `fold`: a relative
+// path's leading `./` and `../` are folded in the kernel (not in the ia32 program, whose verifier
+// budget it exceeds: there they go to user space, as any `..` does).
+static __always_inline void path_stash_fold(u32 kind, u8 cls, const char *path, s64 a1, s64 a2, s64 a3,
+                                            u32 dflags, s64 dirfd, int fold)
 {
     if (skip(kind))
         return;
@@ -443,8 +498,12 @@ static __always_inline void path_stash(u32 kind, u8 cls, const char *path, s64 a
     long n = bpf_probe_read_user_str(kb->k.s, sizeof(kb->k.s), path);  // n counts the NUL
     // unreadable now (read again at exit), empty, or too long to judge: len -1
     long len = (n <= 1 || n >= PLAN_PATH_SZ - 4) ? -1 : ((n - 1) & 0xff);
+    rb->slack[0] = 0;
     if (len > 0 && kb->k.s[0] != '/')  // relative: judged as <its base directory>/<path>
-        len = path_absolute(kb, rb, n, dirfd);
+        len = path_absolute(kb, rb, n, dirfd, fold);
+    // whether it climbs (path_absolute left the `../` it folded in slack[0]), without a branch
+    u8 climbs = ((*(volatile u8 *)&rb->slack[0] & 15) + 15) >> 4;
+    cls |= (cls << CLS_CLIMBING) * climbs;
     if (!plan_wants(kind, cls, &kb->k, len, &rb->k)) {
         count_filtered(kind);
         return;
@@ -453,6 +512,12 @@ static __always_inline void path_stash(u32 kind, u8 cls, const char *path, s64 a
     if (dedup_repeat(kind, dflags, kind == K_OPEN ? (u32)a2 : 0, kb->k.s, len, &hash))
         return;
     stash_store(kind, SHAPE_STR1, a1, a2, a3, hash, 0, path, 0, 0);
+}
+
+static __always_inline void path_stash(u32 kind, u8 cls, const char *path, s64 a1, s64 a2, s64 a3,
+                                       u32 dflags, s64 dirfd)
+{
+    path_stash_fold(kind, cls, path, a1, a2, a3, dflags, dirfd, 1);
 }
 
 // sys_exit side of the path kinds (open, unlink, chmod by path): s1 is the path as

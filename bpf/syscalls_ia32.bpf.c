@@ -410,7 +410,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         break;
     }
     if (pk) {
-        path_stash(kind, cls, p0, v1, v2, v3, dfl, dfd);
+        path_stash_fold(kind, cls, p0, v1, v2, v3, dfl, dfd, 0);
         if (kind == K_CHOWN)
             chown_flags(v4);
     } else if (sk)

@@ -11,9 +11,12 @@ event the plan drops could never have matched a rule.
   `any_path[kind]` has a bit of the event's access class, or a pattern of the
   kind matches the path with such a bit. The kernel judges the absolute path
   it composes (`judged_path`: a relative argument joined to the directory it
-  is relative to, resolved in the kernel); rules see that path normalised.
-  Non-canonical paths (`//`, `.`, `..`) are always emitted; so is a relative
-  path whose directory the kernel could not resolve.
+  is relative to, resolved in the kernel, its leading `./` and `../` folded);
+  rules see that path normalised. Other non-canonical paths (`//`, `.`, `..`
+  further on) are always emitted; so is a relative path whose directory the
+  kernel could not resolve. Access bits shifted by CLIMBING are wanted only
+  when the path climbs (a relative path's leading `../`): rules that test
+  fd.nameraw contains "../".
 
 - `env`: exec environment variables the rules read (proc.env[NAME]); the
   probe looks for them in envp at every execve and sends an `execenv` event
@@ -30,6 +33,8 @@ from typing import Any
 
 READ, WRITE, CREATE = 1, 2, 4
 ALL_ACCESS = READ | WRITE | CREATE
+CLIMBING = 3                    # access << CLIMBING: wanted only when the path climbs (bpf CLS_CLIMBING)
+ALL_BITS = ALL_ACCESS | ALL_ACCESS << CLIMBING
 ACCESS_NAMES = {READ: "read", WRITE: "write", CREATE: "create"}
 PATH_KINDS = ("open", "unlink", "chmod", "chown", "truncate", "mkdir")  # the kernel judges their path
 ALWAYS_KINDS = ("exec", "exit", "fork", "chdir")  # kept by the process table whatever the rules
@@ -41,6 +46,7 @@ MAX_PATTERNS = 8192             # PLAN_ENTRIES in bpf/file.bpf.c (per trie)
 MAX_PATH_LEN = 250              # longer paths are always emitted (PLAN_PATH_SZ - 5)
 MAX_SUFFIX_LEN = 64             # PLAN_SUFFIX_SZ: the kernel compares this many last bytes
 MAX_ENV_NAMES = 256             # env_watch entries in bpf/process.bpf.c
+DOTS_MAX = 8                    # leading `./` and `../` the kernel folds (bpf/file.bpf.c)
 # Watched when a rule reads proc.env without naming a variable (and with capture all).
 DANGEROUS_ENV = ("LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "GLIBC_TUNABLES", "HTTP_PROXY", "HTTPS_PROXY",
                  "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy", "HISTFILE", "HISTSIZE", "HISTFILESIZE",
@@ -62,7 +68,14 @@ def open_access(flags: int) -> int:
 
 
 def access_text(mask: int) -> str:
-    return "|".join(n for b, n in ACCESS_NAMES.items() if mask & b) or "none"
+    names = "|".join(n for b, n in ACCESS_NAMES.items() if mask & b)
+    climbing = "|".join(n for b, n in ACCESS_NAMES.items() if mask >> CLIMBING & b & ~mask)
+    return " ".join(filter(None, (names, climbing and f"{climbing} (climbing)"))) or "none"
+
+
+def climb_bits(access: int, climbs: bool) -> int:
+    """The plan bits an event of these access classes asks for (bpf/file.bpf.c path_stash_fold)."""
+    return access | access << CLIMBING if climbs else access
 
 
 @dataclass(frozen=True, order=True)
@@ -81,8 +94,8 @@ class Pattern:
             raise PlanError(f"pattern {self.path!r}: path must be a non-empty string without NUL")
         if self.match != "suffix" and not self.path.startswith("/"):
             raise PlanError(f"pattern {self.path!r}: {self.match} patterns are absolute paths")
-        if not isinstance(self.access, int) or not 0 < self.access <= ALL_ACCESS:
-            raise PlanError(f"pattern {self.path!r}: access {self.access!r} not in 1..{ALL_ACCESS}")
+        if not isinstance(self.access, int) or not 0 < self.access <= ALL_BITS:
+            raise PlanError(f"pattern {self.path!r}: access {self.access!r} not in 1..{ALL_BITS}")
 
 
 @dataclass(frozen=True)
@@ -102,12 +115,15 @@ class FilterPlan:
         kinds = frozenset(kinds)
         return cls(kinds, {k: ALL_ACCESS for k in PATH_KINDS if k in kinds}, (), {}, source, DANGEROUS_ENV)
 
-    def wants(self, kind: str, path: str | None, access: int = READ, host: bool = False) -> bool:
+    def wants(self, kind: str, path: str | None, access: int = READ, host: bool = False,
+              climbs: bool = False) -> bool:
         """The plan's decision for one event, as the kernel takes it (for tests and `rules check`);
         `path` is the one the kernel judges (`judged_path`); a relative one is an unresolved base;
-        `host`: from a process in the node's initial mount namespace."""
+        `host`: from a process in the node's initial mount namespace; `climbs`: the argument was
+        relative with a leading `../` (`climbs()`)."""
         if kind not in self.kinds or (host and kind in self.containers_only):
             return False
+        access = climb_bits(access, climbs)
         if kind not in PATH_KINDS or self.any_path.get(kind, 0) & access:
             return True
         if not path or len(path) >= MAX_PATH_LEN or unjudgeable(path) or not path.startswith("/"):
@@ -121,7 +137,7 @@ class FilterPlan:
         return {"kinds": sorted(self.kinds), "any_path": dict(sorted(self.any_path.items())),
                 "patterns": [[p.kind, p.match, p.path, p.access] for p in self.patterns],
                 "full": self.full, "source": self.source, "env": list(self.env),
-                "containers_only": sorted(self.containers_only)}
+                "containers_only": sorted(self.containers_only), "climbing": True}
 
     @classmethod
     def from_dict(cls, d: Any) -> "FilterPlan":
@@ -133,8 +149,10 @@ class FilterPlan:
             raise PlanError("plan.kinds: not a list of kind names")
         any_path = d.get("any_path", {})
         if not isinstance(any_path, dict) or not all(
-                k in PATH_KINDS and isinstance(v, int) and 0 <= v <= ALL_ACCESS for k, v in any_path.items()):
-            raise PlanError(f"plan.any_path: not a map of {PATH_KINDS} to access bits 0..{ALL_ACCESS}")
+                k in PATH_KINDS and isinstance(v, int) and 0 <= v <= ALL_BITS for k, v in any_path.items()):
+            raise PlanError(f"plan.any_path: not a map of {PATH_KINDS} to access bits 0..{ALL_BITS}")
+        if d.get("climbing") is not True:  # compiled before the kernel folded `../`: it relied on
+            any_path = {k: any_path.get(k, 0) | ALL_ACCESS << CLIMBING for k in PATH_KINDS}  # their being sent
         raw = d.get("patterns", [])
         if not isinstance(raw, list) or len(raw) > MAX_PATTERNS:
             raise PlanError(f"plan.patterns: not a list of at most {MAX_PATTERNS} patterns")
@@ -159,12 +177,42 @@ class FilterPlan:
                    source if isinstance(source, str) else "", tuple(env), frozenset(scoped) & frozenset(kinds))
 
 
+def leading_dots(raw: str) -> tuple[int, str]:
+    """(levels up, the rest) of a relative argument's leading `./` and `../` (and a last `.` or
+    `..`), at most DOTS_MAX of them, as bpf/file.bpf.c path_absolute folds them."""
+    ups = at = 0
+    for _ in range(DOTS_MAX):
+        head = raw[at:at + 3]
+        if head.startswith("./") or head == ".":
+            at += len(head[:2])
+            if head == ".":
+                break
+        elif head == "../" or head == "..":
+            ups, at = ups + 1, at + len(head)
+            if head == "..":
+                break
+        else:
+            break
+    return ups, raw[at:]
+
+
+def climbs(raw: str) -> bool:
+    """A relative argument the kernel folds up at least one level (CLIMBING)."""
+    return not raw.startswith("/") and leading_dots(raw)[0] > 0
+
+
 def judged_path(raw: str, base: str | None) -> str:
-    """The path the kernel judges: `raw` if absolute, else `base`/`raw` (`base` is the absolute
-    directory the kernel resolved, None if it could not: then `raw` itself, always sent)."""
+    """The path the kernel judges: `raw` if absolute, else `base`/`raw` with raw's leading `./` and
+    `../` folded (`base` is the absolute directory the kernel resolved, None if it could not: then
+    `raw` itself, always sent)."""
     if raw.startswith("/") or not base:
         return raw
-    return (base if base == "/" else base + "/") + raw
+    ups, rest = leading_dots(raw)
+    for _ in range(ups):  # the base is the kernel's walk, free of links: its parent is what `..` reaches
+        base = base.rsplit("/", 1)[0] or "/"
+    if not rest:
+        return base
+    return (base if base == "/" else base + "/") + rest
 
 
 def unjudgeable(path: str) -> bool:

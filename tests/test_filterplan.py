@@ -12,7 +12,7 @@ import pytest
 from services.alerter.config import DEFAULT_RULES_DIR, rule_files
 from services.alerter.engine import load_rules, load_rules_text
 from services.probe.paths import absolute
-from shared.filterplan import PATH_KINDS, FilterPlan, PlanError, judged_path, open_access
+from shared.filterplan import CLIMBING, PATH_KINDS, FilterPlan, PlanError, climbs, judged_path, open_access
 
 FORMS = """
 - list: keys
@@ -50,6 +50,16 @@ FORMS = """
       values: [[tar]]
   output: x
   priority: WARNING
+- rule: climbs to secrets
+  desc: t
+  condition: evt.type = open and fd.nameraw contains "../" and fd.name startswith /srv/secret/
+  output: x
+  priority: WARNING
+- rule: any climb unlinked
+  desc: t
+  condition: evt.type = unlink and fd.nameraw glob "*../*"
+  output: x
+  priority: WARNING
 """
 
 PATHS = ["/etc/shadow", "/etc/shadowx", "/etc/passwd", "/etc/sudoers.d/x", "/bin/ls", "/binx", "/var/log/syslog",
@@ -79,7 +89,10 @@ ARGS = [("shadow", "/etc"), ("../etc/shadow", "/tmp"), ("./shadow", "/etc"), ("/
         ("/etc/./shadow", None), ("/tmp/../etc/shadow", None), ("id_rsa", "/root/.ssh"), (".ssh/id_rsa", "/root"),
         ("release_agent", "/sys/fs/cgroup"), ("job", "/etc/cron.d"), ("cron.d/job", "/etc"),
         ("mem", "/proc/12"), ("12/mem", "/proc"), ("payload", "/srv/drop"), ("x", "/"), ("etc/shadow", "/"),
-        ("shadow", None), ("../../../etc/shadow", "/var/lib"), ("a/../../shadow", "/etc/x")]
+        ("shadow", None), ("../../../etc/shadow", "/var/lib"), ("a/../../shadow", "/etc/x"), ("..", "/etc/ssh"),
+        ("./.././../root/.ssh/id_rsa", "/srv/app"), ("../" * 9 + "etc/shadow", "/a/b/c/d/e/f/g/h/i"),
+        ("../.ssh/authorized_keys", "/root/x"), ("../secret/k", "/srv/app"), ("secret/k", "/srv"),
+        ("../x", "/tmp/y"), ("x/../y", "/tmp")]
 
 
 @pytest.mark.parametrize("which", ["default", "forms"])
@@ -96,7 +109,8 @@ def test_plan_judges_the_path_rules_see(which):
             ev = dict(ev, path=absolute(raw, base), raw_path=raw)
             if rs.evaluate(ev):
                 matched += 1
-                assert plan.wants(ev["kind"], judged_path(raw, base), acc), (ev["kind"], raw, base, oct(ev["flags"]))
+                assert plan.wants(ev["kind"], judged_path(raw, base), acc, climbs=climbs(raw)), \
+                    (ev["kind"], raw, base, oct(ev["flags"]))
     assert matched > 20
 
 
@@ -115,7 +129,8 @@ def test_plan_lets_through_every_event_a_rule_matches(which):
 def test_plan_is_narrow_where_rules_are():
     plan = load_rules_text(FORMS).filter_plan("t")
     assert plan.kinds >= {"open", "unlink", "exec", "fork", "exit"} and "connect" not in plan.kinds
-    assert not plan.any_path  # every rule bounds its paths
+    # every rule bounds its paths, but one that asks for any unlink that climbs
+    assert plan.any_path == {"unlink": 7 << CLIMBING}
     want = plan.wants
     assert want("open", "/root/.ssh/config") and want("open", "/home/bob/.ssh/authorized_keys")
     assert want("open", "/data/id_rsa") and not want("open", "/data/id_rsa.pub")
@@ -131,6 +146,25 @@ def test_plan_is_narrow_where_rules_are():
     assert want("open", judged_path("id_rsa", "/data")) and not want("open", judged_path("id_rsa.pub", "/data"))
     assert not want("open", judged_path("libc.so.6", "/usr/lib"))
     assert want("open", judged_path("config", "/root/.ssh")) and want("open", judged_path(".ssh/config", "/root"))
+
+
+def test_climbing_rules_want_only_paths_that_climb():
+    """fd.nameraw contains "../": the kernel folds a relative path's leading `../` and judges the
+    folded path by the classes wanted when a path climbs; with a path test, only for that path."""
+    plan = FilterPlan.from_dict(load_rules_text(FORMS).filter_plan("t").to_dict())
+
+    def want(kind, raw, base, acc=1):
+        return plan.wants(kind, judged_path(raw, base), acc, climbs=climbs(raw))
+    assert want("open", "../secret/k", "/srv/app") and want("open", "./../../srv/secret/k", "/a/b")
+    assert not want("open", "secret/k", "/srv")      # no climb: the rule's nameraw test fails
+    assert not want("open", "../x", "/srv/app")      # climbs, to a path the rule does not bound
+    assert want("unlink", "../anything", "/tmp/a") and not want("unlink", "anything", "/tmp/a")
+    assert want("unlink", "a/../b", "/tmp")          # a `..` further on: always sent
+    assert plan.to_dict()["climbing"] is True
+    old = plan.to_dict()
+    del old["climbing"]  # from an alerter that relied on every `..` being sent
+    assert FilterPlan.from_dict(old).wants("open", "/usr/x", 1, climbs=True)
+    assert not FilterPlan.from_dict(old).wants("open", "/usr/x", 1)
 
 
 def test_unbounded_conditions_widen_and_are_named():

@@ -625,6 +625,68 @@ open("{d}/w", "w").write("y")
     d.rmdir()
 
 
+async def test_leading_dots_of_relative_paths_are_judged_in_the_kernel(probe):
+    """A relative path's leading `./` and `../` (and a last `.` or `..`, as find, du and rm -r open
+    to climb back) are folded into its base in the kernel (bpf/file.bpf.c path_absolute): the plan
+    judges the folded path, so an uninteresting `..` stays in the kernel and `../../exact` is still
+    the exact path a rule wants, across a mount and never above the root. `..x` is a name."""
+    from shared.filterplan import READ, FilterPlan, Pattern
+
+    d = Path(f"/tmp/eundots-{uuid.uuid4().hex[:8]}")
+    (d / "sub" / "deeper").mkdir(parents=True)
+    (d / "in" / "x").mkdir(parents=True)
+    (d / "mnt").mkdir()
+    for name in ("exact", "..hidden", "..z", "other"):
+        (d / name).write_text("x")
+    subprocess.run(["mount", "-t", "tmpfs", "eundots", str(d / "mnt")], check=True)
+    (d / "mnt" / "m").mkdir()
+    plan = FilterPlan(kinds=tuple(probe.svc.cfg.kinds), patterns=(
+        Pattern("open", "exact", f"{d}/exact", READ), Pattern("open", "exact", f"{d}/..hidden", READ),
+        Pattern("open", "prefix", f"{d}/in", READ), Pattern("open", "exact", "/etc/hostname", READ)))
+    probe.svc.load_plan(plan)
+    probe.svc.read_counters()
+    filtered_before = probe.svc.stats.get("probe_filtered_events_total", kind="open") or 0
+    try:
+        p = await run_child(sys.executable, "-c", f"""
+import os
+def opens(path, fd=None, flags=0):            # other flags: not a repeat of the same folded path
+    os.close(os.open(path, os.O_RDONLY | flags, dir_fd=fd))
+deeper = os.open("{d}/sub/deeper", os.O_RDONLY | os.O_DIRECTORY)
+opens("..", deeper)                    # {d}/sub: not wanted
+opens(".", deeper)                     # {d}/sub/deeper: not wanted
+opens("./..", deeper)                  # {d}/sub: not wanted
+opens("../../exact", deeper)           # wanted
+opens("./../.././exact", deeper, os.O_NOCTTY)  # wanted
+opens("../../other", deeper)           # not wanted
+top = os.open("{d}", os.O_RDONLY | os.O_DIRECTORY)
+opens("..hidden", top)                 # a name: wanted
+opens("..z", top)                      # a name: not wanted
+os.chdir("{d}/in/x")
+opens("..")                            # {d}/in: wanted
+m = os.open("{d}/mnt/m", os.O_RDONLY | os.O_DIRECTORY)
+opens("../../exact", m, os.O_NOFOLLOW)  # across the tmpfs's root: wanted
+opens("../..", m)                      # {d}: not wanted
+os.chdir("/")
+opens("../../etc/hostname")            # never above the root: wanted
+opens("sub/../exact", top, os.O_CLOEXEC)  # a `..` further on: user space judges it
+""")
+        assert p.returncode == 0, p.err
+        col = probe.col
+        await col.wait(lambda e: e["kind"] == "exit" and e["pid"] == p.pid)
+    finally:
+        probe.svc.load_plan(FilterPlan.capture_all(probe.svc.cfg.kinds))
+        subprocess.run(["umount", str(d / "mnt")], check=True)
+    got = sorted((e["raw_path"], e["path"]) for e in col.events if e["kind"] == "open" and e["pid"] == p.pid
+                 and (e["path"].startswith(str(d)) or e["path"] == "/etc/hostname"))
+    assert got == sorted([
+        ("../../exact", f"{d}/exact"), ("./../.././exact", f"{d}/exact"), ("..hidden", f"{d}/..hidden"),
+        ("..", f"{d}/in"), ("../../exact", f"{d}/exact"), ("../../etc/hostname", "/etc/hostname"),
+        ("sub/../exact", f"{d}/exact")]), got
+    probe.svc.read_counters()
+    assert probe.svc.stats.get("probe_filtered_events_total", kind="open") - filtered_before >= 6
+    shutil.rmtree(d)
+
+
 async def test_paths_are_absolute_and_normalised(probe, tmp_path):
     """Relative paths (working directory, dirfd), `//`, `.` and `..`: the event's path is the
     absolute, normalised one, the argument as written is kept in raw_path."""

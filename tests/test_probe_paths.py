@@ -9,7 +9,7 @@ import pytest
 
 from services.probe.btf import BTF, VMLINUX, BTFError, vmlinux
 from services.probe.paths import absolute, fold
-from shared.filterplan import judged_path
+from shared.filterplan import climbs, judged_path
 
 
 @pytest.mark.parametrize("raw,base,want", [
@@ -30,6 +30,22 @@ from shared.filterplan import judged_path
 ])
 def test_absolute_paths(raw, base, want):
     assert absolute(raw, base) == want
+
+
+@pytest.mark.parametrize("raw,base,judged,up", [
+    ("..", "/a/b", "/a", True), (".", "/a/b", "/a/b", False), ("./", "/a", "/a", False),
+    ("../../x", "/a/b/c", "/a/x", True), ("./../.././x", "/a/b/c", "/a/x", True),
+    ("../../../x", "/a", "/x", True),                # never above the root
+    ("..x", "/a", "/a/..x", False), (".x", "/a", "/a/.x", False), ("...", "/a", "/a/...", False),
+    (".//x", "/a", "/a//x", False),                  # what follows is judged as written: sent
+    ("a/../b", "/a", "/a/a/../b", False),
+    ("../" * 9 + "x", "/a/b", "/../x", True),        # past DOTS_MAX: left as written, sent
+    ("../x", None, "../x", True), ("/a/../b", None, "/a/../b", False),
+])
+def test_the_kernel_folds_leading_dots(raw, base, judged, up):
+    """As bpf/file.bpf.c path_absolute: a relative path's leading `./` and `../` fold into its base."""
+    assert judged_path(raw, base) == judged and climbs(raw) == up
+    assert absolute(raw, base) == absolute(judged, None) if base else True
 
 
 def test_fold_matches_the_judged_path_when_canonical():

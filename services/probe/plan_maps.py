@@ -1,7 +1,8 @@
 """Load a filter plan (shared/filterplan.py) into the probe's BPF maps.
 
 Maps (bpf/common.h, bpf/file.bpf.c): kind_on (kinds emitted), plan_any
-(access classes wanted for any path, per path kind), plan_prefix and
+(access classes wanted for any path, per path kind; as every value, with those
+wanted only for a path that climbs: shared/filterplan.CLIMBING), plan_prefix and
 plan_suffix (LPM tries keyed by kind byte + path, or + reversed path tail),
 plan_tail and plan_open_head (the quick tests before each trie),
 env_watch (exec environment variables watched, by the first 8 bytes of "NAME=").
@@ -16,7 +17,7 @@ import os
 from collections.abc import Iterable
 
 from shared import log
-from shared.filterplan import ALL_ACCESS, ALWAYS_KINDS, MAX_PATH_LEN, MAX_SUFFIX_LEN, PATH_KINDS, FilterPlan, env_key
+from shared.filterplan import ALL_BITS, ALWAYS_KINDS, MAX_PATH_LEN, MAX_SUFFIX_LEN, PATH_KINDS, FilterPlan, env_key
 
 _log = log.get("probe.plan")
 BATCH_WRITES = 256  # array entries changed at once: one batch update, not one syscall each
@@ -166,7 +167,7 @@ class PlanMaps:
         # the process kinds stay on whatever a plan says: the enricher's process table needs them
         kinds = (set(plan.kinds) | set(ALWAYS_KINDS)) & set(allowed) & set(self.numbers)
         if self.has_paths:
-            self._set_any(dict.fromkeys(PATH_KINDS, ALL_ACCESS))
+            self._set_any(dict.fromkeys(PATH_KINDS, ALL_BITS))
         self._set_env(set(plan.env) | set(self.plan.env if self.plan else ()))  # the union while swapping
         self._set_kinds(self._kinds | kinds)
         prefix, suffix = trie_entries(plan, self.numbers)

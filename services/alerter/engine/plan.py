@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Literal
 from shared.filterplan import (
     ALL_ACCESS,
     ALWAYS_KINDS,
+    CLIMBING,
     CREATE,
     DANGEROUS_ENV,
     FEATURE_KINDS,
@@ -59,10 +60,13 @@ PATH_FIELDS = frozenset(("fd.name", "evt.arg.path"))
 OPEN_CLASSES = {"evt.is_open_read": READ, "evt.is_open_write": WRITE, "evt.is_open_trunc": WRITE,
                 "evt.is_open_create": CREATE, "evt.is_open_exec": CREATE}
 MAX_ATOMS = 4096                          # per kind; past it the kind is taken whole
-# A path written with ".." (fd.nameraw contains "../"): the kernel never judges such a path by
-# the plan's patterns, it always sends it (bpf/file.bpf.c path_unjudgeable); the pattern keeps
-# the kind on and needs no kernel entry.
+# A path written with ".." (fd.nameraw contains "../"): the kernel either folds it (a relative
+# path's leading `../`, bpf/file.bpf.c path_absolute) and judges the folded path, which is the
+# rule's fd.name, by the classes wanted when a path climbs (CLIMBING), or it sends it whatever the
+# plan (any other `..`: path_unjudgeable). So it is any path, for those classes only: with a path
+# test, that path's pattern, still only when climbing.
 TRAVERSAL: Pat = ("traversal", "/../")
+CLIMBING_ANY: Atom = (None, ALL_ACCESS << CLIMBING)
 # Facts the alerter's state (services/alerter/state.py) derives from earlier events.
 STATE_FIELDS = frozenset(("proc.is_exe_upper_layer", "proc.is_exe_from_memfd"))
 
@@ -75,8 +79,6 @@ def _narrow_pat(a: Pat, b: Pat) -> Pat | Literal[False]:
     """A pattern covering both a and b's paths (False: they share none)."""
     if a is None or b is None:
         return b if a is None else a
-    if TRAVERSAL in (a, b):
-        return TRAVERSAL
     (ma, pa), (mb, pb) = a, b
     if ma == mb == "exact":
         return a if pa == pb else False
@@ -91,8 +93,16 @@ def _narrow_pat(a: Pat, b: Pat) -> Pat | Literal[False]:
     return a if ma == "prefix" else b   # a prefix and a suffix: either bounds both
 
 
-def _narrow_access(a: int, b: int) -> int:
+def _fewer(a: int, b: int) -> int:
     return a if bin(a).count("1") <= bin(b).count("1") else b
+
+
+def _narrow_access(a: int, b: int) -> int:
+    """Bits covering both a's and b's events: those of the fewer classes, for any path and (with
+    the classes each wants for any path) for a path that climbs."""
+    low = _fewer(a & ALL_ACCESS, b & ALL_ACCESS)
+    climbing = _fewer((a | a >> CLIMBING) & ALL_ACCESS, (b | b >> CLIMBING) & ALL_ACCESS)
+    return low | (climbing & ~low) << CLIMBING
 
 
 def and_(x: Abs, y: Abs) -> Abs:
@@ -186,7 +196,7 @@ class PlanCompiler:
         pats = path_patterns(name, op, vals)
         if pats is None:
             return top()
-        bounded = frozenset((p, ALL_ACCESS) for p in pats)
+        bounded = frozenset(CLIMBING_ANY if p == TRAVERSAL else (p, ALL_ACCESS) for p in pats)
         out = top()
         out.update(_only(PATH_KINDS, bounded))
         return out
@@ -355,7 +365,7 @@ def build(total: Abs, full: dict[str, list[str]], source: str, env: tuple[str, .
         for pat, acc in total.get(k, ()):
             if pat is None:
                 any_path[k] = any_path.get(k, 0) | acc
-            elif pat != TRAVERSAL:
+            else:
                 merged[(k, *pat)] = merged.get((k, *pat), 0) | acc
     patterns = [Pattern(k, m, p, acc) for (k, m, p), acc in merged.items() if acc & ~any_path.get(k, 0)]
     while len(patterns) > MAX_PATTERNS:  # more than the kernel holds: the busiest kind is sent whole
