@@ -8,9 +8,9 @@
 // The filter plan's path part (shared/filterplan.py; loaded by services/probe/plan_maps.py).
 // An open/unlink/chmod is stashed only when some rule can match its path:
 //   - plan_any[kind] & cls: the rules want every path for this access class;
-//   - a non-canonical path (//, /./, /../) or one too long to judge: always
-//     sent. Relative paths are judged as written, as the rules compare them
-//     (prefixes never match them; suffixes and exact names can);
+//   - a non-canonical path (//, /./, /../, any `../`) or one too long to judge: always
+//     sent. A relative path is judged as <its base>/<path>, its leading `./` and `../`
+//     folded (path_absolute); one that climbed also asks for the classes << CLS_CLIMBING;
 //   - plan_prefix: longest match of the path (kind byte first) among prefixes
 //     and exact paths (stored with their NUL);
 //   - plan_suffix: longest match of the path's last PLAN_SUFFIX_SZ bytes,
@@ -53,8 +53,9 @@ BPF_PERCPU_ARRAY(plan_scratch, struct plan_buf, 2);
 // relative to (the working directory, or the dirfd's file), which is turned into
 // an absolute path by walking its dentries up to the task's root, crossing
 // mounts on the way, exactly as the process sees it (a container's /etc, not
-// the host's overlay directory). Symlinks in the base are resolved; `.`/`..`
-// in the argument are folded by user space (services/probe/paths.py).
+// the host's overlay directory). Symlinks in the base are resolved; a relative
+// argument's leading `./` and `../` are folded here, for the plan (path_absolute);
+// the event's path is folded by user space (services/probe/paths.py).
 #ifndef HAVE_KOFF
 #define HAVE_KOFF 0
 #endif
@@ -168,7 +169,11 @@ static __always_inline long path_walk(char *mnt, char *dentry, char *out, u32 up
         u32 len;
         const char *name;
         dentry_link(w, d, &parent, &len, &name);
-        if (!parent || parent == d)
+        if (!parent) {  // unreadable (a dentry's parent is never NULL): unknown, not the root
+            pw_count(1);
+            return -1;
+        }
+        if (parent == d)
             break;
         if (w->ups) {  // a `..`: this name is not part of the path
             w->ups--;
@@ -294,7 +299,13 @@ static __always_inline int path_unjudgeable(const char *s, u32 len)
     for (u32 i = 0; i < PLAN_PATH_SZ - 5; i++) {  // a constant bound: s[i + 3] stays in the key
         if (i >= len)
             break;
-        if (s[i] != '/')
+        char c = s[i];
+        if (c == '.') {  // `../` anywhere ("x../y" too): what fd.nameraw contains "../" tests
+            if (s[i + 1] == '.' && s[i + 2] == '/')
+                return 1;
+            continue;
+        }
+        if (c != '/')
             continue;
         char c1 = s[i + 1];
         if (c1 == '/')
@@ -424,13 +435,14 @@ static __always_inline int dedup_hit(u32 kind, u32 flags, u32 mode, u64 hash)
 
 // 1 when this event repeats one sent within the window (it is then only counted);
 // else *hash is its path hash (0 when not deduplicated), sent in a[4] for user space.
-static __always_inline int dedup_repeat(u32 kind, u32 flags, u32 mode, const char *path, long len, u64 *hash)
+static __always_inline int dedup_repeat(u32 kind, u32 flags, u32 mode, const char *path, long len, u64 salt,
+                                        u64 *hash)
 {
     u32 zero = 0;
     u64 *win = dedup_window.lookup(&zero);
     if (!win || !*win || len < 0)
         return 0;
-    *hash = fnv1a(path, len);
+    *hash = fnv1a(path, len) ^ salt;
     return dedup_hit(kind, flags, mode, *hash);
 }
 
@@ -469,8 +481,8 @@ static __always_inline long path_absolute(struct plan_buf *kb, struct plan_buf *
     if (blen <= 0)
         return -1;
     u32 rest = n - at;                       // what follows, with its NUL: 1 when nothing does
-    if (rest <= 1)
-        return blen;
+    if (rest <= 1)                           // the base alone, judged only when short enough
+        return blen < PLAN_PATH_SZ - 5 ? blen : -1;
     u32 off = blen;
     if (blen > 1)
         kb->k.s[off++ & 0xff] = '/';
@@ -499,6 +511,7 @@ static __always_inline void path_stash_fold(u32 kind, u8 cls, const char *path, 
     // unreadable now (read again at exit), empty, or too long to judge: len -1
     long len = (n <= 1 || n >= PLAN_PATH_SZ - 4) ? -1 : ((n - 1) & 0xff);
     rb->slack[0] = 0;
+    rb->slack[1] = 0;
     if (len > 0 && kb->k.s[0] != '/')  // relative: judged as <its base directory>/<path>
         len = path_absolute(kb, rb, n, dirfd, fold);
     // whether it climbs (path_absolute left the `../` it folded in slack[0]), without a branch
@@ -509,7 +522,10 @@ static __always_inline void path_stash_fold(u32 kind, u8 cls, const char *path, 
         return;
     }
     u64 hash = 0;
-    if (dedup_repeat(kind, dflags, kind == K_OPEN ? (u32)a2 : 0, kb->k.s, len, &hash))
+    // the `./` and `../` folded are part of what is repeated: a read through `../../` is never
+    // counted as a repeat of the plain read of the same file
+    u64 salt = (u64)*(volatile u8 *)&rb->slack[0] << 56 | (u64)*(volatile u8 *)&rb->slack[1] << 48;
+    if (dedup_repeat(kind, dflags, kind == K_OPEN ? (u32)a2 : 0, kb->k.s, len, salt, &hash))
         return;
     stash_store(kind, SHAPE_STR1, a1, a2, a3, hash, 0, path, 0, 0);
 }

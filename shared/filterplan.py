@@ -216,8 +216,8 @@ def judged_path(raw: str, base: str | None) -> str:
 
 
 def unjudgeable(path: str) -> bool:
-    """Paths the kernel leaves to user space: //, /./ and /../ components."""
-    return "//" in path or "/./" in path or "/../" in path or path.endswith(("/.", "/.."))
+    """Paths the kernel leaves to user space: //, /./ and /../ components, and `../` anywhere."""
+    return "//" in path or "/./" in path or "../" in path or path.endswith(("/.", "/.."))
 
 
 def _matches(p: Pattern, path: str) -> bool:

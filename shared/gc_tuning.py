@@ -5,7 +5,7 @@ cyclic collector only has to find the rare cycles (tasks, futures, tracebacks). 
 defaults it ran a collection every 700 allocations, promoted each in-flight batch to older
 generations, and every so often walked every object of the process (the rules, bcc's and
 aiohttp's modules, the process tables): on `eunomia up` during a burst of 3,000 execs that was
-~0.2 s of its 1.45 s of CPU, with pauses of 80 ms in the event loop.
+~0.15 s of its ~1.2 s of CPU, with full collections pausing the event loop 60-100 ms.
 
 So: a larger first generation (tune_gc, at process start) and, once a service has started, what
 it holds for good moved out of the collector's sight (settle_gc: gc.freeze)."""

@@ -92,7 +92,8 @@ ARGS = [("shadow", "/etc"), ("../etc/shadow", "/tmp"), ("./shadow", "/etc"), ("/
         ("shadow", None), ("../../../etc/shadow", "/var/lib"), ("a/../../shadow", "/etc/x"), ("..", "/etc/ssh"),
         ("./.././../root/.ssh/id_rsa", "/srv/app"), ("../" * 9 + "etc/shadow", "/a/b/c/d/e/f/g/h/i"),
         ("../.ssh/authorized_keys", "/root/x"), ("../secret/k", "/srv/app"), ("secret/k", "/srv"),
-        ("../x", "/tmp/y"), ("x/../y", "/tmp")]
+        ("../x", "/tmp/y"), ("x/../y", "/tmp"), ("a../b../shadow", "/etc"), ("/etc/a../b../shadow", None),
+        ("x../y", "/tmp/z")]
 
 
 @pytest.mark.parametrize("which", ["default", "forms"])

@@ -17,8 +17,11 @@ class Node:
 
 @pytest.fixture
 def restore_gc():
+    """No automatic collection during a test: only the ones it makes decide what is freed."""
     thresholds = gc.get_threshold()
+    gc.disable()
     yield
+    gc.enable()
     gc.unfreeze()
     gc.set_threshold(*thresholds)
 

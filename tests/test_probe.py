@@ -636,7 +636,8 @@ async def test_leading_dots_of_relative_paths_are_judged_in_the_kernel(probe):
     (d / "sub" / "deeper").mkdir(parents=True)
     (d / "in" / "x").mkdir(parents=True)
     (d / "mnt").mkdir()
-    for name in ("exact", "..hidden", "..z", "other"):
+    (d / "a..").mkdir()
+    for name in ("exact", "..hidden", "..z", "other", "a../f"):
         (d / name).write_text("x")
     subprocess.run(["mount", "-t", "tmpfs", "eundots", str(d / "mnt")], check=True)
     (d / "mnt" / "m").mkdir()
@@ -652,6 +653,7 @@ import os
 def opens(path, fd=None, flags=0):            # other flags: not a repeat of the same folded path
     os.close(os.open(path, os.O_RDONLY | flags, dir_fd=fd))
 deeper = os.open("{d}/sub/deeper", os.O_RDONLY | os.O_DIRECTORY)
+opens("{d}/exact")                     # wanted; the climbs to it below are no repeats of it
 opens("..", deeper)                    # {d}/sub: not wanted
 opens(".", deeper)                     # {d}/sub/deeper: not wanted
 opens("./..", deeper)                  # {d}/sub: not wanted
@@ -669,6 +671,7 @@ opens("../..", m)                      # {d}: not wanted
 os.chdir("/")
 opens("../../etc/hostname")            # never above the root: wanted
 opens("sub/../exact", top, os.O_CLOEXEC)  # a `..` further on: user space judges it
+opens("a../f", top)                    # `../` in a name: as fd.nameraw contains "../" sees it, sent
 """)
         assert p.returncode == 0, p.err
         col = probe.col
@@ -681,7 +684,7 @@ opens("sub/../exact", top, os.O_CLOEXEC)  # a `..` further on: user space judges
     assert got == sorted([
         ("../../exact", f"{d}/exact"), ("./../.././exact", f"{d}/exact"), ("..hidden", f"{d}/..hidden"),
         ("..", f"{d}/in"), ("../../exact", f"{d}/exact"), ("../../etc/hostname", "/etc/hostname"),
-        ("sub/../exact", f"{d}/exact")]), got
+        ("sub/../exact", f"{d}/exact"), (f"{d}/exact", f"{d}/exact"), ("a../f", f"{d}/a../f")]), got
     probe.svc.read_counters()
     assert probe.svc.stats.get("probe_filtered_events_total", kind="open") - filtered_before >= 6
     shutil.rmtree(d)

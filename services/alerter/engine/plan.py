@@ -15,13 +15,14 @@ enricher names an ftruncate's fd from them.
 
 Path tests bound the path kinds (open, unlink, chmod, chown, truncate): fd.name / evt.arg.path
 with =, in, startswith, pmatch, endswith, glob (up to the first wildcard);
-fd.directory =, in, pmatch, startswith; fd.filename =, in, endswith; fd.nameraw contains
-or glob with ".." (paths the kernel always sends); and the open class tests
+fd.directory =, in, pmatch, startswith; fd.filename =, in, endswith; fd.nameraw tests that
+force a `../` in the argument (paths the kernel sends when they climb, or always); and the open class tests
 evt.is_open_read/write/create/trunc/exec = true.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
@@ -60,11 +61,11 @@ PATH_FIELDS = frozenset(("fd.name", "evt.arg.path"))
 OPEN_CLASSES = {"evt.is_open_read": READ, "evt.is_open_write": WRITE, "evt.is_open_trunc": WRITE,
                 "evt.is_open_create": CREATE, "evt.is_open_exec": CREATE}
 MAX_ATOMS = 4096                          # per kind; past it the kind is taken whole
-# A path written with ".." (fd.nameraw contains "../"): the kernel either folds it (a relative
+# An argument with `../` in it (fd.nameraw contains "../"): the kernel either folds it (a relative
 # path's leading `../`, bpf/file.bpf.c path_absolute) and judges the folded path, which is the
 # rule's fd.name, by the classes wanted when a path climbs (CLIMBING), or it sends it whatever the
-# plan (any other `..`: path_unjudgeable). So it is any path, for those classes only: with a path
-# test, that path's pattern, still only when climbing.
+# plan (`../` anywhere else: path_unjudgeable). So it is any path, for those classes only: with a
+# path test, that path's pattern, still only when climbing.
 TRAVERSAL: Pat = ("traversal", "/../")
 CLIMBING_ANY: Atom = (None, ALL_ACCESS << CLIMBING)
 # Facts the alerter's state (services/alerter/state.py) derives from earlier events.
@@ -213,10 +214,19 @@ def path_patterns(name: str, op: str, vals: list[str]) -> set[Pat] | None:
     return out or None
 
 
+def _forces_dotdot_slash(op: str, v: str) -> bool:
+    """Whether every argument the fd.nameraw test holds for has `../` in it."""
+    if op in ("=", "==", "in", "contains", "startswith", "bstartswith", "endswith"):
+        return "../" in v
+    if op == "glob":  # a literal `../` outside wildcards and bracket expressions
+        return any("../" in part for part in re.split(r"[*?]", re.sub(r"\[[^]]*\]", "?", v)))
+    return False
+
+
 def _pattern(name: str, op: str, v: str) -> set[Pat] | None:
     if not v:
         return None
-    if name == "fd.nameraw" and op in ("contains", "glob") and ".." in v:
+    if name == "fd.nameraw" and _forces_dotdot_slash(op, v):
         return {TRAVERSAL}
     if name in PATH_FIELDS:
         if op in ("=", "==", "in"):  # a relative name: its tail bounds it (kernel patterns are absolute)
@@ -367,7 +377,8 @@ def build(total: Abs, full: dict[str, list[str]], source: str, env: tuple[str, .
                 any_path[k] = any_path.get(k, 0) | acc
             else:
                 merged[(k, *pat)] = merged.get((k, *pat), 0) | acc
-    patterns = [Pattern(k, m, p, acc) for (k, m, p), acc in merged.items() if acc & ~any_path.get(k, 0)]
+    patterns = [Pattern(k, m, p, acc) for (k, m, p), acc in merged.items()
+                if acc & ~(any_path.get(k, 0) | (any_path.get(k, 0) & ALL_ACCESS) << CLIMBING)]
     while len(patterns) > MAX_PATTERNS:  # more than the kernel holds: the busiest kind is sent whole
         counts: dict[str, int] = {}
         for p in patterns:
