@@ -158,7 +158,11 @@ static __always_inline long path_walk(char *mnt, char *dentry, char *out, u32 up
         if (d == w->mroot) {  // top of this mount: continue from its mount point
             char *m = mn - OFF_MOUNT_MNT;
             char *parent = kptr(m + OFF_MOUNT_PARENT);
-            if (!parent || parent == m)
+            if (!parent) {  // unreadable: unknown, not the root
+                pw_count(1);
+                return -1;
+            }
+            if (parent == m)
                 break;  // the global root (a task whose root is outside its namespace)
             w->dentry = kptr(m + OFF_MOUNT_MOUNTPOINT);
             w->mnt = parent + OFF_MOUNT_MNT;
@@ -187,7 +191,10 @@ static __always_inline long path_walk(char *mnt, char *dentry, char *out, u32 up
         }
         pos -= len + 1;
         w->b[pos & 511] = '/';
-        bpf_probe_read_kernel(&w->b[(pos + 1) & 511], len & 255, name);
+        if (bpf_probe_read_kernel(&w->b[(pos + 1) & 511], len & 255, name) < 0) {  // not a path with holes
+            pw_count(1);
+            return -1;
+        }
         w->pos = pos;
         w->dentry = parent;
     }
@@ -480,6 +487,8 @@ static __always_inline long path_absolute(struct plan_buf *kb, struct plan_buf *
     long blen = base_dir_up(dirfd, kb->k.s, ups);
     if (blen <= 0)
         return -1;
+    rb->slack[2] = 1;     // relative, and its base's length: for dedup's salt (path_stash_fold)
+    rb->slack[3] = blen;
     u32 rest = n - at;                       // what follows, with its NUL: 1 when nothing does
     if (rest <= 1)                           // the base alone, judged only when short enough
         return blen < PLAN_PATH_SZ - 5 ? blen : -1;
@@ -512,6 +521,8 @@ static __always_inline void path_stash_fold(u32 kind, u8 cls, const char *path, 
     long len = (n <= 1 || n >= PLAN_PATH_SZ - 4) ? -1 : ((n - 1) & 0xff);
     rb->slack[0] = 0;
     rb->slack[1] = 0;
+    rb->slack[2] = 0;
+    rb->slack[3] = 0;
     if (len > 0 && kb->k.s[0] != '/')  // relative: judged as <its base directory>/<path>
         len = path_absolute(kb, rb, n, dirfd, fold);
     // whether it climbs (path_absolute left the `../` it folded in slack[0]), without a branch
@@ -522,9 +533,10 @@ static __always_inline void path_stash_fold(u32 kind, u8 cls, const char *path, 
         return;
     }
     u64 hash = 0;
-    // the `./` and `../` folded are part of what is repeated: a read through `../../` is never
-    // counted as a repeat of the plain read of the same file
-    u64 salt = (u64)*(volatile u8 *)&rb->slack[0] << 56 | (u64)*(volatile u8 *)&rb->slack[1] << 48;
+    // how the path was written is part of what is repeated: a read through `../../`, or by a
+    // relative name from another base, is never counted as a repeat of another read of the file
+    u64 salt = (u64)*(volatile u8 *)&rb->slack[0] << 56 | (u64)*(volatile u8 *)&rb->slack[1] << 48 |
+               (u64)*(volatile u8 *)&rb->slack[2] << 40 | (u64)*(volatile u8 *)&rb->slack[3] << 32;
     if (dedup_repeat(kind, dflags, kind == K_OPEN ? (u32)a2 : 0, kb->k.s, len, salt, &hash))
         return;
     stash_store(kind, SHAPE_STR1, a1, a2, a3, hash, 0, path, 0, 0);

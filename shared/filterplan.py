@@ -13,7 +13,7 @@ event the plan drops could never have matched a rule.
   it composes (`judged_path`: a relative argument joined to the directory it
   is relative to, resolved in the kernel, its leading `./` and `../` folded);
   rules see that path normalised. Other non-canonical paths (`//`, `.`, `..`
-  further on) are always emitted; so is a relative path whose directory the
+  further on, and `../` anywhere, `x../y` too) are always emitted; so is a relative path whose directory the
   kernel could not resolve. Access bits shifted by CLIMBING are wanted only
   when the path climbs (a relative path's leading `../`): rules that test
   fd.nameraw contains "../".
@@ -126,7 +126,7 @@ class FilterPlan:
         access = climb_bits(access, climbs)
         if kind not in PATH_KINDS or self.any_path.get(kind, 0) & access:
             return True
-        if not path or len(path) >= MAX_PATH_LEN or unjudgeable(path) or not path.startswith("/"):
+        if not path or len(path.encode()) >= MAX_PATH_LEN or unjudgeable(path) or not path.startswith("/"):
             return True
         for p in self.patterns:
             if p.kind == kind and p.access & access and _matches(p, path):

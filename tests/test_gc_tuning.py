@@ -18,10 +18,11 @@ class Node:
 @pytest.fixture
 def restore_gc():
     """No automatic collection during a test: only the ones it makes decide what is freed."""
-    thresholds = gc.get_threshold()
+    thresholds, enabled = gc.get_threshold(), gc.isenabled()
     gc.disable()
     yield
-    gc.enable()
+    if enabled:
+        gc.enable()
     gc.unfreeze()
     gc.set_threshold(*thresholds)
 

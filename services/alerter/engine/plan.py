@@ -218,8 +218,8 @@ def _forces_dotdot_slash(op: str, v: str) -> bool:
     """Whether every argument the fd.nameraw test holds for has `../` in it."""
     if op in ("=", "==", "in", "contains", "startswith", "bstartswith", "endswith"):
         return "../" in v
-    if op == "glob":  # a literal `../` outside wildcards and bracket expressions
-        return any("../" in part for part in re.split(r"[*?]", re.sub(r"\[[^]]*\]", "?", v)))
+    if op == "glob":  # a literal `../` before any bracket expression (fnmatch's `[]..]` is one class)
+        return any("../" in part for part in re.split(r"[*?]", v.split("[", 1)[0]))
     return False
 
 
