@@ -15,6 +15,7 @@ from shared.filterplan import PATH_KINDS
 from shared.schema import new_event_id
 
 from .decode import DEDUP_HASH, KEYED_DEDUP_KINDS
+from .map_read import entries
 
 KINDS = (*PATH_KINDS, *KEYED_DEDUP_KINDS)  # the kinds the kernel deduplicates (path_stash(), bpf/priv.bpf.c)
 _MASK = (1 << 64) - 1
@@ -57,7 +58,7 @@ class Dedup:
               boot_to_wall: int) -> list[dict]:
         """Repeat events for every window that is over; their kernel entries are deleted."""
         out = []
-        for k, v in list(table.items()):
+        for k, v in entries(table):
             if now_boot_ns - v.first_ts < window_ns:
                 continue
             v = _take(table, k)  # atomically: a repeat counted meanwhile is in this count, or in a new entry

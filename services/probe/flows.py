@@ -16,6 +16,8 @@ import time
 from shared.netnames import SOCK_TYPE_PROTO, ip_text
 from shared.schema import new_event_id
 
+from .map_read import entries
+
 DIRECTIONS = ("connect", "accept")
 _ZERO16 = bytes(16)
 
@@ -45,7 +47,7 @@ class FlowReader:
         boot_now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         to_wall = time.time_ns() - boot_now
         out, sent, idle = [], {}, []
-        for k, v in self._items():
+        for k, v in entries(self.table):
             key = bytes(k)
             count, failed, last = v.count, v.failed, v.last_seen
             sent[key] = (v.first_seen, count, failed)
@@ -71,12 +73,6 @@ class FlowReader:
         self.map_full = self._full[0].value
         self.emitted += len(out)
         return out
-
-    def _items(self) -> list:
-        try:
-            return list(self.table.items_lookup_batch())  # one bpf() call instead of two per flow
-        except Exception:  # no batch lookup (kernels before 5.6)
-            return self.table.items()
 
     def _event(self, k, v, count: int, failed: int, to_wall: int) -> dict:
         family, direction = k.family, DIRECTIONS[k.direction & 1]
