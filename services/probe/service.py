@@ -409,6 +409,7 @@ class ProbeService:
 
     async def run(self, stop: asyncio.Event) -> None:
         counters = asyncio.create_task(self._counters_loop(), name="probe-counters")
+        excluder = asyncio.create_task(self._exclusions_loop(), name="probe-exclusions")
         asker = asyncio.create_task(self._ask_plan(), name="probe-plan")
         ia32 = asyncio.create_task(self._ia32_exit_loop(), name="probe-ia32-exit")
         stopper = asyncio.create_task(stop.wait())
@@ -423,7 +424,7 @@ class ProbeService:
                     await self._publish(getter.result())
                     getter = None
         finally:
-            await cancel_and_wait(getter, stopper, counters, asker, ia32)
+            await cancel_and_wait(getter, stopper, counters, excluder, asker, ia32)
             self.read_counters()
 
     async def _publish(self, events: list[dict]) -> None:
@@ -470,11 +471,18 @@ class ProbeService:
         while True:
             await asyncio.sleep(self.cfg.counters_interval)
             self.read_counters()
-            self.exclusions.refresh()
             self.decoder.resync_clock()
             await self.report_repeats()
             await self.report_flows()
             await self.report_perf()
+
+    async def _exclusions_loop(self) -> None:
+        """Our own processes (children, units) excluded as they come, on a loop of their own: the
+        counters loop waits on slower work (a profile window symbolised on a busy node, the reader's
+        flow snapshot), and an exclusion held up behind it would let us trace ourselves meanwhile."""
+        while True:
+            await asyncio.sleep(self.cfg.counters_interval)
+            self.exclusions.refresh()
 
     async def report_flows(self) -> None:
         """Flows that changed since the last report go out as `flow` events (deltas), in kernel order:
