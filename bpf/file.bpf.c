@@ -45,6 +45,8 @@ BPF_ARRAY(plan_open_head, u8, 65536);
 // Scratch keys: [0] the path, [1] its tail reversed. The slack lets the scan
 // below look a few bytes ahead without the verifier having to prove where the NUL is,
 // and path_absolute() append a path after its base with bounds the verifier can see.
+// [1]'s first four slack bytes say how path_absolute folded a relative path: `../` folded, bytes
+// folded, relative, base length (read back through the map; dedup's salt).
 struct plan_buf { struct plan_key k; char slack[PLAN_PATH_SZ + 16]; };  // room for base + path
 BPF_PERCPU_ARRAY(plan_scratch, struct plan_buf, 2);
 
@@ -249,11 +251,6 @@ static __always_inline long base_dir_up(s64 dirfd, char *out, u32 ups)
     return path_walk(mnt, dentry, out, ups);
 }
 
-static __always_inline long base_dir(s64 dirfd, char *out)
-{
-    return base_dir_up(dirfd, out, 0);
-}
-
 // AF_INET or AF_INET6 when the current task's `fd` is an inet socket, else 0: asked of
 // the file itself for sockets the probe did not see made (before it started, received
 // over a unix socket, an ia32 accept whose result was not known yet).
@@ -278,16 +275,16 @@ static __always_inline long base_dir_up(s64 dirfd, char *out, u32 ups)
     return -1;
 }
 
-static __always_inline long base_dir(s64 dirfd, char *out)
-{
-    return -1;
-}
-
 static __always_inline u16 fd_inet_family(s64 fd)
 {
     return 0;
 }
 #endif
+
+static __always_inline long base_dir(s64 dirfd, char *out)
+{
+    return base_dir_up(dirfd, out, 0);
+}
 
 static __always_inline u8 open_class(s64 flags)
 {
@@ -487,7 +484,7 @@ static __always_inline long path_absolute(struct plan_buf *kb, struct plan_buf *
     long blen = base_dir_up(dirfd, kb->k.s, ups);
     if (blen <= 0)
         return -1;
-    rb->slack[2] = 1;     // relative, and its base's length: for dedup's salt (path_stash_fold)
+    rb->slack[2] = 1;     // relative, and its base's length: with ups and at, dedup's salt (path_stash_fold)
     rb->slack[3] = blen;
     u32 rest = n - at;                       // what follows, with its NUL: 1 when nothing does
     if (rest <= 1)                           // the base alone, judged only when short enough
@@ -519,10 +516,7 @@ static __always_inline void path_stash_fold(u32 kind, u8 cls, const char *path, 
     long n = bpf_probe_read_user_str(kb->k.s, sizeof(kb->k.s), path);  // n counts the NUL
     // unreadable now (read again at exit), empty, or too long to judge: len -1
     long len = (n <= 1 || n >= PLAN_PATH_SZ - 4) ? -1 : ((n - 1) & 0xff);
-    rb->slack[0] = 0;
-    rb->slack[1] = 0;
-    rb->slack[2] = 0;
-    rb->slack[3] = 0;
+    *(u32 *)rb->slack = 0;  // how path_absolute folded it: none yet (see there)
     if (len > 0 && kb->k.s[0] != '/')  // relative: judged as <its base directory>/<path>
         len = path_absolute(kb, rb, n, dirfd, fold);
     // whether it climbs (path_absolute left the `../` it folded in slack[0]), without a branch
@@ -535,8 +529,7 @@ static __always_inline void path_stash_fold(u32 kind, u8 cls, const char *path, 
     u64 hash = 0;
     // how the path was written is part of what is repeated: a read through `../../`, or by a
     // relative name from another base, is never counted as a repeat of another read of the file
-    u64 salt = (u64)*(volatile u8 *)&rb->slack[0] << 56 | (u64)*(volatile u8 *)&rb->slack[1] << 48 |
-               (u64)*(volatile u8 *)&rb->slack[2] << 40 | (u64)*(volatile u8 *)&rb->slack[3] << 32;
+    u64 salt = (u64)*(volatile u32 *)rb->slack << 32;
     if (dedup_repeat(kind, dflags, kind == K_OPEN ? (u32)a2 : 0, kb->k.s, len, salt, &hash))
         return;
     stash_store(kind, SHAPE_STR1, a1, a2, a3, hash, 0, path, 0, 0);
