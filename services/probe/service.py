@@ -45,6 +45,7 @@ from .dns_attach import DnsAttachment
 from .exclusion import Exclusions
 from .flows import FlowReader
 from .ia32_exit import Ia32Exit
+from .map_read import entries
 from .perf import PerfReader, attach_syscall_latency, detach_detail
 from .plan_maps import PlanMaps, set_host_mount_ns
 from .ringbuf import RingReader
@@ -142,6 +143,7 @@ class ProbeService:
         self._flows_wanted: asyncio.Future | None = None  # report_flows asks the reader for a snapshot
         self._ring: RingReader | None = None
         self._lost_seen = 0
+        self._cg_events: dict[int, int] = {}  # cgroup id -> events, as the last read_counters() found them
         self._gone_cgroups = GoneCgroups()
         self.bus: busmod.Bus | None = None
         self.subject = subjects.raw(self.node)
@@ -516,7 +518,7 @@ class ProbeService:
             await self.drain_profile()
         if self.perf is None:
             return
-        events = {k.value: sum(v.n) for k, v in self.bpf[b"cg_counts"].items() if k.value > ROOT_CGROUP}
+        events = self._cg_events  # read this round by read_counters()
         figures = await loop.run_in_executor(None, self.perf.collect, events)
         self.stats.set("probe_perf_cgroups", len(figures))
         self.stats.set("probe_perf_map_full", self.perf.map_full)  # updates lost: a perf map was full
@@ -609,12 +611,15 @@ class ProbeService:
                 n = sum(self.bpf[b"pw_counts"][i])
                 self.stats.inc("probe_path_unresolved_total", n - self._unresolved_seen.get(why, 0), reason=why)
                 self._unresolved_seen[why] = n
-        for k, v in self.bpf[b"cg_counts"].items():
+        cg_events = {}
+        for k, v in entries(self.bpf[b"cg_counts"]):
             if k.value <= ROOT_CGROUP:
                 continue
+            cg_events[k.value] = sum(v.n)
             for i, cls in enumerate(CLASS_NAMES):
                 if v.n[i]:
                     self.stats.set("probe_cgroup_events", v.n[i], cgroup_id=k.value, **{"class": cls})
+        self._cg_events = cg_events
         self._prune_cgroups()
         if syscall_profile is not None and self.plan.has("syscalls.bpf.c"):
             syscall_profile.export(self.bpf, self.stats)
