@@ -40,6 +40,7 @@ from shared.gc_tuning import settle_gc, tune_gc
 from shared.heap import tune_malloc
 from shared.natsserver import NatsServer, NatsServerConfig, free_port
 from shared.schema import new_event_id
+from shared.service import run_loop
 from shared.stats import Stats
 from shared.streams import ensure_streams
 
@@ -317,9 +318,9 @@ def main() -> int:
     tune_gc()
     if a.drive:
         a.mode = a.drive
-        print(orjson.dumps(asyncio.run(drive(a))).decode())
+        print(orjson.dumps(run_loop(drive(a))).decode())
         return 0
-    return asyncio.run(bench(a))
+    return run_loop(bench(a))  # the services' event loop, as shared/service.run_main runs them
 
 
 if __name__ == "__main__":

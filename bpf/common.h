@@ -132,10 +132,14 @@ struct ev_unlink     { struct ev_head h; s64 ret, dirfd, flags, _3, path_hash, _
 struct ev_rename     { struct ev_head h; s64 ret, flags, _2, _3, _4, _5; char raw_oldpath[STR_SZ]; char raw_newpath[STR_SZ]; char old_base[STR_SZ]; char new_base[STR_SZ]; };
 struct ev_link       { struct ev_head h; s64 ret, flags, _2, _3, _4, _5; char raw_oldpath[STR_SZ]; char raw_newpath[STR_SZ]; char old_base[STR_SZ]; char new_base[STR_SZ]; };
 struct ev_symlink    { struct ev_head h; s64 ret, _1, _2, _3, _4, _5; char raw_target[STR_SZ]; char raw_path[STR_SZ]; char _b1[STR_SZ]; char base[STR_SZ]; };
-struct ev_chmod      { struct ev_head h; s64 ret, mode, dirfd, _3, path_hash, _5; char raw_path[STR_SZ]; char base[STR_SZ]; };
+struct ev_chmod      { struct ev_head h; s64 ret, mode, dirfd, _3, path_hash, flags; char raw_path[STR_SZ]; char base[STR_SZ]; };
 struct ev_mkdir      { struct ev_head h; s64 ret, mode, dirfd, _3, path_hash, _5; char raw_path[STR_SZ]; char base[STR_SZ]; };
+// chmod, chown, truncate: `flags` has BY_FD when the call named its file by an fd (fchmod,
+// fchown, ftruncate: `dirfd` is that fd, the string its path as the kernel walked it, "" if
+// unknown); chown's low 32 bits are fchownat's AT_* flags.
+#define BY_FD 4294967296
 struct ev_chown      { struct ev_head h; s64 ret, owner_uid, owner_gid, dirfd, path_hash, flags; char path[STR_SZ]; };
-struct ev_truncate   { struct ev_head h; s64 ret, length, dirfd, _3, path_hash, _5; char path[STR_SZ]; };
+struct ev_truncate   { struct ev_head h; s64 ret, length, dirfd, _3, path_hash, flags; char path[STR_SZ]; };
 struct ev_connect    { struct ev_head h; s64 ret, fd, addrlen, type, _4, _5; u8 sa[SA_SZ]; u8 la[16]; };
 struct ev_accept     { struct ev_head h; s64 ret, fd, type, lport, lfamily, _5; u8 sa[SA_SZ]; u8 la[16]; };
 struct ev_listen     { struct ev_head h; s64 ret, fd, backlog, lport, lfamily, _5; u8 sa[SA_SZ]; u8 la[16]; };

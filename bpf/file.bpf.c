@@ -734,13 +734,55 @@ TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat2)
 SYS_EXIT(fchmodat2, path_exit)
 #endif
 
+// fchmod, fchown and ftruncate name their file by an fd: at exit (the fd still names the file)
+// the kernel walks its path, the plan judges it as it judges a path form's, and it goes out as
+// the kind's one string (chmod's raw_path, chown's and truncate's path) with BY_FD in a[5]. An
+// fd with no walkable path (closed, too deep, or a pipe's or memfd's, whose walk ends at "/")
+// is sent with "" for user space to name, as are all when the plan cannot judge paths.
+static __always_inline int fd_exit(long ret)
+{
+    struct stash s;
+    if (!stash_take(&s))
+        return 0;
+    s.a[0] = ret;
+    s.a[5] |= BY_FD;
+    u32 zero = 0, one = 1;
+    struct plan_buf *kb = plan_scratch.lookup(&zero);
+    struct plan_buf *rb = plan_scratch.lookup(&one);
+    if (!kb || !rb)
+        return 0;
+    s64 fd = s.kind == K_CHOWN ? s.a[3] : s.a[2];  // chown {uid, gid, fd}; chmod {mode, fd}; truncate {length, fd}
+    // through the map, as path_absolute passes its fold: the verifier goes on with one state, not
+    // one per way the walk ended
+    *(s32 *)rb->slack = fd >= 0 ? base_dir(fd, kb->k.s) : -1;
+    long len = *(volatile s32 *)rb->slack;
+    len = (len <= 1 || len >= PLAN_PATH_SZ - 4) ? -1 : (len & 0xff);  // "/": unknown (see above)
+    if (!plan_wants(s.kind, CLS_READ, &kb->k, len, &rb->k)) {
+        count_filtered(s.kind);
+        return 0;
+    }
+    u64 hash = 0;  // repeats as the path forms': the path and the new mode, owner or length
+    if (dedup_repeat(s.kind, (u32)s.a[1], 0, kb->k.s, len, BY_FD, &hash))
+        return 0;
+    s.a[4] = hash;
+    struct ev_str1 *e = ev_reserve(s.kind, sizeof(*e));
+    if (!e)
+        return 0;
+    __builtin_memcpy(e->a, s.a, sizeof(e->a));
+    e->s1[0] = 0;
+    if (len > 0)
+        bpf_probe_read_kernel(e->s1, (len + 1) & 0xff, kb->k.s);
+    ev_submit(e);
+    return 0;
+}
+
 TRACEPOINT_PROBE(syscalls, sys_enter_fchmod)
 {
     stash_put(K_CHMOD, SHAPE_NUM, args->mode, args->fd, 0, 0, 0, 0, 0, 0);
     return 0;
 }
 
-SYS_EXIT(fchmod, stash_emit)
+SYS_EXIT(fchmod, fd_exit)
 
 // mkdir: a[] {ret, mode, dirfd, 0, hash}, the path judged by the plan like chmod's.
 TRACEPOINT_PROBE(syscalls, sys_enter_mkdir)
@@ -793,7 +835,7 @@ SYS_EXIT(linkat, path2_exit)
 
 // Ownership and truncation (issue 9): chown family and truncate/ftruncate.
 // Path forms go through the plan's path filter like chmod; fd forms (fchown,
-// ftruncate) carry the fd, which the enricher names from the opens it saw.
+// ftruncate) are named by fd_exit, as fchmod is.
 // a[]: chown {ret, uid, gid, dirfd or fd, hash, flags}; truncate {ret, length, fd or dirfd, hash}.
 // dflags (what dedup compares besides the path): the new owner / the new length.
 
@@ -804,7 +846,7 @@ static __always_inline void chown_flags(s64 flags)
     u64 id = bpf_get_current_pid_tgid();
     struct stash *s = stash.lookup(&id);
     if (s && s->kind == K_CHOWN)
-        s->a[5] = flags;
+        s->a[5] = (u32)flags;  // an int: never BY_FD
 }
 
 static __always_inline void chown_path(const char *path, s64 uid, s64 gid, s64 dirfd, s64 flags)
@@ -843,7 +885,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_fchown)
     return 0;
 }
 
-SYS_EXIT(fchown, stash_emit)
+SYS_EXIT(fchown, fd_exit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_truncate)
 {
@@ -859,4 +901,4 @@ TRACEPOINT_PROBE(syscalls, sys_enter_ftruncate)
     return 0;
 }
 
-SYS_EXIT(ftruncate, stash_emit)
+SYS_EXIT(ftruncate, fd_exit)

@@ -532,6 +532,8 @@ int i32_sys_exit(struct bpf_raw_tracepoint_args *ctx)
         return accept_exit(ret);
     case I32_DUP: case I32_DUP2: case I32_DUP3:
         return dup_exit(ret);
+    case I32_FCHMOD: case I32_FCHOWN16: case I32_FCHOWN: case I32_FTRUNCATE: case I32_FTRUNCATE64:
+        return fd_exit(ret);
     case I32_LINK: case I32_RENAME: case I32_SYMLINK: case I32_RENAMEAT: case I32_LINKAT: case I32_SYMLINKAT:
     case I32_RENAMEAT2:
         return path2_exit(ret);
@@ -556,6 +558,6 @@ int i32_sys_exit(struct bpf_raw_tracepoint_args *ctx)
         return 0;
     }
     }
-    return stash_emit(ret);  // fchmod, chown family, truncate family and the rest: as their 64-bit exits
+    return stash_emit(ret);  // chown and truncate by path and the rest: as their 64-bit exits
 }
 #endif

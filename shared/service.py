@@ -13,9 +13,11 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Service(Protocol):
@@ -109,11 +111,16 @@ def run_main(make_service: Callable[[], Service], use_uvloop: bool = True) -> No
         finally:
             watchdog.cancel()  # the thread it started (if any) still bounds the interpreter's exit
 
+    run_loop(main(), use_uvloop)
+
+
+def run_loop(main: Coroutine[Any, Any, T], use_uvloop: bool = True) -> T:
+    """Run `main` to completion on uvloop, the services' event loop (asyncio's own without it)."""
     if use_uvloop:
         try:
             import uvloop
-            uvloop.run(main())
-            return
         except ImportError:
             pass
-    asyncio.run(main())
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)

@@ -86,11 +86,21 @@ async def test_parent_named_tini_does_not_make_an_entrypoint(pipe):
 # --- set-id bits and addresses -------------------------------------------------------
 
 @pytest.mark.parametrize("how", ["chmod g+s /tmp/f", "/x/actions chmod 2755 /tmp/f",
-                                 "/x/actions chmod 12755 /tmp/f", "/x/actions chmod 174755 /tmp/f"])
+                                 "/x/actions chmod 12755 /tmp/f", "/x/actions chmod 174755 /tmp/f",
+                                 "/x/actions fchmod 4755 /tmp/f"])
 async def test_setgid_and_high_bit_modes_alert(pipe, actions, how):
     cid = await in_container(f"touch /tmp/f; {how}", actions)
     a = await alert_for(pipe, "Set setuid or setgid bit", cid)
     assert "S_ISGID" in a["output"] or "S_ISUID" in a["output"], a["output"]
+
+
+async def test_ownership_change_by_fd_names_the_file(pipe, actions):
+    # fchown names no path: the kernel walks the fd's (no open of it need reach user space)
+    cid = await in_container("/x/actions fchown 65534 /etc/passwd", actions)
+    a = await alert_for(pipe, "Sensitive file ownership changed", cid)
+    ev = a["event"]
+    assert (ev["path"], ev["owner_uid"], ev["path_from_fd"]) == ("/etc/passwd", 65534, True) and ev["fd"] >= 3
+    assert "file=/etc/passwd" in a["output"]
 
 
 async def test_ipv4_mapped_metadata_address_alerts(pipe, actions):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.probe.decode import HEAD, KIND_NAMES, KIND_NUMBERS, RET_UNKNOWN, DecodeError, Decoder
+from services.probe.decode import BY_FD, HEAD, KIND_NAMES, KIND_NUMBERS, RET_UNKNOWN, DecodeError, Decoder
 from services.probe.layouts import DEFINES, LAYOUTS, LayoutError, parse
 
 STR_SZ = DEFINES["STR_SZ"]
@@ -30,7 +30,13 @@ def test_records_decode_by_their_names():
     d = Decoder("n")
     ev = d.decode(record("chmod", (0, 0o4755, -100, 0, 1, 0), b"x", b"/usr/bin"))
     assert (ev["path"], ev["raw_path"], ev["mode"], ev["dirfd"], ev["ret"]) == ("/usr/bin/x", "x", 0o4755, -100, 0)
-    ev = d.decode(record("chmod", (0, 0o600, 5, 0, 0, 0)))  # fchmod: no path, an fd
+    ev = d.decode(record("chmod", (0, 0o600, 5, 0, 0, BY_FD), b"/etc/x"))  # fchmod: the fd's path
+    assert (ev["path"], "raw_path" in ev, ev["fd"], ev["mode"], ev["path_from_fd"]) == ("/etc/x", False, 5, 0o600, True)
+    ev = d.decode(record("chown", (0, 0, 0, 5, 0, BY_FD), b""))  # an fd with no walkable path
+    assert (ev["path"], ev["fd"], "path_from_fd" in ev, "flags" in ev) == (None, 5, False, False)
+    ev = d.decode(record("chown", (0, 0, 0, -100, 0, 0x100), b"/etc/x"))
+    assert (ev["path"], ev["dirfd"], ev["flags"], "fd" in ev) == ("/etc/x", -100, 0x100, False)
+    ev = d.decode(record("chmod", (0, 0o600, 5, 0, 0, 0)))  # fchmod from a probe before BY_FD: no path
     assert (ev["path"], ev["fd"], ev["mode"]) == (None, 5, 0o600)
     ev = d.decode(record("memfd", (3, 1, 0, 0, 0, 0), b"payload"))  # no entry in FIELDS: its own names
     assert (ev["name"], ev["flags"], ev["ret"]) == ("payload", 1, 3) and "_2" not in ev

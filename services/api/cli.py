@@ -5,7 +5,7 @@ import argparse
 import asyncio
 
 from shared import log
-from shared.service import stop_on_signals
+from shared.service import run_loop, stop_on_signals
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,9 +39,5 @@ def _api(args: argparse.Namespace) -> int:
             print(f"Dashboard: {svc.dashboard_url}  (token in {where})", flush=True)
             await svc.run(stop)
 
-    try:
-        import uvloop
-        uvloop.run(main())
-    except ImportError:
-        asyncio.run(main())
+    run_loop(main())
     return 0

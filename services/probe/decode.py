@@ -34,6 +34,8 @@ SIZE_STR1 = SIZE_NUM + STR_SZ
 SIZE_STR2 = SIZE_STR1 + STR_SZ
 SIZE_EXEC = SIZE_NUM + STR_SZ + ARGV_SZ + ARG_MAX_LEN + STR_SZ  # ... filename, argv, base
 ENV_SLOTS = DEFINES["ENV_SLOTS"]
+BY_FD = DEFINES["BY_FD"]  # chmod/chown/truncate flags: named by an fd (fchmod, fchown, ftruncate)
+AT_FLAGS = 0xFFFFFFFF     # ... the rest of chown's: fchownat's AT_* flags
 ID_UNCHANGED = 0xFFFFFFFF
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024  # oom: the kernel counts pages
 DEDUP_HASH = "_dedup"  # a[4] of path kinds (path hash), procvm, ptrace: the kernel's dedup key; the probe pops it
@@ -164,9 +166,12 @@ def _symlink(r: dict) -> dict:  # the target, as the link resolves it: relative 
             "raw_target": target, "path": path, "raw_path": raw, "ret": r["ret"]}
 
 
-def _by_fd_or_path(r: dict, fields: dict) -> dict:  # chmod, chown, truncate: fchmod & co carry no path
-    if "raw_path" not in r and "path" not in r:
-        return {"path": None, **fields, "ret": r["ret"], "fd": r["dirfd"]}
+def _by_fd_or_path(r: dict, fields: dict) -> dict:
+    """chmod, chown, truncate; fchmod & co (BY_FD) carry the fd's path as the kernel walked it."""
+    if r["flags"] & BY_FD or ("raw_path" not in r and "path" not in r):  # (no path: a probe before BY_FD)
+        path = r.get("raw_path", r.get("path")) or None
+        return {"path": path, **fields, "ret": r["ret"], "fd": _i32(r["dirfd"]),
+                **({"path_from_fd": True} if path else {})}
     out = _path_of(r) if "raw_path" in r else {"path": r["path"], "ret": r["ret"], "dirfd": _i32(r["dirfd"])}
     return {**out, **fields}
 
@@ -235,7 +240,7 @@ FIELDS: dict[str, Callable[[dict], dict]] = {
     "mkdir": lambda r: {**_path_of(r), "mode": r["mode"]},
     "chmod": lambda r: _by_fd_or_path(r, {"mode": r["mode"]}),
     "chown": lambda r: _by_fd_or_path(r, {"owner_uid": _id(r["owner_uid"]), "owner_gid": _id(r["owner_gid"]),
-                                          **({"flags": r["flags"]} if "path" in r else {})}),
+                                          **({"flags": r["flags"] & AT_FLAGS} if not r["flags"] & BY_FD else {})}),
     "truncate": lambda r: _by_fd_or_path(r, {"length": r["length"]}),
     "connect": _connect,
     "accept": _accept,

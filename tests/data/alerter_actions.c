@@ -4,6 +4,7 @@
  *           | chmod OCTAL-MODE PATH | connect6 IPV6-ADDR PORT | unshare-as COMM
  *           | iouring-open PATH (an openat through an io_uring ring, no open syscall)
  *           | read PATH (opens PATH as written, then lingers 1.5 s: run it with `exec`, its own parent)
+ *           | fchmod OCTAL-MODE PATH | fchown UID PATH (by an fd of PATH opened read-only: no path in the call)
  * Each performs the syscall for real; failing with EPERM is fine (the
  * probe sees the attempt). */
 #define _GNU_SOURCE
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -30,6 +32,15 @@ static int raw_chmod(const char *mode, const char *path)
 {
     long r = syscall(SYS_chmod, path, strtoul(mode, 0, 8));
     printf("chmod %s %s: %ld\n", mode, path, r);
+    return 0;
+}
+
+/* fchmod / fchown of an fd opened read-only: the call itself names no path. */
+static int by_fd(const char *what, const char *arg, const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    long r = !strcmp(what, "fchmod") ? fchmod(fd, strtoul(arg, 0, 8)) : fchown(fd, atoi(arg), -1);
+    printf("%s %s %s (fd %d): %ld\n", what, arg, path, fd, r);
     return 0;
 }
 
@@ -160,6 +171,8 @@ int main(int argc, char **argv, char **envp)
         return memfd_exec(argc > 2 ? argv[2] : "payload", envp);
     if (!strcmp(what, "chmod") && argc > 3)
         return raw_chmod(argv[2], argv[3]);
+    if ((!strcmp(what, "fchmod") || !strcmp(what, "fchown")) && argc > 3)
+        return by_fd(what, argv[2], argv[3]);
     if (!strcmp(what, "unshare-as") && argc > 2)
         return unshare_as(argv[2]);
     if (!strcmp(what, "connect6") && argc > 3)
@@ -173,6 +186,6 @@ int main(int argc, char **argv, char **envp)
         usleep(1500000);
         return fd < 0;
     }
-    fprintf(stderr, "usage: actions ptrace-attach|traceme|bpf|packet|memfd-exec [NAME]|chmod MODE PATH|connect6 ADDR PORT|unshare-as COMM|iouring-open PATH|read PATH\n");
+    fprintf(stderr, "usage: actions ptrace-attach|traceme|bpf|packet|memfd-exec [NAME]|chmod MODE PATH|connect6 ADDR PORT|unshare-as COMM|iouring-open PATH|read PATH|fchmod MODE PATH|fchown UID PATH\n");
     return 2;
 }

@@ -10,8 +10,8 @@ have matched: the plan is a superset, never a guess.
 
 The exec environment: the names read with proc.env[NAME] become the plan's
 `env` (all of DANGEROUS_ENV for proc.env without a name), and kind execenv is
-on only then. A truncate rule also asks for write opens of its paths: the
-enricher names an ftruncate's fd from them.
+on only then. fchmod, fchown and ftruncate are judged by their fd's path, which
+the kernel walks (bpf/file.bpf.c fd_exit), as the path forms are.
 
 Path tests bound the path kinds (open, unlink, chmod, chown, truncate): fd.name / evt.arg.path
 with =, in, startswith, pmatch, endswith, glob (up to the first wildcard);
@@ -350,15 +350,13 @@ def compile_plan(rules: Iterable[CompiledRule], table: MacroTable, source: str =
         if r.ast is not None:
             names = _env_names(r.ast, table, set())
             env |= {n for n in names if n} | (set(DANGEROUS_ENV) if None in names else set())
-        if "truncate" in a:  # ftruncate names its file by the open the enricher saw: send those opens
-            a = or_(a, {"open": frozenset((p, WRITE) for p, _ in a["truncate"])})
         for k in PATH_KINDS:
             wide = 0
             for pat, acc in a.get(k, ()):
                 wide |= acc if pat is None else 0
             if wide:
                 full.setdefault(f"{k} {access_text(wide)}", []).append(r.name)
-        # kinds added above for state and ftruncate count as the host's (they are not the condition's)
+        # kinds added above for state count as the host's (they are not the condition's)
         from_host |= scope.host_kinds(r.ast, pc) | (set(a) - set(matched))
         total = or_(total, a)
     plan = build(total, full, source, tuple(sorted(env)[:MAX_ENV_NAMES]))
