@@ -223,6 +223,7 @@ async def run_case(name: str, a: argparse.Namespace, parents: list[int], childre
                 settle_gc()  # as shared/service.run_service does once a service has started
                 task = asyncio.create_task(svc.run(stop))
                 done_at = None
+                cpu0 = time.process_time()  # this process is the service's (the driver is a subprocess)
                 proc = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "bench.pipeline_bench", "--drive",
                     "enriched" if name == "alerter" else "raw", "--url", srv.url, "--events", str(a.events),
@@ -238,6 +239,7 @@ async def run_case(name: str, a: argparse.Namespace, parents: list[int], childre
                             done_at = time.time()
                         await asyncio.sleep(0.001)
                 out, _ = await proc.communicate()
+                cpu = time.process_time() - cpu0
                 if proc.returncode:
                     raise RuntimeError(f"{name}: driver exited with {proc.returncode}")
                 r = orjson.loads(out.splitlines()[-1])
@@ -251,6 +253,7 @@ async def run_case(name: str, a: argparse.Namespace, parents: list[int], childre
             r["loss"].update({f"driver {k}": v for k, v in r.pop("driver_loss").items()})
             r["retries"] = int(svc.stats.total("bus_publish_retries_total"))
             r["secs"] = r["t_last"] - r["t_first"]
+            r["cpu_us"] = cpu * 1e6 / max(1, r["received"])  # the service's CPU per event, all threads
             r["rate"] = r["received"] / r["secs"] if r["secs"] > 0 else 0.0
             return r
 
@@ -270,7 +273,7 @@ async def bench(a: argparse.Namespace) -> int:
     base = rows["relay"]["rate"] if "relay" in rows else float("nan")
     print(f"pipeline bench: {a.events} events, batches of 256, window {a.window}, "
           f"{os.cpu_count()} cpus")
-    print(f"{'case':<10} {'sent':>8} {'out':>8} {'secs':>7} {'events/s':>10} {'ratio':>6}  notes")
+    print(f"{'case':<10} {'sent':>8} {'out':>8} {'secs':>7} {'events/s':>10} {'ratio':>6} {'cpu µs/ev':>9}  notes")
     ok = True
     for name, r in rows.items():
         notes = []
@@ -293,8 +296,11 @@ async def bench(a: argparse.Namespace) -> int:
         elif r["received"]:
             notes.append(f"{r['bytes'] / r['received']:.0f} B/event out")
         print(f"{name:<10} {r['sent']:>8} {r['received']:>8} {r['secs']:>7.2f} {r['rate']:>10,.0f} "
-              f"{r['rate'] / base:>6.2f}  {'; '.join(notes) or 'ok'}")
+              f"{r['rate'] / base:>6.2f} {r['cpu_us']:>9.1f}  {'; '.join(notes) or 'ok'}")
     print("ratios vs relay: " + ", ".join(f"{n} {rows[n]['rate'] / base:.2f}" for n in rows if n != "relay"))
+    print("cpu µs/ev: the service process's CPU (all its threads) per event, from the driver's start to its "
+          "exit; the driver and nats-server share the 2 cores, so 1e6 / (cpu µs/ev) is what one free core could "
+          "take")
     if "enricher" in rows and "enr-core" in rows:
         print(f"JetStream acks cost: enricher {rows['enricher']['rate'] / rows['enr-core']['rate']:.2f}x "
               "of core-NATS enricher")
