@@ -135,9 +135,11 @@ struct ev_symlink    { struct ev_head h; s64 ret, _1, _2, _3, _4, _5; char raw_t
 struct ev_chmod      { struct ev_head h; s64 ret, mode, dirfd, _3, path_hash, flags; char raw_path[STR_SZ]; char base[STR_SZ]; };
 struct ev_mkdir      { struct ev_head h; s64 ret, mode, dirfd, _3, path_hash, _5; char raw_path[STR_SZ]; char base[STR_SZ]; };
 // chmod, chown, truncate: `flags` has BY_FD when the call named its file by an fd (fchmod,
-// fchown, ftruncate: `dirfd` is that fd, the string its path as the kernel walked it, "" if
-// unknown); chown's low 32 bits are fchownat's AT_* flags.
+// fchown, ftruncate, or fchownat/fchmodat2 with AT_EMPTY_PATH: `dirfd` is that fd, the string
+// its path as the kernel walked it, "" if unknown), and FD_NO_PATH too when the file has none
+// (a pipe's, a memfd's); chown's low 32 bits are fchownat's AT_* flags.
 #define BY_FD 4294967296
+#define FD_NO_PATH 8589934592
 struct ev_chown      { struct ev_head h; s64 ret, owner_uid, owner_gid, dirfd, path_hash, flags; char path[STR_SZ]; };
 struct ev_truncate   { struct ev_head h; s64 ret, length, dirfd, _3, path_hash, flags; char path[STR_SZ]; };
 struct ev_connect    { struct ev_head h; s64 ret, fd, addrlen, type, _4, _5; u8 sa[SA_SZ]; u8 la[16]; };

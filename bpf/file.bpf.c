@@ -4,6 +4,7 @@
 // a[]: open {ret, flags, mode, dirfd}; chmod {ret, mode, fd (fchmod) or dirfd}.
 
 #define AT_FDCWD_ -100
+#define AT_EMPTY_PATH_ 0x1000
 
 // The filter plan's path part (shared/filterplan.py; loaded by services/probe/plan_maps.py).
 // An open/unlink/chmod is stashed only when some rule can match its path:
@@ -251,6 +252,14 @@ static __always_inline long base_dir_up(s64 dirfd, char *out, u32 ups)
     return path_walk(mnt, dentry, out, ups);
 }
 
+// The absolute path of a struct file (see fd_exit), as base_dir gives it.
+static __always_inline long file_walk(char *file, char *out)
+{
+    char *mnt, *dentry;
+    kptr_pair(file + OFF_FILE_PATH, OFF_PATH_MNT, OFF_PATH_DENTRY, &mnt, &dentry);
+    return path_walk(mnt, dentry, out, 0);
+}
+
 // AF_INET or AF_INET6 when the current task's `fd` is an inet socket, else 0: asked of
 // the file itself for sockets the probe did not see made (before it started, received
 // over a unix socket, an ia32 accept whose result was not known yet).
@@ -271,6 +280,16 @@ static __always_inline u16 fd_inet_family(s64 fd)
 }
 #else
 static __always_inline long base_dir_up(s64 dirfd, char *out, u32 ups)
+{
+    return -1;
+}
+
+static __always_inline char *fd_file(s64 fd)
+{
+    return 0;
+}
+
+static __always_inline long file_walk(char *file, char *out)
 {
     return -1;
 }
@@ -530,7 +549,8 @@ static __always_inline void path_stash_fold(u32 kind, u8 cls, const char *path, 
     // how the path was written is part of what is repeated: a read through `../../`, or by a
     // relative name from another base, is never counted as a repeat of another read of the file
     u64 salt = (u64)*(volatile u32 *)rb->slack << 32;
-    if (dedup_repeat(kind, dflags, kind == K_OPEN ? (u32)a2 : 0, kb->k.s, len, salt, &hash))
+    // besides dflags: an open's mode, a chown's new group
+    if (dedup_repeat(kind, dflags, kind == K_OPEN || kind == K_CHOWN ? (u32)a2 : 0, kb->k.s, len, salt, &hash))
         return;
     stash_store(kind, SHAPE_STR1, a1, a2, a3, hash, 0, path, 0, 0);
 }
@@ -708,6 +728,86 @@ TRACEPOINT_PROBE(syscalls, sys_enter_renameat2)
 SYS_EXIT(renameat2, path2_exit)
 #endif
 
+// fchmod, fchown and ftruncate name their file by an fd (as fchownat and fchmodat2 do with
+// AT_EMPTY_PATH and an empty path): at entry the stash keeps the fd's struct file (p[0]), which
+// the call holds until it returns, so a dup2 over the fd by another thread meanwhile does not
+// change what is named. At exit the kernel walks that file's path, the plan judges it as it
+// judges a path form's, and it goes out as the kind's one string (chmod's raw_path, chown's and
+// truncate's path) with BY_FD in a[5]. Its symlinks are resolved, unlike a path argument's. A
+// file with no walkable path (no such fd, too deep, a kernel without BTF offsets) is sent with
+// "" for the enricher to name from the opens it saw; a pipe's or memfd's (whose walk ends at "/")
+// with FD_NO_PATH too, and stays unnamed.
+static __always_inline void fd_stash(u32 kind, s64 a1, s64 a2, s64 a3)
+{
+    stash_put(kind, SHAPE_NUM, a1, a2, a3, 0, 0, fd_file(kind == K_CHOWN ? a3 : a2), 0, 0);
+}
+
+// 1 when the user string at `p` is empty: with AT_EMPTY_PATH the call acts on dirfd's own file.
+static __always_inline int empty_at(const void *p)
+{
+    char c = 1;
+    bpf_probe_read_user(&c, 1, p);
+    return c == 0;
+}
+
+static __always_inline int fd_exit(long ret)
+{
+    struct stash s;
+    if (!stash_take(&s))
+        return 0;
+    s.a[0] = ret;
+    s.a[5] |= BY_FD;
+    u32 zero = 0, one = 1;
+    struct plan_buf *kb = plan_scratch.lookup(&zero);
+    struct plan_buf *rb = plan_scratch.lookup(&one);
+    if (!kb || !rb)
+        return 0;
+    char *file = (char *)s.p[0];
+    // through the map, as path_absolute passes its fold: the verifier goes on with one state, not
+    // one per way the walk ended
+    *(s32 *)rb->slack = file ? file_walk(file, kb->k.s) : -1;
+    long len = *(volatile s32 *)rb->slack;
+    if (len == 1)  // "/": a file of no mount's tree (pipe, socket, memfd), or the root itself
+        s.a[5] |= FD_NO_PATH;
+    // 250 bytes or more: not judged, as a path form's
+    len = (len <= 1 || len >= PLAN_PATH_SZ - 5) ? -1 : (len & 0xff);
+    if (!plan_wants(s.kind, CLS_READ, &kb->k, len, &rb->k)) {
+        count_filtered(s.kind);
+        return 0;
+    }
+    u64 hash = 0;  // repeats as the path forms': the path and the new mode, owner (and group) or length
+    if (dedup_repeat(s.kind, (u32)s.a[1], s.kind == K_CHOWN ? (u32)s.a[2] : 0, kb->k.s, len, BY_FD, &hash))
+        return 0;
+    s.a[4] = hash;
+    struct ev_str1 *e = ev_reserve(s.kind, sizeof(*e));
+    if (!e)
+        return 0;
+    __builtin_memcpy(e->a, s.a, sizeof(e->a));
+    e->s1[0] = 0;
+    if (len > 0)
+        bpf_probe_read_kernel(e->s1, (len + 1) & 0xff, kb->k.s);
+    ev_submit(e);
+    return 0;
+}
+
+// fchownat's and fchmodat2's exit: their fd form (AT_EMPTY_PATH, stashed by fd_stash) or their path form
+static __always_inline int fd_form_stashed(void)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    struct stash *s = stash.lookup(&id);
+    return s && s->shape == SHAPE_NUM;
+}
+
+static __always_inline int chownat_exit(long ret)
+{
+    return fd_form_stashed() ? fd_exit(ret) : stash_emit(ret);
+}
+
+static __always_inline int chmodat2_exit(long ret)
+{
+    return fd_form_stashed() ? fd_exit(ret) : path_exit(ret);
+}
+
 TRACEPOINT_PROBE(syscalls, sys_enter_chmod)
 {
     path_stash(K_CHMOD, CLS_READ, args->filename, args->mode, AT_FDCWD_, 0, args->mode, AT_FDCWD_);
@@ -727,62 +827,24 @@ SYS_EXIT(fchmodat, path_exit)
 #if HAVE_TP(syscalls, sys_enter_fchmodat2) && HAVE_TP(syscalls, sys_exit_fchmodat2)
 TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat2)
 {
-    path_stash(K_CHMOD, CLS_READ, args->filename, args->mode, args->dfd, 0, args->mode, args->dfd);
+    if ((args->flags & AT_EMPTY_PATH_) && empty_at(args->filename))
+        fd_stash(K_CHMOD, args->mode, args->dfd, 0);
+    else
+        path_stash(K_CHMOD, CLS_READ, args->filename, args->mode, args->dfd, 0, args->mode, args->dfd);
     return 0;
 }
 
-SYS_EXIT(fchmodat2, path_exit)
+SYS_EXIT(fchmodat2, chmodat2_exit)
 #endif
-
-// fchmod, fchown and ftruncate name their file by an fd: at exit (the fd still names the file)
-// the kernel walks its path, the plan judges it as it judges a path form's, and it goes out as
-// the kind's one string (chmod's raw_path, chown's and truncate's path) with BY_FD in a[5]. An
-// fd with no walkable path (closed, too deep, or a pipe's or memfd's, whose walk ends at "/")
-// is sent with "" for user space to name, as are all when the plan cannot judge paths.
-static __always_inline int fd_exit(long ret)
-{
-    struct stash s;
-    if (!stash_take(&s))
-        return 0;
-    s.a[0] = ret;
-    s.a[5] |= BY_FD;
-    u32 zero = 0, one = 1;
-    struct plan_buf *kb = plan_scratch.lookup(&zero);
-    struct plan_buf *rb = plan_scratch.lookup(&one);
-    if (!kb || !rb)
-        return 0;
-    s64 fd = s.kind == K_CHOWN ? s.a[3] : s.a[2];  // chown {uid, gid, fd}; chmod {mode, fd}; truncate {length, fd}
-    // through the map, as path_absolute passes its fold: the verifier goes on with one state, not
-    // one per way the walk ended
-    *(s32 *)rb->slack = fd >= 0 ? base_dir(fd, kb->k.s) : -1;
-    long len = *(volatile s32 *)rb->slack;
-    len = (len <= 1 || len >= PLAN_PATH_SZ - 4) ? -1 : (len & 0xff);  // "/": unknown (see above)
-    if (!plan_wants(s.kind, CLS_READ, &kb->k, len, &rb->k)) {
-        count_filtered(s.kind);
-        return 0;
-    }
-    u64 hash = 0;  // repeats as the path forms': the path and the new mode, owner or length
-    if (dedup_repeat(s.kind, (u32)s.a[1], 0, kb->k.s, len, BY_FD, &hash))
-        return 0;
-    s.a[4] = hash;
-    struct ev_str1 *e = ev_reserve(s.kind, sizeof(*e));
-    if (!e)
-        return 0;
-    __builtin_memcpy(e->a, s.a, sizeof(e->a));
-    e->s1[0] = 0;
-    if (len > 0)
-        bpf_probe_read_kernel(e->s1, (len + 1) & 0xff, kb->k.s);
-    ev_submit(e);
-    return 0;
-}
 
 TRACEPOINT_PROBE(syscalls, sys_enter_fchmod)
 {
-    stash_put(K_CHMOD, SHAPE_NUM, args->mode, args->fd, 0, 0, 0, 0, 0, 0);
+    fd_stash(K_CHMOD, args->mode, args->fd, 0);
     return 0;
 }
 
 SYS_EXIT(fchmod, fd_exit)
+
 
 // mkdir: a[] {ret, mode, dirfd, 0, hash}, the path judged by the plan like chmod's.
 TRACEPOINT_PROBE(syscalls, sys_enter_mkdir)
@@ -851,6 +913,10 @@ static __always_inline void chown_flags(s64 flags)
 
 static __always_inline void chown_path(const char *path, s64 uid, s64 gid, s64 dirfd, s64 flags)
 {
+    if ((flags & AT_EMPTY_PATH_) && empty_at(path)) {  // fchownat(fd, "", ..., AT_EMPTY_PATH): fd's file
+        fd_stash(K_CHOWN, (u32)uid, (u32)gid, dirfd);
+        return;
+    }
     path_stash(K_CHOWN, CLS_READ, path, (u32)uid, (u32)gid, dirfd, (u32)uid, dirfd);
     chown_flags(flags);
 }
@@ -877,11 +943,11 @@ TRACEPOINT_PROBE(syscalls, sys_enter_fchownat)
     return 0;
 }
 
-SYS_EXIT(fchownat, stash_emit)
+SYS_EXIT(fchownat, chownat_exit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_fchown)
 {
-    stash_put(K_CHOWN, SHAPE_NUM, (u32)args->user, (u32)args->group, args->fd, 0, 0, 0, 0, 0);
+    fd_stash(K_CHOWN, (u32)args->user, (u32)args->group, args->fd);
     return 0;
 }
 
@@ -897,7 +963,7 @@ SYS_EXIT(truncate, stash_emit)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_ftruncate)
 {
-    stash_put(K_TRUNCATE, SHAPE_NUM, args->length, args->fd, 0, 0, 0, 0, 0, 0);
+    fd_stash(K_TRUNCATE, args->length, args->fd, 0);
     return 0;
 }
 

@@ -175,6 +175,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     u64 a0 = (u32)r.bx, a1 = (u32)r.cx, a2 = (u32)r.dx, a3 = (u32)r.si;
     // each case only sets arguments: one call of each helper below keeps the program small
     int pk = 0, sk = 0, ek = 0, nk = 0;
+    s64 fdk = -1;  // fd forms (fchmod, fchown, ftruncate, fchownat with AT_EMPTY_PATH): their fd
     u32 kind = 0, shape = SHAPE_NUM, dfl = 0;
     u8 cls = CLS_READ;
     s64 v1 = 0, v2 = 0, v3 = 0, v4 = 0, v5 = 0, dfd = AT_FDCWD_;
@@ -208,7 +209,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         pk = 1; kind = K_CHMOD; cls = CLS_READ; p0 = P(a1); v1 = (u16)a2; v2 = (s32)a0; v3 = 0; dfl = (u16)a2; dfd = (s32)a0;
         break;
     case I32_FCHMOD:
-        sk = 1; kind = K_CHMOD; shape = SHAPE_NUM; v1 = (u16)a1; v2 = a0; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        sk = 1; kind = K_CHMOD; shape = SHAPE_NUM; v1 = (u16)a1; v2 = a0; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0; fdk = v2;
         break;
     // chown by path, as chown_path(): {uid, gid, dirfd}, dedup on the uid, the AT_* flags (v4) in a[5]
     case I32_CHOWN16:
@@ -224,13 +225,17 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         pk = 1; kind = K_CHOWN; cls = CLS_READ; p0 = P(a0); v1 = a1; v2 = a2; v3 = AT_FDCWD_; v4 = AT_SYMLINK_NOFOLLOW_; dfl = a1; dfd = AT_FDCWD_;
         break;
     case I32_FCHOWNAT:
+        if ((r.di & AT_EMPTY_PATH_) && empty_at(P(a1))) {  // fchownat(fd, "", ..., AT_EMPTY_PATH): fd's own file
+            sk = 1; kind = K_CHOWN; shape = SHAPE_NUM; v1 = a2; v2 = a3; v3 = (s32)a0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0; fdk = v3;
+            break;
+        }
         pk = 1; kind = K_CHOWN; cls = CLS_READ; p0 = P(a1); v1 = a2; v2 = a3; v3 = (s32)a0; v4 = (s32)r.di; dfl = a2; dfd = (s32)a0;
         break;
     case I32_FCHOWN16:
-        sk = 1; kind = K_CHOWN; shape = SHAPE_NUM; v1 = own16(a1); v2 = own16(a2); v3 = a0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        sk = 1; kind = K_CHOWN; shape = SHAPE_NUM; v1 = own16(a1); v2 = own16(a2); v3 = a0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0; fdk = v3;
         break;
     case I32_FCHOWN:
-        sk = 1; kind = K_CHOWN; shape = SHAPE_NUM; v1 = a1; v2 = a2; v3 = a0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        sk = 1; kind = K_CHOWN; shape = SHAPE_NUM; v1 = a1; v2 = a2; v3 = a0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0; fdk = v3;
         break;
     // truncate by path: {length, dirfd}, dedup on the length; by fd: {length, fd}
     case I32_TRUNCATE:
@@ -240,10 +245,10 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         pk = 1; kind = K_TRUNCATE; cls = CLS_READ; p0 = P(a0); v1 = len64(a1, a2); v2 = AT_FDCWD_; v3 = 0; dfl = (u32)a1; dfd = AT_FDCWD_;
         break;
     case I32_FTRUNCATE:
-        sk = 1; kind = K_TRUNCATE; shape = SHAPE_NUM; v1 = (s32)a1; v2 = a0; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        sk = 1; kind = K_TRUNCATE; shape = SHAPE_NUM; v1 = (s32)a1; v2 = a0; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0; fdk = v2;
         break;
     case I32_FTRUNCATE64:
-        sk = 1; kind = K_TRUNCATE; shape = SHAPE_NUM; v1 = len64(a1, a2); v2 = a0; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
+        sk = 1; kind = K_TRUNCATE; shape = SHAPE_NUM; v1 = len64(a1, a2); v2 = a0; v3 = 0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0; fdk = v2;
         break;
     case I32_MPROTECT:  // as wx_stash(): W+X only
         if ((a2 & PROT_WX_) == PROT_WX_)
@@ -409,6 +414,8 @@ RAW_TRACEPOINT_PROBE(sys_enter)
             sk = 1; kind = K_SIGNAL; shape = SHAPE_NUM; v1 = (s32)a0; v2 = a2; v3 = (s32)a1; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     }
+    if (fdk >= 0)  // the fd forms keep the fd's struct file, as fd_stash does
+        p0 = fd_file(fdk);
     if (pk) {
         path_stash_fold(kind, cls, p0, v1, v2, v3, dfl, dfd, 0);
         if (kind == K_CHOWN)
@@ -533,7 +540,10 @@ int i32_sys_exit(struct bpf_raw_tracepoint_args *ctx)
     case I32_DUP: case I32_DUP2: case I32_DUP3:
         return dup_exit(ret);
     case I32_FCHMOD: case I32_FCHOWN16: case I32_FCHOWN: case I32_FTRUNCATE: case I32_FTRUNCATE64:
-        return fd_exit(ret);
+    case I32_FCHOWNAT:  // its fd form (AT_EMPTY_PATH); by path, as chown below
+        if (nr != I32_FCHOWNAT || fd_form_stashed())
+            return fd_exit(ret);
+        break;
     case I32_LINK: case I32_RENAME: case I32_SYMLINK: case I32_RENAMEAT: case I32_LINKAT: case I32_SYMLINKAT:
     case I32_RENAMEAT2:
         return path2_exit(ret);

@@ -92,6 +92,7 @@ async def test_setgid_and_high_bit_modes_alert(pipe, actions, how):
     cid = await in_container(f"touch /tmp/f; {how}", actions)
     a = await alert_for(pipe, "Set setuid or setgid bit", cid)
     assert "S_ISGID" in a["output"] or "S_ISUID" in a["output"], a["output"]
+    assert "file=/tmp/f " in a["output"], a["output"]  # fchmod too: the kernel names the fd's file
 
 
 async def test_ownership_change_by_fd_names_the_file(pipe, actions):

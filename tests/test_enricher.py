@@ -230,7 +230,7 @@ async def test_a_view_that_cannot_be_encoded_still_goes_out(nats_server, monkeyp
 async def test_exec_environment_tty_and_fd_names(nats_server):
     """execenv before its exec becomes proc.env (forks inherit it, a failed exec
     drops it, a truncated scan is completed from /proc/<pid>/environ); the exec's
-    tty becomes proc.tty; ftruncate/fchown fds are named from the opens seen."""
+    tty becomes proc.tty; ftruncate/fchown fds the kernel could not name are named from the opens seen."""
     env = {"PATH": "/bin", "LD_PRELOAD": "/tmp/from-environ.so", "HISTFILE": "/dev/null"}
     sleeper = subprocess.Popen(["/bin/sleep", "30"], env=env)
     try:
@@ -248,6 +248,8 @@ async def test_exec_environment_tty_and_fd_names(nats_server):
                  "dirfd": -100},
                 {"kind": "truncate", "pid": b, "path": None, "fd": 5, "length": 0, "ret": 0},
                 {"kind": "chown", "pid": b, "path": None, "fd": 6, "owner_uid": 1, "owner_gid": 1, "ret": 0},
+                # fd 5 again, but the kernel found its file has no path (reused by a memfd): left unnamed
+                {"kind": "chmod", "pid": b, "path": None, "fd": 5, "mode": 0o600, "ret": 0, "path_from_fd": False},
                 {"kind": "execenv", "pid": b, "env": {"HISTFILE": "/dev/null"}, "env_scanned": 3,
                  "env_truncated": False},
                 {"kind": "exec", "pid": b, "filename": "/nope", "argv": ["nope"], "ret": -2, "comm": "sh"},
@@ -257,7 +259,7 @@ async def test_exec_environment_tty_and_fd_names(nats_server):
                 {"kind": "exec", "pid": sleeper.pid, "filename": "/bin/sleep", "argv": ["sleep", "30"], "ret": 0,
                  "comm": "sleep"},
             ])
-            evs = await p.wait_for_all(lambda e: e["pid"] in (a, b, sleeper.pid), n=11)
+            evs = await p.wait_for_all(lambda e: e["pid"] in (a, b, sleeper.pid), n=12)
             by = {(e["kind"], e["pid"], e.get("ret")): e for e in evs}
             ex = by[("exec", a, 0)]
             assert ex["proc"]["env"] == {"LD_PRELOAD": "/tmp/e.so"} and ex["proc"]["tty"] == 34816
@@ -266,6 +268,8 @@ async def test_exec_environment_tty_and_fd_names(nats_server):
             assert tr["proc"]["env"] == {"LD_PRELOAD": "/tmp/e.so"} and tr["proc"]["tty"] == 34816  # inherited
             ch = by[("chown", b, 0)]
             assert ch["path"] is None and "path_from_fd" not in ch  # fd 6 was never seen opened
+            cm = by[("chmod", b, 0)]
+            assert cm["path"] is None and cm["path_from_fd"] is False
             # the failed exec took its environment along: b still has the one it inherited
             assert by[("open", b, 3)]["proc"]["env"] == {"LD_PRELOAD": "/tmp/e.so"}
             # cut short in the kernel: the rest is read from the process's environ

@@ -44,6 +44,8 @@ os.lchown(path, -1, 65534)
 fd = os.open(path, os.O_WRONLY)
 os.fchown(fd, 0, 0)
 os.ftruncate(fd, 0)
+libc.syscall(260, fd, b"", 0, 7, 0x1000)    # fchownat(fd, "", 0, 7, AT_EMPTY_PATH): the fd's own file
+libc.syscall(452, fd, b"", 0o640, 0x1000)  # fchmodat2(fd, "", 0640, AT_EMPTY_PATH)
 os.close(fd)
 os.truncate(path, 3)
 
@@ -131,6 +133,10 @@ async def test_detection_events_arrive_with_their_fields(probe, tmp_path):  # no
     assert fch["path"] == path and fch["path_from_fd"] and fch["fd"] >= 0 and fch["ret"] == 0 and "flags" not in fch
     ftr = (await col.wait(of("truncate", length=0)))[0]
     assert ftr["path"] == path and ftr["fd"] == fch["fd"] and ftr["ret"] == 0
+    ech = (await col.wait(of("chown", owner_uid=0, owner_gid=7)))[0]  # AT_EMPTY_PATH: by fd as well
+    assert (ech["path"], ech["fd"], ech["path_from_fd"], ech["ret"]) == (path, fch["fd"], True, 0)
+    ecm = (await col.wait(of("chmod", mode=0o640, path=path)))[0]
+    assert (ecm["fd"], ecm["path_from_fd"], ecm["ret"]) == (fch["fd"], True, 0)
     tr = (await col.wait(of("truncate", path=path, length=3)))[0]
     assert tr["ret"] == 0 and tr["dirfd"] == -100 and "fd" not in tr
 
@@ -206,6 +212,8 @@ async def test_plan_decides_env_names_and_new_kinds(probe, tmp_path):  # noqa: F
     assert set(env["env"]) <= {"HISTFILE", "HISTFILESIZE"} and env["env"]["HISTFILE"] == "/dev/null"
     truncs = [(e["path"], e["length"]) for e in col.events if e["kind"] == "truncate" and e["pid"] == p.pid]
     assert truncs == [(f"{tmp_path}/keep/a", 1), (f"{tmp_path}/keep/a", 2), (None, 4096)]
+    assert [e["path_from_fd"] for e in col.events if e["kind"] == "truncate" and e["pid"] == p.pid
+            and e["length"] == 4096] == [False]  # the memfd: the kernel found no path, the enricher names none
     assert not [e for e in col.events if e["kind"] == "chown" and e["pid"] == p.pid]
 
 

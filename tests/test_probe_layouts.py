@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.probe.decode import BY_FD, HEAD, KIND_NAMES, KIND_NUMBERS, RET_UNKNOWN, DecodeError, Decoder
+from services.probe.decode import BY_FD, FD_NO_PATH, HEAD, KIND_NAMES, KIND_NUMBERS, RET_UNKNOWN, DecodeError, Decoder
 from services.probe.layouts import DEFINES, LAYOUTS, LayoutError, parse
 
 STR_SZ = DEFINES["STR_SZ"]
@@ -32,8 +32,12 @@ def test_records_decode_by_their_names():
     assert (ev["path"], ev["raw_path"], ev["mode"], ev["dirfd"], ev["ret"]) == ("/usr/bin/x", "x", 0o4755, -100, 0)
     ev = d.decode(record("chmod", (0, 0o600, 5, 0, 0, BY_FD), b"/etc/x"))  # fchmod: the fd's path
     assert (ev["path"], "raw_path" in ev, ev["fd"], ev["mode"], ev["path_from_fd"]) == ("/etc/x", False, 5, 0o600, True)
-    ev = d.decode(record("chown", (0, 0, 0, 5, 0, BY_FD), b""))  # an fd with no walkable path
+    ev = d.decode(record("chown", (0, 0, 0, 5, 0, BY_FD), b""))  # an fd the kernel could not walk
     assert (ev["path"], ev["fd"], "path_from_fd" in ev, "flags" in ev) == (None, 5, False, False)
+    ev = d.decode(record("truncate", (0, 9, 5, 0, 0, BY_FD | FD_NO_PATH), b""))  # a memfd's: no path at all
+    assert (ev["path"], ev["fd"], ev["path_from_fd"], ev["length"]) == (None, 5, False, 9)
+    ev = d.decode(record("chown", (0, 0, 0, 5, 0, 0)))  # fchown from a probe before BY_FD
+    assert (ev["path"], ev["fd"], "flags" in ev) == (None, 5, False)
     ev = d.decode(record("chown", (0, 0, 0, -100, 0, 0x100), b"/etc/x"))
     assert (ev["path"], ev["dirfd"], ev["flags"], "fd" in ev) == ("/etc/x", -100, 0x100, False)
     ev = d.decode(record("chmod", (0, 0o600, 5, 0, 0, 0)))  # fchmod from a probe before BY_FD: no path

@@ -70,7 +70,7 @@ class Enricher:
         return env
 
     def _fd_path(self, ev: dict) -> None:
-        """Remember what opens returned; name the fd of ftruncate/fchown (path None)."""
+        """Remember what opens returned; name the fd of ftruncate/fchown the kernel could not name."""
         if ev["kind"] == "open":
             ret, path = ev.get("ret"), ev.get("path")
             if isinstance(ret, int) and ret >= 0 and path.__class__ is str and path and not ev.get("ret_unknown"):
@@ -78,7 +78,8 @@ class Enricher:
                     cwd = (ev.get("proc") or {}).get("cwd")
                     path = os.path.normpath(os.path.join(cwd, path)) if cwd and ev.get("dirfd") == -100 else path
                 self._fds[(ev["pid"], ret)] = path
-        elif ev.get("path") is None and isinstance(ev.get("fd"), int):
+        elif ev.get("path") is None and isinstance(ev.get("fd"), int) and "path_from_fd" not in ev:
+            # (path_from_fd False: the kernel found the fd's file has no path, e.g. a memfd's)
             path = self._fds.get((ev["pid"], ev["fd"]))
             if path is not None:
                 ev["path"] = path

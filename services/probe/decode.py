@@ -35,6 +35,7 @@ SIZE_STR2 = SIZE_STR1 + STR_SZ
 SIZE_EXEC = SIZE_NUM + STR_SZ + ARGV_SZ + ARG_MAX_LEN + STR_SZ  # ... filename, argv, base
 ENV_SLOTS = DEFINES["ENV_SLOTS"]
 BY_FD = DEFINES["BY_FD"]  # chmod/chown/truncate flags: named by an fd (fchmod, fchown, ftruncate)
+FD_NO_PATH = DEFINES["FD_NO_PATH"]  # ... whose file has no path (a pipe's, a memfd's)
 AT_FLAGS = 0xFFFFFFFF     # ... the rest of chown's: fchownat's AT_* flags
 ID_UNCHANGED = 0xFFFFFFFF
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024  # oom: the kernel counts pages
@@ -167,13 +168,18 @@ def _symlink(r: dict) -> dict:  # the target, as the link resolves it: relative 
 
 
 def _by_fd_or_path(r: dict, fields: dict) -> dict:
-    """chmod, chown, truncate; fchmod & co (BY_FD) carry the fd's path as the kernel walked it."""
+    """chmod, chown, truncate; fchmod & co (BY_FD) carry the fd's path as the kernel walked it
+    (path_from_fd True), or none: path_from_fd False when the file has no path to name."""
     if r["flags"] & BY_FD or ("raw_path" not in r and "path" not in r):  # (no path: a probe before BY_FD)
         path = r.get("raw_path", r.get("path")) or None
-        return {"path": path, **fields, "ret": r["ret"], "fd": _i32(r["dirfd"]),
-                **({"path_from_fd": True} if path else {})}
+        named = {"path_from_fd": True} if path else {"path_from_fd": False} if r["flags"] & FD_NO_PATH else {}
+        return {"path": path, **fields, "ret": r["ret"], "fd": _i32(r["dirfd"]), **named}
     out = _path_of(r) if "raw_path" in r else {"path": r["path"], "ret": r["ret"], "dirfd": _i32(r["dirfd"])}
     return {**out, **fields}
+
+
+def _chown_flags(r: dict) -> dict:  # fchownat's AT_* flags, for the path forms
+    return {"flags": r["flags"] & AT_FLAGS} if "path" in r and not r["flags"] & BY_FD else {}
 
 
 def _sock(r: dict) -> dict:  # connect, accept, listen
@@ -240,7 +246,7 @@ FIELDS: dict[str, Callable[[dict], dict]] = {
     "mkdir": lambda r: {**_path_of(r), "mode": r["mode"]},
     "chmod": lambda r: _by_fd_or_path(r, {"mode": r["mode"]}),
     "chown": lambda r: _by_fd_or_path(r, {"owner_uid": _id(r["owner_uid"]), "owner_gid": _id(r["owner_gid"]),
-                                          **({"flags": r["flags"] & AT_FLAGS} if not r["flags"] & BY_FD else {})}),
+                                          **_chown_flags(r)}),
     "truncate": lambda r: _by_fd_or_path(r, {"length": r["length"]}),
     "connect": _connect,
     "accept": _accept,

@@ -37,6 +37,14 @@ def dedup_flags(ev: dict) -> int:
     return (v or 0) & 0xFFFFFFFF
 
 
+def dedup_mode(ev: dict) -> int:
+    """The kernel's second number in the key: an open's mode, a chown's new group as passed."""
+    if ev["kind"] == "chown":
+        v = ev.get("owner_gid")
+        return 0xFFFFFFFF if v is None else v & 0xFFFFFFFF
+    return (ev.get("mode") or 0) if ev["kind"] == "open" else 0
+
+
 class Dedup:
     """Sent events by dedup key, and the sweep that turns kernel counts into repeat events."""
 
@@ -50,8 +58,8 @@ class Dedup:
         h = ev.pop(DEDUP_HASH, 0)
         if not h:
             return
-        key = (ev["cgroup_id"], ev["kind"], dedup_flags(ev), (ev.get("mode") or 0) if ev["kind"] == "open" else 0,
-               ev["pid"], ev["uid"], ev["comm"], h & _MASK)
+        key = (ev["cgroup_id"], ev["kind"], dedup_flags(ev), dedup_mode(ev), ev["pid"], ev["uid"], ev["comm"],
+               h & _MASK)
         self._sent[key] = ev
 
     def sweep(self, table, kind_names: dict[int, str], window_ns: int, now_boot_ns: int,
