@@ -134,8 +134,10 @@ static __always_inline void dentry_link(struct pw_buf *w, char *d, char **parent
 }
 
 // The absolute path of (mnt, dentry) as the current task sees it, into out
-// (STR_SZ bytes, NUL-terminated); its length without the NUL, or -1. With `ups`, that of its
+// (STR_SZ bytes, NUL-terminated); its length without the NUL, or -1 (unknown), or NO_TREE_PATH
+// for a dentry in no tree (a pipe's, socket's or memfd's). With `ups`, that of its
 // ups-th parent, as `..` goes: across mounts, and never above the task's root.
+#define NO_TREE_PATH -2
 static __always_inline long path_walk(char *mnt, char *dentry, char *out, u32 ups)
 {
     char *fs = kptr((char *)bpf_get_current_task() + OFF_TASK_FS);
@@ -180,8 +182,8 @@ static __always_inline long path_walk(char *mnt, char *dentry, char *out, u32 up
             pw_count(1);
             return -1;
         }
-        if (parent == d)
-            break;
+        if (parent == d)  // a root that is not its mount's: a file of no directory tree
+            return NO_TREE_PATH;
         if (w->ups) {  // a `..`: this name is not part of the path
             w->ups--;
             w->dentry = parent;
@@ -231,33 +233,32 @@ static __always_inline char *fd_file(s64 fd)
     return fds ? kptr((char **)fds + fd) : 0;
 }
 
-// The directory a path argument is relative to: the working directory (AT_FDCWD)
-// or the file of `dirfd`, as an absolute path into out (or its ups-th parent); -1 if unknown.
-static __always_inline long base_dir_up(s64 dirfd, char *out, u32 ups)
+// The struct path * of the current task's `fd`, or of its working directory for AT_FDCWD
+// when `cwd` (else 0); 0 if there is none.
+static __always_inline char *fd_path(s64 fd, int cwd)
 {
-    char *p;  // a struct path *
-    if ((int)dirfd == AT_FDCWD_) {
-        char *fs = kptr((char *)bpf_get_current_task() + OFF_TASK_FS);
-        if (!fs)
-            return -1;
-        p = fs + OFF_FS_PWD;
-    } else {
-        char *file = fd_file(dirfd);
-        if (!file)
-            return -1;
-        p = file + OFF_FILE_PATH;
+    if ((int)fd == AT_FDCWD_) {
+        char *fs = cwd ? kptr((char *)bpf_get_current_task() + OFF_TASK_FS) : 0;
+        return fs ? fs + OFF_FS_PWD : 0;
     }
+    char *file = fd_file(fd);
+    return file ? file + OFF_FILE_PATH : 0;
+}
+
+// path_walk of a struct path * (as fd_path gives them).
+static __always_inline long struct_path_walk(char *p, char *out, u32 ups)
+{
     char *mnt, *dentry;
     kptr_pair(p, OFF_PATH_MNT, OFF_PATH_DENTRY, &mnt, &dentry);
     return path_walk(mnt, dentry, out, ups);
 }
 
-// The absolute path of a struct file (see fd_exit), as base_dir gives it.
-static __always_inline long file_walk(char *file, char *out)
+// The directory a path argument is relative to: the working directory (AT_FDCWD)
+// or the file of `dirfd`, as an absolute path into out (or its ups-th parent); < 0 if unknown.
+static __always_inline long base_dir_up(s64 dirfd, char *out, u32 ups)
 {
-    char *mnt, *dentry;
-    kptr_pair(file + OFF_FILE_PATH, OFF_PATH_MNT, OFF_PATH_DENTRY, &mnt, &dentry);
-    return path_walk(mnt, dentry, out, 0);
+    char *p = fd_path(dirfd, 1);
+    return p ? struct_path_walk(p, out, ups) : -1;
 }
 
 // AF_INET or AF_INET6 when the current task's `fd` is an inet socket, else 0: asked of
@@ -284,12 +285,12 @@ static __always_inline long base_dir_up(s64 dirfd, char *out, u32 ups)
     return -1;
 }
 
-static __always_inline char *fd_file(s64 fd)
+static __always_inline char *fd_path(s64 fd, int cwd)
 {
     return 0;
 }
 
-static __always_inline long file_walk(char *file, char *out)
+static __always_inline long struct_path_walk(char *p, char *out, u32 ups)
 {
     return -1;
 }
@@ -729,31 +730,27 @@ SYS_EXIT(renameat2, path2_exit)
 #endif
 
 // fchmod, fchown and ftruncate name their file by an fd (as fchownat and fchmodat2 do with
-// AT_EMPTY_PATH and an empty path): at entry the stash keeps the fd's struct file (p[0]), which
-// the call holds until it returns, so a dup2 over the fd by another thread meanwhile does not
-// change what is named. At exit the kernel walks that file's path, the plan judges it as it
-// judges a path form's, and it goes out as the kind's one string (chmod's raw_path, chown's and
-// truncate's path) with BY_FD in a[5]. Its symlinks are resolved, unlike a path argument's. A
-// file with no walkable path (no such fd, too deep, a kernel without BTF offsets) is sent with
-// "" for the enricher to name from the opens it saw; a pipe's or memfd's (whose walk ends at "/")
-// with FD_NO_PATH too, and stays unnamed.
+// AT_EMPTY_PATH and an empty path, or the working directory with AT_FDCWD). Entry keeps the
+// fd's struct path (stash p[0]); at exit the kernel walks it, the plan judges it as it judges a
+// path form's, and it goes out as the kind's one string (chmod's raw_path, chown's and truncate's
+// path) with BY_FD in a[5]. Its symlinks are resolved, unlike a path argument's. If the fd names
+// another file at exit than at entry (another thread's dup2 around the call: which one the call
+// acted on is not known), the exit's is named and sent unjudged. A file of no directory tree (a
+// memfd's, a pipe's) is sent with "" and FD_NO_PATH (only when a rule takes any path), the
+// enricher leaving it unnamed; one the kernel cannot walk (too deep, no BTF offsets) with "",
+// for the enricher to name from the opens it saw.
 static __always_inline void fd_stash(u32 kind, s64 a1, s64 a2, s64 a3)
 {
-    stash_put(kind, SHAPE_NUM, a1, a2, a3, 0, 0, fd_file(kind == K_CHOWN ? a3 : a2), 0, 0);
-}
-
-// 1 when the user string at `p` is empty: with AT_EMPTY_PATH the call acts on dirfd's own file.
-static __always_inline int empty_at(const void *p)
-{
-    char c = 1;
-    bpf_probe_read_user(&c, 1, p);
-    return c == 0;
+    stash_put(kind, SHAPE_NUM, a1, a2, a3, 0, 0, fd_path(kind == K_CHOWN ? a3 : a2, 0), 0, 0);
 }
 
 static __always_inline int fd_exit(long ret)
 {
     struct stash s;
-    if (!stash_take(&s))
+    if (!stash_take(&s) || s.shape != SHAPE_NUM)
+        return 0;
+    u32 kind = s.kind;
+    if (kind != K_CHMOD && kind != K_CHOWN && kind != K_TRUNCATE)
         return 0;
     s.a[0] = ret;
     s.a[5] |= BY_FD;
@@ -762,50 +759,78 @@ static __always_inline int fd_exit(long ret)
     struct plan_buf *rb = plan_scratch.lookup(&one);
     if (!kb || !rb)
         return 0;
-    char *file = (char *)s.p[0];
+    char *p = (char *)s.p[0];
+    s64 fd = kind == K_CHOWN ? s.a[3] : s.a[2];
+    char *now = fd_path(fd, p != 0);
+    int moved = now != p;
+    p = now ? now : p;
     // through the map, as path_absolute passes its fold: the verifier goes on with one state, not
     // one per way the walk ended
-    *(s32 *)rb->slack = file ? file_walk(file, kb->k.s) : -1;
-    long len = *(volatile s32 *)rb->slack;
-    if (len == 1)  // "/": a file of no mount's tree (pipe, socket, memfd), or the root itself
+    *(s32 *)rb->slack = p ? struct_path_walk(p, kb->k.s, 0) : -1;
+    long wl = *(volatile s32 *)rb->slack;
+    long len = (wl <= 0 || wl >= PLAN_PATH_SZ - 5 || moved) ? -1 : (wl & 0xff);  // 250 or more: unjudged
+    if (wl == NO_TREE_PATH && !moved) {  // no path for a path test to match: wanted only for any path
         s.a[5] |= FD_NO_PATH;
-    // 250 bytes or more: not judged, as a path form's
-    len = (len <= 1 || len >= PLAN_PATH_SZ - 5) ? -1 : (len & 0xff);
-    if (!plan_wants(s.kind, CLS_READ, &kb->k, len, &rb->k)) {
-        count_filtered(s.kind);
+        u8 *any = plan_any.lookup(&kind);
+        if (!any || !(*any & CLS_READ)) {
+            count_filtered(kind);
+            return 0;
+        }
+    } else if (!plan_wants(kind, CLS_READ, &kb->k, len, &rb->k)) {
+        count_filtered(kind);
         return 0;
     }
     u64 hash = 0;  // repeats as the path forms': the path and the new mode, owner (and group) or length
-    if (dedup_repeat(s.kind, (u32)s.a[1], s.kind == K_CHOWN ? (u32)s.a[2] : 0, kb->k.s, len, BY_FD, &hash))
+    if (dedup_repeat(kind, (u32)s.a[1], kind == K_CHOWN ? (u32)s.a[2] : 0, kb->k.s, len, BY_FD, &hash))
         return 0;
     s.a[4] = hash;
-    struct ev_str1 *e = ev_reserve(s.kind, sizeof(*e));
+    struct ev_str1 *e = ev_reserve(kind, sizeof(*e));
     if (!e)
         return 0;
     __builtin_memcpy(e->a, s.a, sizeof(e->a));
     e->s1[0] = 0;
-    if (len > 0)
-        bpf_probe_read_kernel(e->s1, (len + 1) & 0xff, kb->k.s);
+    if (wl > 0)  // the walk's path and its NUL
+        bpf_probe_read_kernel(e->s1, (wl & 0xff) + 1, kb->k.s);
     ev_submit(e);
     return 0;
 }
 
-// fchownat's and fchmodat2's exit: their fd form (AT_EMPTY_PATH, stashed by fd_stash) or their path form
-static __always_inline int fd_form_stashed(void)
+// 1 when the user string at `p` is empty (read at exit: at entry its page may not have been in).
+static __always_inline int empty_at(const void *p)
+{
+    char c = 1;
+    bpf_probe_read_user(&c, 1, p);
+    return c == 0;
+}
+
+// fchownat's and fchmodat2's exit: with AT_EMPTY_PATH (AT_* flags in a[flags_at]) and an empty
+// path the call acted on dirfd's own file (or the working directory): their stash becomes the
+// fd form's, for fd_exit; 0 for a path form.
+static __always_inline int empty_path_is_fd(u32 kind, int flags_at)
 {
     u64 id = bpf_get_current_pid_tgid();
     struct stash *s = stash.lookup(&id);
-    return s && s->shape == SHAPE_NUM;
+    if (!s || s->kind != kind || s->shape != SHAPE_STR1 || !(s->a[flags_at & 7] & AT_EMPTY_PATH_) ||
+        !empty_at((void *)s->p[0]))
+        return 0;
+    s64 dirfd = kind == K_CHOWN ? s->a[3] : s->a[2];
+    s->shape = SHAPE_NUM;
+    s->p[0] = (u64)fd_path(dirfd, 1);
+    s->a[4] = 0;
+    s->a[5] = 0;
+    if (kind == K_CHMOD)
+        s->a[3] = 0;
+    return 1;
 }
 
 static __always_inline int chownat_exit(long ret)
 {
-    return fd_form_stashed() ? fd_exit(ret) : stash_emit(ret);
+    return empty_path_is_fd(K_CHOWN, 5) ? fd_exit(ret) : stash_emit(ret);
 }
 
 static __always_inline int chmodat2_exit(long ret)
 {
-    return fd_form_stashed() ? fd_exit(ret) : path_exit(ret);
+    return empty_path_is_fd(K_CHMOD, 3) ? fd_exit(ret) : path_exit(ret);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_chmod)
@@ -827,10 +852,8 @@ SYS_EXIT(fchmodat, path_exit)
 #if HAVE_TP(syscalls, sys_enter_fchmodat2) && HAVE_TP(syscalls, sys_exit_fchmodat2)
 TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat2)
 {
-    if ((args->flags & AT_EMPTY_PATH_) && empty_at(args->filename))
-        fd_stash(K_CHMOD, args->mode, args->dfd, 0);
-    else
-        path_stash(K_CHMOD, CLS_READ, args->filename, args->mode, args->dfd, 0, args->mode, args->dfd);
+    // AT_* flags in a[3]: with AT_EMPTY_PATH and an empty path, chmodat2_exit names the fd's file
+    path_stash(K_CHMOD, CLS_READ, args->filename, args->mode, args->dfd, args->flags, args->mode, args->dfd);
     return 0;
 }
 
@@ -913,10 +936,6 @@ static __always_inline void chown_flags(s64 flags)
 
 static __always_inline void chown_path(const char *path, s64 uid, s64 gid, s64 dirfd, s64 flags)
 {
-    if ((flags & AT_EMPTY_PATH_) && empty_at(path)) {  // fchownat(fd, "", ..., AT_EMPTY_PATH): fd's file
-        fd_stash(K_CHOWN, (u32)uid, (u32)gid, dirfd);
-        return;
-    }
     path_stash(K_CHOWN, CLS_READ, path, (u32)uid, (u32)gid, dirfd, (u32)uid, dirfd);
     chown_flags(flags);
 }

@@ -175,7 +175,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     u64 a0 = (u32)r.bx, a1 = (u32)r.cx, a2 = (u32)r.dx, a3 = (u32)r.si;
     // each case only sets arguments: one call of each helper below keeps the program small
     int pk = 0, sk = 0, ek = 0, nk = 0;
-    s64 fdk = -1;  // fd forms (fchmod, fchown, ftruncate, fchownat with AT_EMPTY_PATH): their fd
+    s64 fdk = -1;  // the fd forms' fd (fchmod, fchown16/32, ftruncate(64)): named at exit (fd_exit)
     u32 kind = 0, shape = SHAPE_NUM, dfl = 0;
     u8 cls = CLS_READ;
     s64 v1 = 0, v2 = 0, v3 = 0, v4 = 0, v5 = 0, dfd = AT_FDCWD_;
@@ -225,10 +225,6 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         pk = 1; kind = K_CHOWN; cls = CLS_READ; p0 = P(a0); v1 = a1; v2 = a2; v3 = AT_FDCWD_; v4 = AT_SYMLINK_NOFOLLOW_; dfl = a1; dfd = AT_FDCWD_;
         break;
     case I32_FCHOWNAT:
-        if ((r.di & AT_EMPTY_PATH_) && empty_at(P(a1))) {  // fchownat(fd, "", ..., AT_EMPTY_PATH): fd's own file
-            sk = 1; kind = K_CHOWN; shape = SHAPE_NUM; v1 = a2; v2 = a3; v3 = (s32)a0; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0; fdk = v3;
-            break;
-        }
         pk = 1; kind = K_CHOWN; cls = CLS_READ; p0 = P(a1); v1 = a2; v2 = a3; v3 = (s32)a0; v4 = (s32)r.di; dfl = a2; dfd = (s32)a0;
         break;
     case I32_FCHOWN16:
@@ -414,8 +410,8 @@ RAW_TRACEPOINT_PROBE(sys_enter)
             sk = 1; kind = K_SIGNAL; shape = SHAPE_NUM; v1 = (s32)a0; v2 = a2; v3 = (s32)a1; v4 = 0; v5 = 0; p0 = 0; p1 = 0; p2 = 0;
         break;
     }
-    if (fdk >= 0)  // the fd forms keep the fd's struct file, as fd_stash does
-        p0 = fd_file(fdk);
+    if (fdk >= 0)  // the fd forms keep the fd's struct path, as fd_stash does
+        p0 = fd_path(fdk, 0);
     if (pk) {
         path_stash_fold(kind, cls, p0, v1, v2, v3, dfl, dfd, 0);
         if (kind == K_CHOWN)
@@ -540,8 +536,8 @@ int i32_sys_exit(struct bpf_raw_tracepoint_args *ctx)
     case I32_DUP: case I32_DUP2: case I32_DUP3:
         return dup_exit(ret);
     case I32_FCHMOD: case I32_FCHOWN16: case I32_FCHOWN: case I32_FTRUNCATE: case I32_FTRUNCATE64:
-    case I32_FCHOWNAT:  // its fd form (AT_EMPTY_PATH); by path, as chown below
-        if (nr != I32_FCHOWNAT || fd_form_stashed())
+    case I32_FCHOWNAT:  // with AT_EMPTY_PATH and "", an fd form; by path, as chown below
+        if (nr != I32_FCHOWNAT || empty_path_is_fd(K_CHOWN, 5))
             return fd_exit(ret);
         break;
     case I32_LINK: case I32_RENAME: case I32_SYMLINK: case I32_RENAMEAT: case I32_LINKAT: case I32_SYMLINKAT:

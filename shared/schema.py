@@ -65,8 +65,9 @@ ENRICHED_FIELDS = ("proc", "container", "k8s")
 # is where it points, resolved against the link's directory ("raw_target": its contents).
 # mprotect is sent only for W+X requests (PROT_WRITE|PROT_EXEC at once) of mprotect, mmap or
 # pkey_mprotect ("syscall"; mmap adds "flags" and "fd", and its "ret" is the address mapped).
-# Extras beyond these: chmod has "dirfd" or, for fchmod, "fd" (path: the fd's file as the kernel
-# walked it, "path_from_fd" True; None when it has no path, e.g. a memfd's);
+# Extras beyond these: chmod has "dirfd" or, for fchmod (and fchmodat2 with AT_EMPTY_PATH and ""),
+# "fd" (path: the fd's file as the kernel walked it, "path_from_fd" True; None with "path_from_fd"
+# False for a file of no directory tree, e.g. a memfd's; None alone when it could not be walked);
 # unlink "dirfd", "flags"; rename/link "flags"; signal only for sig != 0 to
 # another process; socket only for AF_PACKET or SOCK_RAW; dup only when
 # oldfd is a socket or newfd is 0-2 (fd_type "socket" | "other"; a socket's "sock_origin"
@@ -78,8 +79,9 @@ ENRICHED_FIELDS = ("proc", "container", "k8s")
 # entry, before its exec, only when a variable the rules watch is in envp: "env"
 # {NAME: value} (the enricher keeps it as proc.env). setuid/setgid: the head's
 # uid/gid are the caller's before the call, new_* the ids asked for (None:
-# unchanged). chown and truncate have "dirfd" or, for fchown/ftruncate, "fd" (path as fchmod's;
-# when None, the enricher names the file if it saw the open); chown by path "flags".
+# unchanged). chown and truncate have "dirfd" or, for fchown/ftruncate (and fchownat with
+# AT_EMPTY_PATH and ""), "fd" (path as fchmod's; when None and not walked, the enricher names the
+# file if it saw the open); chown by path "flags".
 # procvm is process_vm_readv/writev on another process. iouring: an io_uring ring created ("op"
 # "setup", its "fd") or a process's first request of a file or network operation through one
 # ("op" the kernel's name, e.g. "openat", "connect"; what it names is not read).
