@@ -138,6 +138,7 @@ static __always_inline void dentry_link(struct pw_buf *w, char *d, char **parent
 // for a dentry in no tree (a pipe's, socket's or memfd's). With `ups`, that of its
 // ups-th parent, as `..` goes: across mounts, and never above the task's root.
 #define NO_TREE_PATH -2
+#define MNT_INTERNAL_ 0x4000
 static __always_inline long path_walk(char *mnt, char *dentry, char *out, u32 ups)
 {
     char *fs = kptr((char *)bpf_get_current_task() + OFF_TASK_FS);
@@ -182,8 +183,16 @@ static __always_inline long path_walk(char *mnt, char *dentry, char *out, u32 up
             pw_count(1);
             return -1;
         }
-        if (parent == d)  // a root that is not its mount's: a file of no directory tree
-            return NO_TREE_PATH;
+        if (parent == d) {  // a root that is not its mount's: on a kernel-internal mount (pipefs,
+            // sockfs, a memfd's shm), a file of no directory tree; else a dentry disconnected from
+            // its tree (open_by_handle_at, a file moved out of a bind mount): unknown
+            int mflags = 0;
+            bpf_probe_read_kernel(&mflags, sizeof(mflags), w->mnt + OFF_VFSMOUNT_FLAGS);
+            if (mflags & MNT_INTERNAL_)
+                return NO_TREE_PATH;
+            pw_count(1);
+            return -1;
+        }
         if (w->ups) {  // a `..`: this name is not part of the path
             w->ups--;
             w->dentry = parent;
@@ -735,7 +744,8 @@ SYS_EXIT(renameat2, path2_exit)
 // path form's, and it goes out as the kind's one string (chmod's raw_path, chown's and truncate's
 // path) with BY_FD in a[5]. Its symlinks are resolved, unlike a path argument's. If the fd names
 // another file at exit than at entry (another thread's dup2 around the call: which one the call
-// acted on is not known), the exit's is named and sent unjudged. A file of no directory tree (a
+// acted on is not known), the exit's is named (the entry's if the fd is closed by then) and sent
+// unjudged. A file of no directory tree (a
 // memfd's, a pipe's) is sent with "" and FD_NO_PATH (only when a rule takes any path), the
 // enricher leaving it unnamed; one the kernel cannot walk (too deep, no BTF offsets) with "",
 // for the enricher to name from the opens it saw.

@@ -154,6 +154,7 @@ KERNEL_OFFSETS = {
     "QSTR_LEN": ("qstr", "len"), "QSTR_NAME": ("qstr", "name"),
     "MOUNT_MNT": ("mount", "mnt"), "MOUNT_PARENT": ("mount", "mnt_parent"),
     "MOUNT_MOUNTPOINT": ("mount", "mnt_mountpoint"), "VFSMOUNT_ROOT": ("vfsmount", "mnt_root"),
+    "VFSMOUNT_FLAGS": ("vfsmount", "mnt_flags"),
     "TASK_NSPROXY": ("task_struct", "nsproxy"), "NSPROXY_MNT": ("nsproxy", "mnt_ns"),
     "MNTNS_NS": ("mnt_namespace", "ns"), "NS_INUM": ("ns_common", "inum"),
     "TASK_REAL_CRED": ("task_struct", "real_cred"), "CRED_CAP_PERMITTED": ("cred", "cap_permitted"),
