@@ -15,6 +15,9 @@
 #ifndef RINGBUF_PAGES
 #define RINGBUF_PAGES 256
 #endif
+#ifndef IDLE_GAP_MS
+#define IDLE_GAP_MS 100  // a record after this long without one wakes the reader (services/probe/service.py)
+#endif
 #ifndef WAKEUP_EVERY
 #define WAKEUP_EVERY 64  // wake user space once per this many events per CPU
 #endif
@@ -212,6 +215,7 @@ _Static_assert(sizeof(struct ev_execenv) == sizeof(struct ev_env), "ev_execenv i
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(lost, u64, K_MAX);          // reserve failures per kind
 BPF_PERCPU_ARRAY(submitted, u64, 1);         // events submitted on this CPU (wakeup pacing)
+BPF_ARRAY(last_submit, u64, 1);               // when a record was last submitted (ns, any CPU; to 1 ms)
 BPF_ARRAY(kind_on, u8, K_MAX);               // per-kind switch from the filter plan: 1 on, 2 containers only
 BPF_ARRAY(host_mnt_ns, u32, 1);              // inode of the node's initial mount namespace (0: unknown)
 BPF_PERCPU_ARRAY(filtered, u64, K_MAX);      // events the filter plan kept in the kernel, per kind
@@ -362,15 +366,27 @@ static __always_inline void *ev_reserve(u32 kind, u32 size)
     return h;
 }
 
-// Submit without a wakeup per event: user space polls with a short timeout
-// and is woken early once per WAKEUP_EVERY events per CPU (batching).
+// Submit without a wakeup per event: user space polls with a short timeout while records come
+// and is woken early once per WAKEUP_EVERY events per CPU (batching). A record after more than
+// IDLE_GAP_MS without one wakes it at once: a reader that has seen nothing for longer than that
+// waits with long timeouts (services/probe/service.py _read_loop), so a quiet node costs a few
+// wakeups a second and its first event is read at once.
 static __always_inline void ev_submit(void *e)
 {
     u32 zero = 0;
     u64 *n = submitted.lookup(&zero);
+    u64 *last = last_submit.lookup(&zero);
+    u64 now = bpf_ktime_get_ns();
     u64 flags = BPF_RB_NO_WAKEUP;
     if (n && (++*n % WAKEUP_EVERY) == 0)
         flags = BPF_RB_FORCE_WAKEUP;
+    if (last) {
+        u64 gap = now - *last;
+        if (gap > IDLE_GAP_MS * 1000000ULL)
+            flags = BPF_RB_FORCE_WAKEUP;
+        if (gap > 1000000ULL)  // written at most once a millisecond: one cache line all CPUs share
+            *last = now;
+    }
     events.ringbuf_submit(e, flags);
 }
 

@@ -24,7 +24,7 @@ class ProbeConfig:
     free_compiler: bool = True                # free bcc's compiler state once loaded (~40 MB; no later loads)
     ringbuf_pages: int = 4096                 # ring buffer size in pages (power of two): 16 MiB
     wakeup_every: int = 64                    # wake the reader once per N events per CPU
-    poll_timeout_ms: int = 20                 # upper bound on delivery latency without a wakeup
+    poll_timeout_ms: int = 20                 # ring poll while records come (quiet: the kernel wakes us)
     batch_size: int = 256                     # events per bus message
     queue_batches: int = 256                  # bounded hand-off queue, thread -> event loop
     counters_interval: float = 2.0            # s between reads of lost/cgroup counter maps

@@ -59,6 +59,9 @@ _log = log.get("probe")
 
 CLASS_NAMES = ("exec", "file", "net")
 ROOT_CGROUP = 1
+IDLE_POLL_S = 0.25   # the reader's poll once the ring has been quiet for IDLE_AFTER_S (see _read_loop)
+IDLE_AFTER_S = 0.15  # past the kernel's IDLE_GAP_MS (100 ms, bpf/common.h): its next record wakes us
+BURST_POLL_S = 0.002  # the first poll after a record that ended a quiet spell
 PATH_WALK_FAILURES = ("too_deep_or_long", "unreadable")  # pw_counts in bpf/file.bpf.c
 MAX_DRAIN = 4096  # records per hand-over to the event loop
 SHUTDOWN_PUBLISH_S = 2.0  # on stop, queued events are published for this long (the rest counted)
@@ -362,9 +365,16 @@ class ProbeService:
     # ---- reader thread ----------------------------------------------------------
 
     def _read_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        # While records come the ring is polled every poll_timeout_ms (most come without a wakeup).
+        # Once nothing has come for IDLE_AFTER_S (past the kernel's IDLE_GAP_MS, bpf/common.h) the
+        # poll is IDLE_POLL_S long: the kernel wakes us for the next record. The polls after such a
+        # wakeup start short (its burst's next records, e.g. the opens after an exec, come within
+        # milliseconds) and double up to poll_timeout_ms.
         ring, timeout = self._ring, self.cfg.poll_timeout_ms / 1000
+        wait, quiet_since = timeout, time.monotonic()
         try:
             while not self._reader_stop.is_set():
+                drained = 0
                 want = self._flows_wanted
                 if want is not None:  # the flow map, behind every record committed before the snapshot
                     self._flows_wanted = None
@@ -373,14 +383,24 @@ class ProbeService:
                     except Exception as e:  # noqa: BLE001 - raised in report_flows
                         flows = e
                     if not self.reader_paused.is_set():
-                        while self._drain_once(loop, ring) == MAX_DRAIN:
-                            pass
+                        while (n := self._drain_once(loop, ring)) == MAX_DRAIN:
+                            drained += n
+                        drained += n
                     loop.call_soon_threadsafe(_resolve, want, flows)  # after the hand-overs: FIFO
                 if self.reader_paused.is_set():  # benchmarks fill the ring, then time its drain
                     self._reader_stop.wait(timeout)
                     continue
-                if not self._drain_once(loop, ring):
-                    ring.wait(timeout)  # most records come without a wakeup: the timeout paces us
+                drained += self._drain_once(loop, ring)
+                now = time.monotonic()
+                if drained:
+                    wait = BURST_POLL_S if now - quiet_since > IDLE_AFTER_S else min(wait, timeout)
+                    quiet_since = now
+                    continue
+                if now - quiet_since > IDLE_AFTER_S:
+                    ring.wait(IDLE_POLL_S)
+                else:
+                    ring.wait(wait)
+                    wait = min(wait * 2, timeout)
         except BaseException as e:  # noqa: BLE001 - reported by run()
             self._reader_error = e
             _log.exception("ring buffer reader failed")
